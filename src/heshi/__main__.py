@@ -1,0 +1,3 @@
+from heshi.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command line: one Typer sub-app per command group."""

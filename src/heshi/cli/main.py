@@ -1,0 +1,29 @@
+"""The ``heshi`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from heshi import __version__
+from heshi.cli import models as models_cli
+from heshi.cli import serve as serve_cli
+
+app = typer.Typer(
+    name="heshi",
+    help="Heshi (合适): run Qwen models on the hardware you have, under the rules you live by.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.command("serve")(serve_cli.serve)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the Heshi version. / 显示版本。"""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

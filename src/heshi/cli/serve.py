@@ -1,0 +1,101 @@
+"""``heshi serve``: run the gateway."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from heshi.config import HeshiConfig, load_config
+from heshi.engines.base import Engine
+from heshi.errors import HeshiError
+
+err_console = Console(stderr=True)
+
+
+def build_engines(config: HeshiConfig) -> dict[str, Engine]:
+    """The engines ``config`` asks for: the local llama.cpp one and each remote backend."""
+    from heshi.engines.llamacpp import LlamaCppEngine, check_model_file
+    from heshi.engines.openai_http import OpenAIHTTPEngine
+    from heshi.hub.store import ModelStore
+
+    engines: dict[str, Engine] = {}
+    if config.engine.enabled:
+        path = ModelStore(config.home).resolve(config.engine.model)
+        check_model_file(path)
+        engines["local"] = LlamaCppEngine(config.engine.name, path, config.engine)
+    for name, backend in config.backends.items():
+        engines[name] = OpenAIHTTPEngine(name, backend)
+    return engines
+
+
+def serve(
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help="heshi.yaml / 配置文件")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model ref for the local engine / 本地模型 (path, hf:, …)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Public model name / 对外模型名")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address / 监听地址")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port / 端口")] = None,
+    parallel: Annotated[
+        int | None, typer.Option(help="Parallel slots (continuous batching) / 并发槽位")
+    ] = None,
+    ctx: Annotated[int | None, typer.Option(help="Context tokens per request / 上下文")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads / CPU 线程数")] = None,
+    no_local: Annotated[
+        bool, typer.Option("--no-local", help="Serve remote backends only / 不启动本地引擎")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug|info|warning")] = "info",
+) -> None:
+    """Run the OpenAI-compatible gateway. / 启动 OpenAI 兼容网关。"""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(config_path).with_overrides(
+            **{
+                "engine.model": model,
+                "engine.name": name or (_name_from_ref(model) if model else None),
+                "engine.parallel": parallel,
+                "engine.ctx": ctx,
+                "engine.threads": threads,
+                "engine.enabled": False if no_local else None,
+                "server.host": host,
+                "server.port": port,
+            }
+        )
+        engines = build_engines(config)
+    except HeshiError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    from heshi.gateway.app import create_app
+
+    app = create_app(config, engines)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            log_level=log_level,
+            loop="auto",
+            http="auto",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    if not server.started:
+        err_console.print(
+            "[red]网关未能启动 / the gateway failed to start (see the log above)[/red]"
+        )
+        raise typer.Exit(1)
+
+
+def _name_from_ref(ref: str) -> str:
+    stem = ref.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return stem.removesuffix(".gguf").lower() or "local"

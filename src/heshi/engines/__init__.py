@@ -1,0 +1,1 @@
+"""Engines: the things that actually produce tokens (in-process llama.cpp, remote HTTP)."""

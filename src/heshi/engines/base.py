@@ -1,0 +1,64 @@
+"""The Engine protocol every token producer implements.
+
+The gateway speaks to engines in OpenAI-shaped dicts: a request body in, a response
+dict (or an async stream of chunk dicts) out. Engines raise ``heshi.errors`` types;
+they never build HTTP responses themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model an engine serves, under the name the engine itself knows it by."""
+
+    name: str
+    context_length: int | None = None
+    can_embed: bool = False
+    owned_by: str = "heshi"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A source of completions. ``model`` arguments are the engine's own model names."""
+
+    name: str
+
+    def served_models(self) -> list[ServedModel]:
+        """The models this engine can answer for right now."""
+        ...
+
+    async def start(self) -> None:
+        """Load models / open connection pools. Raise a ``HeshiError`` on failure."""
+        ...
+
+    async def close(self) -> None:
+        """Release threads, slots and connections. Safe to call twice."""
+        ...
+
+    async def chat(self, body: JSON) -> JSON:
+        """Answer a non-streaming ``/v1/chat/completions`` body."""
+        ...
+
+    def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+        """Yield ``chat.completion.chunk`` dicts; closing the iterator cancels generation."""
+        ...
+
+    async def completion(self, body: JSON) -> JSON:
+        """Answer a non-streaming ``/v1/completions`` body."""
+        ...
+
+    def stream_completion(self, body: JSON) -> AsyncIterator[JSON]:
+        """Yield ``text_completion`` chunk dicts; closing the iterator cancels generation."""
+        ...
+
+    async def embeddings(self, body: JSON) -> JSON:
+        """Answer a ``/v1/embeddings`` body, or raise ``CapabilityMissing``."""
+        ...

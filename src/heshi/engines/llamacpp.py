@@ -1,0 +1,254 @@
+"""The embedded engine: llama.cpp's own server loop, in process, through ``xllamacpp``.
+
+Why this shape: xllamacpp runs llama-server's slot scheduler (continuous batching over
+``parallel`` slots, prompt-prefix reuse per slot) on its own thread and hands us each
+SSE chunk through a callback, with the GIL released while it computes. Each request
+blocks one worker thread in ``handle_*``; chunks cross to the event loop through a
+queue. Returning ``True`` from the callback makes llama.cpp drop the task, which frees
+the slot — that is how a client disconnect stops generation.
+
+llama.cpp itself holds back incomplete UTF-8 sequences before it emits text, so chunk
+strings are always whole characters (tests assert this with a byte-level tiny model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from heshi.config import LocalEngineConfig
+from heshi.engines.base import JSON, ServedModel
+from heshi.errors import (
+    CapabilityMissing,
+    ContextLengthExceeded,
+    EngineError,
+    HeshiError,
+    InvalidRequest,
+    ModelFileError,
+)
+
+_END = object()
+_GGUF_MAGIC = b"GGUF"
+Handler = Callable[[bytes, Callable[[bytes], bool]], None]
+
+
+def check_model_file(path: Path) -> None:
+    """Fail early, with a clear message, on a missing, empty or non-GGUF model file."""
+    if not path.exists():
+        raise ModelFileError(f"模型文件不存在 / model file not found: {path}")
+    if not path.is_file():
+        raise ModelFileError(f"模型路径不是文件 / model path is not a file: {path}")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != _GGUF_MAGIC:
+        raise ModelFileError(
+            f"不是 GGUF 模型文件（文件头 {magic!r}）/ not a GGUF model file "
+            f"(header {magic!r}): {path}"
+        )
+
+
+def _error_from(payload: JSON) -> HeshiError:
+    """Turn llama.cpp's error JSON into our typed error."""
+    err = payload.get("error", payload)
+    if not isinstance(err, dict):
+        return EngineError(f"llama.cpp error: {err}")
+    message = str(err.get("message", "unknown llama.cpp error"))
+    if err.get("type") == "exceed_context_size_error":
+        return ContextLengthExceeded(
+            prompt_tokens=int(err.get("n_prompt_tokens", 0)),
+            max_tokens=None,
+            context=int(err.get("n_ctx", 0)),
+        )
+    if int(err.get("code", 500)) == 400 or err.get("type") == "invalid_request_error":
+        return InvalidRequest(f"llama.cpp: {message}")
+    return EngineError(f"llama.cpp: {message}")
+
+
+def _is_error(payload: JSON) -> bool:
+    return "error" in payload or ("code" in payload and "message" in payload)
+
+
+class LlamaCppEngine:
+    """An in-process llama.cpp server holding one GGUF model."""
+
+    def __init__(self, name: str, model_path: Path, config: LocalEngineConfig) -> None:
+        self.name = "local"
+        self.model_name = name
+        self.model_path = model_path
+        self.config = config
+        self._server: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def served_models(self) -> list[ServedModel]:
+        """The one model this engine holds."""
+        return [
+            ServedModel(
+                name=self.model_name,
+                context_length=self.config.ctx,
+                can_embed=self.config.embeddings,
+                owned_by="heshi-local",
+                meta={"path": str(self.model_path), "parallel": self.config.parallel},
+            )
+        ]
+
+    async def start(self) -> None:
+        """Load the model and start llama.cpp's slot loop (takes seconds for 1 GB)."""
+        check_model_file(self.model_path)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.config.executor_threads, thread_name_prefix="heshi-llama"
+        )
+        try:
+            self._server = await asyncio.to_thread(self._load)
+        except HeshiError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(
+                f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
+            ) from exc
+
+    def _load(self) -> Any:
+        import xllamacpp
+
+        cfg = self.config
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model_path)
+        params.model_alias = {self.model_name}
+        params.n_parallel = cfg.parallel
+        # Each slot gets the full per-request context; the KV pool holds all of them.
+        params.kv_unified = False
+        params.n_ctx = cfg.ctx * cfg.parallel
+        params.n_batch = cfg.batch
+        params.cont_batching = True
+        params.cache_prompt = cfg.cache_prompt
+        params.cpuparams.n_threads = cfg.threads or -1
+        params.cpuparams_batch.n_threads = cfg.threads or -1
+        params.use_jinja = True
+        params.embedding = cfg.embeddings
+        # xllamacpp also opens llama-server's own HTTP listener; keep it private.
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.endpoint_metrics = False
+        return xllamacpp.Server(params)
+
+    async def close(self) -> None:
+        """Stop the slot loop and join its threads."""
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(_drop, server)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _require_server(self) -> Any:
+        if self._server is None:
+            raise EngineError("本地引擎未启动 / the local engine is not running")
+        return self._server
+
+    def _check_budget(self, body: JSON) -> None:
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(asked, int) and asked > self.config.ctx:
+            raise InvalidRequest(
+                f"max_tokens {asked} 超出模型上下文长度 {self.config.ctx} / "
+                f"max_tokens {asked} exceeds the model's context of {self.config.ctx} tokens",
+                param="max_tokens",
+            )
+
+    async def _call_once(self, handler: Handler, body: JSON) -> JSON:
+        self._check_budget(body)
+        result: list[bytes] = []
+
+        def on_result(data: bytes) -> bool:
+            result.append(data)
+            return False
+
+        loop = asyncio.get_running_loop()
+        payload = orjson.dumps(body)
+        await loop.run_in_executor(self._executor, handler, payload, on_result)
+        if not result:
+            raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
+        parsed = orjson.loads(result[0])
+        if _is_error(parsed):
+            raise _error_from(parsed)
+        return dict(parsed)
+
+    async def _stream(self, handler: Handler, body: JSON) -> AsyncIterator[JSON]:
+        self._check_budget(body)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def on_chunk(data: bytes) -> bool:
+            if cancelled.is_set():
+                return True  # tells llama.cpp to drop the task and free the slot
+            loop.call_soon_threadsafe(queue.put_nowait, data)
+            return False
+
+        def run() -> None:
+            try:
+                handler(orjson.dumps(body), on_chunk)
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        job = loop.run_in_executor(self._executor, run)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise EngineError(f"llama.cpp: {item}") from item
+                assert isinstance(item, bytes)
+                chunk = orjson.loads(item)
+                if _is_error(chunk):
+                    raise _error_from(chunk)
+                yield chunk
+        finally:
+            cancelled.set()
+            if not job.done():
+                # Not awaited: the worker returns at llama.cpp's next chunk.
+                job.add_done_callback(lambda f: f.exception())
+
+    async def chat(self, body: JSON) -> JSON:
+        """Non-streaming chat completion."""
+        return await self._call_once(self._require_server().handle_chat_completions, body)
+
+    def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+        """Streaming chat completion; closing the iterator cancels generation."""
+        return self._stream(self._require_server().handle_chat_completions, body)
+
+    async def completion(self, body: JSON) -> JSON:
+        """Non-streaming text completion."""
+        return await self._call_once(self._require_server().handle_completions, body)
+
+    def stream_completion(self, body: JSON) -> AsyncIterator[JSON]:
+        """Streaming text completion; closing the iterator cancels generation."""
+        return self._stream(self._require_server().handle_completions, body)
+
+    async def embeddings(self, body: JSON) -> JSON:
+        """Embeddings, when the engine was started with ``embeddings: true``."""
+        if not self.config.embeddings:
+            raise CapabilityMissing(
+                f"模型 '{self.model_name}' 未启用向量嵌入 / model '{self.model_name}' "
+                "cannot embed: it was started for generation (set engine.embeddings: true "
+                "in heshi.yaml to serve it as an embedding model)",
+                param="model",
+            )
+        server = self._require_server()
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(
+            self._executor, server.handle_embeddings, orjson.dumps(body)
+        )
+        parsed = orjson.loads(raw)
+        if _is_error(parsed):
+            raise _error_from(parsed)
+        return dict(parsed)
+
+
+def _drop(server: Any) -> None:
+    # Deleting the last reference runs ~Server, which joins llama.cpp's loop thread.
+    del server

@@ -1,0 +1,126 @@
+"""Typed errors raised by domain code.
+
+Only the HTTP edge (``heshi.gateway.errors``) turns them into OpenAI-style JSON
+``{"error": {"message", "type", "param", "code"}}``; the CLI prints them as text.
+Every message is given in Chinese and English because operators in China read them.
+"""
+
+from __future__ import annotations
+
+
+class HeshiError(Exception):
+    """Base class: carries the HTTP status and OpenAI error type it maps to."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(HeshiError):
+    """The request is malformed or names an unsupported value (HTTP 400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """Prompt plus requested tokens do not fit the model's context (HTTP 400)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, *, prompt_tokens: int, max_tokens: int | None, context: int) -> None:
+        if max_tokens is None:
+            en = (
+                f"the prompt has {prompt_tokens} tokens but the model's context is {context} tokens"
+            )
+            zh = f"提示词有 {prompt_tokens} 个 token，超出模型上下文长度 {context}"
+        else:
+            en = (
+                f"the prompt has {prompt_tokens} tokens and max_tokens asks for {max_tokens}, "
+                f"but the model's context is {context} tokens"
+            )
+            zh = (
+                f"提示词 {prompt_tokens} 个 token 加上 max_tokens {max_tokens}，"
+                f"超出模型上下文长度 {context}"
+            )
+        super().__init__(f"{zh} / {en}", param="messages")
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.context = context
+
+
+class ModelNotFound(HeshiError):
+    """The requested model is not served here (HTTP 404); the message lists what is."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        names = ", ".join(sorted(available)) or "(none)"
+        super().__init__(
+            f"模型 '{model}' 不存在，可用模型：{names} / "
+            f"model '{model}' does not exist; available models: {names}",
+            param="model",
+        )
+        self.available = sorted(available)
+
+
+class CapabilityMissing(InvalidRequest):
+    """The model exists but cannot do what was asked, e.g. embeddings (HTTP 400)."""
+
+    code = "capability_missing"
+
+
+class UpstreamError(HeshiError):
+    """A remote backend is down, timed out or answered garbage (HTTP 502)."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "bad_gateway"
+
+
+class UpstreamTimeout(UpstreamError):
+    """A remote backend did not answer within its timeout (HTTP 504)."""
+
+    status_code = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRejected(HeshiError):
+    """A remote backend answered 4xx/5xx; its status and message are passed on."""
+
+    error_type = "upstream_error"
+    code = "upstream_rejected"
+
+    def __init__(self, status_code: int, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.status_code = status_code
+
+
+class EngineError(HeshiError):
+    """The local engine failed while generating (HTTP 500)."""
+
+
+class ModelFileError(HeshiError):
+    """A model file is missing, truncated or not a GGUF (startup/CLI error)."""
+
+    code = "model_file_error"
+
+
+class HubError(HeshiError):
+    """A model pull failed: network, size or checksum mismatch, bad reference."""
+
+    code = "hub_error"
+
+
+class ConfigError(HeshiError):
+    """heshi.yaml or a command-line option is invalid."""
+
+    code = "config_error"

@@ -1,0 +1,1 @@
+"""Routing: which engine answers a public model name."""

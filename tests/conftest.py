@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny real GGUF, a real engine, a real gateway on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from heshi.config import DEFAULT_MODEL_REF, HeshiConfig, LocalEngineConfig
+from heshi.engines.base import Engine
+from heshi.engines.llamacpp import LlamaCppEngine
+from heshi.gateway.app import create_app
+from tests.loopback import serve_app
+from tests.tinymodel import build_tiny_qwen2_gguf
+
+TINY_NAME = "tiny-qwen2"
+TINY_CTX = 256
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2-architecture GGUF with random weights and a byte-level tokenizer."""
+    return build_tiny_qwen2_gguf(tmp_path_factory.mktemp("models") / "tiny-qwen2.gguf")
+
+
+def tiny_engine_config(tiny_gguf: Path, **changes: object) -> LocalEngineConfig:
+    """Engine settings for the tiny model: small context, one thread."""
+    base = {
+        "model": str(tiny_gguf),
+        "name": TINY_NAME,
+        "parallel": 2,
+        "ctx": TINY_CTX,
+        "threads": 1,
+        "batch": 64,
+        "executor_threads": 8,
+    }
+    base.update(changes)
+    return LocalEngineConfig.model_validate(base)
+
+
+@pytest.fixture
+def tiny_config(tiny_gguf: Path, tmp_path: Path) -> HeshiConfig:
+    """A gateway config serving only the tiny model, with its own home."""
+    return HeshiConfig(home=tmp_path / "home", engine=tiny_engine_config(tiny_gguf))
+
+
+@pytest.fixture
+async def tiny_engine(tiny_gguf: Path) -> AsyncIterator[LlamaCppEngine]:
+    """A started in-process llama.cpp engine holding the tiny model."""
+    engine = LlamaCppEngine(TINY_NAME, tiny_gguf, tiny_engine_config(tiny_gguf))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def local_engines(config: HeshiConfig) -> dict[str, Engine]:
+    """The local engine for ``config`` (model given as a path)."""
+    cfg = config.engine
+    return {"local": LlamaCppEngine(cfg.name, Path(cfg.model), cfg)}
+
+
+@pytest.fixture
+def gateway_url(tiny_config: HeshiConfig) -> Iterator[str]:
+    """A real gateway (uvicorn on 127.0.0.1) over the tiny model."""
+    with serve_app(create_app(tiny_config, local_engines(tiny_config))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The assembled embedded default model; ``make test`` pulls it before pytest runs."""
+    from heshi.config import default_home
+    from heshi.hub.store import ModelStore
+
+    try:
+        return ModelStore(default_home()).resolve(DEFAULT_MODEL_REF)
+    except Exception as exc:  # the slow tests must fail loudly, never skip silently
+        pytest.fail(f"default model missing ({exc}); run `make model` first")
