@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,28 @@ def local_engines(config: HeshiConfig) -> dict[str, Engine]:
     return {"local": LlamaCppEngine(cfg.name, Path(cfg.model), cfg)}
 
 
+@dataclass
+class RunningGateway:
+    """A gateway serving on loopback, with a handle on its local engine."""
+
+    url: str
+    engine: LlamaCppEngine
+
+
 @pytest.fixture
-def gateway_url(tiny_config: HeshiConfig) -> Iterator[str]:
+def tiny_gateway(tiny_config: HeshiConfig) -> Iterator[RunningGateway]:
     """A real gateway (uvicorn on 127.0.0.1) over the tiny model."""
-    with serve_app(create_app(tiny_config, local_engines(tiny_config))) as url:
-        yield url
+    engines = local_engines(tiny_config)
+    with serve_app(create_app(tiny_config, engines)) as url:
+        local = engines["local"]
+        assert isinstance(local, LlamaCppEngine)
+        yield RunningGateway(url, local)
+
+
+@pytest.fixture
+def gateway_url(tiny_gateway: RunningGateway) -> str:
+    """Base URL of the tiny-model gateway."""
+    return tiny_gateway.url
 
 
 @pytest.fixture(scope="session")

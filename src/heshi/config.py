@@ -95,6 +95,11 @@ class HeshiConfig(_Strict):
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
 
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser()
+
     def with_overrides(self, **changes: Any) -> HeshiConfig:
         """Return a copy with dotted keys replaced, e.g. ``{"engine.ctx": 8192}``.
 

@@ -14,6 +14,8 @@ strings are always whole characters (tests assert this with a byte-level tiny mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,11 +132,25 @@ class LlamaCppEngine:
         params.cpuparams_batch.n_threads = cfg.threads or -1
         params.use_jinja = True
         params.embedding = cfg.embeddings
-        # xllamacpp also opens llama-server's own HTTP listener; keep it private.
+        # xllamacpp also opens llama-server's own HTTP listener. Nobody should use it:
+        # bind it to loopback and lock it with a random key nobody knows. In-process
+        # calls bypass that check.
         params.hostnames = ["127.0.0.1"]
         params.port = 0
-        params.endpoint_metrics = False
+        params.api_keys = [secrets.token_urlsafe(32)]
+        params.endpoint_metrics = True
         return xllamacpp.Server(params)
+
+    def stats(self) -> dict[str, float]:
+        """llama.cpp's own counters, e.g. ``requests_processing``, ``tokens_predicted_total``."""
+        server = self._require_server()
+        out: dict[str, float] = {}
+        for line in str(server.handle_metrics()).splitlines():
+            if line.startswith("llamacpp:"):
+                key, _, value = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    out[key.removeprefix("llamacpp:")] = float(value)
+        return out
 
     async def close(self) -> None:
         """Stop the slot loop and join its threads."""
@@ -168,7 +184,7 @@ class LlamaCppEngine:
             return False
 
         loop = asyncio.get_running_loop()
-        payload = orjson.dumps(body)
+        payload = orjson.dumps(body | {"stream": False})
         await loop.run_in_executor(self._executor, handler, payload, on_result)
         if not result:
             raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
@@ -191,7 +207,7 @@ class LlamaCppEngine:
 
         def run() -> None:
             try:
-                handler(orjson.dumps(body), on_chunk)
+                handler(orjson.dumps(body | {"stream": True}), on_chunk)
             except Exception as exc:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:

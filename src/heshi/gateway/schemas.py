@@ -71,6 +71,7 @@ class _Sampling(_Request):
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(default=None, ge=0.0)
     grammar: str | None = None
+    cache_prompt: bool | None = None  # false: do not reuse a cached prompt prefix
 
     @field_validator("n")
     @classmethod

@@ -1,0 +1,366 @@
+"""Local engine benchmark: Heshi over HTTP vs raw llama.cpp and vs llama_cpp.server.
+
+Run with ``make bench`` (installs the ``bench`` extra: llama-cpp-python[server]).
+Everything runs in one process run, one thing at a time, on the same model and thread
+count, so machine noise affects both sides alike. Prints a table and the ratios the
+serve issue sets targets for; ``--json FILE`` saves the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+QUESTION = "请用中文详细介绍中国古代的四大发明，每一项写两段，说明它的历史和影响。"
+TOPICS = ["四大发明", "长城", "丝绸之路", "京杭大运河", "敦煌莫高窟", "兵马俑", "故宫", "都江堰"]
+
+
+@dataclass
+class StreamResult:
+    tokens: int
+    ttft: float  # seconds to the first content token
+    total: float  # seconds to the last byte
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first token (pure decode)."""
+        span = self.total - self.ttft
+        return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def question(i: int) -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return f"请用中文详细介绍{topic}，写三段，说明它的历史、建造和影响。"
+
+
+async def stream_chat(
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    n: int,
+    **extra: Any,
+) -> StreamResult:
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": n,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+    start = time.perf_counter()
+    ttft = 0.0
+    tokens = 0
+    pieces = 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    pieces += 1
+                    if not ttft:
+                        ttft = time.perf_counter() - start
+    return StreamResult(tokens or pieces, ttft, time.perf_counter() - start)
+
+
+async def aggregate(url: str, model: str, clients: int, n: int) -> dict[str, float]:
+    """``clients`` concurrent streams; aggregate completion tokens per second of wall time."""
+    limits = httpx.Limits(max_connections=clients + 2)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=limits) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(
+                stream_chat(client, url, model, [{"role": "user", "content": question(i)}], n)
+                for i in range(clients)
+            )
+        )
+        wall = time.perf_counter() - start
+    tokens = sum(r.tokens for r in results)
+    return {
+        "clients": clients,
+        "tokens": tokens,
+        "wall_s": wall,
+        "aggregate_tok_s": tokens / wall,
+        "mean_ttft_s": sum(r.ttft for r in results) / clients,
+    }
+
+
+@contextmanager
+def server_process(
+    cmd: list[str], url: str, ready_path: str, env: dict[str, str]
+) -> Iterator[None]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{cmd} did not become ready")
+            time.sleep(0.5)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def raw_xllamacpp(model: Path, threads: int, n: int) -> dict[str, float]:
+    """The ceiling: llama.cpp's server loop in process, no HTTP, one stream."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model)
+    params.n_parallel = 1
+    params.n_ctx = 4096
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.port = 0
+    server = xllamacpp.Server(params)
+    try:
+        body = {
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": n,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        server.handle_chat_completions(dict(body, max_tokens=8, stream=False))  # warm-up
+        marks: list[float] = []
+        last: dict[str, Any] = {}
+
+        def on_chunk(data: dict[str, Any]) -> bool:
+            if data.get("choices") and (data["choices"][0].get("delta") or {}).get("content"):
+                marks.append(time.perf_counter())
+            if data.get("usage"):
+                last.update(data)
+            return False
+
+        start = time.perf_counter()
+        server.handle_chat_completions(body, on_chunk)
+        tokens = last["usage"]["completion_tokens"]
+        result = StreamResult(tokens, marks[0] - start, marks[-1] - start)
+        return {
+            "tokens": tokens,
+            "decode_tok_s": result.decode_rate,
+            "llama_timings_tok_s": last["timings"]["predicted_per_second"],
+        }
+    finally:
+        del server
+
+
+def raw_llama_cpp_python(model: Path, threads: int, n: int) -> dict[str, float]:
+    """llama-cpp-python's own in-process decode, for the engine decision."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(model), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    messages = [{"role": "user", "content": QUESTION}]
+    llm.create_chat_completion(messages, max_tokens=8, temperature=0)  # warm-up
+    marks: list[float] = []
+    start = time.perf_counter()
+    for chunk in llm.create_chat_completion(messages, max_tokens=n, temperature=0, stream=True):
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):  # type: ignore[index]
+            marks.append(time.perf_counter())
+    llm.close()
+    result = StreamResult(len(marks), marks[0] - start, marks[-1] - start)
+    return {"tokens": len(marks), "decode_tok_s": result.decode_rate}
+
+
+async def prefix_cache_ttft(url: str, model: str) -> dict[str, float]:
+    """TTFT for a ~500-token question behind a shared ~1000-token system prompt."""
+    system = {
+        "role": "system",
+        "content": ("你是一家银行的客服助手，回答要准确、礼貌、简洁。" * 40),
+    }
+
+    def user(i: int) -> dict[str, str]:
+        return {
+            "role": "user",
+            "content": f"第{i}位客户的问题：" + ("我的银行卡昨天在外地被冻结了，怎么办？" * 22),
+        }
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0)) as client:
+        await stream_chat(client, url, model, [system, user(0)], 1)  # warms the shared prefix
+        cached = await stream_chat(client, url, model, [system, user(1)], 4)
+        cold = await stream_chat(client, url, model, [system, user(2)], 4, cache_prompt=False)
+    return {"ttft_cached_s": cached.ttft, "ttft_uncached_s": cold.ttft}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}, {platform.machine()}"
+
+
+def default_model() -> Path:
+    from heshi.config import DEFAULT_MODEL_REF, default_home
+    from heshi.hub.store import ModelStore
+
+    return ModelStore(default_home()).resolve(DEFAULT_MODEL_REF)
+
+
+async def bench_heshi(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "heshi",
+        "serve",
+        "--model",
+        str(model),
+        "--name",
+        "bench",
+        "--port",
+        str(port),
+        "--parallel",
+        str(max(args.clients)),
+        "--ctx",
+        "2048",
+        "--threads",
+        str(args.threads),
+        "--log-level",
+        "warning",
+    ]
+    out: dict[str, Any] = {}
+    with server_process(cmd, url, "/healthz", env):
+        async with httpx.AsyncClient(timeout=httpx.Timeout(900.0)) as client:
+            await stream_chat(client, url, "bench", [{"role": "user", "content": "你好"}], 4)
+            single = await stream_chat(
+                client, url, "bench", [{"role": "user", "content": QUESTION}], args.tokens
+            )
+        out["single_decode_tok_s"] = single.decode_rate
+        out["aggregate"] = [await aggregate(url, "bench", c, args.tokens) for c in args.clients]
+        out["prefix_cache"] = await prefix_cache_ttft(url, "bench")
+    return out
+
+
+async def bench_llama_cpp_server(
+    args: argparse.Namespace, model: Path, env: dict[str, str]
+) -> list[dict[str, float]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--model_alias",
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        str(args.threads),
+        "--n_threads_batch",
+        str(args.threads),
+        "--n_ctx",
+        "2048",
+    ]
+    with server_process(cmd, url, "/v1/models", env):
+        return [await aggregate(url, "bench", c, args.tokens) for c in args.clients]
+
+
+def report(res: dict[str, Any]) -> None:
+    heshi = res["heshi"]
+    print(f"\nmachine: {res['machine']}; threads={res['threads']}; tokens/stream={res['tokens']}")
+    print(f"raw xllamacpp in-process decode     : {res['raw_xllamacpp']['decode_tok_s']:.2f} tok/s")
+    if "raw_llama_cpp_python" in res:
+        lcp = res["raw_llama_cpp_python"]["decode_tok_s"]
+        print(f"raw llama-cpp-python decode         : {lcp:.2f} tok/s")
+    print(f"heshi serve single stream over HTTP : {heshi['single_decode_tok_s']:.2f} tok/s")
+    ceiling = heshi["single_decode_tok_s"] / res["raw_xllamacpp"]["decode_tok_s"]
+    print(f"  ratio heshi/raw = {ceiling:.2f}  (target >= 0.90)")
+    base = {a["clients"]: a for a in res.get("llama_cpp_server", [])}
+    print("\nclients  heshi tok/s  llama_cpp.server tok/s  ratio")
+    for a in heshi["aggregate"]:
+        b = base.get(a["clients"])
+        other = f"{b['aggregate_tok_s']:.2f}" if b else "-"
+        ratio = f"{a['aggregate_tok_s'] / b['aggregate_tok_s']:.2f}" if b else "-"
+        print(f"{a['clients']:>7}  {a['aggregate_tok_s']:>11.2f}  {other:>22}  {ratio:>5}")
+    agg = {a["clients"]: a["aggregate_tok_s"] for a in heshi["aggregate"]}
+    if 1 in agg and 4 in agg:
+        print(f"  heshi 4 clients / 1 client = {agg[4] / agg[1]:.2f}  (target >= 2.0)")
+    if 4 in agg and 4 in base:
+        vs = agg[4] / base[4]["aggregate_tok_s"]
+        print(f"  heshi / llama_cpp.server at 4 clients = {vs:.2f}  (target >= 1.8)")
+    pc = heshi["prefix_cache"]
+    print(
+        f"\nTTFT, ~1000-token shared system prompt + ~500-token question: cached "
+        f"{pc['ttft_cached_s']:.2f} s, uncached {pc['ttft_uncached_s']:.2f} s "
+        f"(x{pc['ttft_uncached_s'] / pc['ttft_cached_s']:.1f})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model", type=Path, help="GGUF path (default: the embedded default model)"
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--tokens", type=int, default=96, help="tokens generated per stream")
+    parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--skip-baseline", action="store_true", help="skip llama-cpp-python runs")
+    parser.add_argument("--json", type=Path, help="write raw results here")
+    args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
+    model = args.model or default_model()
+    env = dict(os.environ)
+    res: dict[str, Any] = {"machine": machine(), "threads": args.threads, "tokens": args.tokens}
+    print("raw xllamacpp …", flush=True)
+    res["raw_xllamacpp"] = raw_xllamacpp(model, args.threads, args.tokens)
+    if not args.skip_baseline:
+        print("raw llama-cpp-python …", flush=True)
+        res["raw_llama_cpp_python"] = raw_llama_cpp_python(model, args.threads, args.tokens)
+    print("heshi serve …", flush=True)
+    res["heshi"] = asyncio.run(bench_heshi(args, model, env))
+    if not args.skip_baseline:
+        print("llama_cpp.server …", flush=True)
+        res["llama_cpp_server"] = asyncio.run(bench_llama_cpp_server(args, model, env))
+    report(res)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Remote backends behind the gateway: a real loopback HTTP server plays vLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from heshi.config import AliasConfig, BackendConfig, HeshiConfig
+from heshi.engines.base import Engine
+from heshi.engines.openai_http import OpenAIHTTPEngine
+from heshi.gateway.app import create_app
+from tests.conftest import TINY_NAME, local_engines
+from tests.loopback import free_port, serve_app
+
+UPSTREAM_MODEL = "Qwen/Qwen3-8B"
+
+
+@dataclass
+class FakeVLLM:
+    """What the fake upstream saw, and knobs to make it misbehave."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    mode: str = "ok"  # ok | garbage | reset | slow-first-chunk
+
+
+def chunk(text: str, *, usage: dict[str, int] | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "id": "cmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": UPSTREAM_MODEL,
+        "choices": []
+        if usage
+        else [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    if usage:
+        body["usage"] = usage
+    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+
+
+def upstream_app(state: FakeVLLM) -> Starlette:
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        state.bodies.append(body)
+        if state.mode == "garbage":
+            return Response(b"<html>nginx error</html>", media_type="text/html")
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": UPSTREAM_MODEL,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "您好，有什么可以帮您？"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
+                }
+            )
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield chunk("您好")
+            if state.mode == "reset":
+                raise RuntimeError("upstream crashed mid-stream")
+            # no buffering: the test releases the rest only after it saw the first chunk
+            await asyncio.to_thread(state.release.wait, 10)
+            yield chunk("，请问")
+            yield chunk("", usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.fixture
+def fake_vllm() -> Iterator[tuple[FakeVLLM, str]]:
+    state = FakeVLLM()
+    with serve_app(upstream_app(state)) as url:
+        yield state, url + "/v1"
+
+
+def gateway_config(tiny_config: HeshiConfig, base_url: str) -> HeshiConfig:
+    return tiny_config.model_copy(
+        update={
+            "backends": {
+                "vllm": BackendConfig(base_url=base_url, models=[UPSTREAM_MODEL], timeout=5)
+            },
+            "aliases": {"qwen-large": AliasConfig(backend="vllm", model=UPSTREAM_MODEL)},
+        }
+    )
+
+
+@pytest.fixture
+def mixed_gateway(tiny_config: HeshiConfig, fake_vllm: tuple[FakeVLLM, str]) -> Iterator[str]:
+    config = gateway_config(tiny_config, fake_vllm[1])
+    engines: dict[str, Engine] = dict(local_engines(config))
+    engines["vllm"] = OpenAIHTTPEngine("vllm", config.backends["vllm"])
+    with serve_app(create_app(config, engines)) as url:
+        yield url
+
+
+def test_models_lists_local_remote_and_alias(mixed_gateway: str) -> None:
+    ids = {m["id"] for m in httpx.get(mixed_gateway + "/v1/models").json()["data"]}
+    assert ids == {TINY_NAME, UPSTREAM_MODEL, "qwen-large"}
+
+
+def test_alias_maps_to_upstream_model(mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]) -> None:
+    body = {"model": "qwen-large", "messages": [{"role": "user", "content": "你好"}]}
+    r = httpx.post(mixed_gateway + "/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    assert r.headers["x-heshi-backend"] == "vllm"
+    assert r.json()["model"] == "qwen-large"
+    assert r.json()["choices"][0]["message"]["content"] == "您好，有什么可以帮您？"
+    assert fake_vllm[0].bodies[-1]["model"] == UPSTREAM_MODEL
+
+
+def test_stream_passes_through_chunk_by_chunk(
+    mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]
+) -> None:
+    state = fake_vllm[0]
+    client = openai.OpenAI(base_url=mixed_gateway + "/v1", api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model="qwen-large",
+        messages=[{"role": "user", "content": "你好"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    first = next(iter(stream))
+    # the first chunk arrived while the upstream is still holding the rest back
+    assert not state.release.is_set()
+    assert first.choices[0].delta.content == "您好"
+    state.release.set()
+    rest = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "，请问"
+    assert rest[-1].usage is not None and rest[-1].usage.completion_tokens == 2
+    assert state.bodies[-1]["stream_options"] == {"include_usage": True}
+
+
+def test_upstream_down_is_a_prompt_502(tiny_config: HeshiConfig) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    config = gateway_config(tiny_config, dead)
+    engines: dict[str, Engine] = {"vllm": OpenAIHTTPEngine("vllm", config.backends["vllm"])}
+    config = config.model_copy(
+        update={"engine": config.engine.model_copy(update={"enabled": False})}
+    )
+    with serve_app(create_app(config, engines)) as url:
+        body = {"model": "qwen-large", "messages": [{"role": "user", "content": "你好"}]}
+        for stream in (False, True):
+            r = httpx.post(url + "/v1/chat/completions", json=body | {"stream": stream}, timeout=10)
+            assert r.status_code == 502
+            assert "vllm" in r.json()["error"]["message"]
+
+
+def test_upstream_garbage_is_a_502(mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]) -> None:
+    fake_vllm[0].mode = "garbage"
+    body = {"model": "qwen-large", "messages": [{"role": "user", "content": "你好"}]}
+    r = httpx.post(mixed_gateway + "/v1/chat/completions", json=body)
+    assert r.status_code == 502
+    assert r.json()["error"]["type"] == "upstream_error"
+
+
+def test_upstream_reset_mid_stream_ends_with_an_error_frame(
+    mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]
+) -> None:
+    fake_vllm[0].mode = "reset"
+    body = {
+        "model": "qwen-large",
+        "messages": [{"role": "user", "content": "你好"}],
+        "stream": True,
+    }
+    with httpx.stream("POST", mixed_gateway + "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        frames = [f for f in r.read().split(b"\n\n") if f]
+    assert json.loads(frames[0][6:])["choices"][0]["delta"]["content"] == "您好"
+    error = json.loads(frames[-2][6:])["error"]
+    assert error["type"] == "upstream_error"
+    assert frames[-1] == b"data: [DONE]"

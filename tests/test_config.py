@@ -1,0 +1,59 @@
+"""heshi.yaml parsing: defaults, overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from heshi.config import DEFAULT_MODEL_REF, HeshiConfig, load_config
+from heshi.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_serve_the_embedded_model_on_loopback() -> None:
+    cfg = load_config(None)
+    assert cfg.server.host == "127.0.0.1" and cfg.server.port == 8000
+    assert cfg.engine.model == DEFAULT_MODEL_REF and cfg.engine.enabled
+
+
+def test_example_file_is_valid_and_expands_home() -> None:
+    cfg = load_config(ROOT / "heshi.example.yaml")
+    assert cfg.home == Path.home() / ".cache" / "heshi"
+    assert cfg.aliases["qwen-large"].backend == "vllm-gpu"
+    assert cfg.backends["vllm-gpu"].base_url == "http://10.0.0.5:8000/v1"
+
+
+def test_heshi_home_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HESHI_HOME", str(tmp_path))
+    assert HeshiConfig().home == tmp_path
+
+
+def test_overrides_ignore_unset_flags_and_validate() -> None:
+    cfg = HeshiConfig().with_overrides(**{"engine.ctx": 8192, "server.port": None})
+    assert cfg.engine.ctx == 8192 and cfg.server.port == 8000
+    with pytest.raises(ConfigError, match=r"engine\.parallel"):
+        HeshiConfig().with_overrides(**{"engine.parallel": 0})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("server: [1, 2", "not valid YAML"),
+        ("- a\n- b\n", "mapping"),
+        ("server:\n  prot: 80\n", "server.prot"),
+        ("backends:\n  x:\n    base_url: ftp://h\n", "backends.x.base_url"),
+        ("engine:\n  name: 'bad name!'\n", "engine.name"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "heshi.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Path("/nonexistent/heshi.yaml"))

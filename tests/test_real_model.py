@@ -1,0 +1,129 @@
+"""The embedded default model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M) end to end.
+
+Slow: each test decodes real tokens on the CPU. ``make test`` and CI run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from heshi.config import HeshiConfig, LocalEngineConfig
+from heshi.engines.llamacpp import LlamaCppEngine
+from heshi.gateway.app import create_app
+from tests.conftest import RunningGateway
+from tests.loopback import serve_app
+
+pytestmark = pytest.mark.slow
+NAME = "qwen2.5-coder-1.5b-instruct"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture(scope="module")
+def real_gateway(
+    default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    engine_cfg = LocalEngineConfig(model=str(default_model_path), name=NAME, parallel=4, ctx=1024)
+    config = HeshiConfig(home=tmp_path_factory.mktemp("home"), engine=engine_cfg)
+    engine = LlamaCppEngine(NAME, default_model_path, engine_cfg)
+    with serve_app(create_app(config, {"local": engine}), startup_timeout=300) as url:
+        yield RunningGateway(url, engine)
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+
+
+def test_answers_in_chinese(real_gateway: RunningGateway) -> None:
+    resp = client(real_gateway.url).chat.completions.create(
+        model=NAME,
+        messages=[{"role": "user", "content": "中国的首都是哪座城市？请用中文一句话回答。"}],
+        max_tokens=32,
+        temperature=0,
+    )
+    answer = resp.choices[0].message.content or ""
+    assert "北京" in answer, answer
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+
+
+def test_streams_chinese_with_usage(real_gateway: RunningGateway) -> None:
+    stream = client(real_gateway.url).chat.completions.create(
+        model=NAME,
+        messages=[{"role": "user", "content": "用中文列出三种常见的水果。"}],
+        max_tokens=40,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert CJK.search(text), text
+    assert "\ufffd" not in text
+    assert chunks[0].choices[0].delta.role == "assistant"
+    usage = chunks[-1].usage
+    assert usage is not None and 0 < usage.completion_tokens <= 40
+    content_chunks = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+    assert content_chunks > 5  # streamed piece by piece, not in one lump
+
+
+def test_four_concurrent_streams_are_batched(real_gateway: RunningGateway) -> None:
+    questions = ["介绍一下长城。", "介绍一下故宫。", "介绍一下西湖。", "介绍一下黄山。"]
+
+    async def one(http: httpx.AsyncClient, q: str) -> str:
+        body = {
+            "model": NAME,
+            "messages": [{"role": "user", "content": q}],
+            "max_tokens": 24,
+            "temperature": 0,
+            "stream": True,
+        }
+        text = ""
+        async with http.stream("POST", real_gateway.url + "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    for choice in httpx.Response(200, content=line[6:]).json()["choices"]:
+                        text += choice["delta"].get("content") or ""
+        return text
+
+    async def run() -> list[str]:
+        async with httpx.AsyncClient(timeout=600) as http:
+            return await asyncio.gather(*(one(http, q) for q in questions))
+
+    before = real_gateway.engine.stats()
+    answers = asyncio.run(run())
+    after = real_gateway.engine.stats()
+    assert all(CJK.search(a) for a in answers), answers
+    decodes = after["n_decode_total"] - before["n_decode_total"]
+    tokens = after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    # batched: far fewer decode calls than tokens generated (one call serves several slots)
+    assert decodes < tokens * 0.6, (decodes, tokens)
+
+
+def test_disconnect_stops_real_generation(real_gateway: RunningGateway) -> None:
+    before = real_gateway.engine.stats()["tokens_predicted_total"]
+    body = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": "详细介绍中国的历史，至少写一千字。"}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", real_gateway.url + "/v1/chat/completions", json=body, timeout=600
+    ) as r:
+        for line in r.iter_lines():
+            if '"content":"' in line:
+                break  # the first real token arrived: hang up
+    deadline = time.monotonic() + 120
+    while real_gateway.engine.stats()["requests_processing"] > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    produced = real_gateway.engine.stats()["tokens_predicted_total"] - before
+    assert produced < 100, produced  # at ~10 tok/s, 400 tokens would take 40 s
