@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -71,6 +72,7 @@ def serve(
             }
         )
         engines = build_engines(config)
+        _preload_local(engines)
     except HeshiError as exc:
         err_console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
@@ -94,6 +96,16 @@ def serve(
             "[red]网关未能启动 / the gateway failed to start (see the log above)[/red]"
         )
         raise typer.Exit(1)
+
+
+def _preload_local(engines: dict[str, Engine]) -> None:
+    # Load the model before the server starts, so a broken file is one clear line and
+    # exit code 1 rather than a traceback from inside uvicorn's startup.
+    local = engines.get("local")
+    if local is None:
+        return
+    with err_console.status("加载模型 / loading model …"):
+        asyncio.run(local.start())
 
 
 def _name_from_ref(ref: str) -> str:

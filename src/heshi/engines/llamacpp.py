@@ -100,7 +100,9 @@ class LlamaCppEngine:
         ]
 
     async def start(self) -> None:
-        """Load the model and start llama.cpp's slot loop (takes seconds for 1 GB)."""
+        """Load the model and start llama.cpp's slot loop (seconds for 1 GB). Idempotent."""
+        if self._server is not None:
+            return
         check_model_file(self.model_path)
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.executor_threads, thread_name_prefix="heshi-llama"
