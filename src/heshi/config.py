@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,6 +86,77 @@ class AliasConfig(_Strict):
     model: str  # the upstream model name sent to that backend
 
 
+class StoreConfig(_Strict):
+    """Where state lives: keys, usage ledger (SQL) and shared counters (Redis)."""
+
+    url: str | None = None  # SQLAlchemy URL; None = sqlite file heshi.db under ``home``
+    redis_url: str | None = None  # set when several gateway replicas share quotas
+    ledger_retention_days: int = Field(default=90, ge=1)  # older usage rows are pruned
+    ledger_flush_seconds: float = Field(default=0.2, gt=0)  # batch window for ledger writes
+    ledger_batch_rows: int = Field(default=500, ge=1)  # rows per INSERT batch
+    ledger_buffer_rows: int = Field(default=200_000, ge=1)  # held in memory while the DB is down
+    key_refresh_seconds: float = Field(default=5.0, gt=0)  # key cache reload period
+
+    def sql_url(self, home: Path) -> str:
+        """The effective SQLAlchemy URL."""
+        return self.url or f"sqlite:///{home / 'heshi.db'}"
+
+
+class AuthConfig(_Strict):
+    """API-key authentication on ``/v1``."""
+
+    # Keys are required as soon as one exists; ``open: true`` (``heshi serve --open``)
+    # is the explicit single-user mode that ignores them.
+    open: bool = False
+
+
+class TenantConfig(_Strict):
+    """Limits shared by all keys of one tenant (each key may have its own, too)."""
+
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute
+    budget_tokens: int | None = Field(default=None, ge=0)  # lifetime token budget
+
+
+class RouteTarget(_Strict):
+    """One backend model that can answer for a route."""
+
+    backend: str  # a key of ``backends`` or "local"
+    model: str  # the upstream model name
+    weight: float = Field(default=1.0, gt=0)  # share of traffic under "weighted"
+
+
+class RouteConfig(_Strict):
+    """A public model name served by one or more targets, with fallbacks."""
+
+    targets: list[RouteTarget] = Field(min_length=1)
+    balance: Literal["weighted", "least-busy"] = "least-busy"
+    fallback: list[str] = Field(default_factory=list)  # other public names, tried in order
+
+
+class AutoRouteConfig(_Strict):
+    """The ``auto`` model: pick a small or a large tier by a complexity score."""
+
+    small: str  # public model name for simple requests
+    large: str  # public model name for hard ones
+    long_prompt_chars: int = Field(default=2000, ge=1)  # this long counts toward "large"
+    deep_conversation_turns: int = Field(default=6, ge=1)  # this many user turns, too
+    cues: list[str] | None = None  # reasoning/math/code cue words; None = built-in list
+    threshold: int = Field(default=2, ge=1)  # score at or above which "large" is chosen
+
+
+class RoutingConfig(_Strict):
+    """Retries, circuit breakers, health checks and routes."""
+
+    retries: int = Field(default=2, ge=0)  # extra attempts on connect errors / 5xx before 1st byte
+    backoff_seconds: float = Field(default=0.1, ge=0)  # first retry delay, doubled each time
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open a breaker
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)  # before a half-open probe
+    health_interval_seconds: float = Field(default=10.0, gt=0)  # background /models probes
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    auto: AutoRouteConfig | None = None
+
+
 class HeshiConfig(_Strict):
     """The whole of ``heshi.yaml``."""
 
@@ -94,6 +165,10 @@ class HeshiConfig(_Strict):
     engine: LocalEngineConfig = Field(default_factory=LocalEngineConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("home")
     @classmethod

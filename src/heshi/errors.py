@@ -72,6 +72,37 @@ class ModelNotFound(HeshiError):
         self.available = sorted(available)
 
 
+class AuthenticationFailed(HeshiError):
+    """No API key, or one that is unknown, revoked or expired (HTTP 401)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(HeshiError):
+    """A valid key that may not do this: suspended, or a model it is not allowed (HTTP 403)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class QuotaExceeded(HeshiError):
+    """A rate limit or token budget would be exceeded (HTTP 429 with Retry-After)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.limit = limit  # e.g. "key.rpm", "tenant.budget_tokens"
+        self.retry_after = retry_after  # seconds; None = not before an operator acts
+        if limit.endswith("budget_tokens"):
+            self.code = "insufficient_quota"
+
+
 class CapabilityMissing(InvalidRequest):
     """The model exists but cannot do what was asked, e.g. embeddings (HTTP 400)."""
 
