@@ -1,10 +1,10 @@
 """httpx.AsyncClient vs aiohttp.ClientSession as the gateway's upstream client.
 
-Starts a tiny loopback upstream (raw asyncio HTTP/1.1 with keep-alive, in a child
-process so it gets its own core) with a JSON endpoint and an SSE endpoint, then drives
-it with both clients in the same run, alternating which goes first each round so noise
-on a shared machine cancels out. Prints requests/s and p50/p99 latency at concurrency
-1 and 32, and the aiohttp/httpx ratios.
+Starts the loopback mock upstream (``mock_upstream.py``: raw asyncio HTTP/1.1 with
+keep-alive, in a child process so it gets its own core) with a JSON and an SSE
+endpoint, then drives it with both clients in the same run, alternating which goes
+first each round so noise on a shared machine cancels out. Prints requests/s and
+p50/p99 latency at concurrency 1 and 32, and the aiohttp/httpx ratios.
 
     .venv/bin/python benchmarks/http_client.py            # ~1-2 min on 2 cores
     .venv/bin/python benchmarks/http_client.py --scale 0.2  # quick look
@@ -16,19 +16,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import httpx
 import orjson
 import uvloop
 
-SSE_EVENTS = 20
+import mock_upstream
+from mock_upstream import SSE_EVENTS
+
 CHAT_BODY = orjson.dumps(
     {
         "model": "qwen2.5-7b-instruct",
@@ -39,97 +39,6 @@ CHAT_BODY = orjson.dumps(
         "max_tokens": 128,
     }
 )
-CHAT_REPLY = orjson.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "qwen2.5-7b-instruct",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "您好，您的快递预计明天下午送达。" * 4},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 42, "completion_tokens": 48, "total_tokens": 90},
-    }
-)
-SSE_CHUNK = (
-    b"data: "
-    + orjson.dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": "qwen2.5-7b-instruct",
-            "choices": [{"index": 0, "delta": {"content": "您好"}, "finish_reason": None}],
-        }
-    )
-    + b"\n\n"
-)
-
-
-# --------------------------------------------------------------------------- upstream
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-class _UpstreamProtocol(asyncio.Protocol):
-    """Just enough HTTP/1.1: Content-Length request bodies, keep-alive, chunked SSE."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.transport: Any = None  # uvloop's transports are not asyncio.Transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line.startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if len(self.buf) < end + 4 + length:
-                return
-            path = head.split(b" ", 2)[1]
-            self.buf = self.buf[end + 4 + length :]
-            self._respond(path)
-
-    def _respond(self, path: bytes) -> None:
-        assert self.transport is not None
-        if path.endswith(b"/stream"):
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n"
-            )
-            # One write per event: each goes out in its own send(), as a real server's do.
-            for _ in range(SSE_EVENTS):
-                self.transport.write(_chunk(SSE_CHUNK))
-            self.transport.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
-        else:
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(CHAT_REPLY), CHAT_REPLY)
-            )
-
-
-async def _serve() -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(_UpstreamProtocol, "127.0.0.1", 0, backlog=1024)
-    port = server.sockets[0].getsockname()[1]
-    print(port, flush=True)
-    await loop.run_in_executor(None, sys.stdin.read)  # parent closes stdin to stop us
-    server.close()
-
 
 # --------------------------------------------------------------------------- clients
 
@@ -247,36 +156,19 @@ def _report(workload: str, conc: int, samples: dict[str, list[Sample]]) -> None:
 
 
 def main() -> None:
-    """Run the side-by-side benchmark (or, with --serve, be the upstream)."""
+    """Run the side-by-side benchmark against the mock upstream (``mock_upstream.py``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
     args = parser.parse_args()
-    if args.serve:
-        uvloop.run(_serve())
-        return
-    upstream = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert upstream.stdout is not None
-        port = int(upstream.stdout.readline())
+    with mock_upstream.running() as upstream:
         print(
             f"python {sys.version.split()[0]}, httpx {httpx.__version__}, "
             f"aiohttp {aiohttp.__version__}, uvloop client+server, {os.cpu_count()} cores, "
             f"loadavg before {os.getloadavg()[0]:.2f}"
         )
-        uvloop.run(_bench(port, args.rounds, args.scale))
+        uvloop.run(_bench(upstream.port, args.rounds, args.scale))
         print(f"loadavg after {os.getloadavg()[0]:.2f}")
-    finally:
-        assert upstream.stdin is not None
-        upstream.stdin.close()
-        upstream.wait(timeout=10)
-        if upstream.stdout is not None:
-            upstream.stdout.close()
 
 
 if __name__ == "__main__":

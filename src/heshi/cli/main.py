@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from heshi import __version__
+from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
 from heshi.cli import serve as serve_cli
+from heshi.cli import usage as usage_cli
 
 app = typer.Typer(
     name="heshi",
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(models_cli.app, name="models")
 app.command("serve")(serve_cli.serve)
+app.add_typer(keys_cli.app, name="keys")
+app.command("usage")(usage_cli.usage)
 
 
 @app.command("version")

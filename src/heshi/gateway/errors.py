@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -29,8 +30,14 @@ def error_body(exc: HeshiError) -> bytes:
 
 
 def error_response(exc: HeshiError) -> Response:
-    """The HTTP response for a typed error."""
-    return Response(error_body(exc), status_code=exc.status_code, media_type="application/json")
+    """The HTTP response for a typed error (with ``Retry-After`` when one is known)."""
+    headers = None
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        headers = {"retry-after": str(max(1, math.ceil(retry_after)))}
+    return Response(
+        error_body(exc), status_code=exc.status_code, headers=headers, media_type="application/json"
+    )
 
 
 async def on_heshi_error(request: Request, exc: Exception) -> Response:

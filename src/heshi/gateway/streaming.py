@@ -8,8 +8,8 @@ error becomes one ``data: {"error": …}`` frame followed by ``data: [DONE]``.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import orjson
@@ -17,14 +17,13 @@ import orjson
 from heshi.engines.base import JSON
 from heshi.errors import HeshiError
 from heshi.gateway.errors import error_body
-from heshi.gateway.metrics import GatewayMetrics
 
 DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
 class StreamAccount:
-    """What one stream produced, for metrics (and later metering)."""
+    """What one stream produced, for metering."""
 
     public_model: str
     endpoint: str
@@ -32,17 +31,9 @@ class StreamAccount:
     include_usage: bool
     first_token_at: float | None = None
     usage: JSON | None = None
-    status: str = "200"
+    token_chunks: int = 0  # chunks carrying text: the usage estimate if the stream breaks
+    status: int = 200
     role_sent: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-async def first_chunk(source: AsyncIterator[JSON]) -> JSON | None:
-    """Pull the first chunk so engine errors surface before the HTTP status is sent."""
-    try:
-        return await anext(source)
-    except StopAsyncIteration:
-        return None
 
 
 def _has_token(chunk: JSON) -> bool:
@@ -65,8 +56,10 @@ def _shape(chunk: JSON, account: StreamAccount) -> JSON | None:
             if isinstance(delta, dict):
                 delta.setdefault("role", "assistant")
                 account.role_sent = True
-    if account.first_token_at is None and _has_token(chunk):
-        account.first_token_at = time.perf_counter()
+    if _has_token(chunk):
+        account.token_chunks += 1
+        if account.first_token_at is None:
+            account.first_token_at = time.perf_counter()
     usage = chunk.get("usage")
     if usage:
         account.usage = usage
@@ -81,10 +74,10 @@ async def sse_frames(
     first: JSON | None,
     source: AsyncIterator[JSON],
     account: StreamAccount,
-    metrics: GatewayMetrics,
-    on_close: Callable[[StreamAccount], None] | None = None,
+    on_close: Callable[[StreamAccount], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
-    """Frames for ``StreamingResponse``; closes ``source`` however the stream ends."""
+    """Frames for ``StreamingResponse``; closes ``source`` and calls ``on_close`` once,
+    however the stream ends (done, error, client gone)."""
     try:
         if first is not None and (shaped := _shape(first, account)) is not None:
             yield b"data: " + orjson.dumps(shaped) + b"\n\n"
@@ -93,27 +86,14 @@ async def sse_frames(
                 yield b"data: " + orjson.dumps(shaped) + b"\n\n"
         yield DONE
     except HeshiError as exc:
-        account.status = str(exc.status_code)
+        account.status = exc.status_code
         yield b"data: " + error_body(exc) + b"\n\n"
         yield DONE
     except BaseException:
         # The client went away (cancellation) or we broke: either way not a 200.
-        account.status = "499"
+        account.status = 499
         raise
     finally:
         with anyio.CancelScope(shield=True):
             await source.aclose()  # type: ignore[attr-defined]
-        _finish(account, metrics)
-        if on_close is not None:
-            on_close(account)
-
-
-def _finish(account: StreamAccount, metrics: GatewayMetrics) -> None:
-    now = time.perf_counter()
-    model = account.public_model
-    metrics.requests.labels(model, account.endpoint, account.status).inc()
-    metrics.latency.labels(model, account.endpoint).observe(now - account.started)
-    if account.first_token_at is not None:
-        metrics.ttft.labels(model).observe(account.first_token_at - account.started)
-    metrics.record_usage(model, account.usage)
-    metrics.in_flight.labels(model).dec()
+            await on_close(account)

@@ -1,0 +1,209 @@
+"""Who is calling, may they, and what did it cost: auth → admission → settle → ledger.
+
+One object the gateway consults before and after each generation. The request path
+never waits for a database: keys come from an in-memory cache refreshed in the
+background, admission counters live in process (or Redis for several replicas), and
+usage rows are queued for a background writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from heshi.config import HeshiConfig
+from heshi.engines.base import JSON
+from heshi.gateway.auth import KeyAuthenticator
+from heshi.gateway.quota import Admission, Limits, Reservation, Scope, make_admission
+from heshi.store.db import Database
+from heshi.store.keys import ApiKey, KeyStore
+from heshi.store.ledger import LedgerWriter, UsageRecord, prune, spent_tokens
+
+log = logging.getLogger("heshi.gateway")
+
+# Without a tokenizer at the edge, reserve one token per character of prompt text: an
+# upper bound for Chinese (Qwen averages ~0.7 tokens per Chinese character) and a large
+# overestimate for English, so a reservation never undercounts; settling corrects it.
+_DEFAULT_COMPLETION_RESERVE = 1024
+_PRUNE_EVERY_SECONDS = 3600.0
+
+
+@dataclass
+class Ticket:
+    """One admitted request, until it is settled."""
+
+    request_id: str
+    key: ApiKey | None
+    public_model: str
+    endpoint: str
+    started: float
+    reservation: Reservation | None
+    reserved_tokens: int
+    backend: str = ""
+    route: str = ""
+    first_token_at: float | None = None
+    settled: bool = field(default=False)
+
+
+def estimate_prompt_tokens(body: JSON) -> int:
+    """An upper-bound token estimate for the prompt part of a request body."""
+    if "messages" in body:
+        total = 0
+        for message in body["messages"]:
+            content = message.get("content")
+            if isinstance(content, str):
+                total += len(content)
+            elif isinstance(content, list):
+                total += sum(len(str(p.get("text", ""))) for p in content)
+            total += 4  # role markers of the chat template
+        return total
+    prompt: Any = body.get("prompt", body.get("input", ""))
+    if isinstance(prompt, str):
+        return len(prompt)
+    if isinstance(prompt, list):
+        return sum(len(p) if isinstance(p, str | list) else 1 for p in prompt)
+    return 1
+
+
+def requested_completion_tokens(body: JSON, context: int | None) -> int:
+    """What the caller may generate: max_tokens, or the model's context when unset."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(asked, int):
+        return asked
+    return context or _DEFAULT_COMPLETION_RESERVE
+
+
+class Governance:
+    """Auth, admission, settlement and metering for the gateway."""
+
+    def __init__(self, config: HeshiConfig) -> None:
+        self.config = config
+        store = config.store
+        self.db = Database(store.sql_url(config.home))
+        self.keys = KeyStore(self.db)
+        self.auth = KeyAuthenticator(
+            self.keys, refresh_seconds=store.key_refresh_seconds, open_mode=config.auth.open
+        )
+        self.admission: Admission = make_admission(store.redis_url)
+        self.ledger = LedgerWriter(
+            self.db,
+            flush_seconds=store.ledger_flush_seconds,
+            batch_rows=store.ledger_batch_rows,
+            buffer_rows=store.ledger_buffer_rows,
+            spool_dir=config.home / "ledger-spool",
+        )
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Migrate the database, load keys, restore budgets, start the ledger writer."""
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.db.migrate()
+        await self.auth.start()
+        spent = spent_tokens(self.db)
+        await self.admission.restore_spent(spent.as_scopes())
+        self.ledger.start()
+        self._pruner = asyncio.create_task(self._prune_forever(), name="heshi-ledger-prune")
+
+    async def _prune_forever(self) -> None:
+        days = self.config.store.ledger_retention_days
+        while True:
+            try:
+                removed = await asyncio.to_thread(prune, self.db, days)
+                if removed:
+                    log.info("pruned %d usage rows older than %d days", removed, days)
+            except Exception as exc:  # the database may be down; try again next round
+                log.warning("ledger pruning failed: %s", exc)
+            await asyncio.sleep(_PRUNE_EVERY_SECONDS)
+
+    async def close(self) -> None:
+        """Flush the ledger and release connections."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        await self.auth.close()
+        self.ledger.close()
+        await self.admission.close()
+        self.db.dispose()
+
+    def authenticate(self, authorization: str | None, model: str | None) -> ApiKey | None:
+        """The caller's key, or None in open / single-user mode."""
+        return self.auth.authenticate(authorization, model)
+
+    def scopes(self, key: ApiKey | None) -> list[Scope]:
+        """The quota scopes a request by ``key`` counts against."""
+        if key is None:
+            return []
+        scopes = [Scope("key", key.id, Limits(key.rpm, key.tpm, key.budget_tokens))]
+        tenant = self.config.tenants.get(key.tenant)
+        if tenant is not None:
+            scopes.append(
+                Scope("tenant", key.tenant, Limits(tenant.rpm, tenant.tpm, tenant.budget_tokens))
+            )
+        return scopes
+
+    async def admit(
+        self, key: ApiKey | None, body: JSON, public_model: str, endpoint: str, context: int | None
+    ) -> Ticket:
+        """Reserve the request's maximum tokens; raises ``QuotaExceeded``."""
+        started = time.perf_counter()
+        tokens = estimate_prompt_tokens(body) + (
+            0 if endpoint == "embeddings" else requested_completion_tokens(body, context)
+        )
+        scopes = self.scopes(key)
+        reservation = await self.admission.reserve(scopes, tokens) if scopes else None
+        return Ticket(
+            request_id=f"req_{uuid.uuid4().hex}",
+            key=key,
+            public_model=public_model,
+            endpoint=endpoint,
+            started=started,
+            reservation=reservation,
+            reserved_tokens=tokens,
+        )
+
+    async def settle(self, ticket: Ticket, usage: Any, status: int) -> None:
+        """Charge actual usage (once) and queue the ledger row."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        prompt, completion = _usage_numbers(usage)
+        if ticket.reservation is not None:
+            await self.admission.settle(ticket.reservation, prompt + completion)
+        now = time.perf_counter()
+        key = ticket.key
+        self.ledger.submit(
+            UsageRecord(
+                request_id=ticket.request_id,
+                ts=datetime.now(UTC),
+                tenant=key.tenant if key else "-",
+                key_id=key.id if key else None,
+                model=ticket.public_model,
+                backend=ticket.backend,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                latency_ms=round((now - ticket.started) * 1000),
+                ttft_ms=round((ticket.first_token_at - ticket.started) * 1000)
+                if ticket.first_token_at
+                else None,
+                status=status,
+                route=ticket.route,
+            )
+        )
+
+
+def _usage_numbers(usage: Any) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) and prompt > 0 else 0,
+        completion if isinstance(completion, int) and completion > 0 else 0,
+    )

@@ -1,0 +1,206 @@
+"""Request handlers: validate → authenticate → route → admit → generate → settle.
+
+The order matters: nothing that can fail cheaply (bad JSON, a bad key, an unknown model,
+an exhausted quota) ever reaches an engine, and every admitted request is settled exactly
+once — after the response for plain requests, when the stream ends for streams, however
+it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from heshi.config import HeshiConfig
+from heshi.engines.base import JSON, Engine
+from heshi.errors import HeshiError, InvalidRequest
+from heshi.gateway.governance import Governance, Ticket
+from heshi.gateway.metrics import GatewayMetrics
+from heshi.gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse_request,
+)
+from heshi.gateway.streaming import StreamAccount, sse_frames
+from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
+
+
+def _headers(ticket: Ticket, routed: Routed[Any]) -> dict[str, str]:
+    ticket.backend = routed.target.backend
+    ticket.route = routed.route_header
+    return {
+        "x-heshi-backend": routed.backend_header,
+        "x-heshi-route": routed.route_header,
+        "x-request-id": ticket.request_id,
+    }
+
+
+class Gateway:
+    """The handlers of one app instance, with its router, governance and metrics."""
+
+    def __init__(
+        self, config: HeshiConfig, engines: Mapping[str, Engine], governance: Governance
+    ) -> None:
+        self.config = config
+        self.engines = dict(engines)
+        self.router = Router(config, self.engines)
+        self.gov = governance
+        self.metrics = GatewayMetrics()
+        self.started = time.time()
+        self._context = {m.id: m.context_length for m in self.router.public_models()}
+
+    async def read_json(self, request: Request) -> Any:
+        """The request body as JSON; 400 on oversize or malformed input."""
+        limit = self.config.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_big = f"请求体超过 {limit} 字节 / request body exceeds {limit} bytes"
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise InvalidRequest(too_big)
+        body = await request.body()
+        if len(body) > limit:
+            raise InvalidRequest(too_big)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"请求体不是合法 JSON / malformed JSON body: {exc}") from None
+
+    async def _admit(
+        self, request: Request, model: type[BaseModel], endpoint: str
+    ) -> tuple[JSON, RoutePlan, Ticket]:
+        body = parse_request(model, await self.read_json(request)).model_dump(
+            exclude_unset=True, by_alias=True
+        )
+        key = self.gov.authenticate(request.headers.get("authorization"), body["model"])
+        plan = self.router.plan(body["model"], body)
+        ticket = await self.gov.admit(
+            key, body, plan.model, endpoint, self._context.get(plan.resolved)
+        )
+        self.metrics.in_flight.labels(plan.model).inc()
+        return body, plan, ticket
+
+    async def _finish(self, ticket: Ticket, usage: Any, status: int) -> None:
+        """Settle, meter and count — shielded, so a client leaving cannot skip it."""
+        with anyio.CancelScope(shield=True):
+            await self.gov.settle(ticket, usage, status)
+        m, model = self.metrics, ticket.public_model
+        m.in_flight.labels(model).dec()
+        m.requests.labels(model, ticket.endpoint, str(status)).inc()
+        m.latency.labels(model, ticket.endpoint).observe(time.perf_counter() - ticket.started)
+        if ticket.first_token_at is not None:
+            m.ttft.labels(model).observe(ticket.first_token_at - ticket.started)
+        m.record_usage(model, usage)
+
+    async def chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``."""
+        return await self._generate(request, ChatCompletionRequest, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        """``POST /v1/completions``."""
+        return await self._generate(request, CompletionRequest, "completions")
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``."""
+        body, plan, ticket = await self._admit(request, EmbeddingRequest, "embeddings")
+        return await self._unary(body, plan, ticket)
+
+    async def _generate(self, request: Request, model: type[BaseModel], endpoint: str) -> Response:
+        body, plan, ticket = await self._admit(request, model, endpoint)
+        if not body.get("stream"):
+            return await self._unary(body, plan, ticket)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        # Always ask for usage so tokens are metered; dropped later if the client didn't ask.
+        body["stream_options"] = {"include_usage": True}
+        op: StreamOp = "chat" if endpoint == "chat" else "completion"
+        try:
+            routed = await self.router.open_stream(plan, op, body)
+        except BaseException as exc:
+            await self._finish(ticket, None, _status_of(exc))
+            raise
+        headers = _headers(ticket, routed)
+        account = StreamAccount(plan.model, endpoint, ticket.started, include_usage)
+
+        async def on_close(acc: StreamAccount) -> None:
+            ticket.first_token_at = acc.first_token_at
+            usage = acc.usage or {"completion_tokens": acc.token_chunks}
+            await self._finish(ticket, usage, int(acc.status))
+
+        frames = sse_frames(routed.value.first, routed.value.rest, account, on_close)
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers=_SSE_HEADERS | headers
+        )
+
+    async def _unary(self, body: JSON, plan: RoutePlan, ticket: Ticket) -> Response:
+        op = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
+        status, usage = 200, None
+        try:
+            routed = await self.router.call(plan, op[ticket.endpoint], body)  # type: ignore[arg-type]
+            result = routed.value
+            usage = result.get("usage")
+        except BaseException as exc:
+            status = _status_of(exc)
+            raise
+        finally:
+            await self._finish(ticket, usage, status)
+        result["model"] = plan.model
+        return json_response(result, headers=_headers(ticket, routed))
+
+    async def list_models(self, request: Request) -> Response:
+        """``GET /v1/models`` (needs a key when keys exist)."""
+        self.gov.authenticate(request.headers.get("authorization"), None)
+        created = int(self.started)
+        data = [
+            {
+                "id": m.id,
+                "object": "model",
+                "created": created,
+                "owned_by": m.owned_by,
+                "context_length": m.context_length,
+            }
+            for m in self.router.public_models()
+        ]
+        return json_response({"object": "list", "data": data})
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: liveness plus what is served and the backends' state."""
+        backends = {
+            name: {"state": s.state, "in_flight": s.in_flight, "healthy": s.healthy}
+            for name, s in self.router.status().items()
+        }
+        return json_response(
+            {
+                "status": "ok",
+                "uptime_s": round(time.time() - self.started, 1),
+                "models": [m.id for m in self.router.public_models()],
+                "engines": sorted(self.engines),
+                "backends": backends,
+                "ledger": dataclasses.asdict(self.gov.ledger.stats()),
+            }
+        )
+
+    async def prometheus(self, request: Request) -> Response:
+        """``GET /metrics`` in Prometheus text format."""
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, HeshiError):
+        return exc.status_code
+    return 499 if isinstance(exc, anyio.get_cancelled_exc_class()) else 500

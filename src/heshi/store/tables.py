@@ -1,0 +1,124 @@
+"""The SQL tables, as SQLAlchemy Core ``Table`` objects.
+
+The first Alembic migration creates exactly these; a later schema change is a new
+migration plus an edit here, never an edit of an applied migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+# Stable constraint names make later Alembic migrations portable between dialects.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every dialect.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as
+    naive UTC text (which also sorts and compares correctly) and made aware on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Aware datetime → UTC (naive UTC on SQLite); a naive input raises ``ValueError``."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous; refusing it here catches the bug at its source.
+            raise ValueError(f"naive datetime {value!r}: use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Stored value → aware UTC datetime."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "key_" + 12 hex
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False, index=True),  # shown in listings
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    Column("models", JSON, nullable=True),  # list of model names; NULL = every model
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("budget_tokens", BigInteger, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("status", String(16), nullable=False),  # active | suspended | revoked
+    Column("status_reason", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+usage_ledger = Table(
+    "usage_ledger",
+    metadata,
+    # BigInteger on PostgreSQL (a busy gateway passes 2**31 rows); SQLite needs INTEGER
+    # for its rowid alias to autoincrement.
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("request_id", String(128), nullable=False, unique=True),  # makes retries idempotent
+    Column("ts", UtcDateTime, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("key_id", String(32), nullable=True),  # no FK: usage outlives deleted keys
+    Column("model", String(128), nullable=False),
+    Column("backend", String(128), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+    Column("status", Integer, nullable=False),  # HTTP status; 499 = client went away
+    Column("route", Text, nullable=False),
+    Index("ix_usage_ledger_tenant_ts", "tenant", "ts"),
+    Index("ix_usage_ledger_key_id_ts", "key_id", "ts"),
+)
+
+# Token totals of ledger rows removed by retention pruning, per (tenant, key). Lifetime
+# budgets are restored as ledger sum + these, so pruning old rows never refills a budget.
+usage_pruned_totals = Table(
+    "usage_pruned_totals",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("key_id", String(32), primary_key=True),  # "" for rows that had no key
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+)

@@ -1,0 +1,207 @@
+"""Questions asked of the usage ledger: reports, spent tokens, and retention pruning.
+
+Every report filters by tenant in SQL, so one tenant's rows never leave the database in
+answer to another tenant's question.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, case, delete, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from heshi.store.db import Database, unavailable
+from heshi.store.tables import usage_ledger, usage_pruned_totals
+
+GroupBy = Literal["model", "key", "day"]
+PRUNE_CHUNK_ROWS = 5000  # rows deleted per transaction: short locks, bounded WAL growth
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Totals for one group (a model, a key id, or a UTC day ``YYYY-MM-DD``)."""
+
+    group: str | None  # None: requests made without a key (open mode)
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    errors: int  # responses with HTTP status ≥ 400 (499 = client went away)
+    mean_latency_ms: float | None
+    mean_ttft_ms: float | None  # None when no request in the group streamed
+
+
+@dataclass(frozen=True)
+class SpentTokens:
+    """Lifetime tokens (prompt + completion) per key id and per tenant."""
+
+    by_key: dict[str, int] = field(default_factory=dict)
+    by_tenant: dict[str, int] = field(default_factory=dict)
+
+    def as_scopes(self) -> dict[tuple[str, str], int]:
+        """The same totals keyed ``("key", id)`` / ``("tenant", name)``, as quotas count them."""
+        spent = {("key", k): v for k, v in self.by_key.items()}
+        spent.update({("tenant", t): v for t, v in self.by_tenant.items()})
+        return spent
+
+
+def usage_report(
+    db: Database,
+    *,
+    tenant: str,
+    since: datetime,
+    until: datetime | None = None,
+    by: GroupBy,
+) -> list[UsageRow]:
+    """``tenant``'s usage in ``[since, until)`` grouped ``by`` model, key or UTC day.
+
+    Groups come in ascending order. Raises ``StoreUnavailable`` on database errors.
+    """
+    t = usage_ledger.c
+    group = _group_column(db, by).label("grp")
+    query = (
+        select(
+            group,
+            func.count().label("requests"),
+            func.coalesce(func.sum(t.prompt_tokens), 0).label("prompt"),
+            func.coalesce(func.sum(t.completion_tokens), 0).label("completion"),
+            func.coalesce(func.sum(case((t.status >= 400, 1), else_=0)), 0).label("errors"),
+            func.avg(t.latency_ms).label("latency"),
+            func.avg(t.ttft_ms).label("ttft"),
+        )
+        .where(t.tenant == tenant, t.ts >= since)
+        .group_by(literal_column("grp"))
+        .order_by(literal_column("grp"))
+    )
+    if until is not None:
+        query = query.where(t.ts < until)
+    try:
+        with db.read() as conn:
+            rows = conn.execute(query).all()
+    except DBAPIError as exc:
+        raise unavailable(db, exc) from exc
+    return [
+        UsageRow(
+            group=None if row.grp is None else str(row.grp),
+            requests=int(row.requests),
+            prompt_tokens=int(row.prompt),
+            completion_tokens=int(row.completion),
+            total_tokens=int(row.prompt) + int(row.completion),
+            errors=int(row.errors),
+            mean_latency_ms=None if row.latency is None else float(row.latency),
+            mean_ttft_ms=None if row.ttft is None else float(row.ttft),
+        )
+        for row in rows
+    ]
+
+
+def spent_tokens(db: Database) -> SpentTokens:
+    """Tokens used so far per key and per tenant, including pruned rows' totals.
+
+    The gateway calls this at start-up to restore lifetime budgets.
+    """
+    by_key: defaultdict[str, int] = defaultdict(int)
+    by_tenant: defaultdict[str, int] = defaultdict(int)
+    t, p = usage_ledger.c, usage_pruned_totals.c
+    ledger = select(
+        t.tenant, t.key_id, func.sum(t.prompt_tokens + t.completion_tokens).label("tokens")
+    ).group_by(t.tenant, t.key_id)
+    pruned = select(p.tenant, p.key_id, (p.prompt_tokens + p.completion_tokens).label("tokens"))
+    try:
+        with db.read() as conn:
+            rows = [*conn.execute(ledger), *conn.execute(pruned)]
+    except DBAPIError as exc:
+        raise unavailable(db, exc) from exc
+    for row in rows:
+        tokens = int(row.tokens or 0)
+        by_tenant[row.tenant] += tokens
+        if row.key_id:
+            by_key[row.key_id] += tokens
+    return SpentTokens(by_key=dict(by_key), by_tenant=dict(by_tenant))
+
+
+def prune(
+    db: Database,
+    older_than_days: int,
+    *,
+    now: datetime | None = None,
+    chunk_rows: int = PRUNE_CHUNK_ROWS,
+) -> int:
+    """Delete ledger rows older than ``older_than_days``; returns how many were deleted.
+
+    Works in chunks of ``chunk_rows``, each one transaction that also adds the chunk's
+    totals to ``usage_pruned_totals`` so lifetime budgets stay right.
+    """
+    if older_than_days < 1:
+        raise ValueError("older_than_days must be ≥ 1")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    t = usage_ledger.c
+    oldest = select(t.id).where(t.ts < cutoff).order_by(t.id).limit(chunk_rows)
+    # DELETE … RETURNING: the totals carried over are exactly the rows removed, even if
+    # a spool replay inserts old rows concurrently.
+    chunk = (
+        delete(usage_ledger)
+        .where(t.id.in_(oldest.scalar_subquery()))
+        .returning(t.tenant, t.key_id, t.prompt_tokens, t.completion_tokens)
+    )
+    deleted = 0
+    try:
+        while True:
+            with db.begin() as conn:
+                removed = conn.execute(chunk).all()
+                if removed:
+                    conn.execute(_carry_over(db), _totals(removed))
+            deleted += len(removed)
+            if len(removed) < chunk_rows:
+                return deleted
+    except DBAPIError as exc:
+        raise unavailable(db, exc) from exc
+
+
+def _group_column(db: Database, by: GroupBy) -> ColumnElement[Any]:
+    t = usage_ledger.c
+    if by == "model":
+        return t.model
+    if by == "key":
+        return t.key_id
+    if by != "day":
+        raise ValueError(f"by must be model, key or day, not {by!r}")
+    if db.dialect_name == "postgresql":
+        # Literals, not bound parameters: the same expression is grouped on by name.
+        return func.to_char(
+            func.timezone(literal_column("'UTC'"), t.ts), literal_column("'YYYY-MM-DD'")
+        )
+    return func.substr(t.ts, 1, 10)  # SQLite stores naive UTC text "YYYY-MM-DD HH:MM:SS…"
+
+
+def _totals(removed: Sequence[Any]) -> list[dict[str, Any]]:
+    sums: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in removed:
+        entry = sums[(row.tenant, row.key_id or "")]
+        entry[0] += 1
+        entry[1] += row.prompt_tokens
+        entry[2] += row.completion_tokens
+    return [
+        {"tenant": tenant, "key_id": key, "requests": r, "prompt_tokens": p, "completion_tokens": c}
+        for (tenant, key), (r, p, c) in sums.items()
+    ]
+
+
+def _carry_over(db: Database) -> Any:
+    dialect = postgresql if db.dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(usage_pruned_totals)
+    p = usage_pruned_totals.c
+    return stmt.on_conflict_do_update(
+        index_elements=[p.tenant, p.key_id],
+        set_={
+            "requests": p.requests + stmt.excluded.requests,
+            "prompt_tokens": p.prompt_tokens + stmt.excluded.prompt_tokens,
+            "completion_tokens": p.completion_tokens + stmt.excluded.completion_tokens,
+        },
+    )
