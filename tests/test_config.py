@@ -57,3 +57,22 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> N
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(Path("/nonexistent/heshi.yaml"))
+
+
+def test_example_file_routes_resolve() -> None:
+    from heshi.engines.base import Engine
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from heshi.engines.openai_http import OpenAIHTTPEngine
+    from heshi.routing.router import Router
+
+    cfg = load_config(ROOT / "heshi.example.yaml")
+    engines: dict[str, Engine] = {
+        "local": LlamaCppEngine(cfg.engine.name, Path("unused.gguf"), cfg.engine)
+    }
+    engines.update({n: OpenAIHTTPEngine(n, b) for n, b in cfg.backends.items()})
+    router = Router(cfg, engines)  # raises ConfigError on a dangling name
+    names = {m.id for m in router.public_models()}
+    assert {"auto", "qwen-ha", "qwen-cloud", "qwen-large", cfg.engine.name} <= names
+    assert router.plan("auto", {"messages": [{"role": "user", "content": "你好"}]}).resolved == (
+        cfg.engine.name
+    )

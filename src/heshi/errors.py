@@ -14,6 +14,9 @@ class HeshiError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    # Response headers the HTTP edge sends along, e.g. the backend and route a failed
+    # request took (set by the router); None for most errors.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

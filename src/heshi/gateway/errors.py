@@ -30,11 +30,12 @@ def error_body(exc: HeshiError) -> bytes:
 
 
 def error_response(exc: HeshiError) -> Response:
-    """The HTTP response for a typed error (with ``Retry-After`` when one is known)."""
-    headers = None
+    """The HTTP response for a typed error, with its headers (``Retry-After`` when one
+    is known, the route a failed request took)."""
+    headers = dict(exc.headers or {})
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float):
-        headers = {"retry-after": str(max(1, math.ceil(retry_after)))}
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return Response(
         error_body(exc), status_code=exc.status_code, headers=headers, media_type="application/json"
     )

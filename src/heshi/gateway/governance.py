@@ -45,6 +45,7 @@ class Ticket:
     started: float
     reservation: Reservation | None
     reserved_tokens: int
+    prompt_estimate: int = 0
     backend: str = ""
     route: str = ""
     first_token_at: float | None = None
@@ -101,13 +102,17 @@ class Governance:
         self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Migrate the database, load keys, restore budgets, start the ledger writer."""
+        """Migrate the database, start the ledger writer, load keys, restore budgets."""
         self.config.home.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
+        self.ledger.start()
+        # Rows an earlier run left on disk (its spool, or the journal of a killed process)
+        # were charged to budgets: write them before reading what was spent.
+        if not await asyncio.to_thread(self.ledger.flush):
+            log.warning("ledger rows of an earlier run are not written yet: budgets omit them")
         await self.auth.start()
         spent = spent_tokens(self.db)
         await self.admission.restore_spent(spent.as_scopes())
-        self.ledger.start()
         self._pruner = asyncio.create_task(self._prune_forever(), name="heshi-ledger-prune")
 
     async def _prune_forever(self) -> None:
@@ -166,6 +171,7 @@ class Governance:
             started=started,
             reservation=reservation,
             reserved_tokens=tokens,
+            prompt_estimate=estimate_prompt_tokens(body),
         )
 
     async def settle(self, ticket: Ticket, usage: Any, status: int) -> None:
@@ -174,6 +180,9 @@ class Governance:
             return
         ticket.settled = True
         prompt, completion = _usage_numbers(usage)
+        if usage is not None and not prompt and status < 400:
+            # A backend that reports no usage must not be free: charge the prompt estimate.
+            prompt = ticket.prompt_estimate
         if ticket.reservation is not None:
             await self.admission.settle(ticket.reservation, prompt + completion)
         now = time.perf_counter()

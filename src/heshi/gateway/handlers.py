@@ -132,7 +132,7 @@ class Gateway:
         try:
             routed = await self.router.open_stream(plan, op, body)
         except BaseException as exc:
-            await self._finish(ticket, None, _status_of(exc))
+            await self._finish(ticket, None, _failed(ticket, exc))
             raise
         headers = _headers(ticket, routed)
         account = StreamAccount(plan.model, endpoint, ticket.started, include_usage)
@@ -152,15 +152,16 @@ class Gateway:
         status, usage = 200, None
         try:
             routed = await self.router.call(plan, op[ticket.endpoint], body)  # type: ignore[arg-type]
+            headers = _headers(ticket, routed)  # before settling: the ledger row records it
             result = routed.value
-            usage = result.get("usage")
+            usage = result.get("usage") or _estimated_usage(result)
         except BaseException as exc:
-            status = _status_of(exc)
+            status = _failed(ticket, exc)
             raise
         finally:
             await self._finish(ticket, usage, status)
         result["model"] = plan.model
-        return json_response(result, headers=_headers(ticket, routed))
+        return json_response(result, headers=headers)
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models`` (needs a key when keys exist)."""
@@ -200,7 +201,29 @@ class Gateway:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+def _failed(ticket: Ticket, exc: BaseException) -> int:
+    """Note where a failed request went (the router puts it in the error's headers) for
+    the ledger, add the request id to the error response; return the status to meter."""
+    if isinstance(exc, HeshiError):
+        routed = exc.headers or {}
+        backend = routed.get("x-heshi-backend", "")
+        ticket.backend = "" if backend == "none" else backend
+        ticket.route = routed.get("x-heshi-route", "")
+        exc.headers = {**routed, "x-request-id": ticket.request_id}
+    return _status_of(exc)
+
+
 def _status_of(exc: BaseException) -> int:
     if isinstance(exc, HeshiError):
         return exc.status_code
     return 499 if isinstance(exc, anyio.get_cancelled_exc_class()) else 500
+
+
+def _estimated_usage(result: JSON) -> JSON:
+    # The backend reported no usage: count one token per character of the answer (an
+    # upper bound for Chinese), so such a backend cannot be used to bypass budgets.
+    text = 0
+    for choice in result.get("choices") or ():
+        message = choice.get("message") or {}
+        text += len(str(message.get("content") or choice.get("text") or ""))
+    return {"completion_tokens": text}

@@ -77,18 +77,19 @@ async def sse_frames(
     on_close: Callable[[StreamAccount], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """Frames for ``StreamingResponse``; closes ``source`` and calls ``on_close`` once,
-    however the stream ends (done, error, client gone)."""
+    however the stream ends (done, error, client gone). When it ends with ``[DONE]``,
+    ``on_close`` runs before that last frame is sent: a client that saw the stream end
+    has been metered, even if the gateway is killed right after."""
     try:
         if first is not None and (shaped := _shape(first, account)) is not None:
             yield b"data: " + orjson.dumps(shaped) + b"\n\n"
         async for chunk in source:
             if (shaped := _shape(chunk, account)) is not None:
                 yield b"data: " + orjson.dumps(shaped) + b"\n\n"
-        yield DONE
+        last = DONE
     except HeshiError as exc:
         account.status = exc.status_code
-        yield b"data: " + error_body(exc) + b"\n\n"
-        yield DONE
+        last = b"data: " + error_body(exc) + b"\n\n" + DONE
     except BaseException:
         # The client went away (cancellation) or we broke: either way not a 200.
         account.status = 499
@@ -97,3 +98,4 @@ async def sse_frames(
         with anyio.CancelScope(shield=True):
             await source.aclose()  # type: ignore[attr-defined]
             await on_close(account)
+    yield last

@@ -19,6 +19,8 @@ nor on a local ``InvalidRequest`` / ``ContextLengthExceeded``. Before trying a b
 already tried for this request the router waits ``backoff_seconds``, doubled per retry,
 capped at ``max(backoff_seconds, 2 s)``; moving to a fresh backend does not wait. When
 everything fails, the last error is raised with the list of what was tried appended.
+Every error raised once routing started carries ``x-heshi-backend`` / ``x-heshi-route``
+in its ``headers`` (:func:`route_headers`), so a failed response explains itself too.
 
 **Timeouts** are per backend and live in each engine's own configuration
 (``backends.<name>.connect_timeout`` and ``timeout``, the longest silence between bytes):
@@ -44,7 +46,7 @@ from typing import Generic, Literal, TypeVar
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
-from heshi.errors import UpstreamError
+from heshi.errors import HeshiError, UpstreamError
 from heshi.routing.balance import Balancer
 from heshi.routing.breaker import BackendsUnavailable, Breaker, State
 from heshi.routing.complexity import ComplexityRule, Decision
@@ -223,6 +225,7 @@ class Router:
         prefix = plan.decision.header() if plan.decision is not None else ""
         log = RouteLog(prefix, plan.chain[0].label, self._labels)
         last: UpstreamError | None = None
+        backend = ""
         for number in range(self._attempts):
             pick = walk.next()
             if pick is None:
@@ -243,16 +246,23 @@ class Router:
                 continue
             except BaseException as exc:
                 lease.finish(verdict(exc))
+                if isinstance(exc, HeshiError):
+                    exc.headers = route_headers(self._labels[backend], log.header())
                 raise
             return Routed(value, pick.target, log.header(), self._labels[backend], number + 1)
-        raise self._exhausted(plan, last, log)
+        error = self._exhausted(plan, last, log)
+        error.headers = route_headers(self._labels[backend] if backend else "none", log.header())
+        raise error
 
     def _delay(self, number: int) -> float:
         return min(self._backoff * 2.0 ** max(number - 1, 0), max(self._backoff, _BACKOFF_CAP))
 
-    def _exhausted(self, plan: RoutePlan, last: UpstreamError | None, log: RouteLog) -> Exception:
+    def _exhausted(
+        self, plan: RoutePlan, last: UpstreamError | None, log: RouteLog
+    ) -> UpstreamError:
         if last is None:
             backends = [t.backend for e in plan.chain for t in e.targets]
+            log.all_open(dict.fromkeys(backends))
             wait = min(self._breakers[b].retry_after() for b in backends)
             names = ", ".join(dict.fromkeys(backends))
             return BackendsUnavailable(
@@ -266,6 +276,12 @@ class Router:
             last.message = f"{last.message}（已尝试 / tried: {tried}）"
             last.args = (last.message,)
         return last
+
+
+def route_headers(backend_header: str, route_header: str) -> dict[str, str]:
+    """``x-heshi-backend`` and ``x-heshi-route`` of a request that failed after routing
+    (``backend_header`` is ``"none"`` when every backend's breaker was open)."""
+    return {"x-heshi-backend": backend_header, "x-heshi-route": route_header}
 
 
 def _unary(engine: Engine, op: Op) -> Callable[[JSON], Awaitable[JSON]]:

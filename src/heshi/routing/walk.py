@@ -9,7 +9,7 @@ with a single target and ``retries: 2`` that is simply three tries of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heshi.routing.balance import Balancer
@@ -122,6 +122,11 @@ class RouteLog:
             segment = f"fallback->{entry.label}->{backend}"
         self._parts.append(segment + (f"({','.join(notes)})" if notes else ""))
         self._stage = pick.stage
+
+    def all_open(self, backends: Iterable[str]) -> None:
+        """Record that nothing was tried: every backend's breaker is open."""
+        notes = ",".join(f"open:{self._labels[b]}" for b in backends)
+        self._parts.append(f"{self._requested}({notes})")
 
     def failed(self, backend: str, status: int) -> None:
         """Record that the attempt on ``backend`` failed with ``status``."""

@@ -4,6 +4,8 @@ Each writer appends to its own file, held under an exclusive ``flock`` for the w
 lifetime, so replicas sharing a home never interleave lines. A file whose lock can be
 taken belongs to a process that has exited: its rows are replayed and the file removed.
 Replays may repeat rows after a crash; the ledger's unique ``request_id`` absorbs that.
+The segments of a killed process's ledger journal (:mod:`heshi.store.journal`) are
+replayed the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from heshi.store.journal import JOURNAL_GLOB
+
 log = logging.getLogger(__name__)
 
 SPOOL_GLOB = "ledger-spool-*.jsonl"
+ORPHAN_GLOBS = (SPOOL_GLOB, JOURNAL_GLOB)  # files of other processes, replayed once unlocked
 REJECTED_NAME = "ledger-rejected.jsonl"  # rows the database refused as invalid; kept for people
 
 Row = dict[str, Any]
@@ -69,7 +74,8 @@ class LedgerSpool:
         replayed = 0
         with self._lock:
             if not self._orphans_checked:
-                for path in sorted(self.directory.glob(SPOOL_GLOB)):
+                orphans = [p for g in ORPHAN_GLOBS for p in self.directory.glob(g)]
+                for path in sorted(orphans):
                     if path != self._own_path:
                         replayed += _replay_orphan(path, consume, batch_rows)
                 self._orphans_checked = True
