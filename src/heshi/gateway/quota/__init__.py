@@ -20,14 +20,17 @@ RPM: sliding log, exact
     estimate can admit up to 2x the limit at a bucket edge under bursty load); the
     only error is the clock's. The price is memory: one entry per request admitted in
     the last minute and scope, bounded by ``rpm`` itself.
-TPM: sliding log of tokens, exact
+TPM: sliding log of tokens (Redis: exact; in process: 0.1 s buckets)
     Every admitted request adds an entry at its admission time worth its reserved
     tokens; settle replaces that by the actual usage; the entry leaves the window 60 s
     after admission (so an unsettled reservation stops counting toward TPM after 60 s,
     and a request running longer than a minute is charged to the minute it started). A
     running total per scope is adjusted on add, settle and eviction, so a check costs
     O(1) amortised. A request that alone needs more than ``tpm`` is refused with
-    ``retry_after=None``: waiting would not help.
+    ``retry_after=None``: waiting would not help. In process, requests admitted within
+    0.1 s of each other share one entry that leaves with its newest request, which keeps
+    a busy key's minute to at most 600 entries (per-request entries measured 23 MB at
+    2k req/s); the only effect is that a refusal may come up to 0.1 s early, never late.
 Budget: lifetime tokens, reserved up front
     Admitted iff ``spent + reserved + tokens <= budget_tokens``, and the tokens are
     reserved in the same atomic step, so concurrent requests can never overrun the

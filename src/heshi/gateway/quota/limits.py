@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from heshi.errors import QuotaExceeded
 
@@ -65,6 +65,8 @@ class Reservation:
     held: tuple[HeldScope, ...]
     at: float  # admission time on the admission's clock
     settled: bool = field(default=False)
+    # In-process only: the TPM buckets this reservation added to, one per held scope.
+    local: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
