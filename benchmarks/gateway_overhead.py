@@ -585,13 +585,25 @@ def _parse_json_object(text: str) -> dict[str, Any]:
     raise RuntimeError(f"no JSON object in: {text[:300]!r}")
 
 
-def start_heshi(python: str, mock_port: int, tmp: Path, stack: contextlib.ExitStack) -> Target:
+def start_heshi(
+    python: str,
+    mock_port: int,
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    store_url: str | None = None,
+) -> Target:
     """``heshi serve`` in front of the mock, with an API key when ``heshi keys`` exists."""
     home = tmp / "heshi-home"
     home.mkdir()
     config = tmp / "heshi.yaml"
     backend = {"base_url": f"http://{LOOPBACK}:{mock_port}/v1", "models": [MODEL]}
-    settings = {"home": str(home), "engine": {"enabled": False}, "backends": {"mock": backend}}
+    settings: dict[str, Any] = {
+        "home": str(home),
+        "engine": {"enabled": False},
+        "backends": {"mock": backend},
+    }
+    if store_url:
+        settings["store"] = {"url": store_url}
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     env = child_env({"HESHI_HOME": str(home)})
     extra: list[str] = []
@@ -988,6 +1000,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--litellm-bin", help="an existing litellm executable")
     p.add_argument("--litellm-venv", type=Path, default=DEFAULT_LITELLM_VENV)
     p.add_argument("--heshi-python", help="python that has heshi (default: the repo's .venv)")
+    p.add_argument(
+        "--heshi-store-url", help="Heshi's store.url (default: SQLite under its temp home)"
+    )
     args = p.parse_args()
     args.targets = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(args.targets) - {"direct", "heshi", "litellm"}
@@ -1030,7 +1045,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
         if name in args.targets:
             print(f"starting {name} …", flush=True)
             if name == "heshi":
-                target = start_heshi(heshi_python, mock.port, tmp, stack)
+                target = start_heshi(heshi_python, mock.port, tmp, stack, args.heshi_store_url)
             else:
                 assert litellm_bin is not None
                 target = start_litellm(litellm_bin, mock.port, tmp, stack)

@@ -177,3 +177,9 @@ def test_database_down_is_a_clear_error(database: Database) -> None:
         store.list()
     assert caught.value.status_code == 503
     assert "database unavailable" in caught.value.message
+
+
+def test_tenant_sized_limits_fit(database: Database) -> None:
+    # 10 billion tokens per minute overflowed a 32-bit PostgreSQL column before 0002.
+    _, key = KeyStore(database).create("big", "k", rpm=3_000_000_000, tpm=10_000_000_000)
+    assert KeyStore(database).get(key.id).tpm == 10_000_000_000

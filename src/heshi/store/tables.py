@@ -74,8 +74,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False, index=True),  # shown in listings
     Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
     Column("models", JSON, nullable=True),  # list of model names; NULL = every model
-    Column("rpm", Integer, nullable=True),
-    Column("tpm", Integer, nullable=True),
+    Column("rpm", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
+    Column("tpm", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
     Column("budget_tokens", BigInteger, nullable=True),
     Column("expires_at", UtcDateTime, nullable=True),
     Column("status", String(16), nullable=False),  # active | suspended | revoked
