@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from heshi.cli.reporting import reporting_errors
 from heshi.config import load_config
-from heshi.errors import ConfigError, HeshiError
+from heshi.errors import ConfigError
 from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
 
@@ -47,18 +48,6 @@ IdArgument = Annotated[
 ]
 _DURATION = re.compile(r"^(\d+)([hdw])$")
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
-
-@contextmanager
-def reporting_errors() -> Iterator[None]:
-    """Turn a HeshiError into a red message on stderr and exit status 1."""
-    try:
-        yield
-    except HeshiError as exc:
-        Console(stderr=True).print(
-            exc.message, style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from exc
 
 
 @contextmanager

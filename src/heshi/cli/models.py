@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +12,8 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
+from heshi.cli.reporting import reporting_errors
 from heshi.config import default_home
-from heshi.errors import HeshiError
 from heshi.hub import CachedModel, GGUFInfo, HubSettings, LocalRef, ModelStore, parse_ref
 from heshi.hub.gguf_info import read_gguf_info
 
@@ -69,7 +67,7 @@ def pull(
     home: HomeOption = None,
 ) -> None:
     """Pull ``ref`` into the cache (resuming an interrupted pull) and print its path."""
-    with _reporting_errors():
+    with reporting_errors():
         path = _store(home).pull(ref, sha256=sha256, progress=True)
     typer.echo(f"已就绪 / ready: {path}")
 
@@ -77,7 +75,7 @@ def pull(
 @app.command("list", help="列出已下载的模型。/ List the models in the cache.")
 def list_models(home: HomeOption = None, json_output: JsonOption = False) -> None:
     """Print the cached models as a table or JSON."""
-    with _reporting_errors():
+    with reporting_errors():
         store = _store(home)
         models = store.list()
     if json_output:
@@ -116,7 +114,7 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="不再确认 / Do not ask.")] = False,
 ) -> None:
     """Delete a pulled model after confirmation (``--yes`` skips it)."""
-    with _reporting_errors():
+    with reporting_errors():
         store = _store(home)
         model_ref = parse_ref(ref)
         record = None if isinstance(model_ref, LocalRef) else store.cached(model_ref)
@@ -138,7 +136,7 @@ def info(
     ref_or_path: RefArgument, home: HomeOption = None, json_output: JsonOption = False
 ) -> None:
     """Print what a GGUF file (a local path or a pulled ref) says about itself."""
-    with _reporting_errors():
+    with reporting_errors():
         facts = read_gguf_info(_store(home).resolve(ref_or_path))
     if json_output:
         typer.echo(json.dumps(_info_json(facts), ensure_ascii=False, indent=2))
@@ -157,18 +155,6 @@ def info(
 
 def _store(home: Path | None) -> ModelStore:
     return ModelStore(home or default_home(), settings=HubSettings.from_env(os.environ))
-
-
-@contextmanager
-def _reporting_errors() -> Iterator[None]:
-    """Turn a HeshiError into a red message on stderr and exit status 1."""
-    try:
-        yield
-    except HeshiError as exc:
-        Console(stderr=True).print(
-            exc.message, style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from exc
 
 
 def _model_json(model: CachedModel) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from heshi.cli.keys import ConfigOption, open_database, parse_time, reporting_errors
+from heshi.cli.keys import ConfigOption, open_database, parse_time
+from heshi.cli.reporting import reporting_errors
 from heshi.store.keys import KeyStore
 from heshi.store.usage import UsageRow, usage_report
 
