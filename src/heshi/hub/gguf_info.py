@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from heshi.errors import ModelFileError
+from heshi.hub.gguf_header import GGUFHeaderError, read_gguf_header
 
 GGUF_MAGIC = b"GGUF"
 
@@ -55,22 +57,20 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     """Read ``path``'s GGUF header. Raises ``ModelFileError`` if missing, truncated or not GGUF."""
     require_gguf_file(path)
     # Imported here: gguf pulls in numpy and its tables, which most commands never need.
-    from gguf import GGUFReader
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     file_size = path.stat().st_size
     try:
-        reader = GGUFReader(path)
-        fields = {
-            name: field.contents()
-            for name, field in reader.fields.items()
-            if not name.startswith("tokenizer.ggml.")
-        }
-        tensors = [
-            (t.tensor_type, int(t.n_elements), len(t.shape), int(t.data_offset) + int(t.n_bytes))
-            for t in reader.tensors
-        ]
-    except Exception as exc:
-        # GGUFReader raises ValueError, IndexError, KeyError… on damaged files; all mean the same.
+        header = read_gguf_header(path)
+        fields = header.fields
+        tensors = []
+        for t in header.tensors:
+            kind = GGMLQuantizationType(t.ggml_type)
+            block, size = GGML_QUANT_SIZES[kind]
+            count = math.prod(t.shape)
+            end = header.data_start + t.offset + count // block * size
+            tensors.append((kind, count, len(t.shape), end))
+    except (GGUFHeaderError, ValueError, KeyError, OSError) as exc:
         raise ModelFileError(
             f"GGUF 文件已损坏或不完整 / {path} is a damaged or truncated GGUF file: "
             f"{type(exc).__name__}: {exc}"
