@@ -12,23 +12,23 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from heshi.cli.reporting import reporting_errors
 from heshi.config import HeshiConfig, load_config
 from heshi.engines.base import Engine
-from heshi.errors import HeshiError
 
 err_console = Console(stderr=True)
 
 
 def build_engines(config: HeshiConfig) -> dict[str, Engine]:
     """The engines ``config`` asks for: the local llama.cpp one and each remote backend."""
-    from heshi.engines.llamacpp import LlamaCppEngine, check_model_file
+    from heshi.engines.llamacpp import LlamaCppEngine
     from heshi.engines.openai_http import OpenAIHTTPEngine
     from heshi.hub.store import ModelStore
 
     engines: dict[str, Engine] = {}
     if config.engine.enabled:
+        # resolve() refuses a missing, non-GGUF or unpulled model with a clear message
         path = ModelStore(config.home).resolve(config.engine.model)
-        check_model_file(path)
         engines["local"] = LlamaCppEngine(config.engine.name, path, config.engine)
     for name, backend in config.backends.items():
         engines[name] = OpenAIHTTPEngine(name, backend)
@@ -65,7 +65,7 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
+    with reporting_errors():
         config = load_config(config_path).with_overrides(
             **{
                 "engine.model": model,
@@ -81,9 +81,6 @@ def serve(
         )
         engines = build_engines(config)
         _preload_local(engines)
-    except HeshiError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
     from heshi.gateway.app import create_app
 
     app = create_app(config, engines)
@@ -102,7 +99,9 @@ def serve(
     server.run()
     if not server.started:
         err_console.print(
-            "[red]网关未能启动 / the gateway failed to start (see the log above)[/red]"
+            "网关未能启动 / the gateway failed to start (see the log above)",
+            style="red",
+            markup=False,
         )
         raise typer.Exit(1)
 

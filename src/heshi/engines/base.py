@@ -14,6 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 JSON = dict[str, Any]
 
 
+def asked_completion_tokens(body: JSON) -> int | None:
+    """The completion length a request asks for (``max_completion_tokens`` wins), if any."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    return asked if isinstance(asked, int) else None
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One model an engine serves, under the name the engine itself knows it by."""

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from heshi.config import LocalEngineConfig
-from heshi.engines.base import JSON, ServedModel
+from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
 from heshi.errors import (
     CapabilityMissing,
     ContextLengthExceeded,
@@ -34,25 +34,10 @@ from heshi.errors import (
     InvalidRequest,
     ModelFileError,
 )
+from heshi.hub.gguf_info import require_gguf_file
 
 _END = object()
-_GGUF_MAGIC = b"GGUF"
 Handler = Callable[[bytes, Callable[[bytes], bool]], None]
-
-
-def check_model_file(path: Path) -> None:
-    """Fail early, with a clear message, on a missing, empty or non-GGUF model file."""
-    if not path.exists():
-        raise ModelFileError(f"模型文件不存在 / model file not found: {path}")
-    if not path.is_file():
-        raise ModelFileError(f"模型路径不是文件 / model path is not a file: {path}")
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != _GGUF_MAGIC:
-        raise ModelFileError(
-            f"不是 GGUF 模型文件（文件头 {magic!r}）/ not a GGUF model file "
-            f"(header {magic!r}): {path}"
-        )
 
 
 def _error_from(payload: JSON) -> HeshiError:
@@ -103,7 +88,7 @@ class LlamaCppEngine:
         """Load the model and start llama.cpp's slot loop (seconds for 1 GB). Idempotent."""
         if self._server is not None:
             return
-        check_model_file(self.model_path)
+        require_gguf_file(self.model_path)
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.executor_threads, thread_name_prefix="heshi-llama"
         )
@@ -169,8 +154,8 @@ class LlamaCppEngine:
         return self._server
 
     def _check_budget(self, body: JSON) -> None:
-        asked = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(asked, int) and asked > self.config.ctx:
+        asked = asked_completion_tokens(body)
+        if asked is not None and asked > self.config.ctx:
             raise InvalidRequest(
                 f"max_tokens {asked} 超出模型上下文长度 {self.config.ctx} / "
                 f"max_tokens {asked} exceeds the model's context of {self.config.ctx} tokens",

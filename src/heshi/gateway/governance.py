@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from heshi.config import HeshiConfig
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, asked_completion_tokens
 from heshi.gateway.auth import KeyAuthenticator
 from heshi.gateway.quota import Admission, Limits, Reservation, Scope, make_admission
 from heshi.store.db import Database
@@ -44,7 +44,6 @@ class Ticket:
     endpoint: str
     started: float
     reservation: Reservation | None
-    reserved_tokens: int
     prompt_estimate: int = 0
     backend: str = ""
     route: str = ""
@@ -74,10 +73,8 @@ def estimate_prompt_tokens(body: JSON) -> int:
 
 def requested_completion_tokens(body: JSON, context: int | None) -> int:
     """What the caller may generate: max_tokens, or the model's context when unset."""
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(asked, int):
-        return asked
-    return context or _DEFAULT_COMPLETION_RESERVE
+    asked = asked_completion_tokens(body)
+    return asked if asked is not None else context or _DEFAULT_COMPLETION_RESERVE
 
 
 class Governance:
@@ -158,7 +155,8 @@ class Governance:
     ) -> Ticket:
         """Reserve the request's maximum tokens; raises ``QuotaExceeded``."""
         started = time.perf_counter()
-        tokens = estimate_prompt_tokens(body) + (
+        prompt = estimate_prompt_tokens(body)
+        tokens = prompt + (
             0 if endpoint == "embeddings" else requested_completion_tokens(body, context)
         )
         scopes = self.scopes(key)
@@ -170,8 +168,7 @@ class Governance:
             endpoint=endpoint,
             started=started,
             reservation=reservation,
-            reserved_tokens=tokens,
-            prompt_estimate=estimate_prompt_tokens(body),
+            prompt_estimate=prompt,
         )
 
     async def settle(self, ticket: Ticket, usage: Any, status: int) -> None:

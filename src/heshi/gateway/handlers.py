@@ -135,7 +135,7 @@ class Gateway:
             await self._finish(ticket, None, _failed(ticket, exc))
             raise
         headers = _headers(ticket, routed)
-        account = StreamAccount(plan.model, endpoint, ticket.started, include_usage)
+        account = StreamAccount(plan.model, include_usage)
 
         async def on_close(acc: StreamAccount) -> None:
             ticket.first_token_at = acc.first_token_at

@@ -26,8 +26,6 @@ class StreamAccount:
     """What one stream produced, for metering."""
 
     public_model: str
-    endpoint: str
-    started: float
     include_usage: bool
     first_token_at: float | None = None
     usage: JSON | None = None

@@ -98,6 +98,7 @@ class NameTable:
         if self.auto is not None:
             self._check_auto()
         self._chains = {name: self._chain(name) for name in self._entries}
+        self._public_models = self._list_public_models()  # the table never changes
 
     # ------------------------------------------------------------------ lookups
 
@@ -117,6 +118,9 @@ class NameTable:
 
     def public_models(self) -> list[PublicModel]:
         """What ``GET /v1/models`` lists, sorted by name."""
+        return list(self._public_models)
+
+    def _list_public_models(self) -> list[PublicModel]:
         models = [self._public(entry) for entry in self._entries.values()]
         if self.auto is not None:
             small, large = self._entries[self.auto.small], self._entries[self.auto.large]

@@ -44,11 +44,6 @@ class Lease:
         self._released = False
         balancer.acquire(backend)
 
-    @property
-    def probe(self) -> bool:
-        """Whether this request is the half-open probe of its backend's breaker."""
-        return self._probe
-
     def report(self, ok: bool | None) -> None:
         """Tell the backend's breaker how the request went (see :func:`verdict`)."""
         if ok is True:

@@ -10,7 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
@@ -100,6 +101,20 @@ class Database:
         except DBAPIError as exc:
             raise unavailable(self, exc) from exc
 
+    @contextmanager
+    def outage_as_unavailable(self) -> Iterator[None]:
+        """Inside the block, a failing database raises ``StoreUnavailable`` (HTTP 503)."""
+        try:
+            yield
+        except DBAPIError as exc:
+            raise unavailable(self, exc) from exc
+
+    def upsertable_insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """``INSERT`` of this database's dialect, so ``on_conflict_do_*`` is available."""
+        if self.dialect_name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
     def dispose(self) -> None:
         """Close every pooled connection; the object may be used again afterwards."""
         self.engine.dispose()
@@ -107,9 +122,13 @@ class Database:
 
 def unavailable(db: Database, exc: BaseException) -> StoreUnavailable:
     """The bilingual error for a failed database call (the driver text is kept for operators)."""
+    return StoreUnavailable(f"数据库不可用 / database unavailable ({db!r}): {driver_message(exc)}")
+
+
+def driver_message(exc: BaseException) -> str:
+    """The first line of the driver's own error text (what an operator needs to see)."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = detail[0] if detail else type(exc).__name__
-    return StoreUnavailable(f"数据库不可用 / database unavailable ({db!r}): {first}")
+    return detail[0] if detail else type(exc).__name__
 
 
 def _normalise(url: str) -> URL:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import Connection, func, or_, select, update
-from sqlalchemy.exc import DBAPIError
 
 from heshi.errors import HeshiError, InvalidRequest
-from heshi.store.db import Database, unavailable
+from heshi.store.db import Database
 from heshi.store.tables import api_keys
 
 KeyStatus = Literal["active", "suspended", "revoked"]
@@ -144,7 +142,7 @@ class KeyStore:
             "created_at": now,
             "updated_at": now,
         }
-        with self._writing() as conn:
+        with self.db.outage_as_unavailable(), self.db.begin() as conn:
             conn.execute(api_keys.insert().values(**values))
         return plaintext, _to_key(values)
 
@@ -154,7 +152,7 @@ class KeyStore:
         query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
         if tenant is not None:
             query = query.where(api_keys.c.tenant == tenant)
-        with self._reading() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             return [_to_key(row._mapping) for row in conn.execute(query)]
 
     def get(self, id_or_prefix: str) -> ApiKey:
@@ -162,7 +160,7 @@ class KeyStore:
 
         Raises ``KeyNotFound``, or ``KeyStateError`` when a prefix matches several keys.
         """
-        with self._reading() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             return self._find(conn, id_or_prefix)
 
     def revoke(self, id_or_prefix: str) -> ApiKey:
@@ -184,18 +182,18 @@ class KeyStore:
         can tell their callers why they are refused.
         """
         query = select(api_keys).where(api_keys.c.status != "revoked")
-        with self._reading() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             return [_to_key(row._mapping) for row in conn.execute(query)]
 
     def count(self) -> int:
         """How many keys were ever created, revoked ones included."""
-        with self._reading() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
     def _transition(self, id_or_prefix: str, status: KeyStatus, reason: str | None) -> ApiKey:
         if reason is not None and len(reason) > 500:
             raise InvalidKeySpec("原因过长 / reason is longer than 500 characters", param="reason")
-        with self._writing() as conn:
+        with self.db.outage_as_unavailable(), self.db.begin() as conn:
             # Row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
             # a resume racing a revoke must see the revoke, never undo it.
             key = self._find(conn, id_or_prefix, lock=True)
@@ -230,22 +228,6 @@ class KeyStore:
         if not rows:
             raise KeyNotFound(id_or_prefix)
         return _to_key(rows[0]._mapping)
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        try:
-            with self.db.begin() as conn:
-                yield conn
-        except DBAPIError as exc:
-            raise unavailable(self.db, exc) from exc
-
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        try:
-            with self.db.read() as conn:
-                yield conn
-        except DBAPIError as exc:
-            raise unavailable(self.db, exc) from exc
 
 
 def _to_key(row: Any) -> ApiKey:

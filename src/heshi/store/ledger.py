@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.dml import Insert
 
-from heshi.store.db import Database
+from heshi.store.db import Database, driver_message
 from heshi.store.journal import LedgerJournal
 from heshi.store.spool import LedgerSpool
 from heshi.store.tables import usage_ledger
@@ -93,9 +92,7 @@ def insert_statement(db: Database) -> Insert:
     That makes a retried batch harmless when the first attempt's outcome was unknown
     (e.g. the connection dropped during COMMIT).
     """
-    if db.dialect_name == "postgresql":
-        return postgresql.insert(usage_ledger).on_conflict_do_nothing(index_elements=["request_id"])
-    return sqlite.insert(usage_ledger).on_conflict_do_nothing(index_elements=["request_id"])
+    return db.upsertable_insert(usage_ledger).on_conflict_do_nothing(index_elements=["request_id"])
 
 
 class LedgerWriter:
@@ -347,10 +344,9 @@ class LedgerWriter:
     def _on_failure(self, exc: BaseException) -> None:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            first = str(getattr(exc, "orig", exc)).strip().splitlines()[:1]
             log.warning(
                 "ledger writer: database unavailable, buffering usage rows (%s)",
-                first[0] if first else type(exc).__name__,
+                driver_message(exc),
             )
         self._schedule_retry()
 

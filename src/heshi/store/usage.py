@@ -13,10 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, case, delete, func, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 
-from heshi.store.db import Database, unavailable
+from heshi.store.db import Database
 from heshi.store.tables import usage_ledger, usage_pruned_totals
 
 GroupBy = Literal["model", "key", "day"]
@@ -81,11 +79,8 @@ def usage_report(
     )
     if until is not None:
         query = query.where(t.ts < until)
-    try:
-        with db.read() as conn:
-            rows = conn.execute(query).all()
-    except DBAPIError as exc:
-        raise unavailable(db, exc) from exc
+    with db.outage_as_unavailable(), db.read() as conn:
+        rows = conn.execute(query).all()
     return [
         UsageRow(
             group=None if row.grp is None else str(row.grp),
@@ -113,11 +108,8 @@ def spent_tokens(db: Database) -> SpentTokens:
         t.tenant, t.key_id, func.sum(t.prompt_tokens + t.completion_tokens).label("tokens")
     ).group_by(t.tenant, t.key_id)
     pruned = select(p.tenant, p.key_id, (p.prompt_tokens + p.completion_tokens).label("tokens"))
-    try:
-        with db.read() as conn:
-            rows = [*conn.execute(ledger), *conn.execute(pruned)]
-    except DBAPIError as exc:
-        raise unavailable(db, exc) from exc
+    with db.outage_as_unavailable(), db.read() as conn:
+        rows = [*conn.execute(ledger), *conn.execute(pruned)]
     for row in rows:
         tokens = int(row.tokens or 0)
         by_tenant[row.tenant] += tokens
@@ -151,7 +143,7 @@ def prune(
         .returning(t.tenant, t.key_id, t.prompt_tokens, t.completion_tokens)
     )
     deleted = 0
-    try:
+    with db.outage_as_unavailable():
         while True:
             with db.begin() as conn:
                 removed = conn.execute(chunk).all()
@@ -160,8 +152,6 @@ def prune(
             deleted += len(removed)
             if len(removed) < chunk_rows:
                 return deleted
-    except DBAPIError as exc:
-        raise unavailable(db, exc) from exc
 
 
 def _group_column(db: Database, by: GroupBy) -> ColumnElement[Any]:
@@ -194,8 +184,7 @@ def _totals(removed: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _carry_over(db: Database) -> Any:
-    dialect = postgresql if db.dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(usage_pruned_totals)
+    stmt = db.upsertable_insert(usage_pruned_totals)
     p = usage_pruned_totals.c
     return stmt.on_conflict_do_update(
         index_elements=[p.tenant, p.key_id],
