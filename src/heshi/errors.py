@@ -17,6 +17,10 @@ class HeshiError(Exception):
     # Response headers the HTTP edge sends along, e.g. the backend and route a failed
     # request took (set by the router); None for most errors.
     headers: dict[str, str] | None = None
+    # Set by the router on a failed routed request: the backend that failed last ("" when
+    # none was tried) and the route decision, for the usage ledger.
+    routed_backend: str = ""
+    route: str = ""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

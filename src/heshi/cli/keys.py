@@ -1,27 +1,17 @@
-"""``heshi keys``: create, list, revoke, suspend and resume API keys.
-
-Also holds what ``heshi usage`` shares with it: the ``--config`` option, opening the
-(auto-migrated) database, parsing times, and printing errors.
-"""
+"""``heshi keys``: create, list, revoke, suspend and resume API keys."""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from heshi.cli.database import ConfigOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
-from heshi.config import load_config
-from heshi.errors import ConfigError
-from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
 
 app = typer.Typer(
@@ -31,55 +21,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="heshi.yaml（用于 store.url 与 home）/ heshi.yaml (for store.url and home).",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="以 JSON 输出 / Print JSON instead of text.")
 ]
 IdArgument = Annotated[
     str, typer.Argument(help="密钥 id 或前缀 / Key id or prefix.", show_default=False)
 ]
-_DURATION = re.compile(r"^(\d+)([hdw])$")
-_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
-
-@contextmanager
-def open_database(config: Path | None) -> Iterator[Database]:
-    """The configured database, migrated to the current schema, disposed afterwards."""
-    cfg = load_config(config)
-    db = Database(cfg.store.sql_url(cfg.home))
-    try:
-        db.migrate()
-        yield db
-    finally:
-        db.dispose()
-
-
-def parse_time(text: str, *, option: str, now: datetime, future: bool) -> datetime:
-    """``2027-01-01``, an ISO date-time, or a duration ``12h|30d|2w`` from ``now``.
-
-    Durations count forward when ``future`` (expiry) and back otherwise (``--since``).
-    Dates and naive times are UTC. Raises ``ConfigError`` naming ``option``.
-    """
-    match = _DURATION.match(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return now + delta if future else now - delta
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} 无法解析 {text!r}：请用 2027-01-01、2027-01-01T08:00 或 30d / "
-            f"{option}: cannot read {text!r}; use 2027-01-01, 2027-01-01T08:00 or 30d"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:

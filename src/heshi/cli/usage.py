@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from heshi.cli.keys import ConfigOption, open_database, parse_time
+from heshi.cli.database import ConfigOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.store.keys import KeyStore
 from heshi.store.usage import UsageRow, usage_report

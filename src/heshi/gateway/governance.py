@@ -97,6 +97,10 @@ class Governance:
             spool_dir=config.home / "ledger-spool",
         )
         self._pruner: asyncio.Task[None] | None = None
+        self._tenant_scopes = {  # tenant limits are static configuration
+            name: Scope("tenant", name, Limits(t.rpm, t.tpm, t.budget_tokens))
+            for name, t in config.tenants.items()
+        }
 
     async def start(self) -> None:
         """Migrate the database, start the ledger writer, load keys, restore budgets."""
@@ -143,11 +147,9 @@ class Governance:
         if key is None:
             return []
         scopes = [Scope("key", key.id, Limits(key.rpm, key.tpm, key.budget_tokens))]
-        tenant = self.config.tenants.get(key.tenant)
+        tenant = self._tenant_scopes.get(key.tenant)
         if tenant is not None:
-            scopes.append(
-                Scope("tenant", key.tenant, Limits(tenant.rpm, tenant.tpm, tenant.budget_tokens))
-            )
+            scopes.append(tenant)
         return scopes
 
     async def admit(

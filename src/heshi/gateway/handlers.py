@@ -202,14 +202,11 @@ class Gateway:
 
 
 def _failed(ticket: Ticket, exc: BaseException) -> int:
-    """Note where a failed request went (the router puts it in the error's headers) for
-    the ledger, add the request id to the error response; return the status to meter."""
+    """Note where a failed request went (as the router recorded it on the error) for the
+    ledger, add the request id to the error response; return the status to meter."""
     if isinstance(exc, HeshiError):
-        routed = exc.headers or {}
-        backend = routed.get("x-heshi-backend", "")
-        ticket.backend = "" if backend == "none" else backend
-        ticket.route = routed.get("x-heshi-route", "")
-        exc.headers = {**routed, "x-request-id": ticket.request_id}
+        ticket.backend, ticket.route = exc.routed_backend, exc.route
+        exc.headers = {**(exc.headers or {}), "x-request-id": ticket.request_id}
     return _status_of(exc)
 
 

@@ -247,11 +247,11 @@ class Router:
             except BaseException as exc:
                 lease.finish(verdict(exc))
                 if isinstance(exc, HeshiError):
-                    exc.headers = route_headers(self._labels[backend], log.header())
+                    _note_route(exc, backend, self._labels[backend], log.header())
                 raise
             return Routed(value, pick.target, log.header(), self._labels[backend], number + 1)
         error = self._exhausted(plan, last, log)
-        error.headers = route_headers(self._labels[backend] if backend else "none", log.header())
+        _note_route(error, backend, self._labels[backend] if backend else "none", log.header())
         raise error
 
     def _delay(self, number: int) -> float:
@@ -276,6 +276,12 @@ class Router:
             last.message = f"{last.message}（已尝试 / tried: {tried}）"
             last.args = (last.message,)
         return last
+
+
+def _note_route(exc: HeshiError, backend: str | None, label: str, route: str) -> None:
+    """Tell the ledger (attributes) and the client (headers) where a failed request went."""
+    exc.routed_backend, exc.route = backend or "", route
+    exc.headers = route_headers(label, route)
 
 
 def route_headers(backend_header: str, route_header: str) -> dict[str, str]:
