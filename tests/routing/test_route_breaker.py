@@ -36,6 +36,16 @@ def breaker_router(
     return Router(config, {"a": a, "b": b}, clock=clock), a, b
 
 
+async def tripped(clock: FakeClock, failures: int = 3) -> tuple[Router, ScriptedEngine, Any]:
+    """A router whose backend ``a`` failed 3 requests in a row: its breaker is open."""
+    router, a, _b = breaker_router(clock)
+    a.script = failing(failures)
+    plan = router.plan("qwen", BODY)
+    for _ in range(3):
+        await router.call(plan, "chat", BODY)
+    return router, a, plan
+
+
 async def test_breaker_opens_after_consecutive_failures_then_skips_the_backend() -> None:
     clock = FakeClock()
     router, a, _b = breaker_router(clock)
@@ -52,11 +62,7 @@ async def test_breaker_opens_after_consecutive_failures_then_skips_the_backend()
 
 async def test_half_open_probe_after_cooldown_closes_the_breaker_on_success() -> None:
     clock = FakeClock()
-    router, a, _b = breaker_router(clock)
-    a.script = failing(3)
-    plan = router.plan("qwen", BODY)
-    for _ in range(3):
-        await router.call(plan, "chat", BODY)
+    router, a, plan = await tripped(clock)
 
     clock.now += 29.0
     assert (await router.call(plan, "chat", BODY)).target.backend == "b"
@@ -93,11 +99,7 @@ async def test_a_stream_probe_closes_the_breaker_at_its_first_chunk() -> None:
 
 async def test_failed_probe_opens_the_breaker_for_another_cooldown() -> None:
     clock = FakeClock()
-    router, a, _b = breaker_router(clock)
-    a.script = failing(4)
-    plan = router.plan("qwen", BODY)
-    for _ in range(3):
-        await router.call(plan, "chat", BODY)
+    router, a, plan = await tripped(clock, failures=4)
     clock.now += 30.0
     assert (await router.call(plan, "chat", BODY)).target.backend == "b"  # probe failed
     assert len(a.calls) == 4
@@ -203,11 +205,7 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 3.0) -> None:
 
 async def test_a_cancelled_probe_lets_the_next_request_probe() -> None:
     clock = FakeClock()
-    router, a, _b = breaker_router(clock)
-    a.script = failing(3)
-    plan = router.plan("qwen", BODY)
-    for _ in range(3):
-        await router.call(plan, "chat", BODY)
+    router, a, plan = await tripped(clock)
     clock.now += 30.0
     a.gate = asyncio.Event()
     probe = asyncio.create_task(router.call(plan, "chat", BODY))
