@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    ProgrammingError,
+    StatementError,
+)
 
+from heshi.store.bulk import BulkInsert
 from heshi.store.db import Database, driver_message
 from heshi.store.journal import LedgerJournal
 from heshi.store.spool import LedgerSpool
@@ -86,15 +92,6 @@ class LedgerStats:
     healthy: bool  # False while the database is failing
 
 
-def insert_statement(db: Database) -> Insert:
-    """INSERT into the ledger that silently skips a ``request_id`` already there.
-
-    That makes a retried batch harmless when the first attempt's outcome was unknown
-    (e.g. the connection dropped during COMMIT).
-    """
-    return db.upsertable_insert(usage_ledger).on_conflict_do_nothing(index_elements=["request_id"])
-
-
 class LedgerWriter:
     """Batches ``UsageRecord``s into the database from one background thread.
 
@@ -113,7 +110,9 @@ class LedgerWriter:
         spool_dir: Path,
     ) -> None:
         self._db = db
-        self._insert = insert_statement(db)
+        # Skips a ``request_id`` already there: a retried batch whose first attempt had an
+        # unknown outcome (connection dropped during COMMIT) is harmless.
+        self._insert = BulkInsert(db, usage_ledger, "request_id")
         self._flush_seconds = flush_seconds
         self._batch_rows = batch_rows
         self._buffer_rows = buffer_rows
@@ -259,7 +258,7 @@ class LedgerWriter:
         try:
             # One transaction per batch: a crash leaves the whole batch or none of it.
             with self._db.begin() as conn:
-                conn.execute(self._insert, [r.values() for r in records])
+                self._insert.execute(conn, [r.values() for r in records])
         except StatementError as exc:
             if not _is_bad_data(exc):
                 raise
@@ -370,6 +369,10 @@ def _is_bad_data(exc: StatementError) -> bool:
     """True when the rows, not the database, are at fault (retrying cannot help)."""
     if isinstance(exc, IntegrityError | DataError):
         return True
+    if isinstance(exc, ProgrammingError):
+        # Raised by the driver itself (no SQLSTATE from a server): it could not bind a
+        # value. A server-side one (e.g. a missing table) is retried until fixed.
+        return getattr(exc.orig, "sqlstate", None) is None
     return not isinstance(exc, DBAPIError)  # a value that could not even be bound
 
 
@@ -379,7 +382,6 @@ __all__ = [
     "SpentTokens",
     "UsageRecord",
     "UsageRow",
-    "insert_statement",
     "prune",
     "spent_tokens",
     "usage_report",
