@@ -91,6 +91,12 @@ class StoreConfig(_Strict):
 
     url: str | None = None  # SQLAlchemy URL; None = sqlite file heshi.db under ``home``
     redis_url: str | None = None  # set when several gateway replicas share quotas
+    # Namespace of Heshi's Redis keys (``<prefix>:quota:…``); for Redis Cluster use a hash
+    # tag such as "{heshi}" so one admission script's keys share a slot.
+    redis_prefix: str = Field(default="heshi", pattern=r"^[!-~]{1,64}$")
+    # While Redis is unreachable: "reject" limited requests with 503 (no limit or budget
+    # can be overrun), or "allow" them unchecked (served and metered, limits not enforced).
+    redis_outage: Literal["reject", "allow"] = "reject"
     ledger_retention_days: int = Field(default=90, ge=1)  # older usage rows are pruned
     ledger_flush_seconds: float = Field(default=0.2, gt=0)  # batch window for ledger writes
     ledger_batch_rows: int = Field(default=500, ge=1)  # rows per INSERT batch

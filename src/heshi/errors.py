@@ -110,6 +110,16 @@ class QuotaExceeded(HeshiError):
             self.code = "insufficient_quota"
 
 
+class AdmissionUnavailable(HeshiError):
+    """The shared quota store (Redis) cannot be reached, so limits cannot be checked and
+    ``store.redis_outage`` is ``reject`` (HTTP 503 with Retry-After)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "admission_unavailable"
+    retry_after = 1.0
+
+
 class CapabilityMissing(InvalidRequest):
     """The model exists but cannot do what was asked, e.g. embeddings (HTTP 400)."""
 

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, asked_completion_tokens
+from heshi.errors import AdmissionUnavailable
 from heshi.gateway.auth import KeyAuthenticator
 from heshi.gateway.quota import Admission, Limits, Reservation, Scope, make_admission
 from heshi.store.db import Database
@@ -88,7 +91,8 @@ class Governance:
         self.auth = KeyAuthenticator(
             self.keys, refresh_seconds=store.key_refresh_seconds, open_mode=config.auth.open
         )
-        self.admission: Admission = make_admission(store.redis_url)
+        self.admission: Admission = make_admission(store.redis_url, prefix=store.redis_prefix)
+        self._admission_down = False  # Redis unreachable at the last admission call
         self.ledger = LedgerWriter(
             self.db,
             flush_seconds=store.ledger_flush_seconds,
@@ -97,6 +101,7 @@ class Governance:
             spool_dir=config.home / "ledger-spool",
         )
         self._pruner: asyncio.Task[None] | None = None
+        self._unseeded: dict[tuple[str, str], int] | None = None  # spend not yet in counters
         self._tenant_scopes = {  # tenant limits are static configuration
             name: Scope("tenant", name, Limits(t.rpm, t.tpm, t.budget_tokens))
             for name, t in config.tenants.items()
@@ -112,8 +117,13 @@ class Governance:
         if not await asyncio.to_thread(self.ledger.flush):
             log.warning("ledger rows of an earlier run are not written yet: budgets omit them")
         await self.auth.start()
-        spent = spent_tokens(self.db)
-        await self.admission.restore_spent(spent.as_scopes())
+        self._unseeded = spent_tokens(self.db).as_scopes()
+        try:
+            await self._seed_budgets()
+        except RedisError as exc:
+            # Serve anyway (redis_outage decides how); admission seeds once Redis answers.
+            log.warning("配额存储不可用 / admission store unreachable at startup: %s", exc)
+            self._admission_down = True
         self._pruner = asyncio.create_task(self._prune_forever(), name="heshi-ledger-prune")
 
     async def _prune_forever(self) -> None:
@@ -126,6 +136,13 @@ class Governance:
             except Exception as exc:  # the database may be down; try again next round
                 log.warning("ledger pruning failed: %s", exc)
             await asyncio.sleep(_PRUNE_EVERY_SECONDS)
+
+    async def _seed_budgets(self) -> None:
+        """Lifetime spend from the ledger into the counters, before any admission counts:
+        a counter created by a settle first would block the seed (``SET NX``)."""
+        if self._unseeded is not None:
+            await self.admission.restore_spent(self._unseeded)
+            self._unseeded = None
 
     async def close(self) -> None:
         """Flush the ledger and release connections."""
@@ -162,7 +179,7 @@ class Governance:
             0 if endpoint == "embeddings" else requested_completion_tokens(body, context)
         )
         scopes = self.scopes(key)
-        reservation = await self.admission.reserve(scopes, tokens) if scopes else None
+        reservation = await self._reserve(scopes, tokens) if scopes else None
         return Ticket(
             request_id=f"req_{uuid.uuid4().hex}",
             key=key,
@@ -173,6 +190,46 @@ class Governance:
             prompt_estimate=prompt,
         )
 
+    async def _reserve(self, scopes: list[Scope], tokens: int) -> Reservation | None:
+        """``admission.reserve``, with ``store.redis_outage`` applied when Redis fails:
+        ``reject`` raises ``AdmissionUnavailable`` (503), ``allow`` admits unchecked."""
+        try:
+            await self._seed_budgets()
+            reservation = await self.admission.reserve(scopes, tokens)
+        except RedisError as exc:
+            if not self._admission_down:
+                self._admission_down = True
+                log.error(
+                    "配额存储不可用，%s / admission store unreachable, %s: %s",
+                    "拒绝受限请求" if self._rejects_on_outage else "不检查限额放行",
+                    "limited requests are rejected"
+                    if self._rejects_on_outage
+                    else "limited requests pass unchecked",
+                    exc,
+                )
+            if self._rejects_on_outage:
+                raise AdmissionUnavailable(
+                    "配额服务暂不可用，请稍后重试 / rate-limit store unavailable, retry shortly"
+                ) from exc
+            return None
+        if self._admission_down:
+            self._admission_down = False
+            log.warning("配额存储已恢复 / admission store reachable again")
+        return reservation
+
+    def admission_status(self) -> dict[str, Any]:
+        """For ``/healthz``: where counters live and whether that store answered last time."""
+        store = "redis" if self.config.store.redis_url else "memory"
+        return {
+            "store": store,
+            "reachable": not self._admission_down,
+            "on_outage": self.config.store.redis_outage,
+        }
+
+    @property
+    def _rejects_on_outage(self) -> bool:
+        return self.config.store.redis_outage == "reject"
+
     async def settle(self, ticket: Ticket, usage: Any, status: int) -> None:
         """Charge actual usage (once) and queue the ledger row."""
         if ticket.settled:
@@ -182,8 +239,6 @@ class Governance:
         if usage is not None and not prompt and status < 400:
             # A backend that reports no usage must not be free: charge the prompt estimate.
             prompt = ticket.prompt_estimate
-        if ticket.reservation is not None:
-            await self.admission.settle(ticket.reservation, prompt + completion)
         now = time.perf_counter()
         key = ticket.key
         self.ledger.submit(
@@ -204,6 +259,12 @@ class Governance:
                 route=ticket.route,
             )
         )
+        # After the ledger row is queued: a failing Redis must not lose usage. An unsettled
+        # reservation is released by Redis after ``reservation_ttl``.
+        if ticket.reservation is not None:
+            # A failure is logged by the admission; the usage is in the ledger.
+            with contextlib.suppress(RedisError):
+                await self.admission.settle(ticket.reservation, prompt + completion)
 
 
 def _usage_numbers(usage: Any) -> tuple[int, int]:

@@ -193,6 +193,7 @@ class Gateway:
                 "engines": sorted(self.engines),
                 "backends": backends,
                 "ledger": dataclasses.asdict(self.gov.ledger.stats()),
+                "admission": self.gov.admission_status(),
             }
         )
 
