@@ -7,6 +7,7 @@ import typer
 from heshi import __version__
 from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
+from heshi.cli import plan as plan_cli
 from heshi.cli import serve as serve_cli
 from heshi.cli import usage as usage_cli
 
@@ -20,6 +21,7 @@ app.add_typer(models_cli.app, name="models")
 app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
 app.command("usage")(usage_cli.usage)
+app.add_typer(plan_cli.app, name="plan")
 
 
 @app.command("version")

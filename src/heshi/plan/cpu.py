@@ -1,0 +1,162 @@
+"""llama.cpp speed: on CPUs from memory bandwidth and compute, on GPUs from the roofline.
+
+A decode step streams every weight once (plus the KV cache) and does 2 FLOPs per active
+parameter per sequence, so its time is the larger of bytes / bandwidth and FLOPs / compute
+rate. Prefill is compute-bound. The bandwidth and compute figures are:
+
+- ``local`` (this machine): measured when asked, in about a second — sustained read
+  bandwidth with one numpy reduction thread per core, and numpy's float32 GEMM rate.
+- catalog CPU servers: the theoretical peak (channels × MT/s × 8 bytes) times
+  ``_CATALOG_BANDWIDTH_FRACTION``, the share of it a STREAM-like read typically sustains.
+
+``_DECODE_EFFICIENCY`` and ``_PREFILL_EFFICIENCY`` are a-priori constants, not fitted on
+this machine's llama.cpp measurement: ``benchmarks/plan_accuracy.py`` checks them against
+a real run of the default model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+
+from heshi.catalog import Accelerator, CpuSpec, Hardware, ModelSpec
+from heshi.plan.memory import (
+    GIB,
+    Workload,
+    parameter_counts,
+    prefill_flops,
+    weight_bytes_read_per_token,
+)
+from heshi.plan.quant import Quant
+
+_DECODE_EFFICIENCY = 0.85  # of sustained read bandwidth llama.cpp's matvec kernels reach
+_PREFILL_EFFICIENCY = 0.5  # of the float32 GEMM rate its quantized matmuls reach
+# Decode matvecs run on integer dot-product instructions (AVX-512 VNNI / AVX2), which
+# do several times the float32 FMA work per instruction: the compute bound is loose.
+_INT8_DOT_SPEEDUP = 2.0
+_CATALOG_BANDWIDTH_FRACTION = 0.7
+_GPU_BANDWIDTH_EFFICIENCY = 0.7  # llama.cpp CUDA decode, uncalibrated
+_GPU_COMPUTE_EFFICIENCY = 0.4
+_COMPUTE_BUFFER_GIB = 0.5  # llama.cpp compute buffers at default batch sizes
+_OS_RESERVE_GIB = 2.0  # a CPU server keeps this much for the OS and the rest
+
+
+@dataclass
+class EngineEstimate:
+    prefill_seconds: float
+    decode_seconds: float
+    required_bytes: float
+    usable_bytes: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _measure_read_bandwidth(threads: int, megabytes: int = 512) -> float:
+    import numpy as np
+
+    data = np.ones(megabytes * 1024 * 1024 // 8)
+    parts = np.array_split(data, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.sum, parts))  # warm: pages touched, threads started
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = max(best, data.nbytes / (time.perf_counter() - started))
+    return best
+
+
+def _measure_gemm_flops(size: int = 1536) -> float:
+    import numpy as np
+
+    m = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    m @ m
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        m @ m
+        best = max(best, 2 * size**3 / (time.perf_counter() - started))
+    return best
+
+
+def _mem_available_gb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 / GIB
+    except OSError:
+        return None
+    return None
+
+
+@cache
+def local_machine() -> Accelerator:
+    """This machine as a CPU device, its bandwidth and GEMM rate measured now."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    bandwidth = _measure_read_bandwidth(cores) / 1e9
+    gemm = _measure_gemm_flops() / 1e12
+    return Accelerator(
+        id="local",
+        name=f"this machine ({cores} cores)",
+        vendor="",
+        kind="cpu",
+        memory_gb=_mem_available_gb(),
+        bandwidth_gb_s=round(bandwidth, 1),
+        fp16_tflops=round(gemm, 4),
+        bf16_tflops=None,
+        int8_tops=None,
+        fp8_tflops=None,
+        arch="cpu",
+        features={},
+        engines=("llamacpp",),
+        interconnect="",
+        interconnect_gb_s=None,
+        cpu=CpuSpec(cores=cores, sockets=None, memory_channels=None, memory_type=None),
+        notes="measured: sustained read bandwidth (numpy, one thread per core), fp32 GEMM",
+    )
+
+
+def predict_llamacpp(
+    spec: ModelSpec, q: Quant, hw: Hardware, work: Workload, weights: float, kv: float
+) -> EngineEstimate:
+    """llama.cpp on ``hw``: CPU (bandwidth and compute) or GPU (roofline, uncalibrated)."""
+    device = hw.device
+    n_in: int = work.input_tokens
+    n_out: int = work.output_tokens
+    batch: int = getattr(work, "batch", 1)
+    notes: list[str] = []
+    bandwidth = (device.bandwidth_gb_s or 0.0) * 1e9
+    compute = (device.compute_tflops or 0.0) * 1e12
+    if device.kind == "cpu":
+        if device.id != "local":
+            bandwidth *= _CATALOG_BANDWIDTH_FRACTION
+        bandwidth *= _DECODE_EFFICIENCY
+        decode_compute = compute * _INT8_DOT_SPEEDUP
+        compute *= _INT8_DOT_SPEEDUP * _PREFILL_EFFICIENCY
+        usable = max(((device.memory_gb or 0.0) - _OS_RESERVE_GIB) * GIB, 0.0) * hw.count
+    else:
+        bandwidth *= _GPU_BANDWIDTH_EFFICIENCY * hw.count
+        compute *= _GPU_COMPUTE_EFFICIENCY * hw.count
+        usable = (device.memory_gb or 0.0) * GIB * hw.count
+        decode_compute = compute
+        notes.append("llama.cpp on GPU: roofline with assumed efficiencies (not calibrated)")
+    if bandwidth <= 0:
+        notes.append(f"{device.id}: 无内存带宽数据 / no memory-bandwidth figure: speed unknown")
+        return EngineEstimate(0.0, 0.0, weights + kv, usable, notes)
+    active = parameter_counts(spec).active_linear
+    per_step_bytes = weight_bytes_read_per_token(spec, q)
+    kv_token = kv / max(batch * (n_in + n_out), 1)
+    mean_context = n_in + n_out / 2
+    step_time = (per_step_bytes + batch * kv_token * mean_context) / bandwidth
+    if decode_compute > 0:
+        step_time = max(step_time, 2.0 * active * batch / decode_compute)
+    decode = step_time * n_out
+    prefill = batch * prefill_flops(spec, n_in) / compute if compute > 0 and n_in else 0.0
+    if compute <= 0 and n_in:
+        notes.append(f"{device.id}: 无算力数据 / no compute figure: prefill time unknown")
+    required = weights + kv + _COMPUTE_BUFFER_GIB * GIB
+    return EngineEstimate(prefill, decode, required, usable, notes)

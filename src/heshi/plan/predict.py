@@ -1,0 +1,236 @@
+"""One prediction: memory and speed of a model × quantization × engine × hardware.
+
+This is the stable contract behind ``heshi plan predict`` (docs/plan.md): the JSON keys
+``weights_gb``, ``kv_cache_gb``, ``peak_memory_gb`` (per device, as the engine itself
+would report it), ``prefill_tokens_per_s``, ``decode_tokens_per_s``,
+``end_to_end_tokens_per_s`` (= (input + output tokens) / total wall time), ``fits`` and
+``notes`` keep their meaning across releases; new keys may be added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from heshi.catalog import Hardware, ModelSpec
+from heshi.errors import InvalidRequest
+from heshi.plan import cpu
+from heshi.plan.memory import (
+    GIB,
+    LEGACY_TRANSFORMERS,
+    kv_bytes_per_token,
+    memory_terms,
+    state_bytes_per_sequence,
+    weight_bytes,
+)
+from heshi.plan.quant import Quant
+from heshi.plan.speed import Placement, Workload, calibration, predict_time
+
+ENGINES = ("transformers", "vllm", "sglang", "llamacpp", "lmdeploy", "mindie")
+_PROFILES = {*ENGINES, LEGACY_TRANSFORMERS, "vllm-0.4", "vllm-ascend"}
+# What each serving engine takes from a device up front (its documented default):
+# vLLM gpu_memory_utilization 0.9; SGLang mem_fraction_static (0.88 on large GPUs);
+# LMDeploy TurboMind cache_max_entry_count 0.8 of the memory left after weights.
+_RESERVED_FRACTION = {"vllm": 0.9, "vllm-0.4": 0.9, "vllm-ascend": 0.9, "sglang": 0.88}
+_LMDEPLOY_CACHE_FRACTION = 0.8
+_RUNTIME_OVERHEAD_GIB = 1.0  # CUDA context, cuBLAS workspace, graphs: serving engines
+_PREFILL_CHUNK = 8192  # serving engines prefill long prompts in chunks of about this
+
+
+@dataclass
+class Prediction:
+    model: str
+    quant: str
+    engine: str
+    hardware: str
+    input_tokens: int
+    output_tokens: int
+    batch: int
+    weights_gb: float
+    kv_cache_gb: float
+    peak_memory_gb: float  # per device, as the engine would report it
+    required_memory_gb: float  # per device, what must fit
+    usable_memory_gb: float  # per device, what the engine may use
+    prefill_seconds: float
+    decode_seconds: float
+    fits: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
+
+    def as_json(self) -> dict[str, Any]:
+        n_in, n_out, b = self.input_tokens, self.output_tokens, self.batch
+        total = self.total_seconds
+        return {
+            "model": self.model,
+            "quant": self.quant,
+            "engine": self.engine,
+            "hardware": self.hardware,
+            "input_tokens": n_in,
+            "output_tokens": n_out,
+            "batch": b,
+            "weights_gb": round(self.weights_gb, 3),
+            "kv_cache_gb": round(self.kv_cache_gb, 3),
+            "peak_memory_gb": round(self.peak_memory_gb, 3),
+            "required_memory_gb": round(self.required_memory_gb, 3),
+            "usable_memory_gb": round(self.usable_memory_gb, 3),
+            "prefill_tokens_per_s": _rate(n_in * b, self.prefill_seconds),
+            "decode_tokens_per_s": _rate(n_out * b, self.decode_seconds),
+            "end_to_end_tokens_per_s": _rate((n_in + n_out) * b, total),
+            "generation_tokens_per_s": _rate(n_out * b, total),
+            "ttft_s": round(self.prefill_seconds, 4),
+            "total_seconds": round(total, 4),
+            "fits": self.fits,
+            "notes": self.notes,
+        }
+
+
+def _rate(tokens: int, seconds: float) -> float | None:
+    return round(tokens / seconds, 3) if seconds > 0 else None
+
+
+def _memory_fit_values(engine: str, q: Quant) -> dict[str, float]:
+    from heshi.plan.speed import quant_group
+
+    table = calibration()["coefficients"]
+    profile = engine if engine in table else "transformers"
+    group = quant_group(q)
+    entry = table.get(profile, {}).get(group) or table.get(profile, {}).get("BF16", {})
+    memory = entry.get("memory") or table["transformers"]["BF16"]["memory"]
+    return dict(memory["values"])
+
+
+def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list[str]:
+    """Reasons this combination cannot run (empty when it can)."""
+    device = hw.device
+    problems: list[str] = []
+    base_engine = engine.split("-", maxsplit=1)[0] if engine != "vllm-ascend" else engine
+    if device.engines and base_engine not in device.engines and engine not in device.engines:
+        problems.append(
+            f"{engine} 不支持 {device.id} / {engine} does not run on {device.name} "
+            f"(runs: {', '.join(device.engines) or 'none known'})"
+        )
+    if q.is_gguf and base_engine not in ("llamacpp",):
+        problems.append(f"GGUF {q.name} 需 llama.cpp / GGUF {q.name} needs llama.cpp")
+    if not q.is_gguf and base_engine == "llamacpp":
+        problems.append(f"llama.cpp 需 GGUF 量化 / llama.cpp runs GGUF files, not {q.name}")
+    if q.kind == "fp8" and not device.has("fp8") and not device.has("marlin"):
+        problems.append(f"{device.name} 无 FP8 / no FP8 support (needs sm89+, or Marlin on sm80+)")
+    if q.weight_only_int and device.kind == "gpu" and device.arch in ("sm60", "sm61"):
+        problems.append(f"{q.name} kernels need sm70+")
+    if q.kind == "awq" and device.arch == "sm70" and base_engine in ("vllm", "sglang"):
+        problems.append(f"AWQ 在 {device.name} 上不可用 / AWQ kernels in vLLM need sm75+")
+    if spec.moe is not None and q.kind == "gptq" and engine == "vllm-0.4":
+        problems.append("vLLM 0.4 does not run GPTQ MoE models")
+    return problems
+
+
+def _accelerator_estimate(
+    spec: ModelSpec,
+    q: Quant,
+    engine: str,
+    hw: Hardware,
+    work: Workload,
+    weights: float,
+    kv: float,
+) -> tuple[cpu.EngineEstimate, float]:
+    """Calibrated time and memory on GPUs/NPUs; also the peak the engine would report."""
+    devices = hw.count
+    layer_split = engine.startswith("transformers")
+    timing = predict_time(spec, q, hw, Placement(devices, not layer_split), work, engine)
+    notes: list[str] = []
+    if timing.coefficients.borrowed_from:
+        notes.append(
+            f"{engine} 无实测校准，借用 {timing.coefficients.borrowed_from} / "
+            f"no published {engine} measurements: speed uses the "
+            f"{timing.coefficients.borrowed_from} calibration"
+        )
+    capacity = (hw.device.memory_gb or 0.0) * GIB
+    fitted = _memory_fit_values(engine, q)
+    chunk = work if layer_split else Workload(min(work.input_tokens, _PREFILL_CHUNK), 1, 1)
+    terms = memory_terms(spec, engine, chunk, 1)
+    activations = terms[0] * fitted.get("activations", 0.0) + terms[1] * fitted.get("logits", 0.0)
+    if layer_split:
+        # Measured like Qwen's tables: allocator peak, weights and cache split evenly.
+        required = (weights + kv + activations) / devices + fitted.get("devices", 0.0) * GIB
+        usable, peak = capacity, required
+    else:
+        required = (weights + kv) / devices + activations + _RUNTIME_OVERHEAD_GIB * GIB
+        fraction = _RESERVED_FRACTION.get(engine)
+        if fraction is not None:
+            usable = peak = fraction * capacity  # pre-allocated whatever the load
+        elif engine == "lmdeploy":
+            usable = capacity
+            left = max(capacity - weights / devices, 0.0)
+            peak = weights / devices + _LMDEPLOY_CACHE_FRACTION * left
+        else:
+            usable, peak = capacity, required
+    estimate = cpu.EngineEstimate(
+        timing.prefill_seconds, timing.decode_seconds, required, usable, notes
+    )
+    return estimate, peak
+
+
+def predict(
+    spec: ModelSpec,
+    q: Quant,
+    engine: str,
+    hw: Hardware,
+    work: Workload,
+) -> Prediction:
+    """Memory and time of one batch of ``work``; ``fits`` False with reasons in ``notes``."""
+    if engine not in _PROFILES:
+        raise InvalidRequest(
+            f"未知推理引擎 / unknown engine {engine!r}: one of {', '.join(ENGINES)}",
+            param="engine",
+        )
+    if work.input_tokens < 0 or work.output_tokens < 1 or work.batch < 1:
+        raise InvalidRequest(
+            "需要 input-tokens ≥ 0, output-tokens ≥ 1, batch ≥ 1 / "
+            "input-tokens must be ≥ 0, output-tokens ≥ 1 and batch ≥ 1",
+            param="tokens",
+        )
+    device = hw.device
+    notes = _check_support(spec, q, engine, hw)
+    supported = not notes
+    if q.name == "BF16" and device.kind == "gpu" and not device.has("bf16"):
+        notes.append(
+            f"{device.name} 无 bf16，按 fp16 运行 / no bf16 on {device.name}: runs in fp16"
+        )
+    tokens = work.input_tokens + work.output_tokens
+    weights = weight_bytes(spec, q)
+    kv = work.batch * (kv_bytes_per_token(spec) * tokens + state_bytes_per_sequence(spec))
+    if device.kind == "cpu" or engine == "llamacpp":
+        est = cpu.predict_llamacpp(spec, q, hw, work, weights, kv)
+        peak = est.required_bytes
+    else:
+        est, peak = _accelerator_estimate(spec, q, engine, hw, work, weights, kv)
+    notes.extend(est.notes)
+    required, usable = est.required_bytes, est.usable_bytes
+    prefill_s, decode_s = est.prefill_seconds, est.decode_seconds
+    fits = supported and required <= usable
+    if supported and not fits:
+        notes.append(
+            f"每卡需 {required / GIB:.1f} GB，可用 {usable / GIB:.1f} GB / "
+            f"needs {required / GIB:.1f} GB per device, {usable / GIB:.1f} GB usable"
+        )
+    return Prediction(
+        model=spec.id,
+        quant=q.name,
+        engine=engine,
+        hardware=str(hw),
+        input_tokens=work.input_tokens,
+        output_tokens=work.output_tokens,
+        batch=work.batch,
+        weights_gb=weights / GIB,
+        kv_cache_gb=kv / GIB,
+        peak_memory_gb=peak / GIB,
+        required_memory_gb=required / GIB,
+        usable_memory_gb=usable / GIB,
+        prefill_seconds=prefill_s,
+        decode_seconds=decode_s,
+        fits=fits,
+        notes=notes,
+    )
