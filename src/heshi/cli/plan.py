@@ -12,21 +12,128 @@ import typer
 
 from heshi import catalog
 from heshi.catalog import ModelSpec
+from heshi.cli.plan_table import print_plan
 from heshi.cli.reporting import reporting_errors
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.plan import resolve_hardware
+from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.fit import resolve_row
 from heshi.plan.gguf import spec_from_gguf
 from heshi.plan.predict import ENGINES, predict
 from heshi.plan.quant import Quant, quant
+from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend, smallest_change
 from heshi.plan.speed import Workload
 
 app = typer.Typer(
     help="为现有硬件规划 Qwen 部署 / Size a Qwen deployment for the hardware at hand.",
     no_args_is_help=True,
+    invoke_without_command=True,
 )
 
 _ROW_COLUMNS = ("model", "framework", "hardware", "gpu_num", "input_length", "output_length")
+
+
+@app.callback()
+def plan(
+    ctx: typer.Context,
+    hardware: Annotated[
+        str | None,
+        typer.Option("--hardware", help='e.g. "2x nvidia-v100-32gb", "8x huawei-ascend-910b"'),
+    ] = None,
+    workload: Annotated[
+        str,
+        typer.Option("--workload", help=f"{' | '.join(PRESETS)} / 负载类型"),
+    ] = "customer-service",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="同时在线用户 / users")] = 8,
+    context: Annotated[
+        int | None, typer.Option("--context", help="每用户上下文 token / context per user")
+    ] = None,
+    ttft_p95: Annotated[
+        str | None, typer.Option("--ttft-p95", help="首 token 延迟上限，如 2s / e.g. 2s")
+    ] = None,
+    min_quality: Annotated[
+        str | None, typer.Option("--min-quality", help="e.g. ceval=75 / 最低公开分数")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="只考虑这些模型 / only these models")
+    ] = None,
+    emit: Annotated[
+        str | None,
+        typer.Option("--emit", help=f"{' | '.join(EMITTERS)}: launch command of the best fit"),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="显示前 N 个 / show N options")] = 10,
+    json_output: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
+) -> None:
+    """推荐适合该硬件与负载的配置 / Rank the configurations that fit hardware and workload.
+
+    Example: heshi plan --hardware "2x nvidia-v100-32gb" --workload customer-service
+    --concurrency 50 --context 8192 --ttft-p95 2s
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with reporting_errors():
+        if not hardware:
+            raise InvalidRequest("缺少 --hardware / missing --hardware", param="hardware")
+        preset = PRESETS.get(workload)
+        if preset is None:
+            raise InvalidRequest(
+                f"未知负载 / unknown workload {workload!r}: one of {', '.join(PRESETS)}"
+            )
+        req = Request(
+            hardware=resolve_hardware(hardware),
+            preset=preset,
+            concurrency=concurrency,
+            context=context or preset.context,
+            ttft_p95_s=_seconds(ttft_p95) if ttft_p95 else None,
+            min_quality=parse_quality(min_quality),
+            models=tuple(catalog.model(m).id for m in model or ()),
+        )
+        ranked, rejected = recommend(req)
+        change = None if ranked else smallest_change(req, rejected)
+        chosen = _chosen(ranked, emit)
+        if json_output:
+            payload = {
+                "workload": preset.__dict__,
+                "hardware": str(req.hardware),
+                "concurrency": concurrency,
+                "context": req.context,
+                "options": [o.as_json() for o in ranked[:top]],
+                "rejected": [o.as_json() for o in rejected],
+                "smallest_change": change,
+            }
+            if chosen is not None and emit:
+                payload["launch"] = launch(chosen, emit, req.context, concurrency)
+                payload["heshi_yaml"] = heshi_backend(chosen, emit)
+            typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
+            return
+        print_plan(req, ranked[:top], rejected, change)
+        if chosen is not None and emit:
+            typer.echo(f"\n# {emit}: {chosen.spec.id} {chosen.q.name}, {chosen.hardware}")
+            typer.echo(launch(chosen, emit, req.context, concurrency))
+            typer.echo("\n# heshi.yaml")
+            typer.echo(heshi_backend(chosen, emit))
+
+
+def _seconds(text: str) -> float:
+    raw = text.strip().lower()
+    scale = 1e-3 if raw.endswith("ms") else 1.0
+    try:
+        return float(raw.removesuffix("ms").removesuffix("s")) * scale
+    except ValueError:
+        raise InvalidRequest(
+            f"时长格式如 2s、500ms / durations look like 2s or 500ms: {text!r}"
+        ) from None
+
+
+def _chosen(ranked: list[Option], emit: str | None) -> Option | None:
+    if not emit:
+        return None
+    if emit not in EMITTERS:
+        raise InvalidRequest(f"--emit takes one of {', '.join(EMITTERS)}, got {emit!r}")
+    for option in ranked:
+        if option.engine == emit:
+            return option
+    raise InvalidRequest(f"没有可用 {emit} 的配置 / no feasible configuration runs on {emit} here")
 
 
 @app.command("predict")

@@ -141,12 +141,13 @@ def predict_llamacpp(
     else:
         bandwidth *= _GPU_BANDWIDTH_EFFICIENCY * hw.count
         compute *= _GPU_COMPUTE_EFFICIENCY * hw.count
-        usable = (device.memory_gb or 0.0) * GIB * hw.count
+        usable = (device.memory_gb or 0.0) * GIB  # per device: layers split across them
         decode_compute = compute
         notes.append("llama.cpp on GPU: roofline with assumed efficiencies (not calibrated)")
     if bandwidth <= 0:
         notes.append(f"{device.id}: 无内存带宽数据 / no memory-bandwidth figure: speed unknown")
-        return EngineEstimate(0.0, 0.0, weights + kv, usable, notes)
+        per_device = 1 if device.kind == "cpu" else hw.count
+        return EngineEstimate(0.0, 0.0, (weights + kv) / per_device, usable, notes)
     active = parameter_counts(spec).active_linear
     per_step_bytes = weight_bytes_read_per_token(spec, q)
     kv_token = kv / max(batch * (n_in + n_out), 1)
@@ -158,5 +159,6 @@ def predict_llamacpp(
     prefill = batch * prefill_flops(spec, n_in) / compute if compute > 0 and n_in else 0.0
     if compute <= 0 and n_in:
         notes.append(f"{device.id}: 无算力数据 / no compute figure: prefill time unknown")
-    required = weights + kv + _COMPUTE_BUFFER_GIB * GIB
+    per_device = 1 if device.kind == "cpu" else hw.count
+    required = (weights + kv) / per_device + _COMPUTE_BUFFER_GIB * GIB
     return EngineEstimate(prefill, decode, required, usable, notes)

@@ -54,7 +54,8 @@ class Prediction:
     prefill_seconds: float
     decode_seconds: float
     fits: bool
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # every reason and assumption
+    problems: list[str] = field(default_factory=list)  # the notes that make it not run
 
     @property
     def total_seconds(self) -> float:
@@ -118,12 +119,17 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
         problems.append(f"llama.cpp 需 GGUF 量化 / llama.cpp runs GGUF files, not {q.name}")
     if q.kind == "fp8" and not device.has("fp8") and not device.has("marlin"):
         problems.append(f"{device.name} 无 FP8 / no FP8 support (needs sm89+, or Marlin on sm80+)")
-    if q.weight_only_int and device.kind == "gpu" and device.arch in ("sm60", "sm61"):
-        problems.append(f"{q.name} kernels need sm70+")
-    if q.kind == "awq" and device.arch == "sm70" and base_engine in ("vllm", "sglang"):
-        problems.append(f"AWQ 在 {device.name} 上不可用 / AWQ kernels in vLLM need sm75+")
-    if spec.moe is not None and q.kind == "gptq" and engine == "vllm-0.4":
-        problems.append("vLLM 0.4 does not run GPTQ MoE models")
+    if q.kind == "awq" and device.kind != "cpu" and not device.has("awq"):
+        problems.append(
+            f"{device.name} 不支持 AWQ 内核 / no AWQ kernels on {device.name} (they need sm75+)"
+        )
+    if q.kind == "gptq" and device.kind != "cpu" and not device.has("gptq"):
+        problems.append(f"{device.name} 不支持 GPTQ 内核 / no GPTQ kernels on {device.name}")
+    if spec.moe is not None and q.weight_only_int and not device.has("marlin"):
+        # vLLM/SGLang run GPTQ/AWQ MoE layers only through the Marlin MoE kernels.
+        problems.append(
+            f"{q.name} MoE 需 Marlin（sm80+）/ {q.name} MoE layers need Marlin kernels (sm80+)"
+        )
     return problems
 
 
@@ -139,9 +145,17 @@ def _accelerator_estimate(
     """Calibrated time and memory on GPUs/NPUs; also the peak the engine would report."""
     devices = hw.count
     layer_split = engine.startswith("transformers")
-    timing = predict_time(spec, q, hw, Placement(devices, not layer_split), work, engine)
     notes: list[str] = []
-    if timing.coefficients.borrowed_from:
+    if not hw.device.bandwidth_gb_s or not hw.device.compute_tflops:
+        missing = "bandwidth" if not hw.device.bandwidth_gb_s else "FLOPS"
+        notes.append(
+            f"{hw.device.id} 缺少{missing}数据，无法估计速度 / no {missing} figure in the "
+            "catalog for this device: speed unknown, memory still checked"
+        )
+        timing = None
+    else:
+        timing = predict_time(spec, q, hw, Placement(devices, not layer_split), work, engine)
+    if timing is not None and timing.coefficients.borrowed_from:
         notes.append(
             f"{engine} 无实测校准，借用 {timing.coefficients.borrowed_from} / "
             f"no published {engine} measurements: speed uses the "
@@ -167,9 +181,8 @@ def _accelerator_estimate(
             peak = weights / devices + _LMDEPLOY_CACHE_FRACTION * left
         else:
             usable, peak = capacity, required
-    estimate = cpu.EngineEstimate(
-        timing.prefill_seconds, timing.decode_seconds, required, usable, notes
-    )
+    prefill_s, decode_s = (timing.prefill_seconds, timing.decode_seconds) if timing else (0, 0)
+    estimate = cpu.EngineEstimate(prefill_s, decode_s, required, usable, notes)
     return estimate, peak
 
 
@@ -193,8 +206,14 @@ def predict(
             param="tokens",
         )
     device = hw.device
-    notes = _check_support(spec, q, engine, hw)
-    supported = not notes
+    problems = _check_support(spec, q, engine, hw)
+    notes = list(problems)
+    supported = not problems
+    if supported and q.weight_only_int and device.kind == "gpu" and not device.has("marlin"):
+        notes.append(
+            f"Marlin 内核需 sm80+，{q.name} 在 {device.name} 上用较慢内核 / Marlin kernels need "
+            f"sm80+: {q.name} runs on slower kernels on {device.name}"
+        )
     if q.name == "BF16" and device.kind == "gpu" and not device.has("bf16"):
         notes.append(
             f"{device.name} 无 bf16，按 fp16 运行 / no bf16 on {device.name}: runs in fp16"
@@ -212,10 +231,11 @@ def predict(
     prefill_s, decode_s = est.prefill_seconds, est.decode_seconds
     fits = supported and required <= usable
     if supported and not fits:
-        notes.append(
+        problems.append(
             f"每卡需 {required / GIB:.1f} GB，可用 {usable / GIB:.1f} GB / "
             f"needs {required / GIB:.1f} GB per device, {usable / GIB:.1f} GB usable"
         )
+        notes.append(problems[-1])
     return Prediction(
         model=spec.id,
         quant=q.name,
@@ -233,4 +253,5 @@ def predict(
         decode_seconds=decode_s,
         fits=fits,
         notes=notes,
+        problems=problems,
     )

@@ -1,0 +1,63 @@
+"""The Rich tables ``heshi plan`` prints."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from heshi.plan.recommend import Option, Request
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.1f}" if value > 0 else "?"
+
+
+def print_plan(
+    req: Request, ranked: list[Option], rejected: list[Option], change: str | None
+) -> None:
+    console = Console(width=max(Console().width, 150))
+    preset = req.preset
+    console.print(
+        f"{req.hardware} · {preset.name} ({preset.description}; ~{preset.input_tokens} in / "
+        f"~{preset.output_tokens} out tokens) · {req.concurrency} users × {req.context} tokens",
+        markup=False,
+    )
+    if ranked:
+        table = Table(title="可行配置 / feasible configurations (best first)")
+        for header in (
+            "model\n模型", "quant\n量化", "engine\n引擎", "TP", "headroom GB\n余量",
+            "tok/s per user\n单用户", "tok/s total\n总吞吐", "TTFT p95 s", "max seqs\n最大并发",
+            "quality\n质量",
+        ):  # fmt: skip
+            table.add_column(header, overflow="fold")
+        for o in ranked:
+            data = o.as_json()
+            table.add_row(
+                o.spec.id + ("" if o.published else " *"),
+                o.q.name,
+                o.engine,
+                str(o.tensor_parallel),
+                f"{data['memory_headroom_gb']:.1f}",
+                _rate(o.per_user_tokens_per_s),
+                _rate(o.aggregate_tokens_per_s),
+                f"{o.ttft_p95_s:.2f}" if o.ttft_p95_s else "?",
+                str(o.max_sequences),
+                "—" if o.quality is None else f"{o.quality:g}",
+            )
+        console.print(table)
+        for note in ranked[0].prediction.notes:
+            console.print(f"• {ranked[0].spec.id}: {note}", markup=False)
+        if any(not o.published for o in ranked):
+            console.print("* 需自行转换 / no published checkpoint: convert it yourself")
+    else:
+        console.print("没有可行配置 / nothing fits.", style="red")
+        if change:
+            console.print(f"最小改动 / smallest change: {change}", markup=False)
+    if rejected:
+        console.print("\n更大的模型为何不行 / why larger models were rejected:")
+        for o in rejected:
+            console.print(
+                f"• {o.spec.id} {o.q.name} on {o.engine} ×{o.tensor_parallel}: "
+                + "; ".join(o.reasons),
+                markup=False,
+            )

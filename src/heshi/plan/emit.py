@@ -1,0 +1,203 @@
+"""Launch commands (or config) for a planned configuration, and its ``heshi.yaml`` block.
+
+Flags are each engine's documented CLI: ``vllm serve`` (vLLM), ``python -m
+sglang.launch_server`` (SGLang), ``llama-server`` (llama.cpp), ``lmdeploy serve
+api_server`` (LMDeploy), and for MindIE the fields of ``mindie-service/conf/config.json``
+to set (https://www.hiascend.com/document/detail/zh/mindie/21RC1/mindiellm/llmdev/
+mindie_llm0004.html). More devices than one node holds (8) become tensor parallel inside
+a node and pipeline parallel across nodes, on a Ray cluster for vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import yaml
+
+from heshi.errors import InvalidRequest
+from heshi.plan.recommend import Option
+
+EMITTERS = ("vllm", "sglang", "llamacpp", "lmdeploy", "mindie", "vllm-ascend")
+DEVICES_PER_NODE = 8
+_PORTS = {"vllm": 8000, "vllm-ascend": 8000, "sglang": 30000, "llamacpp": 8080,
+          "lmdeploy": 23333, "mindie": 1025}  # fmt: skip
+
+
+def _repo(option: Option) -> str:
+    """The checkpoint to serve: the published repo of that quantization, else the base."""
+    return option.spec.quantizations.get(option.q.name, option.spec.id)
+
+
+def _split(option: Option) -> tuple[int, int]:
+    """(tensor parallel, pipeline parallel) for the option's devices."""
+    devices = option.tensor_parallel
+    if devices <= DEVICES_PER_NODE:
+        return devices, 1
+    return DEVICES_PER_NODE, devices // DEVICES_PER_NODE
+
+
+def _context(option: Option, context: int) -> int:
+    return min(context, option.spec.context or context)
+
+
+def _join(argv: list[str]) -> str:
+    """The command on several lines: the program and positionals, then one flag per line."""
+    first = next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))
+    lines = [" ".join(shlex.quote(a) for a in argv[:first])]
+    i = first
+    while i < len(argv):
+        flag = [argv[i]]
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            flag.append(argv[i + 1])
+        lines.append(" ".join(shlex.quote(a) for a in flag))
+        i += len(flag)
+    return " \\\n  ".join(lines)
+
+
+def vllm(option: Option, context: int, concurrency: int) -> str:
+    tp, pp = _split(option)
+    argv = ["vllm", "serve", _repo(option), "--served-model-name", option.spec.id]
+    argv += ["--tensor-parallel-size", str(tp)]
+    if pp > 1:
+        argv += ["--pipeline-parallel-size", str(pp), "--distributed-executor-backend", "ray"]
+    argv += ["--max-model-len", str(_context(option, context))]
+    argv += ["--max-num-seqs", str(max(1, min(concurrency, option.max_sequences or concurrency)))]
+    argv += ["--gpu-memory-utilization", "0.9"]
+    if not option.hardware.device.has("bf16"):
+        argv += ["--dtype", "float16"]
+    argv += ["--port", str(_PORTS["vllm"])]
+    command = _join(argv)
+    if pp > 1:
+        ray = (
+            f"# {pp} nodes × {tp} devices: start Ray first\n"
+            "ray start --head --port 6379                 # on the first node\n"
+            "ray start --address <first-node-ip>:6379     # on every other node\n"
+        )
+        command = ray + command
+    return command
+
+
+def sglang(option: Option, context: int, concurrency: int) -> str:
+    tp, pp = _split(option)
+    argv = ["python", "-m", "sglang.launch_server", "--model-path", _repo(option)]
+    argv += ["--served-model-name", option.spec.id, "--tp", str(tp)]
+    if pp > 1:
+        argv += ["--nnodes", str(pp), "--node-rank", "<0..n-1>", "--dist-init-addr",
+                 "<first-node-ip>:5000"]  # fmt: skip
+        argv[argv.index("--tp") + 1] = str(tp * pp)
+    argv += ["--context-length", str(_context(option, context))]
+    argv += ["--max-running-requests", str(concurrency), "--mem-fraction-static", "0.88"]
+    argv += ["--port", str(_PORTS["sglang"])]
+    return _join(argv)
+
+
+def llamacpp(option: Option, context: int, concurrency: int) -> str:
+    slots = max(1, min(concurrency, option.max_sequences or concurrency))
+    repo = option.spec.quantizations.get(option.q.name)
+    argv = ["llama-server"]
+    if repo:
+        argv += ["-hf", f"{repo}:{option.q.name}"]
+    else:
+        stem = option.spec.name.lower()
+        argv += ["-m", f"{stem}-{option.q.name.lower()}.gguf"]
+    # One context shared by the slots: each gets context tokens.
+    argv += ["-c", str(_context(option, context) * slots), "-np", str(slots), "-cb"]
+    if option.hardware.device.kind != "cpu":
+        argv += ["-ngl", "999"]
+    argv += ["--host", "0.0.0.0", "--port", str(_PORTS["llamacpp"])]
+    command = " ".join(shlex.quote(a) for a in argv)
+    if not repo:
+        command = (
+            f"# no published {option.q.name} GGUF: convert {option.spec.id} with llama.cpp's "
+            f"convert_hf_to_gguf.py, then llama-quantize … {option.q.name}\n" + command
+        )
+    return command
+
+
+def lmdeploy(option: Option, context: int, concurrency: int) -> str:
+    tp, _ = _split(option)
+    argv = ["lmdeploy", "serve", "api_server", _repo(option), "--model-name", option.spec.id]
+    argv += ["--tp", str(option.tensor_parallel if option.tensor_parallel <= 8 else tp)]
+    argv += ["--session-len", str(_context(option, context))]
+    argv += ["--max-batch-size", str(concurrency), "--cache-max-entry-count", "0.8"]
+    if option.q.kind in ("awq", "gptq"):
+        argv += ["--model-format", "awq" if option.q.kind == "awq" else "gptq"]
+    argv += ["--server-port", str(_PORTS["lmdeploy"])]
+    return _join(argv)
+
+
+def mindie(option: Option, context: int, concurrency: int) -> str:
+    devices = list(range(min(option.tensor_parallel, DEVICES_PER_NODE)))
+    name = re.sub(r"[^a-z0-9]+", "-", option.spec.name.lower()).strip("-")
+    fields = {
+        "BackendConfig": {
+            "npuDeviceIds": [devices],
+            "ModelDeployConfig": {
+                "maxSeqLen": _context(option, context),
+                "maxInputTokenLen": _context(option, context),
+                "ModelConfig": [
+                    {
+                        "modelName": name,
+                        "modelWeightPath": f"/data/models/{option.spec.id}",
+                        "worldSize": len(devices),
+                        "backendType": "atb",
+                    }
+                ],
+            },
+            "ScheduleConfig": {"maxBatchSize": concurrency},
+        }
+    }
+    return (
+        "# set these fields in {MindIE}/latest/mindie-service/conf/config.json, then:\n"
+        "#   cd {MindIE}/latest/mindie-service && ./bin/mindieservice_daemon\n"
+        + json.dumps(fields, indent=2, ensure_ascii=False)
+    )
+
+
+def vllm_ascend(option: Option, context: int, concurrency: int) -> str:
+    return "# vLLM-Ascend (the vllm-ascend plugin on CANN) takes vLLM's flags:\n" + vllm(
+        option, context, concurrency
+    )
+
+
+_EMIT = {
+    "vllm": vllm,
+    "sglang": sglang,
+    "llamacpp": llamacpp,
+    "lmdeploy": lmdeploy,
+    "mindie": mindie,
+    "vllm-ascend": vllm_ascend,
+}
+
+
+def launch(option: Option, engine: str, context: int, concurrency: int) -> str:
+    """The launch command (or config) of ``option`` on ``engine``."""
+    if engine not in _EMIT:
+        raise InvalidRequest(
+            f"未知引擎 / unknown engine {engine!r} for --emit: one of {', '.join(EMITTERS)}",
+            param="emit",
+        )
+    return _EMIT[engine](option, context, concurrency)
+
+
+def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
+    """The ``heshi.yaml`` lines that put the launched server behind Heshi's gateway."""
+    name = re.sub(r"[^a-z0-9]+", "-", f"{engine}-{option.spec.name}".lower()).strip("-")
+    upstream = option.spec.id
+    if engine == "llamacpp":
+        upstream = option.spec.id  # llama-server answers to any model name
+    block = {
+        "backends": {
+            name: {
+                "base_url": f"http://{host}:{_PORTS[engine]}/v1",
+                "models": [upstream],
+                "timeout": 300,
+            }
+        },
+        "aliases": {
+            option.spec.name.lower(): {"backend": name, "model": upstream},
+        },
+    }
+    return yaml.safe_dump(block, sort_keys=False, allow_unicode=True)

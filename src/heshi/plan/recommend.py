@@ -1,0 +1,278 @@
+"""Rank the configurations that fit a hardware and workload; explain the ones that do not.
+
+A configuration is model × quantization × engine × tensor-parallel degree on the given
+devices. It is feasible when the engine runs there, the kernels exist, and the weights
+plus the KV cache of ``concurrency`` sequences of ``context`` tokens fit the memory the
+engine may use; it must also meet ``ttft_p95`` and ``min_quality`` when given. Feasible
+ones are ranked by capability (published quality score when asked for, else parameter
+count), then per-user speed. For larger models that were rejected, the reason is kept in
+plain words with the smallest change that would make them fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from heshi import catalog
+from heshi.catalog import Hardware, ModelSpec
+from heshi.errors import InvalidRequest
+from heshi.plan.memory import GIB, Workload, kv_bytes_per_token, parameter_counts
+from heshi.plan.predict import Prediction, predict
+from heshi.plan.quant import QUANTS, Quant, quant
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    input_tokens: int  # typical prompt, retrieved context included
+    output_tokens: int  # typical answer
+    context: int  # default --context
+
+
+# Token profiles: what each kind of traffic typically sends and receives.
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset("customer-service", "客服问答：知识库片段 + 多轮对话，短回答", 1500, 250, 8192),
+        Preset("document-extraction", "文档抽取：长文档输入，结构化短输出", 6000, 600, 16384),
+        Preset("reasoning", "推理：短问题，长思维链输出", 600, 4000, 16384),
+        Preset("code", "代码助手：代码上下文输入，中等长度输出", 3000, 800, 16384),
+    )
+}
+SERVING_ENGINES = ("vllm", "sglang", "lmdeploy", "mindie", "vllm-ascend", "llamacpp")
+_GGUF_DEFAULTS = ("Q4_K_M", "Q8_0")  # llama.cpp can convert any supported dense model
+_REJECTED_SHOWN = 6  # the next-larger models that did not fit, smallest first
+_TTFT_QUEUE_FACTOR = 2.0  # p95 TTFT under load ≈ twice one prefill (one ahead in queue)
+
+
+@dataclass
+class Option:
+    """One configuration and what the planner predicts for it."""
+
+    spec: ModelSpec
+    q: Quant
+    engine: str
+    tensor_parallel: int
+    hardware: Hardware
+    prediction: Prediction
+    max_sequences: int
+    per_user_tokens_per_s: float
+    aggregate_tokens_per_s: float
+    ttft_p95_s: float
+    quality: float | None
+    feasible: bool
+    reasons: list[str] = field(default_factory=list)
+    published: bool = True  # a published checkpoint exists in this quantization
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.id,
+            "quant": self.q.name,
+            "engine": self.engine,
+            "tensor_parallel": self.tensor_parallel,
+            "devices": str(self.hardware),
+            "weights_gb": round(self.prediction.weights_gb, 2),
+            "memory_headroom_gb": round(
+                self.prediction.usable_memory_gb - self.prediction.required_memory_gb, 2
+            ),
+            "max_concurrent_sequences": self.max_sequences,
+            "per_user_tokens_per_s": round(self.per_user_tokens_per_s, 1),
+            "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1),
+            "ttft_p95_s": round(self.ttft_p95_s, 3),
+            "quality": self.quality,
+            "published_checkpoint": self.published,
+            "feasible": self.feasible,
+            "reasons": self.reasons,
+            "notes": self.prediction.notes,
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    hardware: Hardware
+    preset: Preset
+    concurrency: int
+    context: int
+    ttft_p95_s: float | None = None
+    min_quality: tuple[str, float] | None = None  # (metric, value), e.g. ("ceval", 75)
+    models: tuple[str, ...] = ()  # restrict to these (ids); empty = every Qwen model
+
+
+def parse_quality(text: str | None) -> tuple[str, float] | None:
+    """``"ceval=75"`` → ("ceval", 75.0)."""
+    if not text:
+        return None
+    metric, sep, value = text.partition("=")
+    metrics = ("ceval", "cmmlu", "mmlu", "gsm8k", "humaneval")
+    metric = metric.strip().lower().replace("-", "")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or metric not in metrics or math.isnan(number):
+        raise InvalidRequest(
+            f"--min-quality 格式为 指标=分数 / --min-quality takes METRIC=SCORE, METRIC one of "
+            f"{', '.join(metrics)} (e.g. ceval=75), got {text!r}",
+            param="min_quality",
+        )
+    return metric, number
+
+
+def _tp_degrees(spec: ModelSpec, devices: int) -> list[int]:
+    """Tensor-parallel sizes the engines accept: powers of two dividing the heads."""
+    degrees, tp = [], 1
+    while tp <= devices:
+        if spec.attention_heads % tp == 0 and (spec.kv_heads % tp == 0 or tp % spec.kv_heads == 0):
+            degrees.append(tp)
+        tp *= 2
+    return degrees
+
+
+def _quants_for(spec: ModelSpec, engine: str) -> list[tuple[Quant, bool]]:
+    """Quantizations to try: the published ones, plus GGUF conversions for llama.cpp."""
+    published = [quant(name) for name in spec.quantizations if name in QUANTS]
+    if engine == "llamacpp":
+        gguf = [q for q in published if q.is_gguf]
+        names = {q.name for q in gguf}
+        extra = [quant(n) for n in _GGUF_DEFAULTS if n not in names and spec.moe is None]
+        return [(q, True) for q in gguf] + [(q, False) for q in extra]
+    if not published:
+        published = [quant("BF16")]
+    return [(q, True) for q in published if not q.is_gguf]
+
+
+def _engines(hw: Hardware) -> list[str]:
+    return [e for e in SERVING_ENGINES if e in hw.device.engines]
+
+
+def _evaluate(
+    req: Request, spec: ModelSpec, q: Quant, engine: str, tp: int, published: bool
+) -> Option:
+    hw = Hardware(tp, req.hardware.device)
+    context = min(req.context, spec.context or req.context)
+    preset = req.preset
+    work = Workload(min(preset.input_tokens, context - 1), preset.output_tokens, req.concurrency)
+    at_load = predict(spec, q, engine, hw, work)
+    single = predict(spec, q, engine, hw, Workload(work.input_tokens, 1, 1))
+    reasons = [p for p in single.problems if "per device" not in p]
+    # Memory: weights plus the cache of every concurrent sequence at full context.
+    per_sequence = kv_bytes_per_token(spec) * context / tp
+    free = (at_load.usable_memory_gb - single.required_memory_gb) * GIB
+    max_sequences = max(int(free // per_sequence), 0) if per_sequence else req.concurrency
+    if not reasons and free <= 0:
+        reasons.append(
+            f"权重等每卡需 {single.required_memory_gb:.1f} GB，可用 "
+            f"{at_load.usable_memory_gb:.1f} GB / weights alone need "
+            f"{single.required_memory_gb:.1f} GB per device, {at_load.usable_memory_gb:.1f} GB "
+            "usable"
+        )
+    elif not reasons and max_sequences < req.concurrency:
+        need = (single.required_memory_gb * GIB + per_sequence * req.concurrency) / GIB
+        reasons.append(
+            f"{req.concurrency}×{context // 1024}k 上下文的 KV 缓存需 "
+            f"{per_sequence * req.concurrency / GIB:.1f} GB，每卡共需 {need:.1f} GB、可用 "
+            f"{at_load.usable_memory_gb:.1f} GB / KV cache for {req.concurrency}×"
+            f"{context // 1024}k tokens needs {per_sequence * req.concurrency / GIB:.1f} GB per "
+            f"device ({need:.1f} GB with weights, {at_load.usable_memory_gb:.1f} GB usable); "
+            f"{max_sequences} sequences fit"
+        )
+    ttft = single.prefill_seconds * _TTFT_QUEUE_FACTOR
+    if req.ttft_p95_s is not None and ttft > req.ttft_p95_s and not reasons:
+        reasons.append(f"TTFT p95 ≈ {ttft:.2f} s > {req.ttft_p95_s:g} s")
+    quality = spec.quality.get(req.min_quality[0]) if req.min_quality else None
+    if req.min_quality and not reasons:
+        metric, floor = req.min_quality
+        if quality is None:
+            reasons.append(f"无公开 {metric} 分数 / no published {metric} score")
+        elif quality < floor:
+            reasons.append(f"{metric} {quality:g} < {floor:g}")
+    decode = at_load.as_json()["decode_tokens_per_s"] or 0.0
+    return Option(
+        spec=spec,
+        q=q,
+        engine=engine,
+        tensor_parallel=tp,
+        hardware=hw,
+        prediction=at_load,
+        max_sequences=max_sequences,
+        per_user_tokens_per_s=decode / req.concurrency,
+        aggregate_tokens_per_s=decode,
+        ttft_p95_s=ttft,
+        quality=quality,
+        feasible=not reasons,
+        reasons=reasons,
+        published=published,
+    )
+
+
+def _capability(option: Option) -> tuple[float, float, float]:
+    size = parameter_counts(option.spec).total
+    return (option.quality or 0.0, size, option.per_user_tokens_per_s)
+
+
+def recommend(req: Request) -> tuple[list[Option], list[Option]]:
+    """(feasible options best first, the best rejected option of each larger model)."""
+    if req.concurrency < 1 or req.context < 256:
+        raise InvalidRequest("concurrency ≥ 1 and context ≥ 256 / 并发 ≥ 1，上下文 ≥ 256")
+    specs = (
+        [catalog.model(m) for m in req.models]
+        if req.models
+        else [s for s in catalog.models().values() if s.id.startswith("Qwen/")]
+    )
+    options: list[Option] = []
+    for spec in specs:
+        for engine in _engines(req.hardware):
+            for q, published in _quants_for(spec, engine):
+                for tp in _tp_degrees(spec, req.hardware.count):
+                    if engine == "llamacpp" and tp > 1 and req.hardware.device.kind == "cpu":
+                        continue
+                    options.append(_evaluate(req, spec, q, engine, tp, published))
+    feasible = [o for o in options if o.feasible]
+    # Per model, keep the best variant: smallest TP that fits, then fastest.
+    best: dict[tuple[str, str, str], Option] = {}
+    for o in sorted(feasible, key=lambda o: (o.tensor_parallel, -o.per_user_tokens_per_s)):
+        best.setdefault((o.spec.id, o.q.name, o.engine), o)
+    ranked = sorted(best.values(), key=_capability, reverse=True)
+    top_size = max((parameter_counts(o.spec).total for o in ranked), default=0)
+    rejected_by_model: dict[str, Option] = {}
+    for o in options:
+        if o.feasible or parameter_counts(o.spec).total <= top_size:
+            continue
+        # The most promising rejection: most devices used, fewest problems, most sequences.
+        current = rejected_by_model.get(o.spec.id)
+        key = (o.tensor_parallel, -len(o.reasons), o.max_sequences)
+        if current is None or key > (
+            current.tensor_parallel,
+            -len(current.reasons),
+            current.max_sequences,
+        ):
+            rejected_by_model[o.spec.id] = o
+    rejected = sorted(rejected_by_model.values(), key=lambda o: parameter_counts(o.spec).total)[
+        :_REJECTED_SHOWN
+    ]
+    return ranked, rejected
+
+
+def smallest_change(req: Request, rejected: list[Option]) -> str | None:
+    """When nothing fits: the least disruptive change that would make something fit."""
+    fits_fewer = [o for o in rejected if 0 < o.max_sequences < req.concurrency]
+    if fits_fewer:
+        best = max(fits_fewer, key=lambda o: o.max_sequences)
+        return (
+            f"减少并发到 {best.max_sequences} / serve {best.max_sequences} users at once "
+            f"instead of {req.concurrency} ({best.spec.id} {best.q.name} on {best.engine})"
+        )
+    for shorter in (req.context // 2, req.context // 4):
+        if shorter >= 1024:
+            trial = recommend(Request(**{**req.__dict__, "context": shorter}))[0]
+            if trial:
+                return f"缩短上下文到 {shorter} / use a {shorter}-token context"
+    more = Request(
+        **{**req.__dict__, "hardware": Hardware(req.hardware.count * 2, req.hardware.device)}
+    )
+    if req.hardware.count < 64 and recommend(more)[0]:
+        return f"增加到 {more.hardware.count} 张卡 / use {more.hardware}"
+    return None

@@ -1,0 +1,107 @@
+"""``heshi plan``: ranked options, plain reasons for rejections, launch commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from heshi import catalog
+from heshi.cli.main import app
+from heshi.config import HeshiConfig
+from heshi.plan.emit import EMITTERS, heshi_backend, launch
+from heshi.plan.recommend import PRESETS, Request, recommend, smallest_change
+
+
+def _request(hardware: str, concurrency: int = 50, context: int = 8192, **kw: object) -> Request:
+    return Request(
+        hardware=catalog.hardware(hardware),
+        preset=PRESETS["customer-service"],
+        concurrency=concurrency,
+        context=context,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_two_v100s_get_ranked_options_that_fit_and_reasons_for_larger_models() -> None:
+    ranked, rejected = recommend(_request("2x nvidia-v100-32gb"))
+    assert ranked
+    for option in ranked:
+        assert option.feasible and not option.reasons
+        assert option.max_sequences >= 50
+        assert option.engine in catalog.accelerator("nvidia-v100-32gb").engines
+        assert option.q.kind not in ("awq", "fp8")  # no such kernels on sm70
+    best = ranked[0]
+    assert best.prediction.required_memory_gb <= best.prediction.usable_memory_gb
+    assert rejected and all(o.reasons for o in rejected)
+    reasons = " ".join(r for o in rejected for r in o.reasons)
+    assert "KV cache for 50×8k tokens needs" in reasons or "weights alone need" in reasons
+
+
+def test_a_ttft_bound_and_a_quality_floor_filter_options() -> None:
+    ranked, _ = recommend(
+        _request("1x nvidia-a100-80gb", concurrency=8, min_quality=("ceval", 80.0))
+    )
+    assert ranked and all(o.quality is not None and o.quality >= 80 for o in ranked)
+    tight, _ = recommend(_request("1x nvidia-a100-80gb", concurrency=8, ttft_p95_s=0.05))
+    loose, _ = recommend(_request("1x nvidia-a100-80gb", concurrency=8, ttft_p95_s=10.0))
+    assert len(tight) < len(loose)
+    assert all(o.ttft_p95_s <= 0.05 for o in tight)
+
+
+def test_when_nothing_fits_the_smallest_change_is_named() -> None:
+    req = _request("1x nvidia-t4-16gb", concurrency=400, context=32768,
+                   models=("Qwen/Qwen2.5-7B-Instruct",))  # fmt: skip
+    ranked, rejected = recommend(req)
+    assert not ranked
+    change = smallest_change(req, rejected)
+    assert change is not None and ("users at once" in change or "context" in change)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "lmdeploy", "llamacpp"])
+def test_launch_commands_carry_the_plan(engine: str) -> None:
+    ranked, _ = recommend(_request("2x nvidia-a100-80gb", concurrency=32))
+    option = next(o for o in ranked if o.engine == engine)
+    command = launch(option, engine, 8192, 32)
+    argv = shlex.split(command.replace("\\\n", " ").split("\n")[-1])
+    text = " ".join(argv)
+    assert str(option.tensor_parallel) in text or engine == "llamacpp"
+    assert "8192" in text or engine == "llamacpp"
+    block = yaml.safe_load(heshi_backend(option, engine))
+    config = HeshiConfig.model_validate({"home": "/tmp/x", **block})  # a valid heshi.yaml
+    assert next(iter(config.aliases.values())).backend in config.backends
+
+
+def test_more_devices_than_a_node_become_pipeline_stages_on_ray() -> None:
+    ranked, _ = recommend(_request("8x nvidia-a100-80gb", concurrency=8))
+    option = ranked[0]
+    big = type(option)(**{**option.__dict__, "tensor_parallel": 16})
+    command = launch(big, "vllm", 8192, 8)
+    assert "--pipeline-parallel-size 2" in command and "ray start --head" in command
+    assert "--tensor-parallel-size 8" in command
+
+
+def test_ascend_gets_mindie_config_and_memory_only_checks() -> None:
+    ranked, _ = recommend(_request("8x huawei-ascend-910b", concurrency=16))
+    option = next(o for o in ranked if o.engine == "mindie")
+    text = launch(option, "mindie", 8192, 16)
+    fields = json.loads(text[text.index("\n{") :])
+    assert fields["BackendConfig"]["ModelDeployConfig"]["maxSeqLen"] == 8192
+    assert any("speed unknown" in n for n in option.prediction.notes)  # no bandwidth figure
+    assert "mindie" in EMITTERS
+
+
+def test_cli_prints_a_table_and_json() -> None:
+    args = ["plan", "--hardware", "2x nvidia-v100-32gb", "--concurrency", "50", "--context",
+            "8192", "--ttft-p95", "2s"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stdout
+    assert "feasible configurations" in result.stdout and "rejected" in result.stdout
+    result = CliRunner().invoke(app, [*args, "--json", "--emit", "vllm"])
+    data = json.loads(result.stdout)
+    assert data["options"] and data["launch"].startswith("vllm serve")
+    bad = CliRunner().invoke(app, ["plan", "--hardware", "2x v100", "--workload", "chat"])
+    assert bad.exit_code == 1 and "unknown workload" in bad.stderr
