@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from heshi import __version__
+from heshi.cli import guard as guard_cli
 from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
 from heshi.cli import plan as plan_cli
@@ -22,6 +23,7 @@ app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
+app.add_typer(guard_cli.app, name="guard")
 
 
 @app.command("version")

@@ -1,0 +1,291 @@
+"""Personal information in Chinese text: find it, then redact, mask or pseudonymize it.
+
+Detection runs on a same-length normalized copy of the text (full-width digits, letters
+and punctuation folded to ASCII, the ideographic space to a space), so every finding's
+``start``/``end`` are character offsets into the original. Candidates come from patterns
+that allow spaces and dashes between digit groups; checksummed identifiers are accepted
+only when their check passes (resident ID: region, real date not in the future, MOD 11-2;
+USCC: both check characters; bank cards: Luhn, or a card-number cue word nearby for
+legacy numbers). Names and addresses need context: a surname plus a cue (先生, 女士,
+姓名：, 联系人：…), an address at least two administrative levels deep.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from heshi.guard.ids import luhn_valid, valid_resident_id, valid_uscc
+from heshi.guard.pii_words import (
+    ADDRESS_START,
+    CARD_CUES,
+    COMPOUND_SURNAMES,
+    NAME_AFTER_CUES,
+    NAME_BEFORE_CUES,
+    PLATE_PROVINCES,
+    SINGLE_SURNAMES,
+)
+
+TYPES = (
+    "cn_resident_id",
+    "cn_uscc",
+    "bank_card",
+    "cn_mobile",
+    "cn_landline",
+    "email",
+    "ipv4",
+    "ipv6",
+    "cn_passport",
+    "hk_macau_permit",
+    "cn_license_plate",
+    "person_name",
+    "address",
+)
+LABELS = {
+    "cn_resident_id": "身份证号",
+    "cn_uscc": "统一社会信用代码",
+    "bank_card": "银行卡号",
+    "cn_mobile": "手机号",
+    "cn_landline": "电话号码",
+    "email": "邮箱",
+    "ipv4": "IP地址",
+    "ipv6": "IP地址",
+    "cn_passport": "护照号",
+    "hk_macau_permit": "港澳通行证号",
+    "cn_license_plate": "车牌号",
+    "person_name": "姓名",
+    "address": "地址",
+}
+
+_FOLD = {chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}  # full-width ASCII
+_FOLD["\u3000"] = " "
+_FOLD.update({"—": "-", "–": "-", "－": "-", "‐": "-"})
+_TABLE = str.maketrans(_FOLD)
+
+
+def normalize(text: str) -> str:
+    """Full-width forms folded to ASCII, one character for one: offsets are kept."""
+    return text.translate(_TABLE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    type: str
+    start: int
+    end: int
+    text: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"type": self.type, "start": self.start, "end": self.end, "text": self.text}
+
+
+_SEP = r"[ \-]?"
+_NOT_ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
+_NOT_ALNUM_AFTER = r"(?![0-9A-Za-z])"
+_NOT_DIGIT_BEFORE = r"(?<![0-9])"
+_NOT_DIGIT_AFTER = r"(?![0-9])"
+
+
+def _digits(found: str) -> str:
+    return re.sub(r"[ \-]", "", found)
+
+
+_RESIDENT_ID = re.compile(
+    _NOT_ALNUM_BEFORE + r"(\d{6}" + _SEP + r"\d{8}" + _SEP + r"\d{3}[0-9Xx]|\d{15})"
+    + _NOT_ALNUM_AFTER
+)  # fmt: skip
+_USCC = re.compile(_NOT_ALNUM_BEFORE + r"([0-9A-HJ-NP-RTUW-Y]{18})" + _NOT_ALNUM_AFTER)
+_CARD = re.compile(
+    _NOT_DIGIT_BEFORE
+    + r"(\d{4}(?:[ \-]?\d{4}){3}(?:[ \-]?\d{1,3})?|\d{4}(?:[ \-]?\d{4}){2}[ \-]?\d{4,7}|\d{16,19})"
+    + _NOT_DIGIT_AFTER
+)
+_MOBILE = re.compile(
+    r"(?<![0-9+])((?:\+86|0086)[ \-]?)?(1[3-9]\d" + _SEP + r"\d{4}" + _SEP + r"\d{4})"
+    + _NOT_DIGIT_AFTER
+)  # fmt: skip
+_LANDLINE = re.compile(
+    _NOT_DIGIT_BEFORE
+    + r"((?:\(0\d{2,3}\)|0\d{2,3})[ \-]?[2-9]\d{6,7}(?:[ \-]?(?:转|ext\.?|-)\d{1,5})?"
+    + r"|[48]00[ \-]?\d{3}[ \-]?\d{4})"
+    + _NOT_DIGIT_AFTER
+)
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_PASSPORT = re.compile(_NOT_ALNUM_BEFORE + r"([EGDSP]\d{8}|E[A-HJ-NP-Z]\d{7})" + _NOT_ALNUM_AFTER)
+_PERMIT = re.compile(_NOT_ALNUM_BEFORE + r"([CW]\d{8}|C[A-HJ-NP-Z]\d{7})" + _NOT_ALNUM_AFTER)
+_PLATE = re.compile(
+    "([" + PLATE_PROVINCES + r"][A-HJ-NP-Z][·• ]?"
+    r"(?:[DF][A-HJ-NP-Z0-9]\d{4}|\d{5}[DF]|[A-HJ-NP-Z0-9]{4}[A-HJ-NP-Z0-9挂学警港澳]))"
+    + _NOT_ALNUM_AFTER
+)
+
+
+def _surname_pattern() -> str:
+    compound = "|".join(sorted(COMPOUND_SURNAMES, key=len, reverse=True))
+    return f"(?:{compound}|[{SINGLE_SURNAMES}])"
+
+
+_SURNAME = _surname_pattern()
+_NAME_BEFORE = re.compile(
+    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(" + _SURNAME + r"[\u4e00-\u9fa5]{1,2})"
+    r"(?![\u4e00-\u9fa5]{2})"
+)
+_NAME_AFTER = re.compile(
+    "(" + _SURNAME + r"[\u4e00-\u9fa5]{0,2}?)(?=" + "|".join(NAME_AFTER_CUES) + ")"
+)
+_ADDRESS = re.compile(
+    "((?:" + "|".join(ADDRESS_START) + r")"
+    r"(?:[\u4e00-\u9fa5]{1,12}?(?:省|自治区|市|自治州|地区|盟|区|县|旗|镇|乡|街道|村|路|街|大道|巷|弄)"
+    r"|[\dA-Za-z]{1,5}(?:号楼|号院|号|弄|栋|幢|座|楼|层|单元|室)){1,10})"
+)
+
+
+def _scan_ids(norm: str, today: date | None) -> Iterator[tuple[str, int, int]]:
+    for m in _RESIDENT_ID.finditer(norm):
+        if valid_resident_id(_digits(m.group(1)), today):
+            yield "cn_resident_id", m.start(1), m.end(1)
+    for m in _USCC.finditer(norm):
+        if valid_uscc(m.group(1)):
+            yield "cn_uscc", m.start(1), m.end(1)
+
+
+def _scan_cards(norm: str) -> Iterator[tuple[str, int, int]]:
+    for m in _CARD.finditer(norm):
+        digits = _digits(m.group(1))
+        if not 16 <= len(digits) <= 19:
+            continue
+        before = norm[max(0, m.start() - 12) : m.start()]
+        if luhn_valid(digits) or any(cue in before for cue in CARD_CUES):
+            yield "bank_card", m.start(1), m.end(1)
+
+
+def _scan_phones(norm: str) -> Iterator[tuple[str, int, int]]:
+    for m in _MOBILE.finditer(norm):
+        yield "cn_mobile", m.start(), m.end()
+    for m in _LANDLINE.finditer(norm):
+        yield "cn_landline", m.start(1), m.end(1)
+
+
+def _scan_net(norm: str) -> Iterator[tuple[str, int, int]]:
+    for m in _EMAIL.finditer(norm):
+        yield "email", m.start(), m.end()
+    for m in _IPV4.finditer(norm):
+        if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in m.group().split(".")):
+            yield "ipv4", m.start(), m.end()
+    for m in _IPV6.finditer(norm):
+        try:
+            ipaddress.IPv6Address(m.group())
+        except ValueError:
+            continue
+        yield "ipv6", m.start(), m.end()
+
+
+def _scan_documents(norm: str) -> Iterator[tuple[str, int, int]]:
+    for m in _PASSPORT.finditer(norm):
+        yield "cn_passport", m.start(1), m.end(1)
+    for m in _PERMIT.finditer(norm):
+        yield "hk_macau_permit", m.start(1), m.end(1)
+    for m in _PLATE.finditer(norm):
+        yield "cn_license_plate", m.start(1), m.end(1)
+
+
+def _scan_people(norm: str) -> Iterator[tuple[str, int, int]]:
+    for m in _NAME_BEFORE.finditer(norm):
+        yield "person_name", m.start(1), m.end(1)
+    for m in _NAME_AFTER.finditer(norm):
+        if m.end(1) - m.start(1) >= 1:
+            yield "person_name", m.start(1), m.end(1)
+    for m in _ADDRESS.finditer(norm):
+        yield "address", m.start(1), m.end(1)
+
+
+_SCANNERS: tuple[Callable[[str], Iterator[tuple[str, int, int]]], ...] = (
+    _scan_cards,
+    _scan_phones,
+    _scan_net,
+    _scan_documents,
+    _scan_people,
+)
+# When two findings overlap, the more specific (checksummed, longer) one wins.
+_PRIORITY = {t: i for i, t in enumerate(TYPES)}
+
+
+def scan(
+    text: str, types: frozenset[str] | None = None, today: date | None = None
+) -> list[Finding]:
+    """Every piece of personal information in ``text``, in order, without overlaps."""
+    norm = normalize(text)
+    raw = list(_scan_ids(norm, today))
+    for scanner in _SCANNERS:
+        raw.extend(scanner(norm))
+    if types is not None:
+        raw = [r for r in raw if r[0] in types]
+    raw.sort(key=lambda r: (_PRIORITY[r[0]], -(r[2] - r[1]), r[1]))
+    taken: list[tuple[int, int]] = []
+    kept: list[Finding] = []
+    for kind, start, end in raw:
+        if any(start < e and s < end for s, e in taken):
+            continue
+        taken.append((start, end))
+        kept.append(Finding(kind, start, end, text[start:end]))
+    return sorted(kept, key=lambda f: f.start)
+
+
+def _keep(value: str, keep_start: int, keep_end: int) -> str:
+    """Mask every letter and digit but the first ``keep_start`` and last ``keep_end``;
+    separators stay, so the shape of the value is still readable."""
+    positions = [i for i, c in enumerate(value) if c.isalnum()]
+    if keep_start + keep_end >= len(positions):
+        keep_start, keep_end = min(keep_start, 1), 0
+    hidden = set(positions[keep_start : len(positions) - keep_end])
+    return "".join("*" if i in hidden else c for i, c in enumerate(value))
+
+
+_KEEP = {  # (leading, trailing) characters a partial mask leaves visible
+    "cn_resident_id": (6, 4),
+    "bank_card": (4, 4),
+    "cn_uscc": (4, 4),
+    "cn_mobile": (3, 4),
+    "cn_landline": (3, 2),
+    "cn_passport": (1, 2),
+    "hk_macau_permit": (1, 2),
+    "cn_license_plate": (2, 1),
+    "ipv4": (3, 0),
+    "ipv6": (4, 0),
+    "person_name": (1, 0),
+    "address": (6, 0),
+}
+
+
+def mask_value(finding: Finding) -> str:
+    """Partial mask (``110105********002X``, ``138****8000``, ``张**``)."""
+    value = finding.text
+    if finding.type == "email":
+        at = value.find("@")
+        return value[:1] + "*" * max(at - 1, 1) + value[at:]
+    if finding.type == "cn_mobile":
+        national = normalize(value).replace("+86", "").replace("0086", "")
+        prefix = value[: len(value) - len(national)]
+        return prefix + _keep(value[len(prefix) :], 3, 4)
+    if finding.type == "address":
+        return value[:6] + "*" * max(len(value) - 6, 0)
+    lead, tail = _KEEP.get(finding.type, (1, 1))
+    return _keep(value, lead, tail)
+
+
+def redact(text: str, findings: list[Finding], mode: str = "redact") -> str:
+    """``text`` with each finding replaced: ``redact`` → ``[身份证号]``, ``mask`` → partial."""
+    out, pos = [], 0
+    for f in findings:
+        out.append(text[pos : f.start])
+        out.append(f"[{LABELS[f.type]}]" if mode == "redact" else mask_value(f))
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
