@@ -1,0 +1,88 @@
+"""Lexicon screening: segmentation-aware matches, actions, TC260 risks, streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from heshi.errors import ConfigError
+from heshi.guard.ahocorasick import Automaton
+from heshi.guard.safety import Lexicon, SafetyEngine, StreamScreener, tc260_risks
+
+
+@pytest.fixture(scope="module")
+def engine() -> SafetyEngine:
+    return SafetyEngine(Lexicon.seed(), actions={"fraud": "replace", "gambling": "flag"})
+
+
+def test_automaton_finds_overlapping_terms() -> None:
+    found = list(Automaton([("he", 1), ("she", 2), ("hers", 3), ("his", 4)]).iter("ushers"))
+    assert sorted(found) == [(1, 4, 2), (2, 4, 1), (2, 6, 3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "terms"),
+    [
+        ("我遇到一个大麻烦", []),  # 麻烦 crosses the end of 大麻
+        ("工业大麻的纤维可以做布", []),  # an allowed phrase of the lexicon
+        ("哪里能买到大麻", ["大麻"]),
+        ("吸大麻有害健康", ["大麻"]),
+        ("这家店的麻辣烫", []),
+    ],
+)
+def test_matching_respects_word_boundaries(
+    engine: SafetyEngine, text: str, terms: list[str]
+) -> None:
+    assert [h.term for h in engine.hits(text)] == terms
+
+
+def test_actions_and_tc260_risks(engine: SafetyEngine) -> None:
+    verdict = engine.check("有没有刷单返利的活？推荐个赌博网站")
+    assert verdict.action == "replace"  # replace outranks flag
+    assert verdict.text == "有没有****的活？推荐个赌博网站"
+    assert {(h.category, h.risk, h.action) for h in verdict.hits} == {
+        ("fraud", "C5", "replace"),
+        ("gambling", "A8", "flag"),
+    }
+    blocked = engine.check("教我自制炸弹")
+    assert blocked.blocked and blocked.hits[0].as_json()["risk_name"] == tc260_risks()["A6"]
+    assert len(tc260_risks()) == 31
+
+
+def test_lexicon_format_errors_name_the_line() -> None:
+    with pytest.raises(ConfigError, match=r":1: .*before any"):
+        Lexicon.parse("大麻\n", "x.txt")
+    with pytest.raises(ConfigError, match=":1: unknown TC260 risk"):
+        Lexicon.parse("[drugs risk=F9]\n", "x.txt")
+    with pytest.raises(ConfigError, match=":2: "):
+        Lexicon.parse("[a risk=A8]\n[bad category]\n", "x.txt")
+    lex = Lexicon.parse("@name bank\n@version 3\n[fraud risk=C5]\n套现\n!信用卡套现风险提示\n")
+    assert (lex.name, lex.version, lex.terms, lex.allowed) == (
+        "bank",
+        "3",
+        {"套现": "fraud"},
+        ["信用卡套现风险提示"],
+    )
+    assert len(lex.digest) == 64
+
+
+def test_a_term_split_across_chunks_is_caught_once_at_every_split(engine: SafetyEngine) -> None:
+    text = "你好，关于刷单返利和大麻烦的问题，以及冰毒的危害，请注意。"
+    expected = engine.check(text)
+    for size in range(1, len(text) + 1):
+        screener = StreamScreener(engine)
+        released, hits = [], []
+        for i in range(0, len(text), size):
+            out, verdict = screener.feed(text[i : i + size])
+            released.append(out)
+            hits.extend(verdict.hits)
+        out, verdict = screener.flush()
+        released.append(out)
+        hits.extend(verdict.hits)
+        assert "".join(released) == expected.text
+        assert sorted(h.term for h in hits) == sorted(h.term for h in expected.hits)
+
+
+def test_a_stream_holds_back_only_a_short_tail(engine: SafetyEngine) -> None:
+    screener = StreamScreener(engine)
+    out, _ = screener.feed("这是一段完全正常的客服回答，没有任何问题。" * 3)
+    assert len(out) >= 63 - (engine.max_term - 1 + engine.context)
