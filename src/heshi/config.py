@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from heshi.errors import ConfigError
 
@@ -116,12 +123,36 @@ class AuthConfig(_Strict):
     open: bool = False
 
 
+class SuspensionConfig(_Strict):
+    """When a key is suspended for violating input (an admin resumes it)."""
+
+    consecutive: int = Field(default=3, ge=1)  # violations in a row
+    daily: int = Field(default=5, ge=1)  # violations in one UTC day
+
+
+class GuardConfig(_Strict):
+    """The compliance guard on generation requests (docs/guard.md). Every field may be
+    overridden per tenant under ``tenants.<name>.guard``."""
+
+    enabled: bool = False
+    # What the upstream model sees of personal information in prompts.
+    pii: Literal["off", "redact", "mask", "pseudonymize"] = "pseudonymize"
+    inbound: bool = True  # screen prompts with the lexicons
+    outbound: bool = True  # screen generated text (streams included)
+    lexicons: list[Path] = Field(default_factory=list)  # empty = the shipped seed lexicon
+    actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
+    refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
+    suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
+
+
 class TenantConfig(_Strict):
     """Limits shared by all keys of one tenant (each key may have its own, too)."""
 
     rpm: int | None = Field(default=None, ge=1)  # requests per minute
     tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute
     budget_tokens: int | None = Field(default=None, ge=0)  # lifetime token budget
+    # Overrides of the top-level ``guard`` section for this tenant's keys (partial).
+    guard: dict[str, Any] | None = None
 
 
 class RouteTarget(_Strict):
@@ -175,11 +206,32 @@ class HeshiConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
 
     @field_validator("home")
     @classmethod
     def _expand_home(cls, v: Path) -> Path:
         return v.expanduser()
+
+    @model_validator(mode="after")
+    def _check_tenant_guards(self) -> HeshiConfig:
+        for name, tenant in self.tenants.items():
+            if tenant.guard:
+                try:
+                    GuardConfig.model_validate(self.guard.model_dump() | tenant.guard)
+                except ValidationError as exc:
+                    raise ValueError(f"tenants.{name}.guard: {exc}") from exc
+        return self
+
+    def guard_for(self, tenant: str | None) -> GuardConfig:
+        """The guard settings of ``tenant``: the top-level section with its overrides."""
+        overrides = self.tenants[tenant].guard if tenant in self.tenants else None
+        if not overrides:
+            return self.guard
+        try:
+            return GuardConfig.model_validate(self.guard.model_dump() | overrides)
+        except ValidationError as exc:
+            raise ConfigError(f"tenants.{tenant}.guard: {exc}") from exc
 
     def with_overrides(self, **changes: Any) -> HeshiConfig:
         """Return a copy with dotted keys replaced, e.g. ``{"engine.ctx": 8192}``.

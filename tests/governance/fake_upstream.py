@@ -37,6 +37,15 @@ class UpstreamState:
     release: threading.Event = field(default_factory=threading.Event)
     calls: int = 0  # generation requests received
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    reply: str | None = None  # answer with this text (streams: in pieces of 2 characters)
+    echo: bool = False  # answer with the last message's text, as the upstream received it
+
+    def answer(self, body: dict[str, Any]) -> str | None:
+        """The text to answer with, when a test set one (else the default replies)."""
+        if self.echo:
+            messages = body.get("messages") or [{"content": body.get("prompt", "")}]
+            return str(messages[-1].get("content", ""))
+        return self.reply
 
     def usage(self, body: dict[str, Any]) -> dict[str, int]:
         """What this upstream says a request cost."""
@@ -60,14 +69,15 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-def _chunk(index: int) -> bytes:
+def _chunk(index: int, text: str | None = None) -> bytes:
+    content = f"字{index}" if text is None else text
     return _sse(
         {
             "id": "chatcmpl-up",
             "object": "chat.completion.chunk",
             "created": 1,
             "model": UPSTREAM_MODEL,
-            "choices": [{"index": 0, "delta": {"content": f"字{index}"}, "finish_reason": None}],
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
         }
     )
 
@@ -81,10 +91,16 @@ def fake_upstream_app(state: UpstreamState) -> Starlette:
 
     async def stream(body: dict[str, Any]) -> AsyncIterator[bytes]:
         await state.wait_turn()
-        for i in range(state.chunks):
+        answer = state.answer(body)
+        pieces = (
+            [answer[i : i + 2] for i in range(0, len(answer), 2)]
+            if answer is not None
+            else [None] * state.chunks
+        )
+        for i, piece in enumerate(pieces):
             if state.reset_after is not None and i == state.reset_after:
                 raise UpstreamReset("upstream dropped the connection mid-stream")
-            yield _chunk(i)
+            yield _chunk(i, piece)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield _sse(
                 {
@@ -106,10 +122,16 @@ def fake_upstream_app(state: UpstreamState) -> Starlette:
             return StreamingResponse(stream(body), media_type="text/event-stream")
         await state.wait_turn()
         if request.url.path.endswith("/completions") and "messages" not in body:
-            choice: dict[str, Any] = {"index": 0, "text": "好的", "finish_reason": "stop"}
+            text = state.answer(body)
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": "好的" if text is None else text,
+                "finish_reason": "stop",
+            }
             kind = "text_completion"
         else:
-            message = {"role": "assistant", "content": "好的"}
+            text = state.answer(body)
+            message = {"role": "assistant", "content": "好的" if text is None else text}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
             kind = "chat.completion"
         return JSONResponse(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ from heshi.engines.base import JSON, Engine
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.gateway.governance import Governance, Ticket
 from heshi.gateway.metrics import GatewayMetrics
+from heshi.gateway.refusal import refusal_response
 from heshi.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -31,6 +32,7 @@ from heshi.gateway.schemas import (
     parse_request,
 )
 from heshi.gateway.streaming import StreamAccount, sse_frames
+from heshi.guard.stage import GuardStage, Inbound
 from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -66,6 +68,12 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.started = time.time()
         self._context = {m.id: m.context_length for m in self.router.public_models()}
+        self.guard = GuardStage(config, suspend=self._suspend_key)
+
+    def _suspend_key(self, key_id: str, reason: str) -> None:
+        """Store the suspension and reload the key cache so it takes effect at once."""
+        self.gov.keys.suspend(key_id, reason)
+        self.gov.auth.refresh_now()
 
     async def read_json(self, request: Request) -> Any:
         """The request body as JSON; 400 on oversize or malformed input."""
@@ -123,8 +131,18 @@ class Gateway:
 
     async def _generate(self, request: Request, model: type[BaseModel], endpoint: str) -> Response:
         body, plan, ticket = await self._admit(request, model, endpoint)
+        key = ticket.key
+        try:
+            inbound = await self.guard.inbound(
+                key.tenant if key else None, key.id if key else None, body
+            )
+        except BaseException as exc:
+            await self._finish(ticket, None, _failed(ticket, exc))
+            raise
+        if inbound.blocked:
+            return await self._refuse(body, plan, ticket, inbound, endpoint)
         if not body.get("stream"):
-            return await self._unary(body, plan, ticket)
+            return await self._unary(body, plan, ticket, inbound)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         # Always ask for usage so tokens are metered; dropped later if the client didn't ask.
         body["stream_options"] = {"include_usage": True}
@@ -142,12 +160,20 @@ class Gateway:
             usage = acc.usage or {"completion_tokens": acc.token_chunks}
             await self._finish(ticket, usage, int(acc.status))
 
-        frames = sse_frames(routed.value.first, routed.value.rest, account, on_close)
+        first: JSON | None = routed.value.first
+        rest: AsyncIterator[JSON] = routed.value.rest
+        if inbound.config.enabled:
+            rest = self.guard.outbound_stream(inbound, first, rest)
+            first = None
+            headers["x-heshi-guard"] = inbound.verdict
+        frames = sse_frames(first, rest, account, on_close)
         return StreamingResponse(
             frames, media_type="text/event-stream", headers=_SSE_HEADERS | headers
         )
 
-    async def _unary(self, body: JSON, plan: RoutePlan, ticket: Ticket) -> Response:
+    async def _unary(
+        self, body: JSON, plan: RoutePlan, ticket: Ticket, inbound: Inbound | None = None
+    ) -> Response:
         op = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
         status, usage = 200, None
         try:
@@ -161,7 +187,20 @@ class Gateway:
         finally:
             await self._finish(ticket, usage, status)
         result["model"] = plan.model
+        if inbound is not None and inbound.config.enabled:
+            outbound = self.guard.outbound_result(inbound, result)
+            headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
         return json_response(result, headers=headers)
+
+    async def _refuse(
+        self, body: JSON, plan: RoutePlan, ticket: Ticket, inbound: Inbound, endpoint: str
+    ) -> Response:
+        """Answer a blocked prompt with the refusal text; no backend is called."""
+        ticket.backend, ticket.route = "guard", "guard:block"
+        await self._finish(ticket, {"prompt_tokens": 0, "completion_tokens": 0}, 200)
+        refusal = inbound.engine.refusal if inbound.engine else inbound.config.refusal
+        headers = {"x-heshi-guard": "block", "x-request-id": ticket.request_id}
+        return refusal_response(body, plan.model, ticket.request_id, refusal, endpoint, headers)
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models`` (needs a key when keys exist)."""

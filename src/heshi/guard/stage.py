@@ -1,0 +1,309 @@
+"""The guard as a gateway stage: prompts in, generated text out, per tenant.
+
+Inbound (before any backend is called): every message text is screened with the tenant's
+lexicons — a ``block`` verdict answers with the refusal text instead of calling the model
+and counts a violation against the key (``SuspensionTracker``) — and personal
+information is redacted, masked or replaced by per-request placeholders, as the tenant's
+``guard.pii`` says. Outbound: placeholders are restored and the text is screened again;
+on a stream both happen chunk by chunk with the least text held back, and a ``block``
+ends the stream with the refusal and ``finish_reason: "content_filter"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from heshi.config import GuardConfig, HeshiConfig
+from heshi.engines.base import JSON
+from heshi.guard.pii import redact, scan
+from heshi.guard.pseudonym import Pseudonymizer, StreamRestorer
+from heshi.guard.safety import Hit, Lexicon, SafetyEngine, StreamScreener
+
+log = logging.getLogger("heshi.guard")
+
+
+@dataclass
+class Inbound:
+    """What the inbound stage decided for one request."""
+
+    config: GuardConfig
+    engine: SafetyEngine | None
+    hits: list[Hit] = field(default_factory=list)
+    blocked: bool = False
+    pseudonyms: Pseudonymizer | None = None
+    pii_found: int = 0
+
+    @property
+    def verdict(self) -> str:
+        if self.blocked:
+            return "block"
+        actions = {h.action for h in self.hits}
+        return "replace" if "replace" in actions else "flag" if actions else "pass"
+
+
+class SuspensionTracker:
+    """Counts violating requests per key: ``consecutive`` in a row or ``daily`` in one
+    UTC day suspend the key (in memory; the suspension itself is stored with the key)."""
+
+    def __init__(self) -> None:
+        self._streak: dict[str, int] = {}
+        self._daily: dict[str, tuple[str, int]] = {}
+
+    def record(self, key_id: str, violated: bool, config: GuardConfig) -> bool:
+        """Count one request; True when this one crosses a threshold."""
+        if not violated:
+            self._streak.pop(key_id, None)
+            return False
+        today = datetime.now(UTC).date().isoformat()
+        day, count = self._daily.get(key_id, (today, 0))
+        count = count + 1 if day == today else 1
+        self._daily[key_id] = (today, count)
+        streak = self._streak.get(key_id, 0) + 1
+        self._streak[key_id] = streak
+        rules = config.suspension
+        return streak >= rules.consecutive or count >= rules.daily
+
+    def forget(self, key_id: str) -> None:
+        self._streak.pop(key_id, None)
+        self._daily.pop(key_id, None)
+
+
+def _set_item(container: Any, where: Any, value: str) -> None:
+    container[where] = value
+
+
+def _texts(body: JSON) -> list[tuple[Callable[[str], None], str]]:
+    """(setter, text) for every prompt text of a chat or completion body."""
+    out: list[tuple[Callable[[str], None], str]] = []
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append((partial(_set_item, message, "content"), content))
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    out.append((partial(_set_item, part, "text"), part["text"]))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        out.append((partial(_set_item, body, "prompt"), prompt))
+    elif isinstance(prompt, list):
+        for i, item in enumerate(prompt):
+            if isinstance(item, str):
+                out.append((partial(_set_item, prompt, i), item))
+    return out
+
+
+class GuardStage:
+    """Per-process guard state: engines per tenant (built once) and suspensions."""
+
+    def __init__(
+        self, config: HeshiConfig, suspend: Callable[[str, str], Any] | None = None
+    ) -> None:
+        self.config = config
+        self._suspend = suspend  # (key id, reason) → stores the suspension (blocking call)
+        self._engines: dict[str | None, SafetyEngine | None] = {}
+        self.tracker = SuspensionTracker()
+
+    def settings(self, tenant: str | None) -> GuardConfig:
+        return self.config.guard_for(tenant)
+
+    def engine(self, tenant: str | None) -> SafetyEngine | None:
+        if tenant not in self._engines:
+            cfg = self.settings(tenant)
+            if not cfg.enabled or not (cfg.inbound or cfg.outbound):
+                self._engines[tenant] = None
+            else:
+                lexicons = [Lexicon.load(p) for p in cfg.lexicons] or [Lexicon.seed()]
+                merged = lexicons[0]
+                for extra in lexicons[1:]:
+                    merged.terms.update(extra.terms)
+                    merged.risks.update(extra.risks)
+                    merged.allowed.extend(extra.allowed)
+                    merged.version = f"{merged.version}+{extra.name}@{extra.version}"
+                self._engines[tenant] = SafetyEngine(merged, dict(cfg.actions), refusal=cfg.refusal)
+        return self._engines[tenant]
+
+    async def inbound(self, tenant: str | None, key_id: str | None, body: JSON) -> Inbound:
+        """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal."""
+        cfg = self.settings(tenant)
+        result = Inbound(cfg, self.engine(tenant))
+        if not cfg.enabled:
+            return result
+        texts = _texts(body)
+        if cfg.inbound and result.engine is not None:
+            for _, text in texts:
+                result.hits.extend(result.engine.check(text).hits)
+            result.blocked = any(h.action == "block" for h in result.hits)
+        if key_id is not None:
+            await self._count(key_id, result.blocked, cfg)
+        if result.blocked:
+            return result
+        if cfg.pii != "off":
+            pseudonyms = Pseudonymizer() if cfg.pii == "pseudonymize" else None
+            for setter, text in texts:
+                found = scan(text)
+                if not found:
+                    continue
+                result.pii_found += len(found)
+                if pseudonyms is not None:
+                    setter(pseudonyms.protect(text, found))
+                else:
+                    setter(redact(text, found, cfg.pii))
+            result.pseudonyms = pseudonyms if pseudonyms and pseudonyms.active else None
+        return result
+
+    async def _count(self, key_id: str, violated: bool, cfg: GuardConfig) -> None:
+        if not self.tracker.record(key_id, violated, cfg) or self._suspend is None:
+            return
+        reason = (
+            f"guard: {cfg.suspension.consecutive} violations in a row or "
+            f"{cfg.suspension.daily} in a day"
+        )
+        log.warning("暂停密钥 / suspending key %s: %s", key_id, reason)
+        self.tracker.forget(key_id)
+        await asyncio.to_thread(self._suspend, key_id, reason)
+
+    def outbound_text(self, inbound: Inbound, text: str) -> tuple[str, str | None]:
+        """A whole generated text: restored and screened; (text, action)."""
+        if inbound.pseudonyms is not None:
+            text = inbound.pseudonyms.restore(text)
+        if not (inbound.config.enabled and inbound.config.outbound and inbound.engine):
+            return text, None
+        verdict = inbound.engine.check(text)
+        if verdict.blocked:
+            return inbound.engine.refusal, "block"
+        return verdict.text, verdict.action
+
+    def outbound_result(self, inbound: Inbound, result: JSON) -> str | None:
+        """Apply ``outbound_text`` to a unary completion in place; the action taken."""
+        worst: str | None = None
+        for choice in result.get("choices") or ():
+            message = choice.get("message")
+            holder, field_name = (
+                (message, "content")
+                if isinstance(message, dict)
+                else (
+                    choice,
+                    "text",
+                )
+            )
+            text = holder.get(field_name)
+            if not isinstance(text, str):
+                continue
+            holder[field_name], action = self.outbound_text(inbound, text)
+            if action == "block":
+                choice["finish_reason"] = "content_filter"
+            worst = action if action == "block" or worst is None else worst
+        return worst
+
+    async def outbound_stream(
+        self, inbound: Inbound, first: JSON | None, rest: AsyncIterator[JSON]
+    ) -> AsyncIterator[JSON]:
+        """The chunks with placeholders restored and text screened, chunk by chunk.
+
+        Text held back (a possible placeholder, the screening window) is released with
+        the chunk that carries ``finish_reason``, or in one extra chunk when the upstream
+        ends without one.
+        """
+        flow = _TextFlow(inbound)
+        template: JSON | None = None
+        finished = False
+        try:
+            for chunk in [first] if first is not None else []:
+                template = _content_template(chunk) or template
+                finished = finished or _is_final(chunk)
+                yield flow.apply(chunk)
+                if flow.blocked:
+                    return
+            async for chunk in rest:
+                template = _content_template(chunk) or template
+                finished = finished or _is_final(chunk)
+                yield flow.apply(chunk)
+                if flow.blocked:
+                    return
+            if not finished and template is not None:
+                tail = flow.apply(_with_text(template, "", final=True))
+                if _text_of(tail):
+                    yield tail
+        finally:
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
+def _is_final(chunk: JSON) -> bool:
+    choices = chunk.get("choices") or []
+    return bool(choices) and choices[0].get("finish_reason") is not None
+
+
+def _holder(choice: JSON) -> tuple[JSON, str]:
+    delta = choice.get("delta")
+    return (delta, "content") if isinstance(delta, dict) else (choice, "text")
+
+
+def _text_of(chunk: JSON) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    holder, name = _holder(choices[0])
+    value = holder.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _content_template(chunk: JSON) -> JSON | None:
+    return chunk if chunk.get("choices") else None
+
+
+def _with_text(template: JSON, text: str, *, final: bool) -> JSON:
+    choice = dict(template["choices"][0])
+    if isinstance(choice.get("delta"), dict):
+        choice["delta"] = {"content": text}
+    else:
+        choice["text"] = text
+    choice["finish_reason"] = "stop" if final else None
+    return {**template, "choices": [choice]}
+
+
+class _TextFlow:
+    """Restores placeholders and screens the text of successive chunks."""
+
+    def __init__(self, inbound: Inbound) -> None:
+        self._inbound = inbound
+        self._restorer = StreamRestorer(inbound.pseudonyms) if inbound.pseudonyms else None
+        engine = inbound.engine if inbound.config.outbound else None
+        self._screener = StreamScreener(engine) if engine is not None else None
+        self.blocked = False
+
+    def _through(self, text: str, final: bool) -> str:
+        if self._restorer is not None:
+            text = self._restorer.feed(text) + (self._restorer.flush() if final else "")
+        if self._screener is None:
+            return text
+        out, verdict = self._screener.feed(text)
+        if final:
+            tail, last = self._screener.flush()
+            out += tail
+            verdict = last if last.blocked else verdict
+        self.blocked = verdict.blocked
+        return out
+
+    def apply(self, chunk: JSON) -> JSON:
+        choices = chunk.get("choices") or []
+        if not choices:
+            return chunk  # a usage-only chunk
+        choice = choices[0]
+        holder, name = _holder(choice)
+        value = holder.get(name)
+        text = value if isinstance(value, str) else ""
+        final = choice.get("finish_reason") is not None
+        out = self._through(text, final)
+        if self.blocked and self._inbound.engine is not None:
+            holder[name] = self._inbound.engine.refusal
+            choice["finish_reason"] = "content_filter"
+        elif text or final or out:
+            holder[name] = out
+        return chunk
