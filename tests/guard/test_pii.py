@@ -47,6 +47,12 @@ def test_uscc_needs_both_check_characters() -> None:
     assert _types(f"信用代码{wrong}") == []
 
 
+def test_uscc_with_letters_and_email_right_after_chinese() -> None:
+    code = "91110108MA01ABCD5T"  # only 8 digits: found by its structure, not digit count
+    assert _types(f"代码{code}呢") == [("cn_uscc", code)]
+    assert _types("我的邮箱是li@example.com，谢谢") == [("email", "li@example.com")]
+
+
 def test_bank_cards_pass_luhn_or_sit_next_to_a_card_word() -> None:
     assert _types("付款卡 4111 1111 1111 1111") == [("bank_card", "4111 1111 1111 1111")]
     assert _types("流水 4111111111111112 结束") == []  # fails Luhn, no cue

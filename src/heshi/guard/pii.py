@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -60,15 +60,20 @@ LABELS = {
     "address": "地址",
 }
 
-_FOLD = {chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}  # full-width ASCII
-_FOLD["\u3000"] = " "
-_FOLD.update({"—": "-", "–": "-", "－": "-", "‐": "-"})
-_TABLE = str.maketrans(_FOLD)
+# Full-width forms that can be part of an identifier: digits, letters, + - . @ and the
+# ideographic space. Other full-width punctuation (，：（）) is frequent in Chinese prose
+# and never inside an identifier, so it is left alone (and costs nothing).
+_FOLD = {chr(c): chr(c - 0xFEE0) for c in range(0xFF10, 0xFF1A)}  # ０-９
+_FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF21, 0xFF3B)})  # Ａ-Ｚ
+_FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF41, 0xFF5B)})  # ａ-ｚ
+_FOLD.update({"＋": "+", "－": "-", "．": ".", "＠": "@", "\u3000": " "})
+_FOLD.update({"—": "-", "–": "-", "‐": "-"})
+_NEEDS_FOLD = re.compile("[" + "".join(re.escape(c) for c in _FOLD) + "]")
 
 
 def normalize(text: str) -> str:
     """Full-width forms folded to ASCII, one character for one: offsets are kept."""
-    return text.translate(_TABLE)
+    return _NEEDS_FOLD.sub(lambda m: _FOLD[m.group()], text)
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ _LANDLINE = re.compile(
     + _NOT_DIGIT_AFTER
 )
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
@@ -137,9 +142,11 @@ _NAME_BEFORE = re.compile(
     "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(" + _SURNAME + r"[\u4e00-\u9fa5]{1,2})"
     r"(?![\u4e00-\u9fa5]{2})"
 )
-_NAME_AFTER = re.compile(
-    "(" + _SURNAME + r"[\u4e00-\u9fa5]{0,2}?)(?=" + "|".join(NAME_AFTER_CUES) + ")"
-)
+_AFTER_CUE = re.compile("|".join(NAME_AFTER_CUES))
+_NAME_TAIL = re.compile("(" + _SURNAME + r"[\u4e00-\u9fa5]{0,2})$")
+# Runs of ASCII-ish characters: every detector but plates, names and addresses needs one,
+# so Chinese prose is skipped at regex speed instead of being tried by each pattern.
+_ASCII_RUN = re.compile(r"[0-9A-Za-z+(][0-9A-Za-z@._%+\-:() ]{4,}")
 _ADDRESS = re.compile(
     "((?:" + "|".join(ADDRESS_START) + r")"
     r"(?:[\u4e00-\u9fa5]{1,12}?(?:省|自治区|市|自治州|地区|盟|区|县|旗|镇|乡|街道|村|路|街|大道|巷|弄)"
@@ -147,17 +154,58 @@ _ADDRESS = re.compile(
 )
 
 
-def _scan_ids(norm: str, today: date | None) -> Iterator[tuple[str, int, int]]:
-    for m in _RESIDENT_ID.finditer(norm):
+def _ascii_findings(
+    norm: str, lo: int, hi: int, today: date | None
+) -> Iterator[tuple[str, int, int]]:
+    """Detectors of digits-and-letters identifiers, within one ASCII run [lo, hi)."""
+    run = norm[lo:hi]
+    digits = sum(c.isdigit() for c in run)
+    if digits >= 7:
+        yield from _numbers(norm, lo, hi, today, long_run=digits >= 15 or len(run) >= 18)
+    if "@" in run:
+        for m in _EMAIL.finditer(norm, lo, hi):
+            yield "email", m.start(), m.end()
+    if "." in run:
+        for m in _IPV4.finditer(norm, lo, hi):
+            octets = m.group().split(".")
+            if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in octets):
+                yield "ipv4", m.start(), m.end()
+    if ":" in run:
+        for m in _IPV6.finditer(norm, lo, hi):
+            try:
+                ipaddress.IPv6Address(m.group())
+            except ValueError:
+                continue
+            yield "ipv6", m.start(), m.end()
+    if digits >= 7 and any(c.isupper() for c in run):
+        for m in _PASSPORT.finditer(norm, lo, hi):
+            yield "cn_passport", m.start(1), m.end(1)
+        for m in _PERMIT.finditer(norm, lo, hi):
+            yield "hk_macau_permit", m.start(1), m.end(1)
+
+
+def _numbers(
+    norm: str, lo: int, hi: int, today: date | None, *, long_run: bool
+) -> Iterator[tuple[str, int, int]]:
+    """Resident IDs, USCCs and cards (15+ digits), phones (7+)."""
+    if long_run:
+        yield from _long_numbers(norm, lo, hi, today)
+    for m in _MOBILE.finditer(norm, lo, hi):
+        yield "cn_mobile", m.start(), m.end()
+    for m in _LANDLINE.finditer(norm, lo, hi):
+        yield "cn_landline", m.start(1), m.end(1)
+
+
+def _long_numbers(
+    norm: str, lo: int, hi: int, today: date | None
+) -> Iterator[tuple[str, int, int]]:
+    for m in _RESIDENT_ID.finditer(norm, lo, hi):
         if valid_resident_id(_digits(m.group(1)), today):
             yield "cn_resident_id", m.start(1), m.end(1)
-    for m in _USCC.finditer(norm):
+    for m in _USCC.finditer(norm, lo, hi):
         if valid_uscc(m.group(1)):
             yield "cn_uscc", m.start(1), m.end(1)
-
-
-def _scan_cards(norm: str) -> Iterator[tuple[str, int, int]]:
-    for m in _CARD.finditer(norm):
+    for m in _CARD.finditer(norm, lo, hi):
         digits = _digits(m.group(1))
         if not 16 <= len(digits) <= 19:
             continue
@@ -166,53 +214,20 @@ def _scan_cards(norm: str) -> Iterator[tuple[str, int, int]]:
             yield "bank_card", m.start(1), m.end(1)
 
 
-def _scan_phones(norm: str) -> Iterator[tuple[str, int, int]]:
-    for m in _MOBILE.finditer(norm):
-        yield "cn_mobile", m.start(), m.end()
-    for m in _LANDLINE.finditer(norm):
-        yield "cn_landline", m.start(1), m.end(1)
-
-
-def _scan_net(norm: str) -> Iterator[tuple[str, int, int]]:
-    for m in _EMAIL.finditer(norm):
-        yield "email", m.start(), m.end()
-    for m in _IPV4.finditer(norm):
-        if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in m.group().split(".")):
-            yield "ipv4", m.start(), m.end()
-    for m in _IPV6.finditer(norm):
-        try:
-            ipaddress.IPv6Address(m.group())
-        except ValueError:
-            continue
-        yield "ipv6", m.start(), m.end()
-
-
-def _scan_documents(norm: str) -> Iterator[tuple[str, int, int]]:
-    for m in _PASSPORT.finditer(norm):
-        yield "cn_passport", m.start(1), m.end(1)
-    for m in _PERMIT.finditer(norm):
-        yield "hk_macau_permit", m.start(1), m.end(1)
+def _chinese_findings(norm: str) -> Iterator[tuple[str, int, int]]:
+    """Detectors anchored on Chinese characters: plates, names, addresses."""
     for m in _PLATE.finditer(norm):
         yield "cn_license_plate", m.start(1), m.end(1)
-
-
-def _scan_people(norm: str) -> Iterator[tuple[str, int, int]]:
     for m in _NAME_BEFORE.finditer(norm):
         yield "person_name", m.start(1), m.end(1)
-    for m in _NAME_AFTER.finditer(norm):
-        if m.end(1) - m.start(1) >= 1:
-            yield "person_name", m.start(1), m.end(1)
+    for cue in _AFTER_CUE.finditer(norm):
+        tail = _NAME_TAIL.search(norm, max(0, cue.start() - 5), cue.start())
+        if tail is not None:
+            yield "person_name", tail.start(1), tail.end(1)
     for m in _ADDRESS.finditer(norm):
         yield "address", m.start(1), m.end(1)
 
 
-_SCANNERS: tuple[Callable[[str], Iterator[tuple[str, int, int]]], ...] = (
-    _scan_cards,
-    _scan_phones,
-    _scan_net,
-    _scan_documents,
-    _scan_people,
-)
 # When two findings overlap, the more specific (checksummed, longer) one wins.
 _PRIORITY = {t: i for i, t in enumerate(TYPES)}
 
@@ -222,18 +237,18 @@ def scan(
 ) -> list[Finding]:
     """Every piece of personal information in ``text``, in order, without overlaps."""
     norm = normalize(text)
-    raw = list(_scan_ids(norm, today))
-    for scanner in _SCANNERS:
-        raw.extend(scanner(norm))
+    raw = list(_chinese_findings(norm))
+    for run in _ASCII_RUN.finditer(norm):
+        raw.extend(_ascii_findings(norm, run.start(), run.end(), today))
     if types is not None:
         raw = [r for r in raw if r[0] in types]
     raw.sort(key=lambda r: (_PRIORITY[r[0]], -(r[2] - r[1]), r[1]))
-    taken: list[tuple[int, int]] = []
+    taken = bytearray(len(text))  # characters already inside a kept finding
     kept: list[Finding] = []
     for kind, start, end in raw:
-        if any(start < e and s < end for s, e in taken):
+        if any(taken[start:end]):
             continue
-        taken.append((start, end))
+        taken[start:end] = b"\x01" * (end - start)
         kept.append(Finding(kind, start, end, text[start:end]))
     return sorted(kept, key=lambda f: f.start)
 
