@@ -145,6 +145,17 @@ class GuardConfig(_Strict):
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
 
 
+class AigcConfig(_Strict):
+    """AI-generated content labels (GB 45438-2025) on every generation (docs/guard.md)."""
+
+    enabled: bool = False
+    uscc: str | None = None  # the provider's Unified Social Credit Code (18 characters)
+    model_code: str | None = None  # 4 characters naming the service/model, or none
+    explicit: Literal["start", "end", "off"] = "end"  # visible label in the text
+    wording: str = "本内容由人工智能生成 / AI-generated content"
+    key_env: str = "HESHI_AIGC_KEY"  # env var holding the HMAC key for ReservedCode1
+
+
 class TenantConfig(_Strict):
     """Limits shared by all keys of one tenant (each key may have its own, too)."""
 
@@ -207,6 +218,7 @@ class HeshiConfig(_Strict):
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    aigc: AigcConfig = Field(default_factory=AigcConfig)
 
     @field_validator("home")
     @classmethod

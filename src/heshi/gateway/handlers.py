@@ -32,6 +32,8 @@ from heshi.gateway.schemas import (
     parse_request,
 )
 from heshi.gateway.streaming import StreamAccount, sse_frames
+from heshi.guard.aigc import new_produce_id
+from heshi.guard.labels import Labeller
 from heshi.guard.stage import GuardStage, Inbound
 from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
 
@@ -43,6 +45,16 @@ def json_response(
 ) -> Response:
     """A JSON response serialised with orjson."""
     return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
+
+
+async def _prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    try:
+        if first is not None:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def _headers(ticket: Ticket, routed: Routed[Any]) -> dict[str, str]:
@@ -69,6 +81,7 @@ class Gateway:
         self.started = time.time()
         self._context = {m.id: m.context_length for m in self.router.public_models()}
         self.guard = GuardStage(config, suspend=self._suspend_key)
+        self.labeller = Labeller(config.aigc) if config.aigc.enabled else None
 
     def _suspend_key(self, key_id: str, reason: str) -> None:
         """Store the suspension and reload the key cache so it takes effect at once."""
@@ -166,6 +179,11 @@ class Gateway:
             rest = self.guard.outbound_stream(inbound, first, rest)
             first = None
             headers["x-heshi-guard"] = inbound.verdict
+        if self.labeller is not None:
+            produce_id = new_produce_id()
+            rest = self.labeller.label_stream(produce_id, _prepend(first, rest))
+            first = None
+            headers["x-aigc-produce-id"] = produce_id
         frames = sse_frames(first, rest, account, on_close)
         return StreamingResponse(
             frames, media_type="text/event-stream", headers=_SSE_HEADERS | headers
@@ -190,6 +208,8 @@ class Gateway:
         if inbound is not None and inbound.config.enabled:
             outbound = self.guard.outbound_result(inbound, result)
             headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
+        if self.labeller is not None and ticket.endpoint != "embeddings":
+            headers["x-aigc-label"] = self.labeller.label_result(result)
         return json_response(result, headers=headers)
 
     async def _refuse(

@@ -1,0 +1,104 @@
+"""AIGC labels on gateway responses (GB 45438-2025; the label itself: ``heshi.guard.aigc``).
+
+Every generated answer gets the explicit label in its text (``aigc.explicit``: at the
+start or end; ``off`` for API callers that show their own notice) and the implicit label
+``{"AIGC": {...}}``: as a top-level ``AIGC`` field of the response body and an
+``x-aigc-label`` header for plain responses; for streams, ``x-aigc-produce-id`` in the
+headers and one last chunk with the ``AIGC`` object (its ReservedCode1 is an HMAC over the
+whole streamed text, known only at the end).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from heshi.config import AigcConfig
+from heshi.engines.base import JSON
+from heshi.errors import ConfigError
+from heshi.guard.aigc import (
+    ImplicitLabel,
+    check_wording,
+    explicit_label,
+    header_value,
+    new_produce_id,
+    producer_code,
+    reserved_code,
+)
+
+
+class Labeller:
+    """Labels for one gateway (producer code and key resolved once, at startup)."""
+
+    def __init__(self, config: AigcConfig) -> None:
+        self.config = config
+        if not config.uscc:
+            raise ConfigError("aigc.enabled 需要 aigc.uscc / aigc.enabled needs aigc.uscc")
+        self.producer = producer_code(config.uscc, model_code=config.model_code)
+        check_wording(config.wording)
+        key = os.environ.get(config.key_env, "")
+        if not key:
+            raise ConfigError(
+                f"未设置 AIGC 签名密钥环境变量 {config.key_env} / the AIGC signing key env var "
+                f"{config.key_env} is not set"
+            )
+        self._key = key
+
+    def label(self, content: str, produce_id: str | None = None) -> ImplicitLabel:
+        pid = produce_id or new_produce_id()
+        code = reserved_code(content, self._key, label="1", producer=self.producer, produce_id=pid)
+        return ImplicitLabel(self.producer, pid, label="1", reserved_code1=code)
+
+    def label_result(self, result: JSON) -> str:
+        """Explicit label into each choice's text, implicit label into the body; the header."""
+        texts = []
+        for choice in result.get("choices") or ():
+            message = choice.get("message")
+            holder, name = (message, "content") if isinstance(message, dict) else (choice, "text")
+            if isinstance(holder.get(name), str):
+                holder[name] = explicit_label(
+                    holder[name], self.config.explicit, self.config.wording
+                )
+                texts.append(holder[name])
+        implicit = self.label("".join(texts))
+        result.update(implicit.as_json())
+        return header_value(implicit)
+
+    async def label_stream(
+        self, produce_id: str, chunks: AsyncIterator[JSON]
+    ) -> AsyncIterator[JSON]:
+        """The chunks with the explicit label at the start or end and a last ``AIGC`` chunk."""
+        position, wording = self.config.explicit, self.config.wording
+        started, ended = False, False
+        text: list[str] = []
+        template: JSON | None = None
+        async for chunk in chunks:
+            choices = chunk.get("choices") or []
+            if choices:
+                template = chunk
+                choice = choices[0]
+                delta = choice.get("delta")
+                holder, name = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+                value = holder.get(name) if isinstance(holder.get(name), str) else None
+                if position == "start" and not started and value is not None:
+                    holder[name] = f"{wording}\n\n{value}"
+                    started = True
+                if position == "end" and choice.get("finish_reason") is not None and not ended:
+                    holder[name] = (holder.get(name) or "") + f"\n\n{wording}"
+                    ended = True
+                if isinstance(holder.get(name), str):
+                    text.append(holder[name])
+            yield chunk
+        base = {k: template[k] for k in ("id", "object", "created", "model")} if template else {}
+        if position == "end" and not ended and template is not None:
+            # The upstream ended without a finish chunk: the label goes in one of its own.
+            choice = dict(template["choices"][0])
+            if isinstance(choice.get("delta"), dict):
+                choice["delta"] = {"content": f"\n\n{wording}"}
+            else:
+                choice["text"] = f"\n\n{wording}"
+            choice["finish_reason"] = None
+            text.append(f"\n\n{wording}")
+            yield {**base, "choices": [choice]}
+        implicit = self.label("".join(text), produce_id)
+        yield {**base, "choices": [], **implicit.as_json()}
