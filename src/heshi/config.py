@@ -126,6 +126,7 @@ class AuthConfig(_Strict):
 class SuspensionConfig(_Strict):
     """When a key is suspended for violating input (an admin resumes it)."""
 
+    enabled: bool = True  # false for e.g. the tenant that runs `heshi eval safety`
     consecutive: int = Field(default=3, ge=1)  # violations in a row
     daily: int = Field(default=5, ge=1)  # violations in one UTC day
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from heshi import __version__
+from heshi.cli import audit as audit_cli
+from heshi.cli import evaluate as evaluate_cli
 from heshi.cli import guard as guard_cli
 from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
@@ -24,6 +26,8 @@ app.add_typer(keys_cli.app, name="keys")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
 app.add_typer(guard_cli.app, name="guard")
+app.add_typer(evaluate_cli.app, name="eval")
+app.add_typer(audit_cli.app, name="audit")
 
 
 @app.command("version")

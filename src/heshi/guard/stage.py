@@ -140,7 +140,7 @@ class GuardStage:
             for _, text in texts:
                 result.hits.extend(result.engine.check(text).hits)
             result.blocked = any(h.action == "block" for h in result.hits)
-        if key_id is not None:
+        if key_id is not None and cfg.suspension.enabled:
             await self._count(key_id, result.blocked, cfg)
         if result.blocked:
             return result

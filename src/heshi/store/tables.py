@@ -122,3 +122,30 @@ usage_pruned_totals = Table(
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
 )
+
+# The tamper-evident audit log (heshi.audit): one row per audited request, hash-chained
+# by seq. A "checkpoint" row replaces the last record removed by retention pruning; it
+# keeps that record's seq and hash and carries an HMAC signature instead of content.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Assigned by the writer (tail + 1); the primary key stops two writers appending the
+    # same position, and the loser retries.
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # record | checkpoint
+    Column("ts", UtcDateTime, nullable=False, index=True),
+    Column("tenant", String(64), nullable=True),  # NULL only on checkpoints
+    Column("key_id", String(32), nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("client_ip", String(45), nullable=True),  # longest IPv6 text form
+    Column("input", Text, nullable=True),  # masked by the caller
+    Column("output", Text, nullable=True),  # masked by the caller
+    Column("verdicts", JSON, nullable=True),  # [{category, risk, level, action}]
+    Column("lexicon_version", String(128), nullable=True),
+    Column("policy_version", String(128), nullable=True),
+    Column("model_version", String(128), nullable=True),
+    Column("prev_hash", String(64), nullable=True),  # NULL only on checkpoints
+    Column("hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=True),  # HMAC-SHA256 hex, checkpoints only
+    Index("ix_audit_log_tenant_ts", "tenant", "ts"),
+)

@@ -1,0 +1,258 @@
+"""``AuditLog``: append, verify and prune the hash-chained audit log in SQL.
+
+Appending reads the tail and inserts at ``tail + 1`` in one transaction. Within a process
+a lock per ``Database`` orders writers; across processes (gateway replicas) the primary
+key on ``seq`` lets only one writer take a position, and the other retries on the new
+tail. SQLite's ``BEGIN IMMEDIATE`` already serialises whole transactions.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import weakref
+from collections.abc import Generator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from heshi.audit.chain import ChainChecker, Issue, VerifyReport
+from heshi.audit.export import ExportFormat, export_lines
+from heshi.audit.records import (
+    CHECKPOINT,
+    GENESIS_HASH,
+    RECORD,
+    AuditChainBroken,
+    AuditEntry,
+    AuditRecord,
+    checked_key,
+    new_record,
+    sign_checkpoint,
+)
+from heshi.store.db import Database
+from heshi.store.tables import audit_log
+
+DEFAULT_RETENTION_DAYS = 180  # Cybersecurity Law art. 21: network logs kept ≥ 6 months
+PRUNE_CHUNK_ROWS = 5000  # rows removed per transaction; each leaves a verifiable log
+READ_BATCH_ROWS = 1000
+MAX_APPEND_RETRIES = 50
+_PG_PRUNE_LOCK = 0x61756474  # advisory-lock id ("audt"): one pruner at a time
+
+_locks: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune`` did: records removed and the checkpoint now heading the log."""
+
+    removed: int
+    checkpoint_seq: int | None  # None when nothing was old enough
+    cutoff: datetime
+
+
+class AuditLog:
+    """The audit log in ``db``.
+
+    ``key`` (≥ 32 bytes) signs checkpoints when pruning and checks them when verifying;
+    it is only required once a checkpoint exists or is to be written.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        key: bytes | str | None = None,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
+        self.db = db
+        self._key = key
+        self.retention_days = retention_days
+        with _locks_guard:
+            self._lock = _locks.setdefault(db, threading.Lock())
+
+    def append(self, entry: AuditEntry) -> AuditRecord:
+        """Add one record at the end of the chain; returns it with its seq and hash."""
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Add ``entries`` in order, in one transaction (how a batching writer flushes).
+
+        Raises ``StoreUnavailable`` when the database is down or the retries run out.
+        """
+        if not entries:
+            return []
+        with self._lock, self.db.outage_as_unavailable():
+            attempt = 0
+            while True:
+                try:
+                    with self.db.begin() as conn:
+                        return self._append(conn, entries)
+                except IntegrityError as exc:
+                    attempt += 1
+                    if not _is_unique_violation(exc) or attempt > MAX_APPEND_RETRIES:
+                        raise
+                    # Another process took this seq; back off a little and read the new tail.
+                    time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+
+    def _append(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        c = audit_log.c
+        tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+        seq, prev = (int(tail.seq), str(tail.hash)) if tail else (0, GENESIS_HASH)
+        now = datetime.now(UTC)
+        records = []
+        for entry in entries:
+            seq += 1
+            record = new_record(entry, seq=seq, prev_hash=prev, now=now)
+            records.append(record)
+            prev = record.hash
+        conn.execute(insert(audit_log), [_row(r) for r in records])
+        return records
+
+    def records(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Sequence[str] = (RECORD, CHECKPOINT),
+    ) -> Generator[AuditRecord]:
+        """Rows in ``seq`` order from one consistent snapshot, fetched in batches.
+
+        ``since``/``until`` filter on ``ts`` (``[since, until)``).
+        """
+        c = audit_log.c
+        query = select(audit_log).where(c.kind.in_(list(kinds))).order_by(c.seq)
+        if since is not None:
+            query = query.where(c.ts >= since)
+        if until is not None:
+            query = query.where(c.ts < until)
+        with (
+            self.db.outage_as_unavailable(),
+            self.db.read() as conn,
+            conn.execution_options(yield_per=READ_BATCH_ROWS).execute(query) as result,
+        ):
+            for row in result.mappings():
+                yield AuditRecord.from_row(row)
+
+    def export(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        fmt: ExportFormat = "jsonl",
+    ) -> Generator[str]:
+        """Records (not checkpoints) with ``since <= ts < until`` as JSONL or CSV lines."""
+        return export_lines(self.records(since=since, until=until, kinds=(RECORD,)), fmt)
+
+    def verify(self) -> VerifyReport:
+        """Check the whole chain; the report names every edited, inserted or missing record.
+
+        Raises ``AuditKeyMissing`` when the log starts from a checkpoint and no key was
+        given (it cannot be trusted unchecked).
+        """
+        key = (
+            None
+            if self._key is None
+            else checked_key(self._key, zh="检查审计检查点", en="checking an audit checkpoint")
+        )
+        checker = ChainChecker(key)
+        with closing(self.records()) as records:  # an error must not leave a cursor open
+            for record in records:
+                checker.feed(record)
+        return checker.report
+
+    def prune(
+        self,
+        days: int | None = None,
+        *,
+        now: datetime | None = None,
+        chunk_rows: int = PRUNE_CHUNK_ROWS,
+    ) -> PruneResult:
+        """Remove records older than ``days`` (default: the retention) from the head.
+
+        Only a prefix is removed: a record younger than the cutoff keeps everything after
+        it. Each chunk checks the rows it removes (refusing, with ``AuditChainBroken``,
+        to sign over tampering), deletes them and writes a signed checkpoint in place of
+        the last one, in one transaction. Requires the key (``AuditKeyMissing``).
+        """
+        key = checked_key(self._key, zh="剪除审计日志", en="pruning the audit log")
+        days = self.retention_days if days is None else days
+        if days < 1:
+            raise ValueError("days must be ≥ 1")
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=days)
+        removed, checkpoint = 0, None
+        with self.db.outage_as_unavailable():
+            while True:
+                with self.db.begin() as conn:
+                    if self.db.dialect_name == "postgresql":
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PRUNE_LOCK}
+                        )
+                    step = _prune_chunk(conn, key, cutoff, now, chunk_rows)
+                if step is None:
+                    return PruneResult(removed, checkpoint, cutoff)
+                removed += step[0]
+                checkpoint = step[1]
+
+
+def _prune_chunk(
+    conn: Connection, key: bytes, cutoff: datetime, now: datetime, chunk_rows: int
+) -> tuple[int, int] | None:
+    """Prune up to ``chunk_rows`` records; (records removed, checkpoint seq) or None."""
+    c = audit_log.c
+    first = conn.execute(select(c.seq, c.kind).order_by(c.seq).limit(1)).first()
+    if first is None:
+        return None
+    young = conn.execute(
+        select(func.min(c.seq)).where(c.kind == RECORD, c.ts >= cutoff)
+    ).scalar_one_or_none()
+    if young is None:
+        boundary = conn.execute(select(func.max(c.seq)).where(c.kind == RECORD)).scalar()
+        if boundary is None:
+            return None
+    else:
+        boundary = young - 1
+    start = int(first.seq) + (1 if first.kind == CHECKPOINT else 0)
+    if boundary < start:
+        return None
+    end = min(int(boundary), start + chunk_rows - 1)
+    rows = conn.execute(select(audit_log).where(c.seq <= end).order_by(c.seq)).mappings()
+    checker = ChainChecker(key)
+    last: AuditRecord | None = None
+    for row in rows:
+        last = AuditRecord.from_row(row)
+        checker.feed(last)
+    report = checker.report
+    if last is None or last.seq != end or last.kind != RECORD:
+        report.issues.insert(0, Issue(end, "gap", f"seq {end} missing / 缺失"))
+        report.issue_count += 1
+    if not report.intact:
+        raise AuditChainBroken(
+            f"审计日志已损坏，拒绝剪除 / the audit log is broken, refusing to prune: "
+            f"{report.issues[0]} (run heshi audit verify)"
+        )
+    assert last is not None
+    conn.execute(delete(audit_log).where(c.seq <= end))
+    signature = sign_checkpoint(key, end, last.hash, now)
+    conn.execute(
+        insert(audit_log).values(
+            seq=end, kind=CHECKPOINT, ts=now, hash=last.hash, signature=signature
+        )
+    )
+    return report.records, end
+
+
+def _row(record: AuditRecord) -> dict[str, Any]:
+    row = record.as_json()
+    row["ts"] = record.ts
+    return row
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)

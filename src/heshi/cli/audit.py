@@ -1,0 +1,181 @@
+"""``heshi audit``: verify, export and prune the audit log (local administrators only).
+
+The commands open the configured database directly; no HTTP endpoint exposes the log.
+The checkpoint signing key comes from the environment variable ``HESHI_AUDIT_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Generator
+from contextlib import closing
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+
+from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
+from heshi.cli.database import ConfigOption, open_database, parse_time
+from heshi.cli.reporting import reporting_errors
+from heshi.errors import ConfigError
+
+KEY_ENV = "HESHI_AUDIT_KEY"
+SHOWN_ISSUES = 20
+
+app = typer.Typer(
+    help="审计日志：校验、导出、剪除（仅限本机管理员）。"
+    "/ The audit log: verify, export, prune (local administrators only).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class Format(StrEnum):
+    """Export formats."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _key() -> str | None:
+    return os.environ.get(KEY_ENV) or None
+
+
+@app.command(
+    "verify",
+    help="校验哈希链；完整时退出码 0，否则 1 并指出第一条损坏的记录。"
+    "/ Check the hash chain: exit 0 when intact, else 1 naming the first broken record.",
+)
+def verify(config: ConfigOption = None) -> None:
+    """Check every record's hash, link and sequence number, and the checkpoint signature."""
+    with reporting_errors(), open_database(config) as db:
+        report = AuditLog(db, key=_key()).verify()
+    typer.echo(report.summary())
+    if report.intact:
+        return
+    err = Console(stderr=True)
+    err.print(
+        f"审计日志已被篡改 / the audit log has been tampered with: {report.issues[0]}",
+        style="red",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for issue in report.issues[1:SHOWN_ISSUES]:
+        err.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+    if report.issue_count > SHOWN_ISSUES:
+        err.print(f"  … {report.issue_count - SHOWN_ISSUES} more / 更多", markup=False)
+    raise typer.Exit(1)
+
+
+@app.command(
+    "export",
+    help="导出时间范围内的审计记录（JSON Lines 或 CSV）。"
+    "/ Export the records of a time range as JSON Lines or CSV.",
+)
+def export(
+    since: Annotated[
+        str,
+        typer.Option("--since", help="起始：2026-11-01 或 7d / From: 2026-11-01 or 7d."),
+    ] = "30d",
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="截止（不含）：2026-12-01 或 1d / Until (exclusive): 2026-12-01 or 1d.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="格式 / Format.")] = Format.jsonl,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="写入文件（默认标准输出）/ Write to FILE (default stdout).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stream records with ``since <= ts < until`` (UTC) in sequence order."""
+    now = datetime.now(UTC)
+    with reporting_errors():
+        start = parse_time(since, option="--since", now=now, future=False)
+        end = None if until is None else parse_time(until, option="--until", now=now, future=False)
+        with open_database(config) as db:
+            lines = AuditLog(db).export(start, end, fmt.value)
+            if out is None:
+                _write(lines, sys.stdout)
+            else:
+                _write_file(lines, out)
+
+
+@app.command(
+    "prune",
+    help=f"删除超过保留期的记录并写入签名检查点（默认 {DEFAULT_RETENTION_DAYS} 天）。"
+    f"/ Remove records past retention behind a signed checkpoint "
+    f"(default {DEFAULT_RETENTION_DAYS} days).",
+)
+def prune(
+    days: Annotated[
+        int, typer.Option("--days", help="保留天数 / Keep this many days.", min=1)
+    ] = DEFAULT_RETENTION_DAYS,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help=f"允许少于 {DEFAULT_RETENTION_DAYS} 天 / Allow fewer than "
+            f"{DEFAULT_RETENTION_DAYS} days.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Checks the records it removes first and refuses to sign over a broken chain."""
+    with reporting_errors():
+        if days < DEFAULT_RETENTION_DAYS and not force:
+            raise ConfigError(
+                f"网络日志须保留至少 {DEFAULT_RETENTION_DAYS} 天（《网络安全法》第二十一条）；"
+                f"确需更短请加 --force / logs must be kept at least {DEFAULT_RETENTION_DAYS} "
+                f"days (Cybersecurity Law art. 21); add --force to keep fewer"
+            )
+        with open_database(config) as db:
+            result = AuditLog(db, key=_key()).prune(days)
+    cutoff = result.cutoff.strftime("%Y-%m-%d %H:%M")
+    if result.checkpoint_seq is None:
+        typer.echo(f"没有早于 {cutoff} UTC 的记录 / nothing older than {cutoff} UTC")
+    else:
+        typer.echo(
+            f"已删除 {result.removed} 条早于 {cutoff} UTC 的记录，检查点 seq "
+            f"{result.checkpoint_seq} / removed {result.removed} records older than {cutoff} "
+            f"UTC; checkpoint at seq {result.checkpoint_seq}"
+        )
+
+
+def _write(lines: Generator[str], stream: TextIO) -> None:
+    with closing(lines):  # a failed write must not leave the database cursor open
+        for line in lines:
+            stream.write(line)
+    stream.flush()
+
+
+def _write_file(lines: Generator[str], out: Path) -> None:
+    """Write next to ``out`` and rename: a failed export never leaves half a file."""
+    folder = out.expanduser().resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"无法写入 {out} / cannot write {out}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
+            _write(lines, stream)
+        os.chmod(tmp, 0o600)  # masked, but still personal data: owner only
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
