@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from heshi.audit import AuditLog
 from heshi.config import GuardConfig, HeshiConfig, TenantConfig
+from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import (
     GatewayFactory,
@@ -147,3 +149,35 @@ def test_three_violations_in_a_row_suspend_the_key(
     with httpx.Client(timeout=30) as client:
         r = client.post(url, json=chat_body("你好"), headers=bearer(plaintext))
         assert r.status_code == 200
+
+
+def test_guarded_requests_are_written_to_the_audit_log_masked(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path,
+    store_db: Database,
+) -> None:  # fmt: skip
+    plaintext, key = keys.create("acme", "cs")
+    upstream.state.echo = True
+    gw = start_gateway(_config(home, upstream))
+    url = gw.url + "/v1/chat/completions"
+    with httpx.Client(timeout=30) as client:
+        ok = client.post(
+            url, json=chat_body("手机13800138000，帮我查订单"), headers=bearer(plaintext)
+        )
+        blocked = client.post(url, json=chat_body("哪里能买到冰毒"), headers=bearer(plaintext))
+        streamed = client.post(
+            url, json=chat_body("手机13900139000", stream=True), headers=bearer(plaintext)
+        )
+    assert gw.gov.audit.flush(10)
+    records = list(AuditLog(store_db).records(kinds=("record",)))
+    by_id = {r.request_id: r for r in records}
+    first = by_id[ok.headers["x-request-id"]]
+    assert first.input == "手机138****8000，帮我查订单"  # masked, never the number
+    assert first.output == "手机138****8000，帮我查订单"  # the restored answer, masked again
+    assert (first.tenant, first.key_id, first.client_ip) == ("acme", key.id, "127.0.0.1")
+    assert first.lexicon_version and first.lexicon_version.startswith("heshi-seed@")
+    refused = by_id[blocked.headers["x-request-id"]]
+    assert [(v["category"], v["risk"], v["level"], v["action"]) for v in refused.verdicts] == [
+        ("drugs", "A8", "inbound", "block")
+    ]
+    assert by_id[streamed.headers["x-request-id"]].output == "手机139****9000"
+    assert AuditLog(store_db).verify().intact

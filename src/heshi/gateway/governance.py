@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from heshi.audit.log import AuditLog
+from heshi.audit.writer import AuditWriter
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, asked_completion_tokens
 from heshi.errors import AdmissionUnavailable
@@ -101,6 +103,8 @@ class Governance:
             spool_dir=config.home / "ledger-spool",
         )
         self._pruner: asyncio.Task[None] | None = None
+        # Guard verdicts of every guarded request (docs/audit.md); read only by `heshi audit`.
+        self.audit = AuditWriter(AuditLog(self.db))
         self._unseeded: dict[tuple[str, str], int] | None = None  # spend not yet in counters
         self._tenant_scopes = {  # tenant limits are static configuration
             name: Scope("tenant", name, Limits(t.rpm, t.tpm, t.budget_tokens))
@@ -112,6 +116,7 @@ class Governance:
         self.config.home.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
         self.ledger.start()
+        self.audit.start()
         # Rows an earlier run left on disk (its spool, or the journal of a killed process)
         # were charged to budgets: write them before reading what was spent.
         if not await asyncio.to_thread(self.ledger.flush):
@@ -152,6 +157,7 @@ class Governance:
                 await self._pruner
         await self.auth.close()
         self.ledger.close()
+        self.audit.close()
         await self.admission.close()
         self.db.dispose()
 

@@ -153,9 +153,10 @@ class Gateway:
             await self._finish(ticket, None, _failed(ticket, exc))
             raise
         if inbound.blocked:
+            self._audit(request, ticket, inbound)
             return await self._refuse(body, plan, ticket, inbound, endpoint)
         if not body.get("stream"):
-            return await self._unary(body, plan, ticket, inbound)
+            return await self._unary(body, plan, ticket, inbound, request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         # Always ask for usage so tokens are metered; dropped later if the client didn't ask.
         body["stream_options"] = {"include_usage": True}
@@ -172,6 +173,7 @@ class Gateway:
             ticket.first_token_at = acc.first_token_at
             usage = acc.usage or {"completion_tokens": acc.token_chunks}
             await self._finish(ticket, usage, int(acc.status))
+            self._audit(request, ticket, inbound)
 
         first: JSON | None = routed.value.first
         rest: AsyncIterator[JSON] = routed.value.rest
@@ -190,7 +192,12 @@ class Gateway:
         )
 
     async def _unary(
-        self, body: JSON, plan: RoutePlan, ticket: Ticket, inbound: Inbound | None = None
+        self,
+        body: JSON,
+        plan: RoutePlan,
+        ticket: Ticket,
+        inbound: Inbound | None = None,
+        request: Request | None = None,
     ) -> Response:
         op = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
         status, usage = 200, None
@@ -208,9 +215,27 @@ class Gateway:
         if inbound is not None and inbound.config.enabled:
             outbound = self.guard.outbound_result(inbound, result)
             headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
+            self._audit(request, ticket, inbound)
         if self.labeller is not None and ticket.endpoint != "embeddings":
             headers["x-aigc-label"] = self.labeller.label_result(result)
         return json_response(result, headers=headers)
+
+    def _audit(self, request: Request | None, ticket: Ticket, inbound: Inbound) -> None:
+        """Queue the guarded request's audit record (masked texts, verdicts, versions)."""
+        if not inbound.config.enabled:
+            return
+        key = ticket.key
+        client = request.client.host if request is not None and request.client else None
+        self.gov.audit.submit(
+            self.guard.audit_entry(
+                inbound,
+                tenant=key.tenant if key else "-",
+                key_id=key.id if key else None,
+                request_id=ticket.request_id,
+                client_ip=client,
+                model=f"{ticket.public_model}->{ticket.backend or '-'}",
+            )
+        )
 
     async def _refuse(
         self, body: JSON, plan: RoutePlan, ticket: Ticket, inbound: Inbound, endpoint: str

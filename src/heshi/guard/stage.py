@@ -12,6 +12,7 @@ ends the stream with the refusal and ``finish_reason: "content_filter"``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON
 from heshi.guard.pii import redact, scan
@@ -38,6 +40,9 @@ class Inbound:
     blocked: bool = False
     pseudonyms: Pseudonymizer | None = None
     pii_found: int = 0
+    prompt: str = ""  # the prompt texts as received (masked before the audit log)
+    out_hits: list[Hit] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)  # the answer as sent to the caller
 
     @property
     def verdict(self) -> str:
@@ -72,6 +77,10 @@ class SuspensionTracker:
     def forget(self, key_id: str) -> None:
         self._streak.pop(key_id, None)
         self._daily.pop(key_id, None)
+
+
+def _masked(text: str) -> str:
+    return redact(text, scan(text), "mask")
 
 
 def _set_item(container: Any, where: Any, value: str) -> None:
@@ -136,6 +145,7 @@ class GuardStage:
         if not cfg.enabled:
             return result
         texts = _texts(body)
+        result.prompt = "\n".join(text for _, text in texts)
         if cfg.inbound and result.engine is not None:
             for _, text in texts:
                 result.hits.extend(result.engine.check(text).hits)
@@ -169,6 +179,39 @@ class GuardStage:
         self.tracker.forget(key_id)
         await asyncio.to_thread(self._suspend, key_id, reason)
 
+    def audit_entry(
+        self,
+        inbound: Inbound,
+        *,
+        tenant: str,
+        key_id: str | None,
+        request_id: str,
+        client_ip: str | None,
+        model: str,
+    ) -> AuditEntry:
+        """What the audit log keeps of one guarded request: texts with PII masked."""
+        verdicts = [
+            {"category": h.category, "risk": h.risk, "level": level, "action": h.action}
+            for level, hits in (("inbound", inbound.hits), ("outbound", inbound.out_hits))
+            for h in hits
+        ]
+        lexicon = inbound.engine.lexicon if inbound.engine else None
+        policy = hashlib.sha256(inbound.config.model_dump_json().encode()).hexdigest()[:16]
+        return AuditEntry(
+            tenant=tenant,
+            request_id=request_id,
+            input=_masked(inbound.prompt),
+            output=_masked("".join(inbound.output)),
+            verdicts=verdicts,
+            key_id=key_id,
+            client_ip=client_ip,
+            lexicon_version=f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}"
+            if lexicon
+            else None,
+            policy_version=policy,
+            model_version=model,
+        )
+
     def outbound_text(self, inbound: Inbound, text: str) -> tuple[str, str | None]:
         """A whole generated text: restored and screened; (text, action)."""
         if inbound.pseudonyms is not None:
@@ -176,6 +219,7 @@ class GuardStage:
         if not (inbound.config.enabled and inbound.config.outbound and inbound.engine):
             return text, None
         verdict = inbound.engine.check(text)
+        inbound.out_hits.extend(verdict.hits)
         if verdict.blocked:
             return inbound.engine.refusal, "block"
         return verdict.text, verdict.action
@@ -185,18 +229,15 @@ class GuardStage:
         worst: str | None = None
         for choice in result.get("choices") or ():
             message = choice.get("message")
-            holder, field_name = (
-                (message, "content")
-                if isinstance(message, dict)
-                else (
-                    choice,
-                    "text",
-                )
-            )
+            if isinstance(message, dict):
+                holder, field_name = message, "content"
+            else:
+                holder, field_name = choice, "text"
             text = holder.get(field_name)
             if not isinstance(text, str):
                 continue
             holder[field_name], action = self.outbound_text(inbound, text)
+            inbound.output.append(holder[field_name])
             if action == "block":
                 choice["finish_reason"] = "content_filter"
             worst = action if action == "block" or worst is None else worst
@@ -284,9 +325,11 @@ class _TextFlow:
         if self._screener is None:
             return text
         out, verdict = self._screener.feed(text)
+        self._inbound.out_hits.extend(verdict.hits)
         if final:
             tail, last = self._screener.flush()
             out += tail
+            self._inbound.out_hits.extend(last.hits)
             verdict = last if last.blocked else verdict
         self.blocked = verdict.blocked
         return out
@@ -306,4 +349,6 @@ class _TextFlow:
             choice["finish_reason"] = "content_filter"
         elif text or final or out:
             holder[name] = out
+        if isinstance(holder.get(name), str):
+            self._inbound.output.append(holder[name])
         return chunk
