@@ -131,6 +131,16 @@ class SuspensionConfig(_Strict):
     daily: int = Field(default=5, ge=1)  # violations in one UTC day
 
 
+class GuardModelConfig(_Strict):
+    """An optional safety classifier (e.g. Qwen3Guard-Gen) behind one of Heshi's aliases."""
+
+    alias: str | None = None  # a model name the gateway serves; None = no model stage
+    block: list[str] = Field(default_factory=lambda: ["Unsafe"])  # levels that refuse
+    flag: list[str] = Field(default_factory=lambda: ["Controversial"])  # levels recorded
+    outbound: bool = True  # also judge plain (non-streamed) answers
+    on_error: Literal["allow", "block"] = "allow"  # classifier unreachable or unreadable
+
+
 class GuardConfig(_Strict):
     """The compliance guard on generation requests (docs/guard.md). Every field may be
     overridden per tenant under ``tenants.<name>.guard``."""
@@ -144,6 +154,7 @@ class GuardConfig(_Strict):
     actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
     refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
+    model: GuardModelConfig = Field(default_factory=GuardModelConfig)
 
 
 class AigcConfig(_Strict):

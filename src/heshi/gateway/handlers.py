@@ -80,8 +80,15 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.started = time.time()
         self._context = {m.id: m.context_length for m in self.router.public_models()}
-        self.guard = GuardStage(config, suspend=self._suspend_key)
+        self.guard = GuardStage(config, suspend=self._suspend_key, classify=self._classify)
         self.labeller = Labeller(config.aigc) if config.aigc.enabled else None
+
+    async def _classify(self, alias: str, messages: list[JSON]) -> str:
+        """Ask the guard model (served by the router like any alias) about a conversation."""
+        body: JSON = {"model": alias, "messages": messages, "max_tokens": 64, "temperature": 0}
+        routed = await self.router.call(self.router.plan(alias, body), "chat", body)
+        choices = routed.value.get("choices") or [{}]
+        return str((choices[0].get("message") or {}).get("content") or "")
 
     def _suspend_key(self, key_id: str, reason: str) -> None:
         """Store the suspension and reload the key cache so it takes effect at once."""
@@ -214,6 +221,8 @@ class Gateway:
         result["model"] = plan.model
         if inbound is not None and inbound.config.enabled:
             outbound = self.guard.outbound_result(inbound, result)
+            if outbound != "block":
+                outbound = await self.guard.outbound_model(inbound, result) or outbound
             headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
             self._audit(request, ticket, inbound)
         if self.labeller is not None and ticket.endpoint != "embeddings":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -23,6 +23,7 @@ from typing import Any
 from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON
+from heshi.guard.guard_model import Classify, ModelVerdict, judge
 from heshi.guard.pii import redact, scan
 from heshi.guard.pseudonym import Pseudonymizer, StreamRestorer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, StreamScreener
@@ -79,6 +80,26 @@ class SuspensionTracker:
         self._daily.pop(key_id, None)
 
 
+def _model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
+    """The guard model's verdict as hits (``model:<category>``), with the policy's action."""
+    rules = cfg.model
+    if verdict.level == "Error":
+        action = "block" if rules.on_error == "block" else None
+    elif verdict.level in rules.block:
+        action = "block"
+    elif verdict.level in rules.flag:
+        action = "flag"
+    else:
+        action = None
+    if action is None:
+        return []
+    names = verdict.categories or ("unspecified",)
+    return [
+        Hit(verdict.level, f"model:{name}", risk, action, 0, 0)
+        for name, risk in zip(names, verdict.risks(), strict=True)
+    ]
+
+
 def _masked(text: str) -> str:
     return redact(text, scan(text), "mask")
 
@@ -112,10 +133,14 @@ class GuardStage:
     """Per-process guard state: engines per tenant (built once) and suspensions."""
 
     def __init__(
-        self, config: HeshiConfig, suspend: Callable[[str, str], Any] | None = None
+        self,
+        config: HeshiConfig,
+        suspend: Callable[[str, str], Any] | None = None,
+        classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None,
     ) -> None:
         self.config = config
         self._suspend = suspend  # (key id, reason) → stores the suspension (blocking call)
+        self._classify = classify  # (alias, messages) → the guard model's answer text
         self._engines: dict[str | None, SafetyEngine | None] = {}
         self.tracker = SuspensionTracker()
 
@@ -149,6 +174,10 @@ class GuardStage:
         if cfg.inbound and result.engine is not None:
             for _, text in texts:
                 result.hits.extend(result.engine.check(text).hits)
+            result.blocked = any(h.action == "block" for h in result.hits)
+        if not result.blocked and cfg.model.alias and self._classify is not None:
+            verdict = await judge(self._bound(cfg.model.alias), result.prompt)
+            result.hits.extend(_model_hits(verdict, cfg))
             result.blocked = any(h.action == "block" for h in result.hits)
         if key_id is not None and cfg.suspension.enabled:
             await self._count(key_id, result.blocked, cfg)
@@ -211,6 +240,36 @@ class GuardStage:
             policy_version=policy,
             model_version=model,
         )
+
+    def _bound(self, alias: str) -> Classify:
+        classify = self._classify
+        assert classify is not None
+
+        async def ask(messages: list[JSON]) -> str:
+            return await classify(alias, messages)
+
+        return ask
+
+    async def outbound_model(self, inbound: Inbound, result: JSON) -> str | None:
+        """The guard model's judgement of a plain answer; ``block`` replaces it in place."""
+        cfg = inbound.config
+        if not (cfg.enabled and cfg.model.alias and cfg.model.outbound and self._classify):
+            return None
+        choices = result.get("choices") or []
+        message = choices[0].get("message") if choices else None
+        answer = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(answer, str) or choices[0].get("finish_reason") == "content_filter":
+            return None
+        verdict = await judge(self._bound(cfg.model.alias), inbound.prompt, answer)
+        hits = _model_hits(verdict, cfg)
+        inbound.out_hits.extend(hits)
+        if not any(h.action == "block" for h in hits):
+            return "flag" if hits else None
+        assert isinstance(message, dict)
+        message["content"] = inbound.engine.refusal if inbound.engine else cfg.refusal
+        choices[0]["finish_reason"] = "content_filter"
+        inbound.output[:] = [message["content"]]
+        return "block"
 
     def outbound_text(self, inbound: Inbound, text: str) -> tuple[str, str | None]:
         """A whole generated text: restored and screened; (text, action)."""
