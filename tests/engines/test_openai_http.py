@@ -260,7 +260,8 @@ async def test_upstream_down_fails_fast_naming_the_backend(make_engine: MakeEngi
     started = time.perf_counter()
     with pytest.raises(UpstreamError, match="cannot connect to backend vllm-a") as info:
         await engine.chat(CHAT_BODY)
-    assert time.perf_counter() - started < 1.0
+    # Refused at once, not after the 5 s connect timeout (loose bound: shared machines).
+    assert time.perf_counter() - started < 4.0
     assert "无法连接" in info.value.message
     assert not isinstance(info.value, UpstreamTimeout)
 
@@ -276,7 +277,7 @@ async def test_upstream_slower_than_timeout_is_an_upstream_timeout(
     started = time.perf_counter()
     with pytest.raises(UpstreamTimeout, match=r"sent nothing for 0\.2s"):
         await engine.chat(CHAT_BODY)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 8.0  # the 0.2 s timeout, not the 10 s sleep
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs on overflow")

@@ -124,7 +124,7 @@ def test_shutdown_during_outage_spools_everything_for_the_next_start(
             first.submit(record(n))
         started = time.monotonic()
         first.close(timeout=10)
-        assert time.monotonic() - started < 3  # does not wait out the timeout
+        assert time.monotonic() - started < 8  # does not wait out the 10 s timeout
         first.submit(record(120))  # a straggler after close is spooled too
         assert _spooled_lines(spool_dir) == 121
     assert ledger_count(database) == 0
