@@ -2,20 +2,26 @@
 
 ``submit`` only appends to a queue; the thread appends batches to the hash chain
 (``AuditLog.append_many``: one transaction per batch). While the database is down the
-entries wait in memory (up to ``buffer_entries``; past that new entries are dropped and
-counted — logged as an error, reported in ``stats``), and ``close`` writes what it can.
+entries wait in memory up to ``buffer_entries``; past that, and whatever is still queued
+at ``close``, they go to an fsync'd spool file (JSON Lines) that the next start writes
+first. Only a killed process can lose the entries still in memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from heshi.audit.log import AuditLog
-from heshi.audit.records import AuditEntry
+from heshi.audit.records import AuditEntry, AuditVerdict
 from heshi.errors import HeshiError
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ class AuditWriter:
         flush_seconds: float = 0.2,
         batch_entries: int = 200,
         buffer_entries: int = 100_000,
+        spool: Path | None = None,
     ) -> None:
         self._audit = audit
         self._flush_seconds = flush_seconds
@@ -52,21 +59,30 @@ class AuditWriter:
         self._written = 0
         self._dropped = 0
         self._healthy = True
+        self._spool = spool
+        self._replaying = 0  # spooled entries queued at start; the file goes once written
         self._thread = threading.Thread(target=self._run, name="heshi-audit", daemon=True)
 
     def start(self) -> None:
-        if not self._thread.is_alive():
-            self._thread.start()
+        """Queue what an earlier run spooled (first), then start writing."""
+        if self._thread.is_alive():
+            return
+        if self._spool is not None and self._spool.exists():
+            replay = [
+                _from_json(line) for line in self._spool.read_text("utf-8").splitlines() if line
+            ]
+            with self._lock:
+                self._queue.extendleft(reversed(replay))
+                self._replaying = len(replay)
+            if not replay:
+                self._spool.unlink()
+        self._thread.start()
 
     def submit(self, entry: AuditEntry) -> None:
         """Queue one entry; never blocks on I/O, never raises."""
         with self._lock:
             if len(self._queue) >= self._limit:
-                self._dropped += 1
-                if self._dropped == 1 or self._dropped % 1000 == 0:
-                    log.error(
-                        "审计队列已满，记录被丢弃 / audit queue full: %d dropped", self._dropped
-                    )
+                self._spill([entry])
                 return
             self._queue.append(entry)
             if len(self._queue) >= self._batch:
@@ -86,11 +102,29 @@ class AuditWriter:
         return not self._queue
 
     def close(self, timeout: float = 10.0) -> None:
+        """Write what the database takes within ``timeout``; spool the rest."""
         self.flush(timeout)
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        with self._lock:
+            if self._queue and not self._thread.is_alive():
+                self._spill(list(self._queue))
+                self._queue.clear()
+
+    def _spill(self, entries: list[AuditEntry]) -> None:
+        """Append entries to the spool file (fsync'd); without one, count them as dropped."""
+        if self._spool is None:
+            self._dropped += len(entries)
+            log.error("审计记录丢弃 / audit entries dropped: %d so far", self._dropped)
+            return
+        self._spool.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(_to_json(e), ensure_ascii=False) + "\n" for e in entries)
+        with self._spool.open("a", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def stats(self) -> AuditStats:
         with self._lock:
@@ -121,6 +155,10 @@ class AuditWriter:
                     for _ in batch:
                         self._queue.popleft()
                     self._written += len(batch)
+                    if self._replaying and self._written >= self._replaying:
+                        self._replaying = 0
+                        if self._spool is not None:
+                            self._spool.unlink(missing_ok=True)
                 self._healthy, backoff = True, 0.0
                 if self._queue:
                     self._wake.set()
@@ -129,3 +167,16 @@ class AuditWriter:
                 self._idle.notify_all()
             if self._stop.is_set() and not self._queue:
                 return
+
+
+def _to_json(entry: AuditEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {f.name: getattr(entry, f.name) for f in fields(entry)}
+    out["verdicts"] = [AuditVerdict.of(v).as_dict() for v in entry.verdicts]
+    out["ts"] = entry.ts.isoformat() if entry.ts else None
+    return out
+
+
+def _from_json(line: str) -> AuditEntry:
+    data = json.loads(line)
+    data["ts"] = datetime.fromisoformat(data["ts"]) if data.get("ts") else None
+    return AuditEntry(**data)

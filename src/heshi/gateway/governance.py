@@ -104,7 +104,9 @@ class Governance:
         )
         self._pruner: asyncio.Task[None] | None = None
         # Guard verdicts of every guarded request (docs/audit.md); read only by `heshi audit`.
-        self.audit = AuditWriter(AuditLog(self.db))
+        self.audit = AuditWriter(
+            AuditLog(self.db), spool=config.home / "audit-spool" / "audit-spool.jsonl"
+        )
         self._unseeded: dict[tuple[str, str], int] | None = None  # spend not yet in counters
         self._tenant_scopes = {  # tenant limits are static configuration
             name: Scope("tenant", name, Limits(t.rpm, t.tpm, t.budget_tokens))

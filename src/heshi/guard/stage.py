@@ -239,6 +239,7 @@ class GuardStage:
             else None,
             policy_version=policy,
             model_version=model,
+            ts=datetime.now(UTC),  # the request's time, not the batch's
         )
 
     def _bound(self, alias: str) -> Classify:
