@@ -89,6 +89,30 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"n": len(arr), "mape": float(arr.mean()), "worst": float(arr.max())}
 
 
+def _measure_prefill(model: Path, threads: int) -> dict[str, float]:
+    """llama.cpp's own prompt-processing rate for a ~700-token Chinese prompt (no cache)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model)
+    params.n_parallel = 1
+    params.n_ctx = 4096
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.port = 0
+    server = xllamacpp.Server(params)
+    try:
+        text = "中国古代的四大发明包括造纸术、指南针、火药和印刷术，对世界文明影响深远。" * 24
+        body = {"messages": [{"role": "user", "content": text}], "max_tokens": 1}
+        server.handle_chat_completions(dict(body, max_tokens=1))  # warm-up (caches it)
+        body["messages"][0]["content"] = "请总结：" + text  # a different prefix: no reuse
+        result = server.handle_chat_completions(body)
+        timings = result["timings"]
+        return {"tokens": timings["prompt_n"], "tok_s": timings["prompt_per_second"]}
+    finally:
+        del server
+
+
 def _local(skip: bool) -> dict[str, Any] | None:
     if skip:
         return None
@@ -104,7 +128,12 @@ def _local(skip: bool) -> dict[str, Any] | None:
     spec, q = spec_from_gguf(model)
     predicted = predict(spec, q, "llamacpp", hw, Workload(40, n)).as_json()
     measured = raw_xllamacpp(model, threads, n)
+    prefill = _measure_prefill(model, threads)
+    prefill_predicted = predict(spec, q, "llamacpp", hw, Workload(int(prefill["tokens"]), 1))
     return {
+        "prefill_tokens": prefill["tokens"],
+        "prefill_measured": prefill["tok_s"],
+        "prefill_predicted": prefill_predicted.as_json()["prefill_tokens_per_s"],
         "model": model.name,
         "threads": threads,
         "read_bandwidth_gb_s": hw.device.bandwidth_gb_s,
@@ -170,6 +199,11 @@ def main() -> None:
             f"{local['decode_predicted']:.1f} tok/s, measured {local['decode_measured']:.1f} "
             f"tok/s, ratio {local['decode_predicted'] / local['decode_measured']:.2f} "
             f"({local['error']:+.1%}; target ±{TARGET_LOCAL:.0%}) {'✅' if ok else '❌'}"
+        )
+        print(
+            f"(info, no target) prefill of {local['prefill_tokens']:.0f} tokens: predicted "
+            f"{local['prefill_predicted']:.1f} tok/s, measured {local['prefill_measured']:.1f} "
+            f"tok/s, ratio {local['prefill_predicted'] / local['prefill_measured']:.2f}"
         )
     if args.json:
         payload = {
