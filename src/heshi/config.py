@@ -242,7 +242,7 @@ class HeshiConfig(_Strict):
         for name, tenant in self.tenants.items():
             if tenant.guard:
                 try:
-                    GuardConfig.model_validate(self.guard.model_dump() | tenant.guard)
+                    GuardConfig.model_validate(_deep_merge(self.guard.model_dump(), tenant.guard))
                 except ValidationError as exc:
                     raise ValueError(f"tenants.{name}.guard: {exc}") from exc
         return self
@@ -253,7 +253,7 @@ class HeshiConfig(_Strict):
         if not overrides:
             return self.guard
         try:
-            return GuardConfig.model_validate(self.guard.model_dump() | overrides)
+            return GuardConfig.model_validate(_deep_merge(self.guard.model_dump(), overrides))
         except ValidationError as exc:
             raise ConfigError(f"tenants.{tenant}.guard: {exc}") from exc
 
@@ -283,6 +283,17 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         parts.append(f"{loc}: {err['msg']}")
     return "配置无效 / invalid configuration: " + "; ".join(parts)
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied key by key, nested sections merged too."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def load_config(path: Path | None) -> HeshiConfig:

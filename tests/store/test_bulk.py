@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import StatementError
 
 from heshi.store.bulk import BulkInsert
 from heshi.store.db import Database
@@ -51,4 +53,13 @@ def test_sqlite_uses_one_statement_per_power_of_two_chunk_not_one_per_row(tmp_pa
     # Power-of-two chunks (256 + 128 + 64 + 32 + 16 + 4), so at most 9 distinct
     # statements are ever prepared, whatever the batch sizes.
     assert statements == [n * 12 for n in (256, 128, 64, 32, 16, 4)]
+    database.dispose()
+
+
+def test_a_value_the_types_refuse_is_a_statement_error(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/bulk.db")
+    database.migrate()
+    naive = record(1).values() | {"ts": datetime(2026, 1, 1)}
+    with pytest.raises(StatementError, match="naive datetime"), database.begin() as conn:
+        BulkInsert(database, usage_ledger, "request_id").execute(conn, [naive])
     database.dispose()

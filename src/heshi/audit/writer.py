@@ -67,15 +67,18 @@ class AuditWriter:
         """Queue what an earlier run spooled (first), then start writing."""
         if self._thread.is_alive():
             return
-        if self._spool is not None and self._spool.exists():
-            replay = [
-                _from_json(line) for line in self._spool.read_text("utf-8").splitlines() if line
-            ]
-            with self._lock:
-                self._queue.extendleft(reversed(replay))
-                self._replaying = len(replay)
-            if not replay:
-                self._spool.unlink()
+        if self._spool is not None:
+            replay_file = self._spool.with_suffix(".replay")
+            if self._spool.exists() and not replay_file.exists():
+                # New spills go to a fresh spool file while this one is being written.
+                self._spool.rename(replay_file)
+            if replay_file.exists():
+                replay = _read_spool(replay_file)
+                with self._lock:
+                    self._queue.extendleft(reversed(replay))
+                    self._replaying = len(replay)
+                if not replay:
+                    replay_file.unlink()
         self._thread.start()
 
     def submit(self, entry: AuditEntry) -> None:
@@ -109,7 +112,9 @@ class AuditWriter:
         if self._thread.is_alive():
             self._thread.join(timeout)
         with self._lock:
-            if self._queue and not self._thread.is_alive():
+            # A thread still stuck in a database call may yet write its batch: then those
+            # entries are in both places (a duplicate beats a loss).
+            if self._queue:
                 self._spill(list(self._queue))
                 self._queue.clear()
 
@@ -149,6 +154,8 @@ class AuditWriter:
                             "审计写入失败，稍后重试 / audit write failed, retrying: %s", exc
                         )
                     self._healthy = False
+                    if self._stop.is_set():
+                        return  # closing: close() spools what is left
                     backoff = min(_MAX_BACKOFF, (backoff or 0.1) * 2)
                     continue
                 with self._lock:
@@ -158,7 +165,7 @@ class AuditWriter:
                     if self._replaying and self._written >= self._replaying:
                         self._replaying = 0
                         if self._spool is not None:
-                            self._spool.unlink(missing_ok=True)
+                            self._spool.with_suffix(".replay").unlink(missing_ok=True)
                 self._healthy, backoff = True, 0.0
                 if self._queue:
                     self._wake.set()
@@ -180,3 +187,17 @@ def _from_json(line: str) -> AuditEntry:
     data = json.loads(line)
     data["ts"] = datetime.fromisoformat(data["ts"]) if data.get("ts") else None
     return AuditEntry(**data)
+
+
+def _read_spool(path: Path) -> list[AuditEntry]:
+    """The entries of a spool file; a torn last line (killed mid-write) is skipped."""
+    entries = []
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(_from_json(line))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("审计暂存文件第 %d 行损坏，已跳过 / audit spool line %d unreadable: %s",
+                      number, number, exc)  # fmt: skip
+    return entries

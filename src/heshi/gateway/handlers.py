@@ -226,7 +226,9 @@ class Gateway:
             headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
             self._audit(request, ticket, inbound)
         if self.labeller is not None and ticket.endpoint != "embeddings":
-            headers["x-aigc-label"] = self.labeller.label_result(result)
+            label = self.labeller.label_result(result)
+            if label is not None:
+                headers["x-aigc-label"] = label
         return json_response(result, headers=headers)
 
     def _audit(self, request: Request | None, ticket: Ticket, inbound: Inbound) -> None:
@@ -251,7 +253,7 @@ class Gateway:
     ) -> Response:
         """Answer a blocked prompt with the refusal text; no backend is called."""
         ticket.backend, ticket.route = "guard", "guard:block"
-        await self._finish(ticket, {"prompt_tokens": 0, "completion_tokens": 0}, 200)
+        await self._finish(ticket, None, 200)  # no model ran: nothing is charged
         refusal = inbound.engine.refusal if inbound.engine else inbound.config.refusal
         headers = {"x-heshi-guard": "block", "x-request-id": ticket.request_id}
         return refusal_response(body, plan.model, ticket.request_id, refusal, endpoint, headers)

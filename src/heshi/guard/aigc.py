@@ -179,7 +179,7 @@ def new_produce_id() -> str:
     return f"{time.time_ns() // 1_000_000:012X}{secrets.token_hex(10).upper()}"
 
 
-def _key_bytes(key: bytes | str) -> bytes:
+def key_bytes(key: bytes | str) -> bytes:
     raw = key.encode("utf-8") if isinstance(key, str) else key
     if len(raw) < _MIN_KEY_BYTES:
         raise ConfigError(
@@ -196,7 +196,7 @@ def reserved_code(
     """HMAC-SHA256 (lowercase hex) over Label, ContentProducer, ProduceID and the content."""
     body = content.encode("utf-8") if isinstance(content, str) else content
     head = "\x1f".join((label, producer, produce_id)).encode("ascii", "replace")
-    return hmac.new(_key_bytes(key), head + b"\x1e" + body, hashlib.sha256).hexdigest()
+    return hmac.new(key_bytes(key), head + b"\x1e" + body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from heshi.guard.aigc import (
     check_wording,
     explicit_label,
     header_value,
+    key_bytes,
     new_produce_id,
     producer_code,
     reserved_code,
@@ -42,6 +43,7 @@ class Labeller:
                 f"未设置 AIGC 签名密钥环境变量 {config.key_env} / the AIGC signing key env var "
                 f"{config.key_env} is not set"
             )
+        key_bytes(key)  # too short a key fails here, not on every response
         self._key = key
 
     def label(self, content: str, produce_id: str | None = None) -> ImplicitLabel:
@@ -49,8 +51,14 @@ class Labeller:
         code = reserved_code(content, self._key, label="1", producer=self.producer, produce_id=pid)
         return ImplicitLabel(self.producer, pid, label="1", reserved_code1=code)
 
-    def label_result(self, result: JSON) -> str:
-        """Explicit label into each choice's text, implicit label into the body; the header."""
+    def label_result(self, result: JSON) -> str | None:
+        """Explicit label into each choice's text, implicit label into the body; the header.
+
+        A refusal the guard wrote (``content_filter``) is not generated content: no label.
+        """
+        choices = result.get("choices") or []
+        if choices and all(c.get("finish_reason") == "content_filter" for c in choices):
+            return None
         texts = []
         for choice in result.get("choices") or ():
             message = choice.get("message")
@@ -67,9 +75,17 @@ class Labeller:
     async def label_stream(
         self, produce_id: str, chunks: AsyncIterator[JSON]
     ) -> AsyncIterator[JSON]:
-        """The chunks with the explicit label at the start or end and a last ``AIGC`` chunk."""
+        """The chunks with the explicit label at the start or end and a last ``AIGC`` chunk
+        (the source is closed however the stream ends)."""
+        try:
+            async for chunk in self._labelled(produce_id, chunks):
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _labelled(self, produce_id: str, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
         position, wording = self.config.explicit, self.config.wording
-        started, ended = False, False
+        started, ended, refused = False, False, False
         text: list[str] = []
         template: JSON | None = None
         async for chunk in chunks:
@@ -77,20 +93,22 @@ class Labeller:
             if choices:
                 template = chunk
                 choice = choices[0]
+                refused = refused or choice.get("finish_reason") == "content_filter"
                 delta = choice.get("delta")
                 holder, name = (delta, "content") if isinstance(delta, dict) else (choice, "text")
                 value = holder.get(name) if isinstance(holder.get(name), str) else None
                 if position == "start" and not started and value is not None:
                     holder[name] = f"{wording}\n\n{value}"
                     started = True
-                if position == "end" and choice.get("finish_reason") is not None and not ended:
+                final = choice.get("finish_reason") is not None
+                if position == "end" and final and not ended and not refused:
                     holder[name] = (holder.get(name) or "") + f"\n\n{wording}"
                     ended = True
                 if isinstance(holder.get(name), str):
                     text.append(holder[name])
             yield chunk
         base = {k: template[k] for k in ("id", "object", "created", "model")} if template else {}
-        if position == "end" and not ended and template is not None:
+        if position == "end" and not ended and not refused and template is not None:
             # The upstream ended without a finish chunk: the label goes in one of its own.
             choice = dict(template["choices"][0])
             if isinstance(choice.get("delta"), dict):

@@ -122,7 +122,7 @@ _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_IPV6 = re.compile(r"(?<![0-9A-Za-z_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z_:])")
 _PASSPORT = re.compile(_NOT_ALNUM_BEFORE + r"([EGDSP]\d{8}|E[A-HJ-NP-Z]\d{7})" + _NOT_ALNUM_AFTER)
 _PERMIT = re.compile(_NOT_ALNUM_BEFORE + r"([CW]\d{8}|C[A-HJ-NP-Z]\d{7})" + _NOT_ALNUM_AFTER)
 _PLATE = re.compile(
@@ -171,17 +171,23 @@ def _ascii_findings(
             if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in octets):
                 yield "ipv4", m.start(), m.end()
     if ":" in run:
-        for m in _IPV6.finditer(norm, lo, hi):
-            try:
-                ipaddress.IPv6Address(m.group())
-            except ValueError:
-                continue
-            yield "ipv6", m.start(), m.end()
+        yield from _ipv6(norm, lo, hi)
     if digits >= 7 and any(c.isupper() for c in run):
         for m in _PASSPORT.finditer(norm, lo, hi):
             yield "cn_passport", m.start(1), m.end(1)
         for m in _PERMIT.finditer(norm, lo, hi):
             yield "hk_macau_permit", m.start(1), m.end(1)
+
+
+def _ipv6(norm: str, lo: int, hi: int) -> Iterator[tuple[str, int, int]]:
+    for m in _IPV6.finditer(norm, lo, hi):
+        if sum(1 for g in m.group().split(":") if g) < 2:
+            continue  # "::", "d::" — too little of an address to be one (code, times)
+        try:
+            ipaddress.IPv6Address(m.group())
+        except ValueError:
+            continue
+        yield "ipv6", m.start(), m.end()
 
 
 def _numbers(
@@ -263,6 +269,7 @@ def _keep(value: str, keep_start: int, keep_end: int) -> str:
     return "".join("*" if i in hidden else c for i, c in enumerate(value))
 
 
+_COUNTRY_PREFIX = re.compile(r"(?:\+86|0086)[ \-]?")
 _KEEP = {  # (leading, trailing) characters a partial mask leaves visible
     "cn_resident_id": (6, 4),
     "bank_card": (4, 4),
@@ -286,8 +293,8 @@ def mask_value(finding: Finding) -> str:
         at = value.find("@")
         return value[:1] + "*" * max(at - 1, 1) + value[at:]
     if finding.type == "cn_mobile":
-        national = normalize(value).replace("+86", "").replace("0086", "")
-        prefix = value[: len(value) - len(national)]
+        country = _COUNTRY_PREFIX.match(normalize(value))
+        prefix = value[: country.end()] if country else ""
         return prefix + _keep(value[len(prefix) :], 3, 4)
     if finding.type == "address":
         return value[:6] + "*" * max(len(value) - 6, 0)

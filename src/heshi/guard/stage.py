@@ -17,7 +17,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from heshi.audit.records import AuditEntry
@@ -25,8 +24,17 @@ from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON
 from heshi.guard.guard_model import Classify, ModelVerdict, judge
 from heshi.guard.pii import redact, scan
-from heshi.guard.pseudonym import Pseudonymizer, StreamRestorer
-from heshi.guard.safety import Hit, Lexicon, SafetyEngine, StreamScreener
+from heshi.guard.pseudonym import Pseudonymizer
+from heshi.guard.safety import Hit, Lexicon, SafetyEngine
+from heshi.guard.textflow import (
+    TextFlow,
+    content_template,
+    is_final,
+    prompt_texts,
+    refuse_unscreenable,
+    text_of,
+    with_text,
+)
 
 log = logging.getLogger("heshi.guard")
 
@@ -100,33 +108,19 @@ def _model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
     ]
 
 
+def _clean(text: str) -> str:
+    """Text any database stores: NUL (valid JSON, refused by PostgreSQL) removed."""
+    return text.replace("\x00", "")
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to a column's width, keeping its end (the digest of a version)."""
+    text = _clean(text)
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
 def _masked(text: str) -> str:
     return redact(text, scan(text), "mask")
-
-
-def _set_item(container: Any, where: Any, value: str) -> None:
-    container[where] = value
-
-
-def _texts(body: JSON) -> list[tuple[Callable[[str], None], str]]:
-    """(setter, text) for every prompt text of a chat or completion body."""
-    out: list[tuple[Callable[[str], None], str]] = []
-    for message in body.get("messages") or ():
-        content = message.get("content")
-        if isinstance(content, str):
-            out.append((partial(_set_item, message, "content"), content))
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    out.append((partial(_set_item, part, "text"), part["text"]))
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        out.append((partial(_set_item, body, "prompt"), prompt))
-    elif isinstance(prompt, list):
-        for i, item in enumerate(prompt):
-            if isinstance(item, str):
-                out.append((partial(_set_item, prompt, i), item))
-    return out
 
 
 class GuardStage:
@@ -169,18 +163,25 @@ class GuardStage:
         result = Inbound(cfg, self.engine(tenant))
         if not cfg.enabled:
             return result
-        texts = _texts(body)
+        refuse_unscreenable(body)
+        texts = prompt_texts(body)
         result.prompt = "\n".join(text for _, text in texts)
         if cfg.inbound and result.engine is not None:
-            for _, text in texts:
-                result.hits.extend(result.engine.check(text).hits)
+            for i, (setter, text) in enumerate(texts):
+                verdict = result.engine.check(text)
+                result.hits.extend(verdict.hits)
+                if verdict.action == "replace":  # the model sees the masked terms
+                    setter(verdict.text)
+                    texts[i] = (setter, verdict.text)
             result.blocked = any(h.action == "block" for h in result.hits)
         if not result.blocked and cfg.model.alias and self._classify is not None:
-            verdict = await judge(self._bound(cfg.model.alias), result.prompt)
-            result.hits.extend(_model_hits(verdict, cfg))
+            verdict_m = await judge(self._bound(cfg.model.alias), result.prompt)
+            result.hits.extend(_model_hits(verdict_m, cfg))
             result.blocked = any(h.action == "block" for h in result.hits)
         if key_id is not None and cfg.suspension.enabled:
-            await self._count(key_id, result.blocked, cfg)
+            # A classifier that could not answer is not the caller's violation.
+            violated = any(h.action == "block" and h.term != "Error" for h in result.hits)
+            await self._count(key_id, violated, cfg)
         if result.blocked:
             return result
         if cfg.pii != "off":
@@ -205,8 +206,12 @@ class GuardStage:
             f"{cfg.suspension.daily} in a day"
         )
         log.warning("暂停密钥 / suspending key %s: %s", key_id, reason)
+        try:
+            await asyncio.to_thread(self._suspend, key_id, reason)
+        except Exception as exc:  # the database is away: count again on the next violation
+            log.error("暂停密钥失败 / could not suspend key %s: %s", key_id, exc)
+            return
         self.tracker.forget(key_id)
-        await asyncio.to_thread(self._suspend, key_id, reason)
 
     def audit_entry(
         self,
@@ -226,19 +231,19 @@ class GuardStage:
         ]
         lexicon = inbound.engine.lexicon if inbound.engine else None
         policy = hashlib.sha256(inbound.config.model_dump_json().encode()).hexdigest()[:16]
+        version = f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}" if lexicon else None
         return AuditEntry(
-            tenant=tenant,
-            request_id=request_id,
-            input=_masked(inbound.prompt),
-            output=_masked("".join(inbound.output)),
+            tenant=_fit(tenant, 64),
+            request_id=_fit(request_id, 128),
+            input=_clean(_masked(inbound.prompt)),
+            output=_clean(_masked("".join(inbound.output))),
             verdicts=verdicts,
             key_id=key_id,
-            client_ip=client_ip,
-            lexicon_version=f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}"
-            if lexicon
-            else None,
+            client_ip=_fit(client_ip, 45) if client_ip else None,
+            # The digest names the exact lists; a long merged name is cut, not rejected.
+            lexicon_version=_fit(version, 128) if version else None,
             policy_version=policy,
-            model_version=model,
+            model_version=_fit(model, 128),
             ts=datetime.now(UTC),  # the request's time, not the batch's
         )
 
@@ -293,14 +298,38 @@ class GuardStage:
                 holder, field_name = message, "content"
             else:
                 holder, field_name = choice, "text"
+            actions = [self._outbound_side_fields(inbound, holder)]
             text = holder.get(field_name)
-            if not isinstance(text, str):
-                continue
-            holder[field_name], action = self.outbound_text(inbound, text)
-            inbound.output.append(holder[field_name])
-            if action == "block":
+            if isinstance(text, str):
+                holder[field_name], action = self.outbound_text(inbound, text)
+                actions.append(action)
+            choice.pop("logprobs", None)  # tokens the screen never saw
+            if "block" in actions:
+                holder[field_name] = inbound.engine.refusal if inbound.engine else text
+                holder.pop("reasoning_content", None)
+                holder.pop("tool_calls", None)
                 choice["finish_reason"] = "content_filter"
-            worst = action if action == "block" or worst is None else worst
+            if isinstance(holder.get(field_name), str):
+                inbound.output.append(holder[field_name])
+            for action in actions:
+                if action == "block" or (action and worst != "block"):
+                    worst = action
+        return worst
+
+    def _outbound_side_fields(self, inbound: Inbound, message: JSON) -> str | None:
+        """Reasoning content and tool-call arguments: restored and screened like the text."""
+        worst: str | None = None
+        fields: list[tuple[JSON, str]] = [(message, "reasoning_content")]
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                fields.append((function, "arguments"))
+        for holder, name in fields:
+            value = holder.get(name)
+            if isinstance(value, str):
+                holder[name], action = self.outbound_text(inbound, value)
+                if action == "block" or (action and worst != "block"):
+                    worst = action
         return worst
 
     async def outbound_stream(
@@ -312,103 +341,27 @@ class GuardStage:
         the chunk that carries ``finish_reason``, or in one extra chunk when the upstream
         ends without one.
         """
-        flow = _TextFlow(inbound)
+        flow = TextFlow(inbound)
+        reasoning = TextFlow(inbound, field_name="reasoning_content", record=False)
         template: JSON | None = None
         finished = False
         try:
             for chunk in [first] if first is not None else []:
-                template = _content_template(chunk) or template
-                finished = finished or _is_final(chunk)
-                yield flow.apply(chunk)
-                if flow.blocked:
+                template = content_template(chunk) or template
+                finished = finished or is_final(chunk)
+                yield flow.apply(reasoning.apply(chunk))
+                if flow.blocked or reasoning.blocked:
                     return
             async for chunk in rest:
-                template = _content_template(chunk) or template
-                finished = finished or _is_final(chunk)
-                yield flow.apply(chunk)
-                if flow.blocked:
+                template = content_template(chunk) or template
+                finished = finished or is_final(chunk)
+                yield flow.apply(reasoning.apply(chunk))
+                if flow.blocked or reasoning.blocked:
                     return
             if not finished and template is not None:
-                tail = flow.apply(_with_text(template, "", final=True))
-                if _text_of(tail):
+                tail = flow.apply(reasoning.apply(with_text(template, "", final=True)))
+                delta = tail["choices"][0].get("delta") or {}
+                if text_of(tail) or delta.get("reasoning_content"):
                     yield tail
         finally:
             await rest.aclose()  # type: ignore[attr-defined]
-
-
-def _is_final(chunk: JSON) -> bool:
-    choices = chunk.get("choices") or []
-    return bool(choices) and choices[0].get("finish_reason") is not None
-
-
-def _holder(choice: JSON) -> tuple[JSON, str]:
-    delta = choice.get("delta")
-    return (delta, "content") if isinstance(delta, dict) else (choice, "text")
-
-
-def _text_of(chunk: JSON) -> str:
-    choices = chunk.get("choices") or []
-    if not choices:
-        return ""
-    holder, name = _holder(choices[0])
-    value = holder.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def _content_template(chunk: JSON) -> JSON | None:
-    return chunk if chunk.get("choices") else None
-
-
-def _with_text(template: JSON, text: str, *, final: bool) -> JSON:
-    choice = dict(template["choices"][0])
-    if isinstance(choice.get("delta"), dict):
-        choice["delta"] = {"content": text}
-    else:
-        choice["text"] = text
-    choice["finish_reason"] = "stop" if final else None
-    return {**template, "choices": [choice]}
-
-
-class _TextFlow:
-    """Restores placeholders and screens the text of successive chunks."""
-
-    def __init__(self, inbound: Inbound) -> None:
-        self._inbound = inbound
-        self._restorer = StreamRestorer(inbound.pseudonyms) if inbound.pseudonyms else None
-        engine = inbound.engine if inbound.config.outbound else None
-        self._screener = StreamScreener(engine) if engine is not None else None
-        self.blocked = False
-
-    def _through(self, text: str, final: bool) -> str:
-        if self._restorer is not None:
-            text = self._restorer.feed(text) + (self._restorer.flush() if final else "")
-        if self._screener is None:
-            return text
-        out, verdict = self._screener.feed(text)
-        self._inbound.out_hits.extend(verdict.hits)
-        if final:
-            tail, last = self._screener.flush()
-            out += tail
-            self._inbound.out_hits.extend(last.hits)
-            verdict = last if last.blocked else verdict
-        self.blocked = verdict.blocked
-        return out
-
-    def apply(self, chunk: JSON) -> JSON:
-        choices = chunk.get("choices") or []
-        if not choices:
-            return chunk  # a usage-only chunk
-        choice = choices[0]
-        holder, name = _holder(choice)
-        value = holder.get(name)
-        text = value if isinstance(value, str) else ""
-        final = choice.get("finish_reason") is not None
-        out = self._through(text, final)
-        if self.blocked and self._inbound.engine is not None:
-            holder[name] = self._inbound.engine.refusal
-            choice["finish_reason"] = "content_filter"
-        elif text or final or out:
-            holder[name] = out
-        if isinstance(holder.get(name), str):
-            self._inbound.output.append(holder[name])
-        return chunk

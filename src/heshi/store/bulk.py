@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import StatementError
 
 from heshi.store.db import Database
 
@@ -62,11 +63,17 @@ class BulkInsert:
             chunk = rows[start : start + _chunk_size(min(largest, len(rows) - start))]
             start += len(chunk)
             params: list[Any] = []
+            sql = self._sqlite_sql(len(chunk))
             for row in chunk:
                 for column, process in zip(self._columns, self._processors, strict=True):
                     value = row[column.name]
-                    params.append(process(value) if process is not None else value)
-            conn.exec_driver_sql(self._sqlite_sql(len(chunk)), tuple(params))
+                    try:
+                        params.append(process(value) if process is not None else value)
+                    except (TypeError, ValueError) as exc:
+                        # What SQLAlchemy raises for a value it cannot bind: the caller
+                        # sets the row aside instead of retrying it forever.
+                        raise StatementError(str(exc), sql, None, exc) from exc
+            conn.exec_driver_sql(sql, tuple(params))
 
     def _sqlite_sql(self, count: int) -> str:
         return _values_sql(
