@@ -86,3 +86,15 @@ def test_a_stream_holds_back_only_a_short_tail(engine: SafetyEngine) -> None:
     screener = StreamScreener(engine)
     out, _ = screener.feed("这是一段完全正常的客服回答，没有任何问题。" * 3)
     assert len(out) >= 63 - (engine.max_term - 1 + engine.context)
+
+
+def test_invisible_characters_spaces_width_and_case_do_not_hide_a_term(
+    engine: SafetyEngine,
+) -> None:
+    for text in ("哪里能买到冰\u200b毒", "冰 毒", "冰-毒"):
+        hits = engine.hits(text)
+        assert [h.category for h in hits] == ["drugs"], text
+        assert text[hits[0].start : hits[0].end] == hits[0].term
+    latin = SafetyEngine(Lexicon.parse("[x risk=A8]\nmeth\n"))
+    assert [h.term for h in latin.hits("buy ＭＥＴＨ, or M E T H")] == ["ＭＥＴＨ", "M E T H"]
+    assert engine.hits("工业 大麻的纤维") == []  # the allowed phrase still applies

@@ -37,6 +37,7 @@ from heshi.guard.labels import Labeller
 from heshi.guard.stage import GuardStage, Inbound
 from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
 
+_GUARD_SEVERITY = ("pass", "flag", "replace", "block")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -223,7 +224,9 @@ class Gateway:
             outbound = self.guard.outbound_result(inbound, result)
             if outbound != "block":
                 outbound = await self.guard.outbound_model(inbound, result) or outbound
-            headers["x-heshi-guard"] = "block" if outbound == "block" else inbound.verdict
+            headers["x-heshi-guard"] = max(
+                inbound.verdict, outbound or "pass", key=_GUARD_SEVERITY.index
+            )
             self._audit(request, ticket, inbound)
         if self.labeller is not None and ticket.endpoint != "embeddings":
             label = self.labeller.label_result(result)

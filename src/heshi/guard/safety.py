@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -106,6 +107,32 @@ def common_words() -> frozenset[str]:
     return frozenset(words)
 
 
+# Separators an evader puts inside a term (not sentence punctuation such as ，。: removing
+# those would let words join across sentences).
+_SEPARATORS = frozenset(" \t\r\n-_.·•*|/\\~'\"`^+=・－＿＊／｜～")
+
+
+@cache
+def _fold(ch: str) -> str:
+    """One character as matching sees it: "" to skip it, else its NFKC case-folded form."""
+    if ch in _SEPARATORS or unicodedata.category(ch) in ("Cf", "Zs", "Cc"):
+        return ""
+    folded = unicodedata.normalize("NFKC", ch).casefold()
+    return folded if len(folded) == 1 else ch
+
+
+def _skeleton(text: str) -> tuple[str, list[int]]:
+    """The text as matching sees it, and for each of its characters the original index."""
+    chars: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        folded = _fold(ch)
+        if folded:
+            chars.append(folded)
+            where.append(i)
+    return "".join(chars), where
+
+
 @dataclass(frozen=True)
 class Hit:
     term: str
@@ -154,9 +181,11 @@ class SafetyEngine:
         self.lexicon = lexicon
         self.refusal = refusal
         self._actions = actions or {}
-        self._terms: Automaton[str] = Automaton(lexicon.terms.items())
+        self._terms: Automaton[str] = Automaton(
+            (_skeleton(t)[0], c) for t, c in lexicon.terms.items()
+        )
         boundary = (words if words is not None else common_words()) | set(lexicon.allowed)
-        self._words: Automaton[str] = Automaton((w, w) for w in boundary)
+        self._words: Automaton[str] = Automaton((_skeleton(w)[0], w) for w in boundary)
         self._allowed = lexicon.allowed
         longest_word = max((len(w) for w in boundary), default=1)
         self.max_term = max((len(t) for t in lexicon.terms), default=1)
@@ -166,25 +195,34 @@ class SafetyEngine:
         return self._actions.get(category, "block")
 
     def hits(self, text: str) -> list[Hit]:
-        """Term matches that no allowed phrase covers and no common word crosses."""
-        candidates = list(self._terms.iter(text))
+        """Term matches that no allowed phrase covers and no common word crosses.
+
+        Matching runs on a skeleton of the text: NFKC, case-folded, with invisible format
+        characters (zero-width space …), spaces and separator punctuation removed — so
+        "冰\u200b毒", "冰 毒", "冰-毒" and "ＭＥＴＨ" match like the plain term. Offsets are
+        mapped back to the original text.
+        """
+        skeleton, where = _skeleton(text)
+        candidates = list(self._terms.iter(skeleton))
         if not candidates:
             return []
-        spans = list(self._words.iter(text))
+        spans = list(self._words.iter(skeleton))
         kept: list[Hit] = []
-        for start, end, category in candidates:
+        for start_s, end_s, category in candidates:
+            start, end = start_s, end_s
             if any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans):
                 continue  # inside a longer allowed phrase or word (大麻 in 大麻哈鱼)
             if any((s < start < e < end) or (start < s < end < e) for s, e, _ in spans):
                 continue  # a word crosses a boundary (大麻|烦)
+            first, last = where[start_s], where[end_s - 1] + 1
             kept.append(
                 Hit(
-                    text[start:end],
+                    text[first:last],
                     category,
                     self.lexicon.risks.get(category, "A8"),
                     self.action_for(category),
-                    start,
-                    end,
+                    first,
+                    last,
                 )
             )
         return kept
