@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from heshi.catalog import ModelSpec
+from heshi.catalog import ModelSpec, MoE
 from heshi.errors import ModelFileError
 from heshi.hub.gguf_header import GGUFHeaderError, read_gguf_header
 from heshi.hub.gguf_info import read_gguf_info
@@ -19,6 +19,20 @@ def _int(fields: dict[str, Any], key: str) -> int:
     if not isinstance(value, int):
         raise ModelFileError(f"GGUF 缺少 {key} / the GGUF header has no {key}")
     return value
+
+
+def _moe(fields: dict[str, Any], arch: str) -> MoE | None:
+    """Experts from the header (``qwen2moe``/``qwen3moe``…): all of them are resident."""
+    experts = fields.get(f"{arch}.expert_count")
+    if not isinstance(experts, int) or experts <= 1:
+        return None
+    shared = fields.get(f"{arch}.expert_shared_feed_forward_length")
+    return MoE(
+        experts=experts,
+        experts_per_token=_int(fields, f"{arch}.expert_used_count"),
+        moe_intermediate_size=_int(fields, f"{arch}.expert_feed_forward_length"),
+        shared_expert_intermediate_size=shared if isinstance(shared, int) else None,
+    )
 
 
 def spec_from_gguf(path: Path) -> tuple[ModelSpec, Quant]:
@@ -34,7 +48,12 @@ def spec_from_gguf(path: Path) -> tuple[ModelSpec, Quant]:
     arch = info.architecture or ""
     sizes: dict[str, tuple[int, float]] = {}
     for tensor in header.tensors:
-        per_block, size = GGML_QUANT_SIZES[GGMLQuantizationType(tensor.ggml_type)]
+        try:
+            per_block, size = GGML_QUANT_SIZES[GGMLQuantizationType(tensor.ggml_type)]
+        except (ValueError, KeyError) as exc:
+            raise ModelFileError(
+                f"{path}: 未知张量类型 / unknown tensor type {tensor.ggml_type} in {tensor.name}"
+            ) from exc
         count = math.prod(tensor.shape)
         sizes[tensor.name] = (count, count / per_block * size)
     names = set(sizes)
@@ -42,6 +61,8 @@ def spec_from_gguf(path: Path) -> tuple[ModelSpec, Quant]:
     if embedding is None:
         raise ModelFileError(f"{path}: no token_embd.weight tensor")
     heads = _int(fields, f"{arch}.attention.head_count")
+    if heads <= 0:
+        raise ModelFileError(f"{path}: attention.head_count must be positive")
     hidden = _int(fields, f"{arch}.embedding_length")
     head_count_kv = fields.get(f"{arch}.attention.head_count_kv")
     kv_heads = head_count_kv if isinstance(head_count_kv, int) else heads
@@ -63,6 +84,7 @@ def spec_from_gguf(path: Path) -> tuple[ModelSpec, Quant]:
         context=info.context_length,
         tied_embeddings="output.weight" not in names,
         qkv_bias="blk.0.attn_q.bias" in names,
+        moe=_moe(fields, arch),
         source_url=str(path),
     )
     q = Quant(
