@@ -33,8 +33,8 @@ def _write(path: Path, arch: str, extra: dict[str, int]) -> Path:
 
 
 def test_moe_metadata_is_read_and_every_expert_is_counted(tmp_path: Path) -> None:
-    path = _write(tmp_path / "moe.gguf", "qwen3moe",
-                  {"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 4})  # fmt: skip
+    experts = {"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 4}
+    path = _write(tmp_path / "moe.gguf", "qwen3moe", experts)
     spec, q = spec_from_gguf(path)
     assert spec.moe is not None
     assert (spec.moe.experts, spec.moe.experts_per_token, spec.moe.moe_intermediate_size) == (
