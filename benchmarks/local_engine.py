@@ -170,8 +170,8 @@ def _supervise(
             proc.kill()
 
 
-def raw_xllamacpp(model: Path, threads: int, n: int) -> dict[str, float]:
-    """The ceiling: llama.cpp's server loop in process, no HTTP, one stream."""
+def xllamacpp_server(model: Path, threads: int) -> Any:
+    """llama.cpp's server loop in process: one slot, 4,096-token context, ``threads``."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -181,7 +181,12 @@ def raw_xllamacpp(model: Path, threads: int, n: int) -> dict[str, float]:
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.port = 0
-    server = xllamacpp.Server(params)
+    return xllamacpp.Server(params)
+
+
+def raw_xllamacpp(model: Path, threads: int, n: int) -> dict[str, float]:
+    """The ceiling: llama.cpp's server loop in process, no HTTP, one stream."""
+    server = xllamacpp_server(model, threads)
     try:
         body = {
             "messages": [{"role": "user", "content": QUESTION}],

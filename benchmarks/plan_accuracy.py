@@ -90,21 +90,14 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def _measure_prefill(model: Path, threads: int) -> dict[str, float]:
-    """llama.cpp's own prompt-processing rate for a ~700-token Chinese prompt (no cache)."""
-    import xllamacpp
+    """llama.cpp's own prompt-processing rate for a ~560-token Chinese prompt (no cache)."""
+    from local_engine import xllamacpp_server
 
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model)
-    params.n_parallel = 1
-    params.n_ctx = 4096
-    params.cpuparams.n_threads = threads
-    params.cpuparams_batch.n_threads = threads
-    params.port = 0
-    server = xllamacpp.Server(params)
+    server = xllamacpp_server(model, threads)
     try:
         text = "中国古代的四大发明包括造纸术、指南针、火药和印刷术，对世界文明影响深远。" * 24
         body = {"messages": [{"role": "user", "content": text}], "max_tokens": 1}
-        server.handle_chat_completions(dict(body, max_tokens=1))  # warm-up (caches it)
+        server.handle_chat_completions(dict(body))  # warm-up (caches this prompt)
         body["messages"][0]["content"] = "请总结：" + text  # a different prefix: no reuse
         result = server.handle_chat_completions(body)
         timings = result["timings"]

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
-from heshi.cli.database import ConfigOption, open_database, parse_time
+from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.errors import ConfigError
 
@@ -79,18 +79,8 @@ def verify(config: ConfigOption = None) -> None:
     "/ Export the records of a time range as JSON Lines or CSV.",
 )
 def export(
-    since: Annotated[
-        str,
-        typer.Option("--since", help="起始：2026-11-01 或 7d / From: 2026-11-01 or 7d."),
-    ] = "30d",
-    until: Annotated[
-        str | None,
-        typer.Option(
-            "--until",
-            help="截止（不含）：2026-12-01 或 1d / Until (exclusive): 2026-12-01 or 1d.",
-            show_default=False,
-        ),
-    ] = None,
+    since: SinceOption = "30d",
+    until: UntilOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="格式 / Format.")] = Format.jsonl,
     out: Annotated[
         Path | None,

@@ -25,6 +25,17 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+SinceOption = Annotated[
+    str, typer.Option("--since", help="起始：2026-11-01 或 7d / From: 2026-11-01 or 7d.")
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        help="截止（不含）：2026-12-01 或 1d / Until (exclusive): 2026-12-01 or 1d.",
+        show_default=False,
+    ),
+]
 _DURATION = re.compile(r"^(\d+)([hdw])$")
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 

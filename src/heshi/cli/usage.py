@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from heshi.cli.database import ConfigOption, open_database, parse_time
+from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.store.keys import KeyStore
 from heshi.store.usage import UsageRow, usage_report
@@ -36,18 +36,8 @@ def usage(
         str,
         typer.Option("--tenant", help="租户（必填）/ Tenant (required).", show_default=False),
     ],
-    since: Annotated[
-        str,
-        typer.Option("--since", help="起始：2026-11-01 或 7d / From: 2026-11-01 or 7d."),
-    ] = "30d",
-    until: Annotated[
-        str | None,
-        typer.Option(
-            "--until",
-            help="截止（不含）：2026-12-01 或 1d / Until (exclusive): 2026-12-01 or 1d.",
-            show_default=False,
-        ),
-    ] = None,
+    since: SinceOption = "30d",
+    until: UntilOption = None,
     by: Annotated[
         GroupBy, typer.Option("--by", help="分组 / Group by model, key or day.")
     ] = GroupBy.model,
