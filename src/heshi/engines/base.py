@@ -7,7 +7,7 @@ they never build HTTP responses themselves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +18,17 @@ def asked_completion_tokens(body: JSON) -> int | None:
     """The completion length a request asks for (``max_completion_tokens`` wins), if any."""
     asked = body.get("max_completion_tokens") or body.get("max_tokens")
     return asked if isinstance(asked, int) else None
+
+
+async def prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncGenerator[JSON, None]:
+    """``first`` (when there is one), then ``rest``; ``rest`` is closed however it ends."""
+    try:
+        if first is not None:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from heshi.config import HeshiConfig
-from heshi.engines.base import JSON, Engine
+from heshi.engines.base import JSON, Engine, prepend
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.gateway.governance import Governance, Ticket
 from heshi.gateway.metrics import GatewayMetrics
@@ -34,10 +34,10 @@ from heshi.gateway.schemas import (
 from heshi.gateway.streaming import StreamAccount, sse_frames
 from heshi.guard.aigc import new_produce_id
 from heshi.guard.labels import Labeller
+from heshi.guard.safety import most_severe
 from heshi.guard.stage import GuardStage, Inbound
 from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
 
-_GUARD_SEVERITY = ("pass", "flag", "replace", "block")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -46,16 +46,6 @@ def json_response(
 ) -> Response:
     """A JSON response serialised with orjson."""
     return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
-
-
-async def _prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-    try:
-        if first is not None:
-            yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def _headers(ticket: Ticket, routed: Routed[Any]) -> dict[str, str]:
@@ -191,7 +181,7 @@ class Gateway:
             headers["x-heshi-guard"] = inbound.verdict
         if self.labeller is not None:
             produce_id = new_produce_id()
-            rest = self.labeller.label_stream(produce_id, _prepend(first, rest))
+            rest = self.labeller.label_stream(produce_id, prepend(first, rest))
             first = None
             headers["x-aigc-produce-id"] = produce_id
         frames = sse_frames(first, rest, account, on_close)
@@ -224,9 +214,7 @@ class Gateway:
             outbound = self.guard.outbound_result(inbound, result)
             if outbound != "block":
                 outbound = await self.guard.outbound_model(inbound, result) or outbound
-            headers["x-heshi-guard"] = max(
-                inbound.verdict, outbound or "pass", key=_GUARD_SEVERITY.index
-            )
+            headers["x-heshi-guard"] = most_severe([outbound, inbound.action]) or "pass"
             self._audit(request, ticket, inbound)
         if self.labeller is not None and ticket.endpoint != "embeddings":
             label = self.labeller.label_result(result)

@@ -26,6 +26,7 @@ from heshi.guard.aigc import (
     producer_code,
     reserved_code,
 )
+from heshi.guard.textflow import answer_field, with_text
 
 
 class Labeller:
@@ -61,8 +62,7 @@ class Labeller:
             return None
         texts = []
         for choice in result.get("choices") or ():
-            message = choice.get("message")
-            holder, name = (message, "content") if isinstance(message, dict) else (choice, "text")
+            holder, name = answer_field(choice)
             if isinstance(holder.get(name), str):
                 holder[name] = explicit_label(
                     holder[name], self.config.explicit, self.config.wording
@@ -94,11 +94,10 @@ class Labeller:
                 template = chunk
                 choice = choices[0]
                 refused = refused or choice.get("finish_reason") == "content_filter"
-                delta = choice.get("delta")
-                holder, name = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+                holder, name = answer_field(choice)
                 value = holder.get(name) if isinstance(holder.get(name), str) else None
                 if position == "start" and not started and value is not None:
-                    holder[name] = f"{wording}\n\n{value}"
+                    holder[name] = explicit_label(value, "start", wording)
                     started = True
                 final = choice.get("finish_reason") is not None
                 if position == "end" and final and not ended and not refused:
@@ -110,13 +109,9 @@ class Labeller:
         base = {k: template[k] for k in ("id", "object", "created", "model")} if template else {}
         if position == "end" and not ended and not refused and template is not None:
             # The upstream ended without a finish chunk: the label goes in one of its own.
-            choice = dict(template["choices"][0])
-            if isinstance(choice.get("delta"), dict):
-                choice["delta"] = {"content": f"\n\n{wording}"}
-            else:
-                choice["text"] = f"\n\n{wording}"
-            choice["finish_reason"] = None
+            label = with_text({**base, "choices": template["choices"]}, f"\n\n{wording}",
+                              final=False)  # fmt: skip
             text.append(f"\n\n{wording}")
-            yield {**base, "choices": [choice]}
+            yield label
         implicit = self.label("".join(text), produce_id)
         yield {**base, "choices": [], **implicit.as_json()}

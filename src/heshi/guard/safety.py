@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -25,6 +26,13 @@ from heshi.guard.ahocorasick import Automaton
 
 ACTIONS = ("block", "replace", "flag")
 _SEVERITY = {"flag": 0, "replace": 1, "block": 2}
+
+
+def most_severe(actions: Iterable[str | None]) -> str | None:
+    """The most severe of ``actions`` (block > replace > flag); None when there is none."""
+    return max((a for a in actions if a), key=_SEVERITY.__getitem__, default=None)
+
+
 DEFAULT_REFUSAL = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
 _SECTION = re.compile(r"^\[([A-Za-z0-9_.\-]+)(?:\s+risk=(\S+))?\]$")
 
@@ -231,7 +239,7 @@ class SafetyEngine:
         found = self.hits(text)
         if not found:
             return Verdict([], None, text)
-        action = max((h.action for h in found), key=_SEVERITY.__getitem__)
+        action = most_severe(h.action for h in found)
         out = list(text)
         for h in found:
             if h.action == "replace":
@@ -276,5 +284,5 @@ class StreamScreener:
             else window[self._sent - start : upto - start]
         )
         self._sent = upto
-        action = max((h.action for h in relevant), key=_SEVERITY.__getitem__, default=None)
+        action = most_severe(h.action for h in relevant)
         return out, Verdict(relevant, action, out)

@@ -21,13 +21,14 @@ from typing import Any
 
 from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, prepend
 from heshi.guard.guard_model import Classify, ModelVerdict, judge
 from heshi.guard.pii import redact, scan
 from heshi.guard.pseudonym import Pseudonymizer
-from heshi.guard.safety import Hit, Lexicon, SafetyEngine
+from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.textflow import (
     TextFlow,
+    answer_field,
     content_template,
     is_final,
     prompt_texts,
@@ -53,12 +54,17 @@ class Inbound:
     out_hits: list[Hit] = field(default_factory=list)
     output: list[str] = field(default_factory=list)  # the answer as sent to the caller
 
+    policy_version: str = ""  # hash of the tenant's guard settings (audit)
+    lexicon_version: str | None = None  # name@version#sha256 of the lists (audit)
+
+    @property
+    def action(self) -> str | None:
+        """The most severe inbound action, None when nothing was found."""
+        return "block" if self.blocked else most_severe(h.action for h in self.hits)
+
     @property
     def verdict(self) -> str:
-        if self.blocked:
-            return "block"
-        actions = {h.action for h in self.hits}
-        return "replace" if "replace" in actions else "flag" if actions else "pass"
+        return self.action or "pass"
 
 
 class SuspensionTracker:
@@ -123,6 +129,36 @@ def _masked(text: str) -> str:
     return redact(text, scan(text), "mask")
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """One tenant's guard: settings, lexicon engine and the versions the audit records."""
+
+    config: GuardConfig
+    engine: SafetyEngine | None
+    version: str
+    lexicon_version: str | None
+
+    @classmethod
+    def build(cls, cfg: GuardConfig) -> _Policy:
+        engine = None
+        if cfg.enabled and (cfg.inbound or cfg.outbound):
+            lexicons = [Lexicon.load(p) for p in cfg.lexicons] or [Lexicon.seed()]
+            merged = lexicons[0]
+            for extra in lexicons[1:]:
+                merged.terms.update(extra.terms)
+                merged.risks.update(extra.risks)
+                merged.allowed.extend(extra.allowed)
+                merged.version = f"{merged.version}+{extra.name}@{extra.version}"
+            engine = SafetyEngine(merged, dict(cfg.actions), refusal=cfg.refusal)
+        lexicon = engine.lexicon if engine else None
+        return cls(
+            cfg,
+            engine,
+            hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
+            f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}" if lexicon else None,
+        )
+
+
 class GuardStage:
     """Per-process guard state: engines per tenant (built once) and suspensions."""
 
@@ -135,32 +171,32 @@ class GuardStage:
         self.config = config
         self._suspend = suspend  # (key id, reason) → stores the suspension (blocking call)
         self._classify = classify  # (alias, messages) → the guard model's answer text
-        self._engines: dict[str | None, SafetyEngine | None] = {}
+        self._policies: dict[str | None, _Policy] = {}
         self.tracker = SuspensionTracker()
 
+    def _policy(self, tenant: str | None) -> _Policy:
+        """The tenant's settings, engine and versions, resolved once (not per request)."""
+        policy = self._policies.get(tenant)
+        if policy is None:
+            policy = self._policies[tenant] = _Policy.build(self.config.guard_for(tenant))
+        return policy
+
     def settings(self, tenant: str | None) -> GuardConfig:
-        return self.config.guard_for(tenant)
+        return self._policy(tenant).config
 
     def engine(self, tenant: str | None) -> SafetyEngine | None:
-        if tenant not in self._engines:
-            cfg = self.settings(tenant)
-            if not cfg.enabled or not (cfg.inbound or cfg.outbound):
-                self._engines[tenant] = None
-            else:
-                lexicons = [Lexicon.load(p) for p in cfg.lexicons] or [Lexicon.seed()]
-                merged = lexicons[0]
-                for extra in lexicons[1:]:
-                    merged.terms.update(extra.terms)
-                    merged.risks.update(extra.risks)
-                    merged.allowed.extend(extra.allowed)
-                    merged.version = f"{merged.version}+{extra.name}@{extra.version}"
-                self._engines[tenant] = SafetyEngine(merged, dict(cfg.actions), refusal=cfg.refusal)
-        return self._engines[tenant]
+        return self._policy(tenant).engine
 
     async def inbound(self, tenant: str | None, key_id: str | None, body: JSON) -> Inbound:
         """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal."""
-        cfg = self.settings(tenant)
-        result = Inbound(cfg, self.engine(tenant))
+        policy = self._policy(tenant)
+        cfg = policy.config
+        result = Inbound(
+            cfg,
+            policy.engine,
+            policy_version=policy.version,
+            lexicon_version=policy.lexicon_version,
+        )
         if not cfg.enabled:
             return result
         refuse_unscreenable(body)
@@ -229,9 +265,6 @@ class GuardStage:
             for level, hits in (("inbound", inbound.hits), ("outbound", inbound.out_hits))
             for h in hits
         ]
-        lexicon = inbound.engine.lexicon if inbound.engine else None
-        policy = hashlib.sha256(inbound.config.model_dump_json().encode()).hexdigest()[:16]
-        version = f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}" if lexicon else None
         return AuditEntry(
             tenant=_fit(tenant, 64),
             request_id=_fit(request_id, 128),
@@ -241,8 +274,8 @@ class GuardStage:
             key_id=key_id,
             client_ip=_fit(client_ip, 45) if client_ip else None,
             # The digest names the exact lists; a long merged name is cut, not rejected.
-            lexicon_version=_fit(version, 128) if version else None,
-            policy_version=policy,
+            lexicon_version=_fit(inbound.lexicon_version, 128) if inbound.lexicon_version else None,
+            policy_version=inbound.policy_version,
             model_version=_fit(model, 128),
             ts=datetime.now(UTC),  # the request's time, not the batch's
         )
@@ -291,46 +324,39 @@ class GuardStage:
 
     def outbound_result(self, inbound: Inbound, result: JSON) -> str | None:
         """Apply ``outbound_text`` to a unary completion in place; the action taken."""
-        worst: str | None = None
+        actions: list[str | None] = []
         for choice in result.get("choices") or ():
-            message = choice.get("message")
-            if isinstance(message, dict):
-                holder, field_name = message, "content"
-            else:
-                holder, field_name = choice, "text"
-            actions = [self._outbound_side_fields(inbound, holder)]
+            holder, field_name = answer_field(choice)
+            choice_actions = [self._outbound_side_fields(inbound, holder)]
             text = holder.get(field_name)
             if isinstance(text, str):
                 holder[field_name], action = self.outbound_text(inbound, text)
-                actions.append(action)
+                choice_actions.append(action)
             choice.pop("logprobs", None)  # tokens the screen never saw
-            if "block" in actions:
+            if "block" in choice_actions:
                 holder[field_name] = inbound.engine.refusal if inbound.engine else text
                 holder.pop("reasoning_content", None)
                 holder.pop("tool_calls", None)
                 choice["finish_reason"] = "content_filter"
             if isinstance(holder.get(field_name), str):
                 inbound.output.append(holder[field_name])
-            for action in actions:
-                if action == "block" or (action and worst != "block"):
-                    worst = action
-        return worst
+            actions += choice_actions
+        return most_severe(actions)
 
     def _outbound_side_fields(self, inbound: Inbound, message: JSON) -> str | None:
         """Reasoning content and tool-call arguments: restored and screened like the text."""
-        worst: str | None = None
         fields: list[tuple[JSON, str]] = [(message, "reasoning_content")]
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 fields.append((function, "arguments"))
+        actions: list[str | None] = []
         for holder, name in fields:
             value = holder.get(name)
             if isinstance(value, str):
                 holder[name], action = self.outbound_text(inbound, value)
-                if action == "block" or (action and worst != "block"):
-                    worst = action
-        return worst
+                actions.append(action)
+        return most_severe(actions)
 
     async def outbound_stream(
         self, inbound: Inbound, first: JSON | None, rest: AsyncIterator[JSON]
@@ -345,14 +371,9 @@ class GuardStage:
         reasoning = TextFlow(inbound, field_name="reasoning_content", record=False)
         template: JSON | None = None
         finished = False
+        chunks = prepend(first, rest)
         try:
-            for chunk in [first] if first is not None else []:
-                template = content_template(chunk) or template
-                finished = finished or is_final(chunk)
-                yield flow.apply(reasoning.apply(chunk))
-                if flow.blocked or reasoning.blocked:
-                    return
-            async for chunk in rest:
+            async for chunk in chunks:
                 template = content_template(chunk) or template
                 finished = finished or is_final(chunk)
                 yield flow.apply(reasoning.apply(chunk))
@@ -364,4 +385,4 @@ class GuardStage:
                 if text_of(tail) or delta.get("reasoning_content"):
                     yield tail
         finally:
-            await rest.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()  # closes the upstream however the stream ends

@@ -89,16 +89,20 @@ def is_final(chunk: JSON) -> bool:
     return bool(choices) and choices[0].get("finish_reason") is not None
 
 
-def _holder(choice: JSON) -> tuple[JSON, str]:
-    delta = choice.get("delta")
-    return (delta, "content") if isinstance(delta, dict) else (choice, "text")
+def answer_field(choice: JSON) -> tuple[JSON, str]:
+    """Where a choice keeps its answer text: ``message.content`` (chat), ``delta.content``
+    (chat stream) or ``text`` (completions), as (holder, key)."""
+    for key in ("message", "delta"):
+        if isinstance(choice.get(key), dict):
+            return choice[key], "content"
+    return choice, "text"
 
 
 def text_of(chunk: JSON) -> str:
     choices = chunk.get("choices") or []
     if not choices:
         return ""
-    holder, name = _holder(choices[0])
+    holder, name = answer_field(choices[0])
     value = holder.get(name)
     return value if isinstance(value, str) else ""
 
@@ -150,7 +154,7 @@ class TextFlow:
             return chunk  # a usage-only chunk
         choice = choices[0]
         choice.pop("logprobs", None)  # tokens the screen never saw
-        holder, name = _holder(choice)
+        holder, name = answer_field(choice)
         if self._field:
             name = self._field
             if not isinstance(holder.get(name), str) and choice.get("finish_reason") is None:
@@ -160,7 +164,7 @@ class TextFlow:
         final = choice.get("finish_reason") is not None
         out = self._through(text, final)
         if self.blocked and self._inbound.engine is not None:
-            content_holder, content_name = _holder(choice)
+            content_holder, content_name = answer_field(choice)
             holder.pop(name, None)
             content_holder[content_name] = self._inbound.engine.refusal
             choice["finish_reason"] = "content_filter"
