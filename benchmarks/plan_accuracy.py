@@ -44,6 +44,7 @@ def _errors(rows: Sequence[CalibrationRow]) -> list[dict[str, Any]]:
     """In-sample errors through the public predict path (the shipped calibration)."""
     out = []
     for row in rows:
+        assert row.speed is not None  # every published row carries its speed
         result = predict(row.spec, row.q, row.engine, row.hw, row.work).as_json()
         entry: dict[str, Any] = {
             "model": row.spec.name,
@@ -80,7 +81,9 @@ def _leave_one_model_out(rows: Sequence[CalibrationRow]) -> dict[int, float]:
                 continue  # no other model measured in this group
             terms = features(row.spec, row.q, row.hw, row.placement, row.work)
             seconds = sum(entry["values"][f] * terms[f] for f in FEATURES)
-            errors[i] = (row.work.output_tokens / seconds) / row.speed - 1
+            errors[i] = (
+                row.work.output_tokens / seconds
+            ) * row.seconds / row.work.output_tokens - 1
     return errors
 
 

@@ -9,9 +9,7 @@ first. Only a killed process can lose the entries still in memory.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -23,6 +21,7 @@ from typing import Any
 from heshi.audit.log import AuditLog
 from heshi.audit.records import AuditEntry, AuditVerdict
 from heshi.errors import HeshiError
+from heshi.store.spool import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +123,7 @@ class AuditWriter:
             self._dropped += len(entries)
             log.error("审计记录丢弃 / audit entries dropped: %d so far", self._dropped)
             return
-        self._spool.parent.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(_to_json(e), ensure_ascii=False) + "\n" for e in entries)
-        with self._spool.open("a", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self._spool, (_to_json(e) for e in entries))
 
     def stats(self) -> AuditStats:
         with self._lock:
@@ -183,21 +177,13 @@ def _to_json(entry: AuditEntry) -> dict[str, Any]:
     return out
 
 
-def _from_json(line: str) -> AuditEntry:
-    data = json.loads(line)
-    data["ts"] = datetime.fromisoformat(data["ts"]) if data.get("ts") else None
-    return AuditEntry(**data)
-
-
 def _read_spool(path: Path) -> list[AuditEntry]:
-    """The entries of a spool file; a torn last line (killed mid-write) is skipped."""
+    """The entries of a spool file; unreadable lines (a torn last line) are skipped."""
     entries = []
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for row in read_jsonl(path):
         try:
-            entries.append(_from_json(line))
+            row["ts"] = datetime.fromisoformat(row["ts"]) if row.get("ts") else None
+            entries.append(AuditEntry(**row))
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("审计暂存文件第 %d 行损坏，已跳过 / audit spool line %d unreadable: %s",
-                      number, number, exc)  # fmt: skip
+            log.error("审计暂存记录无法读取，已跳过 / unreadable audit spool entry: %s", exc)
     return entries

@@ -229,9 +229,7 @@ def _predict_rows(path: Path) -> None:
             raise InvalidRequest(f"CSV 缺少列 / the CSV lacks columns: {', '.join(absent)}")
         for number, raw in enumerate(reader, start=2):
             try:
-                row = resolve_row(
-                    {**raw, "speed_tokens_per_s": raw.get("speed_tokens_per_s") or "1"}
-                )
+                row = resolve_row(raw)
                 result = predict(row.spec, row.q, row.engine, row.hw, row.work).as_json()
             except (HeshiError, ValueError, KeyError) as exc:
                 message = exc.message if isinstance(exc, HeshiError) else str(exc)

@@ -55,7 +55,7 @@ class CalibrationRow:
     engine: str
     hw: Hardware
     work: Workload
-    speed: float  # generated tokens per second, as published
+    speed: float | None  # generated tokens per second, as published (None: not given)
     memory_gib: float | None  # total over the GPUs (transformers only)
 
     @property
@@ -64,6 +64,8 @@ class CalibrationRow:
 
     @property
     def seconds(self) -> float:
+        if not self.speed:
+            raise ValueError(f"{self.spec.name}: the row has no speed_tokens_per_s to fit on")
         return self.work.output_tokens / self.speed
 
     @property
@@ -94,7 +96,7 @@ def resolve_row(raw: dict[str, str]) -> CalibrationRow:
         engine=engine,
         hw=hw,
         work=Workload(int(raw["input_length"]), int(raw["output_length"])),
-        speed=float(raw["speed_tokens_per_s"]),
+        speed=float(raw["speed_tokens_per_s"]) if raw.get("speed_tokens_per_s") else None,
         memory_gib=float(memory) if memory else None,
     )
 

@@ -94,13 +94,8 @@ class LedgerSpool:
 
     def reject(self, rows: Iterable[Row]) -> None:
         """Keep rows the database refused in a side file an operator can inspect."""
-        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with (self.directory / REJECTED_NAME).open("ab") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_jsonl(self.directory / REJECTED_NAME, rows)
 
     def close(self) -> None:
         """Release the file; an empty own file is removed, a non-empty one stays for replay."""
@@ -119,6 +114,22 @@ class LedgerSpool:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._file = handle
         return self._file
+
+
+def append_jsonl(path: Path, rows: Iterable[Row]) -> None:
+    """Append rows to a JSON Lines file (its folder created) and fsync before returning."""
+    data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    """The objects of a JSON Lines file; a torn line (a crash mid-append) is skipped."""
+    with path.open("rb") as handle:
+        return list(_read_lines(handle, path))
 
 
 def _replay_orphan(path: Path, consume: Callable[[list[Row]], None], batch_rows: int) -> int:
@@ -161,7 +172,7 @@ def _read_lines(handle: IO[bytes], path: Path) -> Iterator[Row]:
             row = json.loads(line)
         except ValueError:
             # Only a crash in the middle of an append leaves a torn line, and only the last.
-            log.warning("skipping unreadable line %d of ledger spool %s", number, path)
+            log.warning("skipping unreadable line %d of spool %s", number, path)
             continue
         if isinstance(row, dict):
             yield row
