@@ -181,12 +181,6 @@ class GuardStage:
             policy = self._policies[tenant] = _Policy.build(self.config.guard_for(tenant))
         return policy
 
-    def settings(self, tenant: str | None) -> GuardConfig:
-        return self._policy(tenant).config
-
-    def engine(self, tenant: str | None) -> SafetyEngine | None:
-        return self._policy(tenant).engine
-
     async def inbound(self, tenant: str | None, key_id: str | None, body: JSON) -> Inbound:
         """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal."""
         policy = self._policy(tenant)

@@ -26,6 +26,7 @@ from heshi.catalog import Accelerator, CpuSpec, Hardware, ModelSpec
 from heshi.plan.memory import (
     GIB,
     Workload,
+    kv_bytes_per_token,
     parameter_counts,
     prefill_flops,
     weight_bytes_read_per_token,
@@ -150,7 +151,7 @@ def predict_llamacpp(
         return EngineEstimate(0.0, 0.0, (weights + kv) / per_device, usable, notes)
     active = parameter_counts(spec).active_linear
     per_step_bytes = weight_bytes_read_per_token(spec, q)
-    kv_token = kv / max(batch * (n_in + n_out), 1)
+    kv_token = kv_bytes_per_token(spec)
     mean_context = n_in + n_out / 2
     step_time = (per_step_bytes + batch * kv_token * mean_context) / bandwidth
     if decode_compute > 0:

@@ -144,14 +144,15 @@ def prefill_flops(spec: ModelSpec, tokens: int, context_before: int = 0) -> floa
     return matmul + attention
 
 
+def kv_cache_bytes(spec: ModelSpec, work: Workload) -> float:
+    """KV cache (and hybrid recurrent state) of the batch's sequences at full length."""
+    tokens = work.input_tokens + work.output_tokens
+    return work.batch * (kv_bytes_per_token(spec) * tokens + state_bytes_per_sequence(spec))
+
+
 def weights_and_kv(spec: ModelSpec, q: Quant, work: Workload) -> float:
     """Weights plus the KV cache of the batch's sequences (bytes)."""
-    tokens, batch = work.input_tokens + work.output_tokens, work.batch
-    return (
-        weight_bytes(spec, q)
-        + batch * kv_bytes_per_token(spec) * tokens
-        + batch * state_bytes_per_sequence(spec)
-    )
+    return weight_bytes(spec, q) + kv_cache_bytes(spec, work)
 
 
 def mlp_width(spec: ModelSpec) -> int:

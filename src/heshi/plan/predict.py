@@ -18,9 +18,8 @@ from heshi.plan import cpu
 from heshi.plan.memory import (
     GIB,
     LEGACY_TRANSFORMERS,
-    kv_bytes_per_token,
+    kv_cache_bytes,
     memory_terms,
-    state_bytes_per_sequence,
     weight_bytes,
 )
 from heshi.plan.quant import Quant
@@ -218,9 +217,8 @@ def predict(
         notes.append(
             f"{device.name} 无 bf16，按 fp16 运行 / no bf16 on {device.name}: runs in fp16"
         )
-    tokens = work.input_tokens + work.output_tokens
     weights = weight_bytes(spec, q)
-    kv = work.batch * (kv_bytes_per_token(spec) * tokens + state_bytes_per_sequence(spec))
+    kv = kv_cache_bytes(spec, work)
     if device.kind == "cpu" or engine == "llamacpp":
         est = cpu.predict_llamacpp(spec, q, hw, work, weights, kv)
         peak = est.required_bytes
