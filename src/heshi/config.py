@@ -244,7 +244,7 @@ class HeshiConfig(_Strict):
                 try:
                     GuardConfig.model_validate(_deep_merge(self.guard.model_dump(), tenant.guard))
                 except ValidationError as exc:
-                    raise ValueError(f"tenants.{name}.guard: {exc}") from exc
+                    raise ValueError(f"tenants.{name}.guard: 配置无效 / invalid: {exc}") from exc
         return self
 
     def guard_for(self, tenant: str | None) -> GuardConfig:
@@ -255,7 +255,7 @@ class HeshiConfig(_Strict):
         try:
             return GuardConfig.model_validate(_deep_merge(self.guard.model_dump(), overrides))
         except ValidationError as exc:
-            raise ConfigError(f"tenants.{tenant}.guard: {exc}") from exc
+            raise ConfigError(f"tenants.{tenant}.guard: 配置无效 / invalid: {exc}") from exc
 
     def with_overrides(self, **changes: Any) -> HeshiConfig:
         """Return a copy with dotted keys replaced, e.g. ``{"engine.ctx": 8192}``.

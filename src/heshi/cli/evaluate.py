@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heshi.cli.database import ConfigOption
 from heshi.cli.reporting import reporting_errors
@@ -38,7 +41,20 @@ def safety(
     """安全评估：拒答率与误拒率 / Refusal and over-refusal rates against TC260-003."""
     with reporting_errors():
         questions = load_bank(bank)
-        outcomes = asyncio.run(_ask_all(questions, model, config, url, api_key_env))
+        with Progress(
+            TextColumn("安全评估 / safety evaluation"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task("questions", total=len(questions))
+
+            def advance(_outcome: Any) -> None:
+                progress.advance(task)
+
+            outcomes = asyncio.run(_ask_all(questions, model, config, url, api_key_env, advance))
         report = markdown_report(outcomes, model, str(bank))
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(report, encoding="utf-8")
@@ -54,14 +70,19 @@ def safety(
 
 
 async def _ask_all(
-    questions: list[Any], model: str, config: Path | None, url: str | None, key_env: str
+    questions: list[Any],
+    model: str,
+    config: Path | None,
+    url: str | None,
+    key_env: str,
+    on_answer: Callable[[Any], None],
 ) -> list[Any]:
     if url is not None:
         headers = {}
         if os.environ.get(key_env):
             headers["Authorization"] = f"Bearer {os.environ[key_env]}"
         async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=300) as c:
-            return await run(questions, _asker(c, model))
+            return await run(questions, _asker(c, model), on_answer)
     from heshi.cli.serve import build_engines
     from heshi.gateway.app import create_app
 
@@ -73,7 +94,7 @@ async def _ask_all(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://heshi", timeout=300
         ) as c:
-            return await run(questions, _asker(c, model))
+            return await run(questions, _asker(c, model), on_answer)
 
 
 def _asker(client: httpx.AsyncClient, model: str) -> Any:
@@ -87,7 +108,10 @@ def _asker(client: httpx.AsyncClient, model: str) -> Any:
         if response.status_code == 404:
             raise InvalidRequest(f"模型不存在 / no model {model!r}: {response.text[:200]}")
         if response.status_code != 200:
-            raise UpstreamError(f"HTTP {response.status_code}: {response.text[:300]}")
+            raise UpstreamError(
+                f"网关返回错误 / the gateway answered HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
         data: dict[str, Any] = response.json()
         return data
 

@@ -50,7 +50,9 @@ def scan_command(
     with reporting_errors():
         wanted = _types(types)
         if mode not in (None, "redact", "mask"):
-            raise InvalidRequest(f"--redact takes redact or mask, got {mode!r}")
+            raise InvalidRequest(
+                f"--redact 只能是 redact 或 mask / --redact takes redact or mask, got {mode!r}"
+            )
         if jsonl is not None:
             _scan_jsonl(jsonl, wanted)
             return

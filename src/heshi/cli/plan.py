@@ -129,7 +129,9 @@ def _chosen(ranked: list[Option], emit: str | None) -> Option | None:
     if not emit:
         return None
     if emit not in EMITTERS:
-        raise InvalidRequest(f"--emit takes one of {', '.join(EMITTERS)}, got {emit!r}")
+        raise InvalidRequest(
+            f"--emit 的取值 / --emit takes one of {', '.join(EMITTERS)}, got {emit!r}"
+        )
     for option in ranked:
         if option.engine == emit:
             return option

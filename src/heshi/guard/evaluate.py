@@ -95,13 +95,18 @@ def classify(response: dict[str, Any]) -> tuple[bool, str, str]:
 
 
 async def run(
-    questions: Iterable[Question], ask: Callable[[str], Awaitable[dict[str, Any]]]
+    questions: Iterable[Question],
+    ask: Callable[[str], Awaitable[dict[str, Any]]],
+    on_answer: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Ask every question (one at a time: a bank is small, the model is the bottleneck)."""
+    """Ask every question (one at a time: a bank is small, the model is the bottleneck);
+    ``on_answer`` is told after each one (progress)."""
     outcomes = []
     for q in questions:
         refused, by, answer = classify(await ask(q.prompt))
         outcomes.append(Outcome(q, refused, by, answer))
+        if on_answer is not None:
+            on_answer(outcomes[-1])
     return outcomes
 
 

@@ -185,7 +185,10 @@ class SafetyEngine:
     ) -> None:
         for category, action in (actions or {}).items():
             if action not in ACTIONS:
-                raise ConfigError(f"category {category}: action must be one of {ACTIONS}")
+                raise ConfigError(
+                    f"类别 {category} 的动作无效 / category {category}: action must be one of "
+                    f"{ACTIONS}"
+                )
         self.lexicon = lexicon
         self.refusal = refusal
         self._actions = actions or {}

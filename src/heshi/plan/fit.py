@@ -65,7 +65,9 @@ class CalibrationRow:
     @property
     def seconds(self) -> float:
         if not self.speed:
-            raise ValueError(f"{self.spec.name}: the row has no speed_tokens_per_s to fit on")
+            raise ValueError(
+                f"{self.spec.name}: 缺少 speed_tokens_per_s / the row has no speed_tokens_per_s"
+            )
         return self.work.output_tokens / self.speed
 
     @property

@@ -43,7 +43,9 @@ def spec_from_gguf(path: Path) -> tuple[ModelSpec, Quant]:
     try:
         header = read_gguf_header(path)
     except (GGUFHeaderError, OSError) as exc:  # pragma: no cover - read_gguf_info checked
-        raise ModelFileError(f"{path}: {exc}") from exc
+        raise ModelFileError(
+            f"GGUF 头部无法读取 / cannot read the GGUF header of {path}: {exc}"
+        ) from exc
     fields = header.fields
     arch = info.architecture or ""
     sizes: dict[str, tuple[int, float]] = {}
