@@ -17,6 +17,14 @@ from tests.tinymodel import build_tiny_qwen2_gguf
 
 TINY_NAME = "tiny-qwen2"
 TINY_CTX = 256
+ADMIN_TOKEN = "test-admin-token-7f3a9c"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # for /metrics and /healthz details
+
+
+@pytest.fixture(autouse=True)
+def _admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every gateway a test starts (in process or as a child) has an admin token."""
+    monkeypatch.setenv("HESHI_ADMIN_TOKEN", ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,9 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"  # loopback by default: exposing it is a deliberate choice
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # 8 MiB: long documents fit
+    # Name of the env var holding the admin token: /metrics and /healthz's details need
+    # "Authorization: Bearer <token>". Unset variable = those stay closed.
+    admin_token_env: str = "HESHI_ADMIN_TOKEN"
 
 
 class LocalEngineConfig(_Strict):
@@ -77,6 +80,13 @@ class BackendConfig(_Strict):
     connect_timeout: float = Field(default=5.0, gt=0)  # seconds to open a connection
     timeout: float = Field(default=120.0, gt=0)  # seconds between bytes once connected
     max_connections: int = Field(default=256, ge=1)
+    # The model's context window, when known: reservations and the output limit below
+    # then never ask for more than the rest of it.
+    context: int | None = Field(default=None, ge=1)
+    # The most one answer may generate. A request without max_tokens is sent upstream with
+    # max_tokens set to this (or the rest of ``context``), and admission reserves exactly
+    # that: a backend can never be made to generate more than a budget holds.
+    max_output_tokens: int = Field(default=8192, ge=1)
 
     @field_validator("base_url")
     @classmethod
@@ -108,6 +118,12 @@ class StoreConfig(_Strict):
     ledger_flush_seconds: float = Field(default=0.2, gt=0)  # batch window for ledger writes
     ledger_batch_rows: int = Field(default=500, ge=1)  # rows per INSERT batch
     ledger_buffer_rows: int = Field(default=200_000, ge=1)  # held in memory while the DB is down
+    # Usage rows waiting longer than this mark the ledger unhealthy (/healthz, /readyz):
+    # a frozen database fails no statement at first, it just stops taking rows.
+    ledger_stall_seconds: float = Field(default=5.0, gt=0)
+    # Longest a statement may run on PostgreSQL (statement_timeout), and how long it may
+    # wait for a lock (lock_timeout): a hung database fails calls instead of holding them.
+    statement_timeout_seconds: float = Field(default=15.0, gt=0)
     key_refresh_seconds: float = Field(default=5.0, gt=0)  # key cache reload period
 
     def sql_url(self, home: Path) -> str:

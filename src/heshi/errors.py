@@ -14,22 +14,24 @@ class HeshiError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
-    # Response headers the HTTP edge sends along, e.g. the backend and route a failed
-    # request took (set by the router); None for most errors.
-    headers: dict[str, str] | None = None
-    # Set by the router on a failed routed request: the backend that failed last ("" when
-    # none was tried) and the route decision, for the usage ledger.
-    routed_backend: str = ""
-    route: str = ""
+    # Why the request ended this way, for metrics and the ledger: a short, bounded name
+    # such as "quota.key.rpm" or "auth.missing_key" (never free text).
+    reason = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if reason is not None:
+            self.reason = reason
 
 
 class InvalidRequest(HeshiError):
     """The request is malformed or names an unsupported value (HTTP 400)."""
+
+    reason = "bad_request"
 
     status_code = 400
     error_type = "invalid_request_error"
@@ -38,6 +40,8 @@ class InvalidRequest(HeshiError):
 
 class ContextLengthExceeded(InvalidRequest):
     """Prompt plus requested tokens do not fit the model's context (HTTP 400)."""
+
+    reason = "context_length"
 
     code = "context_length_exceeded"
 
@@ -65,6 +69,8 @@ class ContextLengthExceeded(InvalidRequest):
 class ModelNotFound(HeshiError):
     """The requested model is not served here (HTTP 404); the message lists what is."""
 
+    reason = "model_not_found"
+
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
@@ -82,6 +88,8 @@ class ModelNotFound(HeshiError):
 class AuthenticationFailed(HeshiError):
     """No API key, or one that is unknown, revoked or expired (HTTP 401)."""
 
+    reason = "auth.invalid_key"
+
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
@@ -89,6 +97,8 @@ class AuthenticationFailed(HeshiError):
 
 class PermissionDenied(HeshiError):
     """A valid key that may not do this: suspended, or a model it is not allowed (HTTP 403)."""
+
+    reason = "key.denied"
 
     status_code = 403
     error_type = "permission_error"
@@ -98,6 +108,8 @@ class PermissionDenied(HeshiError):
 class QuotaExceeded(HeshiError):
     """A rate limit or token budget would be exceeded (HTTP 429 with Retry-After)."""
 
+    reason = "quota"
+
     status_code = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
@@ -105,6 +117,7 @@ class QuotaExceeded(HeshiError):
     def __init__(self, message: str, *, limit: str, retry_after: float | None) -> None:
         super().__init__(message)
         self.limit = limit  # e.g. "key.rpm", "tenant.budget_tokens"
+        self.reason = f"quota.{limit}"
         self.retry_after = retry_after  # seconds; None = not before an operator acts
         if limit.endswith("budget_tokens"):
             self.code = "insufficient_quota"
@@ -113,6 +126,8 @@ class QuotaExceeded(HeshiError):
 class AdmissionUnavailable(HeshiError):
     """The shared quota store (Redis) cannot be reached, so limits cannot be checked and
     ``store.redis_outage`` is ``reject`` (HTTP 503 with Retry-After)."""
+
+    reason = "admission_unavailable"
 
     status_code = 503
     error_type = "server_error"
@@ -123,11 +138,15 @@ class AdmissionUnavailable(HeshiError):
 class CapabilityMissing(InvalidRequest):
     """The model exists but cannot do what was asked, e.g. embeddings (HTTP 400)."""
 
+    reason = "capability_missing"
+
     code = "capability_missing"
 
 
 class UpstreamError(HeshiError):
     """A remote backend is down, timed out or answered garbage (HTTP 502)."""
+
+    reason = "upstream_error"
 
     status_code = 502
     error_type = "upstream_error"
@@ -137,12 +156,16 @@ class UpstreamError(HeshiError):
 class UpstreamTimeout(UpstreamError):
     """A remote backend did not answer within its timeout (HTTP 504)."""
 
+    reason = "upstream_timeout"
+
     status_code = 504
     code = "upstream_timeout"
 
 
 class UpstreamRejected(HeshiError):
     """A remote backend answered 4xx/5xx; its status and message are passed on."""
+
+    reason = "upstream_rejected"
 
     error_type = "upstream_error"
     code = "upstream_rejected"
@@ -154,6 +177,8 @@ class UpstreamRejected(HeshiError):
 
 class EngineError(HeshiError):
     """The local engine failed while generating (HTTP 500)."""
+
+    reason = "engine_error"
 
 
 class ModelFileError(HeshiError):
@@ -172,3 +197,13 @@ class ConfigError(HeshiError):
     """heshi.yaml or a command-line option is invalid."""
 
     code = "config_error"
+
+
+class ClientGone(HeshiError):
+    """The client closed the connection before its request was read or answered. Nothing
+    can be sent back; the status 499 (nginx's "client closed request") is only recorded."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    code = "client_closed_request"
+    reason = "client_gone"

@@ -17,6 +17,7 @@ from aiohttp import web
 from heshi.config import BackendConfig
 from heshi.engines.base import Engine, ServedModel
 from heshi.engines.openai_http import OpenAIHTTPEngine
+from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
 from tests.loopback import free_port
 
@@ -170,7 +171,32 @@ async def test_chat_round_trip_forwards_body_and_bearer_key(
     )
     result = await engine.chat(body)
     assert result == {"object": "chat.completion", "choices": [{"index": 0}]}
-    assert seen == [("/v1/chat/completions", "Bearer sk-secret-123", body)]
+    # forwarded as given, with the output limit every request carries upstream
+    assert seen == [("/v1/chat/completions", "Bearer sk-secret-123", body | {"max_tokens": 8192})]
+
+
+async def test_every_request_upstream_carries_an_output_limit(
+    serve: Serve, make_engine: MakeEngine
+) -> None:
+    seen: list[Any] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        return web.json_response({"object": "chat.completion", "choices": [{"index": 0}]})
+
+    url = await serve(handler)
+    capped = await make_engine(url, max_output_tokens=300)
+    await capped.chat(CHAT_BODY)
+    await capped.chat(CHAT_BODY | {"max_tokens": 5000})  # the caller's own limit is kept
+    await capped.chat(CHAT_BODY | {"max_completion_tokens": 7})
+    assert [b.get("max_tokens") for b in seen] == [300, 5000, None]
+    assert seen[2]["max_completion_tokens"] == 7
+    # with a known context, never more than what the prompt leaves of it
+    windowed = await make_engine(url, context=1000)
+    await windowed.chat(CHAT_BODY)
+    assert seen[-1]["max_tokens"] == 1000 - estimate_prompt_tokens(CHAT_BODY)
+    assert windowed.default_completion(999) == 1 and windowed.default_completion(2000) == 1
+    assert windowed.completion_cap(2000) == -1000 and capped.completion_cap(10**6) is None
 
 
 async def test_no_authorization_header_without_api_key_env(

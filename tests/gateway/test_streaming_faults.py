@@ -12,7 +12,7 @@ import pytest
 from heshi.config import HeshiConfig
 from heshi.engines.llamacpp import LlamaCppEngine
 from heshi.gateway.app import create_app
-from tests.conftest import TINY_NAME, RunningGateway, local_engines, tiny_engine_config
+from tests.conftest import ADMIN, TINY_NAME, RunningGateway, local_engines, tiny_engine_config
 from tests.loopback import serve_app
 from tests.tinymodel import build_tiny_qwen2_gguf
 
@@ -52,10 +52,9 @@ def test_client_disconnect_mid_stream_frees_the_slot(long_gateway: RunningGatewa
         time.sleep(0.01)
     assert stats["tokens_predicted_total"] < max_tokens
     # the gateway recorded the abandoned stream as such
-    metrics = httpx.get(tiny_gateway.url + "/metrics").text
-    assert (
-        f'heshi_requests_total{{endpoint="chat",model="{TINY_NAME}",status="499"}} 1.0' in metrics
-    )
+    metrics = httpx.get(tiny_gateway.url + "/metrics", headers=ADMIN).text
+    labels = f'endpoint="chat",model="{TINY_NAME}",reason="client_gone",status="499"'
+    assert f"heshi_requests_total{{{labels}}} 1.0" in metrics
 
 
 def test_metrics_count_requests_tokens_and_latency(tiny_gateway: RunningGateway) -> None:
@@ -67,8 +66,11 @@ def test_metrics_count_requests_tokens_and_latency(tiny_gateway: RunningGateway)
     assert (
         httpx.post(url + "/v1/chat/completions", json=body | {"model": "nope"}).status_code == 404
     )
-    text = httpx.get(url + "/metrics").text
-    assert f'heshi_requests_total{{endpoint="chat",model="{TINY_NAME}",status="200"}} 2.0' in text
+    text = httpx.get(url + "/metrics", headers=ADMIN).text
+    labels = f'endpoint="chat",model="{TINY_NAME}",reason="ok",status="200"'
+    assert f"heshi_requests_total{{{labels}}} 2.0" in text
+    # an unknown model name never becomes a label value (nor does anything a client sends)
+    assert 'heshi_requests_total{endpoint="chat",model="-",reason="model_not_found",' in text
     assert f'heshi_tokens_total{{direction="out",model="{TINY_NAME}"}} 10.0' in text
     assert (
         f'heshi_request_duration_seconds_count{{endpoint="chat",model="{TINY_NAME}"}} 2.0' in text
@@ -78,6 +80,6 @@ def test_metrics_count_requests_tokens_and_latency(tiny_gateway: RunningGateway)
 
 
 def test_healthz_reports_models(gateway_url: str) -> None:
-    data = httpx.get(gateway_url + "/healthz").json()
+    data = httpx.get(gateway_url + "/healthz", headers=ADMIN).json()
     assert data["status"] == "ok"
     assert data["models"] == [TINY_NAME]

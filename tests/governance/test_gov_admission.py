@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from heshi.config import TenantConfig
-from heshi.gateway.governance import estimate_prompt_tokens
+from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import (
@@ -130,6 +130,11 @@ async def test_200_concurrent_requests_against_a_budget_that_admits_exactly_50(
     assert upstream.state.calls == 50  # refused requests never reached the backend
     gw.flush()
     rows = ledger_rows(store_db)
-    assert len(rows) == 50 and {r["status"] for r in rows} == {200}
-    spent = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+    # one row per request: the 150 refusals are there too, with their reason, costing 0
+    served = [r for r in rows if r["status"] == 200]
+    refused_rows = [r for r in rows if r["status"] == 429]
+    assert len(served) == 50 and len(refused_rows) == 150 and len(rows) == 200
+    assert {r["reason"] for r in refused_rows} == {"quota.tenant.budget_tokens"}
+    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in refused_rows) == 0
+    spent = sum(r["prompt_tokens"] + r["completion_tokens"] for r in served)
     assert spent == budget

@@ -21,6 +21,7 @@ from heshi.config import HeshiConfig, StoreConfig
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.tables import usage_ledger
+from tests.conftest import ADMIN
 from tests.governance.conftest import (
     GatewayFactory,
     RunningGateway,
@@ -43,7 +44,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 def ledger_health(client: httpx.Client, gw: RunningGateway) -> dict[str, Any]:
-    return dict(client.get(gw.url + "/healthz").json()["ledger"])
+    return dict(client.get(gw.url + "/healthz", headers=ADMIN).json()["ledger"])
 
 
 def test_gateway_serves_through_a_database_outage_and_loses_no_usage_row(

@@ -26,9 +26,10 @@ from typing import Any
 import httpx
 
 from heshi.config import StoreConfig
-from heshi.gateway.governance import estimate_prompt_tokens
+from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
+from tests.conftest import ADMIN
 from tests.governance.conftest import (
     ALIAS,
     ProcessFactory,
@@ -100,7 +101,7 @@ async def load_until_killed(base_url: str, key: str, kill: Any) -> list[str]:
 
 async def written(client: httpx.AsyncClient, base_url: str) -> int:
     """Rows the gateway's ledger writer has committed so far."""
-    return int((await client.get(base_url + "/healthz")).json()["ledger"]["written"])
+    return int((await client.get(base_url + "/healthz", headers=ADMIN)).json()["ledger"]["written"])
 
 
 async def test_kill_9_under_load_loses_no_row_and_budgets_match_the_ledger(
@@ -144,5 +145,9 @@ async def test_kill_9_under_load_loses_no_row_and_budgets_match_the_ledger(
         assert r.status_code == 200, r.text
     second.stop()
     rows = ledger_rows(store_db)
-    assert len(rows) == len(ledger_ids) + 1
+    assert len(rows) == len(ledger_ids) + 2  # the refusal has a row of its own, costing 0
+    assert [(r["status"], r["reason"]) for r in rows[-2:]] == [
+        (429, "quota.key.budget_tokens"),
+        (200, "ok"),
+    ]
     assert not list((home / "ledger-spool").glob("*.jsonl")), "journal left after a clean stop"

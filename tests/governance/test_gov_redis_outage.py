@@ -21,6 +21,7 @@ from redis import Redis
 from heshi.config import StoreConfig
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
+from tests.conftest import ADMIN
 from tests.governance.conftest import (
     REDIS_URL,
     GatewayFactory,
@@ -61,7 +62,7 @@ def _start(
 
 
 def _admission(client: httpx.Client, gw: RunningGateway) -> dict[str, object]:
-    return dict(client.get(gw.url + "/healthz").json()["admission"])
+    return dict(client.get(gw.url + "/healthz", headers=ADMIN).json()["admission"])
 
 
 def test_reject_policy_answers_503_while_redis_is_away_and_recovers(

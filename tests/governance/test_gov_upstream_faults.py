@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from heshi.store.db import Database
+from tests.conftest import ADMIN
 from tests.governance.conftest import (
     ALIAS,
     GatewayFactory,
@@ -43,7 +44,8 @@ def assert_routed(r: httpx.Response, db: Database, gw: RunningGateway) -> None:
 def wait_until_healthy(client: httpx.Client, gw: RunningGateway) -> None:
     """Wait for the start-up health check to have seen the backend (bounded)."""
     deadline = time.monotonic() + HANG_GUARD
-    while client.get(gw.url + "/healthz").json()["backends"]["up"]["healthy"] is not True:
+    health = gw.url + "/healthz"
+    while client.get(health, headers=ADMIN).json()["backends"]["up"]["healthy"] is not True:
         assert time.monotonic() < deadline, "the start-up health check never ran"
         time.sleep(0.02)
 

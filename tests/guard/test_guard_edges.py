@@ -112,10 +112,10 @@ def test_an_unreachable_classifier_does_not_suspend_the_caller() -> None:
 
     config = HeshiConfig(guard={"enabled": True, "model": {"alias": "g", "on_error": "block"},
                                 "suspension": {"consecutive": 2}})  # fmt: skip
-    stage = GuardStage(config, suspend=lambda key, why: suspended.append(key), classify=down)
+    stage = GuardStage(config, suspend=lambda key, why: suspended.append(key))
     for _ in range(3):
         result = asyncio.run(stage.inbound(None, "key_1", {"messages": [
-            {"role": "user", "content": "今天天气怎么样"}]}))  # fmt: skip
+            {"role": "user", "content": "今天天气怎么样"}]}, classify=down))  # fmt: skip
         assert result.blocked  # on_error: block
     assert suspended == []
 

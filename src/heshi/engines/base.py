@@ -31,6 +31,35 @@ async def prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncGenerat
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+class ChunkStream(Protocol):
+    """An engine's stream of chunk dicts. ``aclose()`` stops generation and frees what the
+    request held; once it has returned, ``usage`` is final. ``abort()`` may be called from
+    anywhere (it does not wait): a pending ``__anext__`` then ends soon."""
+
+    usage: JSON | None  # {"prompt_tokens", "completion_tokens"} as the engine counted them
+
+    def __aiter__(self) -> ChunkStream: ...
+
+    async def __anext__(self) -> JSON: ...
+
+    async def aclose(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def stream_usage(source: object) -> JSON | None:
+    """The usage an engine stream reports (None for streams that do not count)."""
+    usage = getattr(source, "usage", None)
+    return usage if isinstance(usage, dict) else None
+
+
+def abort_stream(source: object) -> None:
+    """Ask an engine stream to stop now, if it can be asked (async generators cannot)."""
+    abort = getattr(source, "abort", None)
+    if callable(abort):
+        abort()
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One model an engine serves, under the name the engine itself knows it by."""

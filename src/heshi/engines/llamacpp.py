@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 from heshi.config import LocalEngineConfig
@@ -57,6 +58,11 @@ def _error_from(payload: JSON) -> HeshiError:
     return EngineError(f"llama.cpp: {message}")
 
 
+def _message_of(payload: Any) -> str:
+    err = payload.get("error", payload) if isinstance(payload, dict) else payload
+    return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+
+
 def _is_error(payload: JSON) -> bool:
     return "error" in payload or ("code" in payload and "message" in payload)
 
@@ -71,6 +77,8 @@ class LlamaCppEngine:
         self.config = config
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
+        self._listener_key = secrets.token_urlsafe(32)
+        self._counter: aiohttp.ClientSession | None = None
 
     def served_models(self) -> list[ServedModel]:
         """The one model this engine holds."""
@@ -119,12 +127,13 @@ class LlamaCppEngine:
         params.cpuparams_batch.n_threads = cfg.threads or -1
         params.use_jinja = True
         params.embedding = cfg.embeddings
-        # xllamacpp also opens llama-server's own HTTP listener. Nobody should use it:
-        # bind it to loopback and lock it with a random key nobody knows. In-process
-        # calls bypass that check.
+        # xllamacpp also opens llama-server's own HTTP listener. Only this engine uses it
+        # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
+        # loopback and locked with a random key no one else knows. In-process calls
+        # bypass that check.
         params.hostnames = ["127.0.0.1"]
         params.port = 0
-        params.api_keys = [secrets.token_urlsafe(32)]
+        params.api_keys = [self._listener_key]
         params.endpoint_metrics = True
         return xllamacpp.Server(params)
 
@@ -141,6 +150,9 @@ class LlamaCppEngine:
 
     async def close(self) -> None:
         """Stop the slot loop and join its threads."""
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            await counter.close()
         server, self._server = self._server, None
         if server is not None:
             await asyncio.to_thread(_drop, server)
@@ -162,6 +174,51 @@ class LlamaCppEngine:
                 param="max_tokens",
             )
 
+    async def count_prompt_tokens(self, op: str, body: JSON) -> int | None:
+        """The prompt's length in tokens exactly as this model will see it: the chat
+        template applied (tools included), then tokenized. None when it cannot be counted
+        (an embeddings body; the listener failed) — the caller then estimates."""
+        if self._server is None or op not in {"chat", "completions"}:
+            return None
+        counter = self._counter
+        if counter is None:  # made on first use: it belongs to the serving event loop
+            counter = self._counter = aiohttp.ClientSession(
+                base_url=str(self._server.listening_address),
+                headers={"Authorization": f"Bearer {self._listener_key}"},
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        try:
+            if op == "chat":
+                async with counter.post("/apply-template", data=orjson.dumps(body)) as resp:
+                    templated = orjson.loads(await resp.read())
+                if resp.status == 400:
+                    raise InvalidRequest(f"llama.cpp: {_message_of(templated)}")
+                prompts: list[Any] = [templated["prompt"]]
+            else:
+                prompt = body.get("prompt")
+                prompts = prompt if isinstance(prompt, list) else [prompt]
+                if all(isinstance(p, int) for p in prompts):
+                    return len(prompts)  # already token ids
+            total = 0
+            for text in prompts:
+                if isinstance(text, list):  # one prompt given as token ids
+                    total += len(text)
+                    continue
+                payload = {"content": text, "add_special": True, "parse_special": True}
+                async with counter.post("/tokenize", data=orjson.dumps(payload)) as resp:
+                    total += len(orjson.loads(await resp.read())["tokens"])
+        except (aiohttp.ClientError, OSError, KeyError, TypeError, ValueError):
+            return None
+        return total
+
+    def completion_cap(self, prompt_tokens: int) -> int:
+        """The most a request with this prompt can generate: the rest of its context."""
+        return self.config.ctx - prompt_tokens
+
+    def default_completion(self, prompt_tokens: int) -> int:
+        """What a request without ``max_tokens`` may generate: the rest of its context."""
+        return self.config.ctx - prompt_tokens
+
     async def _call_once(self, handler: Handler, body: JSON) -> JSON:
         self._check_budget(body)
         result: list[bytes] = []
@@ -180,47 +237,18 @@ class LlamaCppEngine:
             raise _error_from(parsed)
         return dict(parsed)
 
-    async def _stream(self, handler: Handler, body: JSON) -> AsyncIterator[JSON]:
+    def _stream(self, handler: Handler, body: JSON) -> LocalStream:
         self._check_budget(body)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def on_chunk(data: bytes) -> bool:
-            if cancelled.is_set():
-                return True  # tells llama.cpp to drop the task and free the slot
-            loop.call_soon_threadsafe(queue.put_nowait, data)
-            return False
-
-        def run() -> None:
-            try:
-                handler(orjson.dumps(body | {"stream": True}), on_chunk)
-            except Exception as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        job = loop.run_in_executor(self._executor, run)
-        try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise EngineError(f"llama.cpp: {item}") from item
-                assert isinstance(item, bytes)
-                chunk = orjson.loads(item)
-                if _is_error(chunk):
-                    raise _error_from(chunk)
-                yield chunk
-        finally:
-            cancelled.set()
-            if not job.done():
-                # Not awaited: the worker returns at llama.cpp's next chunk.
-                job.add_done_callback(lambda f: f.exception())
+        # Every chunk then carries llama.cpp's running counts (prompt_n, predicted_n): what
+        # a stream cost is known however it ends, tokens decoded after the client left too.
+        payload = orjson.dumps(body | {"stream": True, "timings_per_token": True})
+        return LocalStream(handler, payload, self._executor)
 
     async def chat(self, body: JSON) -> JSON:
         """Non-streaming chat completion."""
         return await self._call_once(self._require_server().handle_chat_completions, body)
 
-    def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+    def stream_chat(self, body: JSON) -> LocalStream:
         """Streaming chat completion; closing the iterator cancels generation."""
         return self._stream(self._require_server().handle_chat_completions, body)
 
@@ -228,7 +256,7 @@ class LlamaCppEngine:
         """Non-streaming text completion."""
         return await self._call_once(self._require_server().handle_completions, body)
 
-    def stream_completion(self, body: JSON) -> AsyncIterator[JSON]:
+    def stream_completion(self, body: JSON) -> LocalStream:
         """Streaming text completion; closing the iterator cancels generation."""
         return self._stream(self._require_server().handle_completions, body)
 
@@ -255,3 +283,92 @@ class LlamaCppEngine:
 def _drop(server: Any) -> None:
     # Deleting the last reference runs ~Server, which joins llama.cpp's loop thread.
     del server
+
+
+def _usage_of(timings: JSON) -> JSON:
+    prompt = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": int(timings.get("predicted_n", 0))}
+
+
+class LocalStream:
+    """One streamed generation on llama.cpp's slot loop (see the module docstring).
+
+    The request runs on a worker thread that hands each chunk to the event loop through a
+    queue. ``abort()`` (or ``aclose()``) makes llama.cpp drop the task at its next chunk,
+    which frees the slot; ``aclose()`` also waits for the worker to return, so ``usage``
+    then counts every token the engine decoded — those no one read included.
+    """
+
+    def __init__(self, handler: Handler, payload: bytes, executor: Any) -> None:
+        self.usage: JSON | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self._last_timings: bytes | None = None  # the newest chunk that carried counts
+        self._done = False
+        loop = asyncio.get_running_loop()
+
+        def on_chunk(data: bytes) -> bool:
+            if b'"timings"' in data:
+                self._last_timings = data  # a reference swap: safe from this thread
+            if self._cancelled.is_set():
+                return True  # tells llama.cpp to drop the task and free the slot
+            loop.call_soon_threadsafe(self._queue.put_nowait, data)
+            return False
+
+        def run() -> None:
+            try:
+                handler(payload, on_chunk)
+            except Exception as exc:
+                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(self._queue.put_nowait, _END)
+
+        self._job = loop.run_in_executor(executor, run)
+
+    def __aiter__(self) -> LocalStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _END:
+            self._done = True
+            self._count()
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise EngineError(f"llama.cpp: {item}") from item
+        assert isinstance(item, bytes)
+        chunk: JSON = orjson.loads(item)
+        if _is_error(chunk):
+            raise _error_from(chunk)
+        timings = chunk.get("timings")
+        if isinstance(timings, dict):
+            self.usage = _usage_of(timings)
+            if "usage" not in chunk:
+                del chunk["timings"]  # llama.cpp sends them only at the end unless asked
+        return chunk
+
+    def abort(self) -> None:
+        """Stop generating at the next token; a pending ``__anext__`` ends at once."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self._queue.put_nowait(_END)
+
+    async def aclose(self) -> None:
+        """Stop generating and wait for the worker thread, then count what it decoded."""
+        self.abort()
+        self._done = True
+        if not self._job.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._job)
+        self._count()
+
+    def _count(self) -> None:
+        data = self._last_timings
+        if data is None:
+            return
+        with contextlib.suppress(ValueError):
+            timings = orjson.loads(data).get("timings")
+            if isinstance(timings, dict):
+                self.usage = _usage_of(timings)

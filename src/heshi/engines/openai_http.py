@@ -10,7 +10,7 @@ chosen over httpx by measurement, see ``docs/decisions.md``). Every failure surf
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 
 from heshi.config import BackendConfig
-from heshi.engines.base import JSON, ServedModel
+from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
+from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.engines.sse import ServerSentEvent, SSEDecoder, SSEProtocolError
 from heshi.errors import ConfigError, HeshiError, UpstreamError, UpstreamRejected, UpstreamTimeout
 
@@ -48,7 +49,11 @@ class OpenAIHTTPEngine:
 
     def served_models(self) -> list[ServedModel]:
         """One :class:`ServedModel` per configured upstream model, owned by this backend."""
-        return [ServedModel(name=m, owned_by=self.name) for m in self.config.models]
+        context = self.config.context
+        return [
+            ServedModel(name=m, owned_by=self.name, context_length=context)
+            for m in self.config.models
+        ]
 
     async def start(self) -> None:
         """Read the API key from the environment and open the connection pool.
@@ -88,17 +93,39 @@ class OpenAIHTTPEngine:
 
     async def chat(self, body: JSON) -> JSON:
         """POST ``body`` to ``/chat/completions`` and return the upstream's JSON object."""
-        return await self._post_json("/chat/completions", body)
+        return await self._post_json("/chat/completions", self._limited(body))
 
     async def completion(self, body: JSON) -> JSON:
         """POST ``body`` to ``/completions`` and return the upstream's JSON object."""
-        return await self._post_json("/completions", body)
+        return await self._post_json("/completions", self._limited(body))
+
+    def completion_cap(self, prompt_tokens: int) -> int | None:
+        """The most any request with this prompt can generate here: the rest of
+        ``context`` when it is known (None: no limit known)."""
+        context = self.config.context
+        return None if context is None else context - prompt_tokens
+
+    def default_completion(self, prompt_tokens: int) -> int:
+        """What a request that sets no ``max_tokens`` may generate: ``max_output_tokens``,
+        and no more than the rest of ``context`` when it is known. :meth:`_limited` tells
+        the upstream so."""
+        cap = self.completion_cap(prompt_tokens)
+        limit = self.config.max_output_tokens
+        return limit if cap is None else max(1, min(limit, cap))
+
+    def _limited(self, body: JSON) -> JSON:
+        """``body`` with an output limit: a request that sets none gets ``max_tokens`` =
+        :meth:`default_completion`, so the upstream never generates more than admission
+        reserved for it."""
+        if asked_completion_tokens(body) is not None:
+            return body
+        return {**body, "max_tokens": self.default_completion(estimate_prompt_tokens(body))}
 
     async def embeddings(self, body: JSON) -> JSON:
         """POST ``body`` to ``/embeddings`` and return the upstream's JSON object."""
         return await self._post_json("/embeddings", body)
 
-    def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    def stream_chat(self, body: JSON) -> HTTPStream:
         """Stream ``/chat/completions``: yield each chunk dict as soon as it arrives.
 
         Upstream status errors are raised before the first chunk. Closing the generator
@@ -106,7 +133,7 @@ class OpenAIHTTPEngine:
         """
         return self._stream("/chat/completions", body)
 
-    def stream_completion(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    def stream_completion(self, body: JSON) -> HTTPStream:
         """Stream ``/completions``; same promises as :meth:`stream_chat`."""
         return self._stream("/completions", body)
 
@@ -139,39 +166,11 @@ class OpenAIHTTPEngine:
             raise self._garbage(f"not a JSON object: {_snippet(raw)}")
         return parsed
 
-    async def _stream(self, path: str, body: JSON) -> AsyncGenerator[JSON, None]:
+    def _stream(self, path: str, body: JSON) -> HTTPStream:
         session = self._require_session()
         headers = {**self._headers, "Accept": "text/event-stream"}
-        payload = orjson.dumps({**body, "stream": True})
-        try:
-            async with session.post(
-                self.config.base_url + path, data=payload, headers=headers, allow_redirects=False
-            ) as resp:
-                finished = False
-                try:
-                    await self._check_status(resp)
-                    decoder = SSEDecoder()
-                    async for piece in resp.content.iter_any():
-                        try:
-                            for event in decoder.feed(piece):
-                                chunk = self._chunk_or_done(event)
-                                if chunk is None:
-                                    finished = True
-                                    return
-                                yield chunk
-                        except SSEProtocolError as exc:
-                            raise self._garbage(f"in its event stream: {exc}") from exc
-                    raise UpstreamError(
-                        f"后端 {self.name} 在 [DONE] 之前关闭了流 / upstream closed the stream "
-                        f"early: backend {self.name} ended it before data: [DONE]"
-                    )
-                finally:
-                    if not finished:
-                        # Drop the connection rather than pool it: the upstream sees the
-                        # disconnect and stops generating for a client that has gone.
-                        resp.close()
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._transport_error(exc) from exc
+        payload = orjson.dumps({**self._limited(body), "stream": True})
+        return HTTPStream(self, session, self.config.base_url + path, payload, headers)
 
     def _chunk_or_done(self, event: ServerSentEvent) -> JSON | None:
         """The event's JSON object, or None for ``[DONE]``; raises on an error event."""
@@ -287,3 +286,103 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         parts.append(piece)
         size += len(piece)
     return b"".join(parts)
+
+
+class HTTPStream:
+    """One upstream SSE stream: chunk dicts as they arrive (see :meth:`OpenAIHTTPEngine.
+    stream_chat`). ``abort()`` drops the connection at once; ``usage`` is the upstream's
+    usage chunk when it sent one."""
+
+    def __init__(
+        self,
+        engine: OpenAIHTTPEngine,
+        session: aiohttp.ClientSession,
+        url: str,
+        payload: bytes,
+        headers: dict[str, str],
+    ) -> None:
+        self.usage: JSON | None = None
+        self._engine = engine
+        self._session = session
+        self._url = url
+        self._payload = payload
+        self._headers = headers
+        self._resp: aiohttp.ClientResponse | None = None
+        self._decoder = SSEDecoder()
+        self._events: Iterator[ServerSentEvent] = iter(())
+        self._done = False
+        self._aborted = False
+
+    def __aiter__(self) -> HTTPStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            return await self._next()
+        except StopAsyncIteration:
+            self._finish(pool=True)
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            self._finish(pool=False)
+            if self._aborted:
+                raise StopAsyncIteration from None
+            raise self._engine._transport_error(exc) from exc
+        except BaseException:
+            self._finish(pool=False)
+            raise
+
+    async def _next(self) -> JSON:
+        engine = self._engine
+        if self._resp is None:
+            self._resp = await self._session.post(
+                self._url, data=self._payload, headers=self._headers, allow_redirects=False
+            )
+            await engine._check_status(self._resp)
+        while True:
+            try:
+                # Lazy: the bytes after [DONE] are never parsed.
+                event = next(self._events, None)
+            except SSEProtocolError as exc:
+                raise engine._garbage(f"in its event stream: {exc}") from exc
+            if event is not None:
+                chunk = engine._chunk_or_done(event)
+                if chunk is None:
+                    raise StopAsyncIteration
+                if chunk.get("usage"):
+                    self.usage = chunk["usage"]
+                return chunk
+            piece = await self._resp.content.readany()
+            if not piece:
+                if self._aborted:
+                    raise StopAsyncIteration
+                raise UpstreamError(
+                    f"后端 {engine.name} 在 [DONE] 之前关闭了流 / upstream closed the stream "
+                    f"early: backend {engine.name} ended it before data: [DONE]"
+                )
+            self._events = self._decoder.feed(piece)
+
+    def _finish(self, *, pool: bool) -> None:
+        self._done = True
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        if pool:
+            resp.release()
+        else:
+            # Drop the connection rather than pool it: the upstream sees the disconnect
+            # and stops generating for a client that has gone.
+            resp.close()
+
+    def abort(self) -> None:
+        """Drop the upstream connection now; a pending read ends the stream."""
+        self._aborted = True
+        if self._resp is not None:
+            self._resp.close()
+
+    async def aclose(self) -> None:
+        """Close the upstream connection (the backend stops generating)."""
+        if not self._done:
+            self._aborted = True
+            self._finish(pool=False)

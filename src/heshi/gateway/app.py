@@ -13,6 +13,7 @@ from starlette.routing import Route
 from heshi.config import HeshiConfig
 from heshi.engines.base import Engine
 from heshi.errors import HeshiError
+from heshi.gateway.admin import Admin
 from heshi.gateway.errors import on_heshi_error, on_http_error, on_unexpected
 from heshi.gateway.governance import Governance
 from heshi.gateway.handlers import Gateway
@@ -26,6 +27,7 @@ def create_app(
     """Build the gateway app. Engines, governance and routing start with the app and
     stop with it; ``governance`` defaults to one built from ``config``."""
     gateway = Gateway(config, engines, governance or Governance(config))
+    admin = Admin(config, gateway.engines, gateway.router, gateway.gov, gateway.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -44,8 +46,9 @@ def create_app(
         Route("/v1/completions", gateway.completions, methods=["POST"]),
         Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
-        Route("/healthz", gateway.healthz, methods=["GET"]),
-        Route("/metrics", gateway.prometheus, methods=["GET"]),
+        Route("/healthz", admin.healthz, methods=["GET"]),
+        Route("/readyz", admin.readyz, methods=["GET"]),
+        Route("/metrics", admin.prometheus, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -56,5 +59,7 @@ def create_app(
             Exception: on_unexpected,
         },
     )
+    # No redirects built from the client's Host header: /v1/models/ is a 404, not a 307.
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     return app

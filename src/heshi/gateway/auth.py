@@ -25,6 +25,7 @@ class KeyStoreUnavailable(HeshiError):
     status_code = 503
     error_type = "server_error"
     code = "key_store_unavailable"
+    reason = "auth.unavailable"
 
 
 class KeyAuthenticator:
@@ -72,6 +73,11 @@ class KeyAuthenticator:
                 await self._task
             self._task = None
 
+    @property
+    def ready(self) -> bool:
+        """Keys can be checked: open mode, or the key table was loaded at least once."""
+        return self._open_mode or self._loaded
+
     def refresh_now(self) -> None:
         """Reload the keys from the database now (blocking). Raises ``StoreUnavailable``."""
         keys = self._store.active_keys()
@@ -108,6 +114,15 @@ class KeyAuthenticator:
             )
         return _check_usable(key, model, self._clock())
 
+    def permit_model(self, key: ApiKey | None, model: str) -> None:
+        """Raise ``PermissionDenied`` (403) when ``key`` may not use ``model``."""
+        if key is not None and not key.allows_model(model):
+            _deny_model(key, model)
+
+    def may_use(self, key: ApiKey | None, model: str) -> bool:
+        """Whether ``key`` (None: no key needed) may use ``model``."""
+        return key is None or key.allows_model(model)
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self._refresh_seconds)
@@ -139,6 +154,7 @@ def _bearer_token(authorization: str | None) -> str:
             "缺少 API 密钥：请提供 Authorization: Bearer <key> / "
             "missing API key: send Authorization: Bearer <key>",
             param="authorization",
+            reason="auth.missing_key",
         )
     if len(parts) != 2 or parts[0].lower() != "bearer":
         # Never echo the header back: it may be a real key sent the wrong way.
@@ -146,6 +162,7 @@ def _bearer_token(authorization: str | None) -> str:
             "Authorization 头格式应为 Bearer <key> / "
             "the Authorization header must be of the form Bearer <key>",
             param="authorization",
+            reason="auth.malformed",
         )
     return parts[1]
 
@@ -155,21 +172,30 @@ def _check_usable(key: ApiKey, model: str | None, now: datetime) -> ApiKey:
         assert key.expires_at is not None
         when = key.expires_at.strftime("%Y-%m-%d %H:%M UTC")
         raise AuthenticationFailed(
-            f"API 密钥已于 {when} 过期 / API key expired on {when}", param="authorization"
+            f"API 密钥已于 {when} 过期 / API key expired on {when}",
+            param="authorization",
+            reason="auth.expired_key",
         )
     if key.status == "suspended":
         reason = f"：{key.status_reason}" if key.status_reason else ""
         reason_en = f": {key.status_reason}" if key.status_reason else ""
-        raise PermissionDenied(f"API 密钥已被暂停{reason} / API key is suspended{reason_en}")
+        raise PermissionDenied(
+            f"API 密钥已被暂停{reason} / API key is suspended{reason_en}", reason="key.suspended"
+        )
     if key.status != "active":
         raise AuthenticationFailed(
             "API 密钥无效或已被吊销 / invalid or revoked API key", param="authorization"
         )
     if model is not None and not key.allows_model(model):
-        allowed = ", ".join(key.models or ())
-        raise PermissionDenied(
-            f"此 API 密钥无权使用模型 '{model}'（允许：{allowed}）/ "
-            f"this API key may not use model '{model}' (allowed: {allowed})",
-            param="model",
-        )
+        _deny_model(key, model)
     return key
+
+
+def _deny_model(key: ApiKey, model: str) -> None:
+    allowed = ", ".join(key.models or ())
+    raise PermissionDenied(
+        f"此 API 密钥无权使用模型 '{model}'（允许：{allowed}）/ "
+        f"this API key may not use model '{model}' (allowed: {allowed})",
+        param="model",
+        reason="key.model_not_allowed",
+    )

@@ -11,10 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -22,64 +18,16 @@ from redis.exceptions import RedisError
 from heshi.audit.log import AuditLog
 from heshi.audit.writer import AuditWriter
 from heshi.config import HeshiConfig
-from heshi.engines.base import JSON, asked_completion_tokens
 from heshi.errors import AdmissionUnavailable
 from heshi.gateway.auth import KeyAuthenticator
 from heshi.gateway.quota import Admission, Limits, Reservation, Scope, make_admission
 from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
-from heshi.store.ledger import LedgerWriter, UsageRecord, prune, spent_tokens
+from heshi.store.ledger import LedgerWriter, prune, spent_tokens
 
 log = logging.getLogger("heshi.gateway")
 
-# Without a tokenizer at the edge, reserve one token per character of prompt text: an
-# upper bound for Chinese (Qwen averages ~0.7 tokens per Chinese character) and a large
-# overestimate for English, so a reservation never undercounts; settling corrects it.
-_DEFAULT_COMPLETION_RESERVE = 1024
 _PRUNE_EVERY_SECONDS = 3600.0
-
-
-@dataclass
-class Ticket:
-    """One admitted request, until it is settled."""
-
-    request_id: str
-    key: ApiKey | None
-    public_model: str
-    endpoint: str
-    started: float
-    reservation: Reservation | None
-    prompt_estimate: int = 0
-    backend: str = ""
-    route: str = ""
-    first_token_at: float | None = None
-    settled: bool = field(default=False)
-
-
-def estimate_prompt_tokens(body: JSON) -> int:
-    """An upper-bound token estimate for the prompt part of a request body."""
-    if "messages" in body:
-        total = 0
-        for message in body["messages"]:
-            content = message.get("content")
-            if isinstance(content, str):
-                total += len(content)
-            elif isinstance(content, list):
-                total += sum(len(str(p.get("text", ""))) for p in content)
-            total += 4  # role markers of the chat template
-        return total
-    prompt: Any = body.get("prompt", body.get("input", ""))
-    if isinstance(prompt, str):
-        return len(prompt)
-    if isinstance(prompt, list):
-        return sum(len(p) if isinstance(p, str | list) else 1 for p in prompt)
-    return 1
-
-
-def requested_completion_tokens(body: JSON, context: int | None) -> int:
-    """What the caller may generate: max_tokens, or the model's context when unset."""
-    asked = asked_completion_tokens(body)
-    return asked if asked is not None else context or _DEFAULT_COMPLETION_RESERVE
 
 
 class Governance:
@@ -88,7 +36,9 @@ class Governance:
     def __init__(self, config: HeshiConfig) -> None:
         self.config = config
         store = config.store
-        self.db = Database(store.sql_url(config.home))
+        self.db = Database(
+            store.sql_url(config.home), statement_timeout_s=store.statement_timeout_seconds
+        )
         self.keys = KeyStore(self.db)
         self.auth = KeyAuthenticator(
             self.keys, refresh_seconds=store.key_refresh_seconds, open_mode=config.auth.open
@@ -101,6 +51,7 @@ class Governance:
             batch_rows=store.ledger_batch_rows,
             buffer_rows=store.ledger_buffer_rows,
             spool_dir=config.home / "ledger-spool",
+            stall_seconds=store.ledger_stall_seconds,
         )
         self._pruner: asyncio.Task[None] | None = None
         # Guard verdicts of every guarded request (docs/audit.md); read only by `heshi audit`.
@@ -167,40 +118,29 @@ class Governance:
         """The caller's key, or None in open / single-user mode."""
         return self.auth.authenticate(authorization, model)
 
-    def scopes(self, key: ApiKey | None) -> list[Scope]:
-        """The quota scopes a request by ``key`` counts against."""
+    def scopes(self, key: ApiKey | None, *, internal: bool = False) -> list[Scope]:
+        """The quota scopes a request by ``key`` counts against. An internal request (a
+        guard-model call made for one) counts tokens but not requests: the caller's rpm
+        is for the caller's own requests."""
         if key is None:
             return []
         scopes = [Scope("key", key.id, Limits(key.rpm, key.tpm, key.budget_tokens))]
         tenant = self._tenant_scopes.get(key.tenant)
         if tenant is not None:
             scopes.append(tenant)
+        if internal:
+            scopes = [
+                Scope(s.kind, s.id, Limits(None, s.limits.tpm, s.limits.budget_tokens))
+                for s in scopes
+            ]
         return scopes
 
-    async def admit(
-        self, key: ApiKey | None, body: JSON, public_model: str, endpoint: str, context: int | None
-    ) -> Ticket:
-        """Reserve the request's maximum tokens; raises ``QuotaExceeded``."""
-        started = time.perf_counter()
-        prompt = estimate_prompt_tokens(body)
-        tokens = prompt + (
-            0 if endpoint == "embeddings" else requested_completion_tokens(body, context)
-        )
-        scopes = self.scopes(key)
-        reservation = await self._reserve(scopes, tokens) if scopes else None
-        return Ticket(
-            request_id=f"req_{uuid.uuid4().hex}",
-            key=key,
-            public_model=public_model,
-            endpoint=endpoint,
-            started=started,
-            reservation=reservation,
-            prompt_estimate=prompt,
-        )
-
-    async def _reserve(self, scopes: list[Scope], tokens: int) -> Reservation | None:
-        """``admission.reserve``, with ``store.redis_outage`` applied when Redis fails:
-        ``reject`` raises ``AdmissionUnavailable`` (503), ``allow`` admits unchecked."""
+    async def reserve(self, scopes: list[Scope], tokens: int) -> Reservation | None:
+        """Reserve ``tokens`` in every scope (``QuotaExceeded`` when a limit is hit), with
+        ``store.redis_outage`` applied when Redis fails: ``reject`` raises
+        ``AdmissionUnavailable`` (503), ``allow`` admits unchecked (None)."""
+        if not scopes:
+            return None
         try:
             await self._seed_budgets()
             reservation = await self.admission.reserve(scopes, tokens)
@@ -238,49 +178,9 @@ class Governance:
     def _rejects_on_outage(self) -> bool:
         return self.config.store.redis_outage == "reject"
 
-    async def settle(self, ticket: Ticket, usage: Any, status: int) -> None:
-        """Charge actual usage (once) and queue the ledger row."""
-        if ticket.settled:
-            return
-        ticket.settled = True
-        prompt, completion = _usage_numbers(usage)
-        if usage is not None and not prompt and status < 400:
-            # A backend that reports no usage must not be free: charge the prompt estimate.
-            prompt = ticket.prompt_estimate
-        now = time.perf_counter()
-        key = ticket.key
-        self.ledger.submit(
-            UsageRecord(
-                request_id=ticket.request_id,
-                ts=datetime.now(UTC),
-                tenant=key.tenant if key else "-",
-                key_id=key.id if key else None,
-                model=ticket.public_model,
-                backend=ticket.backend,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                latency_ms=round((now - ticket.started) * 1000),
-                ttft_ms=round((ticket.first_token_at - ticket.started) * 1000)
-                if ticket.first_token_at
-                else None,
-                status=status,
-                route=ticket.route,
-            )
-        )
-        # After the ledger row is queued: a failing Redis must not lose usage. An unsettled
-        # reservation is released by Redis after ``reservation_ttl``.
-        if ticket.reservation is not None:
-            # A failure is logged by the admission; the usage is in the ledger.
-            with contextlib.suppress(RedisError):
-                await self.admission.settle(ticket.reservation, prompt + completion)
-
-
-def _usage_numbers(usage: Any) -> tuple[int, int]:
-    if not isinstance(usage, dict):
-        return 0, 0
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    return (
-        prompt if isinstance(prompt, int) and prompt > 0 else 0,
-        completion if isinstance(completion, int) and completion > 0 else 0,
-    )
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace a reservation by what was used. Called after the request's ledger row is
+        queued: a failing Redis must not lose usage (an unsettled reservation is released
+        by Redis after ``reservation_ttl``; the failure is logged by the admission)."""
+        with contextlib.suppress(RedisError):
+            await self.admission.settle(reservation, used_tokens)

@@ -1,65 +1,51 @@
-"""Request handlers: validate → authenticate → route → admit → generate → settle.
+"""The OpenAI endpoints: parse, run the pipeline, send. Nothing else happens here.
 
-The order matters: nothing that can fail cheaply (bad JSON, a bad key, an unknown model,
-an exhausted quota) ever reaches an engine, and every admitted request is settled exactly
-once — after the response for plain requests, when the stream ends for streams, however
-it ends.
+For each request: an :class:`Exchange` is made first; the caller is authenticated from
+the headers before a byte of the body is read; the body is read within its limit,
+parsed and validated; the key's model permission and the route plan are checked; then
+the pipeline (admit → guard in → route + generate → guard out → label) runs, and
+whatever happens the request is recorded once (ledger row, metrics, audit).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import anyio
-import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from heshi.config import HeshiConfig
-from heshi.engines.base import JSON, Engine, prepend
-from heshi.errors import HeshiError, InvalidRequest
-from heshi.gateway.governance import Governance, Ticket
+from heshi.engines.base import JSON, Engine
+from heshi.errors import ClientGone, HeshiError
+from heshi.gateway.edge import BodyTooLarge, client_gone_note, parse_json, read_body
+from heshi.gateway.exchange import Endpoint, Exchange
+from heshi.gateway.governance import Governance
 from heshi.gateway.metrics import GatewayMetrics
-from heshi.gateway.refusal import refusal_response
+from heshi.gateway.pipeline import OpenStream, Pipeline, Stage
+from heshi.gateway.record import Recorder
+from heshi.gateway.replies import Kind, Refusal, SSEReply, error_reply, json_reply
 from heshi.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     parse_request,
 )
-from heshi.gateway.streaming import StreamAccount, sse_frames
-from heshi.guard.aigc import new_produce_id
+from heshi.gateway.stages import Admit, Guard, Label
 from heshi.guard.labels import Labeller
-from heshi.guard.safety import most_severe
-from heshi.guard.stage import GuardStage, Inbound
-from heshi.routing.router import Routed, RoutePlan, Router, StreamOp
+from heshi.guard.stage import GuardStage
+from heshi.routing.router import Router
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+log = logging.getLogger("heshi.gateway")
 
-
-def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """A JSON response serialised with orjson."""
-    return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
-
-
-def _headers(ticket: Ticket, routed: Routed[Any]) -> dict[str, str]:
-    ticket.backend = routed.target.backend
-    ticket.route = routed.route_header
-    return {
-        "x-heshi-backend": routed.backend_header,
-        "x-heshi-route": routed.route_header,
-        "x-request-id": ticket.request_id,
-    }
+_GUARD_MODEL_BODY = {"max_tokens": 64, "temperature": 0}
 
 
 class Gateway:
-    """The handlers of one app instance, with its router, governance and metrics."""
+    """The handlers of one app instance, with its router, pipelines and metrics."""
 
     def __init__(
         self, config: HeshiConfig, engines: Mapping[str, Engine], governance: Governance
@@ -70,190 +56,97 @@ class Gateway:
         self.gov = governance
         self.metrics = GatewayMetrics()
         self.started = time.time()
-        self._context = {m.id: m.context_length for m in self.router.public_models()}
-        self.guard = GuardStage(config, suspend=self._suspend_key, classify=self._classify)
-        self.labeller = Labeller(config.aigc) if config.aigc.enabled else None
-
-    async def _classify(self, alias: str, messages: list[JSON]) -> str:
-        """Ask the guard model (served by the router like any alias) about a conversation."""
-        body: JSON = {"model": alias, "messages": messages, "max_tokens": 64, "temperature": 0}
-        routed = await self.router.call(self.router.plan(alias, body), "chat", body)
-        choices = routed.value.get("choices") or [{}]
-        return str((choices[0].get("message") or {}).get("content") or "")
+        self.guard = GuardStage(config, suspend=self._suspend_key)
+        self.recorder = Recorder(governance, self.metrics, self.guard)
+        admit = Admit(governance, self.engines)
+        stages: list[Stage] = [admit]
+        if config.aigc.enabled:
+            stages.append(Label(Labeller(config.aigc)))
+        stages.append(Guard(self.guard, self._ask))
+        self.pipeline = Pipeline(stages, self.router, self.engines, self.recorder)
+        # Requests Heshi makes itself (the guard model's): admitted and metered, no more.
+        self.internal = Pipeline([admit], self.router, self.engines, self.recorder)
 
     def _suspend_key(self, key_id: str, reason: str) -> None:
         """Store the suspension and reload the key cache so it takes effect at once."""
         self.gov.keys.suspend(key_id, reason)
         self.gov.auth.refresh_now()
 
-    async def read_json(self, request: Request) -> Any:
-        """The request body as JSON; 400 on oversize or malformed input."""
-        limit = self.config.server.max_body_bytes
-        declared = request.headers.get("content-length")
-        too_big = f"请求体超过 {limit} 字节 / request body exceeds {limit} bytes"
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise InvalidRequest(too_big)
-        body = await request.body()
-        if len(body) > limit:
-            raise InvalidRequest(too_big)
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"请求体不是合法 JSON / malformed JSON body: {exc}") from None
-
-    async def _admit(
-        self, request: Request, model: type[BaseModel], endpoint: str
-    ) -> tuple[JSON, RoutePlan, Ticket]:
-        body = parse_request(model, await self.read_json(request)).model_dump(
-            exclude_unset=True, by_alias=True
-        )
-        key = self.gov.authenticate(request.headers.get("authorization"), body["model"])
-        plan = self.router.plan(body["model"], body)
-        ticket = await self.gov.admit(
-            key, body, plan.model, endpoint, self._context.get(plan.resolved)
-        )
-        self.metrics.in_flight.labels(plan.model).inc()
-        return body, plan, ticket
-
-    async def _finish(self, ticket: Ticket, usage: Any, status: int) -> None:
-        """Settle, meter and count — shielded, so a client leaving cannot skip it."""
-        with anyio.CancelScope(shield=True):
-            await self.gov.settle(ticket, usage, status)
-        m, model = self.metrics, ticket.public_model
-        m.in_flight.labels(model).dec()
-        m.requests.labels(model, ticket.endpoint, str(status)).inc()
-        m.latency.labels(model, ticket.endpoint).observe(time.perf_counter() - ticket.started)
-        if ticket.first_token_at is not None:
-            m.ttft.labels(model).observe(ticket.first_token_at - ticket.started)
-        m.record_usage(model, usage)
+    async def _ask(self, parent: Exchange, alias: str, messages: list[JSON]) -> str:
+        """Ask the guard model (any alias the router serves) on ``parent``'s behalf."""
+        x = parent.child("guard")
+        x.body = {"model": alias, "messages": messages, **_GUARD_MODEL_BODY}
+        x.model = alias
+        x.plan = self.router.plan(alias, x.body)
+        self.recorder.started(x)
+        result = await self.internal.unary(x)
+        assert isinstance(result, dict)
+        choices = result.get("choices") or [{}]
+        return str((choices[0].get("message") or {}).get("content") or "")
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``."""
-        return await self._generate(request, ChatCompletionRequest, "chat")
+        return await self._serve(request, ChatCompletionRequest, "chat")
 
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions``."""
-        return await self._generate(request, CompletionRequest, "completions")
+        return await self._serve(request, CompletionRequest, "completions")
 
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``."""
-        body, plan, ticket = await self._admit(request, EmbeddingRequest, "embeddings")
-        return await self._unary(body, plan, ticket)
+        return await self._serve(request, EmbeddingRequest, "embeddings")
 
-    async def _generate(self, request: Request, model: type[BaseModel], endpoint: str) -> Response:
-        body, plan, ticket = await self._admit(request, model, endpoint)
-        key = ticket.key
-        try:
-            inbound = await self.guard.inbound(
-                key.tenant if key else None, key.id if key else None, body
-            )
-        except BaseException as exc:
-            await self._finish(ticket, None, _failed(ticket, exc))
-            raise
-        if inbound.blocked:
-            self._audit(request, ticket, inbound)
-            return await self._refuse(body, plan, ticket, inbound, endpoint)
-        if not body.get("stream"):
-            return await self._unary(body, plan, ticket, inbound, request)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        # Always ask for usage so tokens are metered; dropped later if the client didn't ask.
-        body["stream_options"] = {"include_usage": True}
-        op: StreamOp = "chat" if endpoint == "chat" else "completion"
-        try:
-            routed = await self.router.open_stream(plan, op, body)
-        except BaseException as exc:
-            await self._finish(ticket, None, _failed(ticket, exc))
-            raise
-        headers = _headers(ticket, routed)
-        account = StreamAccount(plan.model, include_usage)
-
-        async def on_close(acc: StreamAccount) -> None:
-            ticket.first_token_at = acc.first_token_at
-            usage = acc.usage or {"completion_tokens": acc.token_chunks}
-            await self._finish(ticket, usage, int(acc.status))
-            self._audit(request, ticket, inbound)
-
-        first: JSON | None = routed.value.first
-        rest: AsyncIterator[JSON] = routed.value.rest
-        if inbound.config.enabled:
-            rest = self.guard.outbound_stream(inbound, first, rest)
-            first = None
-            headers["x-heshi-guard"] = inbound.verdict
-        if self.labeller is not None:
-            produce_id = new_produce_id()
-            rest = self.labeller.label_stream(produce_id, prepend(first, rest))
-            first = None
-            headers["x-aigc-produce-id"] = produce_id
-        frames = sse_frames(first, rest, account, on_close)
-        return StreamingResponse(
-            frames, media_type="text/event-stream", headers=_SSE_HEADERS | headers
-        )
-
-    async def _unary(
-        self,
-        body: JSON,
-        plan: RoutePlan,
-        ticket: Ticket,
-        inbound: Inbound | None = None,
-        request: Request | None = None,
+    async def _serve(
+        self, request: Request, schema: type[BaseModel], endpoint: Endpoint
     ) -> Response:
-        op = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
-        status, usage = 200, None
+        client = request.client.host if request.client else None
+        x = Exchange(endpoint=endpoint, client_ip=client)
         try:
-            routed = await self.router.call(plan, op[ticket.endpoint], body)  # type: ignore[arg-type]
-            headers = _headers(ticket, routed)  # before settling: the ledger row records it
-            result = routed.value
-            usage = result.get("usage") or _estimated_usage(result)
-        except BaseException as exc:
-            status = _failed(ticket, exc)
-            raise
-        finally:
-            await self._finish(ticket, usage, status)
-        result["model"] = plan.model
-        if inbound is not None and inbound.config.enabled:
-            outbound = self.guard.outbound_result(inbound, result)
-            if outbound != "block":
-                outbound = await self.guard.outbound_model(inbound, result) or outbound
-            headers["x-heshi-guard"] = most_severe([outbound, inbound.action]) or "pass"
-            self._audit(request, ticket, inbound)
-        if self.labeller is not None and ticket.endpoint != "embeddings":
-            label = self.labeller.label_result(result)
-            if label is not None:
-                headers["x-aigc-label"] = label
-        return json_response(result, headers=headers)
+            await self._accept(request, schema, x)
+        except HeshiError as exc:
+            x.fail(exc)
+            await self.recorder.finish(x)
+            return self._error(request, x, exc)
+        try:
+            outcome = await (self.pipeline.stream(x) if x.stream else self.pipeline.unary(x))
+        except HeshiError as exc:
+            return self._error(request, x, exc)  # the pipeline has recorded it
+        if isinstance(outcome, OpenStream):
+            return SSEReply(outcome, x.response_headers())
+        if isinstance(outcome, Refusal):
+            kind: Kind = "chat" if endpoint == "chat" else "completions"
+            return outcome.reply(kind, x.model, x.request_id, x.stream, x.response_headers())
+        return json_reply(outcome, headers=x.response_headers())
 
-    def _audit(self, request: Request | None, ticket: Ticket, inbound: Inbound) -> None:
-        """Queue the guarded request's audit record (masked texts, verdicts, versions)."""
-        if not inbound.config.enabled:
-            return
-        key = ticket.key
-        client = request.client.host if request is not None and request.client else None
-        self.gov.audit.submit(
-            self.guard.audit_entry(
-                inbound,
-                tenant=key.tenant if key else "-",
-                key_id=key.id if key else None,
-                request_id=ticket.request_id,
-                client_ip=client,
-                model=f"{ticket.public_model}->{ticket.backend or '-'}",
-            )
-        )
+    async def _accept(self, request: Request, schema: type[BaseModel], x: Exchange) -> None:
+        """Authenticate, read, parse and validate; fill in who asks for what."""
+        x.key = self.gov.authenticate(request.headers.get("authorization"), None)
+        x.authenticated = True
+        raw = await read_body(request, self.config.server.max_body_bytes)
+        body = parse_request(schema, parse_json(raw)).model_dump(exclude_unset=True, by_alias=True)
+        x.body, x.model = body, body["model"]
+        if x.endpoint != "embeddings" and body.get("stream"):
+            x.stream = True
+            x.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.gov.auth.permit_model(x.key, x.model)
+        x.plan = self.router.plan(x.model, body)
+        self.recorder.started(x)
 
-    async def _refuse(
-        self, body: JSON, plan: RoutePlan, ticket: Ticket, inbound: Inbound, endpoint: str
-    ) -> Response:
-        """Answer a blocked prompt with the refusal text; no backend is called."""
-        ticket.backend, ticket.route = "guard", "guard:block"
-        await self._finish(ticket, None, 200)  # no model ran: nothing is charged
-        refusal = inbound.engine.refusal if inbound.engine else inbound.config.refusal
-        headers = {"x-heshi-guard": "block", "x-request-id": ticket.request_id}
-        return refusal_response(body, plan.model, ticket.request_id, refusal, endpoint, headers)
+    def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
+        headers = x.response_headers()
+        if isinstance(exc, ClientGone):
+            client_gone_note(request, x.request_id)
+        elif isinstance(exc, BodyTooLarge):
+            headers["connection"] = "close"  # the rest of the body is never read
+        elif exc.status_code >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+        return error_reply(exc, headers)
 
     async def list_models(self, request: Request) -> Response:
-        """``GET /v1/models`` (needs a key when keys exist)."""
-        self.gov.authenticate(request.headers.get("authorization"), None)
+        """``GET /v1/models``: the models the caller's key may use."""
+        key = self.gov.authenticate(request.headers.get("authorization"), None)
         created = int(self.started)
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "id": m.id,
                 "object": "model",
@@ -262,52 +155,6 @@ class Gateway:
                 "context_length": m.context_length,
             }
             for m in self.router.public_models()
+            if self.gov.auth.may_use(key, m.id)
         ]
-        return json_response({"object": "list", "data": data})
-
-    async def healthz(self, request: Request) -> Response:
-        """``GET /healthz``: liveness plus what is served and the backends' state."""
-        backends = {
-            name: {"state": s.state, "in_flight": s.in_flight, "healthy": s.healthy}
-            for name, s in self.router.status().items()
-        }
-        return json_response(
-            {
-                "status": "ok",
-                "uptime_s": round(time.time() - self.started, 1),
-                "models": [m.id for m in self.router.public_models()],
-                "engines": sorted(self.engines),
-                "backends": backends,
-                "ledger": dataclasses.asdict(self.gov.ledger.stats()),
-                "admission": self.gov.admission_status(),
-            }
-        )
-
-    async def prometheus(self, request: Request) -> Response:
-        """``GET /metrics`` in Prometheus text format."""
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-def _failed(ticket: Ticket, exc: BaseException) -> int:
-    """Note where a failed request went (as the router recorded it on the error) for the
-    ledger, add the request id to the error response; return the status to meter."""
-    if isinstance(exc, HeshiError):
-        ticket.backend, ticket.route = exc.routed_backend, exc.route
-        exc.headers = {**(exc.headers or {}), "x-request-id": ticket.request_id}
-    return _status_of(exc)
-
-
-def _status_of(exc: BaseException) -> int:
-    if isinstance(exc, HeshiError):
-        return exc.status_code
-    return 499 if isinstance(exc, anyio.get_cancelled_exc_class()) else 500
-
-
-def _estimated_usage(result: JSON) -> JSON:
-    # The backend reported no usage: count one token per character of the answer (an
-    # upper bound for Chinese), so such a backend cannot be used to bypass budgets.
-    text = 0
-    for choice in result.get("choices") or ():
-        message = choice.get("message") or {}
-        text += len(str(message.get("content") or choice.get("text") or ""))
-    return {"completion_tokens": text}
+        return json_reply({"object": "list", "data": data})

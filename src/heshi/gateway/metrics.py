@@ -15,8 +15,9 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "heshi_requests",
-            "Requests answered, by model, endpoint and HTTP status.",
-            ["model", "endpoint", "status"],
+            "Requests, by model, endpoint, HTTP status and why they ended so (reason: ok, "
+            "client_gone, auth.missing_key, quota.key.rpm, guard.block, upstream_error, …).",
+            ["model", "endpoint", "status", "reason"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -45,17 +46,6 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
-
-    def record_usage(self, model: str, usage: object) -> None:
-        """Count prompt and completion tokens from an OpenAI ``usage`` object."""
-        if not isinstance(usage, dict):
-            return
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        if isinstance(prompt, int) and prompt > 0:
-            self.tokens.labels(model, "in").inc(prompt)
-        if isinstance(completion, int) and completion > 0:
-            self.tokens.labels(model, "out").inc(completion)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

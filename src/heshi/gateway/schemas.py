@@ -92,7 +92,7 @@ class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=128)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -105,7 +105,7 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=128)
     prompt: str | list[str] | list[int]
     echo: bool | None = None
     logprobs: int | None = Field(default=None, ge=0, le=5)
@@ -123,7 +123,7 @@ class EmbeddingRequest(_Request):
     """``POST /v1/embeddings``."""
 
     input: str | list[str] | list[int] | list[list[int]]
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=128)
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = Field(default=None, max_length=256)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from heshi.engines.base import JSON
+from heshi.errors import AdmissionUnavailable, QuotaExceeded
 
 CATEGORY_RISKS = {
     "Violent": "A6",
@@ -64,5 +65,9 @@ async def judge(classify: Classify, prompt: str, answer: str | None = None) -> M
         messages.append({"role": "assistant", "content": answer})
     try:
         return parse(await classify(messages))
+    except (QuotaExceeded, AdmissionUnavailable):
+        # The caller's own quota ran out (the classifier's tokens count against it): that
+        # refuses the request; it is not the classifier failing, which on_error may allow.
+        raise
     except Exception:  # the classifier is down or answered garbage: the policy decides
         return ModelVerdict("Error", ())

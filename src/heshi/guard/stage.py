@@ -56,6 +56,8 @@ class Inbound:
 
     policy_version: str = ""  # hash of the tenant's guard settings (audit)
     lexicon_version: str | None = None  # name@version#sha256 of the lists (audit)
+    # (alias, messages) → the guard model's answer, asked on this request's behalf
+    classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None
 
     @property
     def action(self) -> str | None:
@@ -125,6 +127,13 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
+def _bound(classify: Callable[[str, list[JSON]], Awaitable[str]], alias: str) -> Classify:
+    async def ask(messages: list[JSON]) -> str:
+        return await classify(alias, messages)
+
+    return ask
+
+
 def _masked(text: str) -> str:
     return redact(text, scan(text), "mask")
 
@@ -163,14 +172,10 @@ class GuardStage:
     """Per-process guard state: engines per tenant (built once) and suspensions."""
 
     def __init__(
-        self,
-        config: HeshiConfig,
-        suspend: Callable[[str, str], Any] | None = None,
-        classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None,
+        self, config: HeshiConfig, suspend: Callable[[str, str], Any] | None = None
     ) -> None:
         self.config = config
         self._suspend = suspend  # (key id, reason) → stores the suspension (blocking call)
-        self._classify = classify  # (alias, messages) → the guard model's answer text
         self._policies: dict[str | None, _Policy] = {}
         self.tracker = SuspensionTracker()
 
@@ -181,8 +186,17 @@ class GuardStage:
             policy = self._policies[tenant] = _Policy.build(self.config.guard_for(tenant))
         return policy
 
-    async def inbound(self, tenant: str | None, key_id: str | None, body: JSON) -> Inbound:
-        """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal."""
+    async def inbound(
+        self,
+        tenant: str | None,
+        key_id: str | None,
+        body: JSON,
+        *,
+        classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None,
+    ) -> Inbound:
+        """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal.
+
+        ``classify(alias, messages)`` asks the guard model (when the tenant has one)."""
         policy = self._policy(tenant)
         cfg = policy.config
         result = Inbound(
@@ -190,6 +204,7 @@ class GuardStage:
             policy.engine,
             policy_version=policy.version,
             lexicon_version=policy.lexicon_version,
+            classify=classify,
         )
         if not cfg.enabled:
             return result
@@ -204,8 +219,8 @@ class GuardStage:
                     setter(verdict.text)
                     texts[i] = (setter, verdict.text)
             result.blocked = any(h.action == "block" for h in result.hits)
-        if not result.blocked and cfg.model.alias and self._classify is not None:
-            verdict_m = await judge(self._bound(cfg.model.alias), result.prompt)
+        if not result.blocked and cfg.model.alias and classify is not None:
+            verdict_m = await judge(_bound(classify, cfg.model.alias), result.prompt)
             result.hits.extend(_model_hits(verdict_m, cfg))
             result.blocked = any(h.action == "block" for h in result.hits)
         if key_id is not None and cfg.suspension.enabled:
@@ -274,26 +289,18 @@ class GuardStage:
             ts=datetime.now(UTC),  # the request's time, not the batch's
         )
 
-    def _bound(self, alias: str) -> Classify:
-        classify = self._classify
-        assert classify is not None
-
-        async def ask(messages: list[JSON]) -> str:
-            return await classify(alias, messages)
-
-        return ask
-
     async def outbound_model(self, inbound: Inbound, result: JSON) -> str | None:
         """The guard model's judgement of a plain answer; ``block`` replaces it in place."""
         cfg = inbound.config
-        if not (cfg.enabled and cfg.model.alias and cfg.model.outbound and self._classify):
+        classify = inbound.classify
+        if not (cfg.enabled and cfg.model.alias and cfg.model.outbound and classify):
             return None
         choices = result.get("choices") or []
         message = choices[0].get("message") if choices else None
         answer = message.get("content") if isinstance(message, dict) else None
         if not isinstance(answer, str) or choices[0].get("finish_reason") == "content_filter":
             return None
-        verdict = await judge(self._bound(cfg.model.alias), inbound.prompt, answer)
+        verdict = await judge(_bound(classify, cfg.model.alias), inbound.prompt, answer)
         hits = _model_hits(verdict, cfg)
         inbound.out_hits.extend(hits)
         if not any(h.action == "block" for h in hits):

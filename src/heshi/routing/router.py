@@ -19,8 +19,8 @@ nor on a local ``InvalidRequest`` / ``ContextLengthExceeded``. Before trying a b
 already tried for this request the router waits ``backoff_seconds``, doubled per retry,
 capped at ``max(backoff_seconds, 2 s)``; moving to a fresh backend does not wait. When
 everything fails, the last error is raised with the list of what was tried appended.
-Every error raised once routing started carries ``x-heshi-backend`` / ``x-heshi-route``
-in its ``headers`` (:func:`route_headers`), so a failed response explains itself too.
+The route taken is written to the caller's :class:`RouteFacts` as it goes (each pick,
+each failure), so a failed request explains itself as well as a successful one.
 
 **Timeouts** are per backend and live in each engine's own configuration
 (``backends.<name>.connect_timeout`` and ``timeout``, the longest silence between bytes):
@@ -46,7 +46,7 @@ from typing import Generic, Literal, TypeVar
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
-from heshi.errors import HeshiError, UpstreamError
+from heshi.errors import UpstreamError
 from heshi.routing.balance import Balancer
 from heshi.routing.breaker import BackendsUnavailable, Breaker, State
 from heshi.routing.complexity import ComplexityRule, Decision
@@ -70,6 +70,16 @@ class RoutePlan:
     resolved: str  # the public name serving it (the tier's name when model is "auto")
     chain: tuple[NameEntry, ...]  # resolved's entry, then its fallbacks in order
     decision: Decision | None = None  # what "auto" decided, and why
+
+
+@dataclass(slots=True)
+class RouteFacts:
+    """Where one request went, kept up to date by the router while it routes."""
+
+    backend: str = ""  # the engine that answered, or failed last ("" while none was tried)
+    backend_header: str = "none"  # ``x-heshi-backend``: header-safe, "none" when none tried
+    route: str = ""  # ``x-heshi-route``: the decision and every attempt
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +195,12 @@ class Router:
 
     # ------------------------------------------------------------------ requests
 
-    async def call(self, plan: RoutePlan, op: Op, body: JSON) -> Routed[JSON]:
+    async def call(
+        self, plan: RoutePlan, op: Op, body: JSON, facts: RouteFacts | None = None
+    ) -> Routed[JSON]:
         """Answer a non-streaming request; ``body["model"]`` is replaced per target.
 
-        The caller's ``body`` is not modified.
+        The caller's ``body`` is not modified; ``facts`` (when given) records the route.
         """
 
         async def attempt(engine: Engine, upstream: JSON, lease: Lease) -> JSON:
@@ -196,9 +208,11 @@ class Router:
             lease.finish(True)
             return result
 
-        return await self._route(plan, body, attempt)
+        return await self._route(plan, body, attempt, facts or RouteFacts())
 
-    async def open_stream(self, plan: RoutePlan, op: StreamOp, body: JSON) -> Routed[StreamStart]:
+    async def open_stream(
+        self, plan: RoutePlan, op: StreamOp, body: JSON, facts: RouteFacts | None = None
+    ) -> Routed[StreamStart]:
         """Open a stream and wait for its first chunk, retrying failures before it.
 
         The caller must ``aclose()`` ``value.rest`` however the stream ends: that closes
@@ -218,22 +232,25 @@ class Router:
             lease.report(True)  # output has started: the backend is alive
             return StreamStart(first, RoutedStream(source, lease))
 
-        return await self._route(plan, body, attempt)
+        return await self._route(plan, body, attempt, facts or RouteFacts())
 
-    async def _route(self, plan: RoutePlan, body: JSON, attempt: Attempt[T]) -> Routed[T]:
+    async def _route(
+        self, plan: RoutePlan, body: JSON, attempt: Attempt[T], facts: RouteFacts
+    ) -> Routed[T]:
         walk = TargetWalk(plan.chain, self._balancer, self._breakers)
         prefix = plan.decision.header() if plan.decision is not None else ""
         log = RouteLog(prefix, plan.chain[0].label, self._labels)
         last: UpstreamError | None = None
-        backend = ""
         for number in range(self._attempts):
             pick = walk.next()
             if pick is None:
                 break
             log.picked(pick)
+            backend = pick.target.backend
+            facts.backend, facts.backend_header = backend, self._labels[backend]
+            facts.route, facts.attempts = log.header(), number + 1
             if pick.again:
                 await asyncio.sleep(self._delay(number))
-            backend = pick.target.backend
             lease = Lease(backend, self._balancer, self._breakers[backend])
             try:
                 value = await attempt(
@@ -242,16 +259,15 @@ class Router:
             except UpstreamError as exc:
                 lease.finish(False)
                 log.failed(backend, exc.status_code)
+                facts.route = log.header()
                 last = exc
                 continue
             except BaseException as exc:
                 lease.finish(verdict(exc))
-                if isinstance(exc, HeshiError):
-                    _note_route(exc, backend, self._labels[backend], log.header())
                 raise
             return Routed(value, pick.target, log.header(), self._labels[backend], number + 1)
         error = self._exhausted(plan, last, log)
-        _note_route(error, backend, self._labels[backend] if backend else "none", log.header())
+        facts.route = log.header()
         raise error
 
     def _delay(self, number: int) -> float:
@@ -276,18 +292,6 @@ class Router:
             last.message = f"{last.message}（已尝试 / tried: {tried}）"
             last.args = (last.message,)
         return last
-
-
-def _note_route(exc: HeshiError, backend: str | None, label: str, route: str) -> None:
-    """Tell the ledger (attributes) and the client (headers) where a failed request went."""
-    exc.routed_backend, exc.route = backend or "", route
-    exc.headers = route_headers(label, route)
-
-
-def route_headers(backend_header: str, route_header: str) -> dict[str, str]:
-    """``x-heshi-backend`` and ``x-heshi-route`` of a request that failed after routing
-    (``backend_header`` is ``"none"`` when every backend's breaker was open)."""
-    return {"x-heshi-backend": backend_header, "x-heshi-route": route_header}
 
 
 def _unary(engine: Engine, op: Op) -> Callable[[JSON], Awaitable[JSON]]:

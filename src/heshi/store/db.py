@@ -40,17 +40,34 @@ class Database:
     psycopg 3, the driver Heshi ships with).
     """
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = 5000, statement_timeout_s: float | None = None
+    ) -> None:
         self.url = _normalise(url)
         self.dialect_name = self.url.get_backend_name()
         if self.dialect_name == "sqlite":
             self.engine = _sqlite_engine(self.url, busy_timeout_ms)
         elif self.dialect_name == "postgresql":
+            connect_args: dict[str, Any] = {
+                # Fail fast when the server is down: callers retry on their own schedule.
+                "connect_timeout": 5,
+                # A server that stops answering (paused, partitioned) is noticed by the
+                # client's TCP keepalives, not only when the server itself gives up.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 3,
+                "keepalives_count": 3,
+            }
+            if statement_timeout_s is not None:
+                ms = max(1, round(statement_timeout_s * 1000))
+                connect_args["options"] = (
+                    f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                    f"-c idle_in_transaction_session_timeout={ms * 4}"
+                )
             self.engine = create_engine(
                 self.url,
                 pool_pre_ping=True,  # a restarted server must not fail the next query
-                # Fail fast when the server is down: callers retry on their own schedule.
-                connect_args={"connect_timeout": 5},
+                connect_args=connect_args,
             )
         else:
             raise ConfigError(

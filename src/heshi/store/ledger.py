@@ -62,6 +62,8 @@ class UsageRecord:
     ttft_ms: int | None
     status: int  # HTTP status; 499 = the client went away
     route: str
+    endpoint: str = "chat"  # chat | completions | embeddings | guard
+    reason: str = "ok"  # why it ended so: "ok", "quota.key.rpm", "client_gone", …
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
@@ -89,7 +91,8 @@ class LedgerStats:
     spooled: int  # rows in this writer's spool file
     written: int  # rows the database accepted since start (replays included)
     rejected: int  # rows the database refused as invalid (kept in the rejected file)
-    healthy: bool  # False while the database is failing
+    healthy: bool  # False while the database fails, or takes rows slower than it should
+    lag_seconds: float  # how long the oldest unwritten row has waited (0: none waiting)
 
 
 class LedgerWriter:
@@ -108,8 +111,13 @@ class LedgerWriter:
         batch_rows: int,
         buffer_rows: int,
         spool_dir: Path,
+        stall_seconds: float = 5.0,
     ) -> None:
         self._db = db
+        # Rows waiting longer than this make the writer unhealthy even while no statement
+        # has failed yet: a frozen database (locked, hung, paused) fails nothing at first.
+        self._stall_seconds = stall_seconds
+        self._pending_since: float | None = None  # when the oldest waiting row arrived
         # Skips a ``request_id`` already there: a retried batch whose first attempt had an
         # unknown outcome (connection dropped during COMMIT) is harmless.
         self._insert = BulkInsert(db, usage_ledger, "request_id")
@@ -153,6 +161,8 @@ class LedgerWriter:
         with self._journal_lock:
             self._journal.append(line)
             self._buffer.append(record)
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
         if self._closed:
             self._rescue()
         elif len(self._buffer) % self._batch_rows == 0:
@@ -196,12 +206,15 @@ class LedgerWriter:
     def stats(self) -> LedgerStats:
         """A consistent snapshot of the writer's counters (no row counted twice or missed)."""
         with self._state:
+            since = self._pending_since
+            lag = 0.0 if since is None else max(0.0, time.monotonic() - since)
             return LedgerStats(
                 buffered=len(self._buffer) + len(self._inflight),
                 spooled=self._spool.pending_rows,
                 written=self._written,
                 rejected=self._rejected,
-                healthy=self._outage_since is None,
+                healthy=self._outage_since is None and lag < self._stall_seconds,
+                lag_seconds=round(lag, 3),
             )
 
     # -- the writer thread -------------------------------------------------------------
@@ -232,6 +245,9 @@ class LedgerWriter:
                 self._store(self._inflight)
                 with self._state:
                     self._inflight = []
+                with self._journal_lock:
+                    # What is still queued arrived after the batch just written was taken.
+                    self._pending_since = time.monotonic() if self._buffer else None
             with self._journal_lock:
                 self._journal.discard_retired()  # every row taken so far is committed
         except DBAPIError as exc:

@@ -107,6 +107,10 @@ usage_ledger = Table(
     Column("ttft_ms", Integer, nullable=True),
     Column("status", Integer, nullable=False),  # HTTP status; 499 = client went away
     Column("route", Text, nullable=False),
+    # chat | completions | embeddings | guard (a guard-model call made for a request)
+    Column("endpoint", String(16), nullable=False, server_default="chat"),
+    # why it ended so: "ok", "quota.key.rpm", "client_gone", … (migration 0004)
+    Column("reason", String(48), nullable=False, server_default=""),
     Index("ix_usage_ledger_tenant_ts", "tenant", "ts"),
     Index("ix_usage_ledger_key_id_ts", "key_id", "ts"),
 )

@@ -1,0 +1,100 @@
+"""The HTTP edge: a request body read within its limits, parsed, and checked for shape.
+
+Nothing here trusts the client: the body is counted while it arrives (a chunked upload
+declares no length) and refused the moment it passes ``server.max_body_bytes``; JSON
+nested deeper than :data:`MAX_JSON_DEPTH` is refused with the field named before
+anything tries to walk or re-serialise it (orjson stops at 254 levels); a client that
+disconnects mid-body is one INFO line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+
+from heshi.errors import ClientGone, InvalidRequest
+
+log = logging.getLogger("heshi.gateway")
+
+MAX_JSON_DEPTH = 64  # a JSON schema or tool definition nests far less; orjson fails at 254
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than ``server.max_body_bytes`` (HTTP 400)."""
+
+    reason = "body_too_large"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, read chunk by chunk and refused as soon as it passes ``limit``.
+
+    Raises ``BodyTooLarge`` (the connection is then closed, so the rest is never read)
+    and ``ClientGone`` when the client disconnects before the body ends.
+    """
+    too_big = BodyTooLarge(f"请求体超过 {limit} 字节 / request body exceeds {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for piece in request.stream():
+            size += len(piece)
+            if size > limit:
+                raise too_big
+            parts.append(piece)
+    except ClientDisconnect:
+        raise ClientGone("客户端在请求体读完前断开 / client disconnected mid-body") from None
+    return b"".join(parts)
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON, no deeper than :data:`MAX_JSON_DEPTH`; ``InvalidRequest`` otherwise."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"请求体不是合法 JSON / malformed JSON body: {exc}") from None
+    too_deep = _too_deep(data)
+    if too_deep is not None:
+        raise InvalidRequest(
+            f"字段 '{too_deep}' 的 JSON 嵌套超过 {MAX_JSON_DEPTH} 层 / "
+            f"'{too_deep}' is nested deeper than {MAX_JSON_DEPTH} levels",
+            param=too_deep,
+        )
+    return data
+
+
+def _too_deep(data: Any) -> str | None:
+    """The top-level field under which ``data`` nests deeper than the limit, if any.
+
+    Iterative (a recursive walk would itself overflow on the input it must refuse)."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return field or "body"
+        for name, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, field or str(name)))
+    return None
+
+
+def client_gone_note(request: Request, request_id: str) -> None:
+    """The one log line for a client that left before its request was read."""
+    client = request.client.host if request.client else "-"
+    log.info(
+        "客户端在请求读完前断开 / client %s disconnected before its request was read (%s %s, %s)",
+        client,
+        request.method,
+        request.url.path,
+        request_id,
+    )

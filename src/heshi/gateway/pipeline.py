@@ -1,0 +1,190 @@
+"""The request path as one straight pipeline of stages around the generation.
+
+Stages are layered like an onion, outermost first: each ``before`` runs in order before
+the backend is called (one may answer the request itself, e.g. the guard's refusal),
+and ``after`` (a complete result) or ``stream`` (streamed chunks) run in reverse order
+on the way out. The gateway's public pipeline is ``[Admit, Label, Guard]``:
+
+    admit → guard in → route + generate → guard out → label → record
+
+``record`` (settle, meter, audit: :class:`~heshi.gateway.record.Recorder`) is not a
+stage: it runs exactly once for every request however it ends — answered, refused,
+failed, or abandoned by its client before or during a stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
+
+import anyio
+
+from heshi.engines.base import JSON, Engine, abort_stream, stream_usage
+from heshi.engines.sizing import text_tokens
+from heshi.gateway.exchange import Exchange, Usage
+from heshi.gateway.record import Recorder
+from heshi.gateway.replies import Refusal
+from heshi.routing.router import Router, StreamOp
+from heshi.routing.stream import RoutedStream
+
+Chunks = AsyncIterator[JSON]  # closed with ``aclose()`` however it ends
+
+_UNARY_OPS = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
+
+
+class Stage(Protocol):
+    """One step of the request path; see the module docstring for the order."""
+
+    async def before(self, x: Exchange) -> Refusal | None:
+        """Before the backend is called; a reply answers the request instead."""
+        ...
+
+    async def after(self, x: Exchange, result: JSON) -> None:
+        """A complete result, changed in place."""
+        ...
+
+    def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
+        """The streamed chunks, wrapped; closing the wrapper closes ``chunks``."""
+        ...
+
+
+class OpenStream:
+    """A stream whose first chunk has arrived: the chunks for the client, and the one
+    :meth:`close` that stops the backend and records the request."""
+
+    def __init__(
+        self, x: Exchange, chunks: Chunks, source: RoutedStream, recorder: Recorder
+    ) -> None:
+        self.x = x
+        self.chunks = chunks
+        self._source = source
+        self._recorder = recorder
+        self._closed = False
+
+    def abort(self) -> None:
+        """The client left: ask the backend to stop now (it does not wait)."""
+        abort_stream(self._source)
+
+    async def close(self) -> None:
+        """Close the chunks (the backend stops) and record the request. Idempotent, and
+        safe to call while the calling task is being cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.chunks.aclose()  # type: ignore[attr-defined]
+            finally:
+                await self._recorder.finish(self.x)
+
+
+class Pipeline:
+    """``stages`` around routing and generation; ``recorder`` records every request."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        router: Router,
+        engines: Mapping[str, Engine],
+        recorder: Recorder,
+    ) -> None:
+        self.stages = tuple(stages)
+        self.router = router
+        self.engines = engines
+        self.recorder = recorder
+
+    async def unary(self, x: Exchange) -> JSON | Refusal:
+        """Answer a request whose answer is sent whole; recorded before it returns."""
+        try:
+            for stage in self.stages:
+                reply = await stage.before(x)
+                if reply is not None:
+                    return reply
+            result = await self._generate(x)
+            for stage in reversed(self.stages):
+                await stage.after(x, result)
+            return result
+        except BaseException as exc:
+            x.fail(exc)
+            raise
+        finally:
+            await self.recorder.finish(x)
+
+    async def stream(self, x: Exchange) -> OpenStream | Refusal:
+        """Open a streamed answer: everything up to its first chunk happens here (errors
+        are plain HTTP errors); the caller must :meth:`OpenStream.close` what it gets."""
+        try:
+            for stage in self.stages:
+                reply = await stage.before(x)
+                if reply is not None:
+                    await self.recorder.finish(x)
+                    return reply
+            op: StreamOp = "chat" if x.endpoint == "chat" else "completion"
+            # Always ask for usage, so streams are charged what the backend counted.
+            body = {**x.body, "stream_options": {"include_usage": True}}
+            routed = await self.router.open_stream(x.plan, op, body, x.route)  # type: ignore[arg-type]
+            x.generated = True
+            source = routed.value.rest
+            chunks: Chunks = _metered(x, routed.value.first, source)
+            for stage in reversed(self.stages):
+                chunks = stage.stream(x, chunks)
+            return OpenStream(x, chunks, source, self.recorder)
+        except BaseException as exc:
+            x.fail(exc)
+            await self.recorder.finish(x)
+            raise
+
+    async def _generate(self, x: Exchange) -> JSON:
+        op = _UNARY_OPS[x.endpoint if x.endpoint != "guard" else "chat"]
+        routed = await self.router.call(x.plan, op, x.body, x.route)  # type: ignore[arg-type]
+        x.generated = True
+        result = routed.value
+        usage = result.get("usage")
+        if isinstance(usage, dict):
+            x.usage.report(usage)
+        else:  # a backend that counts nothing must not be free
+            x.usage.completion_tokens = sum(text_tokens(t) for t in _answers(result))
+        result["model"] = x.model
+        return result
+
+
+async def _metered(x: Exchange, first: JSON | None, source: RoutedStream) -> Chunks:
+    """The backend's chunks, counted as they arrive (before any stage holds text back):
+    generated-text chunks, the usage chunk, and at the end what the engine itself counted,
+    which includes tokens decoded after the client left."""
+    usage = x.usage
+    try:
+        if first is not None:
+            _count(usage, first)
+            yield first
+        async for chunk in source:
+            _count(usage, chunk)
+            yield chunk
+    finally:
+        await source.aclose()
+        counted = stream_usage(source)
+        if counted is not None:
+            usage.report(counted)
+
+
+def _count(usage: Usage, chunk: JSON) -> None:
+    if chunk.get("usage"):
+        usage.report(chunk["usage"])
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"):
+                usage.token_chunks += 1
+        elif choice.get("text"):
+            usage.token_chunks += 1
+
+
+def _answers(result: JSON) -> list[str]:
+    out = []
+    for choice in result.get("choices") or ():
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        text = text or choice.get("text")
+        if isinstance(text, str):
+            out.append(text)
+    return out

@@ -1,0 +1,95 @@
+"""The last step of every request: settle its reservation, write its ledger row, count it
+in the metrics and, when the guard ran, queue its audit record — exactly once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import anyio
+
+from heshi.gateway.exchange import Exchange
+from heshi.gateway.governance import Governance
+from heshi.gateway.metrics import GatewayMetrics
+from heshi.guard.stage import GuardStage
+from heshi.store.ledger import UsageRecord
+
+log = logging.getLogger("heshi.gateway")
+
+
+class Recorder:
+    """Turns a finished :class:`Exchange` into its ledger row, metrics and audit record."""
+
+    def __init__(self, gov: Governance, metrics: GatewayMetrics, guard: GuardStage) -> None:
+        self.gov = gov
+        self.metrics = metrics
+        self.guard = guard
+
+    def started(self, x: Exchange) -> None:
+        """Count the request as in flight (once its model is known)."""
+        self.metrics.in_flight.labels(x.model).inc()
+        x.in_flight = True
+
+    async def finish(self, x: Exchange) -> None:
+        """Record ``x`` once; later calls do nothing. A client leaving cannot cut it short."""
+        if x.finished:
+            return
+        x.finished = True
+        prompt, completion = x.charged()
+        with anyio.CancelScope(shield=True):
+            if x.authenticated:
+                self._ledger(x, prompt, completion)
+            if x.reservation is not None:
+                await self.gov.settle(x.reservation, prompt + completion)
+        self._metrics(x, prompt, completion)
+        if x.guard is not None and x.guard.config.enabled and not x.internal:
+            self.gov.audit.submit(
+                self.guard.audit_entry(
+                    x.guard,
+                    tenant=x.tenant,
+                    key_id=x.key_id,
+                    request_id=x.request_id,
+                    client_ip=x.client_ip,
+                    model=f"{x.model}->{x.route.backend or '-'}",
+                )
+            )
+
+    def _ledger(self, x: Exchange, prompt: int, completion: int) -> None:
+        now = time.perf_counter()
+        self.gov.ledger.submit(
+            UsageRecord(
+                request_id=x.request_id,
+                ts=datetime.now(UTC),
+                tenant=x.tenant,
+                key_id=x.key_id,
+                model=x.model,
+                backend=x.route.backend,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                latency_ms=round((now - x.received) * 1000),
+                ttft_ms=round((x.first_token_at - x.received) * 1000)
+                if x.first_token_at is not None
+                else None,
+                status=x.status,
+                route=x.route.route,
+                endpoint=x.endpoint,
+                reason=x.reason,
+            )
+        )
+
+    def _metrics(self, x: Exchange, prompt: int, completion: int) -> None:
+        m = self.metrics
+        # Only a name the router resolved becomes a label value: a client must not be
+        # able to create time series by sending made-up model names.
+        model = x.model if x.plan is not None else "-"
+        if x.in_flight:
+            m.in_flight.labels(model).dec()
+        m.requests.labels(model, x.endpoint, str(x.status), x.reason).inc()
+        m.latency.labels(model, x.endpoint).observe(time.perf_counter() - x.received)
+        if x.first_token_at is not None:
+            m.ttft.labels(model).observe(x.first_token_at - x.received)
+        if prompt:
+            m.tokens.labels(model, "in").inc(prompt)
+        if completion:
+            m.tokens.labels(model, "out").inc(completion)

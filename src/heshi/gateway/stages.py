@@ -1,0 +1,160 @@
+"""The gateway's stages: admission, the compliance guard and AIGC labels.
+
+Each implements :class:`heshi.gateway.pipeline.Stage`; the order they run in is the
+pipeline's (``[Admit, Label, Guard]``, outermost first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from heshi.engines.base import JSON, Engine, asked_completion_tokens
+from heshi.engines.sizing import estimate_prompt_tokens
+from heshi.errors import ContextLengthExceeded
+from heshi.gateway.exchange import Exchange, Sizing
+from heshi.gateway.governance import Governance
+from heshi.gateway.pipeline import Chunks
+from heshi.gateway.replies import Refusal
+from heshi.guard.aigc import new_produce_id
+from heshi.guard.labels import Labeller
+from heshi.guard.safety import most_severe
+from heshi.guard.stage import GuardStage
+from heshi.routing.router import RouteFacts
+
+# What a request may generate on an engine that does not say (test doubles; every
+# engine Heshi ships states its own cap).
+_UNKNOWN_ENGINE_COMPLETION = 1024
+
+Ask = Callable[[Exchange, str, list[JSON]], Awaitable[str]]
+
+
+class Admit:
+    """Reserve the most a request can cost, before any backend is called.
+
+    The prompt is counted exactly by an engine that can (the embedded one: its own chat
+    template and tokenizer) and estimated from above otherwise
+    (:func:`heshi.engines.sizing.estimate_prompt_tokens`); the completion is
+    ``max_tokens`` (no more than the engine's context can hold), or what the engine
+    allows when it is unset — the rest of the local context, or a remote backend's
+    ``max_output_tokens``, which the backend is then told to obey.
+    When a request may go to several backends (routes, fallbacks) the largest count and
+    cap of them is reserved.
+    """
+
+    def __init__(self, gov: Governance, engines: Mapping[str, Engine]) -> None:
+        self.gov = gov
+        self.engines = engines
+
+    async def before(self, x: Exchange) -> None:
+        x.sizing = await self.size(x)
+        scopes = self.gov.scopes(x.key, internal=x.internal)
+        x.reservation = await self.gov.reserve(scopes, x.sizing.total)
+
+    async def size(self, x: Exchange) -> Sizing:
+        """The tokens to reserve for ``x`` (``ContextLengthExceeded`` when its prompt cannot
+        fit the only engine that could answer it)."""
+        assert x.plan is not None
+        op = "chat" if x.endpoint == "guard" else x.endpoint
+        backends = list(dict.fromkeys(t.backend for e in x.plan.chain for t in e.targets))
+        asked = None if op == "embeddings" else asked_completion_tokens(x.body)
+        sizing = Sizing(exact=True)
+        estimate: int | None = None
+        for backend in backends:
+            engine = self.engines[backend]
+            count = getattr(engine, "count_prompt_tokens", None)
+            prompt = await count(op, x.body) if count is not None else None
+            if prompt is None:
+                if estimate is None:
+                    estimate = estimate_prompt_tokens(x.body)
+                prompt, sizing.exact = estimate, False
+            cap_of = getattr(engine, "completion_cap", None)
+            cap: int | None = cap_of(prompt) if cap_of is not None else None
+            if op == "embeddings":
+                completion = 0
+            elif cap is not None and cap <= 0:
+                if len(backends) == 1:
+                    raise ContextLengthExceeded(
+                        prompt_tokens=prompt, max_tokens=asked, context=prompt + cap
+                    )
+                completion = 0
+            elif asked is not None:  # the engine cannot go past its context, if it has one
+                completion = min(asked, cap) if cap is not None else asked
+            else:
+                default_of = getattr(engine, "default_completion", None)
+                completion = (
+                    default_of(prompt) if default_of is not None else _UNKNOWN_ENGINE_COMPLETION
+                )
+            sizing.prompt = max(sizing.prompt, prompt)
+            sizing.completion = max(sizing.completion, completion)
+        return sizing
+
+    async def after(self, x: Exchange, result: JSON) -> None:
+        return None
+
+    def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
+        return chunks
+
+
+class Guard:
+    """The compliance guard (:mod:`heshi.guard.stage`): prompts screened and transformed
+    before the call, answers restored and screened after it. Its guard-model calls go
+    through ``ask`` — admitted and metered as internal requests of the caller."""
+
+    def __init__(self, guard: GuardStage, ask: Ask) -> None:
+        self.guard = guard
+        self.ask = ask
+
+    async def before(self, x: Exchange) -> Refusal | None:
+        if x.endpoint not in {"chat", "completions"}:
+            return None
+
+        async def classify(alias: str, messages: list[JSON]) -> str:
+            return await self.ask(x, alias, messages)
+
+        inbound = await self.guard.inbound(x.tenant, x.key_id, x.body, classify=classify)
+        x.guard = inbound
+        if not inbound.config.enabled:
+            return None
+        x.guard_header = inbound.verdict
+        if not inbound.blocked:
+            return None
+        x.reason = "guard.block"
+        x.route = RouteFacts(backend="guard", backend_header="guard", route="guard:block")
+        return Refusal(inbound.engine.refusal if inbound.engine else inbound.config.refusal)
+
+    async def after(self, x: Exchange, result: JSON) -> None:
+        inbound = x.guard
+        if inbound is None or not inbound.config.enabled:
+            return
+        outbound = self.guard.outbound_result(inbound, result)
+        if outbound != "block":
+            outbound = await self.guard.outbound_model(inbound, result) or outbound
+        x.guard_header = most_severe([outbound, inbound.action]) or "pass"
+
+    def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
+        inbound = x.guard
+        if inbound is None or not inbound.config.enabled:
+            return chunks
+        return self.guard.outbound_stream(inbound, None, chunks)
+
+
+class Label:
+    """GB 45438 AIGC labels on generated text (:mod:`heshi.guard.labels`)."""
+
+    def __init__(self, labeller: Labeller) -> None:
+        self.labeller = labeller
+
+    async def before(self, x: Exchange) -> None:
+        return None
+
+    async def after(self, x: Exchange, result: JSON) -> None:
+        if x.endpoint not in {"chat", "completions"}:
+            return
+        header = self.labeller.label_result(result)
+        if header is not None:
+            x.headers["x-aigc-label"] = header
+
+    def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
+        produce_id = new_produce_id()
+        x.headers["x-aigc-produce-id"] = produce_id
+        return self.labeller.label_stream(produce_id, chunks)
