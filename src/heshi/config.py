@@ -47,6 +47,14 @@ class ServerConfig(_Strict):
     # Name of the env var holding the admin token: /metrics and /healthz's details need
     # "Authorization: Bearer <token>". Unset variable = those stay closed.
     admin_token_env: str = "HESHI_ADMIN_TOKEN"
+    # Connections (docs/serving.md): the request line and headers must arrive within
+    # header_timeout_seconds; a body may pause at most body_timeout_seconds; an idle
+    # kept-alive connection closes after keep_alive_seconds. Past max_connections the
+    # longest-idle connection is closed for a new one (None: 3/4 of the open-file limit).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    max_connections: int | None = Field(default=None, ge=1)
 
 
 class LocalEngineConfig(_Strict):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from heshi.cli.reporting import reporting_errors
 from heshi.config import HeshiConfig, load_config
 from heshi.engines.base import Engine
+from heshi.errors import ConfigError
+from heshi.gateway.server import GatewayServer, server_config
 
 err_console = Console(stderr=True)
 
@@ -65,6 +67,8 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from heshi.gateway.app import create_app
+
     with reporting_errors():
         config = load_config(config_path).with_overrides(
             **{
@@ -79,24 +83,17 @@ def serve(
                 "server.port": port,
             }
         )
+        # Everything that can be wrong with the configuration is found before the model
+        # loads (seconds to minutes): names, lexicons, labels, API-key variables, the port.
         engines = build_engines(config)
+        check_environment(engines)
+        app = create_app(config, engines)
+        sock = bind_listener(config.server.host, config.server.port)
         _preload_local(engines)
-    from heshi.gateway.app import create_app
-
-    app = create_app(config, engines)
     _tune_gc()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            log_level=log_level,
-            loop="auto",
-            http="auto",
-            timeout_graceful_shutdown=5,
-        )
-    )
-    server.run()
+    options = {"log_level": log_level, "loop": "auto", "timeout_graceful_shutdown": 5}
+    server = GatewayServer(server_config(app, config.server, **options))
+    server.run(sockets=[sock])
     if not server.started:
         err_console.print(
             "网关未能启动 / the gateway failed to start (see the log above)",
@@ -104,6 +101,40 @@ def serve(
             markup=False,
         )
         raise typer.Exit(1)
+
+
+def check_environment(engines: dict[str, Engine]) -> None:
+    """Every environment variable the backends need is set (``ConfigError`` otherwise)."""
+    for engine in engines.values():
+        api_key = getattr(engine, "api_key", None)
+        if callable(api_key):
+            api_key()
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound now: a port already in use is one clear line
+    (``ConfigError``) before anything is loaded, not a traceback from the server later."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"无法解析监听地址 {host} / cannot resolve the listen address {host}: {exc}"
+        ) from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"无法监听 {host}:{port}（{exc.strerror}）：端口可能已被占用，可用 --port 换一个 / "
+            f"cannot listen on {host}:{port} ({exc.strerror}): is another server using the "
+            "port? choose another with --port"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def _preload_local(engines: dict[str, Engine]) -> None:

@@ -26,9 +26,17 @@ class GroupBy(StrEnum):
     model = "model"
     key = "key"
     day = "day"
+    endpoint = "endpoint"
+    reason = "reason"
 
 
-_GROUP_HEADERS = {"model": "model\n模型", "key": "key\n密钥", "day": "day (UTC)\n日期"}
+_GROUP_HEADERS = {
+    "model": "model\n模型",
+    "key": "key\n密钥",
+    "day": "day (UTC)\n日期",
+    "endpoint": "endpoint\n接口",
+    "reason": "reason\n结果",
+}
 
 
 def usage(
@@ -39,7 +47,12 @@ def usage(
     since: SinceOption = "30d",
     until: UntilOption = None,
     by: Annotated[
-        GroupBy, typer.Option("--by", help="分组 / Group by model, key or day.")
+        GroupBy,
+        typer.Option(
+            "--by",
+            help="分组：模型、密钥、日期、接口或结果（如 quota.key.rpm）/ Group by model, key, "
+            "day, endpoint (chat, guard…) or reason (ok, quota.key.rpm, client_gone…).",
+        ),
     ] = GroupBy.model,
     csv_output: Annotated[bool, typer.Option("--csv", help="以 CSV 输出 / Print CSV.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,

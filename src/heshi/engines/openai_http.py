@@ -64,14 +64,8 @@ class OpenAIHTTPEngine:
         if self._session is not None:
             return
         headers = {"Content-Type": "application/json", "User-Agent": "heshi"}
-        env = self.config.api_key_env
-        if env is not None:
-            key = self._environ.get(env, "")
-            if not key:
-                raise ConfigError(
-                    f"后端 {self.name} 的 API key 环境变量 {env} 未设置 / "
-                    f"environment variable {env} (API key for backend {self.name}) is not set"
-                )
+        key = self.api_key()
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         self._headers = headers
         timeout = aiohttp.ClientTimeout(
@@ -84,6 +78,23 @@ class OpenAIHTTPEngine:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=True
         )
+
+    def api_key(self) -> str | None:
+        """The API key from ``api_key_env`` (None when the backend needs none).
+
+        Raises ``ConfigError`` when ``api_key_env`` names a variable that is not set;
+        ``heshi serve`` calls this before it loads anything.
+        """
+        env = self.config.api_key_env
+        if env is None:
+            return None
+        key = self._environ.get(env, "")
+        if not key:
+            raise ConfigError(
+                f"后端 {self.name} 的 API key 环境变量 {env} 未设置 / "
+                f"environment variable {env} (API key for backend {self.name}) is not set"
+            )
+        return key
 
     async def close(self) -> None:
         """Close the pool and every open upstream connection. Safe to call twice."""

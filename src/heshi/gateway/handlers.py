@@ -57,6 +57,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.started = time.time()
         self.guard = GuardStage(config, suspend=self._suspend_key)
+        self.guard.load()
         self.recorder = Recorder(governance, self.metrics, self.guard)
         admit = Admit(governance, self.engines)
         stages: list[Stage] = [admit]

@@ -179,6 +179,12 @@ class GuardStage:
         self._policies: dict[str | None, _Policy] = {}
         self.tracker = SuspensionTracker()
 
+    def load(self) -> None:
+        """Build every tenant's policy now (lexicon files read and checked), so a broken
+        lexicon or override stops start-up instead of failing requests later."""
+        for tenant in (None, *self.config.tenants):
+            self._policy(tenant)
+
     def _policy(self, tenant: str | None) -> _Policy:
         """The tenant's settings, engine and versions, resolved once (not per request)."""
         policy = self._policies.get(tenant)

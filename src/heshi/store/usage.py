@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, case, delete, func, literal_column, select
 from heshi.store.db import Database
 from heshi.store.tables import usage_ledger, usage_pruned_totals
 
-GroupBy = Literal["model", "key", "day"]
+GroupBy = Literal["model", "key", "day", "endpoint", "reason"]
 PRUNE_CHUNK_ROWS = 5000  # rows deleted per transaction: short locks, bounded WAL growth
 
 
@@ -57,7 +57,8 @@ def usage_report(
     until: datetime | None = None,
     by: GroupBy,
 ) -> list[UsageRow]:
-    """``tenant``'s usage in ``[since, until)`` grouped ``by`` model, key or UTC day.
+    """``tenant``'s usage in ``[since, until)`` grouped ``by`` model, key, UTC day,
+    endpoint or reason (why requests ended as they did: ok, quota.key.rpm, …).
 
     Groups come in ascending order. Raises ``StoreUnavailable`` on database errors.
     """
@@ -160,8 +161,12 @@ def _group_column(db: Database, by: GroupBy) -> ColumnElement[Any]:
         return t.model
     if by == "key":
         return t.key_id
+    if by == "endpoint":
+        return t.endpoint
+    if by == "reason":
+        return t.reason
     if by != "day":
-        raise ValueError(f"by must be model, key or day, not {by!r}")
+        raise ValueError(f"by must be model, key, day, endpoint or reason, not {by!r}")
     if db.dialect_name == "postgresql":
         # Literals, not bound parameters: the same expression is grouped on by name.
         return func.to_char(

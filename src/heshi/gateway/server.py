@@ -1,0 +1,49 @@
+"""The HTTP server under the gateway: uvicorn with Heshi's connection limits."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import uvicorn
+
+from heshi.config import ServerConfig
+from heshi.gateway.connections import (
+    ConnectionLimits,
+    default_max_connections,
+    guarded_protocol,
+    raise_open_file_limit,
+)
+
+
+def server_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Config:
+    """A ``uvicorn.Config`` for ``app`` with ``server``'s timeouts and connection ceiling.
+
+    Raises the process's open-file limit first (towards 65,536, never past the hard
+    limit), so the ceiling leaves room for everything else the gateway opens.
+    """
+    ceiling = server.max_connections or default_max_connections(raise_open_file_limit())
+    limits = ConnectionLimits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=ceiling,
+    )
+    options.setdefault("host", server.host)
+    options.setdefault("port", server.port)
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=max(1, round(server.keep_alive_seconds)),
+        **options,
+    )
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, started on a socket ``heshi serve`` bound itself (so a busy port
+    is found before the model loads), still announcing where it listens."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving, then log ``Uvicorn running on http://host:port`` as usual."""
+        await super().startup(sockets)
+        if sockets and not self.should_exit:
+            self._log_started_message(sockets)
