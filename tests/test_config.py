@@ -18,9 +18,19 @@ def test_defaults_serve_the_embedded_model_on_loopback() -> None:
     assert cfg.engine.model == DEFAULT_MODEL_REF and cfg.engine.enabled
 
 
-def test_example_file_is_valid_and_expands_home() -> None:
+def _example_with_blocks(tmp_path: Path) -> Path:
+    """heshi.example.yaml with its ``#|`` example blocks switched on."""
+    text = (ROOT / "heshi.example.yaml").read_text(encoding="utf-8").replace("#|", "")
+    path = tmp_path / "heshi.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_file_is_valid_and_expands_home(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "heshi.example.yaml")
     assert cfg.home == Path.home() / ".cache" / "heshi"
+    assert cfg == HeshiConfig(home=cfg.home)  # as copied: the defaults, nothing else
+    cfg = load_config(_example_with_blocks(tmp_path))
     assert cfg.aliases["qwen-large"].backend == "vllm-gpu"
     assert cfg.backends["vllm-gpu"].base_url == "http://10.0.0.5:8000/v1"
 
@@ -59,13 +69,13 @@ def test_missing_file() -> None:
         load_config(Path("/nonexistent/heshi.yaml"))
 
 
-def test_example_file_routes_resolve() -> None:
+def test_example_file_routes_resolve(tmp_path: Path) -> None:
     from heshi.engines.base import Engine
     from heshi.engines.llamacpp import LlamaCppEngine
     from heshi.engines.openai_http import OpenAIHTTPEngine
     from heshi.routing.router import Router
 
-    cfg = load_config(ROOT / "heshi.example.yaml")
+    cfg = load_config(_example_with_blocks(tmp_path))
     engines: dict[str, Engine] = {
         "local": LlamaCppEngine(cfg.engine.name, Path("unused.gguf"), cfg.engine)
     }

@@ -84,11 +84,12 @@ def serve(
             }
         )
         # Everything that can be wrong with the configuration is found before the model
-        # loads (seconds to minutes): names, lexicons, labels, API-key variables, the port.
-        engines = build_engines(config)
-        check_environment(engines)
-        app = create_app(config, engines)
+        # loads (seconds to minutes): API-key variables, the port, the model file, model
+        # names and routes, lexicons, labels.
+        check_environment(config)
         sock = bind_listener(config.server.host, config.server.port)
+        engines = build_engines(config)
+        app = create_app(config, engines)
         _preload_local(engines)
     _tune_gc()
     options = {"log_level": log_level, "loop": "auto", "timeout_graceful_shutdown": 5}
@@ -103,12 +104,12 @@ def serve(
         raise typer.Exit(1)
 
 
-def check_environment(engines: dict[str, Engine]) -> None:
-    """Every environment variable the backends need is set (``ConfigError`` otherwise)."""
-    for engine in engines.values():
-        api_key = getattr(engine, "api_key", None)
-        if callable(api_key):
-            api_key()
+def check_environment(config: HeshiConfig) -> None:
+    """Every environment variable the configuration names is set (``ConfigError``)."""
+    from heshi.engines.openai_http import OpenAIHTTPEngine
+
+    for name, backend in config.backends.items():
+        OpenAIHTTPEngine(name, backend).api_key()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

@@ -38,6 +38,7 @@ from heshi.errors import (
 from heshi.hub.gguf_info import require_gguf_file
 
 _END = object()
+_COUNTER_CONNECTIONS = 2  # to llama-server's own listener, for counting prompt tokens
 Handler = Callable[[bytes, Callable[[bytes], bool]], None]
 
 
@@ -79,6 +80,7 @@ class LlamaCppEngine:
         self._executor: ThreadPoolExecutor | None = None
         self._listener_key = secrets.token_urlsafe(32)
         self._counter: aiohttp.ClientSession | None = None
+        self._counter_loop: asyncio.AbstractEventLoop | None = None
 
     def served_models(self) -> list[ServedModel]:
         """The one model this engine holds."""
@@ -93,7 +95,9 @@ class LlamaCppEngine:
         ]
 
     async def start(self) -> None:
-        """Load the model and start llama.cpp's slot loop (seconds for 1 GB). Idempotent."""
+        """Load the model and start llama.cpp's slot loop (seconds for 1 GB). Idempotent;
+        the event loop of the latest call is the one this engine serves in."""
+        self._counter_loop = asyncio.get_running_loop()
         if self._server is not None:
             return
         require_gguf_file(self.model_path)
@@ -180,13 +184,26 @@ class LlamaCppEngine:
         (an embeddings body; the listener failed) — the caller then estimates."""
         if self._server is None or op not in {"chat", "completions"}:
             return None
-        counter = self._counter
-        if counter is None:  # made on first use: it belongs to the serving event loop
-            counter = self._counter = aiohttp.ClientSession(
-                base_url=str(self._server.listening_address),
-                headers={"Authorization": f"Bearer {self._listener_key}"},
-                timeout=aiohttp.ClientTimeout(total=30),
-            )
+        if asyncio.get_running_loop() is not self._counter_loop:
+            # Called from outside the serving loop (a script, a test): a session of its own.
+            async with self._counting_session() as session:
+                return await self._count(session, op, body)
+        if self._counter is None:
+            self._counter = self._counting_session()
+        return await self._count(self._counter, op, body)
+
+    def _counting_session(self) -> aiohttp.ClientSession:
+        # Two kept-alive connections: llama-server gives each open connection one of its
+        # few HTTP threads and holds it for 5 s of idleness, so more connections than
+        # threads make a burst of requests wait seconds for a thread (measured: 5-10 s).
+        return aiohttp.ClientSession(
+            base_url=str(self._server.listening_address),
+            headers={"Authorization": f"Bearer {self._listener_key}"},
+            timeout=aiohttp.ClientTimeout(total=30),
+            connector=aiohttp.TCPConnector(limit=_COUNTER_CONNECTIONS),
+        )
+
+    async def _count(self, counter: aiohttp.ClientSession, op: str, body: JSON) -> int | None:
         try:
             if op == "chat":
                 async with counter.post("/apply-template", data=orjson.dumps(body)) as resp:

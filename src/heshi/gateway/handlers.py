@@ -21,7 +21,7 @@ from starlette.responses import Response
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
 from heshi.errors import ClientGone, HeshiError
-from heshi.gateway.edge import BodyTooLarge, client_gone_note, parse_json, read_body
+from heshi.gateway.edge import client_gone_note, parse_json, read_body
 from heshi.gateway.exchange import Endpoint, Exchange
 from heshi.gateway.governance import Governance
 from heshi.gateway.metrics import GatewayMetrics
@@ -107,7 +107,12 @@ class Gateway:
         except HeshiError as exc:
             x.fail(exc)
             await self.recorder.finish(x)
-            return self._error(request, x, exc)
+            response = self._error(request, x, exc)
+            if not getattr(request.state, "body_read", False):
+                # Refused before the body was read (a bad key, a body too large): close the
+                # connection rather than read the rest of an upload nobody wants.
+                response.headers["connection"] = "close"
+            return response
         try:
             outcome = await (self.pipeline.stream(x) if x.stream else self.pipeline.unary(x))
         except HeshiError as exc:
@@ -124,6 +129,7 @@ class Gateway:
         x.key = self.gov.authenticate(request.headers.get("authorization"), None)
         x.authenticated = True
         raw = await read_body(request, self.config.server.max_body_bytes)
+        request.state.body_read = True
         body = parse_request(schema, parse_json(raw)).model_dump(exclude_unset=True, by_alias=True)
         x.body, x.model = body, body["model"]
         if x.endpoint != "embeddings" and body.get("stream"):
@@ -137,8 +143,6 @@ class Gateway:
         headers = x.response_headers()
         if isinstance(exc, ClientGone):
             client_gone_note(request, x.request_id)
-        elif isinstance(exc, BodyTooLarge):
-            headers["connection"] = "close"  # the rest of the body is never read
         elif exc.status_code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
         return error_reply(exc, headers)

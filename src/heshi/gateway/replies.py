@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
+import anyio.lowlevel
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -163,6 +164,9 @@ class SSEReply(Response):
     async def _send_all(self, send: Send) -> None:
         x = self.stream.x
         try:
+            # Let the watcher look first: a client that left while the backend was still
+            # preparing the first chunk is found before anything is sent.
+            await anyio.lowlevel.checkpoint()
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
             await send(start)
             last = DONE
@@ -174,6 +178,8 @@ class SSEReply(Response):
                     if shaped is not None:
                         frame = b"data: " + orjson.dumps(shaped) + b"\n\n"
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    # A send to a gone client returns at once: give the watcher its turn.
+                    await anyio.lowlevel.checkpoint()
             except HeshiError as exc:
                 x.fail(exc)
                 last = b"data: " + error_body(exc) + b"\n\n" + DONE

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, abort_stream, stream_usage
 from heshi.errors import HeshiError, UpstreamError
 from heshi.routing.balance import Balancer
 from heshi.routing.breaker import Breaker
@@ -83,6 +83,15 @@ class RoutedStream:
 
     def __aiter__(self) -> RoutedStream:
         return self
+
+    @property
+    def usage(self) -> JSON | None:
+        """What the engine counted for this stream (final once :meth:`aclose` returned)."""
+        return stream_usage(self._source)
+
+    def abort(self) -> None:
+        """Ask the engine to stop now (the client has gone); a pending read then ends."""
+        abort_stream(self._source)
 
     async def __anext__(self) -> JSON:
         if self._ended:
