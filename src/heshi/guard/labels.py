@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import TypedDict
 
 from heshi.config import AigcConfig
 from heshi.engines.base import JSON
@@ -114,4 +115,25 @@ class Labeller:
             text.append(f"\n\n{wording}")
             yield label
         implicit = self.label("".join(text), produce_id)
-        yield {**base, "choices": [], **implicit.as_json()}
+        yield dict(label_chunk(base, implicit))
+
+
+class LabelChunk(TypedDict, total=False):
+    """The last chunk of a labelled stream: no choices, the implicit label (``AIGC``)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[JSON]
+    AIGC: dict[str, str]
+
+
+def label_chunk(base: JSON, implicit: ImplicitLabel) -> LabelChunk:
+    """The stream's last chunk carrying ``implicit``, with ``base``'s id, object, time
+    and model (empty when the stream had no chunk to copy them from)."""
+    chunk: LabelChunk = {"choices": [], "AIGC": implicit.as_json()["AIGC"]}
+    for name in ("id", "object", "created", "model"):
+        if name in base:
+            chunk[name] = base[name]
+    return chunk
