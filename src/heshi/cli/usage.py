@@ -92,7 +92,7 @@ def _print_table(rows: list[UsageRow], by: str, names: dict[str, str], *, title:
         typer.echo(f"没有用量记录 / no usage recorded ({title})")
         return
     table = Table(title=title, title_justify="left")
-    table.add_column(_GROUP_HEADERS[by], overflow="fold")
+    table.add_column(_GROUP_HEADERS[by], overflow="fold", min_width=8)
     for header in (
         "requests\n请求",
         "prompt\n输入",
