@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
+from tests.fakes.waiting import wait_until
 
 
 def free_port() -> int:
@@ -28,14 +29,19 @@ def serve_app(app: Any, *, startup_timeout: float = 60.0) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
+
+    def started() -> bool:
+        if server.started:
+            return True
         if not thread.is_alive():
             raise RuntimeError("uvicorn exited during startup")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError("uvicorn did not start")
-        time.sleep(0.01)
+        return False
+
+    try:
+        wait_until(started, timeout=startup_timeout, message="uvicorn did not start")
+    except AssertionError:
+        server.should_exit = True
+        raise
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

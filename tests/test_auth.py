@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +12,8 @@ from heshi.errors import AuthenticationFailed, PermissionDenied
 from heshi.gateway.auth import KeyAuthenticator, KeyStoreUnavailable
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
+from tests.fakes.clock import FakeClock
+from tests.fakes.waiting import wait_until_async
 from tests.store.databases import database, outage, pg_admin, pg_module_url
 
 __all__ = ["database", "pg_admin", "pg_module_url"]  # fixtures used here
@@ -87,12 +88,12 @@ async def test_each_refusal_says_why(database: Database) -> None:
     paused, paused_key = store.create("acme", "paused")
     store.suspend(paused_key.id, "欠费 overdue invoice")
     later = soon + timedelta(seconds=1)
-    clock = [datetime.now(UTC)]
-    auth = KeyAuthenticator(store, refresh_seconds=60, open_mode=False, clock=lambda: clock[0])
+    clock = FakeClock(datetime.now(UTC).timestamp())
+    auth = KeyAuthenticator(store, refresh_seconds=60, open_mode=False, clock=clock.utc)
     await auth.start()
     try:
         assert auth.authenticate(f"Bearer {expiring}", "m") is not None
-        clock[0] = later
+        clock.now = later.timestamp()
         with pytest.raises(AuthenticationFailed, match="API key expired on") as expired:
             auth.authenticate(f"Bearer {expiring}", "m")
         assert "已于" in expired.value.message
@@ -126,7 +127,7 @@ async def test_database_outage_serves_from_cache_and_logs_once(
             outage_logs = [r for r in caplog.records if "cannot reload API keys" in r.message]
             assert len(outage_logs) == 1
         store.suspend(key.id, "back")
-        await _until(lambda: _refused(auth, plaintext))
+        await wait_until_async(lambda: _refused(auth, plaintext), timeout=5.0, interval=0.02)
         assert any("database is back" in r.message for r in caplog.records)
     finally:
         await auth.close()
@@ -142,7 +143,7 @@ async def test_database_down_at_start_refuses_with_503_then_recovers(database: D
             with pytest.raises(KeyStoreUnavailable) as caught:
                 auth.authenticate(f"Bearer {plaintext}", "m")
             assert caught.value.status_code == 503
-        await _until(lambda: not _refused(auth, plaintext))
+        await wait_until_async(lambda: not _refused(auth, plaintext), timeout=5.0, interval=0.02)
         assert auth.authenticate(f"Bearer {plaintext}", "m") == key
     finally:
         await auth.close()
@@ -154,10 +155,3 @@ def _refused(auth: KeyAuthenticator, plaintext: str) -> bool:
     except (PermissionDenied, KeyStoreUnavailable):
         return True
     return False
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)

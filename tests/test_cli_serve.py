@@ -5,12 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fakes.waiting import wait_until
 from tests.loopback import free_port
 
 
@@ -69,16 +69,17 @@ def test_serves_then_stops_cleanly_on_sigterm(tiny_gguf: Path, tmp_path: Path) -
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answering() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
+                return httpx.get(url + "/healthz").status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+                return False
+
+        wait_until(
+            answering, timeout=60, interval=0.1, message="heshi serve never answered /healthz"
+        )
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         r = httpx.post(url + "/v1/chat/completions", json=body)
         assert r.status_code == 200

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from heshi.config import HeshiConfig, LocalEngineConfig
 from heshi.engines.llamacpp import LlamaCppEngine
 from heshi.gateway.app import create_app
 from tests.conftest import RunningGateway
+from tests.fakes.waiting import wait_until
 from tests.loopback import serve_app
 
 pytestmark = pytest.mark.slow
@@ -121,9 +121,11 @@ def test_disconnect_stops_real_generation(real_gateway: RunningGateway) -> None:
         for line in r.iter_lines():
             if '"content":"' in line:
                 break  # the first real token arrived: hang up
-    deadline = time.monotonic() + 120
-    while real_gateway.engine.stats()["requests_processing"] > 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(
+        lambda: real_gateway.engine.stats()["requests_processing"] == 0,
+        timeout=120,
+        interval=0.05,
+        message="the slot was still busy 120 s after the client hung up",
+    )
     produced = real_gateway.engine.stats()["tokens_predicted_total"] - before
     assert produced < 100, produced  # at ~10 tok/s, 400 tokens would take 40 s

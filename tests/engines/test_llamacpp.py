@@ -10,6 +10,7 @@ import pytest
 from heshi.engines.llamacpp import LlamaCppEngine
 from heshi.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelFileError
 from tests.conftest import TINY_CTX, TINY_NAME, tiny_engine_config
+from tests.fakes.waiting import wait_until_async
 
 
 def chat(content: str, **extra: object) -> dict[str, object]:
@@ -17,11 +18,14 @@ def chat(content: str, **extra: object) -> dict[str, object]:
 
 
 async def wait_idle(engine: LlamaCppEngine, timeout: float = 10.0) -> dict[str, float]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (stats := engine.stats())["requests_processing"] > 0:
-        assert asyncio.get_running_loop().time() < deadline, "slot never freed"
-        await asyncio.sleep(0.01)
-    return stats
+    def idle() -> dict[str, float] | None:
+        stats = engine.stats()
+        return stats if stats["requests_processing"] == 0 else None
+
+    result: dict[str, float] = await wait_until_async(
+        idle, timeout=timeout, interval=0.01, message="slot never freed"
+    )
+    return result
 
 
 async def test_closing_a_stream_stops_generation_and_frees_the_slot(

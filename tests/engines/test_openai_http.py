@@ -1,4 +1,10 @@
-"""OpenAIHTTPEngine against real loopback upstreams (aiohttp.web and raw asyncio sockets)."""
+"""OpenAIHTTPEngine against real loopback upstreams.
+
+Most tests talk to the suite's fake upstream (``tests.fakes.upstream``). Protocol tests
+where the exact bytes on the wire are the point keep their own servers: ``serve`` (an
+aiohttp.web handler per test, for bodies the fake never sends) and ``serve_raw`` (raw
+asyncio sockets, for byte-level framing).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import contextlib
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -19,6 +25,8 @@ from heshi.engines.base import Engine, ServedModel
 from heshi.engines.openai_http import OpenAIHTTPEngine
 from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
+from tests.fakes.upstream import FakeUpstream
+from tests.fakes.waiting import wait_until_async
 from tests.loopback import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,6 +78,13 @@ async def serve() -> AsyncIterator[Serve]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    """The suite's fake OpenAI-compatible upstream."""
+    with FakeUpstream(name="vllm-a") as upstream:
+        yield upstream
 
 
 @pytest.fixture
@@ -157,34 +172,29 @@ async def test_missing_api_key_env_is_a_config_error() -> None:
 
 
 async def test_chat_round_trip_forwards_body_and_bearer_key(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    seen: list[tuple[str, str | None, Any]] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append((request.path, request.headers.get("Authorization"), await request.json()))
-        return web.json_response({"object": "chat.completion", "choices": [{"index": 0}]})
-
+    fake.state.reply = "你好！"
     body = {**CHAT_BODY, "temperature": 0.3, "extra_vendor_field": {"x": [1, 2]}}
     engine = await make_engine(
-        await serve(handler), api_key_env="VLLM_KEY", environ={"VLLM_KEY": "sk-secret-123"}
+        fake.base_url, api_key_env="VLLM_KEY", environ={"VLLM_KEY": "sk-secret-123"}
     )
     result = await engine.chat(body)
-    assert result == {"object": "chat.completion", "choices": [{"index": 0}]}
+    assert result == fake.state.sent[-1]  # the upstream's JSON object, as it sent it
+    assert (result["object"], result["choices"][0]["message"]["content"]) == (
+        "chat.completion",
+        "你好！",
+    )
     # forwarded as given, with the output limit every request carries upstream
+    seen = [(r.path, r.headers.get("Authorization"), r.body) for r in fake.state.requests]
     assert seen == [("/v1/chat/completions", "Bearer sk-secret-123", body | {"max_tokens": 8192})]
 
 
 async def test_every_request_upstream_carries_an_output_limit(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    seen: list[Any] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append(await request.json())
-        return web.json_response({"object": "chat.completion", "choices": [{"index": 0}]})
-
-    url = await serve(handler)
+    seen = fake.state.bodies
+    url = fake.base_url
     capped = await make_engine(url, max_output_tokens=300)
     await capped.chat(CHAT_BODY)
     await capped.chat(CHAT_BODY | {"max_tokens": 5000})  # the caller's own limit is kept
@@ -200,41 +210,29 @@ async def test_every_request_upstream_carries_an_output_limit(
 
 
 async def test_no_authorization_header_without_api_key_env(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    seen: list[str | None] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append(request.headers.get("Authorization"))
-        return web.json_response({"object": "text_completion"})
-
-    engine = await make_engine(await serve(handler))
-    assert await engine.completion({"model": MODEL, "prompt": "1+1="}) == {
-        "object": "text_completion"
-    }
-    assert seen == [None]
+    engine = await make_engine(fake.base_url)
+    result = await engine.completion({"model": MODEL, "prompt": "1+1="})
+    assert result == fake.state.sent[-1] and result["object"] == "text_completion"
+    assert [r.headers.get("Authorization") for r in fake.state.requests] == [None]
 
 
-async def test_embeddings_round_trip(serve: Serve, make_engine: MakeEngine) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        assert request.path == "/v1/embeddings"
-        inputs = (await request.json())["input"]
-        data = [{"index": i, "embedding": [0.5, -0.25]} for i in range(len(inputs))]
-        return web.json_response({"object": "list", "data": data})
-
-    engine = await make_engine(await serve(handler))
+async def test_embeddings_round_trip(fake: FakeUpstream, make_engine: MakeEngine) -> None:
+    engine = await make_engine(fake.base_url)
     result = await engine.embeddings({"model": MODEL, "input": ["发票", "合同"]})
-    assert [d["embedding"] for d in result["data"]] == [[0.5, -0.25], [0.5, -0.25]]
+    assert [r.path for r in fake.state.requests] == ["/v1/embeddings"]
+    assert fake.state.bodies[-1]["input"] == ["发票", "合同"]
+    # the fake answers one embedding [0.25, -0.5] per input
+    assert [d["embedding"] for d in result["data"]] == [[0.25, -0.5], [0.25, -0.5]]
 
 
 async def test_upstream_400_is_rejected_with_its_own_message(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        error = {"message": "max_tokens must be at most 4096", "type": "BadRequestError"}
-        return web.json_response({"error": error}, status=400)
-
-    engine = await make_engine(await serve(handler))
+    fake.state.mode = "400"
+    fake.state.error_message = "max_tokens must be at most 4096"
+    engine = await make_engine(fake.base_url)
     with pytest.raises(UpstreamRejected) as info:
         await engine.chat(CHAT_BODY)
     assert info.value.status_code == 400
@@ -242,12 +240,10 @@ async def test_upstream_400_is_rejected_with_its_own_message(
 
 
 async def test_upstream_500_is_a_502_naming_the_status(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=500, text="Internal Server Error")
-
-    engine = await make_engine(await serve(handler))
+    fake.state.mode = "500"
+    engine = await make_engine(fake.base_url)
     with pytest.raises(UpstreamError, match="HTTP 500") as info:
         await engine.chat(CHAT_BODY)
     assert info.value.status_code == 502
@@ -255,13 +251,11 @@ async def test_upstream_500_is_a_502_naming_the_status(
 
 
 async def test_upstream_401_blames_our_key_without_showing_it(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"error": {"message": "invalid api key"}}, status=401)
-
+    fake.state.mode, fake.state.error_message = "401", "invalid api key"
     engine = await make_engine(
-        await serve(handler), api_key_env="VLLM_KEY", environ={"VLLM_KEY": "sk-secret-123"}
+        fake.base_url, api_key_env="VLLM_KEY", environ={"VLLM_KEY": "sk-secret-123"}
     )
     with pytest.raises(UpstreamError, match="VLLM_KEY") as info:
         await engine.chat(CHAT_BODY)
@@ -293,17 +287,14 @@ async def test_upstream_down_fails_fast_naming_the_backend(make_engine: MakeEngi
 
 
 async def test_upstream_slower_than_timeout_is_an_upstream_timeout(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(10)
-        return web.json_response({})
-
-    engine = await make_engine(await serve(handler), timeout=0.2)
+    fake.state.delay = 10  # seconds before it answers
+    engine = await make_engine(fake.base_url, timeout=0.2)
     started = time.perf_counter()
     with pytest.raises(UpstreamTimeout, match=r"sent nothing for 0\.2s"):
         await engine.chat(CHAT_BODY)
-    assert time.perf_counter() - started < 8.0  # the 0.2 s timeout, not the 10 s sleep
+    assert time.perf_counter() - started < 8.0  # the 0.2 s timeout, not the 10 s delay
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs on overflow")
@@ -337,26 +328,18 @@ async def test_calling_before_start_is_a_programming_error() -> None:
 
 
 async def test_stream_yields_each_chunk_before_the_next_is_sent(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    received_first = asyncio.Event()
-    seen_stream_flag: list[Any] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen_stream_flag.append((await request.json()).get("stream"))
-        resp = await sse_response(request)
-        await resp.write(sse(chunk("你")))
-        await received_first.wait()  # only the test can release this, after chunk 1 arrived
-        await resp.write(sse(chunk("好")) + b"data: [DONE]\n\n")
-        return resp
-
-    engine = await make_engine(await serve(handler))
+    fake.state.deltas = ["你", "好"]
+    fake.state.pause_after = 1  # only the test can release chunk 2, after chunk 1 arrived
+    engine = await make_engine(fake.base_url)
     stream = engine.stream_chat(CHAT_BODY)
     first = await asyncio.wait_for(anext(stream), 2)  # a buffering client would hang here
-    received_first.set()
+    fake.state.release.set()
     rest = await asyncio.wait_for(collect(stream), 2)
-    assert [first, *rest] == [chunk("你"), chunk("好")]
-    assert seen_stream_flag == [True]
+    assert [first, *rest] == fake.state.sent  # each chunk as the upstream sent it
+    assert [c["choices"][0]["delta"]["content"] for c in [first, *rest]] == ["你", "好"]
+    assert [b.get("stream") for b in fake.state.bodies] == [True]
 
 
 async def test_stream_parses_events_split_byte_by_byte(
@@ -397,29 +380,23 @@ async def test_stream_handles_many_events_in_one_write_and_stops_at_done(
 
 
 async def test_stream_status_error_is_raised_before_any_chunk(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        error = {"error": {"message": "model 'x' not found", "code": 404}}
-        return web.json_response(error, status=404)
-
-    engine = await make_engine(await serve(handler))
+    fake.state.mode, fake.state.error_message = "404", "model 'x' not found"
+    engine = await make_engine(fake.base_url)
     with pytest.raises(UpstreamRejected, match="model 'x' not found") as info:
         await anext(engine.stream_chat(CHAT_BODY))
     assert info.value.status_code == 404
 
 
 async def test_stream_error_event_raises_with_its_message(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await sse_response(request)
-        await resp.write(sse(chunk("a")) + sse({"error": {"message": "CUDA out of memory"}}))
-        return resp
-
-    engine = await make_engine(await serve(handler))
+    fake.state.deltas = ["a"]
+    fake.state.mode, fake.state.error_message = "error-event", "CUDA out of memory"
+    engine = await make_engine(fake.base_url)
     stream = engine.stream_chat(CHAT_BODY)
-    assert await anext(stream) == chunk("a")
+    assert await anext(stream) == fake.state.sent[0]  # chunk "a", then the error event
     with pytest.raises(UpstreamError, match="CUDA out of memory"):
         await anext(stream)
 
@@ -472,38 +449,28 @@ async def test_stream_cut_mid_chunk_is_an_upstream_error(
 
 
 async def test_stream_silent_upstream_times_out_between_chunks(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await sse_response(request)
-        await resp.write(sse(chunk("a")))
-        await asyncio.sleep(10)
-        return resp
-
-    engine = await make_engine(await serve(handler), timeout=0.2)
+    fake.state.deltas = ["a", "b"]
+    fake.state.pause_after = 1  # silent after chunk "a" until the test ends
+    engine = await make_engine(fake.base_url, timeout=0.2)
     stream = engine.stream_chat(CHAT_BODY)
-    assert await anext(stream) == chunk("a")
+    assert await anext(stream) == fake.state.sent[0]
     with pytest.raises(UpstreamTimeout):
         await asyncio.wait_for(anext(stream), 2)
 
 
 async def test_closing_the_stream_early_disconnects_the_upstream(
-    serve: Serve, make_engine: MakeEngine
+    fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:
-    upstream_cancelled = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await sse_response(request)
-        await resp.write(sse(chunk("a")))
-        try:
-            await asyncio.sleep(10)  # "still generating"
-        except asyncio.CancelledError:
-            upstream_cancelled.set()
-            raise
-        return resp
-
-    engine = await make_engine(await serve(handler))
+    fake.state.deltas = ["a", "b"]
+    fake.state.pause_after = 1  # "still generating" after chunk "a"
+    engine = await make_engine(fake.base_url)
     stream = engine.stream_chat(CHAT_BODY)
-    assert await anext(stream) == chunk("a")
+    assert await anext(stream) == fake.state.sent[0]
     await stream.aclose()  # what the gateway does when its client disconnects
-    await asyncio.wait_for(upstream_cancelled.wait(), 2)
+    await wait_until_async(
+        lambda: fake.state.disconnects == 1,
+        timeout=2,
+        message="the upstream never saw the connection close",
+    )

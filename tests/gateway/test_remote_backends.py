@@ -2,99 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from heshi.config import AliasConfig, BackendConfig, HeshiConfig
 from heshi.engines.base import Engine
 from heshi.engines.openai_http import OpenAIHTTPEngine
 from heshi.gateway.app import create_app
 from tests.conftest import TINY_NAME, local_engines
+from tests.fakes.upstream import UPSTREAM_MODEL, FakeUpstream, UpstreamState
 from tests.loopback import free_port, serve_app
-
-UPSTREAM_MODEL = "Qwen/Qwen3-8B"
-
-
-@dataclass
-class FakeVLLM:
-    """What the fake upstream saw, and knobs to make it misbehave."""
-
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    mode: str = "ok"  # ok | garbage | reset | slow-first-chunk
-
-
-def chunk(text: str, *, usage: dict[str, int] | None = None) -> bytes:
-    body: dict[str, Any] = {
-        "id": "cmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": UPSTREAM_MODEL,
-        "choices": []
-        if usage
-        else [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-    }
-    if usage:
-        body["usage"] = usage
-    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
-
-
-def upstream_app(state: FakeVLLM) -> Starlette:
-    async def chat(request: Request) -> Response:
-        body = await request.json()
-        state.bodies.append(body)
-        if state.mode == "garbage":
-            return Response(b"<html>nginx error</html>", media_type="text/html")
-        if not body.get("stream"):
-            return JSONResponse(
-                {
-                    "id": "c1",
-                    "object": "chat.completion",
-                    "created": 1,
-                    "model": UPSTREAM_MODEL,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "您好，有什么可以帮您？"},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
-                }
-            )
-
-        async def frames() -> AsyncIterator[bytes]:
-            yield chunk("您好")
-            if state.mode == "reset":
-                raise RuntimeError("upstream crashed mid-stream")
-            # no buffering: the test releases the rest only after it saw the first chunk
-            await asyncio.to_thread(state.release.wait, 10)
-            yield chunk("，请问")
-            yield chunk("", usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11})
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(frames(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
 @pytest.fixture
-def fake_vllm() -> Iterator[tuple[FakeVLLM, str]]:
-    state = FakeVLLM()
-    with serve_app(upstream_app(state)) as url:
-        yield state, url + "/v1"
+def fake_vllm() -> Iterator[FakeUpstream]:
+    """The upstream plays a vLLM server: its own answer, and usage counting the tokens it
+    generated (not the request's max_tokens)."""
+    state = UpstreamState(
+        reply="您好，有什么可以帮您？",
+        prompt_tokens=9,
+        completion_tokens=7,
+        usage_from_max_tokens=False,
+    )
+    with FakeUpstream(state, name="vllm") as fake:
+        yield fake
 
 
 def gateway_config(tiny_config: HeshiConfig, base_url: str) -> HeshiConfig:
@@ -109,8 +44,8 @@ def gateway_config(tiny_config: HeshiConfig, base_url: str) -> HeshiConfig:
 
 
 @pytest.fixture
-def mixed_gateway(tiny_config: HeshiConfig, fake_vllm: tuple[FakeVLLM, str]) -> Iterator[str]:
-    config = gateway_config(tiny_config, fake_vllm[1])
+def mixed_gateway(tiny_config: HeshiConfig, fake_vllm: FakeUpstream) -> Iterator[str]:
+    config = gateway_config(tiny_config, fake_vllm.base_url)
     engines: dict[str, Engine] = dict(local_engines(config))
     engines["vllm"] = OpenAIHTTPEngine("vllm", config.backends["vllm"])
     with serve_app(create_app(config, engines)) as url:
@@ -122,20 +57,21 @@ def test_models_lists_local_remote_and_alias(mixed_gateway: str) -> None:
     assert ids == {TINY_NAME, UPSTREAM_MODEL, "qwen-large"}
 
 
-def test_alias_maps_to_upstream_model(mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]) -> None:
+def test_alias_maps_to_upstream_model(mixed_gateway: str, fake_vllm: FakeUpstream) -> None:
     body = {"model": "qwen-large", "messages": [{"role": "user", "content": "你好"}]}
     r = httpx.post(mixed_gateway + "/v1/chat/completions", json=body)
     assert r.status_code == 200
     assert r.headers["x-heshi-backend"] == "vllm"
     assert r.json()["model"] == "qwen-large"
     assert r.json()["choices"][0]["message"]["content"] == "您好，有什么可以帮您？"
-    assert fake_vllm[0].bodies[-1]["model"] == UPSTREAM_MODEL
+    assert fake_vllm.state.bodies[-1]["model"] == UPSTREAM_MODEL
 
 
-def test_stream_passes_through_chunk_by_chunk(
-    mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]
-) -> None:
-    state = fake_vllm[0]
+def test_stream_passes_through_chunk_by_chunk(mixed_gateway: str, fake_vllm: FakeUpstream) -> None:
+    state = fake_vllm.state
+    # two chunks, and the second only once the test has seen the first (no buffering)
+    state.deltas, state.pause_after = ["您好", "，请问"], 1
+    state.completion_tokens = 2  # what it generated
     client = openai.OpenAI(base_url=mixed_gateway + "/v1", api_key="x", max_retries=0)
     stream = client.chat.completions.create(
         model="qwen-large",
@@ -173,8 +109,8 @@ def test_upstream_down_is_a_prompt_502(tiny_config: HeshiConfig) -> None:
                 assert int(r.headers["retry-after"]) >= 1
 
 
-def test_upstream_garbage_is_a_502(mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]) -> None:
-    fake_vllm[0].mode = "garbage"
+def test_upstream_garbage_is_a_502(mixed_gateway: str, fake_vllm: FakeUpstream) -> None:
+    fake_vllm.state.mode = "garbage"
     body = {"model": "qwen-large", "messages": [{"role": "user", "content": "你好"}]}
     r = httpx.post(mixed_gateway + "/v1/chat/completions", json=body)
     assert r.status_code == 502
@@ -182,9 +118,10 @@ def test_upstream_garbage_is_a_502(mixed_gateway: str, fake_vllm: tuple[FakeVLLM
 
 
 def test_upstream_reset_mid_stream_ends_with_an_error_frame(
-    mixed_gateway: str, fake_vllm: tuple[FakeVLLM, str]
+    mixed_gateway: str, fake_vllm: FakeUpstream
 ) -> None:
-    fake_vllm[0].mode = "reset"
+    fake_vllm.state.deltas = ["您好", "，请问"]
+    fake_vllm.state.mode = "cut"  # the upstream crashes right after its first chunk
     body = {
         "model": "qwen-large",
         "messages": [{"role": "user", "content": "你好"}],

@@ -1,8 +1,9 @@
 """Fixtures for end-to-end governance tests: a fake upstream and real gateways on loopback.
 
 Everything is real: the gateway is ``create_app`` under uvicorn (``serve_app``), the
-upstream is a Starlette server on another loopback port, keys are created with
-``KeyStore`` in the database the gateway uses, and the ledger is read back with SQL.
+upstream is ``tests.fakes.upstream.FakeUpstream`` on another loopback port, keys are
+created with ``KeyStore`` in the database the gateway uses, and the ledger is read back
+with SQL.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from heshi.gateway.governance import Governance
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.tables import usage_ledger
-from tests.governance.fake_upstream import UPSTREAM_MODEL, UpstreamState, fake_upstream_app
+from tests.fakes.upstream import UPSTREAM_MODEL, FakeUpstream
 from tests.governance.gateway_process import GatewayProcess, write_config
 from tests.loopback import free_port, serve_app
 from tests.store.databases import PG_ADMIN_URL
@@ -47,23 +48,15 @@ ALIAS = "qwen"  # public alias of the fake upstream's model
 OTHER_ALIAS = "qwen-max"  # a second alias of the same upstream, for model allow-lists
 
 
-@dataclass
-class Upstream:
-    """The running fake upstream: its state and the base URL a backend config takes."""
-
-    state: UpstreamState
-    base_url: str  # ends in /v1
+Upstream = FakeUpstream  # the running fake upstream: ``.state``, ``.base_url`` (ends in /v1)
 
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    """A fake OpenAI-compatible upstream on loopback."""
-    state = UpstreamState()
-    with serve_app(fake_upstream_app(state)) as url:
-        try:
-            yield Upstream(state, url + "/v1")
-        finally:
-            state.release.set()  # let held requests finish so the server can stop
+    """A fake OpenAI-compatible upstream on loopback (held requests are released at the
+    end, so the server can stop)."""
+    with FakeUpstream() as fake:
+        yield fake
 
 
 def gateway_config(

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
 from heshi.config import HeshiConfig
+from tests.fakes.waiting import wait_until
 
 STARTUP_SECONDS = 60.0  # generous: a loaded CI machine; a healthy start takes ~1 s
 
@@ -41,19 +41,23 @@ class GatewayProcess:
         env = {**os.environ, "HESHI_HOME": str(self.home)}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + STARTUP_SECONDS
+        proc = self.proc
         with httpx.Client(timeout=2) as client:
-            while True:
-                if self.proc.poll() is not None:
+
+            def answering() -> bool:
+                if proc.poll() is not None:
                     raise AssertionError(f"heshi serve exited at start:\n{self.log.read_text()}")
                 try:
-                    if client.get(self.url + "/healthz").status_code == 200:
-                        return
+                    return client.get(self.url + "/healthz").status_code == 200
                 except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"heshi serve did not start:\n{self.log.read_text()}")
-                time.sleep(0.05)
+                    return False
+
+            wait_until(
+                answering,
+                timeout=STARTUP_SECONDS,
+                interval=0.05,
+                message=lambda: f"heshi serve did not start:\n{self.log.read_text()}",
+            )
 
     def kill(self) -> None:
         """``kill -9``: no shutdown code runs."""

@@ -8,7 +8,6 @@ is terminated (``tests.store.databases.outage``), the gateway's own included.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.tables import usage_ledger
 from tests.conftest import ADMIN
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import (
     GatewayFactory,
     RunningGateway,
@@ -34,13 +34,6 @@ from tests.governance.conftest import (
 from tests.store.databases import outage
 
 WAIT = 60.0  # bound on waiting for the gateway to notice; never reached when it works
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 def ledger_health(client: httpx.Client, gw: RunningGateway) -> dict[str, Any]:
@@ -80,14 +73,24 @@ def test_gateway_serves_through_a_database_outage_and_loses_no_usage_row(
 
         with outage(db):
             # the key cache has tried to reload and failed: from here on it is all we have
-            wait_for(lambda: "cannot reload API keys" in caplog.text, "a failed key reload")
+            wait_until(
+                lambda: "cannot reload API keys" in caplog.text,
+                timeout=WAIT,
+                interval=0.02,
+                message="gave up waiting for a failed key reload",
+            )
             for i in range(20):
                 send(i)
             r = client.post(url, json=chat_body(), headers=bearer(revoked))
             assert r.status_code == 401  # the cache still knows what was revoked
             r = client.post(url, json=chat_body(), headers=bearer("hs-unknown"))
             assert r.status_code == 401
-            wait_for(lambda: not ledger_health(client, gw)["healthy"], "a failed ledger write")
+            wait_until(
+                lambda: not ledger_health(client, gw)["healthy"],
+                timeout=WAIT,
+                interval=0.02,
+                message="gave up waiting for a failed ledger write",
+            )
             health = ledger_health(client, gw)
             assert health["buffered"] + health["spooled"] == 20
             assert health["written"] == written_before

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
 from tests.conftest import ADMIN
+from tests.fakes.waiting import wait_until_async
 from tests.governance.conftest import (
     ALIAS,
     ProcessFactory,
@@ -90,10 +90,19 @@ async def load_until_killed(base_url: str, key: str, kill: Any) -> list[str]:
 
     async with httpx.AsyncClient(timeout=60) as client:
         tasks = [asyncio.create_task(worker(client, n)) for n in range(WORKERS)]
-        deadline = time.monotonic() + 120
-        while len(completed) < KILL_AFTER or not await written(client, base_url):
-            assert time.monotonic() < deadline and not any(t.done() for t in tasks)
-            await asyncio.sleep(0.005)
+
+        async def ready_to_kill() -> bool:
+            if len(completed) >= KILL_AFTER and await written(client, base_url):
+                return True
+            assert not any(t.done() for t in tasks), "a worker stopped before the kill"
+            return False
+
+        await wait_until_async(
+            ready_to_kill,
+            timeout=120,
+            interval=0.005,
+            message=lambda: f"{len(completed)} answers, or no ledger row, after 120 s",
+        )
         kill()
         await asyncio.gather(*tasks)
     return completed

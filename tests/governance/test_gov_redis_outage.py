@@ -9,7 +9,6 @@ with Retry-After, ``allow`` → served unchecked. Usage is metered either way.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from heshi.config import StoreConfig
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.conftest import ADMIN
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import (
     REDIS_URL,
     GatewayFactory,
@@ -148,10 +148,12 @@ def test_redis_lost_between_admission_and_settle_still_meters_the_request(
             )
         )
         sender.start()
-        deadline = time.monotonic() + WAIT
-        while upstream.state.calls == 0:
-            assert time.monotonic() < deadline, "the request never reached the upstream"
-            time.sleep(0.01)
+        wait_until(
+            lambda: upstream.state.calls > 0,
+            timeout=WAIT,
+            interval=0.01,
+            message="the request never reached the upstream",
+        )
         relay.cut()
         upstream.state.release.set()
         sender.join(WAIT)

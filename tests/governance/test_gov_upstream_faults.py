@@ -9,13 +9,14 @@ breaker is open, requests fail at once with 503 ``backend_unavailable`` and Retr
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
 from heshi.store.db import Database
 from tests.conftest import ADMIN
+from tests.fakes.upstream import FakeUpstream
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import (
     ALIAS,
     GatewayFactory,
@@ -25,8 +26,6 @@ from tests.governance.conftest import (
     gateway_config,
     row_for,
 )
-from tests.governance.fake_upstream import UpstreamState, fake_upstream_app
-from tests.loopback import serve_app
 
 HANG_GUARD = 60  # client timeout: only there so a hang fails instead of blocking forever
 
@@ -43,11 +42,13 @@ def assert_routed(r: httpx.Response, db: Database, gw: RunningGateway) -> None:
 
 def wait_until_healthy(client: httpx.Client, gw: RunningGateway) -> None:
     """Wait for the start-up health check to have seen the backend (bounded)."""
-    deadline = time.monotonic() + HANG_GUARD
     health = gw.url + "/healthz"
-    while client.get(health, headers=ADMIN).json()["backends"]["up"]["healthy"] is not True:
-        assert time.monotonic() < deadline, "the start-up health check never ran"
-        time.sleep(0.02)
+    wait_until(
+        lambda: client.get(health, headers=ADMIN).json()["backends"]["up"]["healthy"] is True,
+        timeout=HANG_GUARD,
+        interval=0.02,
+        message="the start-up health check never ran",
+    )
 
 
 def test_every_routed_response_names_backend_and_route_and_the_ledger_agrees(
@@ -94,9 +95,8 @@ def test_upstream_slower_than_its_timeout_is_a_504_while_it_still_works(
 def test_upstream_down_is_502_then_503_once_its_breaker_opens(
     start_gateway: GatewayFactory, store_db: Database, home: Path
 ) -> None:
-    state = UpstreamState()
-    with serve_app(fake_upstream_app(state)) as url, httpx.Client(timeout=HANG_GUARD) as client:
-        config = gateway_config(home, url + "/v1", breaker_failures=3)
+    with FakeUpstream() as up, httpx.Client(timeout=HANG_GUARD) as client:
+        config = gateway_config(home, up.base_url, breaker_failures=3)
         gw = start_gateway(config)
         wait_until_healthy(client, gw)
         assert client.post(gw.url + "/v1/chat/completions", json=chat_body()).status_code == 200

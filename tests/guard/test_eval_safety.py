@@ -14,8 +14,8 @@ from heshi.config import TenantConfig
 from heshi.errors import InvalidRequest
 from heshi.guard.evaluate import classify, load_bank
 from heshi.store.keys import KeyStore
+from tests.fakes.upstream import UPSTREAM_MODEL
 from tests.governance.conftest import GatewayFactory, Upstream, gateway_config
-from tests.governance.fake_upstream import UPSTREAM_MODEL
 
 BANK = Path(__file__).resolve().parents[2] / "examples" / "safety-bank.jsonl"
 

@@ -11,18 +11,16 @@ import pytest
 from heshi.config import AliasConfig, BackendConfig, GuardConfig, GuardModelConfig, HeshiConfig
 from heshi.guard.guard_model import parse
 from heshi.store.keys import KeyStore
+from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import GatewayFactory, Upstream, bearer, chat_body, gateway_config
-from tests.governance.fake_upstream import UpstreamState, fake_upstream_app
-from tests.loopback import serve_app
 
 REFUSAL = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
 
 
 @pytest.fixture
 def classifier() -> Iterator[Upstream]:
-    state = UpstreamState()
-    with serve_app(fake_upstream_app(state)) as url:
-        yield Upstream(state, url + "/v1")
+    with FakeUpstream(name="classifier") as fake:
+        yield fake
 
 
 def _config(home: Path, upstream: Upstream, classifier: Upstream, **model: object) -> HeshiConfig:
@@ -83,11 +81,7 @@ def test_an_unsafe_answer_is_replaced_and_controversial_is_only_flagged(
     )
     classifier.state.echo = False
     classifier.state.reply = None
-
-    def answer(body: dict[str, object]) -> str:
-        return next(replies)
-
-    classifier.state.answer = answer  # type: ignore[method-assign]
+    classifier.state.respond = lambda body: next(replies)
     blocked = httpx.post(url, json=chat_body("问题"), headers=bearer(plaintext))
     assert blocked.headers["x-heshi-guard"] == "block"
     choice = blocked.json()["choices"][0]
@@ -99,11 +93,12 @@ def test_an_unreachable_classifier_follows_on_error(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path,
 ) -> None:  # fmt: skip
     plaintext, _ = keys.create("acme", "cs")
-    dead = Upstream(UpstreamState(), "http://127.0.0.1:9/v1")  # nothing listens on port 9
-    for on_error, expected in (("allow", "pass"), ("block", "block")):
-        gw = start_gateway(_config(home / on_error, upstream, dead, on_error=on_error))
-        keys_here = plaintext
-        r = httpx.post(
-            gw.url + "/v1/chat/completions", json=chat_body("问题"), headers=bearer(keys_here)
-        )
-        assert r.headers.get("x-heshi-guard") == expected, (on_error, r.text)
+    with FakeUpstream(name="classifier") as dead:
+        dead.down()  # its port refuses connections
+        for on_error, expected in (("allow", "pass"), ("block", "block")):
+            gw = start_gateway(_config(home / on_error, upstream, dead, on_error=on_error))
+            keys_here = plaintext
+            r = httpx.post(
+                gw.url + "/v1/chat/completions", json=chat_body("问题"), headers=bearer(keys_here)
+            )
+            assert r.headers.get("x-heshi-guard") == expected, (on_error, r.text)

@@ -15,23 +15,10 @@ import pytest
 from redis.asyncio import Redis
 
 from heshi.gateway.quota import Admission, InProcessAdmission, RedisAdmission
+from tests.fakes.clock import FakeClock
 
 REDIS_URL = os.environ.get("HESHI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = 1_000_000.0  # far from 0 so "now - 60" never goes negative
-
-
-class FakeClock:
-    """A clock that moves only when a test says so."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
 
 
 async def _delete_keys(client: Redis, prefix: str) -> None:
@@ -45,7 +32,7 @@ async def _delete_keys(client: Redis, prefix: str) -> None:
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake clock starting at ``START``."""
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 
 from heshi.errors import QuotaExceeded
 from heshi.gateway.quota import Admission, Limits, Reservation, Scope, ScopeUsage
-from tests.quota.conftest import FakeClock
+from tests.fakes.clock import FakeClock
+from tests.fakes.waiting import wait_until_async
 
 TENANT = "acme"
 
@@ -200,11 +201,14 @@ async def test_settle_completes_when_the_caller_is_cancelled(admission: Admissio
     task.cancel()  # … when the client disconnects
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    for _ in range(200):
+
+    async def released() -> ScopeUsage | None:
         usage = await admission.usage(scopes[0])
-        if usage.budget_reserved == 0:
-            break
-        await asyncio.sleep(0.005)
+        return usage if usage.budget_reserved == 0 else None
+
+    usage = await wait_until_async(
+        released, timeout=1.0, interval=0.005, message="the reservation was never released"
+    )
     assert (usage.budget_spent, usage.budget_reserved, usage.tokens_in_window) == (7, 0, 7)
 
 

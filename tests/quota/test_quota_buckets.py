@@ -8,7 +8,7 @@ import pytest
 
 from heshi.errors import QuotaExceeded
 from heshi.gateway.quota import InProcessAdmission, Limits, Scope
-from tests.quota.conftest import FakeClock
+from tests.fakes.clock import FakeClock
 
 SCOPE = [Scope("key", "k1", Limits(tpm=100))]
 

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from heshi.config import BackendConfig
 from heshi.engines.openai_http import OpenAIHTTPEngine
-from tests.routing.routing_fakes import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, UpstreamState
 
-StartUpstream = Callable[[str], Awaitable[FakeUpstream]]
+StartUpstream = Callable[[str], FakeUpstream]
 MakeHTTPEngine = Callable[..., Awaitable[OpenAIHTTPEngine]]
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[StartUpstream]:
-    """Start a named FakeUpstream; all are stopped after the test."""
-    started: list[FakeUpstream] = []
+def upstream() -> Iterator[StartUpstream]:
+    """Start a fake upstream named ``name`` that says who answered: ``from <name>``, and
+    streams of two chunks ``<name>-1``, ``<name>-2``. All are stopped after the test."""
+    with contextlib.ExitStack() as stack:
 
-    async def start(name: str) -> FakeUpstream:
-        server = FakeUpstream(name)
-        await server.start()
-        started.append(server)
-        return server
+        def start(name: str) -> FakeUpstream:
+            state = UpstreamState(reply=f"from {name}", deltas=[f"{name}-1", f"{name}-2"])
+            return stack.enter_context(FakeUpstream(state, name=name))
 
-    yield start
-    for server in started:
-        await server.close()
+        yield start
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from heshi.routing import Router
+from tests.fakes.waiting import wait_until_async
 from tests.routing.conftest import MakeHTTPEngine, StartUpstream
 from tests.routing.routing_fakes import ScriptedEngine, routing_config
 
@@ -42,12 +43,11 @@ async def test_weighted_split_follows_the_weights() -> None:
 async def test_least_busy_avoids_the_backend_holding_an_open_stream(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
-    a, b = await upstream("a"), await upstream("b")
-    a.hold = asyncio.Event()
-    b.hold = asyncio.Event()
+    a, b = upstream("a"), upstream("b")
+    a.state.pause_after = b.state.pause_after = 1  # streams wait after their first chunk
     engines = {
-        "a": await http_engine("a", a.url, models=[]),
-        "b": await http_engine("b", b.url, models=[]),
+        "a": await http_engine("a", a.base_url, models=[]),
+        "b": await http_engine("b", b.base_url, models=[]),
     }
     router = Router(routing_config(routes=two_targets("least-busy")), engines)
     plan = router.plan("qwen", BODY)
@@ -60,7 +60,7 @@ async def test_least_busy_avoids_the_backend_holding_an_open_stream(
     second = await router.call(plan, "chat", BODY)  # a is busy streaming
     assert (second.target.backend, second.value["model"]) == ("b", "Qwen3-8B-AWQ")
 
-    a.hold.set()
+    a.state.release.set()
     rest = [c["choices"][0]["delta"]["content"] async for c in first.value.rest]
     await first.value.rest.aclose()
     assert first.value.first is not None
@@ -90,9 +90,9 @@ async def test_least_busy_ties_go_to_the_heavier_target_then_the_earlier() -> No
 async def test_closing_a_stream_early_frees_the_backend_and_the_upstream(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
-    a = await upstream("a")
-    a.hold = asyncio.Event()  # the upstream would wait forever after its first chunk
-    engines = {"a": await http_engine("a", a.url, models=["Qwen3-8B"], timeout=30.0)}
+    a = upstream("a")
+    a.state.pause_after = 1  # the upstream would wait forever after its first chunk
+    engines = {"a": await http_engine("a", a.base_url, models=["Qwen3-8B"], timeout=30.0)}
     router = Router(routing_config(), engines)
     routed = await router.open_stream(router.plan("Qwen3-8B", BODY), "chat", BODY)
     assert router.status()["a"].in_flight == 1
@@ -100,3 +100,8 @@ async def test_closing_a_stream_early_frees_the_backend_and_the_upstream(
     assert router.status()["a"].in_flight == 0
     async for _ in routed.value.rest:  # closed: nothing more, no error
         raise AssertionError("a closed stream yielded a chunk")
+    await wait_until_async(
+        lambda: a.state.disconnects == 1,
+        timeout=5.0,
+        message="the upstream never saw the connection close: it would still be generating",
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,8 +10,10 @@ import pytest
 from heshi.engines.base import Engine
 from heshi.errors import UpstreamError, UpstreamRejected
 from heshi.routing import BackendsUnavailable, Probes, Router
+from tests.fakes.clock import FakeClock
+from tests.fakes.waiting import wait_until_async
 from tests.routing.conftest import MakeHTTPEngine, StartUpstream
-from tests.routing.routing_fakes import FakeClock, ScriptedEngine, routing_config
+from tests.routing.routing_fakes import ScriptedEngine, routing_config
 
 BODY: dict[str, Any] = {"model": "qwen", "messages": [{"role": "user", "content": "你好"}]}
 ROUTES = {
@@ -64,9 +65,9 @@ async def test_half_open_probe_after_cooldown_closes_the_breaker_on_success() ->
     clock = FakeClock()
     router, a, plan = await tripped(clock)
 
-    clock.now += 29.0
+    clock.advance(29.0)
     assert (await router.call(plan, "chat", BODY)).target.backend == "b"
-    clock.now += 1.0
+    clock.advance(1.0)
     assert router.status()["a"].state == "half-open"
 
     a.gate = asyncio.Event()  # hold the probe to see that it is the only one let through
@@ -90,7 +91,7 @@ async def test_a_stream_probe_closes_the_breaker_at_its_first_chunk() -> None:
     for _ in range(3):
         with pytest.raises(UpstreamError):
             await router.call(plan, "chat", BODY)
-    clock.now += 30.0
+    clock.advance(30.0)
     a.hold = asyncio.Event()  # a long generation: the verdict must not wait for its end
     routed = await router.open_stream(plan, "chat", BODY)
     assert router.status()["a"].state == "closed"
@@ -100,11 +101,11 @@ async def test_a_stream_probe_closes_the_breaker_at_its_first_chunk() -> None:
 async def test_failed_probe_opens_the_breaker_for_another_cooldown() -> None:
     clock = FakeClock()
     router, a, plan = await tripped(clock, failures=4)
-    clock.now += 30.0
+    clock.advance(30.0)
     assert (await router.call(plan, "chat", BODY)).target.backend == "b"  # probe failed
     assert len(a.calls) == 4
     assert router.status()["a"].state == "open"
-    clock.now += 29.0
+    clock.advance(29.0)
     assert router.status()["a"].state == "open"
 
 
@@ -125,7 +126,7 @@ async def test_when_every_breaker_is_open_the_request_fails_fast_with_503() -> N
     plan = router.plan("qwen", BODY)
     with pytest.raises(UpstreamError):
         await router.call(plan, "chat", BODY)
-    clock.now += 10.0
+    clock.advance(10.0)
     with pytest.raises(BackendsUnavailable) as info:
         await router.call(plan, "chat", BODY)
     assert info.value.status_code == 503
@@ -137,23 +138,23 @@ async def test_when_every_breaker_is_open_the_request_fails_fast_with_503() -> N
 async def test_health_checks_mark_a_dead_backend_down_and_a_revived_one_up(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
-    a, b = await upstream("a"), await upstream("b")
+    a, b = upstream("a"), upstream("b")
     engines: dict[str, Engine] = {
-        "a": await http_engine("a", a.url, models=["m"]),
-        "b": await http_engine("b", b.url, models=[]),
+        "a": await http_engine("a", a.base_url, models=["m"]),
+        "b": await http_engine("b", b.base_url, models=[]),
         "local": ScriptedEngine("local", ["tiny"]),  # in-process: has no probe
     }
     router = Router(routing_config(routes=ROUTES, breaker_cooldown_seconds=60.0), engines)
     assert await router.check_health() == {"a": True, "b": True}
 
-    await a.down()
-    b.mode = "500"
+    a.down()
+    b.state.mode = "500"
     assert await router.check_health() == {"a": False, "b": False}
     assert router.status()["a"].state == "open"
     with pytest.raises(BackendsUnavailable):
         await router.call(router.plan("qwen", BODY), "chat", BODY)
 
-    await a.up()  # same port, back in service
+    a.up()  # same port, back in service
     assert await router.check_health() == {"a": True, "b": False}
     status = router.status()
     assert (status["a"].state, status["a"].healthy) == ("closed", True)
@@ -164,15 +165,23 @@ async def test_health_checks_mark_a_dead_backend_down_and_a_revived_one_up(
 async def test_background_health_loop_runs_until_closed(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
-    a = await upstream("a")
-    engines: dict[str, Engine] = {"a": await http_engine("a", a.url, models=["m"])}
+    a = upstream("a")
+    engines: dict[str, Engine] = {"a": await http_engine("a", a.base_url, models=["m"])}
     router = Router(routing_config(health_interval_seconds=0.02), engines)
     await router.start()
     try:
-        await a.down()
-        await wait_for(lambda: router.status()["a"].state == "open")
-        await a.up()
-        await wait_for(lambda: router.status()["a"].state == "closed")
+        a.down()
+        await wait_until_async(
+            lambda: router.status()["a"].state == "open",
+            timeout=3.0,
+            message="condition not met within 3.0s",
+        )
+        a.up()
+        await wait_until_async(
+            lambda: router.status()["a"].state == "closed",
+            timeout=3.0,
+            message="condition not met within 3.0s",
+        )
     finally:
         await router.close()
         await router.close()  # twice is fine
@@ -195,18 +204,10 @@ async def test_probes_are_registered_per_engine_type() -> None:
     assert (await router.call(router.plan("qwen", BODY), "chat", BODY)).target.backend == "a"
 
 
-async def wait_for(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {seconds}s")
-
-
 async def test_a_cancelled_probe_lets_the_next_request_probe() -> None:
     clock = FakeClock()
     router, a, plan = await tripped(clock)
-    clock.now += 30.0
+    clock.advance(30.0)
     a.gate = asyncio.Event()
     probe = asyncio.create_task(router.call(plan, "chat", BODY))
     await asyncio.sleep(0)

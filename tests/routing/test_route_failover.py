@@ -11,9 +11,9 @@ import pytest
 from heshi.engines.openai_http import OpenAIHTTPEngine
 from heshi.errors import ContextLengthExceeded, UpstreamError, UpstreamRejected, UpstreamTimeout
 from heshi.routing import Router
-from tests.loopback import free_port
+from tests.fakes.upstream import FakeUpstream
 from tests.routing.conftest import MakeHTTPEngine, StartUpstream
-from tests.routing.routing_fakes import FakeUpstream, ScriptedEngine, routing_config
+from tests.routing.routing_fakes import ScriptedEngine, routing_config
 
 BODY: dict[str, Any] = {
     "model": "qwen",
@@ -32,8 +32,8 @@ def route(*backends: str, fallback: list[str] | None = None) -> dict[str, Any]:
 async def pair(
     upstream: StartUpstream, http_engine: MakeHTTPEngine, *names: str
 ) -> tuple[list[FakeUpstream], dict[str, OpenAIHTTPEngine]]:
-    servers = [await upstream(n) for n in names]
-    engines = {s.name: await http_engine(s.name, s.url, models=[]) for s in servers}
+    servers = [upstream(n) for n in names]
+    engines = {s.name: await http_engine(s.name, s.base_url, models=[]) for s in servers}
     return servers, engines
 
 
@@ -41,15 +41,15 @@ async def test_502_is_retried_on_the_next_target_and_the_header_says_so(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     (a, b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    a.mode = "500"
+    a.state.mode = "500"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     body = copy.deepcopy(BODY)
     routed = await router.call(router.plan("qwen", body), "chat", body)
     assert routed.value["choices"][0]["message"]["content"] == "from vllm-b"
     assert routed.route_header == "qwen->vllm-a(least-busy);vllm-a:502;retry->vllm-b"
     assert (routed.backend_header, routed.attempts) == ("vllm-b", 2)
-    assert [s["model"] for s in a.seen + b.seen] == ["vllm-a-model", "vllm-b-model"]
-    assert b.seen[0]["temperature"] == 0.2
+    assert [s["model"] for s in a.state.bodies + b.state.bodies] == ["vllm-a-model", "vllm-b-model"]
+    assert b.state.bodies[0]["temperature"] == 0.2
     assert body == BODY  # the caller's dict still names the public model
 
 
@@ -59,10 +59,9 @@ async def test_each_kind_of_upstream_failure_moves_on(
 ) -> None:
     (a, _b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
     if mode == "down":
-        engines["vllm-a"] = await http_engine(
-            "vllm-a", f"http://127.0.0.1:{free_port()}/v1", models=[]
-        )
-    a.mode = mode
+        a.down()  # its port refuses connections
+    else:
+        a.state.mode = mode
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     started = time.perf_counter()
     routed = await router.call(router.plan("qwen", BODY), "chat", BODY)
@@ -74,12 +73,12 @@ async def test_each_kind_of_upstream_failure_moves_on(
 
 async def test_a_4xx_is_not_retried(upstream: StartUpstream, http_engine: MakeHTTPEngine) -> None:
     (a, b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    a.mode = "400"
+    a.state.mode = "400"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     with pytest.raises(UpstreamRejected, match="max_tokens is too large") as info:
         await router.call(router.plan("qwen", BODY), "chat", BODY)
     assert info.value.status_code == 400
-    assert (len(a.seen), len(b.seen)) == (1, 0)
+    assert (len(a.state.bodies), len(b.state.bodies)) == (1, 0)
     assert router.status()["vllm-a"].consecutive_failures == 0  # it answered: alive
 
 
@@ -102,7 +101,7 @@ async def test_stream_failing_before_its_first_chunk_is_retried(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     (a, _b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    a.mode = "500"
+    a.state.mode = "500"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     routed = await router.open_stream(router.plan("qwen", BODY), "chat", BODY)
     try:
@@ -120,7 +119,7 @@ async def test_stream_cut_after_the_first_chunk_is_not_retried(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     (a, b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    a.mode = "cut"
+    a.state.mode = "cut"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     routed = await router.open_stream(router.plan("qwen", BODY), "chat", BODY)
     assert routed.value.first is not None  # the client already has this chunk
@@ -128,7 +127,7 @@ async def test_stream_cut_after_the_first_chunk_is_not_retried(
         async for _ in routed.value.rest:
             pass
     await routed.value.rest.aclose()
-    assert (len(a.seen), len(b.seen)) == (1, 0)
+    assert (len(a.state.bodies), len(b.state.bodies)) == (1, 0)
     status = router.status()["vllm-a"]
     assert (status.in_flight, status.consecutive_failures) == (0, 1)
 
@@ -137,7 +136,7 @@ async def test_fallback_chain_is_tried_in_order(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     servers, engines = await pair(upstream, http_engine, "big", "mid", "small")
-    servers[0].mode = servers[1].mode = "500"
+    servers[0].state.mode = servers[1].state.mode = "500"
     routes = {
         "qwen": route("big", fallback=["qwen-mid", "qwen-small"]),
         "qwen-mid": route("mid"),
@@ -149,14 +148,14 @@ async def test_fallback_chain_is_tried_in_order(
     assert routed.route_header == (
         "qwen->big(least-busy);big:502;fallback->qwen-mid->mid;mid:502;fallback->qwen-small->small"
     )
-    assert [len(s.seen) for s in servers] == [1, 1, 1]
+    assert [len(s.state.bodies) for s in servers] == [1, 1, 1]
 
 
 async def test_when_everything_fails_the_last_error_lists_what_was_tried(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     servers, engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    servers[0].mode, servers[1].mode = "500", "hang"
+    servers[0].state.mode, servers[1].state.mode = "500", "hang"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}, retries=1), engines)
     with pytest.raises(UpstreamTimeout) as info:
         await router.call(router.plan("qwen", BODY), "chat", BODY)
@@ -168,14 +167,14 @@ async def test_a_single_target_is_retried_with_growing_backoff(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     (a,), engines = await pair(upstream, http_engine, "vllm-a")
-    a.mode = "500"
+    a.state.mode = "500"
     config = routing_config(routes={"qwen": route("vllm-a")}, retries=2, backoff_seconds=0.1)
     router = Router(config, engines)
     started = time.perf_counter()
     with pytest.raises(UpstreamError, match="HTTP 500"):
         await router.call(router.plan("qwen", BODY), "chat", BODY)
     assert time.perf_counter() - started >= 0.1 + 0.2
-    assert len(a.seen) == 3
+    assert len(a.state.bodies) == 3
 
 
 async def test_retries_start_over_from_the_top_once_the_chain_is_exhausted() -> None:
@@ -196,18 +195,18 @@ async def test_completions_embeddings_and_empty_streams_route_the_same_way(
     upstream: StartUpstream, http_engine: MakeHTTPEngine
 ) -> None:
     (a, b), engines = await pair(upstream, http_engine, "vllm-a", "vllm-b")
-    a.mode = "500"
+    a.state.mode = "500"
     router = Router(routing_config(routes={"qwen": route("vllm-a", "vllm-b")}), engines)
     plan = router.plan("qwen", BODY)
     prompt = {"model": "qwen", "prompt": "1+1="}
     assert (await router.call(plan, "completion", prompt)).target.backend == "vllm-b"
     embed = {"model": "qwen", "input": ["发票"]}
     assert (await router.call(plan, "embeddings", embed)).target.backend == "vllm-b"
-    b.mode = "empty"
+    b.state.mode = "empty"
     routed = await router.open_stream(plan, "completion", prompt)
     assert routed.value.first is None
     assert [c async for c in routed.value.rest] == []
     await routed.value.rest.aclose()
     assert router.status()["vllm-b"].in_flight == 0
-    assert [s["model"] for s in b.seen] == ["vllm-b-model"] * 3
-    assert "prompt" in b.seen[0] and "input" in b.seen[1]
+    assert [s["model"] for s in b.state.bodies] == ["vllm-b-model"] * 3
+    assert "prompt" in b.state.bodies[0] and "input" in b.state.bodies[1]

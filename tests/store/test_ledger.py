@@ -13,6 +13,7 @@ from sqlalchemy import event
 from heshi.store.db import Database
 from heshi.store.ledger import LedgerWriter, UsageRecord
 from heshi.store.spool import REJECTED_NAME
+from tests.fakes.waiting import wait_until
 from tests.store.databases import outage
 from tests.store.records import ledger_count, ledger_ids, record
 
@@ -97,10 +98,12 @@ def test_overflow_spills_to_disk_and_is_replayed(database: Database, spool_dir: 
         with outage(database):
             for n in range(200):
                 writer.submit(record(n))
-            deadline = time.monotonic() + 5
-            while writer.stats().buffered > 25:
-                assert time.monotonic() < deadline, writer.stats()
-                time.sleep(0.01)
+            wait_until(
+                lambda: writer.stats().buffered <= 25,
+                timeout=5,
+                interval=0.01,
+                message=writer.stats,
+            )
             assert _spooled_lines(spool_dir) >= 175  # fsync'd before leaving memory
             assert writer.stats().spooled >= 175
         assert writer.flush(10)
