@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from heshi.gateway.governance import Governance
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.conftest import TINY_NAME, tiny_engine_config
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import (
     GatewayFactory,
     Upstream,
@@ -48,16 +48,13 @@ def _post_stream_and_leave(url: str, body: dict[str, Any], key: str, frames: int
         return r.headers["x-request-id"]
 
 
-def _wait_for_row(gw_flush: Any, db: Database, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        gw_flush()
-        rows = [r for r in ledger_rows(db) if r["request_id"] == request_id]
-        if rows:
-            assert len(rows) == 1
-            return rows[0]
-        assert time.monotonic() < deadline, f"no ledger row for {request_id}"
-        time.sleep(0.05)
+def _wait_for_row(flush: Any, db: Database, request_id: str) -> dict[str, Any]:
+    def row() -> list[dict[str, Any]]:
+        flush()
+        return [r for r in ledger_rows(db) if r["request_id"] == request_id]
+
+    (found,) = wait_until(row, timeout=20, interval=0.05, message=f"no row for {request_id}")
+    return found
 
 
 def test_streams_the_upstream_cuts_are_charged_their_prompt_and_the_next_is_refused(
@@ -113,12 +110,12 @@ def test_a_stream_whose_client_left_before_the_first_byte_is_settled(
             gw.url + "/v1/chat/completions", json=body, headers=bearer(plaintext), timeout=0.5
         )
     upstream.state.release.set()  # the upstream starts; nobody is listening any more
-    deadline = time.monotonic() + 20
-    while not (rows := ledger_rows(store_db)):
-        assert time.monotonic() < deadline, "the abandoned stream was never recorded"
+
+    def recorded() -> list[dict[str, Any]]:
         gw.flush()
-        time.sleep(0.05)
-    (row,) = rows
+        return ledger_rows(store_db)
+
+    (row,) = wait_until(recorded, timeout=20, message="the abandoned stream was never recorded")
     assert (row["status"], row["reason"]) == (499, "client_gone")
     assert row["prompt_tokens"] == estimate_prompt_tokens(body)  # the upstream reported none
     charged = row["prompt_tokens"] + row["completion_tokens"]
@@ -276,14 +273,16 @@ def test_a_raw_socket_that_never_reads_its_stream_is_charged_and_freed(
                 + b"\r\n\r\n"
                 + payload
             )
-        deadline = time.monotonic() + 20
-        while not ledger_rows(store_db):
-            assert time.monotonic() < deadline, "the unread stream was never recorded"
-            gov.ledger.flush()
-            time.sleep(0.05)
-        while local.stats()["requests_processing"] > 0:
-            assert time.monotonic() < deadline, "the slot is still busy"
-            time.sleep(0.01)
+        wait_until(
+            lambda: gov.ledger.flush() and ledger_rows(store_db),
+            timeout=20,
+            message="the unread stream was never recorded",
+        )
+        wait_until(
+            lambda: local.stats()["requests_processing"] == 0,
+            timeout=20,
+            message="the slot is still busy",
+        )
     (row,) = ledger_rows(store_db)
     assert row["status"] in {200, 499}  # 200 if it finished before the close was seen
     assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0

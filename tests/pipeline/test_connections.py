@@ -24,6 +24,7 @@ from heshi.gateway.governance import Governance
 from heshi.gateway.server import server_config
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import Upstream, bearer, chat_body, gateway_config, ledger_rows
 from tests.loopback import free_port
 
@@ -41,10 +42,12 @@ def guarded_gateway(config: HeshiConfig) -> Iterator[tuple[str, Governance]]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.01)
+    wait_until(
+        lambda: server.started or not thread.is_alive(),
+        timeout=30,
+        message="the gateway did not start",
+    )
+    assert server.started, "the gateway exited at start-up"
     try:
         yield f"http://127.0.0.1:{port}", gov
     finally:
@@ -143,10 +146,7 @@ def test_a_request_in_progress_is_never_evicted(upstream: Upstream, home: Path) 
         busy = [threading.Thread(target=slow_request) for _ in range(3)]
         for t in busy:
             t.start()
-        deadline = time.monotonic() + 10
-        while upstream.state.calls < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: upstream.state.calls == 3, message="the three requests never arrived")
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/healthz", timeout=5)
         upstream.state.release.set()

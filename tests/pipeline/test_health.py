@@ -4,7 +4,6 @@ rows, /healthz says so with the lag and /readyz answers 503; afterwards every ro
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from sqlalchemy import create_engine, text
 from heshi.config import HeshiConfig, StoreConfig
 from heshi.store.db import Database
 from tests.conftest import ADMIN
+from tests.fakes.waiting import wait_until
 from tests.governance.conftest import (
     GatewayFactory,
     Upstream,
@@ -51,10 +51,10 @@ def test_a_frozen_ledger_database_is_reported_and_loses_nothing(
     with _frozen(db, config):
         for _ in range(5):
             assert httpx.post(url + "/v1/chat/completions", json=chat_body()).status_code == 200
-        deadline = time.monotonic() + 10
-        while (ledger := _ledger(url))["healthy"]:
-            assert time.monotonic() < deadline, f"a frozen database looked healthy: {ledger}"
-            time.sleep(0.05)
+        ledger = wait_until(
+            lambda: (found := _ledger(url))["healthy"] is False and found,
+            message=lambda: f"a frozen database looked healthy: {_ledger(url)}",
+        )
         assert ledger["buffered"] == 5 and float(str(ledger["lag_seconds"])) >= 0.5
         assert httpx.get(url + "/readyz").status_code == 503
     gw.flush()

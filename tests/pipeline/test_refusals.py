@@ -18,6 +18,7 @@ from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.conftest import ADMIN
+from tests.fakes.upstream import FakeUpstream, UpstreamState
 from tests.governance.conftest import (
     ALIAS,
     OTHER_ALIAS,
@@ -28,8 +29,6 @@ from tests.governance.conftest import (
     gateway_config,
     ledger_rows,
 )
-from tests.governance.fake_upstream import UpstreamState, fake_upstream_app
-from tests.loopback import serve_app
 
 
 def _metric(url: str, labels: str) -> float:
@@ -90,8 +89,8 @@ def classifier() -> Iterator[Upstream]:
     state = UpstreamState(
         reply="Safety: Safe\nCategories: None", prompt_tokens=40, completion_tokens=6
     )
-    with serve_app(fake_upstream_app(state)) as url:
-        yield Upstream(state, url + "/v1")
+    with FakeUpstream(state, name="classifier") as fake:
+        yield fake
 
 
 def _guarded(home: Path, upstream: Upstream, classifier: Upstream) -> HeshiConfig:

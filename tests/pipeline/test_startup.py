@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import yaml
 
 from heshi.cli.serve import check_environment
 from heshi.config import load_config
+from tests.fakes.waiting import wait_until
 from tests.loopback import free_port
 
 EXAMPLE = Path(__file__).parents[2] / "heshi.example.yaml"
@@ -63,17 +63,16 @@ def test_the_example_config_starts_as_copied(tiny_gguf: Path, tmp_path: Path) ->
         "256",
         home=tmp_path,
     )
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the example config did not start"
-            time.sleep(0.1)
+        wait_until(up, timeout=60, interval=0.1, message="the example config did not start")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
