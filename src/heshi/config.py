@@ -53,6 +53,9 @@ class ServerConfig(_Strict):
     # longest-idle connection is closed for a new one (None: 3/4 of the open-file limit).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A client that stops reading what it is sent (a stream it never consumes) for this
+    # long is disconnected: it must not hold a backend connection and a reservation.
+    write_timeout_seconds: float = Field(default=30.0, gt=0)
     keep_alive_seconds: float = Field(default=5.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)
 

@@ -23,7 +23,6 @@ from aiohttp import web
 from heshi.config import BackendConfig
 from heshi.engines.base import Engine, ServedModel
 from heshi.engines.openai_http import OpenAIHTTPEngine
-from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
 from tests.fakes.upstream import FakeUpstream
 from tests.fakes.waiting import wait_until_async
@@ -201,12 +200,14 @@ async def test_every_request_upstream_carries_an_output_limit(
     await capped.chat(CHAT_BODY | {"max_completion_tokens": 7})
     assert [b.get("max_tokens") for b in seen] == [300, 5000, None]
     assert seen[2]["max_completion_tokens"] == 7
-    # with a known context, never more than what the prompt leaves of it
+    # with a known context, never more than the context: the prompt is only estimated
+    # here, so it is not subtracted (the backend refuses a prompt it cannot fit)
     windowed = await make_engine(url, context=1000)
     await windowed.chat(CHAT_BODY)
-    assert seen[-1]["max_tokens"] == 1000 - estimate_prompt_tokens(CHAT_BODY)
-    assert windowed.default_completion(999) == 1 and windowed.default_completion(2000) == 1
-    assert windowed.completion_cap(2000) == -1000 and capped.completion_cap(10**6) is None
+    assert seen[-1]["max_tokens"] == 1000
+    assert windowed.default_completion(999) == 1000 and windowed.completion_cap(2000) == 1000
+    assert capped.completion_cap(10**6) is None
+    assert await capped.count_prompt_tokens("chat", CHAT_BODY) is None
 
 
 async def test_no_authorization_header_without_api_key_env(

@@ -54,6 +54,18 @@ class Source:
         self.error = error
         self.closed = 0
         self.aborted = 0
+        self.usage: JSON | None = None
+        self._iterator: Any = None
+
+    def __aiter__(self) -> AsyncIterator[JSON]:
+        self._iterator = self.iterate()
+        return self._iterator
+
+    async def aclose(self) -> None:
+        """What a RoutedStream does: close the backend's stream (idempotent)."""
+        if self._iterator is not None:
+            await self._iterator.aclose()
+        self.closed = max(self.closed, 1)
 
     async def iterate(self) -> AsyncIterator[JSON]:
         try:
@@ -101,7 +113,8 @@ class Wire:
 
 
 async def _play(recorder: Recorder, source: Source, x: Exchange, wire: Wire) -> Iterator[Any]:
-    stream = OpenStream(x, source.iterate(), source, recorder)  # type: ignore[arg-type]
+    chunks = aiter(source)
+    stream = OpenStream(x, chunks, source, recorder)  # type: ignore[arg-type]
     await SSEReply(stream, x.response_headers())({"type": "http"}, wire.receive, wire.send)
     recorder.gov.ledger.flush()
     return iter(ledger_rows(recorder.gov.db))

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from heshi.engines.sizing import estimate_prompt_tokens
+from heshi.engines.sizing import estimate_prompt_tokens, text_tokens
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import (
@@ -107,20 +107,21 @@ def test_upstream_reset_mid_stream_is_an_error_event_and_is_settled_once(
         gw.flush()
         row = row_for(store_db, request_id)  # exactly one row for the request
         # The upstream never reported usage: the prompt is charged as reserved, and the
-        # two chunks it produced.
+        # text it produced (two chunks), in tokens estimated from above.
         prompt = estimate_prompt_tokens(body)
+        produced = text_tokens("字0") + text_tokens("字1")
         assert (row["status"], row["reason"]) == (502, "upstream_error")
-        assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, 2)
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, produced)
 
-        # The 600-token reservation was released and prompt + 2 tokens were charged, once:
+        # The 600-token reservation was released and what was produced was charged, once:
         # what is left fits exactly, one token more does not.
         upstream.state.reset_after = None
-        left = budget - prompt - 2
+        left = budget - prompt - produced
         r = client.post(url, json=needing(upstream, left + 1), headers=bearer(plaintext))
         assert r.status_code == 429, r.text
-        assert f"{prompt + 2} spent + 0 reserved" in r.json()["error"]["message"]
+        assert f"{prompt + produced} spent + 0 reserved" in r.json()["error"]["message"]
         r = client.post(url, json=needing(upstream, left), headers=bearer(plaintext))
         assert r.status_code == 200, r.text
     gw.flush()
     row = row_for(store_db, request_id)
-    assert (row["status"], row["completion_tokens"]) == (502, 2)
+    assert (row["status"], row["completion_tokens"]) == (502, produced)

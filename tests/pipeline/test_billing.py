@@ -14,7 +14,7 @@ import pytest
 
 from heshi.config import BackendConfig, HeshiConfig, StoreConfig
 from heshi.engines.llamacpp import LlamaCppEngine
-from heshi.engines.sizing import estimate_prompt_tokens
+from heshi.engines.sizing import estimate_prompt_tokens, text_tokens
 from heshi.gateway.app import create_app
 from heshi.gateway.governance import Governance
 from heshi.store.db import Database
@@ -69,7 +69,8 @@ def test_streams_the_upstream_cuts_are_charged_their_prompt_and_the_next_is_refu
     body = chat_body("你" * 5000, max_tokens=10, stream=True)
     prompt = estimate_prompt_tokens(body)
     assert prompt > 5000
-    cost = prompt + 1  # the prompt as reserved, and the one chunk the upstream produced
+    # the prompt as reserved, and the one chunk the upstream produced ("字0")
+    cost = prompt + text_tokens("字0")
     next_reservation = prompt + 10
     budget = 10 * cost + next_reservation - 1
     plaintext, key = keys.create("acme", "cut", budget_tokens=budget)
@@ -85,7 +86,7 @@ def test_streams_the_upstream_cuts_are_charged_their_prompt_and_the_next_is_refu
     gw.flush()
     rows = [r for r in ledger_rows(store_db) if r["key_id"] == key.id]
     assert [(r["status"], r["prompt_tokens"], r["completion_tokens"]) for r in rows[:10]] == [
-        (502, prompt, 1)
+        (502, prompt, text_tokens("字0"))
     ] * 10
     assert (rows[10]["status"], rows[10]["reason"]) == (429, "quota.key.budget_tokens")
 
@@ -292,8 +293,10 @@ def test_remote_backend_context_limits_the_reservation(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
     """With ``context`` configured, a request without max_tokens reserves (and asks for)
-    no more than what its prompt leaves of the context."""
-    plaintext, _ = keys.create("acme", "ctx", budget_tokens=600)
+    no more than the context (not less: the prompt is only estimated)."""
+    plaintext, _ = keys.create(
+        "acme", "ctx", budget_tokens=500 + estimate_prompt_tokens(chat_body("你好"))
+    )
     config = gateway_config(home, upstream.base_url)
     backend = BackendConfig.model_validate(
         config.backends["up"].model_dump() | {"context": 500, "max_output_tokens": 8192}
@@ -302,7 +305,7 @@ def test_remote_backend_context_limits_the_reservation(
     body = chat_body("你好")
     r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(plaintext))
     assert r.status_code == 200, r.text
-    assert upstream.state.bodies[-1]["max_tokens"] == 500 - estimate_prompt_tokens(body)
+    assert upstream.state.bodies[-1]["max_tokens"] == 500
     models = httpx.get(gw.url + "/v1/models", headers=bearer(plaintext)).json()["data"]
     assert {m["context_length"] for m in models} == {500}
 
@@ -337,3 +340,19 @@ def test_local_concurrent_requests_never_overrun_an_exact_budget(
     assert statuses.count(200) >= 5 and set(statuses) <= {200, 429}
     rows = [r for r in ledger_rows(store_db) if r["key_id"] == key.id]
     assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) <= budget
+
+
+def test_one_prompt_per_completion_request_and_one_output_limit(
+    upstream: Upstream, start_gateway: GatewayFactory, home: Path
+) -> None:
+    """Several prompts would each be answered in full (one reservation cannot cover
+    them); two different output limits would let a backend pick the larger one."""
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    r = httpx.post(gw.url + "/v1/completions", json={"model": "qwen", "prompt": ["a", "b"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    ok = httpx.post(gw.url + "/v1/completions", json={"model": "qwen", "prompt": ["a"]})
+    assert ok.status_code == 200, ok.text
+    body = chat_body(max_tokens=100_000, max_completion_tokens=10)
+    assert httpx.post(gw.url + "/v1/chat/completions", json=body).status_code == 200
+    sent = upstream.state.bodies[-1]
+    assert (sent["max_tokens"], sent["max_completion_tokens"]) == (10, 10)

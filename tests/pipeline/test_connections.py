@@ -168,3 +168,42 @@ def test_key_is_needed_once_keys_exist_even_on_a_guarded_server(
         assert httpx.post(url + "/v1/chat/completions", json=chat_body()).status_code == 401
         r = httpx.post(url + "/v1/chat/completions", json=chat_body(), headers=bearer(plaintext))
         assert r.status_code == 200
+
+
+def test_a_client_that_stops_reading_its_stream_is_dropped_and_frees_the_backend(
+    upstream: Upstream, home: Path, keys: KeyStore, store_db: Database
+) -> None:
+    """A stream nobody reads would hold its backend connection and reservation forever:
+    once the gateway's writes stall past the write timeout the client is dropped, the
+    upstream is told, and the request is recorded."""
+    plaintext, _ = keys.create("acme", "sponge")
+    upstream.state.deltas = ["字" * 1000] * 4000  # ~12 MB of stream, more than buffers hold
+    upstream.state.chunk_delay = 0.0005
+    config = _config(home, upstream, write_timeout_seconds=0.5)
+    body = b'{"model":"qwen","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    with guarded_gateway(config) as (url, gov):
+        sock = _connect(url)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nAuthorization: Bearer "
+            + plaintext.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        # never read: the gateway's writes stall, then it gives up on this client
+        wait_until(
+            lambda: gov.ledger.flush() and ledger_rows(store_db),
+            timeout=30,
+            message="the stalled stream was never recorded",
+        )
+        sock.close()
+    (row,) = ledger_rows(store_db)
+    assert (row["status"], row["reason"]) == (499, "client_gone")
+    assert row["completion_tokens"] > 0  # what was generated before it stalled is charged
+    wait_until(
+        lambda: upstream.state.disconnects >= 1 or upstream.state.calls == 0,
+        message="the upstream was never told",
+    )

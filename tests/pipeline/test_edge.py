@@ -4,6 +4,7 @@ named, a mid-body disconnect is one INFO line, and what the gateway exposes with
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ import pytest
 from heshi.config import ServerConfig
 from heshi.store.keys import KeyStore
 from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import (
     ALIAS,
     OTHER_ALIAS,
@@ -233,3 +235,40 @@ def test_no_redirect_is_built_from_the_host_header(
         follow_redirects=False,
     )
     assert r.status_code == 404 and "location" not in r.headers
+
+
+def test_a_failing_backend_is_one_warning_per_interval_not_one_per_request(
+    start_gateway: GatewayFactory, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeUpstream() as dead:
+        dead.down()
+        gw = start_gateway(gateway_config(home, dead.base_url, breaker_failures=1000))
+        caplog.set_level(logging.WARNING, logger="heshi.gateway")
+        statuses = {
+            httpx.post(gw.url + "/v1/chat/completions", json=chat_body()).status_code
+            for _ in range(20)
+        }
+    assert len(statuses) == 1 and statuses <= {502, 503}  # one failure, twenty times
+    (status,) = statuses
+    lines = [r.getMessage() for r in caplog.records if f"-> {status}" in r.getMessage()]
+    assert len(lines) == 1, lines
+
+
+def test_the_documented_health_details_are_the_real_ones(
+    upstream: Upstream, start_gateway: GatewayFactory, home: Path
+) -> None:
+    """docs/serving.md shows a /healthz answer: the same fields, nested the same way."""
+    text = (Path(__file__).parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    real = httpx.get(gw.url + "/healthz", headers=ADMIN).json()
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()} if "state" not in value else "backend"
+        return type(value).__name__
+
+    assert set(real) == set(example)
+    assert shape(real["ledger"]) == shape(example["ledger"])
+    assert shape(real["admission"]) == shape(example["admission"])
+    assert all(shape(b) == "backend" for b in real["backends"].values())

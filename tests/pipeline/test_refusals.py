@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from heshi.cli.main import app as cli
@@ -17,6 +19,7 @@ from heshi.config import AliasConfig, BackendConfig, GuardConfig, GuardModelConf
 from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
+from heshi.store.tables import api_keys
 from tests.conftest import ADMIN
 from tests.fakes.upstream import FakeUpstream, UpstreamState
 from tests.governance.conftest import (
@@ -161,3 +164,55 @@ def test_a_budget_the_guard_model_exhausts_refuses_the_request(
         (429, "guard"),
         (429, "chat"),
     ]
+
+
+def test_suspended_and_expired_keys_are_refused_with_a_row_of_their_own(
+    upstream: Upstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    suspended, s_key = keys.create("acme", "paused")
+    keys.suspend(s_key.id, "违规调用")
+    expired, e_key = keys.create("acme", "old", expires_at=datetime.now(UTC) + timedelta(days=1))
+    with store_db.begin() as conn:  # a day later
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        conn.execute(update(api_keys).where(api_keys.c.id == e_key.id).values(expires_at=yesterday))
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    url = gw.url + "/v1/chat/completions"
+    assert httpx.post(url, json=chat_body(), headers=bearer(suspended)).status_code == 403
+    assert httpx.post(url, json=chat_body(), headers=bearer(expired)).status_code == 401
+    gw.flush()
+    rows = {r["key_id"]: (r["status"], r["reason"]) for r in ledger_rows(store_db)}
+    assert rows == {s_key.id: (403, "key.suspended"), e_key.id: (401, "auth.expired_key")}
+
+
+def test_judging_a_paid_answer_never_withholds_it_for_the_classifier_s_tokens(
+    upstream: Upstream,
+    classifier: Upstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    """The budget holds the request and the judgement of its prompt, not the judgement
+    of its answer: the answer, generated and charged, is still delivered; the budget
+    ends over by at most that one classifier call, and the next request is refused."""
+    body = chat_body("你好", max_tokens=5)
+    classifier_body = {"messages": [{"role": "user", "content": "你好"}], "max_tokens": 64}
+    guard_reservation = estimate_prompt_tokens(classifier_body) + 64
+    budget = estimate_prompt_tokens(body) + 5 + guard_reservation
+    plaintext, _ = keys.create("acme", "tight", budget_tokens=budget)
+    # the request costs all it reserved: nothing comes back when it settles
+    upstream.state.prompt_tokens = estimate_prompt_tokens(body)
+    gw = start_gateway(_guarded(home, upstream, classifier))
+    r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(plaintext))
+    assert r.status_code == 200 and r.headers["x-heshi-guard"] == "pass", r.text
+    assert classifier.state.calls == 2
+    gw.flush()
+    rows = ledger_rows(store_db)
+    spent = sum(x["prompt_tokens"] + x["completion_tokens"] for x in rows)
+    assert budget < spent <= budget + 40 + 64  # over by at most the answer's judgement
+    again = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(plaintext))
+    assert again.status_code == 429

@@ -91,7 +91,7 @@ class AuditLog:
             attempt = 0
             while True:
                 try:
-                    with self.db.begin() as conn:
+                    with self.db.begin(bounded=True) as conn:
                         return self._append(conn, entries)
                 except IntegrityError as exc:
                     attempt += 1

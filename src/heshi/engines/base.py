@@ -33,8 +33,8 @@ async def prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncGenerat
 
 class ChunkStream(Protocol):
     """An engine's stream of chunk dicts. ``aclose()`` stops generation and frees what the
-    request held; once it has returned, ``usage`` is final. ``abort()`` may be called from
-    anywhere (it does not wait): a pending ``__anext__`` then ends soon."""
+    request held; once it has returned, ``usage`` is final. ``abort()`` (on the event
+    loop's thread; it does not wait) makes a pending ``__anext__`` end soon."""
 
     usage: JSON | None  # {"prompt_tokens", "completion_tokens"} as the engine counted them
 
@@ -45,6 +45,25 @@ class ChunkStream(Protocol):
     async def aclose(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+@runtime_checkable
+class TokenCounting(Protocol):
+    """An engine that knows how long prompts are and how much it may generate; admission
+    reserves from these (engines without them: estimates, and 1,024 completion tokens)."""
+
+    async def count_prompt_tokens(self, op: str, body: JSON) -> int | None:
+        """The prompt's exact length in tokens, or None when it cannot count it."""
+        ...
+
+    def completion_cap(self, prompt_tokens: int) -> int | None:
+        """The most a request with this many prompt tokens can generate (None: no limit
+        known); 0 or less means the prompt does not fit."""
+        ...
+
+    def default_completion(self, prompt_tokens: int) -> int:
+        """What a request that sets no ``max_tokens`` may generate."""
+        ...
 
 
 def stream_usage(source: object) -> JSON | None:

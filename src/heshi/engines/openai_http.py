@@ -19,7 +19,6 @@ import orjson
 
 from heshi.config import BackendConfig
 from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
-from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.engines.sse import ServerSentEvent, SSEDecoder, SSEProtocolError
 from heshi.errors import ConfigError, HeshiError, UpstreamError, UpstreamRejected, UpstreamTimeout
 
@@ -110,19 +109,22 @@ class OpenAIHTTPEngine:
         """POST ``body`` to ``/completions`` and return the upstream's JSON object."""
         return await self._post_json("/completions", self._limited(body))
 
+    async def count_prompt_tokens(self, op: str, body: JSON) -> int | None:
+        """None: a remote backend's tokenizer is not at hand (admission estimates)."""
+        return None
+
     def completion_cap(self, prompt_tokens: int) -> int | None:
-        """The most any request with this prompt can generate here: the rest of
-        ``context`` when it is known (None: no limit known)."""
-        context = self.config.context
-        return None if context is None else context - prompt_tokens
+        """The most any request can generate here, whatever its prompt: ``context`` when
+        it is known (None: not known). The prompt is only estimated for a remote backend,
+        so it is not subtracted: the backend itself refuses a prompt it cannot fit."""
+        return self.config.context
 
     def default_completion(self, prompt_tokens: int) -> int:
-        """What a request that sets no ``max_tokens`` may generate: ``max_output_tokens``,
-        and no more than the rest of ``context`` when it is known. :meth:`_limited` tells
-        the upstream so."""
-        cap = self.completion_cap(prompt_tokens)
+        """What a request that sets no ``max_tokens`` may generate: ``max_output_tokens``
+        (no more than ``context``); :meth:`_limited` tells the upstream so."""
+        context = self.config.context
         limit = self.config.max_output_tokens
-        return limit if cap is None else max(1, min(limit, cap))
+        return limit if context is None else min(limit, context)
 
     def _limited(self, body: JSON) -> JSON:
         """``body`` with an output limit: a request that sets none gets ``max_tokens`` =
@@ -130,7 +132,7 @@ class OpenAIHTTPEngine:
         reserved for it."""
         if asked_completion_tokens(body) is not None:
             return body
-        return {**body, "max_tokens": self.default_completion(estimate_prompt_tokens(body))}
+        return {**body, "max_tokens": self.default_completion(0)}
 
     async def embeddings(self, body: JSON) -> JSON:
         """POST ``body`` to ``/embeddings`` and return the upstream's JSON object."""

@@ -42,7 +42,8 @@ class Admin:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
-        self._token = env.get(config.server.admin_token_env, "").encode() or None
+        # Stripped: a token read from a secret file usually ends in a newline.
+        self._token = env.get(config.server.admin_token_env, "").strip().encode() or None
         self._token_env = config.server.admin_token_env
         self.engines = engines
         self.router = router
@@ -70,12 +71,16 @@ class Admin:
             )
         return True
 
+    def _refused(self, exc: HeshiError) -> Response:
+        self.metrics.requests.labels("-", "admin", str(exc.status_code), exc.reason).inc()
+        return error_reply(exc)
+
     async def healthz(self, request: Request) -> Response:
         """``GET /healthz``: liveness for anyone; the details with the admin token."""
         try:
             admin = self._admin(request)
         except HeshiError as exc:
-            return error_reply(exc)
+            return self._refused(exc)
         if not admin:
             return json_reply({"status": "ok"})
         return json_reply({"status": "ok", **self.details()})
@@ -97,13 +102,11 @@ class Admin:
         }
 
     def not_ready(self) -> list[str]:
-        """Why this gateway should not get traffic now (empty: ready)."""
-        reasons = []
-        if not self.gov.auth.ready:
-            reasons.append("keys")
-        if not self.gov.ledger.stats().healthy:
-            reasons.append("ledger")
-        return reasons
+        """Why this gateway cannot serve now (empty: ready). A failing or frozen ledger
+        database is not a reason: rows wait in memory and on disk, and taking every
+        replica out of the load balancer for it would turn a database outage into a
+        gateway outage. It shows in the details (``ledger.healthy``) for alerting."""
+        return [] if self.gov.auth.ready else ["keys"]
 
     async def readyz(self, request: Request) -> Response:
         """``GET /readyz``: 200 when this gateway should get traffic, else 503."""
@@ -121,5 +124,5 @@ class Admin:
                     reason="admin.missing",
                 )
         except HeshiError as exc:
-            return error_reply(exc)
+            return self._refused(exc)
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")

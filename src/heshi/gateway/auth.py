@@ -94,6 +94,16 @@ class KeyAuthenticator:
         ``KeyStoreUnavailable`` (503: keys never loaded). ``model=None`` skips the model
         check (listing models). Never touches the database.
         """
+        key = self.identify(authorization)
+        if key is not None:
+            _check_usable(key, model, self._clock())
+        return key
+
+    def identify(self, authorization: str | None) -> ApiKey | None:
+        """Whose key this is — None when no auth is needed — without judging whether it
+        may be used now (see :meth:`check_usable`): a request by a suspended or expired
+        key is still that key's, for the ledger. Raises ``AuthenticationFailed`` for a
+        missing, malformed or unknown key and ``KeyStoreUnavailable``."""
         if self._open_mode:
             return None
         if not self._loaded:
@@ -112,7 +122,12 @@ class KeyAuthenticator:
                 "API 密钥无效或已被吊销 / invalid or revoked API key",
                 param="authorization",
             )
-        return _check_usable(key, model, self._clock())
+        return key
+
+    def check_usable(self, key: ApiKey | None) -> None:
+        """Raise when ``key`` may not be used now: expired (401), suspended (403)."""
+        if key is not None:
+            _check_usable(key, None, self._clock())
 
     def permit_model(self, key: ApiKey | None, model: str) -> None:
         """Raise ``PermissionDenied`` (403) when ``key`` may not use ``model``."""

@@ -50,7 +50,10 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # reported, or estimated from the answer's text
     reported_prompt: bool = False  # the backend said how long the prompt was
-    token_chunks: int = 0  # stream chunks with generated text (a floor when none reported)
+    reported_completion: bool = False  # the backend said how many tokens it generated
+    # The streamed text received, in tokens estimated from above: what is charged when a
+    # stream ends before its usage was reported.
+    text_tokens: int = 0
 
     def report(self, usage: Any) -> None:
         """Take an OpenAI ``usage`` object as the truth (a later report replaces it)."""
@@ -61,7 +64,7 @@ class Usage:
         if isinstance(prompt, int) and prompt > 0:
             self.prompt_tokens, self.reported_prompt = prompt, True
         if isinstance(completion, int) and completion >= 0:
-            self.completion_tokens = completion
+            self.completion_tokens, self.reported_completion = completion, True
 
 
 @dataclass(eq=False)
@@ -73,6 +76,10 @@ class Exchange:
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
     client_ip: str | None = None
     internal: bool = False  # a request Heshi makes itself (the guard model's)
+    # An internal request following work already done (the guard judging an answer that
+    # was generated and charged): it reserves nothing and is charged what it used, so a
+    # budget it would overrun by a classifier call does not withhold a paid-for answer.
+    must_run: bool = False
     # -- who is asking
     key: ApiKey | None = None
     authenticated: bool = False  # the caller passed authentication (or none was needed)
@@ -117,6 +124,7 @@ class Exchange:
             request_id=f"{self.request_id}.{endpoint}{self.children}",
             client_ip=self.client_ip,
             internal=True,
+            must_run=self.generated,
             key=self.key,
             authenticated=True,
         )
@@ -137,14 +145,16 @@ class Exchange:
 
         Nothing when no backend started answering (refused, failed before the first
         byte). Otherwise what the backend reported, and where it did not report (a stream
-        abandoned or cut before its usage chunk): the prompt as reserved and at least one
-        token per chunk of generated text received.
+        abandoned or cut before its usage chunk): the prompt as reserved and the text
+        received, in tokens estimated from above.
         """
         if not self.generated:
             return 0, 0
         usage = self.usage
         prompt = usage.prompt_tokens if usage.reported_prompt else self.sizing.prompt
-        return prompt, max(usage.completion_tokens, usage.token_chunks)
+        if usage.reported_completion:
+            return prompt, usage.completion_tokens
+        return prompt, max(usage.completion_tokens, usage.text_tokens)
 
     def response_headers(self) -> dict[str, str]:
         """The headers every answer carries: request id, the route taken, the guard's

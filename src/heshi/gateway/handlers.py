@@ -24,6 +24,7 @@ from heshi.errors import ClientGone, HeshiError
 from heshi.gateway.edge import client_gone_note, parse_json, read_body
 from heshi.gateway.exchange import Endpoint, Exchange
 from heshi.gateway.governance import Governance
+from heshi.gateway.logs import Throttle
 from heshi.gateway.metrics import GatewayMetrics
 from heshi.gateway.pipeline import OpenStream, Pipeline, Stage
 from heshi.gateway.record import Recorder
@@ -56,6 +57,7 @@ class Gateway:
         self.gov = governance
         self.metrics = GatewayMetrics()
         self.started = time.time()
+        self._log_throttle = Throttle()  # failing backends: a line per reason per 10 s
         self.guard = GuardStage(config, suspend=self._suspend_key)
         self.guard.load()
         self.recorder = Recorder(governance, self.metrics, self.guard)
@@ -64,9 +66,9 @@ class Gateway:
         if config.aigc.enabled:
             stages.append(Label(Labeller(config.aigc)))
         stages.append(Guard(self.guard, self._ask))
-        self.pipeline = Pipeline(stages, self.router, self.engines, self.recorder)
+        self.pipeline = Pipeline(stages, self.router, self.recorder)
         # Requests Heshi makes itself (the guard model's): admitted and metered, no more.
-        self.internal = Pipeline([admit], self.router, self.engines, self.recorder)
+        self.internal = Pipeline([admit], self.router, self.recorder)
 
     def _suspend_key(self, key_id: str, reason: str) -> None:
         """Store the suspension and reload the key cache so it takes effect at once."""
@@ -126,11 +128,15 @@ class Gateway:
 
     async def _accept(self, request: Request, schema: type[BaseModel], x: Exchange) -> None:
         """Authenticate, read, parse and validate; fill in who asks for what."""
-        x.key = self.gov.authenticate(request.headers.get("authorization"), None)
-        x.authenticated = True
+        x.key = self.gov.auth.identify(request.headers.get("authorization"))
+        x.authenticated = True  # from here on the request is the key's: it gets a ledger row
+        self.gov.auth.check_usable(x.key)
         raw = await read_body(request, self.config.server.max_body_bytes)
         request.state.body_read = True
         body = parse_request(schema, parse_json(raw)).model_dump(exclude_unset=True, by_alias=True)
+        limits = [body[k] for k in ("max_tokens", "max_completion_tokens") if k in body]
+        if len(limits) == 2:  # whichever one a backend honours, it is the one reserved
+            body["max_tokens"] = body["max_completion_tokens"] = min(limits)
         x.body, x.model = body, body["model"]
         if x.endpoint != "embeddings" and body.get("stream"):
             x.stream = True
@@ -143,13 +149,28 @@ class Gateway:
         headers = x.response_headers()
         if isinstance(exc, ClientGone):
             client_gone_note(request, x.request_id)
-        elif exc.status_code >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+        elif exc.status_code >= 500 and exc.reason != "auth.unavailable":
+            # (the key store's outage is logged once by the authenticator itself)
+            allowed, held = self._log_throttle.allow(exc.reason)
+            if allowed:
+                more = f" (+{held} more like it)" if held else ""
+                log.warning(
+                    "%s %s -> %d: %s%s",
+                    request.method,
+                    request.url.path,
+                    exc.status_code,
+                    exc,
+                    more,
+                )
         return error_reply(exc, headers)
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``: the models the caller's key may use."""
-        key = self.gov.authenticate(request.headers.get("authorization"), None)
+        try:
+            key = self.gov.authenticate(request.headers.get("authorization"), None)
+        except HeshiError as exc:
+            self.metrics.requests.labels("-", "models", str(exc.status_code), exc.reason).inc()
+            raise
         created = int(self.started)
         data: list[dict[str, Any]] = [
             {

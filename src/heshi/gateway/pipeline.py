@@ -14,22 +14,28 @@ failed, or abandoned by its client before or during a stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, Protocol
 
 import anyio
+import orjson
 
-from heshi.engines.base import JSON, Engine, abort_stream, stream_usage
+from heshi.engines.base import JSON
 from heshi.engines.sizing import text_tokens
 from heshi.gateway.exchange import Exchange, Usage
 from heshi.gateway.record import Recorder
 from heshi.gateway.replies import Refusal
-from heshi.routing.router import Router, StreamOp
+from heshi.routing.router import Op, RoutePlan, Router, StreamOp
 from heshi.routing.stream import RoutedStream
 
-Chunks = AsyncIterator[JSON]  # closed with ``aclose()`` however it ends
+Chunks = AsyncGenerator[JSON, None]  # closed with ``aclose()`` however it ends
 
-_UNARY_OPS = {"chat": "chat", "completions": "completion", "embeddings": "embeddings"}
+_UNARY_OPS: dict[str, Op] = {
+    "chat": "chat",
+    "guard": "chat",
+    "completions": "completion",
+    "embeddings": "embeddings",
+}
 
 
 class Stage(Protocol):
@@ -63,34 +69,29 @@ class OpenStream:
 
     def abort(self) -> None:
         """The client left: ask the backend to stop now (it does not wait)."""
-        abort_stream(self._source)
+        self._source.abort()
 
     async def close(self) -> None:
-        """Close the chunks (the backend stops) and record the request. Idempotent, and
-        safe to call while the calling task is being cancelled."""
+        """Close the chunks and the backend's stream itself (a chain of wrappers never
+        started runs none of its ``finally`` blocks), then record the request.
+        Idempotent, and safe to call while the calling task is being cancelled."""
         if self._closed:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
             try:
-                await self.chunks.aclose()  # type: ignore[attr-defined]
+                await self.chunks.aclose()
             finally:
+                await _close_source(self.x, self._source)
                 await self._recorder.finish(self.x)
 
 
 class Pipeline:
     """``stages`` around routing and generation; ``recorder`` records every request."""
 
-    def __init__(
-        self,
-        stages: Sequence[Stage],
-        router: Router,
-        engines: Mapping[str, Engine],
-        recorder: Recorder,
-    ) -> None:
+    def __init__(self, stages: Sequence[Stage], router: Router, recorder: Recorder) -> None:
         self.stages = tuple(stages)
         self.router = router
-        self.engines = engines
         self.recorder = recorder
 
     async def unary(self, x: Exchange) -> JSON | Refusal:
@@ -101,6 +102,9 @@ class Pipeline:
                 if reply is not None:
                     return reply
             result = await self._generate(x)
+            # The usage is known: give back what was reserved and not used before the
+            # answer is screened (the guard model's own call must fit beside it).
+            await self.recorder.settle(x)
             for stage in reversed(self.stages):
                 await stage.after(x, result)
             return result
@@ -113,6 +117,7 @@ class Pipeline:
     async def stream(self, x: Exchange) -> OpenStream | Refusal:
         """Open a streamed answer: everything up to its first chunk happens here (errors
         are plain HTTP errors); the caller must :meth:`OpenStream.close` what it gets."""
+        source: RoutedStream | None = None
         try:
             for stage in self.stages:
                 reply = await stage.before(x)
@@ -122,7 +127,7 @@ class Pipeline:
             op: StreamOp = "chat" if x.endpoint == "chat" else "completion"
             # Always ask for usage, so streams are charged what the backend counted.
             body = {**x.body, "stream_options": {"include_usage": True}}
-            routed = await self.router.open_stream(x.plan, op, body, x.route)  # type: ignore[arg-type]
+            routed = await self.router.open_stream(_plan(x), op, body, x.route)
             x.generated = True
             source = routed.value.rest
             chunks: Chunks = _metered(x, routed.value.first, source)
@@ -131,21 +136,33 @@ class Pipeline:
             return OpenStream(x, chunks, source, self.recorder)
         except BaseException as exc:
             x.fail(exc)
-            await self.recorder.finish(x)
+            with anyio.CancelScope(shield=True):
+                if source is not None:
+                    await _close_source(x, source)
+                await self.recorder.finish(x)
             raise
 
     async def _generate(self, x: Exchange) -> JSON:
-        op = _UNARY_OPS[x.endpoint if x.endpoint != "guard" else "chat"]
-        routed = await self.router.call(x.plan, op, x.body, x.route)  # type: ignore[arg-type]
+        op = _UNARY_OPS[x.endpoint]
+        routed = await self.router.call(_plan(x), op, x.body, x.route)
         x.generated = True
         result = routed.value
-        usage = result.get("usage")
-        if isinstance(usage, dict):
-            x.usage.report(usage)
-        else:  # a backend that counts nothing must not be free
+        x.usage.report(result.get("usage"))
+        if not x.usage.reported_completion:  # a backend that counts nothing is not free
             x.usage.completion_tokens = sum(text_tokens(t) for t in _answers(result))
         result["model"] = x.model
         return result
+
+
+def _plan(x: Exchange) -> RoutePlan:
+    assert x.plan is not None, "the edge plans the route before the pipeline runs"
+    return x.plan
+
+
+async def _close_source(x: Exchange, source: RoutedStream) -> None:
+    """Close the backend's stream (idempotent) and take what the engine counted."""
+    await source.aclose()
+    x.usage.report(source.usage)
 
 
 async def _metered(x: Exchange, first: JSON | None, source: RoutedStream) -> Chunks:
@@ -161,22 +178,25 @@ async def _metered(x: Exchange, first: JSON | None, source: RoutedStream) -> Chu
             _count(usage, chunk)
             yield chunk
     finally:
-        await source.aclose()
-        counted = stream_usage(source)
-        if counted is not None:
-            usage.report(counted)
+        await _close_source(x, source)
 
 
 def _count(usage: Usage, chunk: JSON) -> None:
+    """Take a usage chunk as reported; estimate the tokens of generated text from above
+    (what is charged if the stream ends before any usage is reported)."""
     if chunk.get("usage"):
         usage.report(chunk["usage"])
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta")
+        parts: list[Any] = []
         if isinstance(delta, dict):
-            if delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"):
-                usage.token_chunks += 1
-        elif choice.get("text"):
-            usage.token_chunks += 1
+            parts = [delta.get("content"), delta.get("reasoning_content")]
+            parts += [orjson.dumps(c).decode() for c in delta.get("tool_calls") or ()]
+        else:
+            parts = [choice.get("text")]
+        text = "".join(p for p in parts if isinstance(p, str))
+        if text:
+            usage.text_tokens += max(1, text_tokens(text))
 
 
 def _answers(result: JSON) -> list[str]:

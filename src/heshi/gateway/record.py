@@ -28,8 +28,16 @@ class Recorder:
 
     def started(self, x: Exchange) -> None:
         """Count the request as in flight (once its model is known)."""
-        self.metrics.in_flight.labels(x.model).inc()
+        self.metrics.series(x.model, x.endpoint).in_flight.inc()
         x.in_flight = True
+
+    async def settle(self, x: Exchange) -> None:
+        """Replace ``x``'s reservation by what it has cost so far (at most once; ``finish``
+        then has nothing left to settle). For a complete answer, before it is screened."""
+        reservation, x.reservation = x.reservation, None
+        if reservation is not None:
+            with anyio.CancelScope(shield=True):
+                await self.gov.settle(reservation, sum(x.charged()))
 
     async def finish(self, x: Exchange) -> None:
         """Record ``x`` once; later calls do nothing. A client leaving cannot cut it short."""
@@ -37,12 +45,12 @@ class Recorder:
             return
         x.finished = True
         prompt, completion = x.charged()
-        with anyio.CancelScope(shield=True):
-            if x.authenticated:
-                self._ledger(x, prompt, completion)
-            if x.reservation is not None:
-                await self.gov.settle(x.reservation, prompt + completion)
+        if x.authenticated:
+            self._ledger(x, prompt, completion)  # before the settle: Redis may be down
+        await self.settle(x)
         self._metrics(x, prompt, completion)
+        if x.guard is not None:
+            x.guard.classify = None  # the one reference cycle of a request (stages.Guard)
         if x.guard is not None and x.guard.config.enabled and not x.internal:
             self.gov.audit.submit(
                 self.guard.audit_entry(
@@ -79,17 +87,17 @@ class Recorder:
         )
 
     def _metrics(self, x: Exchange, prompt: int, completion: int) -> None:
-        m = self.metrics
         # Only a name the router resolved becomes a label value: a client must not be
         # able to create time series by sending made-up model names.
         model = x.model if x.plan is not None else "-"
+        series = self.metrics.series(model, x.endpoint)
         if x.in_flight:
-            m.in_flight.labels(model).dec()
-        m.requests.labels(model, x.endpoint, str(x.status), x.reason).inc()
-        m.latency.labels(model, x.endpoint).observe(time.perf_counter() - x.received)
+            series.in_flight.dec()
+        self.metrics.counted(model, x.endpoint, x.status, x.reason).inc()
+        series.latency.observe(time.perf_counter() - x.received)
         if x.first_token_at is not None:
-            m.ttft.labels(model).observe(x.first_token_at - x.received)
+            series.ttft.observe(x.first_token_at - x.received)
         if prompt:
-            m.tokens.labels(model, "in").inc(prompt)
+            series.tokens_in.inc(prompt)
         if completion:
-            m.tokens.labels(model, "out").inc(completion)
+            series.tokens_out.inc(completion)

@@ -116,6 +116,9 @@ class CompletionRequest(_Sampling):
     def _non_empty(cls, v: str | list[str] | list[int]) -> str | list[str] | list[int]:
         if isinstance(v, list) and not v:
             raise ValueError("prompt must not be empty")
+        if isinstance(v, list) and len(v) > 1 and isinstance(v[0], str):
+            # each prompt would be answered in full: one reservation cannot cover them
+            raise ValueError("one prompt per request; send several requests instead")
         return v
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -14,6 +15,9 @@ from heshi.gateway.connections import (
     guarded_protocol,
     raise_open_file_limit,
 )
+from heshi.gateway.logs import ThrottleFilter
+
+log = logging.getLogger("heshi.gateway")
 
 
 def server_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Config:
@@ -22,10 +26,27 @@ def server_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Con
     Raises the process's open-file limit first (towards 65,536, never past the hard
     limit), so the ceiling leaves room for everything else the gateway opens.
     """
-    ceiling = server.max_connections or default_max_connections(raise_open_file_limit())
+    # one line per malformed connection otherwise: a client could flood the log
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ThrottleFilter) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(ThrottleFilter())
+    open_files = raise_open_file_limit()
+    ceiling = server.max_connections or default_max_connections(open_files)
+    if ceiling > default_max_connections(open_files):
+        log.warning(
+            "server.max_connections %d 超过打开文件上限 %d 所能承受 / server.max_connections "
+            "%d is more than the open-file limit of %d leaves room for: connections past "
+            "about %d may fail to be accepted",
+            ceiling,
+            open_files,
+            ceiling,
+            open_files,
+            default_max_connections(open_files),
+        )
     limits = ConnectionLimits(
         header_timeout=server.header_timeout_seconds,
         body_timeout=server.body_timeout_seconds,
+        write_timeout=server.write_timeout_seconds,
         max_connections=ceiling,
     )
     options.setdefault("host", server.host)

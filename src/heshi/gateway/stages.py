@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from heshi.engines.base import JSON, Engine, asked_completion_tokens
+from heshi.engines.base import JSON, Engine, TokenCounting, asked_completion_tokens
 from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.errors import ContextLengthExceeded
 from heshi.gateway.exchange import Exchange, Sizing
@@ -44,48 +44,44 @@ class Admit:
     def __init__(self, gov: Governance, engines: Mapping[str, Engine]) -> None:
         self.gov = gov
         self.engines = engines
+        # Checked once: a runtime protocol check costs ~10 µs, on every request otherwise.
+        self._counting: dict[str, TokenCounting | None] = {
+            name: engine if isinstance(engine, TokenCounting) else None
+            for name, engine in engines.items()
+        }
 
     async def before(self, x: Exchange) -> None:
         x.sizing = await self.size(x)
         scopes = self.gov.scopes(x.key, internal=x.internal)
-        x.reservation = await self.gov.reserve(scopes, x.sizing.total)
+        # A must-run request reserves nothing (it is still refused when a limit is already
+        # used up) and is charged what it used when it settles.
+        tokens = 0 if x.must_run else x.sizing.total
+        x.reservation = await self.gov.reserve(scopes, tokens)
 
     async def size(self, x: Exchange) -> Sizing:
-        """The tokens to reserve for ``x`` (``ContextLengthExceeded`` when its prompt cannot
-        fit the only engine that could answer it)."""
-        assert x.plan is not None
+        """The tokens to reserve for ``x`` (``ContextLengthExceeded`` when its counted
+        prompt cannot fit the only engine that could answer it)."""
         op = "chat" if x.endpoint == "guard" else x.endpoint
+        assert x.plan is not None
         backends = list(dict.fromkeys(t.backend for e in x.plan.chain for t in e.targets))
         asked = None if op == "embeddings" else asked_completion_tokens(x.body)
         sizing = Sizing(exact=True)
         estimate: int | None = None
         for backend in backends:
-            engine = self.engines[backend]
-            count = getattr(engine, "count_prompt_tokens", None)
-            prompt = await count(op, x.body) if count is not None else None
-            if prompt is None:
+            engine = self._counting[backend]
+            counted = await engine.count_prompt_tokens(op, x.body) if engine else None
+            if counted is None:
                 if estimate is None:
                     estimate = estimate_prompt_tokens(x.body)
-                prompt, sizing.exact = estimate, False
-            cap_of = getattr(engine, "completion_cap", None)
-            cap: int | None = cap_of(prompt) if cap_of is not None else None
-            if op == "embeddings":
-                completion = 0
-            elif cap is not None and cap <= 0:
-                if len(backends) == 1:
-                    raise ContextLengthExceeded(
-                        prompt_tokens=prompt, max_tokens=asked, context=prompt + cap
-                    )
-                completion = 0
-            elif asked is not None:  # the engine cannot go past its context, if it has one
-                completion = min(asked, cap) if cap is not None else asked
-            else:
-                default_of = getattr(engine, "default_completion", None)
-                completion = (
-                    default_of(prompt) if default_of is not None else _UNKNOWN_ENGINE_COMPLETION
-                )
+                sizing.exact = False
+            prompt = counted if counted is not None else estimate
+            assert prompt is not None
             sizing.prompt = max(sizing.prompt, prompt)
-            sizing.completion = max(sizing.completion, completion)
+            if op != "embeddings":
+                # An estimated prompt is never subtracted from a context: it may be far
+                # above the real count (4x for English), and a refusal must be certain.
+                completion = _completion(engine, counted, asked, single=len(backends) == 1)
+                sizing.completion = max(sizing.completion, completion)
         return sizing
 
     async def after(self, x: Exchange, result: JSON) -> None:
@@ -93,6 +89,25 @@ class Admit:
 
     def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
         return chunks
+
+
+def _completion(
+    engine: TokenCounting | None, counted: int | None, asked: int | None, *, single: bool
+) -> int:
+    """What ``engine`` may generate for a prompt of ``counted`` tokens (None: not counted),
+    the caller having asked for ``asked`` (None: not said)."""
+    if engine is None:
+        return asked if asked is not None else _UNKNOWN_ENGINE_COMPLETION
+    cap = engine.completion_cap(counted or 0)
+    if counted is not None and cap is not None and cap <= 0:
+        if single:
+            raise ContextLengthExceeded(
+                prompt_tokens=counted, max_tokens=asked, context=counted + cap
+            )
+        return 0  # this target cannot take it; a fallback may
+    if asked is not None:  # the engine cannot go past its context, if it has one
+        return min(asked, cap) if cap is not None else asked
+    return engine.default_completion(counted or 0)
 
 
 class Guard:
@@ -111,6 +126,8 @@ class Guard:
         async def classify(alias: str, messages: list[JSON]) -> str:
             return await self.ask(x, alias, messages)
 
+        # ``classify`` refers to ``x`` and is kept on x.guard: a reference cycle, broken
+        # when the request is recorded (so each request does not wait for the cyclic GC).
         inbound = await self.guard.inbound(x.tenant, x.key_id, x.body, classify=classify)
         x.guard = inbound
         if not inbound.config.enabled:

@@ -11,7 +11,7 @@ whole streamed text, known only at the end).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypedDict
 
 from heshi.config import AigcConfig
@@ -75,7 +75,7 @@ class Labeller:
 
     async def label_stream(
         self, produce_id: str, chunks: AsyncIterator[JSON]
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncGenerator[JSON, None]:
         """The chunks with the explicit label at the start or end and a last ``AIGC`` chunk
         (the source is closed however the stream ends)."""
         try:

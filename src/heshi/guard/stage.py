@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -367,7 +367,7 @@ class GuardStage:
 
     async def outbound_stream(
         self, inbound: Inbound, first: JSON | None, rest: AsyncIterator[JSON]
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncGenerator[JSON, None]:
         """The chunks with placeholders restored and text screened, chunk by chunk.
 
         Text held back (a possible placeholder, the screening window) is released with

@@ -45,6 +45,13 @@ class Database:
     ) -> None:
         self.url = _normalise(url)
         self.dialect_name = self.url.get_backend_name()
+        # Applied per transaction (SET LOCAL), only where ``begin(bounded=True)`` asks:
+        # the ledger's and audit log's writes. Migrations, start-up totals and reports
+        # may run long; a connection option would bound them too (and PgBouncer refuses
+        # connection options).
+        self._statement_timeout_ms = (
+            max(1, round(statement_timeout_s * 1000)) if statement_timeout_s else None
+        )
         if self.dialect_name == "sqlite":
             self.engine = _sqlite_engine(self.url, busy_timeout_ms)
         elif self.dialect_name == "postgresql":
@@ -58,12 +65,6 @@ class Database:
                 "keepalives_interval": 3,
                 "keepalives_count": 3,
             }
-            if statement_timeout_s is not None:
-                ms = max(1, round(statement_timeout_s * 1000))
-                connect_args["options"] = (
-                    f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                    f"-c idle_in_transaction_session_timeout={ms * 4}"
-                )
             self.engine = create_engine(
                 self.url,
                 pool_pre_ping=True,  # a restarted server must not fail the next query
@@ -79,15 +80,22 @@ class Database:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
+    def begin(self, *, bounded: bool = False) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back on error.
 
         On SQLite it starts with ``BEGIN IMMEDIATE`` so the write lock is taken up front and
         ``busy_timeout`` applies, instead of failing mid-transaction on a lock upgrade.
+        ``bounded``: on PostgreSQL, each statement may run (and wait for locks) at most
+        the configured statement timeout, so a hung database fails the write instead of
+        holding the writer.
         """
         with self.engine.connect() as conn:
             conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
+                ms = self._statement_timeout_ms
+                if bounded and ms is not None and self.dialect_name == "postgresql":
+                    conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
+                    conn.execute(text(f"SET LOCAL lock_timeout = {ms}"))
                 yield conn
 
     @contextmanager

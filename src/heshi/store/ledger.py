@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,6 @@ class LedgerWriter:
         # Rows waiting longer than this make the writer unhealthy even while no statement
         # has failed yet: a frozen database (locked, hung, paused) fails nothing at first.
         self._stall_seconds = stall_seconds
-        self._pending_since: float | None = None  # when the oldest waiting row arrived
         # Skips a ``request_id`` already there: a retried batch whose first attempt had an
         # unknown outcome (connection dropped during COMMIT) is harmless.
         self._insert = BulkInsert(db, usage_ledger, "request_id")
@@ -161,8 +160,6 @@ class LedgerWriter:
         with self._journal_lock:
             self._journal.append(line)
             self._buffer.append(record)
-            if self._pending_since is None:
-                self._pending_since = time.monotonic()
         if self._closed:
             self._rescue()
         elif len(self._buffer) % self._batch_rows == 0:
@@ -206,8 +203,8 @@ class LedgerWriter:
     def stats(self) -> LedgerStats:
         """A consistent snapshot of the writer's counters (no row counted twice or missed)."""
         with self._state:
-            since = self._pending_since
-            lag = 0.0 if since is None else max(0.0, time.monotonic() - since)
+            waiting = self._inflight or self._buffer  # oldest first: by each row's request time
+            lag = max(0.0, (datetime.now(UTC) - waiting[0].ts).total_seconds()) if waiting else 0.0
             return LedgerStats(
                 buffered=len(self._buffer) + len(self._inflight),
                 spooled=self._spool.pending_rows,
@@ -245,9 +242,6 @@ class LedgerWriter:
                 self._store(self._inflight)
                 with self._state:
                     self._inflight = []
-                with self._journal_lock:
-                    # What is still queued arrived after the batch just written was taken.
-                    self._pending_since = time.monotonic() if self._buffer else None
             with self._journal_lock:
                 self._journal.discard_retired()  # every row taken so far is committed
         except DBAPIError as exc:
@@ -273,7 +267,7 @@ class LedgerWriter:
         """
         try:
             # One transaction per batch: a crash leaves the whole batch or none of it.
-            with self._db.begin() as conn:
+            with self._db.begin(bounded=True) as conn:
                 self._insert.execute(conn, [r.values() for r in records])
         except StatementError as exc:
             if not _is_bad_data(exc):
