@@ -12,3 +12,13 @@ from tests.governance.conftest import (  # noqa: F401 - fixtures used by this pa
     store_db,
     upstream,
 )
+
+
+def raw_chat_post(payload: bytes, key: str) -> bytes:
+    """The bytes of ``POST /v1/chat/completions`` with ``payload`` as body, for a raw
+    socket (a client that behaves as no HTTP library would let it)."""
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\n"
+        b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+    )

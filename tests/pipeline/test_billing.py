@@ -31,6 +31,7 @@ from tests.governance.conftest import (
     row_for,
 )
 from tests.loopback import serve_app
+from tests.pipeline.conftest import raw_chat_post
 
 
 def _post_stream_and_leave(url: str, body: dict[str, Any], key: str, frames: int) -> str:
@@ -265,15 +266,7 @@ def test_a_raw_socket_that_never_reads_its_stream_is_charged_and_freed(
     with serve_app(create_app(config, {"local": local}, gov)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                b"application/json\r\nAuthorization: Bearer "
-                + plaintext.encode()
-                + b"\r\nContent-Length: "
-                + str(len(payload)).encode()
-                + b"\r\n\r\n"
-                + payload
-            )
+            sock.sendall(raw_chat_post(payload, plaintext))
         wait_until(
             lambda: gov.ledger.flush() and ledger_rows(store_db),
             timeout=20,

@@ -27,6 +27,7 @@ from heshi.store.keys import KeyStore
 from tests.fakes.waiting import wait_until
 from tests.governance.conftest import Upstream, bearer, chat_body, gateway_config, ledger_rows
 from tests.loopback import free_port
+from tests.pipeline.conftest import raw_chat_post
 
 
 @contextlib.contextmanager
@@ -184,15 +185,7 @@ def test_a_client_that_stops_reading_its_stream_is_dropped_and_frees_the_backend
     with guarded_gateway(config) as (url, gov):
         sock = _connect(url)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-            b"\r\nAuthorization: Bearer "
-            + plaintext.encode()
-            + b"\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        sock.sendall(raw_chat_post(body, plaintext))
         # never read: the gateway's writes stall, then it gives up on this client
         wait_until(
             lambda: gov.ledger.flush() and ledger_rows(store_db),
