@@ -129,3 +129,70 @@ def test_disconnect_stops_real_generation(real_gateway: RunningGateway) -> None:
     )
     produced = real_gateway.engine.stats()["tokens_predicted_total"] - before
     assert produced < 100, produced  # at ~10 tok/s, 400 tokens would take 40 s
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "查询某个城市今天的天气",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": "城市名"}},
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "query_order",
+            "description": "按订单号查询物流状态",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+            },
+        },
+    },
+]
+
+
+def test_calls_the_right_tool_on_its_own_and_streams_it(real_gateway: RunningGateway) -> None:
+    c = client(real_gateway.url)
+    ask = [{"role": "user", "content": "帮我查一下订单 SF1234567 现在到哪了"}]
+    resp = c.chat.completions.create(
+        model=NAME, messages=ask, tools=TOOLS, max_tokens=80, temperature=0
+    )
+    assert resp.choices[0].finish_reason == "tool_calls"
+    (call,) = resp.choices[0].message.tool_calls or []
+    assert call.function.name == "query_order"
+    assert "SF1234567" in call.function.arguments
+
+    stream = c.chat.completions.create(
+        model=NAME, messages=ask, tools=TOOLS, max_tokens=80, temperature=0, stream=True
+    )
+    chunks = [ch for ch in stream if ch.choices]
+    calls = [tc for ch in chunks for tc in ch.choices[0].delta.tool_calls or ()]
+    assert [tc.function.name for tc in calls if tc.function] == ["query_order"]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    hello = c.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "你好，请用一句话介绍你自己。"}],
+        tools=TOOLS, max_tokens=40, temperature=0,
+    )  # fmt: skip
+    assert not hello.choices[0].message.tool_calls
+    assert CJK.search(hello.choices[0].message.content or "")
+
+
+def test_the_tool_calling_example_in_serving_md_runs(real_gateway: RunningGateway) -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
+    section = doc.split("## Tool calling", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("http://127.0.0.1:8000", real_gateway.url).replace("hs-…", "unused")
+    scope: dict[str, object] = {}
+    exec(compile(code, "serving.md", "exec"), scope)  # our own docs, run as written
+    call = scope["call"]
+    assert call.function.name == "query_order"  # type: ignore[attr-defined]
+    assert "SF1234567" in call.function.arguments  # type: ignore[attr-defined]

@@ -72,6 +72,9 @@ class LocalEngineConfig(_Strict):
     batch: int = Field(default=512, ge=32)  # prompt tokens per forward pass
     cache_prompt: bool = True  # reuse a slot's KV cache for a shared prompt prefix
     embeddings: bool = False  # llama.cpp serves either generation or embeddings, not both
+    # tool_choice "auto" answers held to the tool-call grammar (calls or prose; calls are
+    # always valid JSON for their schema); false: unconstrained, parsed leniently
+    tool_grammar: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
     @field_validator("name")

@@ -78,6 +78,9 @@ class UpstreamState:
     error_message: str | None = None  # of error answers and error events
     respond: Callable[[JSON], str] | None = None  # answer with the text computed from a body
     deltas: list[str] | None = None  # streams: exactly these content pieces
+    # answer with these calls ({"name", "arguments"}) and finish_reason "tool_calls"; streams
+    # send each call as OpenAI does: id and name first, then the arguments in two pieces
+    tool_calls: list[JSON] | None = None
     pause_after: int | None = None  # streams: after this many chunks wait for ``release``
     chunk_delay: float = 0.0  # streams: seconds between two chunks
     first_chunk_delay: float = 1.0  # mode "slow-first-chunk": seconds before the 1st chunk
@@ -327,15 +330,18 @@ class FakeUpstream:
             kind = "text_completion"
         else:
             message = {"role": "assistant", "content": "好的" if text is None else text}
+            if state.tool_calls:
+                message = {"role": "assistant", "content": None, "tool_calls": _calls(state)}
             choice = {"index": 0, "message": message}
             kind = "chat.completion"
+        finish = "tool_calls" if state.tool_calls and kind == "chat.completion" else "stop"
         return self._json(
             {
                 "id": "cmpl-up",
                 "object": kind,
                 "created": 1,
                 "model": body.get("model") or state.model,
-                "choices": [choice | {"finish_reason": "stop"}],
+                "choices": [choice | {"finish_reason": finish}],
                 "usage": state.usage(body),
             }
         )
@@ -350,6 +356,12 @@ class FakeUpstream:
             await asyncio.sleep(state.first_chunk_delay)
         model = body.get("model") or state.model
         pieces = [] if mode == "empty" else state.pieces(body)
+        if state.tool_calls:
+            pieces = []
+            for delta in _call_deltas(state):
+                await self._event(resp, _chunk(model, [{"index": 0, "delta": delta}]))
+            finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+            await self._event(resp, _chunk(model, [finish]))
         for i, piece in enumerate(pieces):
             if i == state.reset_after:
                 return _drop(request, resp)
@@ -373,6 +385,24 @@ class FakeUpstream:
     async def _event(self, resp: web.StreamResponse, payload: JSON) -> None:
         self.state.sent.append(payload)
         await resp.write(b"data: " + _dumps(payload).encode() + b"\n\n")
+
+
+def _calls(state: UpstreamState) -> list[JSON]:
+    return [
+        {"id": f"call_up{i}", "type": "function", "function": dict(call)}
+        for i, call in enumerate(state.tool_calls or ())
+    ]
+
+
+def _call_deltas(state: UpstreamState) -> list[JSON]:
+    deltas: list[JSON] = []
+    for i, call in enumerate(_calls(state)):
+        args = call["function"]["arguments"]
+        head = {**call, "index": i, "function": {"name": call["function"]["name"], "arguments": ""}}
+        deltas.append({"tool_calls": [head]})
+        for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+            deltas.append({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+    return deltas
 
 
 def _chunk(model: str, choices: list[JSON]) -> JSON:

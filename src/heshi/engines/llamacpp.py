@@ -14,6 +14,7 @@ strings are always whole characters (tests assert this with a byte-level tiny mo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import secrets
 import threading
@@ -27,6 +28,13 @@ import orjson
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
+from heshi.engines.toolcalls import (
+    Event,
+    ToolCallParser,
+    ToolRequest,
+    chat_message,
+    json_grammar,
+)
 from heshi.errors import (
     CapabilityMissing,
     ContextLengthExceeded,
@@ -184,13 +192,33 @@ class LlamaCppEngine:
         (an embeddings body; the listener failed) — the caller then estimates."""
         if self._server is None or op not in {"chat", "completions"}:
             return None
+        if op == "chat":
+            body = _for_template(body)
         if asyncio.get_running_loop() is not self._counter_loop:
             # Called from outside the serving loop (a script, a test): a session of its own.
             async with self._counting_session() as session:
                 return await self._count(session, op, body)
+        return await self._count(self._listener(), op, body)
+
+    def _listener(self) -> aiohttp.ClientSession:
         if self._counter is None:
             self._counter = self._counting_session()
-        return await self._count(self._counter, op, body)
+        return self._counter
+
+    async def render_prompt(self, body: JSON) -> str:
+        """A chat request's prompt as the model will read it: its chat template applied to
+        the messages (and tools)."""
+        self._require_server()
+        payload = orjson.dumps(_for_template(body))
+        try:
+            if asyncio.get_running_loop() is not self._counter_loop:
+                async with self._counting_session() as session:
+                    return await _apply_template(session, payload)
+            return await _apply_template(self._listener(), payload)
+        except (aiohttp.ClientError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise EngineError(
+                f"llama.cpp 无法套用对话模板 / llama.cpp could not apply the chat template: {exc}"
+            ) from exc
 
     def _counting_session(self) -> aiohttp.ClientSession:
         # Two kept-alive connections: llama-server gives each open connection one of its
@@ -206,11 +234,7 @@ class LlamaCppEngine:
     async def _count(self, counter: aiohttp.ClientSession, op: str, body: JSON) -> int | None:
         try:
             if op == "chat":
-                async with counter.post("/apply-template", data=orjson.dumps(body)) as resp:
-                    templated = orjson.loads(await resp.read())
-                if resp.status == 400:
-                    raise InvalidRequest(f"llama.cpp: {_message_of(templated)}")
-                prompts: list[Any] = [templated["prompt"]]
+                prompts: list[Any] = [await _apply_template(counter, orjson.dumps(body))]
             else:
                 prompt = body.get("prompt")
                 prompts = prompt if isinstance(prompt, list) else [prompt]
@@ -263,11 +287,69 @@ class LlamaCppEngine:
 
     async def chat(self, body: JSON) -> JSON:
         """Non-streaming chat completion."""
-        return await self._call_once(self._require_server().handle_chat_completions, body)
+        tools = self._tools(body)
+        if tools is not None:
+            return await self._chat_with_tools(body, tools)
+        return await self._call_once(self._require_server().handle_chat_completions, _plain(body))
 
-    def stream_chat(self, body: JSON) -> LocalStream:
+    def stream_chat(self, body: JSON) -> LocalStream | ToolStream:
         """Streaming chat completion; closing the iterator cancels generation."""
-        return self._stream(self._require_server().handle_chat_completions, body)
+        tools = self._tools(body)
+        if tools is not None:
+            self._check_budget(body)
+            return ToolStream(self, body, tools)
+        return self._stream(self._require_server().handle_chat_completions, _plain(body))
+
+    def _tools(self, body: JSON) -> ToolRequest | None:
+        tools = ToolRequest.of(body)
+        if tools is not None:
+            for name in ("grammar", "response_format"):
+                if body.get(name) is not None:
+                    raise InvalidRequest(
+                        f"本地引擎不支持 {name} 与 tools 同用 / the embedded engine cannot "
+                        f"combine {name} with tools",
+                        param=name,
+                    )
+        return tools
+
+    async def tool_completion_body(self, body: JSON, tools: ToolRequest) -> JSON:
+        """The text completion that answers a chat request with tools."""
+        prompt = await self.render_prompt(body)
+        out: JSON = {k: body[k] for k in _SAMPLING if body.get(k) is not None}
+        asked = asked_completion_tokens(body)
+        if asked is not None:
+            out["max_tokens"] = asked
+        out.update(model=self.model_name, prompt=prompt)
+        grammar = tools.grammar(constrain_auto=self.config.tool_grammar)
+        if grammar is not None:
+            out["grammar"] = grammar
+        return out
+
+    async def _chat_with_tools(self, body: JSON, tools: ToolRequest) -> JSON:
+        completion = await self._call_once(
+            self._require_server().handle_completions,
+            await self.tool_completion_body(body, tools),
+        )
+        choice = completion["choices"][0]
+        message, called = chat_message(choice.get("text") or "", ToolCallParser(tools.names))
+        finish = choice.get("finish_reason")
+        result: JSON = {
+            "id": completion.get("id"),
+            "object": "chat.completion",
+            "created": completion.get("created"),
+            "model": completion.get("model", self.model_name),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if called and finish == "stop" else finish,
+                }
+            ],
+        }
+        for name in ("usage", "timings"):
+            if name in completion:
+                result[name] = completion[name]
+        return result
 
     async def completion(self, body: JSON) -> JSON:
         """Non-streaming text completion."""
@@ -295,6 +377,59 @@ class LlamaCppEngine:
         if _is_error(parsed):
             raise _error_from(parsed)
         return dict(parsed)
+
+
+# What a chat request's sampling becomes when it is answered as a text completion.
+_SAMPLING = (
+    "frequency_penalty", "logit_bias", "presence_penalty", "seed", "stop", "temperature",
+    "top_p", "top_k", "min_p", "repeat_penalty", "cache_prompt", "stream_options",
+)  # fmt: skip
+_TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+def _for_template(body: JSON) -> JSON:
+    """What llama.cpp's template step reads: the messages and tools (it warns about, then
+    ignores, a ``tool_choice`` naming a function)."""
+    if body.get("tool_choice") == "none":
+        return _without_tools(body)
+    if isinstance(body.get("tool_choice"), dict):
+        return {k: v for k, v in body.items() if k != "tool_choice"}
+    return body
+
+
+def _without_tools(body: JSON) -> JSON:
+    """A chat request whose tools are not to be called (``tool_choice: "none"``) is a plain
+    chat: llama.cpp is not given them."""
+    if any(k in body for k in _TOOL_FIELDS):
+        return {k: v for k, v in body.items() if k not in _TOOL_FIELDS}
+    return body
+
+
+def _plain(body: JSON) -> JSON:
+    """A chat request without tools to call, as llama.cpp's chat handler takes it: a JSON
+    ``response_format`` becomes a grammar that writes the JSON compactly."""
+    body = _without_tools(body)
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("json_object", "json_schema") or body.get("grammar") is not None:
+        return body
+    assert isinstance(fmt, dict)
+    described = fmt.get("json_schema")
+    schema = fmt.get("schema")
+    if isinstance(described, dict):
+        schema = described.get("schema", schema)
+    if not isinstance(schema, dict):
+        schema = {"type": "object"}
+    rest = {k: v for k, v in body.items() if k != "response_format"}
+    return rest | {"grammar": json_grammar(schema)}
+
+
+async def _apply_template(session: aiohttp.ClientSession, payload: bytes) -> str:
+    async with session.post("/apply-template", data=payload) as resp:
+        templated = orjson.loads(await resp.read())
+    if resp.status == 400:
+        raise InvalidRequest(f"llama.cpp: {_message_of(templated)}")
+    return str(templated["prompt"])
 
 
 def _drop(server: Any) -> None:
@@ -389,3 +524,86 @@ class LocalStream:
             timings = orjson.loads(data).get("timings")
             if isinstance(timings, dict):
                 self.usage = _usage_of(timings)
+
+
+class ToolStream:
+    """A streamed chat answer with tools: the rendered prompt completed as text (see
+    :mod:`heshi.engines.toolcalls`), read back as ``chat.completion.chunk`` deltas — prose
+    as ``content``, each call as one ``tool_calls`` delta once its JSON is complete — and a
+    last ``finish_reason`` of ``tool_calls`` when the model called any."""
+
+    def __init__(self, engine: LlamaCppEngine, body: JSON, tools: ToolRequest) -> None:
+        self._engine = engine
+        self._body = body
+        self._tools = tools
+        self._parser = ToolCallParser(tools.names)
+        self._inner: LocalStream | None = None
+        self._out: collections.deque[JSON] = collections.deque()
+        self._aborted = False
+        self._ended = False
+        self._sent = 0  # calls sent so far: the next one's index
+        self._base: JSON = {"object": "chat.completion.chunk", "model": engine.model_name}
+
+    @property
+    def usage(self) -> JSON | None:
+        return self._inner.usage if self._inner is not None else None
+
+    def __aiter__(self) -> ToolStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        if self._inner is None and not self._aborted:
+            body = await self._engine.tool_completion_body(self._body, self._tools)
+            if self._aborted:
+                raise StopAsyncIteration
+            server = self._engine._require_server()
+            self._inner = self._engine._stream(server.handle_completions, body)
+        while not self._out:
+            if self._ended or self._inner is None:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._inner.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                continue
+            self._translate(chunk)
+        return self._out.popleft()
+
+    def _translate(self, chunk: JSON) -> None:
+        if "id" not in self._base:
+            self._base.update(id=chunk.get("id"), created=chunk.get("created"))
+            self._emit({"role": "assistant", "content": None})
+        for choice in chunk.get("choices") or ():
+            self._events(self._parser.feed(choice.get("text") or ""))
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                self._events(self._parser.finish())
+                if finish == "stop" and self._parser.calls:
+                    finish = "tool_calls"
+                self._emit({}, finish)
+        if chunk.get("usage"):
+            extra: JSON = {k: chunk[k] for k in ("usage", "timings") if k in chunk}
+            self._out.append({**self._base, "choices": [], **extra})
+
+    def _events(self, events: list[Event]) -> None:
+        for event in events:
+            if event.call is not None:
+                self._emit({"tool_calls": [event.call.as_json(self._sent)]})
+                self._sent += 1
+            elif event.text:
+                self._emit({"content": event.text})
+
+    def _emit(self, delta: JSON, finish: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        self._out.append({**self._base, "choices": [choice]})
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._inner is not None:
+            self._inner.abort()
+
+    async def aclose(self) -> None:
+        self._aborted = True
+        self._ended = True
+        if self._inner is not None:
+            await self._inner.aclose()

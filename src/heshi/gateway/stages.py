@@ -167,11 +167,19 @@ class Label:
     async def after(self, x: Exchange, result: JSON) -> None:
         if x.endpoint not in {"chat", "completions"}:
             return
-        header = self.labeller.label_result(result)
+        header = self.labeller.label_result(result, structured=structured(x.body))
         if header is not None:
             x.headers["x-aigc-label"] = header
 
     def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
         produce_id = new_produce_id()
         x.headers["x-aigc-produce-id"] = produce_id
-        return self.labeller.label_stream(produce_id, chunks)
+        return self.labeller.label_stream(produce_id, chunks, structured=structured(x.body))
+
+
+def structured(body: JSON) -> bool:
+    """Whether the answer is held to a format a program parses (text added to it would
+    break the parse): ``response_format`` json_object / json_schema, or a ``grammar``."""
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    return kind in {"json_object", "json_schema"} or bool(body.get("grammar"))

@@ -1,7 +1,10 @@
 """AIGC labels on gateway responses (GB 45438-2025; the label itself: ``heshi.guard.aigc``).
 
 Every generated answer gets the explicit label in its text (``aigc.explicit``: at the
-start or end; ``off`` for API callers that show their own notice) and the implicit label
+start or end; ``off`` for API callers that show their own notice) — except answers a
+program reads rather than a person: tool calls, and answers held to a format
+(``response_format`` json_object / json_schema, a ``grammar``), which text appended to
+them would break — and every answer the implicit label
 ``{"AIGC": {...}}``: as a top-level ``AIGC`` field of the response body and an
 ``x-aigc-label`` header for plain responses; for streams, ``x-aigc-produce-id`` in the
 headers and one last chunk with the ``AIGC`` object (its ReservedCode1 is an HMAC over the
@@ -53,8 +56,9 @@ class Labeller:
         code = reserved_code(content, self._key, label="1", producer=self.producer, produce_id=pid)
         return ImplicitLabel(self.producer, pid, label="1", reserved_code1=code)
 
-    def label_result(self, result: JSON) -> str | None:
-        """Explicit label into each choice's text, implicit label into the body; the header.
+    def label_result(self, result: JSON, *, structured: bool = False) -> str | None:
+        """Explicit label into each choice's text (not into tool calls, nor anywhere when
+        the answer is ``structured`` data), implicit label into the body; the header.
 
         A refusal the guard wrote (``content_filter``) is not generated content: no label.
         """
@@ -64,29 +68,36 @@ class Labeller:
         texts = []
         for choice in result.get("choices") or ():
             holder, name = answer_field(choice)
-            if isinstance(holder.get(name), str):
+            if not isinstance(holder.get(name), str):
+                continue
+            if not structured and not holder.get("tool_calls"):
                 holder[name] = explicit_label(
                     holder[name], self.config.explicit, self.config.wording
                 )
-                texts.append(holder[name])
+            texts.append(holder[name])
         implicit = self.label("".join(texts))
         result.update(implicit.as_json())
         return header_value(implicit)
 
     async def label_stream(
-        self, produce_id: str, chunks: AsyncIterator[JSON]
+        self, produce_id: str, chunks: AsyncIterator[JSON], *, structured: bool = False
     ) -> AsyncGenerator[JSON, None]:
-        """The chunks with the explicit label at the start or end and a last ``AIGC`` chunk
-        (the source is closed however the stream ends)."""
+        """The chunks with the explicit label at the start or end (not after tool calls,
+        nor in ``structured`` answers) and a last ``AIGC`` chunk (the source is closed
+        however the stream ends)."""
         try:
-            async for chunk in self._labelled(produce_id, chunks):
+            async for chunk in self._labelled(produce_id, chunks, structured):
                 yield chunk
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
 
-    async def _labelled(self, produce_id: str, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    async def _labelled(
+        self, produce_id: str, chunks: AsyncIterator[JSON], structured: bool
+    ) -> AsyncIterator[JSON]:
         position, wording = self.config.explicit, self.config.wording
-        started, ended, refused = False, False, False
+        if structured:
+            position = "off"
+        started, ended, refused, called = False, False, False, False
         text: list[str] = []
         template: JSON | None = None
         async for chunk in chunks:
@@ -95,20 +106,23 @@ class Labeller:
                 template = chunk
                 choice = choices[0]
                 refused = refused or choice.get("finish_reason") == "content_filter"
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and delta.get("tool_calls"):
+                    called = True  # a tool call is not for a person to read: no label after it
                 holder, name = answer_field(choice)
                 value = holder.get(name) if isinstance(holder.get(name), str) else None
-                if position == "start" and not started and value is not None:
+                if position == "start" and not started and value:
                     holder[name] = explicit_label(value, "start", wording)
                     started = True
                 final = choice.get("finish_reason") is not None
-                if position == "end" and final and not ended and not refused:
+                if position == "end" and final and not (ended or refused or called):
                     holder[name] = (holder.get(name) or "") + f"\n\n{wording}"
                     ended = True
                 if isinstance(holder.get(name), str):
                     text.append(holder[name])
             yield chunk
         base = {k: template[k] for k in ("id", "object", "created", "model")} if template else {}
-        if position == "end" and not ended and not refused and template is not None:
+        if position == "end" and not (ended or refused or called) and template is not None:
             # The upstream ended without a finish chunk: the label goes in one of its own.
             label = with_text({**base, "choices": template["choices"]}, f"\n\n{wording}",
                               final=False)  # fmt: skip

@@ -1,0 +1,365 @@
+"""Tool calling on the embedded engine: OpenAI's ``tools`` in, ``tool_calls`` out.
+
+Qwen's chat templates describe the tools in the system prompt and ask for each call as
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "北京"}}
+    </tool_call>
+
+(the Hermes format). llama.cpp renders that prompt (``/apply-template``) but neither
+fills ``tool_calls`` from the answer nor takes a grammar together with ``tools``; so a
+request with tools runs here as a text completion of the rendered prompt, and:
+
+- :class:`ToolRequest` checks ``tools`` / ``tool_choice`` and builds the grammar that
+  constrains the answer (llguidance's Lark dialect, each call's JSON checked against its
+  function's ``parameters`` schema): ``required`` and a named function force one or more
+  calls (one for a named function or ``parallel_tool_calls: false``); ``auto`` allows
+  either calls or an answer in prose (which then cannot start with ``<``, ``{`` or a
+  backtick). ``engine.tool_grammar: false`` leaves ``auto`` unconstrained.
+- :class:`ToolCallParser` reads the generated text, incrementally for streams, into prose
+  and calls. It also takes what small models write instead of the tag when unconstrained:
+  the whole answer one JSON object (or a list of them), bare or in a ```json fence,
+  naming one of the offered functions.
+
+``tool_choice: "none"`` is answered as a plain chat without tools.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from heshi.engines.base import JSON
+from heshi.errors import InvalidRequest
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_FENCE = "```"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+MAX_TOOLS = 128
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    parameters: JSON
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """What a chat request with ``tools`` asks of the model."""
+
+    tools: tuple[Tool, ...]
+    choice: Literal["auto", "required"] | str  # or the one function's name that must be called
+    parallel: bool
+
+    @classmethod
+    def of(cls, body: JSON) -> ToolRequest | None:
+        """The request's tool use; None when it offers no tools or says ``tool_choice:
+        "none"``. ``InvalidRequest`` names the field that is wrong."""
+        raw_tools = body.get("tools")
+        choice = body.get("tool_choice")
+        if not raw_tools:
+            if choice not in (None, "none", "auto"):
+                raise InvalidRequest(
+                    "tool_choice 需要同时提供 tools / tool_choice needs tools", param="tool_choice"
+                )
+            return None
+        tools = _tools(raw_tools)
+        names = [t.name for t in tools]
+        if choice is None or choice == "auto":
+            wanted: str = "auto"
+        elif choice == "none":
+            return None
+        elif choice == "required":
+            wanted = "required"
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            function = choice.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if name not in names:
+                raise InvalidRequest(
+                    f"tool_choice 指定的函数 {name!r} 不在 tools 中 / tool_choice names "
+                    f"{name!r}, which is not one of the tools",
+                    param="tool_choice",
+                )
+            wanted = str(name)
+        else:
+            raise InvalidRequest(
+                'tool_choice 应为 none、auto、required 或 {"type": "function", '
+                '"function": {"name": …}} / tool_choice must be none, auto, required or '
+                '{"type": "function", "function": {"name": …}}',
+                param="tool_choice",
+            )
+        parallel = body.get("parallel_tool_calls")
+        return cls(tuple(tools), wanted, parallel is not False)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tools)
+
+    def grammar(self, *, constrain_auto: bool) -> str | None:
+        """The llguidance grammar the answer must match (None: unconstrained)."""
+        if self.choice == "auto" and not constrain_auto:
+            return None
+        callable_ = [t for t in self.tools if self.choice in ("auto", "required", t.name)]
+        schema = {"anyOf": [_call_schema(t) for t in callable_]}
+        if len(callable_) == 1:
+            schema = _call_schema(callable_[0])
+        single = self.choice not in ("auto", "required") or not self.parallel
+        lines = [
+            "%llguidance {}",
+            "start: calls | PROSE" if self.choice == "auto" else "start: calls",
+            "calls: call" if single else 'calls: call ("\\n" call)*',
+            'call: "<tool_call>\\n" args "\\n</tool_call>"',
+            "args: %json " + _compact(schema),
+            # Prose: anything that does not open like a call would.
+            "PROSE: /[^<{`\\s][\\s\\S]*/",
+        ]
+        if self.choice != "auto":
+            lines.pop()
+        return "\n".join(lines) + "\n"
+
+
+def json_grammar(schema: JSON) -> str:
+    """The llguidance grammar of one JSON value matching ``schema``, written compactly."""
+    return "%llguidance {}\nstart: %json " + _compact(schema) + "\n"
+
+
+def _compact(schema: JSON) -> str:
+    """``schema`` for llguidance's ``%json``: unknown keywords ignored (not an error), and
+    the JSON written the way Qwen's templates write it (", " and ": ", no other
+    whitespace) — a model held to it cannot spend its tokens on blank lines (small models
+    given the freedom do, until ``max_tokens``)."""
+    options = {
+        "lenient": True,
+        "whitespace_flexible": False,
+        "item_separator": ", ",
+        "key_separator": ": ",
+    }
+    return orjson.dumps({**schema, "x-guidance": options}).decode()
+
+
+def _tools(raw: Any) -> list[Tool]:
+    if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
+        raise InvalidRequest(
+            f"tools 应为至多 {MAX_TOOLS} 个函数的列表 / tools must be a list of at most "
+            f"{MAX_TOOLS} functions",
+            param="tools",
+        )
+    out: list[Tool] = []
+    for i, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, dict) else None
+        if (
+            not isinstance(item, dict)
+            or item.get("type") != "function"
+            or not isinstance(function, dict)
+        ):
+            raise InvalidRequest(
+                f'tools[{i}] 应为 {{"type": "function", "function": {{…}}}} / tools[{i}] must '
+                'be {"type": "function", "function": {…}}',
+                param=f"tools[{i}]",
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= 64 or set(name) - _NAME_CHARS:
+            raise InvalidRequest(
+                f"tools[{i}].function.name 应为 1-64 个字母、数字、_、- 或 . / "
+                f"tools[{i}].function.name must be 1-64 letters, digits, _, - or .",
+                param=f"tools[{i}].function.name",
+            )
+        if any(t.name == name for t in out):
+            raise InvalidRequest(
+                f"函数名 {name} 重复 / two tools are named {name}", param=f"tools[{i}]"
+            )
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise InvalidRequest(
+                f"tools[{i}].function.parameters 应为 JSON Schema 对象 / "
+                f"tools[{i}].function.parameters must be a JSON Schema object",
+                param=f"tools[{i}].function.parameters",
+            )
+        out.append(Tool(name, parameters))
+    return out
+
+
+def _call_schema(tool: Tool) -> JSON:
+    parameters = _closed(tool.parameters or {"type": "object"})
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with objects that do not say otherwise closed to the properties they list
+    (``additionalProperties: false``, as llama.cpp's own grammars do): a model held to the
+    schema cannot then invent arguments."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) if k in _SUBSCHEMAS else v for k, v in schema.items()}
+    for key in ("properties", "$defs", "definitions", "patternProperties"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: _closed(sub) for name, sub in schema[key].items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
+_SUBSCHEMAS = frozenset({"items", "anyOf", "oneOf", "allOf", "not", "additionalProperties"})
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: str  # a JSON text, as OpenAI sends it
+    id: str
+
+    def as_json(self, index: int | None = None) -> JSON:
+        call: JSON = {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+        return call if index is None else {"index": index, **call}
+
+
+def parse_call(text: str, names: frozenset[str] | None = None) -> list[ToolCall] | None:
+    """The call(s) one JSON text holds — ``{"name", "arguments"}`` or a list of them, in a
+    ```json fence or not — or None. ``names``: only these functions count."""
+    body = text.strip()
+    if body.startswith(_FENCE):
+        body = body[len(_FENCE) :].removeprefix("json").removeprefix("JSON")
+        body = body.removesuffix(_FENCE) if body.rstrip().endswith(_FENCE) else body
+        body = body.strip().removesuffix(_FENCE).strip()
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    calls = []
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        name = item.get("name")
+        args = item.get("arguments", item.get("parameters", {}))
+        if not isinstance(name, str) or (names is not None and name not in names):
+            return None
+        if isinstance(args, str):
+            try:
+                args = orjson.loads(args)
+            except orjson.JSONDecodeError:
+                return None
+        if not isinstance(args, dict):
+            return None
+        calls.append(ToolCall(name, orjson.dumps(args).decode(), new_call_id()))
+    return calls or None
+
+
+@dataclass
+class Event:
+    """A piece of the answer: prose (``text``) or one complete call."""
+
+    text: str = ""
+    call: ToolCall | None = None
+
+
+class ToolCallParser:
+    """Generated text in, prose and calls out, as soon as each is certain.
+
+    Prose is passed on at once except for a tail that could be the start of ``<tool_call>``;
+    an answer whose first visible character is ``{``, ``[`` or a backtick is held to its end, when
+    it is either a call in JSON or prose after all."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self._pending = ""
+        self._in_call = False
+        self._held = False  # the answer began like bare JSON: held to the end
+        self._began = False  # a visible character has been seen
+        self.calls = 0
+
+    def feed(self, text: str) -> list[Event]:
+        self._pending += text
+        out: list[Event] = []
+        while True:
+            if self._held:
+                return out
+            if self._in_call:
+                end = self._pending.find(CLOSE)
+                if end < 0:
+                    return out
+                out += self._call(self._pending[:end], closed=True)
+                self._pending = self._pending[end + len(CLOSE) :]
+                self._in_call = False
+                continue
+            if not self._began:
+                stripped = self._pending.lstrip()
+                if not stripped:
+                    return out
+                self._began = True
+                if stripped[0] in "{[`":
+                    self._held = True
+                    return out
+            start = self._pending.find(OPEN)
+            if start >= 0:
+                out += self._prose(self._pending[:start])
+                self._pending = self._pending[start + len(OPEN) :]
+                self._in_call = True
+                continue
+            keep = _partial_suffix(self._pending, OPEN)
+            out += self._prose(self._pending[: len(self._pending) - keep])
+            self._pending = self._pending[len(self._pending) - keep :]
+            return out
+
+    def finish(self) -> list[Event]:
+        """The end of the answer: whatever was held back."""
+        rest, self._pending = self._pending, ""
+        if self._held:
+            calls = parse_call(rest, self.names)
+            if calls is not None:
+                self.calls += len(calls)
+                return [Event(call=c) for c in calls]
+            return [Event(text=rest)]
+        if self._in_call:  # the model stopped before closing the tag
+            return self._call(rest, closed=False)
+        return self._prose(rest)
+
+    def _prose(self, text: str) -> list[Event]:
+        if not text or (self.calls and not text.strip()):
+            return []  # the line breaks between and after calls are not prose
+        return [Event(text=text)]
+
+    def _call(self, body: str, *, closed: bool) -> list[Event]:
+        calls = parse_call(body)
+        if calls is None:  # not a call after all: the model's text, as it wrote it
+            return [Event(text=OPEN + body + (CLOSE if closed else ""))]
+        self.calls += len(calls)
+        return [Event(call=c) for c in calls]
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """The length of the longest end of ``text`` that is a start of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def chat_message(text: str, parser: ToolCallParser) -> tuple[JSON, bool]:
+    """The assistant message for a whole generated ``text``; whether it holds calls."""
+    events = parser.feed(text) + parser.finish()
+    prose = "".join(e.text for e in events)
+    calls = [e.call.as_json() for e in events if e.call is not None]
+    message: JSON = {"role": "assistant", "content": prose if prose or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message, bool(calls)

@@ -1,0 +1,250 @@
+"""Tool calling through the gateway with the official ``openai`` client: the embedded engine
+(the tiny model, held to the tool-call grammar) and a remote backend (passed through)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel
+
+from heshi.config import AigcConfig, HeshiConfig
+from heshi.gateway.app import create_app
+from heshi.store.keys import KeyStore
+from tests.conftest import TINY_NAME, local_engines
+from tests.governance.conftest import GatewayFactory, Upstream, gateway_config
+from tests.loopback import serve_app
+
+CITIES = ["北京", "上海", "杭州"]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "查询城市天气",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": CITIES}},
+            "required": ["city"],
+        },
+    },
+}
+ORDER = {
+    "type": "function",
+    "function": {
+        "name": "query_order",
+        "description": "按订单号查询订单状态",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "integer", "minimum": 1, "maximum": 99}},
+            "required": ["order_id"],
+        },
+    },
+}
+ASK = [{"role": "user", "content": "北京今天天气怎么样？"}]
+LABEL = "本内容由人工智能生成 / AI-generated content"
+
+
+def client(url: str, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def named(name: str) -> dict:
+    return {"type": "function", "function": {"name": name}}
+
+
+@pytest.fixture
+def labelled_config(tiny_config: HeshiConfig, monkeypatch: pytest.MonkeyPatch) -> HeshiConfig:
+    monkeypatch.setenv("HESHI_AIGC_KEY", "a-test-signing-key-of-enough-length")
+    aigc = AigcConfig(enabled=True, uscc="91350100M000100Y43", explicit="end")
+    return tiny_config.model_copy(update={"aigc": aigc})
+
+
+@pytest.fixture
+def labelled_url(labelled_config: HeshiConfig) -> Iterator[str]:
+    """The tiny model behind a gateway that labels answers (explicit label at the end)."""
+    with serve_app(create_app(labelled_config, local_engines(labelled_config))) as url:
+        yield url
+
+
+def test_a_named_function_fills_tool_calls(gateway_url: str) -> None:
+    resp = client(gateway_url).chat.completions.create(
+        model=TINY_NAME, messages=ASK, tools=[WEATHER, ORDER], tool_choice=named("query_order"),
+        max_tokens=150, temperature=0,
+    )  # fmt: skip
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "query_order"
+    assert 1 <= json.loads(call.function.arguments)["order_id"] <= 99
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+
+
+def test_required_calls_stream_as_tool_call_deltas(gateway_url: str) -> None:
+    stream = client(gateway_url).chat.completions.create(
+        model=TINY_NAME, messages=ASK, tools=[WEATHER], tool_choice="required",
+        parallel_tool_calls=False, max_tokens=150, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    calls = [tc for d in deltas for tc in d.tool_calls or ()]
+    assert [c.function.name for c in calls if c.function and c.function.name] == ["get_weather"]
+    assert calls[0].index == 0 and calls[0].id and calls[0].id.startswith("call_")
+    args = "".join(c.function.arguments or "" for c in calls if c.function)
+    assert json.loads(args)["city"] in CITIES
+    assert not any(d.content for d in deltas)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "tool_calls" and finishes.count("tool_calls") == 1
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_tool_results_are_read_in_the_next_turn(gateway_url: str) -> None:
+    first = client(gateway_url).chat.completions.create(
+        model=TINY_NAME, messages=ASK, tools=[WEATHER], tool_choice="required",
+        parallel_tool_calls=False, max_tokens=150, temperature=0,
+    )  # fmt: skip
+    message = first.choices[0].message
+    (call,) = message.tool_calls or []
+    turn = [
+        *ASK,
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "晴，25°C"},
+    ]
+    second = client(gateway_url).chat.completions.create(
+        model=TINY_NAME, messages=turn, tools=[WEATHER], max_tokens=6, temperature=0
+    )
+    assert second.choices[0].finish_reason == "length"
+    assert second.choices[0].message.content  # prose: the grammar lets it answer in words
+    assert not second.choices[0].message.tool_calls
+    # the tool's result is in the prompt: it is longer than the first turn's
+    assert second.usage and first.usage
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens + len("晴，25°C".encode())
+
+
+def test_tool_choice_none_answers_in_prose(gateway_url: str) -> None:
+    resp = client(gateway_url).chat.completions.create(
+        model=TINY_NAME, messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=6,
+        temperature=0,
+    )  # fmt: skip
+    assert resp.choices[0].message.content and not resp.choices[0].message.tool_calls
+    assert resp.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [WEATHER], "tool_choice": named("nope")}, "tool_choice"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "两个 词"}}]},
+            "tools[0].function.name",
+        ),
+        (
+            {
+                "tools": [WEATHER],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "v",
+                        "schema": {
+                            "type": "object",
+                            "properties": {"ok": {"type": "boolean"}},
+                            "required": ["ok"],
+                            "additionalProperties": False,
+                        },
+                    },
+                },
+            },
+            "response_format",
+        ),
+    ],
+)
+def test_bad_tool_requests_are_400s_naming_the_field(
+    gateway_url: str, extra: dict, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gateway_url).chat.completions.create(
+            model=TINY_NAME, messages=ASK, max_tokens=5, **extra
+        )
+    assert err.value.param == param
+    assert err.value.status_code == 400
+
+
+class Verdict(BaseModel):
+    satisfied: bool
+    score: int
+
+
+def test_labels_never_break_tool_calls_or_json(labelled_url: str) -> None:
+    c = client(labelled_url)
+    resp = c.chat.completions.create(
+        model=TINY_NAME, messages=ASK, tools=[WEATHER], tool_choice=named("get_weather"),
+        max_tokens=150, temperature=0,
+    )  # fmt: skip
+    assert resp.choices[0].message.content is None
+    (call,) = resp.choices[0].message.tool_calls or []
+    assert json.loads(call.function.arguments)["city"] in CITIES
+    assert (resp.model_extra or {}).get("AIGC")  # the implicit label is still there
+
+    parsed = c.chat.completions.parse(
+        model=TINY_NAME, messages=ASK, response_format=Verdict, max_tokens=40, temperature=0
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Verdict)
+    assert (parsed.model_extra or {}).get("AIGC")
+
+    raw = httpx.post(
+        labelled_url + "/v1/chat/completions",
+        json={"model": TINY_NAME, "messages": ASK, "max_tokens": 40, "stream": True,
+              "response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": {
+                  "type": "object", "properties": {"ok": {"type": "boolean"}},
+                  "required": ["ok"], "additionalProperties": False}}}},
+        timeout=60,
+    )  # fmt: skip
+    events = [json.loads(line[6:]) for line in raw.text.splitlines()
+              if line.startswith("data: {")]  # fmt: skip
+    text = "".join((e["choices"][0]["delta"].get("content") or "") for e in events if e["choices"])
+    assert LABEL not in text and isinstance(json.loads(text), dict)
+    assert events[-1]["AIGC"]
+
+    prose = c.chat.completions.create(model=TINY_NAME, messages=ASK, max_tokens=6)
+    assert (prose.choices[0].message.content or "").endswith(LABEL)  # people still see it
+
+
+def test_remote_backends_get_tools_unchanged_and_return_calls_unlabelled(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("HESHI_AIGC_KEY", "a-test-signing-key-of-enough-length")
+    plaintext, _ = keys.create("acme", "agent")
+    aigc = AigcConfig(enabled=True, uscc="91350100M000100Y43", explicit="end")
+    gw = start_gateway(gateway_config(home, upstream.base_url).model_copy(update={"aigc": aigc}))
+    upstream.state.tool_calls = [{"name": "get_weather", "arguments": '{"city": "杭州"}'}]
+    c = client(gw.url, plaintext)
+    model = upstream.state.model
+    resp = c.chat.completions.create(
+        model=model, messages=ASK, tools=[WEATHER, ORDER], tool_choice="required",
+        parallel_tool_calls=False, max_tokens=50,
+    )  # fmt: skip
+    sent = upstream.state.bodies[-1]
+    assert sent["tools"] == [WEATHER, ORDER]
+    assert sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
+    assert resp.choices[0].finish_reason == "tool_calls"
+    (call,) = resp.choices[0].message.tool_calls or []
+    assert (call.id, call.function.name, call.function.arguments) == (
+        "call_up0", "get_weather", '{"city": "杭州"}'
+    )  # fmt: skip
+    assert resp.choices[0].message.content is None
+
+    stream = c.chat.completions.create(
+        model=model, messages=ASK, tools=[WEATHER], max_tokens=50, stream=True
+    )
+    chunks = [ch for ch in stream if ch.choices]
+    calls = [tc for ch in chunks for tc in ch.choices[0].delta.tool_calls or ()]
+    assert "".join(tc.function.arguments or "" for tc in calls if tc.function) == '{"city": "杭州"}'
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert not any(ch.choices[0].delta.content for ch in chunks)  # no label after the call
