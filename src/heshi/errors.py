@@ -46,20 +46,22 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
     def __init__(self, *, prompt_tokens: int, max_tokens: int | None, context: int) -> None:
+        # OpenAI's own wording: the `openai`-compatible clients (litellm's
+        # ContextWindowExceededError, LangChain, LlamaIndex) recognise a too-long prompt by it.
+        en = f"This model's maximum context length is {context} tokens. However, "
         if max_tokens is None:
-            en = (
-                f"the prompt has {prompt_tokens} tokens but the model's context is {context} tokens"
-            )
+            en += f"your messages resulted in {prompt_tokens} tokens. "
             zh = f"提示词有 {prompt_tokens} 个 token，超出模型上下文长度 {context}"
         else:
-            en = (
-                f"the prompt has {prompt_tokens} tokens and max_tokens asks for {max_tokens}, "
-                f"but the model's context is {context} tokens"
+            en += (
+                f"you requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the "
+                f"messages, {max_tokens} in the completion). "
             )
             zh = (
                 f"提示词 {prompt_tokens} 个 token 加上 max_tokens {max_tokens}，"
                 f"超出模型上下文长度 {context}"
             )
+        en += "Please reduce the length of the messages or completion."
         super().__init__(f"{zh} / {en}", param="messages")
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens

@@ -248,3 +248,43 @@ def test_remote_backends_get_tools_unchanged_and_return_calls_unlabelled(
     assert "".join(tc.function.arguments or "" for tc in calls if tc.function) == '{"city": "杭州"}'
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert not any(ch.choices[0].delta.content for ch in chunks)  # no label after the call
+
+
+def _gbnf_of_weather_call(schema: str) -> str:
+    """What llama.cpp's converter gives for the weather call's schema in an engine built
+    without llguidance (its rule shapes: ``root``, ``space``, a rule per object)."""
+    assert '"const": "get_weather"' in schema or '"const":"get_weather"' in schema
+    return (
+        'root ::= "{" space "\\"name\\"" space ":" space "\\"get_weather\\"" space "," space '
+        '"\\"arguments\\"" space ":" space arguments space "}" space\n'
+        'arguments ::= "{" space "\\"city\\"" space ":" space ("\\"北京\\"" | "\\"上海\\"") '
+        'space "}"\n'
+        'space ::= | " "\n'
+    )
+
+
+@pytest.mark.parametrize("choice", ["required", "auto"])
+async def test_gbnf_grammars_for_engines_without_llguidance(
+    tiny_engine: object, choice: str
+) -> None:
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from heshi.engines.toolcalls import ToolCallParser, ToolRequest, chat_message
+
+    assert isinstance(tiny_engine, LlamaCppEngine)
+    tools = ToolRequest.of({"tools": [WEATHER], "tool_choice": choice})
+    assert tools is not None
+    grammar = tools.grammar(constrain_auto=True, gbnf=_gbnf_of_weather_call)
+    assert grammar is not None and not grammar.startswith("%llguidance")
+    prompt = "<|im_start|>user\n北京天气<|im_end|>\n<|im_start|>assistant\n"
+    if choice == "auto":  # the tiny model writes prose when it may
+        prompt = prompt.replace("北京天气", "你好")
+    result = await tiny_engine.completion(
+        {"model": TINY_NAME, "prompt": prompt, "max_tokens": 120, "grammar": grammar}
+    )
+    text = result["choices"][0]["text"]
+    message, called = chat_message(text, ToolCallParser(tools.names))
+    if choice == "required":
+        assert called, text
+        assert json.loads(message["tool_calls"][0]["function"]["arguments"])["city"] in CITIES
+    else:
+        assert text and text[0] not in "<{`[ \t\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import secrets
 import threading
 from collections.abc import Callable
@@ -320,7 +321,8 @@ class LlamaCppEngine:
         if asked is not None:
             out["max_tokens"] = asked
         out.update(model=self.model_name, prompt=prompt)
-        grammar = tools.grammar(constrain_auto=self.config.tool_grammar)
+        gbnf = None if llguidance_built() else _json_schema_to_grammar
+        grammar = tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf)
         if grammar is not None:
             out["grammar"] = grammar
         return out
@@ -405,6 +407,19 @@ def _without_tools(body: JSON) -> JSON:
     return body
 
 
+@functools.cache
+def llguidance_built() -> bool:
+    """Whether this llama.cpp was built with llguidance (the PyPI wheel is; a native build
+    without Rust, ``make native-engine``, is not: its grammars are GBNF only)."""
+    return _json_schema_to_grammar("{}").lstrip().startswith("%llguidance")
+
+
+def _json_schema_to_grammar(schema: str) -> str:
+    import xllamacpp
+
+    return str(xllamacpp.json_schema_to_grammar(schema))
+
+
 def _plain(body: JSON) -> JSON:
     """A chat request without tools to call, as llama.cpp's chat handler takes it: a JSON
     ``response_format`` becomes a grammar that writes the JSON compactly."""
@@ -413,6 +428,8 @@ def _plain(body: JSON) -> JSON:
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind not in ("json_object", "json_schema") or body.get("grammar") is not None:
         return body
+    if not llguidance_built():
+        return body  # llama.cpp's own GBNF for the schema (its whitespace is bounded)
     assert isinstance(fmt, dict)
     described = fmt.get("json_schema")
     schema = fmt.get("schema")

@@ -26,7 +26,9 @@ request with tools runs here as a text completion of the rendered prompt, and:
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,8 +101,12 @@ class ToolRequest:
     def names(self) -> frozenset[str]:
         return frozenset(t.name for t in self.tools)
 
-    def grammar(self, *, constrain_auto: bool) -> str | None:
-        """The llguidance grammar the answer must match (None: unconstrained)."""
+    def grammar(
+        self, *, constrain_auto: bool, gbnf: Callable[[str], str] | None = None
+    ) -> str | None:
+        """The grammar the answer must match (None: unconstrained): llguidance's Lark, or,
+        given ``gbnf`` (llama.cpp's JSON-schema-to-GBNF converter, for an engine built
+        without llguidance), llama.cpp's GBNF."""
         if self.choice == "auto" and not constrain_auto:
             return None
         callable_ = [t for t in self.tools if self.choice in ("auto", "required", t.name)]
@@ -108,22 +114,40 @@ class ToolRequest:
         if len(callable_) == 1:
             schema = _call_schema(callable_[0])
         single = self.choice not in ("auto", "required") or not self.parallel
+        prose = self.choice == "auto"
+        if gbnf is not None:
+            return _gbnf(gbnf(orjson.dumps(schema).decode()), single=single, prose=prose)
         lines = [
             "%llguidance {}",
-            "start: calls | PROSE" if self.choice == "auto" else "start: calls",
+            "start: calls | PROSE" if prose else "start: calls",
             "calls: call" if single else 'calls: call ("\\n" call)*',
             'call: "<tool_call>\\n" args "\\n</tool_call>"',
             "args: %json " + _compact(schema),
-            # Prose: anything that does not open like a call would.
-            "PROSE: /[^<{`\\s][\\s\\S]*/",
         ]
-        if self.choice != "auto":
-            lines.pop()
+        if prose:  # anything that does not open like a call would
+            lines.append("PROSE: /[^<{`\\[\\s][\\s\\S]*/")
         return "\n".join(lines) + "\n"
 
 
+def _gbnf(args: str, *, single: bool, prose: bool) -> str:
+    """The GBNF of the calls around ``args``, the converter's grammar of one call (its
+    ``root`` renamed). Heshi's own rules are prefixed ``tc-``; the converter names its
+    rules after the schema's top-level properties (``name``, ``arguments``) and its
+    primitives, never so."""
+    args = re.sub(r"^root(\s*)::=", r"tc-args\1::=", args, flags=re.MULTILINE)
+    lines = [
+        "root ::= tc-calls | tc-prose" if prose else "root ::= tc-calls",
+        "tc-calls ::= tc-call" if single else 'tc-calls ::= tc-call ("\\n" tc-call)*',
+        'tc-call ::= "<tool_call>\\n" tc-args "\\n</tool_call>"',
+    ]
+    if prose:
+        lines.append("tc-prose ::= [^<{`\\[ \\t\\n] .*")
+    return "\n".join(lines) + "\n" + args.strip() + "\n"
+
+
 def json_grammar(schema: JSON) -> str:
-    """The llguidance grammar of one JSON value matching ``schema``, written compactly."""
+    """The llguidance grammar of one JSON value matching ``schema``, written compactly
+    (engines built with llguidance only)."""
     return "%llguidance {}\nstart: %json " + _compact(schema) + "\n"
 
 

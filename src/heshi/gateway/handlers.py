@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
-from heshi.errors import ClientGone, HeshiError
+from heshi.errors import ClientGone, HeshiError, ModelNotFound
 from heshi.gateway.edge import client_gone_note, parse_json, read_body
 from heshi.gateway.exchange import Endpoint, Exchange
 from heshi.gateway.governance import Governance
@@ -166,13 +166,26 @@ class Gateway:
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``: the models the caller's key may use."""
+        return json_reply({"object": "list", "data": self._models(request)})
+
+    async def retrieve_model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: one of them; 404 for a model the key may not use, as
+        for one that does not exist (which of the two is not told)."""
+        models = self._models(request)
+        wanted = request.path_params["model_id"]
+        for model in models:
+            if model["id"] == wanted:
+                return json_reply(model)
+        raise ModelNotFound(wanted, [m["id"] for m in models])
+
+    def _models(self, request: Request) -> list[dict[str, Any]]:
         try:
             key = self.gov.authenticate(request.headers.get("authorization"), None)
         except HeshiError as exc:
             self.metrics.requests.labels("-", "models", str(exc.status_code), exc.reason).inc()
             raise
         created = int(self.started)
-        data: list[dict[str, Any]] = [
+        return [
             {
                 "id": m.id,
                 "object": "model",
@@ -183,4 +196,3 @@ class Gateway:
             for m in self.router.public_models()
             if self.gov.auth.may_use(key, m.id)
         ]
-        return json_reply({"object": "list", "data": data})
