@@ -6,7 +6,11 @@ Slow: each test decodes real tokens on the CPU. ``make test`` and CI run them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +200,24 @@ def test_the_tool_calling_example_in_serving_md_runs(real_gateway: RunningGatewa
     call = scope["call"]
     assert call.function.name == "query_order"  # type: ignore[attr-defined]
     assert "SF1234567" in call.function.arguments  # type: ignore[attr-defined]
+
+
+def test_the_readme_tour_runs_as_written(real_gateway: RunningGateway) -> None:
+    """README's curl commands and Python example, verbatim but for the port."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## A short tour", 1)[1].split("\n## ", 1)[0]
+    shell = tour.split("```bash\n", 1)[1].split("```", 1)[0]
+    python = tour.split("```python\n", 1)[1].split("```", 1)[0]
+    assert shell.count("curl ") == 2 and NAME in shell and NAME in python
+    for command in shell.replace("\\\n", " ").strip().splitlines():
+        done = subprocess.run(
+            ["bash", "-c", command.replace("http://127.0.0.1:8000", real_gateway.url)],
+            capture_output=True, text=True, timeout=600, check=True,
+        )  # fmt: skip
+        answer = json.loads(done.stdout)
+        assert answer.get("data") or answer["choices"][0]["message"]["content"], done.stdout
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = python.replace("http://127.0.0.1:8000", real_gateway.url)
+        exec(compile(code, "README.md", "exec"), {})  # our own docs, run as written
+    assert CJK.search(out.getvalue())

@@ -179,3 +179,16 @@ def test_keys_are_stored_only_as_hashes(
     assert hash_key(plaintext).encode() in stored  # we are looking at the right bytes
     assert plaintext.encode() not in stored
     assert plaintext[12:].encode() not in stored  # not even the part after the shown prefix
+
+
+def test_the_401_says_how_to_get_a_key_and_that_open_exists(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    keys.create("acme", "bot")
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    for headers in ({}, {"Authorization": "Bearer hs-not-a-key"}):
+        r = httpx.post(gw.url + "/v1/chat/completions", json=chat_body("你好"), headers=headers)
+        assert r.status_code == 401
+        message = r.json()["error"]["message"]
+        assert "heshi keys create --tenant" in message and "heshi serve --open" in message
+        assert "holds at least one" in message  # why keys are required at all

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.padding import Padding
+from rich.text import Text
 
 from heshi.cli.database import ConfigOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
@@ -90,7 +91,9 @@ def create(
         )
         allowed = None if models is None else [m for m in models.split(",") if m.strip()]
         with open_database(config) as db:
-            plaintext, key = KeyStore(db).create(
+            store = KeyStore(db)
+            first = store.count() == 0
+            plaintext, key = store.create(
                 tenant,
                 name,
                 models=allowed,
@@ -100,6 +103,25 @@ def create(
                 expires_at=expires_at,
             )
     _print_created(plaintext, key, json_output)
+    _say_keys_required(first)
+
+
+def _say_keys_required(first: bool) -> None:
+    """Creating the first key turns auth on for every gateway on this database: say so."""
+    if first:
+        text = (
+            "这是第一个密钥：从现在起，使用此数据库的 heshi serve 要求每个 /v1 请求携带 "
+            "Authorization: Bearer <key>（运行中的网关几秒内生效；`heshi serve --open` 不校验"
+            "密钥）。/ This is the first key: from now on every heshi serve on this database "
+            "requires Authorization: Bearer <key> on /v1 (a running gateway within seconds; "
+            "`heshi serve --open` checks no keys)."
+        )
+    else:
+        text = (
+            "heshi serve 要求每个 /v1 请求携带 Authorization: Bearer <key>（`--open` 除外）。"
+            "/ heshi serve requires Authorization: Bearer <key> on /v1 (unless started --open)."
+        )
+    Console(stderr=True).print(text, style="cyan", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_created(plaintext: str, key: ApiKey, json_output: bool) -> None:
@@ -136,29 +158,47 @@ def list_keys(
     if not keys:
         typer.echo("没有 API 密钥 / no API keys")
         return
-    table = Table()
-    # Ids and prefixes are copied and compared: never cut them; everything else folds.
-    table.add_column("id", no_wrap=True, min_width=16)
-    table.add_column("prefix\n前缀", no_wrap=True, min_width=13)
-    for header in ("tenant\n租户", "name\n名称", "status\n状态", "models\n模型"):
-        table.add_column(header, overflow="fold")
-    table.add_column("rpm/tpm/budget\n限额", overflow="fold")
-    table.add_column("expires (UTC)\n过期", overflow="fold")
+    print_keys(keys, Console(highlight=False))
+
+
+def print_keys(keys: list[ApiKey], console: Console) -> None:
+    """Two lines a key, readable in 80 columns: who it is, then what it may do.
+
+    ``id  prefix  status  tenant / name`` (ids and prefixes are copied into commands:
+    never cut; a long tenant / name is), then indented and folded at the terminal's
+    width: models, limits, expiry, why it is suspended or revoked."""
+    console.print(
+        "id  prefix 前缀  status 状态  tenant / name 租户 / 名称", style="dim", markup=False
+    )
+    status_width = max(len(k.status) for k in keys)
     for key in keys:
-        limits = " / ".join(
-            "-" if v is None else str(v) for v in (key.rpm, key.tpm, key.budget_tokens)
+        head = Text(no_wrap=True, overflow="ellipsis")
+        head.append(key.id, style="bold")
+        head.append(f"  {key.prefix}…  ")
+        head.append(key.status.ljust(status_width), style=_STATUS_STYLE.get(key.status, ""))
+        head.append(f"  {key.tenant} / {key.name}")
+        console.print(head, no_wrap=True, overflow="ellipsis")
+        limits = ", ".join(
+            f"{label} {value}"
+            for label, value in (("rpm", key.rpm), ("tpm", key.tpm), ("budget", key.budget_tokens))
+            if value is not None
         )
-        table.add_row(
-            key.id,
-            key.prefix + "…",
-            key.tenant,
-            key.name,
-            key.status + (f" ({key.status_reason})" if key.status_reason else ""),
-            "*" if key.models is None else ", ".join(key.models),
-            limits,
-            "-" if key.expires_at is None else key.expires_at.strftime("%Y-%m-%d %H:%M"),
+        expires = "-" if key.expires_at is None else key.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        detail = Text(
+            "models 模型 "
+            + ("*" if key.models is None else ", ".join(key.models))
+            + " · limits 限额 "
+            + (limits or "-")
+            + " · expires 过期 "
+            + expires
+            + (f" · reason 原因 {key.status_reason}" if key.status_reason else ""),
+            style="dim",
+            overflow="fold",
         )
-    Console().print(table, markup=False, highlight=False)
+        console.print(Padding(detail, (0, 0, 0, 4)))
+
+
+_STATUS_STYLE = {"active": "green", "suspended": "yellow", "revoked": "red"}
 
 
 @app.command("revoke", help="永久吊销密钥。/ Revoke a key for good.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from heshi import __version__
@@ -28,6 +30,28 @@ app.add_typer(plan_cli.app, name="plan")
 app.add_typer(guard_cli.app, name="guard")
 app.add_typer(evaluate_cli.app, name="eval")
 app.add_typer(audit_cli.app, name="audit")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"heshi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="显示版本并退出 / Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Heshi (合适): run Qwen models on the hardware you have, under the rules you live by."""
 
 
 @app.command("version")

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from heshi.cli.banner import banner
 from heshi.cli.reporting import reporting_errors
 from heshi.config import HeshiConfig, load_config
 from heshi.engines.base import Engine
@@ -92,8 +93,13 @@ def serve(
         app = create_app(config, engines)
         _preload_local(engines)
     _tune_gc()
+
+    def announce() -> None:
+        for line in banner(config, app):
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     options = {"log_level": log_level, "loop": "auto", "timeout_graceful_shutdown": 5}
-    server = GatewayServer(server_config(app, config.server, **options))
+    server = GatewayServer(server_config(app, config.server, **options), on_started=announce)
     server.run(sockets=[sock])
     if not server.started:
         err_console.print(

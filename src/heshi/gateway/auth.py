@@ -119,7 +119,7 @@ class KeyAuthenticator:
         key = self._by_hash.get(hash_key(_bearer_token(authorization)))
         if key is None:
             raise AuthenticationFailed(
-                "API 密钥无效或已被吊销 / invalid or revoked API key",
+                f"API 密钥无效或已被吊销 / invalid or revoked API key {KEY_HINT}",
                 param="authorization",
             )
         return key
@@ -162,12 +162,22 @@ class KeyAuthenticator:
             log.warning("API keys reloaded; the database is back")
 
 
+# Why a key is needed and how to get one: the 401 is where a newcomer meets auth.
+KEY_HINT = (
+    "（此网关的数据库中已有密钥，因此要求密钥。用 `heshi keys create --tenant <租户> --name "
+    "<名称>` 创建一个；单人本机使用可用 `heshi serve --open` 启动，不校验密钥）/ (keys are "
+    "required because this gateway's database holds at least one; create one with "
+    "`heshi keys create --tenant <tenant> --name <name>`, or for single-user use start "
+    "`heshi serve --open`, which checks no keys)"
+)
+
+
 def _bearer_token(authorization: str | None) -> str:
     parts = (authorization or "").split()
     if not parts:
         raise AuthenticationFailed(
             "缺少 API 密钥：请提供 Authorization: Bearer <key> / "
-            "missing API key: send Authorization: Bearer <key>",
+            f"missing API key: send Authorization: Bearer <key> {KEY_HINT}",
             param="authorization",
             reason="auth.missing_key",
         )

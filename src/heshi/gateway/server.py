@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -61,10 +62,17 @@ def server_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Con
 
 class GatewayServer(uvicorn.Server):
     """uvicorn's server, started on a socket ``heshi serve`` bound itself (so a busy port
-    is found before the model loads), still announcing where it listens."""
+    is found before the model loads), still announcing where it listens; ``on_started``
+    runs once it serves (the database migrated, keys loaded)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None):
+        super().__init__(config)
+        self._on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start serving, then log ``Uvicorn running on http://host:port`` as usual."""
         await super().startup(sockets)
         if sockets and not self.should_exit:
             self._log_started_message(sockets)
+        if not self.should_exit and self._on_started is not None:
+            self._on_started()
