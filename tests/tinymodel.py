@@ -66,6 +66,21 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# A thinking model's template, shaped like QwQ's and Qwen3-Thinking's: the assistant turn
+# opens a <think> block the model closes itself, unless ``enable_thinking`` is false (then
+# the block is given empty, as Qwen3's hybrid template does).
+THINKING_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
+)
+# What the thinking tiny model writes, greedily: a thought, the end of the think block,
+# an answer (each byte once, for the bigram cycle).
+THINKING_TEXT = "R</think>OK"
+
 # Default text that greedy decoding after "\n" cycles through (see module docstring).  Its
 # bytes must be distinct, and distinct from "\n", for the bigram map to be a function.
 GREEDY_TEXT = "你"
@@ -150,7 +165,7 @@ def _add_metadata(
     writer.add_layer_norm_rms_eps(1e-6)
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter) -> None:
+def _add_tokenizer(writer: gguf.GGUFWriter, chat_template: str = CHAT_TEMPLATE) -> None:
     tokens = vocab_tokens()
     types = [gguf.TokenType.NORMAL] * N_NORMAL_TOKENS + [gguf.TokenType.CONTROL] * len(
         SPECIAL_TOKENS
@@ -166,7 +181,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter) -> None:
     writer.add_pad_token_id(ENDOFTEXT_ID)
     writer.add_eos_token_id(IM_END_ID)
     writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
 
 def _add_tensors(
@@ -230,6 +245,7 @@ def build_tiny_qwen2_gguf(
     n_kv_heads: int = 2,
     ffn: int = 128,
     greedy_text: str = GREEDY_TEXT,
+    chat_template: str = CHAT_TEMPLATE,
 ) -> pathlib.Path:
     """Write a tiny random-weight Qwen2 GGUF (F32) to ``path`` and return ``path``.
 
@@ -260,7 +276,7 @@ def build_tiny_qwen2_gguf(
     writer = gguf.GGUFWriter(path, arch="qwen2")
     try:
         _add_metadata(writer, context_length=context_length, **shape)
-        _add_tokenizer(writer)
+        _add_tokenizer(writer, chat_template)
         _add_tensors(writer, rng, greedy_text=greedy_text, **shape)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

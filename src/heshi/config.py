@@ -75,6 +75,9 @@ class LocalEngineConfig(_Strict):
     # tool_choice "auto" answers held to the tool-call grammar (calls or prose; calls are
     # always valid JSON for their schema); false: unconstrained, parsed leniently
     tool_grammar: bool = True
+    # thinking models (Qwen3, QwQ): think unless a request turns it off
+    # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
+    thinking: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
     @field_validator("name")

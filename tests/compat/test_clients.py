@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import warnings
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -20,16 +17,6 @@ from tests.conftest import TINY_CTX, TINY_NAME
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # litellm's own types make pydantic warn while it streams (the suite turns warnings into errors)
 pytestmark = pytest.mark.filterwarnings("ignore:Item .* `ReadOnly` qualifier:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _collect_clients() -> Iterator[None]:
-    """LangChain, LlamaIndex and litellm keep HTTP clients they never close; they are
-    collected here, quietly, rather than warn in whichever later test the GC runs."""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 class Weather(BaseModel):

@@ -190,7 +190,12 @@ def test_grammars_force_calls_or_allow_prose() -> None:
     assert auto and required and single and named
     assert auto.grammar(constrain_auto=False) is None
     auto_grammar = auto.grammar(constrain_auto=True)
-    assert auto_grammar is not None and "start: calls | PROSE" in auto_grammar
+    assert auto_grammar is not None and "start: (calls | PROSE)\n" in auto_grammar
+    assert "thought" not in auto_grammar  # no thinking model: no rule for a thought
+    opened = auto.grammar(constrain_auto=True, thought="open") or ""
+    assert 'start: thought "\\n\\n"? (calls | PROSE)' in opened and "thought[lazy]" in opened
+    maybe = required.grammar(constrain_auto=True, thought="optional") or ""
+    assert 'start: ("<think>" thought "\\n\\n"?)? calls' in maybe
     required_grammar = required.grammar(constrain_auto=True)
     assert required_grammar is not None and "PROSE" not in required_grammar
     assert 'calls: call ("\\n" call)*' in required_grammar

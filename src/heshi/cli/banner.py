@@ -15,7 +15,7 @@ def banner(config: HeshiConfig, app: Starlette) -> list[str]:
     """One line per fact: URL, models, auth (and why), store, guard, AIGC labels."""
     gateway: Gateway = app.state.gateway
     host, port = config.server.host, config.server.port
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a display
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/v1"
     lines = [f"Heshi {__version__} 已启动 / serving at {url}"]
     if shown != host:
@@ -34,9 +34,7 @@ def banner(config: HeshiConfig, app: Starlette) -> list[str]:
 
 def _auth(config: HeshiConfig, gateway: Gateway) -> str:
     if config.auth.open:
-        return (
-            "开放 open — 不校验密钥（--open / auth.open）/ no keys checked (--open / auth.open)"
-        )
+        return "开放 open — 不校验密钥（--open / auth.open）/ no keys checked (--open / auth.open)"
     try:
         count = gateway.gov.keys.count()
     except Exception as exc:  # a database that is down is reported, not fatal, here

@@ -22,13 +22,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
+from heshi.engines.reasoning import CLOSE as THINK_CLOSE
+from heshi.engines.reasoning import OPEN as THINK_OPEN
+from heshi.engines.reasoning import Kind, Thinking, ThinkSplitter, soft_switch, split_text
 from heshi.engines.toolcalls import (
     Event,
     ToolCallParser,
@@ -90,6 +93,7 @@ class LlamaCppEngine:
         self._listener_key = secrets.token_urlsafe(32)
         self._counter: aiohttp.ClientSession | None = None
         self._counter_loop: asyncio.AbstractEventLoop | None = None
+        self.thinking: Thinking | None = None  # known once started
 
     def served_models(self) -> list[ServedModel]:
         """The one model this engine holds."""
@@ -99,7 +103,11 @@ class LlamaCppEngine:
                 context_length=self.config.ctx,
                 can_embed=self.config.embeddings,
                 owned_by="heshi-local",
-                meta={"path": str(self.model_path), "parallel": self.config.parallel},
+                meta={
+                    "path": str(self.model_path),
+                    "parallel": self.config.parallel,
+                    "thinking": self.thinking is not None,
+                },
             )
         ]
 
@@ -121,6 +129,24 @@ class LlamaCppEngine:
             raise ModelFileError(
                 f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
             ) from exc
+        self.thinking = await self._probe_thinking()
+
+    async def _probe_thinking(self) -> Thinking | None:
+        """Whether the model thinks before it answers, read off its chat template: it can
+        switch thinking (the prompt differs with ``enable_thinking``) or it opens a
+        ``<think>`` block itself. None for a model that does not think."""
+        probe: JSON = {"messages": [{"role": "user", "content": "你好"}]}
+        # A session of its own: start() may run in a loop other than the serving one.
+        async with self._counting_session() as session:
+            on, off = [
+                await _apply_template(
+                    session, orjson.dumps(probe | {"chat_template_kwargs": {"enable_thinking": v}})
+                )
+                for v in (True, False)
+            ]
+        if on == off and THINK_OPEN not in on:
+            return None
+        return Thinking(opens_block=on.rstrip().endswith(THINK_OPEN), switchable=on != off)
 
     def _load(self) -> Any:
         import xllamacpp
@@ -139,6 +165,9 @@ class LlamaCppEngine:
         params.cpuparams.n_threads = cfg.threads or -1
         params.cpuparams_batch.n_threads = cfg.threads or -1
         params.use_jinja = True
+        # Heshi separates a thinking model's <think> block itself (heshi.engines.reasoning),
+        # the same way for every template and for tool-call answers.
+        params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
         params.embedding = cfg.embeddings
         # xllamacpp also opens llama-server's own HTTP listener. Only this engine uses it
         # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
@@ -194,7 +223,7 @@ class LlamaCppEngine:
         if self._server is None or op not in {"chat", "completions"}:
             return None
         if op == "chat":
-            body = _for_template(body)
+            body = _for_template(self._think(body)[0])
         if asyncio.get_running_loop() is not self._counter_loop:
             # Called from outside the serving loop (a script, a test): a session of its own.
             async with self._counting_session() as session:
@@ -288,18 +317,46 @@ class LlamaCppEngine:
 
     async def chat(self, body: JSON) -> JSON:
         """Non-streaming chat completion."""
+        body, opened = self._think(body)
         tools = self._tools(body)
         if tools is not None:
-            return await self._chat_with_tools(body, tools)
-        return await self._call_once(self._require_server().handle_chat_completions, _plain(body))
+            return await self._chat_with_tools(body, tools, opened)
+        result = await self._call_once(self._require_server().handle_chat_completions, _plain(body))
+        if opened is not None:
+            for choice in result.get("choices") or ():
+                message = choice.get("message")
+                if isinstance(message, dict) and isinstance(message.get("content"), str):
+                    reasoning, message["content"] = split_text(message["content"], opened=opened)
+                    if reasoning:
+                        message["reasoning_content"] = reasoning
+        return result
 
-    def stream_chat(self, body: JSON) -> LocalStream | ToolStream:
+    def stream_chat(self, body: JSON) -> LocalStream | ToolStream | ThinkStream:
         """Streaming chat completion; closing the iterator cancels generation."""
+        body, opened = self._think(body)
         tools = self._tools(body)
         if tools is not None:
             self._check_budget(body)
-            return ToolStream(self, body, tools)
-        return self._stream(self._require_server().handle_chat_completions, _plain(body))
+            return ToolStream(self, body, tools, opened)
+        stream = self._stream(self._require_server().handle_chat_completions, _plain(body))
+        return stream if opened is None else ThinkStream(stream, opened)
+
+    def _think(self, body: JSON) -> tuple[JSON, bool | None]:
+        """For a thinking model: the body with ``enable_thinking`` said explicitly (the
+        request's ``chat_template_kwargs``, else Qwen's ``/think`` / ``/no_think`` in the
+        latest user turn that has one, else ``engine.thinking``), and whether the prompt
+        leaves a think block open. ``(body, None)`` for other models."""
+        if self.thinking is None:
+            return body, None
+        kwargs = body.get("chat_template_kwargs")
+        kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+        enabled = kwargs.get("enable_thinking")
+        if not isinstance(enabled, bool):
+            switch = soft_switch(body.get("messages"))
+            enabled = self.config.thinking if switch is None else switch
+            kwargs["enable_thinking"] = enabled
+            body = body | {"chat_template_kwargs": kwargs}
+        return body, enabled and self.thinking.opens_block
 
     def _tools(self, body: JSON) -> ToolRequest | None:
         tools = ToolRequest.of(body)
@@ -313,27 +370,42 @@ class LlamaCppEngine:
                     )
         return tools
 
-    async def tool_completion_body(self, body: JSON, tools: ToolRequest) -> JSON:
-        """The text completion that answers a chat request with tools."""
+    async def tool_completion_body(
+        self, body: JSON, tools: ToolRequest, opened: bool | None
+    ) -> tuple[JSON, bool | None]:
+        """The text completion that answers a chat request with tools, and whether its
+        answer begins inside a think block (see :meth:`_think`)."""
         prompt = await self.render_prompt(body)
         out: JSON = {k: body[k] for k in _SAMPLING if body.get(k) is not None}
         asked = asked_completion_tokens(body)
         if asked is not None:
             out["max_tokens"] = asked
-        out.update(model=self.model_name, prompt=prompt)
         gbnf = None if llguidance_built() else _json_schema_to_grammar
-        grammar = tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf)
+        thought: Literal["none", "open", "optional"] = "none"
+        if opened:
+            thought = "open"
+            if gbnf is not None:  # GBNF cannot say "a thought, then a call": no thought
+                prompt += "\n" + THINK_CLOSE + "\n\n"
+                opened, thought = False, "none"
+        elif opened is not None and (body.get("chat_template_kwargs") or {}).get("enable_thinking"):
+            thought = "optional" if gbnf is None else "none"  # the model may open one
+        out.update(model=self.model_name, prompt=prompt)
+        grammar = tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf, thought=thought)
         if grammar is not None:
             out["grammar"] = grammar
-        return out
+        return out, opened
 
-    async def _chat_with_tools(self, body: JSON, tools: ToolRequest) -> JSON:
-        completion = await self._call_once(
-            self._require_server().handle_completions,
-            await self.tool_completion_body(body, tools),
-        )
+    async def _chat_with_tools(self, body: JSON, tools: ToolRequest, opened: bool | None) -> JSON:
+        request, opened = await self.tool_completion_body(body, tools, opened)
+        completion = await self._call_once(self._require_server().handle_completions, request)
         choice = completion["choices"][0]
-        message, called = chat_message(choice.get("text") or "", ToolCallParser(tools.names))
+        text = choice.get("text") or ""
+        reasoning = ""
+        if opened is not None:
+            reasoning, text = split_text(text, opened=opened)
+        message, called = chat_message(text, ToolCallParser(tools.names))
+        if reasoning:
+            message["reasoning_content"] = reasoning
         finish = choice.get("finish_reason")
         result: JSON = {
             "id": completion.get("id"),
@@ -549,11 +621,15 @@ class ToolStream:
     as ``content``, each call as one ``tool_calls`` delta once its JSON is complete — and a
     last ``finish_reason`` of ``tool_calls`` when the model called any."""
 
-    def __init__(self, engine: LlamaCppEngine, body: JSON, tools: ToolRequest) -> None:
+    def __init__(
+        self, engine: LlamaCppEngine, body: JSON, tools: ToolRequest, opened: bool | None
+    ) -> None:
         self._engine = engine
         self._body = body
         self._tools = tools
         self._parser = ToolCallParser(tools.names)
+        self._opened = opened
+        self._thoughts = None if opened is None else ThinkSplitter(opened=opened)
         self._inner: LocalStream | None = None
         self._out: collections.deque[JSON] = collections.deque()
         self._aborted = False
@@ -570,7 +646,11 @@ class ToolStream:
 
     async def __anext__(self) -> JSON:
         if self._inner is None and not self._aborted:
-            body = await self._engine.tool_completion_body(self._body, self._tools)
+            body, opened = await self._engine.tool_completion_body(
+                self._body, self._tools, self._opened
+            )
+            if self._thoughts is not None:
+                self._thoughts = ThinkSplitter(opened=bool(opened))
             if self._aborted:
                 raise StopAsyncIteration
             server = self._engine._require_server()
@@ -591,16 +671,30 @@ class ToolStream:
             self._base.update(id=chunk.get("id"), created=chunk.get("created"))
             self._emit({"role": "assistant", "content": None})
         for choice in chunk.get("choices") or ():
-            self._events(self._parser.feed(choice.get("text") or ""))
+            self._text(choice.get("text") or "", final=False)
             finish = choice.get("finish_reason")
             if finish is not None:
-                self._events(self._parser.finish())
+                self._text("", final=True)
                 if finish == "stop" and self._parser.calls:
                     finish = "tool_calls"
                 self._emit({}, finish)
         if chunk.get("usage"):
             extra: JSON = {k: chunk[k] for k in ("usage", "timings") if k in chunk}
             self._out.append({**self._base, "choices": [], **extra})
+
+    def _text(self, text: str, *, final: bool) -> None:
+        """Generated text: thought (a thinking model's) straight out, the answer through
+        the tool-call parser."""
+        pieces: list[tuple[Kind, str]] = [("content", text)]
+        if self._thoughts is not None:
+            pieces = self._thoughts.feed(text) + (self._thoughts.finish() if final else [])
+        for kind, piece in pieces:
+            if kind == "reasoning":
+                self._emit({"reasoning_content": piece})
+            else:
+                self._events(self._parser.feed(piece))
+        if final:
+            self._events(self._parser.finish())
 
     def _events(self, events: list[Event]) -> None:
         for event in events:
@@ -624,3 +718,60 @@ class ToolStream:
         self._ended = True
         if self._inner is not None:
             await self._inner.aclose()
+
+
+class ThinkStream:
+    """A thinking model's chat stream with its thought moved from ``content`` deltas into
+    ``reasoning_content`` deltas (:mod:`heshi.engines.reasoning`)."""
+
+    def __init__(self, inner: LocalStream, opened: bool) -> None:
+        self._inner = inner
+        self._splitter = ThinkSplitter(opened=opened)
+        self._out: collections.deque[JSON] = collections.deque()
+
+    @property
+    def usage(self) -> JSON | None:
+        return self._inner.usage
+
+    def __aiter__(self) -> ThinkStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        while not self._out:
+            chunk = await self._inner.__anext__()
+            self._translate(chunk)
+        return self._out.popleft()
+
+    def _translate(self, chunk: JSON) -> None:
+        choices = chunk.get("choices") or []
+        delta = choices[0].get("delta") if choices else None
+        if not isinstance(delta, dict):
+            self._out.append(chunk)  # the usage chunk
+            return
+        choice = choices[0]
+        text = delta.get("content")
+        final = choice.get("finish_reason") is not None
+        pieces = self._splitter.feed(text) if isinstance(text, str) else []
+        if final:
+            pieces += self._splitter.finish()
+        rest = {k: v for k, v in delta.items() if k != "content"}
+        if not pieces:
+            # A text held back (it may be the start of a tag) is dropped for now; a chunk
+            # with something else to say (the role, the finish) is kept.
+            if text is None or rest or final:
+                self._out.append(
+                    {**chunk, "choices": [{**choice, "delta": delta if text is None else rest}]}
+                )
+            return
+        for i, (kind, piece) in enumerate(pieces):
+            field = "reasoning_content" if kind == "reasoning" else "content"
+            out = {**choice, "delta": {**(rest if i == 0 else {}), field: piece}}
+            if i < len(pieces) - 1:
+                out["finish_reason"] = None
+            self._out.append({**chunk, "choices": [out]})
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -102,11 +102,17 @@ class ToolRequest:
         return frozenset(t.name for t in self.tools)
 
     def grammar(
-        self, *, constrain_auto: bool, gbnf: Callable[[str], str] | None = None
+        self,
+        *,
+        constrain_auto: bool,
+        gbnf: Callable[[str], str] | None = None,
+        thought: Literal["none", "open", "optional"] = "none",
     ) -> str | None:
         """The grammar the answer must match (None: unconstrained): llguidance's Lark, or,
         given ``gbnf`` (llama.cpp's JSON-schema-to-GBNF converter, for an engine built
-        without llguidance), llama.cpp's GBNF."""
+        without llguidance), llama.cpp's GBNF. ``thought``: a thinking model's answer
+        begins inside a think block (``open``) or may open one (``optional``); the thought
+        is free text up to ``</think>`` (Lark only: with GBNF the caller closes the block)."""
         if self.choice == "auto" and not constrain_auto:
             return None
         callable_ = [t for t in self.tools if self.choice in ("auto", "required", t.name)]
@@ -117,9 +123,16 @@ class ToolRequest:
         prose = self.choice == "auto"
         if gbnf is not None:
             return _gbnf(gbnf(orjson.dumps(schema).decode()), single=single, prose=prose)
-        lines = [
-            "%llguidance {}",
-            "start: calls | PROSE" if prose else "start: calls",
+        answer = "(calls | PROSE)" if prose else "calls"
+        start = {
+            "none": f"start: {answer}",
+            "open": f'start: thought "\\n\\n"? {answer}',
+            "optional": f'start: ("<think>" thought "\\n\\n"?)? {answer}',
+        }[thought]
+        lines = ["%llguidance {}", start]
+        if thought != "none":  # the shortest text that closes the block: up to its </think>
+            lines.append("thought[lazy]: /(.|\\n)*<\\/think>/")
+        lines += [
             "calls: call" if single else 'calls: call ("\\n" call)*',
             'call: "<tool_call>\\n" args "\\n</tool_call>"',
             "args: %json " + _compact(schema),
@@ -339,7 +352,7 @@ class ToolCallParser:
                 self._pending = self._pending[start + len(OPEN) :]
                 self._in_call = True
                 continue
-            keep = _partial_suffix(self._pending, OPEN)
+            keep = partial_suffix(self._pending, OPEN)
             out += self._prose(self._pending[: len(self._pending) - keep])
             self._pending = self._pending[len(self._pending) - keep :]
             return out
@@ -370,7 +383,7 @@ class ToolCallParser:
         return [Event(call=c) for c in calls]
 
 
-def _partial_suffix(text: str, tag: str) -> int:
+def partial_suffix(text: str, tag: str) -> int:
     """The length of the longest end of ``text`` that is a start of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):

@@ -100,6 +100,8 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     tool_choice: str | dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
+    # --- vLLM / SGLang / llama.cpp extension: e.g. {"enable_thinking": false} for Qwen3 ---
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling):
