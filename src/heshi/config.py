@@ -256,6 +256,9 @@ class HeshiConfig(_Strict):
     home: Path = Field(default_factory=default_home)
     server: ServerConfig = Field(default_factory=ServerConfig)
     engine: LocalEngineConfig = Field(default_factory=LocalEngineConfig)
+    # more local models served beside ``engine`` (each its own slots and context), e.g. an
+    # embedding model; ``heshi models load`` adds more while the gateway runs
+    models: list[LocalEngineConfig] = Field(default_factory=list)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -269,6 +272,23 @@ class HeshiConfig(_Strict):
     @classmethod
     def _expand_home(cls, v: Path) -> Path:
         return v.expanduser()
+
+    @model_validator(mode="after")
+    def _check_local_models(self) -> HeshiConfig:
+        seen = {self.engine.name} if self.engine.enabled else set()
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(
+                    f"models[{i}].name: 模型名 {model.name} 重复 / two local models are named "
+                    f"{model.name} (give each its own name:)"
+                )
+            seen.add(model.name)
+        return self
+
+    def local_models(self) -> list[LocalEngineConfig]:
+        """Every local model to load at start: ``engine`` (when enabled), then ``models``."""
+        first = [self.engine] if self.engine.enabled else []
+        return first + [m for m in self.models if m.enabled]
 
     @model_validator(mode="after")
     def _check_tenant_guards(self) -> HeshiConfig:

@@ -13,6 +13,7 @@ from heshi.cli import guard as guard_cli
 from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
 from heshi.cli import plan as plan_cli
+from heshi.cli import running as running_cli
 from heshi.cli import serve as serve_cli
 from heshi.cli import usage as usage_cli
 
@@ -22,7 +23,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+models_cli.app.command("load")(running_cli.load)
+models_cli.app.command("unload")(running_cli.unload)
 app.add_typer(models_cli.app, name="models")
+app.command("ps")(running_cli.ps)
 app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
 app.command("usage")(usage_cli.usage)

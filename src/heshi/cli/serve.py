@@ -25,14 +25,18 @@ err_console = Console(stderr=True)
 def build_engines(config: HeshiConfig) -> dict[str, Engine]:
     """The engines ``config`` asks for: the local llama.cpp one and each remote backend."""
     from heshi.engines.llamacpp import LlamaCppEngine
+    from heshi.engines.local import LocalModels
     from heshi.engines.openai_http import OpenAIHTTPEngine
     from heshi.hub.store import ModelStore
 
     engines: dict[str, Engine] = {}
-    if config.engine.enabled:
+    local = config.local_models()
+    if local:
         # resolve() refuses a missing, non-GGUF or unpulled model with a clear message
-        path = ModelStore(config.home).resolve(config.engine.model)
-        engines["local"] = LlamaCppEngine(config.engine.name, path, config.engine)
+        store = ModelStore(config.home)
+        engines["local"] = LocalModels(
+            {m.name: LlamaCppEngine(m.name, store.resolve(m.model), m) for m in local}
+        )
     for name, backend in config.backends.items():
         engines[name] = OpenAIHTTPEngine(name, backend)
     return engines
@@ -150,7 +154,7 @@ def _preload_local(engines: dict[str, Engine]) -> None:
     local = engines.get("local")
     if local is None:
         return
-    with err_console.status("加载模型 / loading model …"):
+    with err_console.status("加载模型 / loading models …"):
         asyncio.run(local.start())
 
 

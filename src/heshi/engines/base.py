@@ -56,13 +56,14 @@ class TokenCounting(Protocol):
         """The prompt's exact length in tokens, or None when it cannot count it."""
         ...
 
-    def completion_cap(self, prompt_tokens: int) -> int | None:
-        """The most a request with this many prompt tokens can generate (None: no limit
-        known); 0 or less means the prompt does not fit."""
+    def completion_cap(self, prompt_tokens: int, model: str | None = None) -> int | None:
+        """The most a request to ``model`` (an engine holding several models needs it)
+        with this many prompt tokens can generate (None: no limit known); 0 or less means
+        the prompt does not fit."""
         ...
 
-    def default_completion(self, prompt_tokens: int) -> int:
-        """What a request that sets no ``max_tokens`` may generate."""
+    def default_completion(self, prompt_tokens: int, model: str | None = None) -> int:
+        """What a request to ``model`` that sets no ``max_tokens`` may generate."""
         ...
 
 

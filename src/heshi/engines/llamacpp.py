@@ -104,6 +104,7 @@ class LlamaCppEngine:
                 can_embed=self.config.embeddings,
                 owned_by="heshi-local",
                 meta={
+                    "kind": "embed" if self.config.embeddings else "chat",
                     "path": str(self.model_path),
                     "parallel": self.config.parallel,
                     "thinking": self.thinking is not None,
@@ -282,11 +283,11 @@ class LlamaCppEngine:
             return None
         return total
 
-    def completion_cap(self, prompt_tokens: int) -> int:
+    def completion_cap(self, prompt_tokens: int, model: str | None = None) -> int:
         """The most a request with this prompt can generate: the rest of its context."""
         return self.config.ctx - prompt_tokens
 
-    def default_completion(self, prompt_tokens: int) -> int:
+    def default_completion(self, prompt_tokens: int, model: str | None = None) -> int:
         """What a request without ``max_tokens`` may generate: the rest of its context."""
         return self.config.ctx - prompt_tokens
 

@@ -113,13 +113,13 @@ class OpenAIHTTPEngine:
         """None: a remote backend's tokenizer is not at hand (admission estimates)."""
         return None
 
-    def completion_cap(self, prompt_tokens: int) -> int | None:
+    def completion_cap(self, prompt_tokens: int, model: str | None = None) -> int | None:
         """The most any request can generate here, whatever its prompt: ``context`` when
         it is known (None: not known). The prompt is only estimated for a remote backend,
         so it is not subtracted: the backend itself refuses a prompt it cannot fit."""
         return self.config.context
 
-    def default_completion(self, prompt_tokens: int) -> int:
+    def default_completion(self, prompt_tokens: int, model: str | None = None) -> int:
         """What a request that sets no ``max_tokens`` may generate: ``max_output_tokens``
         (no more than ``context``); :meth:`_limited` tells the upstream so."""
         context = self.config.context

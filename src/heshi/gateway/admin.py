@@ -17,12 +17,23 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from heshi.config import HeshiConfig
+from heshi.config import HeshiConfig, LocalEngineConfig
 from heshi.engines.base import Engine
-from heshi.errors import AuthenticationFailed, HeshiError, PermissionDenied
+from heshi.engines.local import LocalModels
+from heshi.errors import (
+    AuthenticationFailed,
+    CapabilityMissing,
+    ConfigError,
+    HeshiError,
+    HubError,
+    InvalidRequest,
+    ModelFileError,
+    PermissionDenied,
+)
 from heshi.gateway.governance import Governance
 from heshi.gateway.metrics import GatewayMetrics
 from heshi.gateway.replies import error_reply, json_reply
@@ -45,6 +56,7 @@ class Admin:
         # Stripped: a token read from a secret file usually ends in a newline.
         self._token = env.get(config.server.admin_token_env, "").strip().encode() or None
         self._token_env = config.server.admin_token_env
+        self.config = config
         self.engines = engines
         self.router = router
         self.gov = gov
@@ -114,15 +126,91 @@ class Admin:
             return json_reply({"status": "not_ready"}, status=503)
         return json_reply({"status": "ready"})
 
+    # ------------------------------------------------------------------ local models
+
+    def _require_admin(self, request: Request) -> None:
+        if not self._admin(request):
+            raise AuthenticationFailed(
+                "需要管理令牌 / the admin token is required: Authorization: Bearer <token>",
+                param="authorization",
+                reason="admin.missing",
+            )
+
+    def _local(self) -> LocalModels:
+        local = self.engines.get("local")
+        if not isinstance(local, LocalModels):
+            raise CapabilityMissing(
+                "此网关未启用本地模型（--no-local）/ this gateway runs no local models (--no-local)"
+            )
+        return local
+
+    async def list_local(self, request: Request) -> Response:
+        """``GET /admin/models``: the local models loaded, their memory, slots and speed
+        (what ``heshi ps`` prints)."""
+        try:
+            self._require_admin(request)
+            return json_reply({"object": "list", "data": self._local().status()})
+        except HeshiError as exc:
+            return self._refused(exc)
+
+    async def load_local(self, request: Request) -> Response:
+        """``POST /admin/models`` with a ``models:`` entry of heshi.yaml (``model`` is a
+        model ref, as ``heshi models pull`` takes it): load it beside the others."""
+        try:
+            self._require_admin(request)
+            local = self._local()
+            settings = await _settings(request)
+            from heshi.engines.llamacpp import LlamaCppEngine
+            from heshi.hub.store import ModelStore
+
+            try:
+                path = ModelStore(self.config.home).resolve(settings.model)
+                engine = LlamaCppEngine(settings.name, path, settings)
+                await local.load(engine, check=self.router.reload_names)
+            except (ModelFileError, HubError, ConfigError) as exc:  # what was asked for
+                raise InvalidRequest(exc.message, param="model") from exc
+            (entry,) = [m for m in local.status() if m["name"] == settings.name]
+            return json_reply(entry, status=201)
+        except HeshiError as exc:
+            return self._refused(exc)
+
+    async def unload_local(self, request: Request) -> Response:
+        """``DELETE /admin/models/{name}``: stop serving a local model, free its memory."""
+        try:
+            self._require_admin(request)
+            name = request.path_params["name"]
+            try:
+                await self._local().unload(name, check=self.router.reload_names)
+            except ConfigError as exc:  # the configuration still needs the model
+                raise InvalidRequest(exc.message, param="name") from exc
+            return json_reply({"name": name, "unloaded": True})
+        except HeshiError as exc:
+            return self._refused(exc)
+
     async def prometheus(self, request: Request) -> Response:
         """``GET /metrics`` in Prometheus text format (admin token required)."""
         try:
-            if not self._admin(request):
-                raise AuthenticationFailed(
-                    "需要管理令牌 / the admin token is required: Authorization: Bearer <token>",
-                    param="authorization",
-                    reason="admin.missing",
-                )
+            self._require_admin(request)
         except HeshiError as exc:
             return self._refused(exc)
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def _settings(request: Request) -> LocalEngineConfig:
+    """A ``models:`` entry from the request body (400 naming what is wrong)."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidRequest(f"请求体不是 JSON / the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidRequest(
+            '需要 {"model": "<模型引用>", "name": "<名称>", …} / expected {"model": "<model '
+            'ref>", "name": "<name>", …}',
+            param="model",
+        )
+    try:
+        return LocalEngineConfig.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import Engine
+from heshi.engines.local import LocalModels
 from heshi.errors import HeshiError
 from heshi.gateway.admin import Admin
 from heshi.gateway.errors import on_heshi_error, on_http_error, on_unexpected
@@ -26,6 +27,10 @@ def create_app(
 ) -> Starlette:
     """Build the gateway app. Engines, governance and routing start with the app and
     stop with it; ``governance`` defaults to one built from ``config``."""
+    local = engines.get("local")
+    if local is not None and not isinstance(local, LocalModels):
+        # one model given on its own (tests, scripts): the set of local models all the same
+        engines = {**engines, "local": LocalModels({local.model_name: local})}  # type: ignore[attr-defined]
     gateway = Gateway(config, engines, governance or Governance(config))
     admin = Admin(config, gateway.engines, gateway.router, gateway.gov, gateway.metrics)
 
@@ -50,6 +55,9 @@ def create_app(
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.prometheus, methods=["GET"]),
+        Route("/admin/models", admin.list_local, methods=["GET"]),
+        Route("/admin/models", admin.load_local, methods=["POST"]),
+        Route("/admin/models/{name:path}", admin.unload_local, methods=["DELETE"]),
     ]
     app = Starlette(
         routes=routes,

@@ -63,13 +63,14 @@ class Admit:
         prompt cannot fit the only engine that could answer it)."""
         op = "chat" if x.endpoint == "guard" else x.endpoint
         assert x.plan is not None
-        backends = list(dict.fromkeys(t.backend for e in x.plan.chain for t in e.targets))
+        targets = list(dict.fromkeys((t.backend, t.model) for e in x.plan.chain for t in e.targets))
         asked = None if op == "embeddings" else asked_completion_tokens(x.body)
         sizing = Sizing(exact=True)
         estimate: int | None = None
-        for backend in backends:
+        for backend, model in targets:
             engine = self._counting[backend]
-            counted = await engine.count_prompt_tokens(op, x.body) if engine else None
+            body = x.body if x.body.get("model") == model else {**x.body, "model": model}
+            counted = await engine.count_prompt_tokens(op, body) if engine else None
             if counted is None:
                 if estimate is None:
                     estimate = estimate_prompt_tokens(x.body)
@@ -80,7 +81,7 @@ class Admit:
             if op != "embeddings":
                 # An estimated prompt is never subtracted from a context: it may be far
                 # above the real count (4x for English), and a refusal must be certain.
-                completion = _completion(engine, counted, asked, single=len(backends) == 1)
+                completion = _completion(engine, model, counted, asked, single=len(targets) == 1)
                 sizing.completion = max(sizing.completion, completion)
         return sizing
 
@@ -92,13 +93,18 @@ class Admit:
 
 
 def _completion(
-    engine: TokenCounting | None, counted: int | None, asked: int | None, *, single: bool
+    engine: TokenCounting | None,
+    model: str,
+    counted: int | None,
+    asked: int | None,
+    *,
+    single: bool,
 ) -> int:
     """What ``engine`` may generate for a prompt of ``counted`` tokens (None: not counted),
     the caller having asked for ``asked`` (None: not said)."""
     if engine is None:
         return asked if asked is not None else _UNKNOWN_ENGINE_COMPLETION
-    cap = engine.completion_cap(counted or 0)
+    cap = engine.completion_cap(counted or 0, model)
     if counted is not None and cap is not None and cap <= 0:
         if single:
             raise ContextLengthExceeded(
@@ -107,7 +113,7 @@ def _completion(
         return 0  # this target cannot take it; a fallback may
     if asked is not None:  # the engine cannot go past its context, if it has one
         return min(asked, cap) if cap is not None else asked
-    return engine.default_completion(counted or 0)
+    return engine.default_completion(counted or 0, model)
 
 
 class Guard:

@@ -122,6 +122,7 @@ class Router:
         probes: Probes | None = None,
     ) -> None:
         routing = config.routing
+        self._config = config
         self._engines = dict(engines)
         self._names = NameTable(config, self._engines)
         self._rule = ComplexityRule(routing.auto) if routing.auto is not None else None
@@ -144,12 +145,29 @@ class Router:
             self._breakers,
             routing.health_interval_seconds,
         )
+        self._plans = self._fixed_plans()
+
+    def _fixed_plans(self) -> dict[str, RoutePlan]:
         # Plans for fixed names are immutable, so one instance per name serves every request.
-        self._plans = {
+        return {
             name: RoutePlan(name, name, self._names.chain(name))
             for name in self._names.names()
             if name != AUTO or self._rule is None
         }
+
+    def reload_names(self) -> None:
+        """Read the engines' models again (a local model was loaded or unloaded). The new
+        names are checked first (``ConfigError``, e.g. an alias whose model is gone);
+        on error nothing changes."""
+        names = NameTable(self._config, self._engines)
+        old = self._names
+        self._names = names
+        try:
+            plans = self._fixed_plans()
+        except Exception:
+            self._names = old
+            raise
+        self._plans = plans
 
     # ------------------------------------------------------------------ lifecycle
 
