@@ -72,6 +72,9 @@ class LocalEngineConfig(_Strict):
     batch: int = Field(default=512, ge=32)  # prompt tokens per forward pass
     cache_prompt: bool = True  # reuse a slot's KV cache for a shared prompt prefix
     embeddings: bool = False  # llama.cpp serves either generation or embeddings, not both
+    # how token vectors become one embedding: the GGUF's own setting when unset (a chat
+    # model, which has none, then pools by "mean"); "rank" = a reranker (cross-encoder)
+    pooling: Literal["mean", "cls", "last", "rank"] | None = None
     # tool_choice "auto" answers held to the tool-call grammar (calls or prose; calls are
     # always valid JSON for their schema); false: unconstrained, parsed leniently
     tool_grammar: bool = True

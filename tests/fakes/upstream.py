@@ -217,6 +217,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a held handler ends when its client gives up, as a real
         # server notices a disconnect and stops generating.
@@ -310,6 +311,29 @@ class FakeUpstream:
                 "model": body.get("model") or state.model,
                 "data": data,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def _rerank(self, request: web.Request) -> web.StreamResponse:
+        """A reranker that ranks documents by length, longest first."""
+        state = self.state
+        body = await request.json()
+        state.calls += 1
+        state.bodies.append(body)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        docs = body.get("documents") or []
+        order = sorted(range(len(docs)), key=lambda i: -len(str(docs[i])))
+        results = [
+            {"index": i, "relevance_score": 1.0 / (rank + 1)} for rank, i in enumerate(order)
+        ]
+        tokens = state.prompt_tokens
+        return self._json(
+            {
+                "model": body.get("model"),
+                "results": results[: body.get("top_n") or None],
+                "usage": {"total_tokens": tokens},
             }
         )
 

@@ -32,6 +32,7 @@ from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
 from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.reasoning import OPEN as THINK_OPEN
 from heshi.engines.reasoning import Kind, Thinking, ThinkSplitter, soft_switch, split_text
+from heshi.engines.rerank import documents_text, from_llamacpp, rerank_by_embeddings
 from heshi.engines.toolcalls import (
     Event,
     ToolCallParser,
@@ -47,7 +48,7 @@ from heshi.errors import (
     InvalidRequest,
     ModelFileError,
 )
-from heshi.hub.gguf_info import require_gguf_file
+from heshi.hub.gguf_info import read_gguf_info, require_gguf_file
 
 _END = object()
 _COUNTER_CONNECTIONS = 2  # to llama-server's own listener, for counting prompt tokens
@@ -104,7 +105,13 @@ class LlamaCppEngine:
                 can_embed=self.config.embeddings,
                 owned_by="heshi-local",
                 meta={
-                    "kind": "embed" if self.config.embeddings else "chat",
+                    "kind": (
+                        "rerank"
+                        if self.config.pooling == "rank"
+                        else "embed"
+                        if self.config.embeddings
+                        else "chat"
+                    ),
                     "path": str(self.model_path),
                     "parallel": self.config.parallel,
                     "thinking": self.thinking is not None,
@@ -166,10 +173,13 @@ class LlamaCppEngine:
         params.cpuparams.n_threads = cfg.threads or -1
         params.cpuparams_batch.n_threads = cfg.threads or -1
         params.use_jinja = True
+        pooling = self._pooling()
+        if pooling is not None:
+            params.pooling_type = xllamacpp.llama_pooling_type(pooling)
         # Heshi separates a thinking model's <think> block itself (heshi.engines.reasoning),
         # the same way for every template and for tool-call answers.
         params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
-        params.embedding = cfg.embeddings
+        params.embedding = cfg.embeddings or cfg.pooling == "rank"
         # xllamacpp also opens llama-server's own HTTP listener. Only this engine uses it
         # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
         # loopback and locked with a random key no one else knows. In-process calls
@@ -179,6 +189,18 @@ class LlamaCppEngine:
         params.api_keys = [self._listener_key]
         params.endpoint_metrics = True
         return xllamacpp.Server(params)
+
+    def _pooling(self) -> int | None:
+        """The pooling type to ask llama.cpp for (None: the GGUF's own). A model loaded
+        to embed whose GGUF names none (a chat model) pools by mean: llama.cpp's default
+        then, "none", gives no sentence vector at all."""
+        cfg = self.config
+        if cfg.pooling is not None:
+            return _POOLING[cfg.pooling]
+        if not cfg.embeddings:
+            return None
+        info = read_gguf_info(self.model_path)
+        return _POOLING["mean"] if info.pooling_type in (None, 0) else None
 
     def stats(self) -> dict[str, float]:
         """llama.cpp's own counters, e.g. ``requests_processing``, ``tokens_predicted_total``."""
@@ -436,11 +458,15 @@ class LlamaCppEngine:
 
     async def embeddings(self, body: JSON) -> JSON:
         """Embeddings, when the engine was started with ``embeddings: true``."""
-        if not self.config.embeddings:
+        if not self.config.embeddings or self.config.pooling == "rank":
             raise CapabilityMissing(
                 f"模型 '{self.model_name}' 未启用向量嵌入 / model '{self.model_name}' "
-                "cannot embed: it was started for generation (set engine.embeddings: true "
-                "in heshi.yaml to serve it as an embedding model)",
+                "cannot embed: it was started for generation (load it with embeddings: true "
+                "— a models: entry of heshi.yaml, or heshi models load --embeddings — to "
+                "serve it as an embedding model)"
+                if self.config.pooling != "rank"
+                else f"模型 '{self.model_name}' 是重排序模型 / model '{self.model_name}' is a "
+                "reranker: use /v1/rerank",
                 param="model",
             )
         server = self._require_server()
@@ -452,6 +478,33 @@ class LlamaCppEngine:
         if _is_error(parsed):
             raise _error_from(parsed)
         return dict(parsed)
+
+    async def rerank(self, body: JSON) -> JSON:
+        """``/v1/rerank``: a reranker (``pooling: rank``) scores the pairs itself; an
+        embedding model ranks by cosine similarity (:mod:`heshi.engines.rerank`)."""
+        if self.config.pooling != "rank":
+            if not self.config.embeddings:
+                raise CapabilityMissing(
+                    f"模型 '{self.model_name}' 不能重排序（需要向量或重排序模型）/ model "
+                    f"'{self.model_name}' cannot rerank: load an embedding model "
+                    "(embeddings: true) or a reranker (pooling: rank)",
+                    param="model",
+                )
+            return await rerank_by_embeddings(self.embeddings, body)
+        server = self._require_server()
+        payload = {"query": body["query"], "documents": documents_text(body)}
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(
+            self._executor, server.handle_rerank, orjson.dumps(payload)
+        )
+        parsed = orjson.loads(raw)
+        if isinstance(parsed, dict) and _is_error(parsed):
+            raise _error_from(parsed)
+        return from_llamacpp(body, parsed)
+
+
+# llama.cpp's pooling types by name (heshi.yaml's ``pooling``)
+_POOLING = {"mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
 # What a chat request's sampling becomes when it is answered as a text completion.

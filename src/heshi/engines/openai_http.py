@@ -138,6 +138,10 @@ class OpenAIHTTPEngine:
         """POST ``body`` to ``/embeddings`` and return the upstream's JSON object."""
         return await self._post_json("/embeddings", body)
 
+    async def rerank(self, body: JSON) -> JSON:
+        """POST ``body`` to ``/rerank`` (vLLM, Xinference, Jina-compatible servers)."""
+        return await self._post_json("/rerank", body)
+
     def stream_chat(self, body: JSON) -> HTTPStream:
         """Stream ``/chat/completions``: yield each chunk dict as soon as it arrives.
 

@@ -96,13 +96,19 @@ def _json_tokens(value: Any) -> int:
 
 
 def estimate_prompt_tokens(body: JSON) -> int:
-    """An upper estimate of the prompt tokens of a chat, completion or embeddings body,
-    chat template included (see the module docstring)."""
+    """An upper estimate of the prompt tokens of a chat, completion, embeddings or rerank
+    body, chat template included (see the module docstring)."""
     if "messages" in body:
         total = TEMPLATE_BASE + sum(_message_tokens(m) for m in body["messages"] or ())
         if body.get("tools"):
             total += TEMPLATE_TOOLS + _json_tokens(body["tools"])
         return total
+    if "query" in body:  # rerank: the query is read beside each document
+        docs = [
+            d if isinstance(d, str) else str(d.get("text", "")) for d in body.get("documents") or ()
+        ]
+        query = text_tokens(str(body["query"]))
+        return max(1, sum(query + text_tokens(d) for d in docs))
     prompt: Any = body.get("prompt", body.get("input", ""))
     total = text_tokens(body["suffix"]) if isinstance(body.get("suffix"), str) else 0
     if isinstance(prompt, str):

@@ -50,6 +50,8 @@ def create_app(
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         Route("/v1/completions", gateway.completions, methods=["POST"]),
         Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
+        Route("/v1/rerank", gateway.rerank, methods=["POST"]),
+        Route("/rerank", gateway.rerank, methods=["POST"]),  # Jina's and Dify's bare path
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", gateway.retrieve_model, methods=["GET"]),
         Route("/healthz", admin.healthz, methods=["GET"]),

@@ -33,6 +33,7 @@ from heshi.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    RerankRequest,
     parse_request,
 )
 from heshi.gateway.stages import Admit, Guard, Label
@@ -99,6 +100,10 @@ class Gateway:
         """``POST /v1/embeddings``."""
         return await self._serve(request, EmbeddingRequest, "embeddings")
 
+    async def rerank(self, request: Request) -> Response:
+        """``POST /v1/rerank``."""
+        return await self._serve(request, RerankRequest, "rerank")
+
     async def _serve(
         self, request: Request, schema: type[BaseModel], endpoint: Endpoint
     ) -> Response:
@@ -138,7 +143,7 @@ class Gateway:
         if len(limits) == 2:  # whichever one a backend honours, it is the one reserved
             body["max_tokens"] = body["max_completion_tokens"] = min(limits)
         x.body, x.model = body, body["model"]
-        if x.endpoint != "embeddings" and body.get("stream"):
+        if x.endpoint in ("chat", "completions") and body.get("stream"):
             x.stream = True
             x.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.gov.auth.permit_model(x.key, x.model)

@@ -35,6 +35,7 @@ _UNARY_OPS: dict[str, Op] = {
     "guard": "chat",
     "completions": "completion",
     "embeddings": "embeddings",
+    "rerank": "rerank",
 }
 
 

@@ -134,6 +134,21 @@ class EmbeddingRequest(_Request):
     user: str | None = Field(default=None, max_length=256)
 
 
+class RerankDocument(_Request):
+    text: str
+
+
+class RerankRequest(_Request):
+    """``POST /v1/rerank`` (Jina's and Cohere's shape)."""
+
+    model: str = Field(min_length=1, max_length=128)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool | None = None
+    user: str | None = Field(default=None, max_length=256)
+
+
 def parse_request(model: type[_T], data: Any) -> _T:
     """Validate a decoded JSON body; raise ``InvalidRequest`` naming the first bad field."""
     if not isinstance(data, dict):

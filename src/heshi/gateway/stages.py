@@ -64,7 +64,8 @@ class Admit:
         op = "chat" if x.endpoint == "guard" else x.endpoint
         assert x.plan is not None
         targets = list(dict.fromkeys((t.backend, t.model) for e in x.plan.chain for t in e.targets))
-        asked = None if op == "embeddings" else asked_completion_tokens(x.body)
+        generates = op not in ("embeddings", "rerank")
+        asked = asked_completion_tokens(x.body) if generates else None
         sizing = Sizing(exact=True)
         estimate: int | None = None
         for backend, model in targets:
@@ -78,7 +79,7 @@ class Admit:
             prompt = counted if counted is not None else estimate
             assert prompt is not None
             sizing.prompt = max(sizing.prompt, prompt)
-            if op != "embeddings":
+            if generates:
                 # An estimated prompt is never subtracted from a context: it may be far
                 # above the real count (4x for English), and a refusal must be certain.
                 completion = _completion(engine, model, counted, asked, single=len(targets) == 1)

@@ -27,6 +27,7 @@ class GGUFInfo:
     parameters: int  # sum of tensor element counts: an estimate of the parameter count
     tensor_count: int
     file_size: int
+    pooling_type: int | None = None  # llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
 
 
 def require_gguf_file(path: Path) -> Path:
@@ -91,6 +92,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         parameters=sum(count for _, count, _, _ in tensors),
         tensor_count=len(tensors),
         file_size=file_size,
+        pooling_type=_integer(fields.get(f"{architecture}.pooling_type")),
     )
 
 

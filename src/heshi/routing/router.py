@@ -46,7 +46,7 @@ from typing import Generic, Literal, TypeVar
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
-from heshi.errors import UpstreamError
+from heshi.errors import CapabilityMissing, UpstreamError
 from heshi.routing.balance import Balancer
 from heshi.routing.breaker import BackendsUnavailable, Breaker, State
 from heshi.routing.complexity import ComplexityRule, Decision
@@ -56,7 +56,7 @@ from heshi.routing.stream import Lease, RoutedStream, StreamStart, close_source,
 from heshi.routing.walk import RouteLog, TargetWalk
 
 T = TypeVar("T")
-Op = Literal["chat", "completion", "embeddings"]
+Op = Literal["chat", "completion", "embeddings", "rerank"]
 StreamOp = Literal["chat", "completion"]
 Attempt = Callable[[Engine, JSON, Lease], Awaitable[T]]
 _BACKOFF_CAP = 2.0  # seconds; a client waiting longer than this would rather have the error
@@ -320,6 +320,22 @@ def _unary(engine: Engine, op: Op) -> Callable[[JSON], Awaitable[JSON]]:
             return engine.completion
         case "embeddings":
             return engine.embeddings
+        case "rerank":
+            return _reranking(engine)
+
+
+def _reranking(engine: Engine) -> Callable[[JSON], Awaitable[JSON]]:
+    rerank = getattr(engine, "rerank", None)
+    if rerank is None:
+        name = engine.name
+
+        async def missing(body: JSON) -> JSON:
+            raise CapabilityMissing(
+                f"后端 {name} 不提供重排序 / backend {name} cannot rerank", param="model"
+            )
+
+        return missing
+    return rerank  # type: ignore[no-any-return]
 
 
 def _streaming(engine: Engine, op: StreamOp) -> Callable[[JSON], AsyncIterator[JSON]]:
