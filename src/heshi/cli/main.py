@@ -8,6 +8,7 @@ import typer
 
 from heshi import __version__
 from heshi.cli import audit as audit_cli
+from heshi.cli import chat as chat_cli
 from heshi.cli import evaluate as evaluate_cli
 from heshi.cli import guard as guard_cli
 from heshi.cli import keys as keys_cli
@@ -27,6 +28,7 @@ models_cli.app.command("load")(running_cli.load)
 models_cli.app.command("unload")(running_cli.unload)
 app.add_typer(models_cli.app, name="models")
 app.command("ps")(running_cli.ps)
+app.command("chat")(chat_cli.chat)
 app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
 app.command("usage")(usage_cli.usage)
