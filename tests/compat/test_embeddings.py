@@ -21,6 +21,7 @@ from tests.governance.conftest import GatewayFactory, Upstream, gateway_config
 from tests.loopback import serve_app
 
 EMBEDDER = "tiny-embed"
+RERANKER = "tiny-rerank"
 DOCS = ["退货需要在签收后七天内申请", "信用卡挂失请拨打客服热线", "快递一般三天内送达"]
 
 
@@ -28,7 +29,8 @@ DOCS = ["退货需要在签收后七天内申请", "信用卡挂失请拨打客�
 def rag_url(tiny_gguf: Path, tmp_path: Path) -> Iterator[str]:
     chat = tiny_engine_config(tiny_gguf)
     embed = tiny_engine_config(tiny_gguf, name=EMBEDDER, embeddings=True, parallel=1)
-    config = HeshiConfig(home=tmp_path / "home", engine=chat, models=[embed])
+    rerank = tiny_engine_config(tiny_gguf, name=RERANKER, pooling="rank", parallel=1)
+    config = HeshiConfig(home=tmp_path / "home", engine=chat, models=[embed, rerank])
     local = LocalModels(
         {m.name: LlamaCppEngine(m.name, tiny_gguf, m) for m in config.local_models()}
     )
@@ -82,6 +84,23 @@ def test_rerank_in_jina_and_cohere_shape(rag_url: str) -> None:
     results = bare.json()["results"]
     assert sorted(x["index"] for x in results) == [0, 1, 2] and results[0]["index"] == 2
     assert "document" not in results[0]
+
+
+def test_a_cross_encoder_reranker_scores_the_pairs_itself(rag_url: str) -> None:
+    """``pooling: rank`` runs llama.cpp's rerank (the tiny model's scores are arbitrary but
+    fixed: the same pairs rank the same way twice)."""
+    body = {"model": RERANKER, "query": "怎么退货", "documents": DOCS}
+    first = httpx.post(rag_url + "/v1/rerank", json=body, timeout=60)
+    assert first.status_code == 200, first.text
+    results = first.json()["results"]
+    assert sorted(x["index"] for x in results) == [0, 1, 2]
+    scores = [x["relevance_score"] for x in results]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
+    again = httpx.post(rag_url + "/v1/rerank", json=body, timeout=60).json()["results"]
+    assert [x["index"] for x in again] == [x["index"] for x in results]
+    with pytest.raises(openai.BadRequestError) as err:
+        client(rag_url).embeddings.create(model=RERANKER, input="你好")
+    assert "reranker" in err.value.message
 
 
 @pytest.mark.parametrize(
