@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from heshi.errors import (
 )
 from heshi.hub.gguf_info import read_gguf_info, require_gguf_file
 
+log = logging.getLogger(__name__)
 _END = object()
 _COUNTER_CONNECTIONS = 2  # to llama-server's own listener, for counting prompt tokens
 Handler = Callable[[bytes, Callable[[bytes], bool]], None]
@@ -137,7 +139,14 @@ class LlamaCppEngine:
             raise ModelFileError(
                 f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
             ) from exc
-        self.thinking = await self._probe_thinking()
+        if not (self.config.embeddings or self.config.pooling == "rank"):
+            try:
+                self.thinking = await self._probe_thinking()
+            except (HeshiError, aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
+                # a model whose template cannot render a chat is served all the same
+                log.warning(
+                    "无法读取对话模板 / cannot read %s's chat template: %s", self.model_name, exc
+                )
 
     async def _probe_thinking(self) -> Thinking | None:
         """Whether the model thinks before it answers, read off its chat template: it can
