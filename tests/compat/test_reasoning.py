@@ -130,3 +130,19 @@ async def test_admission_counts_the_prompt_the_thinking_model_reads(
             assert counted == result["usage"]["prompt_tokens"]
     finally:
         await engine.close()
+
+
+def test_a_thinking_model_thinks_then_answers_in_json(thinking_url: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    resp = client(thinking_url).chat.completions.create(
+        model=TINY_NAME, messages=ASK, max_tokens=60, temperature=0,  # type: ignore[arg-type]
+        response_format={"type": "json_schema", "json_schema": {"name": "v", "schema": schema}},
+    )  # fmt: skip
+    message = resp.choices[0].message
+    assert (message.model_extra or {}).get("reasoning_content") == "R"
+    assert isinstance(json.loads(message.content or "")["ok"], bool)  # no label either

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import orjson
@@ -36,6 +36,7 @@ from heshi.engines.reasoning import Kind, Thinking, ThinkSplitter, soft_switch, 
 from heshi.engines.rerank import documents_text, from_llamacpp, rerank_by_embeddings
 from heshi.engines.toolcalls import (
     Event,
+    Thought,
     ToolCallParser,
     ToolRequest,
     chat_message,
@@ -353,7 +354,9 @@ class LlamaCppEngine:
         tools = self._tools(body)
         if tools is not None:
             return await self._chat_with_tools(body, tools, opened)
-        result = await self._call_once(self._require_server().handle_chat_completions, _plain(body))
+        result = await self._call_once(
+            self._require_server().handle_chat_completions, _plain(body, _thought(body, opened))
+        )
         if opened is not None:
             for choice in result.get("choices") or ():
                 message = choice.get("message")
@@ -370,7 +373,9 @@ class LlamaCppEngine:
         if tools is not None:
             self._check_budget(body)
             return ToolStream(self, body, tools, opened)
-        stream = self._stream(self._require_server().handle_chat_completions, _plain(body))
+        stream = self._stream(
+            self._require_server().handle_chat_completions, _plain(body, _thought(body, opened))
+        )
         return stream if opened is None else ThinkStream(stream, opened)
 
     def _think(self, body: JSON) -> tuple[JSON, bool | None]:
@@ -413,14 +418,12 @@ class LlamaCppEngine:
         if asked is not None:
             out["max_tokens"] = asked
         gbnf = None if llguidance_built() else _json_schema_to_grammar
-        thought: Literal["none", "open", "optional"] = "none"
-        if opened:
-            thought = "open"
-            if gbnf is not None:  # GBNF cannot say "a thought, then a call": no thought
-                prompt += "\n" + THINK_CLOSE + "\n\n"
-                opened, thought = False, "none"
-        elif opened is not None and (body.get("chat_template_kwargs") or {}).get("enable_thinking"):
-            thought = "optional" if gbnf is None else "none"  # the model may open one
+        thought = _thought(body, opened)
+        if gbnf is not None and thought != "none":  # GBNF cannot say "a thought, then a call"
+            if opened:
+                prompt += "\n" + THINK_CLOSE + "\n\n"  # so the block is closed, empty
+                opened = False
+            thought = "none"
         out.update(model=self.model_name, prompt=prompt)
         grammar = tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf, thought=thought)
         if grammar is not None:
@@ -555,9 +558,19 @@ def _json_schema_to_grammar(schema: str) -> str:
     return str(xllamacpp.json_schema_to_grammar(schema))
 
 
-def _plain(body: JSON) -> JSON:
+def _thought(body: JSON, opened: bool | None) -> Thought:
+    """Where a thinking model's thought may go before a grammar-held answer: the prompt
+    opened the block (``open``), or thinking is on and the model may open one."""
+    if opened:
+        return "open"
+    kwargs = body.get("chat_template_kwargs") or {}
+    return "optional" if opened is not None and kwargs.get("enable_thinking") else "none"
+
+
+def _plain(body: JSON, thought: Thought = "none") -> JSON:
     """A chat request without tools to call, as llama.cpp's chat handler takes it: a JSON
-    ``response_format`` becomes a grammar that writes the JSON compactly."""
+    ``response_format`` becomes a grammar that writes the JSON compactly (after the
+    thought of a thinking model)."""
     body = _without_tools(body)
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -573,7 +586,7 @@ def _plain(body: JSON) -> JSON:
     if not isinstance(schema, dict):
         schema = {"type": "object"}
     rest = {k: v for k, v in body.items() if k != "response_format"}
-    return rest | {"grammar": json_grammar(schema)}
+    return rest | {"grammar": json_grammar(schema, thought)}
 
 
 async def _apply_template(session: aiohttp.ClientSession, payload: bytes) -> str:

@@ -106,7 +106,7 @@ class ToolRequest:
         *,
         constrain_auto: bool,
         gbnf: Callable[[str], str] | None = None,
-        thought: Literal["none", "open", "optional"] = "none",
+        thought: Thought = "none",
     ) -> str | None:
         """The grammar the answer must match (None: unconstrained): llguidance's Lark, or,
         given ``gbnf`` (llama.cpp's JSON-schema-to-GBNF converter, for an engine built
@@ -123,15 +123,9 @@ class ToolRequest:
         prose = self.choice == "auto"
         if gbnf is not None:
             return _gbnf(gbnf(orjson.dumps(schema).decode()), single=single, prose=prose)
-        answer = "(calls | PROSE)" if prose else "calls"
-        start = {
-            "none": f"start: {answer}",
-            "open": f'start: thought "\\n\\n"? {answer}',
-            "optional": f'start: ("<think>" thought "\\n\\n"?)? {answer}',
-        }[thought]
-        lines = ["%llguidance {}", start]
-        if thought != "none":  # the shortest text that closes the block: up to its </think>
-            lines.append("thought[lazy]: /(.|\\n)*<\\/think>/")
+        lines = ["%llguidance {}", _start("(calls | PROSE)" if prose else "calls", thought)]
+        if thought != "none":
+            lines.append(_THOUGHT_RULE)
         lines += [
             "calls: call" if single else 'calls: call ("\\n" call)*',
             'call: "<tool_call>\\n" args "\\n</tool_call>"',
@@ -158,10 +152,29 @@ def _gbnf(args: str, *, single: bool, prose: bool) -> str:
     return "\n".join(lines) + "\n" + args.strip() + "\n"
 
 
-def json_grammar(schema: JSON) -> str:
+Thought = Literal["none", "open", "optional"]
+
+
+def json_grammar(schema: JSON, thought: Thought = "none") -> str:
     """The llguidance grammar of one JSON value matching ``schema``, written compactly
-    (engines built with llguidance only)."""
-    return "%llguidance {}\nstart: %json " + _compact(schema) + "\n"
+    (engines built with llguidance only), after a thinking model's thought (``thought``
+    as in :meth:`ToolRequest.grammar`)."""
+    lines = ["%llguidance {}", _start("answer", thought), "answer: %json " + _compact(schema)]
+    if thought != "none":
+        lines.append(_THOUGHT_RULE)
+    return "\n".join(lines) + "\n"
+
+
+# the shortest text that closes the block: a thought ends at its first </think>
+_THOUGHT_RULE = "thought[lazy]: /(.|\\n)*<\\/think>/"
+
+
+def _start(answer: str, thought: Thought) -> str:
+    return {
+        "none": f"start: {answer}",
+        "open": f'start: thought "\\n\\n"? {answer}',
+        "optional": f'start: ("<think>" thought "\\n\\n"?)? {answer}',
+    }[thought]
 
 
 def _compact(schema: JSON) -> str:
