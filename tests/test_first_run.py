@@ -67,7 +67,7 @@ def test_banner_says_where_what_and_why_auth_is_open_or_required(
     home = tmp_path / "home"
     text, url = serve_and_read_banner(tiny_gguf, home)
     assert f"serving at {url}/v1" in text
-    assert "models: tiny" in text
+    assert "models: multilingual-e5-small, tiny" in text  # the built-in embedder too
     assert "no key has been created yet" in text and "[first request: 200]" in text
     assert f"sqlite:///{home}/heshi.db" in text
     assert "guard:  off" in text and "AIGC labels: off" in text

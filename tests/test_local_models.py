@@ -87,7 +87,8 @@ def test_models_from_heshi_yaml_each_answer_with_their_own_engine(gateway: str) 
     code, out = cli("ps", "--url", gateway, "--json")
     assert code == 0, out
     models = {m["name"]: m for m in json.loads(out)}
-    assert set(models) == {"small", "thinker"}
+    assert set(models) == {"small", "thinker", "multilingual-e5-small"}  # + built-in embedder
+    assert models["multilingual-e5-small"]["kind"] == "embed"
     assert models["thinker"]["thinking"] and models["small"]["context_length"] == 256
     assert models["small"]["slots"] == 2 and models["small"]["slots_busy"] == 0
     assert models["small"]["memory_bytes"] > 0

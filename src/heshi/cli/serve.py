@@ -7,7 +7,7 @@ import gc
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ err_console = Console(stderr=True)
 
 def build_engines(config: HeshiConfig) -> dict[str, Engine]:
     """The engines ``config`` asks for: the local llama.cpp one and each remote backend."""
+    from heshi.engines.embedder import E5Embedder
     from heshi.engines.llamacpp import LlamaCppEngine
     from heshi.engines.local import LocalModels
     from heshi.engines.openai_http import OpenAIHTTPEngine
@@ -31,12 +32,15 @@ def build_engines(config: HeshiConfig) -> dict[str, Engine]:
 
     engines: dict[str, Engine] = {}
     local = config.local_models()
-    if local:
+    if local or (config.embedder.enabled and config.engine.enabled):
         # resolve() refuses a missing, non-GGUF or unpulled model with a clear message
         store = ModelStore(config.home)
-        engines["local"] = LocalModels(
-            {m.name: LlamaCppEngine(m.name, store.resolve(m.model), m) for m in local}
-        )
+        models: dict[str, Any] = {
+            m.name: LlamaCppEngine(m.name, store.resolve(m.model), m) for m in local
+        }
+        if config.embedder.enabled and config.engine.enabled:
+            models[config.embedder.name] = E5Embedder(config.embedder)
+        engines["local"] = LocalModels(models)
     for name, backend in config.backends.items():
         engines[name] = OpenAIHTTPEngine(name, backend)
     return engines
