@@ -119,3 +119,18 @@ class TcpRelay:
             with self._lock:
                 self._open.discard(source)
                 self._open.discard(sink)
+
+
+def wait_serving(proc: Any, url: str, timeout: float = 60.0) -> None:
+    """Wait until the ``heshi serve`` child ``proc`` answers ``url``/healthz; fail at once,
+    with its stderr, if it exits first."""
+    import httpx
+
+    def answering() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            return httpx.get(url + "/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answering, timeout=timeout, interval=0.1, message="heshi serve never answered")

@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.waiting import wait_until
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_serving
 
 
 def heshi(*args: str, home: Path) -> subprocess.Popen[str]:
@@ -69,17 +68,7 @@ def test_serves_then_stops_cleanly_on_sigterm(tiny_gguf: Path, tmp_path: Path) -
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def answering() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                return httpx.get(url + "/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(
-            answering, timeout=60, interval=0.1, message="heshi serve never answered /healthz"
-        )
+        wait_serving(proc, url)
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         r = httpx.post(url + "/v1/chat/completions", json=body)
         assert r.status_code == 200

@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 
 from heshi import __version__
 from heshi.cli.main import app
-from tests.fakes.waiting import wait_until
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_serving
 
 ROOT = Path(__file__).parents[1]
 
@@ -43,15 +42,7 @@ def serve_and_read_banner(tiny_gguf: Path, home: Path, *extra: str) -> tuple[str
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def answering() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                return httpx.get(url + "/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(answering, timeout=60, interval=0.1, message="heshi serve never answered")
+        wait_serving(proc, url)
         hi = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         r = httpx.post(url + "/v1/chat/completions", json=hi)
         status = r.status_code

@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 
 from heshi.cli.main import app
 from tests.conftest import ADMIN, ADMIN_TOKEN
-from tests.fakes.waiting import wait_until
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_serving
 from tests.tinymodel import THINKING_TEMPLATE, THINKING_TEXT, build_tiny_qwen2_gguf
 
 
@@ -52,15 +51,8 @@ def gateway(tiny_gguf: Path, thinker: Path, tmp_path: Path) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def answering() -> bool:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            return httpx.get(url + "/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        wait_until(answering, timeout=60, interval=0.1, message="heshi serve never answered")
+        wait_serving(proc, url)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

