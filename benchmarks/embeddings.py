@@ -184,7 +184,7 @@ class QwenGguf:
         body = raw if isinstance(raw, dict) else json.loads(raw)
         rows = sorted(body["data"], key=lambda d: d["index"])
         out = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+        return np.asarray(out / np.linalg.norm(out, axis=1, keepdims=True), dtype=np.float32)
 
 
 class Tfidf:
@@ -304,13 +304,13 @@ def task_speed(args: argparse.Namespace) -> dict[str, Any]:
         out[f"batch{batch}_measured"] = done
     # knowledge-base chunks: six answers joined (~280 characters), embedded as passages
     answers = [e["answer"] for e in faq]
-    chunks = ["\n".join(answers[i : i + 6]) for i in range(0, len(answers), 6)]
-    model.embed(chunks, "passage")
+    kb = ["\n".join(answers[i : i + 6]) for i in range(0, len(answers), 6)]
+    model.embed(kb, "passage")
     done, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < args.min_seconds or done == 0:
-        model.embed(chunks, "passage")
-        done += len(chunks)
-    out["chunk_chars"] = sum(map(len, chunks)) / len(chunks)
+        model.embed(kb, "passage")
+        done += len(kb)
+    out["chunk_chars"] = sum(map(len, kb)) / len(kb)
     out["chunks_per_s"] = done / elapsed
     return out
 
@@ -364,8 +364,8 @@ def _installed_kb(dist: str) -> float:
 def _licence_metadata(dist: str) -> dict[str, Any]:
     meta = metadata.distribution(dist).metadata
     return {
-        "License": meta.get("License"),
-        "License-Expression": meta.get("License-Expression"),
+        "License": (meta.get_all("License") or [None])[0],
+        "License-Expression": (meta.get_all("License-Expression") or [None])[0],
         "classifiers": [c for c in meta.get_all("Classifier") or [] if "License" in c],
         "Requires-Dist": meta.get_all("Requires-Dist") or [],
     }
@@ -567,7 +567,9 @@ def fused(results: dict[str, dict[str, Any]], gold: list[int]) -> dict[str, dict
     """Top-1 etc. when two candidates' scores are added, each z-scored per query."""
 
     def z(m: np.ndarray) -> np.ndarray:
-        return (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-9)
+        return np.asarray(
+            (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-9)
+        )
 
     names = [n for n in results if n != "qwen-gguf"]
     out = {}
