@@ -66,6 +66,21 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# A ChatML template that describes tools the way Qwen's do (a system turn with the function
+# signatures between <tools> tags and the <tool_call> format), written here for the tests.
+TOOLS_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '# Tools\\n\\n<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    '{{ \'\\n</tools>\\n\\nCall as <tool_call>{"name": ..., "arguments": ...}</tool_call>'
+    "<|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 # A thinking model's template, shaped like QwQ's and Qwen3-Thinking's: the assistant turn
 # opens a <think> block the model closes itself, unless ``enable_thinking`` is false (then
 # the block is given empty, as Qwen3's hybrid template does).

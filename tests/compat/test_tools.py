@@ -288,3 +288,38 @@ async def test_gbnf_grammars_for_engines_without_llguidance(
         assert json.loads(message["tool_calls"][0]["function"]["arguments"])["city"] in CITIES
     else:
         assert text and text[0] not in "<{`[ \t\n"
+
+
+async def test_the_model_is_told_when_to_call_and_the_count_includes_it(
+    tmp_path: Path,
+) -> None:
+    from heshi.config import DEFAULT_TOOL_INSTRUCTIONS
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from heshi.engines.toolcalls import ToolRequest
+    from tests.conftest import tiny_engine_config
+    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
+
+    gguf = build_tiny_qwen2_gguf(tmp_path / "tools.gguf", chat_template=TOOLS_TEMPLATE)
+    body = {"model": TINY_NAME, "messages": ASK, "tools": [WEATHER], "tool_choice": "auto"}
+    tools = ToolRequest.of(body)
+    assert tools is not None
+    prompts = {}
+    for told in (DEFAULT_TOOL_INSTRUCTIONS, ""):
+        engine = LlamaCppEngine(TINY_NAME, gguf, tiny_engine_config(gguf, tool_instructions=told))
+        await engine.start()
+        try:
+            request, _ = await engine.tool_completion_body(body, tools, None)
+            prompts[told] = request["prompt"]
+            if told:  # admission counts what the model reads
+                with_tools = await engine.count_prompt_tokens("chat", body)
+                plain = {**body, "tool_choice": "none"}
+                without = await engine.count_prompt_tokens("chat", plain)
+                assert with_tools is not None and without is not None
+                assert with_tools > without + len(told.encode()) // 4
+        finally:
+            await engine.close()
+    prompt = prompts[DEFAULT_TOOL_INSTRUCTIONS]
+    at = prompt.index(DEFAULT_TOOL_INSTRUCTIONS)
+    assert prompt.index("</tools>") < at < prompt.index("<|im_end|>", at)
+    assert DEFAULT_TOOL_INSTRUCTIONS not in prompts[""]
+    assert prompts[""] == prompt.replace("\n\n" + DEFAULT_TOOL_INSTRUCTIONS, "")

@@ -102,6 +102,43 @@ def test_json_or_code_that_is_not_a_call_stays_prose(text: str) -> None:
     assert merged(events(ToolCallParser(NAMES), text, 3)) == [("text", text)]
 
 
+@pytest.mark.parametrize("step", [1, 2, 5, 1000])
+def test_a_fenced_call_after_a_preamble_is_a_call(step: int) -> None:
+    # what the default model writes when it narrates the call instead of making it
+    text = (
+        '要查询订单状态，可以使用以下函数调用：\n\n```json\n{\n  "name": "query_order",\n'
+        '  "arguments": {\n    "order_id": "DD20261125330021"\n  }\n}\n```\n'
+    )
+    got = merged(events(ToolCallParser(NAMES), text, step))
+    assert got == [
+        ("text", "要查询订单状态，可以使用以下函数调用：\n\n"),
+        ("call", 'query_order{"order_id":"DD20261125330021"}'),
+    ]
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_fences_in_prose_that_are_not_calls_stay_prose(step: int) -> None:
+    text = (
+        '示例：\n```python\nprint(1)\n```\n配置：\n```json\n{"port": 8080}\n```\n'
+        '未提供的函数：\n```\n{"name": "delete_everything", "arguments": {}}\n```\n结束'
+    )
+    assert merged(events(ToolCallParser(NAMES), text, step)) == [("text", text)]
+
+
+def test_code_in_prose_is_passed_on_before_its_fence_closes() -> None:
+    parser = ToolCallParser(NAMES)
+    assert [e.text for e in parser.feed("看：\n``")] == ["看：\n"]
+    assert "".join(e.text for e in parser.feed("`python\nprint(1)\n")) == "```python\nprint(1)\n"
+
+
+def test_a_fenced_call_cut_off_at_max_tokens_still_counts_when_it_parses() -> None:
+    text = '好的：\n```json\n{"name": "get_weather", "arguments": {"city": "杭州"}}\n'
+    assert merged(events(ToolCallParser(NAMES), text, 4)) == [
+        ("text", "好的：\n"),
+        ("call", 'get_weather{"city":"杭州"}'),
+    ]
+
+
 def test_a_broken_call_is_returned_as_the_model_wrote_it() -> None:
     text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'
     assert merged(events(ToolCallParser(NAMES), text, 4)) == [("text", text)]

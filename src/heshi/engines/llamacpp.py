@@ -41,6 +41,7 @@ from heshi.engines.toolcalls import (
     ToolRequest,
     chat_message,
     json_grammar,
+    with_instructions,
 )
 from heshi.errors import (
     CapabilityMissing,
@@ -297,7 +298,10 @@ class LlamaCppEngine:
     async def _count(self, counter: aiohttp.ClientSession, op: str, body: JSON) -> int | None:
         try:
             if op == "chat":
-                prompts: list[Any] = [await _apply_template(counter, orjson.dumps(body))]
+                rendered = await _apply_template(counter, orjson.dumps(body))
+                if body.get("tools") and body.get("tool_choice") != "none":
+                    rendered = with_instructions(rendered, self.config.tool_instructions)
+                prompts: list[Any] = [rendered]
             else:
                 prompt = body.get("prompt")
                 prompts = prompt if isinstance(prompt, list) else [prompt]
@@ -412,7 +416,7 @@ class LlamaCppEngine:
     ) -> tuple[JSON, bool | None]:
         """The text completion that answers a chat request with tools, and whether its
         answer begins inside a think block (see :meth:`_think`)."""
-        prompt = await self.render_prompt(body)
+        prompt = with_instructions(await self.render_prompt(body), self.config.tool_instructions)
         out: JSON = {k: body[k] for k in _SAMPLING if body.get(k) is not None}
         asked = asked_completion_tokens(body)
         if asked is not None:

@@ -136,6 +136,19 @@ class ToolRequest:
         return "\n".join(lines) + "\n"
 
 
+_TURN_END = "<|im_end|>"  # ChatML, the format of Qwen's templates
+
+
+def with_instructions(prompt: str, instructions: str) -> str:
+    """The rendered prompt with ``instructions`` added to the end of the system turn that
+    describes the tools (a ChatML prompt with a ``<tools>`` block); unchanged otherwise."""
+    at = prompt.find("</tools>")
+    end = prompt.find(_TURN_END, at) if at >= 0 else -1
+    if not instructions or end < 0:
+        return prompt
+    return f"{prompt[:end].rstrip()}\n\n{instructions}{prompt[end:]}"
+
+
 def _gbnf(args: str, *, single: bool, prose: bool) -> str:
     """The GBNF of the calls around ``args``, the converter's grammar of one call (its
     ``root`` renamed). Heshi's own rules are prefixed ``tc-``; the converter names its
@@ -325,14 +338,19 @@ class Event:
 class ToolCallParser:
     """Generated text in, prose and calls out, as soon as each is certain.
 
-    Prose is passed on at once except for a tail that could be the start of ``<tool_call>``;
-    an answer whose first visible character is ``{``, ``[`` or a backtick is held to its end, when
-    it is either a call in JSON or prose after all."""
+    Prose is passed on at once except for a tail that could be the start of ``<tool_call>``
+    or of a code fence; an answer whose first visible character is ``{``, ``[`` or a
+    backtick is held to its end, when it is either a call in JSON or prose after all.
+
+    A fenced JSON block inside prose (small models write "可以使用以下函数调用：" and then the
+    call in a ```json fence instead of the tag) is held until its closing fence and becomes
+    a call when it names an offered function; any other fence is prose, passed on as it
+    comes."""
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
         self._pending = ""
-        self._in_call = False
+        self._state: Literal["prose", "call", "fence?", "json", "code"] = "prose"
         self._held = False  # the answer began like bare JSON: held to the end
         self._began = False  # a visible character has been seen
         self.calls = 0
@@ -340,46 +358,104 @@ class ToolCallParser:
     def feed(self, text: str) -> list[Event]:
         self._pending += text
         out: list[Event] = []
-        while True:
-            if self._held:
-                return out
-            if self._in_call:
-                end = self._pending.find(CLOSE)
-                if end < 0:
-                    return out
-                out += self._call(self._pending[:end], closed=True)
-                self._pending = self._pending[end + len(CLOSE) :]
-                self._in_call = False
-                continue
-            if not self._began:
-                stripped = self._pending.lstrip()
-                if not stripped:
-                    return out
-                self._began = True
-                if stripped[0] in "{[`":
-                    self._held = True
-                    return out
-            start = self._pending.find(OPEN)
-            if start >= 0:
-                out += self._prose(self._pending[:start])
-                self._pending = self._pending[start + len(OPEN) :]
-                self._in_call = True
-                continue
-            keep = partial_suffix(self._pending, OPEN)
-            out += self._prose(self._pending[: len(self._pending) - keep])
-            self._pending = self._pending[len(self._pending) - keep :]
-            return out
+        while not self._held and self._step(out):
+            pass
+        return out
+
+    def _step(self, out: list[Event]) -> bool:
+        """Consume what can be decided from the pending text; whether to go on."""
+        step = {
+            "prose": self._in_prose,
+            "call": self._in_call,
+            "fence?": self._at_fence,
+            "json": self._in_json_fence,
+            "code": self._in_code_fence,
+        }[self._state]
+        return step(out)
+
+    def _in_prose(self, out: list[Event]) -> bool:
+        pending = self._pending
+        if not self._began:
+            stripped = pending.lstrip()
+            if not stripped:
+                return False
+            self._began = True
+            if stripped[0] in "{[`":
+                self._held = True
+                return False
+        marks = [(i, tag) for tag in (OPEN, _FENCE) if (i := pending.find(tag)) >= 0]
+        if marks:
+            start, tag = min(marks)
+            out += self._prose(pending[:start])
+            if tag == OPEN:
+                self._pending, self._state = pending[start + len(OPEN) :], "call"
+            else:
+                self._pending, self._state = pending[start:], "fence?"
+            return True
+        keep = max(partial_suffix(pending, OPEN), partial_suffix(pending, _FENCE))
+        out += self._prose(pending[: len(pending) - keep])
+        self._pending = pending[len(pending) - keep :]
+        return False
+
+    def _in_call(self, out: list[Event]) -> bool:
+        end = self._pending.find(CLOSE)
+        if end < 0:
+            return False
+        out += self._call(self._pending[:end], closed=True)
+        self._pending, self._state = self._pending[end + len(CLOSE) :], "prose"
+        return True
+
+    def _at_fence(self, out: list[Event]) -> bool:
+        """``` seen in prose: a JSON fence (held) or some other code (passed on)?"""
+        pending = self._pending
+        line_end = pending.find("\n")
+        body = pending[line_end + 1 :].lstrip() if line_end >= 0 else ""
+        if not body:
+            return False
+        info = pending[len(_FENCE) : line_end].strip().lower()
+        self._state = "json" if info in ("", "json") and body[0] in "{[" else "code"
+        if self._state == "code":
+            out += self._prose(pending[: line_end + 1])
+            self._pending = pending[line_end + 1 :]
+        return True
+
+    def _in_json_fence(self, out: list[Event]) -> bool:
+        end = self._pending.find(_FENCE, len(_FENCE))
+        if end < 0:
+            return False
+        end += len(_FENCE)
+        block, self._pending, self._state = self._pending[:end], self._pending[end:], "prose"
+        calls = parse_call(block, self.names)
+        if calls is None:
+            out += self._prose(block)
+        else:
+            self.calls += len(calls)
+            out += [Event(call=c) for c in calls]
+        return True
+
+    def _in_code_fence(self, out: list[Event]) -> bool:
+        """Prose up to and with the closing fence."""
+        pending = self._pending
+        end = pending.find(_FENCE)
+        if end >= 0:
+            out += self._prose(pending[: end + len(_FENCE)])
+            self._pending, self._state = pending[end + len(_FENCE) :], "prose"
+            return True
+        keep = partial_suffix(pending, _FENCE)
+        out += self._prose(pending[: len(pending) - keep])
+        self._pending = pending[len(pending) - keep :]
+        return False
 
     def finish(self) -> list[Event]:
         """The end of the answer: whatever was held back."""
         rest, self._pending = self._pending, ""
-        if self._held:
+        if self._held or self._state in ("json", "fence?"):
             calls = parse_call(rest, self.names)
             if calls is not None:
                 self.calls += len(calls)
                 return [Event(call=c) for c in calls]
-            return [Event(text=rest)]
-        if self._in_call:  # the model stopped before closing the tag
+            return self._prose(rest) if not self._held else [Event(text=rest)]
+        if self._state == "call":  # the model stopped before closing the tag
             return self._call(rest, closed=False)
         return self._prose(rest)
 
