@@ -11,6 +11,7 @@ from heshi.cli import audit as audit_cli
 from heshi.cli import chat as chat_cli
 from heshi.cli import evaluate as evaluate_cli
 from heshi.cli import guard as guard_cli
+from heshi.cli import kb as kb_cli
 from heshi.cli import keys as keys_cli
 from heshi.cli import models as models_cli
 from heshi.cli import plan as plan_cli
@@ -31,6 +32,7 @@ app.command("ps")(running_cli.ps)
 app.command("chat")(chat_cli.chat)
 app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(kb_cli.app, name="kb")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
 app.add_typer(guard_cli.app, name="guard")

@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -153,3 +155,75 @@ audit_log = Table(
     Column("signature", String(64), nullable=True),  # HMAC-SHA256 hex, checkpoints only
     Index("ix_audit_log_tenant_ts", "tenant", "ts"),
 )
+
+
+# Knowledge bases (heshi.apps.kb). ``revision`` grows with every change to a base's
+# documents, so each replica knows when its in-memory index is stale.
+kb_bases = Table(
+    "kb_bases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=True),  # NULL: every tenant may use it
+    Column("settings", JSON, nullable=False),  # user dictionary, retrieval settings
+    Column("revision", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+kb_documents = Table(
+    "kb_documents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kb", String(64), nullable=False),
+    Column("source", Text, nullable=False),  # the path it was ingested from (identity)
+    Column("name", Text, nullable=False),  # the file name citations show
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("ingested_at", UtcDateTime, nullable=False),
+    Index("ix_kb_documents_kb_source", "kb", "source", unique=True),
+)
+
+kb_chunks = Table(
+    "kb_chunks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kb", String(64), nullable=False, index=True),
+    Column("doc_id", String(32), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("headings", JSON, nullable=False),
+    Column("kind", String(8), nullable=False),  # text | faq | table
+    Column("page", Integer, nullable=True),
+    Column("text", Text, nullable=False),
+    Column("vector", LargeBinary, nullable=True),  # float32 little-endian, unit length
+)
+
+# A conversation with a knowledge base (multi-turn by session id, shared by replicas).
+kb_sessions = Table(
+    "kb_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kb", String(64), nullable=False),
+    Column("tenant", String(64), nullable=True),
+    Column("messages", JSON, nullable=False),  # [{role, content}], the last turns
+    Column("failures", Integer, nullable=False),  # answers in a row without grounding
+    Column("handed_off", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False, index=True),
+)
+
+kb_handoffs = Table(
+    "kb_handoffs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kb", String(64), nullable=False),
+    Column("tenant", String(64), nullable=True),
+    Column("session_id", String(64), nullable=False, index=True),
+    Column("reason", String(32), nullable=False),  # asked | angry | failed
+    Column("conversation", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # open | taken | closed
+    Column("webhook", String(16), nullable=True),  # sent | failed | NULL (no webhook)
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+)
+

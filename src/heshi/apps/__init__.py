@@ -1,0 +1,1 @@
+"""Applications built on the gateway: the knowledge-base bot (``kb``)."""

@@ -1,0 +1,1 @@
+"""The knowledge-base customer-service bot: ingest documents, retrieve, answer, hand off."""

@@ -1,0 +1,214 @@
+"""``heshi kb``: knowledge bases — create, ingest, list, show, search, remove."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
+from heshi.apps.kb.ingest import FileResult, expand, ingest
+from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.cli.database import ConfigOption, open_database
+from heshi.cli.reporting import reporting_errors
+
+app = typer.Typer(
+    help="知识库：建库、导入文档、检索。/ Knowledge bases: create, ingest documents, search.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+KbOption = Annotated[str, typer.Option("--kb", help="知识库名称 / Knowledge base.")]
+NameArgument = Annotated[str, typer.Argument(help="知识库名称 / Knowledge-base name.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")]
+_STATUS = {
+    "added": "新增 / added",
+    "replaced": "已更新 / replaced",
+    "unchanged": "未变 / unchanged",
+    "failed": "失败 / failed",
+}
+
+
+@app.command("create", help="新建知识库。/ Create a knowledge base.")
+def create(
+    name: NameArgument,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="所属租户（默认所有租户可用）/ Owning tenant (default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    words: Annotated[
+        str | None,
+        typer.Option(
+            "--words",
+            help="用户词典，逗号分隔 / User dictionary, comma-separated.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    with reporting_errors(), open_database(config) as db:
+        user_words = [w for w in (words or "").split(",") if w.strip()]
+        base = KnowledgeBaseStore(db).create(name, tenant, user_words)
+    owner = base.tenant or "所有租户 / every tenant"
+    typer.echo(f"已创建知识库 / created knowledge base {base.name} ({owner})")
+    typer.echo(f"下一步 / next: heshi kb ingest 文档目录/ --kb {base.name}")
+
+
+@app.command(
+    "ingest",
+    help="导入文件或目录中的文档。/ Ingest files, or every supported file below directories.",
+)
+def ingest_command(
+    paths: Annotated[list[Path], typer.Argument(help="文件或目录 / Files or directories.")],
+    kb: KbOption,
+    config: ConfigOption = None,
+) -> None:
+    console = Console(stderr=True)
+    with reporting_errors(), open_database(config) as db:
+        store = KnowledgeBaseStore(db)
+        store.get(kb)
+        missing = [p for p in paths if not p.exists()]
+        for path in missing:
+            console.print(f"不存在 / not found: {path}", style="red", markup=False)
+        files = list(expand(p for p in paths if p.exists()))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("导入 / ingesting", total=len(files))
+
+            def on_file(result: FileResult) -> None:
+                progress.advance(task)
+                line = f"{_STATUS[result.status]:<20} {result.path}"
+                if result.status in ("added", "replaced"):
+                    line += f"  ({result.chunks} chunks)"
+                if result.error:
+                    line += f"  {result.error}"
+                style = "red" if result.status == "failed" else None
+                progress.console.print(line, style=style, markup=False, highlight=False)
+
+            report = ingest(store, kb, files, E5Vectors(), on_file=on_file)
+        docs, chunks = store.counts(kb)
+    rate = report.pages / report.seconds if report.seconds > 0 else 0.0
+    typer.echo(
+        f"{kb}: {report.count('added')} 新增 / added, {report.count('replaced')} 更新 / replaced, "
+        f"{report.count('unchanged')} 未变 / unchanged, {report.count('failed')} 失败 / failed; "
+        f"{docs} documents, {chunks} chunks; {report.seconds:.1f} s ({rate:.1f} pages/s)"
+    )
+    if missing or report.count("failed"):
+        raise typer.Exit(1)
+
+
+@app.command("list", help="列出知识库。/ List knowledge bases.")
+def list_command(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    with reporting_errors(), open_database(config) as db:
+        store = KnowledgeBaseStore(db)
+        rows = [(b, *store.counts(b.name)) for b in store.bases()]
+    if as_json:
+        out = [
+            {
+                "name": b.name,
+                "tenant": b.tenant,
+                "documents": d,
+                "chunks": c,
+                "revision": b.revision,
+            }
+            for b, d, c in rows
+        ]
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("还没有知识库 / no knowledge bases yet: heshi kb create NAME")
+        return
+    table = Table("名称 / name", "租户 / tenant", "文档 / docs", "分块 / chunks")
+    for base, docs, chunks in rows:
+        table.add_row(base.name, base.tenant or "*", str(docs), str(chunks))
+    Console().print(table)
+
+
+@app.command("show", help="知识库中的文档。/ The documents in a knowledge base.")
+def show(name: NameArgument, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    with reporting_errors(), open_database(config) as db:
+        store = KnowledgeBaseStore(db)
+        base = store.get(name)
+        docs = store.documents(name)
+    if as_json:
+        out = {
+            "name": base.name,
+            "tenant": base.tenant,
+            "user_words": base.user_words,
+            "documents": [
+                {"doc": d.name, "source": d.source, "chunks": d.chunks, "pages": d.pages,
+                 "sha256": d.sha256, "ingested_at": d.ingested_at.isoformat()}
+                for d in docs
+            ],
+        }  # fmt: skip
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    typer.echo(
+        f"{base.name}  租户 / tenant: {base.tenant or '*'}  词典 / words: {len(base.user_words)}"
+    )
+    table = Table("文档 / doc", "分块 / chunks", "页 / pages", "导入时间 / ingested (UTC)")
+    for d in docs:
+        table.add_row(d.name, str(d.chunks), str(d.pages), d.ingested_at.strftime("%Y-%m-%d %H:%M"))
+    Console().print(table)
+
+
+@app.command("search", help="检索（不生成回答）。/ Retrieve chunks (no answer written).")
+def search(
+    query: Annotated[str, typer.Argument(help="问题 / Question.")],
+    kb: KbOption,
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="返回条数 / Chunks returned.")] = 5,
+    method: Annotated[str, typer.Option("--method", help="hybrid | bm25 | dense")] = "hybrid",
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    if method not in ("hybrid", "bm25", "dense"):
+        Console(stderr=True).print(
+            f"--method 须为 hybrid、bm25 或 dense / must be hybrid, bm25 or dense: {method!r}",
+            style="red",
+        )
+        raise typer.Exit(1)
+    with reporting_errors(), open_database(config) as db:
+        index = KnowledgeIndex.load(
+            KnowledgeBaseStore(db), kb, None if method == "bm25" else E5Vectors()
+        )
+        hits = index.search(query, k, method=method)
+    if as_json:
+        out = [
+            {"doc": h.chunk.doc, "chunk_id": h.chunk.id, "text": h.chunk.text,
+             "headings": list(h.chunk.headings), "score": round(h.score, 4)}
+            for h in hits
+        ]  # fmt: skip
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    for n, hit in enumerate(hits, 1):
+        where = " > ".join(hit.chunk.headings)
+        typer.echo(f"[{n}] {hit.chunk.doc}  {where}  ({hit.score:.3f})")
+        typer.echo("    " + hit.chunk.text.replace("\n", "\n    "))
+
+
+@app.command("rm", help="删除知识库及其全部内容。/ Remove a knowledge base and all it holds.")
+def remove(
+    name: NameArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="不再确认 / Do not ask.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    with reporting_errors(), open_database(config) as db:
+        store = KnowledgeBaseStore(db)
+        docs, chunks = store.counts(name)
+        if not yes:
+            typer.confirm(
+                f"删除知识库 {name}（{docs} 个文档，{chunks} 个分块）？/ Remove {name} "
+                f"({docs} documents, {chunks} chunks)?",
+                abort=True,
+            )
+        store.remove(name)
+    typer.echo(f"已删除 / removed {name}")
