@@ -276,6 +276,24 @@ class RoutingConfig(_Strict):
     auto: AutoRouteConfig | None = None
 
 
+class KnowledgeConfig(_Strict):
+    """Knowledge-base bots (``kb:NAME`` models, ``heshi kb ask``); values measured on
+    benchmarks/kb.py (docs/benchmarks.md)."""
+
+    enabled: bool = True  # serve every knowledge base in the store as a model kb:NAME
+    # the model that writes answers (a public model name); None: the embedded chat model
+    model: ModelName | None = None
+    chunks: int = Field(default=3, ge=1, le=10)  # chunks the model reads per answer
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # vector share of the mix
+    # below this e5 similarity of the best chunk the base holds no answer: declined
+    # without asking the model
+    min_similarity: float = Field(default=0.80, ge=0.0, le=1.0)
+    max_answer_tokens: int = Field(default=256, ge=16, le=4096)
+    history_turns: int = Field(default=3, ge=0, le=20)  # earlier turns the model sees
+    handoff_webhook: str | None = None  # POSTed a JSON record of every handoff
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class HeshiConfig(_Strict):
     """The whole of ``heshi.yaml``."""
 
@@ -294,6 +312,7 @@ class HeshiConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     aigc: AigcConfig = Field(default_factory=AigcConfig)
+    kb: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
 
     @field_validator("home")
     @classmethod

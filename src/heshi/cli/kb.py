@@ -212,3 +212,96 @@ def remove(
             )
         store.remove(name)
     typer.echo(f"已删除 / removed {name}")
+
+
+@app.command(
+    "ask",
+    help="向知识库提问（默认在本进程运行模型）。"
+    "/ Ask a knowledge base (models run in this process unless --url).",
+)
+def ask(
+    question: Annotated[str, typer.Argument(help="问题 / Question.")],
+    kb: KbOption,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            help="会话 id：同一 id 延续同一对话 / The same id continues one conversation.",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="网关地址，如 http://127.0.0.1:8000/v1 / A gateway to ask instead.",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="HESHI_API_KEY",
+            help="API 密钥（或 HESHI_API_KEY）/ API key (or HESHI_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    from heshi.cli.kb_ask import ask_gateway, ask_in_process
+
+    body: dict[str, object] = {
+        "model": f"kb:{kb}",
+        "messages": [{"role": "user", "content": question}],
+    }
+    if session:
+        body["session_id"] = session
+    with reporting_errors():
+        result = ask_gateway(url, key, body) if url else ask_in_process(config, body)
+    out = {
+        "answer": result["choices"][0]["message"]["content"],
+        "citations": result.get("citations") or [],
+        "handoff": bool(result.get("handoff")),
+        "grounded": bool(result.get("grounded")),
+    }
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    typer.echo(out["answer"])
+    for n, citation in enumerate(out["citations"], 1):
+        typer.echo(f"  [{n}] {citation['doc']}: {citation['text'][:60]}…")
+    if out["handoff"]:
+        typer.echo("（已转人工 / handed to a person: heshi kb handoffs）")
+
+
+@app.command("handoffs", help="转人工记录。/ Conversations handed to a person.")
+def handoffs(
+    kb: Annotated[
+        str | None, typer.Option("--kb", help="只看此知识库 / Only this base.", show_default=False)
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="open | taken | closed", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    from heshi.apps.kb.sessions import SessionStore
+
+    with reporting_errors(), open_database(config) as db:
+        rows = SessionStore(db).handoffs(kb, status, limit)
+    if as_json:
+        typer.echo(json.dumps([h.as_json() for h in rows], ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("没有转人工记录 / no handoffs")
+        return
+    table = Table(
+        "时间 / at (UTC)", "知识库 / kb", "会话 / session", "原因 / reason", "最后一句 / last words"
+    )
+    for h in rows:
+        last = next((m["content"] for m in reversed(h.conversation) if m["role"] == "user"), "")
+        table.add_row(h.created_at.strftime("%m-%d %H:%M"), h.kb, h.session_id, h.reason, last[:30])
+    Console().print(table)

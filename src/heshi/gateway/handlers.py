@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from heshi.apps.kb.engine import PREFIX as KB_PREFIX
+from heshi.apps.kb.engine import TENANT_FIELD, KnowledgeEngine
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
 from heshi.errors import ClientGone, HeshiError, ModelNotFound
@@ -39,7 +41,7 @@ from heshi.gateway.schemas import (
 from heshi.gateway.stages import Admit, Guard, Label
 from heshi.guard.labels import Labeller
 from heshi.guard.stage import GuardStage
-from heshi.routing.router import Router
+from heshi.routing.router import RoutePlan, Router
 
 log = logging.getLogger("heshi.gateway")
 
@@ -54,7 +56,13 @@ class Gateway:
     ) -> None:
         self.config = config
         self.engines = dict(engines)
+        kb = self.engines.get("kb")
+        if kb is None and config.kb.enabled:
+            kb = self.engines["kb"] = KnowledgeEngine(config, governance.db)
+        self.kb = kb if isinstance(kb, KnowledgeEngine) else None
         self.router = Router(config, self.engines)
+        if self.kb is not None:
+            self.kb.attach(self.router)
         self.gov = governance
         self.metrics = GatewayMetrics()
         self.started = time.time()
@@ -147,8 +155,23 @@ class Gateway:
             x.stream = True
             x.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.gov.auth.permit_model(x.key, x.model)
-        x.plan = self.router.plan(x.model, body)
+        if x.model.startswith(KB_PREFIX) and self.kb is not None:
+            body[TENANT_FIELD] = x.key.tenant if x.key is not None else None
+            if not self.kb.allowed(x.model, body[TENANT_FIELD]):  # as if it did not exist
+                raise ModelNotFound(x.model, [m.id for m in self._visible(x.key)])
+        else:
+            body.pop("session_id", None)  # a knowledge-base field; backends do not know it
+        x.plan = self._plan(x.model, body)
         self.recorder.started(x)
+
+    def _plan(self, model: str, body: JSON) -> RoutePlan:
+        try:
+            return self.router.plan(model, body)
+        except ModelNotFound:
+            if not model.startswith(KB_PREFIX) or self.kb is None:
+                raise
+            self.router.reload_names()  # a knowledge base created since the names were read
+            return self.router.plan(model, body)
 
     def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
         headers = x.response_headers()
@@ -198,6 +221,15 @@ class Gateway:
                 "owned_by": m.owned_by,
                 "context_length": m.context_length,
             }
+            for m in self._visible(key)
+        ]
+
+    def _visible(self, key: Any) -> list[Any]:
+        """The public models ``key`` may use (knowledge bases: its tenant's and shared)."""
+        tenant = key.tenant if key is not None else None
+        return [
+            m
             for m in self.router.public_models()
             if self.gov.auth.may_use(key, m.id)
+            and (not m.id.startswith(KB_PREFIX) or self.kb is None or self.kb.allowed(m.id, tenant))
         ]

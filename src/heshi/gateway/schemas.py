@@ -102,6 +102,8 @@ class ChatCompletionRequest(_Sampling):
     tools: list[dict[str, Any]] | None = None
     # --- vLLM / SGLang / llama.cpp extension: e.g. {"enable_thinking": false} for Qwen3 ---
     chat_template_kwargs: dict[str, Any] | None = None
+    # --- Heshi: a knowledge-base conversation the store keeps (kb:NAME models only) ---
+    session_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class CompletionRequest(_Sampling):

@@ -226,4 +226,3 @@ kb_handoffs = Table(
     Column("webhook", String(16), nullable=True),  # sent | failed | NULL (no webhook)
     Column("created_at", UtcDateTime, nullable=False, index=True),
 )
-

@@ -1,0 +1,258 @@
+"""One turn of the knowledge-base bot: hand off, or retrieve, answer, check, cite.
+
+1. Handoff first (:mod:`heshi.apps.kb.handoff`): a user who asks for a person, is angry,
+   or whom the bot failed twice is handed off — a record in the store, the webhook told.
+2. A follow-up (那企业版呢？) is searched together with the user's previous question.
+3. Retrieval gate: when even the best chunk is not similar enough, the base holds no
+   answer and the bot says so without asking the model.
+4. The model answers from the numbered chunks only, citing them as [1], [2].
+5. Grounded or nothing: every figure in the answer (fees, rates, phone numbers, days)
+   must appear in the chunks it read or in the question; a sentence with a figure from
+   nowhere is removed, and an answer left empty is a decline. A decline offers a person.
+6. Citations: the chunks the answer marks; an unmarked answer cites the best chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from heshi.apps.kb.handoff import Reason, handoff_reason
+from heshi.apps.kb.index import Hit, KnowledgeIndex, Vectors
+from heshi.apps.kb.sessions import Session, SessionStore
+from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.config import KnowledgeConfig
+
+JSON = dict[str, Any]
+# messages in, (answer text, usage or None) out: the gateway's chat path
+Generate = Callable[[list[JSON], int], Awaitable[tuple[str, JSON | None]]]
+
+DECLINE = "抱歉，知识库里没有找到这个问题的答案。如需帮助，我可以为您转接人工客服。"
+HANDOFF_TEXT = {
+    "asked": "好的，正在为您转接人工客服，请稍候。",
+    "angry": "非常抱歉给您带来不好的体验，正在为您转接人工客服，请稍候。",
+    "failed": "抱歉没能帮您解决问题，正在为您转接人工客服，请稍候。",
+}
+_DECLINED = re.compile(
+    r"(没有|未|无)(找到|提供|提及|包含|涉及|相关)|资料(中|里)?(没有|未)|无法回答|不清楚"
+)
+_MARK = re.compile(r"\[(\d{1,2})\]")
+_FIGURE = re.compile(r"\d+(?:[.,:：\-/]\d+)*")
+_FOLLOW_UP = re.compile(
+    r"^(那|那么|还有|另外|其他|其它|它|这个|那个|如果|要是)|[呢吗]\s*[?？]?\s*$"
+)
+
+SYSTEM = (
+    "你是「{kb}」的客服助手。只根据下面编号的资料回答用户的问题，语言简洁、礼貌。\n"
+    "规则：\n"
+    "1. 每句话都要来自资料，并在句末标注资料编号，例如 [1]。\n"
+    "2. 资料中没有答案时，只回答：资料中没有相关信息。\n"
+    "3. 不要编造资料中没有的费用、利率、电话、日期、期限或数字。\n\n"
+    "资料：\n{materials}"
+)
+
+
+@dataclass(frozen=True)
+class Citation:
+    doc: str
+    chunk_id: str
+    text: str
+
+    def as_json(self) -> JSON:
+        return {"doc": self.doc, "chunk_id": self.chunk_id, "text": self.text}
+
+
+@dataclass
+class Answer:
+    answer: str
+    citations: list[Citation] = field(default_factory=list)
+    grounded: bool = False
+    handoff: bool = False
+    handoff_reason: Reason | None = None
+    handoff_id: str | None = None
+    session_id: str | None = None
+    usage: JSON | None = None
+    hits: list[Hit] = field(default_factory=list)  # what retrieval found (for evaluation)
+
+    def as_json(self) -> JSON:
+        """The contract of ``heshi kb ask --json``."""
+        return {
+            "answer": self.answer,
+            "citations": [c.as_json() for c in self.citations],
+            "handoff": self.handoff,
+            "grounded": self.grounded,
+        }
+
+
+class KnowledgeBot:
+    """Answers questions from the knowledge bases in ``store``."""
+
+    def __init__(
+        self,
+        store: KnowledgeBaseStore,
+        sessions: SessionStore,
+        embed: Vectors | None,
+        generate: Generate,
+        config: KnowledgeConfig,
+        notify: Callable[[JSON], Awaitable[str]] | None = None,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.embed = embed
+        self.generate = generate
+        self.config = config
+        self.notify = notify  # the handoff webhook: record in, "sent" | "failed" out
+        self._indexes: dict[str, KnowledgeIndex] = {}
+
+    def index(self, kb: str) -> KnowledgeIndex:
+        """The base's index, rebuilt when the store's revision has moved."""
+        revision = self.store.get(kb).revision
+        index = self._indexes.get(kb)
+        if index is None or index.revision != revision:
+            index = KnowledgeIndex.load(self.store, kb, self.embed)
+            self._indexes[kb] = index
+        return index
+
+    async def ask(
+        self,
+        kb: str,
+        messages: list[JSON],
+        *,
+        session_id: str | None = None,
+        tenant: str | None = None,
+    ) -> Answer:
+        """Answer the last user message of ``messages`` (earlier turns: the conversation
+        as the client keeps it, or, with ``session_id``, as the store kept it)."""
+        self.store.get(kb)
+        session = (
+            self.sessions.load(session_id, kb, tenant) if session_id else Session("", kb, tenant)
+        )
+        history = _turns(messages[:-1]) or session.messages
+        question = _text(messages[-1].get("content")) if messages else ""
+        session.messages = [*history, {"role": "user", "content": question}]
+        answer = await self._turn(kb, question, history, session)
+        session.messages.append({"role": "assistant", "content": answer.answer})
+        answer.session_id = session_id
+        if session_id:
+            self.sessions.save(session)
+        return answer
+
+    async def _turn(self, kb: str, question: str, history: list[JSON], session: Session) -> Answer:
+        reason = handoff_reason(question, session.failures)
+        if reason is not None:
+            return await self._hand_off(session, reason)
+        query = search_query(question, history)
+        hits = self.index(kb).search(
+            query, self.config.chunks, dense_weight=self.config.dense_weight
+        )
+        if not hits or (
+            self.embed is not None and max(h.dense for h in hits) < self.config.min_similarity
+        ):
+            session.failures += 1
+            return Answer(DECLINE, hits=hits)
+        prompt = [
+            {"role": "system", "content": SYSTEM.format(kb=kb, materials=materials(hits))},
+            *history[-2 * self.config.history_turns :],
+            {"role": "user", "content": question},
+        ]
+        text, usage = await self.generate(prompt, self.config.max_answer_tokens)
+        checked = keep_grounded(text, hits, question)
+        if not checked or _DECLINED.search(checked):
+            session.failures += 1
+            return Answer(DECLINE, usage=usage, hits=hits)
+        session.failures = 0
+        text, citations = cite(checked, hits)
+        return Answer(text, citations, grounded=True, usage=usage, hits=hits)
+
+    async def _hand_off(self, session: Session, reason: Reason) -> Answer:
+        session.handed_off = True
+        session.failures = 0
+        session.messages.append({"role": "assistant", "content": HANDOFF_TEXT[reason]})
+        webhook = "pending" if self.notify is not None else None
+        record = self.sessions.hand_off(session, reason, webhook)
+        session.messages.pop()
+        if self.notify is not None:
+            self.sessions.set_webhook(record.id, await self.notify(record.as_json()))
+        return Answer(
+            HANDOFF_TEXT[reason], handoff=True, handoff_reason=reason, handoff_id=record.id
+        )
+
+
+def search_query(question: str, history: list[JSON]) -> str:
+    """What is searched: the question, and for a follow-up the user's previous question
+    with it (那企业版呢？ after 团队版一年多少钱？)."""
+    previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
+    short = len(question.strip()) <= 8
+    if previous and (short or _FOLLOW_UP.search(question.strip())):
+        return f"{previous[-1]} {question}"
+    return question
+
+
+def materials(hits: list[Hit]) -> str:
+    parts = []
+    for n, hit in enumerate(hits, 1):
+        where = " > ".join(hit.chunk.headings)
+        title = f"《{hit.chunk.doc}》" + (f" {where}" if where else "")
+        parts.append(f"[{n}] {title}\n{hit.chunk.text}")
+    return "\n\n".join(parts)
+
+
+def _figures(text: str) -> set[str]:
+    return {re.sub(r"\D", "", f) for f in _FIGURE.findall(text)} - {""}
+
+
+def keep_grounded(answer: str, hits: list[Hit], question: str) -> str:
+    """``answer`` without the sentences whose figures appear neither in the chunks nor in
+    the question (a figure is its digits: 400-820-1234 = 4008201234)."""
+    source = "".join(re.sub(r"\D", " ", h.chunk.indexed) + " " for h in hits)
+    known_runs = _figures(source + " " + question)
+    digits_text = re.sub(r"\D", "", " ".join(h.chunk.indexed for h in hits))
+    kept = []
+    for sentence in re.split(r"(?<=[。！？!?\n])", answer):
+        bare = _MARK.sub("", sentence)
+        unknown = [f for f in _figures(bare) if f not in known_runs and f not in digits_text]
+        if not unknown:
+            kept.append(sentence)
+    return "".join(kept).strip()
+
+
+def cite(answer: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
+    """The answer with its markers checked (a marker past the chunks is removed) and the
+    chunks it cites; an answer without markers cites the best chunk, marked [1]."""
+    used: list[int] = []
+
+    def check(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if 1 <= n <= len(hits):
+            if n not in used:
+                used.append(n)
+            return match.group(0)
+        return ""
+
+    answer = _MARK.sub(check, answer).strip()
+    if not used:
+        used = [1]
+        answer = f"{answer} [1]"
+    citations = [
+        Citation(hits[n - 1].chunk.doc, hits[n - 1].chunk.id, hits[n - 1].chunk.text)
+        for n in sorted(used)
+    ]
+    return answer, citations
+
+
+def _turns(messages: list[JSON]) -> list[JSON]:
+    return [
+        {"role": m["role"], "content": _text(m.get("content"))}
+        for m in messages
+        if m.get("role") in ("user", "assistant") and _text(m.get("content"))
+    ]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
