@@ -101,6 +101,9 @@ class LocalEngineConfig(_Strict):
     # told to the model after the tool descriptions (ChatML templates: Qwen's), "" for
     # nothing; measured on benchmarks/tools.py (docs/benchmarks.md)
     tool_instructions: str = DEFAULT_TOOL_INSTRUCTIONS
+    # tool_choice "auto": a call carrying an identifier (5+ digits: order, account, phone
+    # numbers) that the conversation never gave is replaced by an answer in words
+    tool_call_grounding: bool = True
     # thinking models (Qwen3, QwQ): think unless a request turns it off
     # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
     thinking: bool = True

@@ -323,3 +323,88 @@ async def test_the_model_is_told_when_to_call_and_the_count_includes_it(
     assert prompt.index("</tools>") < at < prompt.index("<|im_end|>", at)
     assert DEFAULT_TOOL_INSTRUCTIONS not in prompts[""]
     assert prompts[""] == prompt.replace("\n\n" + DEFAULT_TOOL_INSTRUCTIONS, "")
+
+
+PATTERNED_ORDER = {
+    "type": "function",
+    "function": {
+        "name": "query_order",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "pattern": "^DD[0-9]{6}$"}},
+            "required": ["order_id"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("grounding", [False, True])
+async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
+    tmp_path: Path, grounding: bool
+) -> None:
+    """The tiny model is pushed into a call (a bias on "<"); the grammar makes it write
+    some DD number the user never gave. With grounding on, the engine answers again in
+    words, streamed or not, and counts both generations."""
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from tests.conftest import tiny_engine_config
+    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
+
+    gguf = build_tiny_qwen2_gguf(
+        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=2048
+    )
+    config = tiny_engine_config(gguf, ctx=2048, tool_call_grounding=grounding)
+    engine = LlamaCppEngine(TINY_NAME, gguf, config)
+    body = {
+        "model": TINY_NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [PATTERNED_ORDER],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "logit_bias": {str(ord("<")): 100},  # byte tokens: id = the byte
+        "max_tokens": 120,
+    }
+    await engine.start()
+    try:
+        answer = await engine.chat(body)
+        chunks = [c async for c in engine.stream_chat(body)]
+    finally:
+        await engine.close()
+    message = answer["choices"][0]["message"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+    streamed_calls = [d for d in deltas if d.get("tool_calls")]
+    if not grounding:
+        assert json.loads(message["tool_calls"][0]["function"]["arguments"])["order_id"]
+        assert answer["choices"][0]["finish_reason"] == "tool_calls"
+        assert streamed_calls
+        return
+    assert "tool_calls" not in message and message["content"]
+    assert answer["choices"][0]["finish_reason"] != "tool_calls"
+    assert answer["usage"]["completion_tokens"] > 120  # the made-up call, then the answer
+    assert not streamed_calls and any(d.get("content") for d in deltas)
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert [f for f in finishes if f] == ["length"]  # one end, the second answer's
+
+
+def test_identifiers_must_come_from_the_conversation() -> None:
+    from heshi.engines.toolcalls import conversation_text, invented_values
+
+    body = {
+        "messages": [
+            {"role": "user", "content": "订单 DD2026 1130 117734 坏了，尾号 0391"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"function": {"name": "f", "arguments": '{"account": "6217-0000-1111"}'}}
+                ],
+            },
+            {"role": "tool", "content": '{"tracking_no": "SF1309988776655"}'},
+        ]
+    }
+    said = conversation_text(body)
+    grounded = {
+        "order_id": "DD20261130117734", "card": "0391", "tracking": "SF1309988776655",
+        "account": "621700001111", "date": "2026-12-28", "time": "14:30", "amount": "2000",
+    }  # fmt: skip
+    assert invented_values(json.dumps(grounded), said) == []
+    made_up = {"order_id": "DD20250101000001", "nested": {"phones": ["13800138000"]}}
+    assert invented_values(json.dumps(made_up), said) == ["DD20250101000001", "13800138000"]

@@ -40,7 +40,10 @@ from heshi.engines.toolcalls import (
     ToolCallParser,
     ToolRequest,
     chat_message,
+    conversation_text,
+    invented_values,
     json_grammar,
+    prose_grammar,
     with_instructions,
 )
 from heshi.errors import (
@@ -412,10 +415,11 @@ class LlamaCppEngine:
         return tools
 
     async def tool_completion_body(
-        self, body: JSON, tools: ToolRequest, opened: bool | None
+        self, body: JSON, tools: ToolRequest, opened: bool | None, *, prose_only: bool = False
     ) -> tuple[JSON, bool | None]:
         """The text completion that answers a chat request with tools, and whether its
-        answer begins inside a think block (see :meth:`_think`)."""
+        answer begins inside a think block (see :meth:`_think`). ``prose_only``: the
+        answer may not be a call (the model's first answer made one up)."""
         prompt = with_instructions(await self.render_prompt(body), self.config.tool_instructions)
         out: JSON = {k: body[k] for k in _SAMPLING if body.get(k) is not None}
         asked = asked_completion_tokens(body)
@@ -429,20 +433,29 @@ class LlamaCppEngine:
                 opened = False
             thought = "none"
         out.update(model=self.model_name, prompt=prompt)
-        grammar = tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf, thought=thought)
+        grammar = (
+            prose_grammar(thought, gbnf=gbnf is not None)
+            if prose_only
+            else tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf, thought=thought)
+        )
         if grammar is not None:
             out["grammar"] = grammar
         return out, opened
 
     async def _chat_with_tools(self, body: JSON, tools: ToolRequest, opened: bool | None) -> JSON:
-        request, opened = await self.tool_completion_body(body, tools, opened)
+        first = opened
+        request, opened = await self.tool_completion_body(body, tools, first)
         completion = await self._call_once(self._require_server().handle_completions, request)
+        message, called, reasoning = _read_tool_answer(completion, tools, opened)
+        if called and self._invented(body, message.get("tool_calls") or []):
+            # a call whose order/account/phone number the conversation never gave: ask
+            # again for an answer in words (which may ask the user for the number)
+            spent = completion.get("usage")
+            request, opened = await self.tool_completion_body(body, tools, first, prose_only=True)
+            completion = await self._call_once(self._require_server().handle_completions, request)
+            completion["usage"] = _added(spent, completion.get("usage"))
+            message, called, reasoning = _read_tool_answer(completion, tools, opened)
         choice = completion["choices"][0]
-        text = choice.get("text") or ""
-        reasoning = ""
-        if opened is not None:
-            reasoning, text = split_text(text, opened=opened)
-        message, called = chat_message(text, ToolCallParser(tools.names))
         if reasoning:
             message["reasoning_content"] = reasoning
         finish = choice.get("finish_reason")
@@ -463,6 +476,14 @@ class LlamaCppEngine:
             if name in completion:
                 result[name] = completion[name]
         return result
+
+    def _invented(self, body: JSON, calls: list[JSON]) -> bool:
+        """Whether any call carries an identifier the conversation never gave (and the
+        engine is told to check: ``engine.tool_call_grounding``)."""
+        if not self.config.tool_call_grounding or body.get("tool_choice") not in (None, "auto"):
+            return False
+        said = conversation_text(body)
+        return any(invented_values(c["function"]["arguments"], said) for c in calls)
 
     async def completion(self, body: JSON) -> JSON:
         """Non-streaming text completion."""
@@ -606,6 +627,32 @@ def _drop(server: Any) -> None:
     del server
 
 
+def _is_finish(chunk: JSON) -> bool:
+    return any(c.get("finish_reason") for c in chunk.get("choices") or ()) or bool(
+        chunk.get("usage")
+    )
+
+
+def _read_tool_answer(
+    completion: JSON, tools: ToolRequest, opened: bool | None
+) -> tuple[JSON, bool, str]:
+    """The assistant message a tool-call completion holds, whether it calls, its thought."""
+    text = completion["choices"][0].get("text") or ""
+    reasoning = ""
+    if opened is not None:
+        reasoning, text = split_text(text, opened=opened)
+    message, called = chat_message(text, ToolCallParser(tools.names))
+    return message, called, reasoning
+
+
+def _added(a: JSON | None, b: JSON | None) -> JSON | None:
+    """Two generations' usage, summed (both were computed, both are paid for)."""
+    if not a or not b:
+        return b or a
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {**b, **{k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in keys}}
+
+
 def _usage_of(timings: JSON) -> JSON:
     prompt = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
     return {"prompt_tokens": prompt, "completion_tokens": int(timings.get("predicted_n", 0))}
@@ -715,19 +762,31 @@ class ToolStream:
         self._aborted = False
         self._ended = False
         self._sent = 0  # calls sent so far: the next one's index
+        self._said = False  # prose sent: the answer can no longer be started again
+        self._retry = False  # the first answer made a call up: answer again, in words
+        self._prose_only = False
+        self._spent: JSON | None = None  # usage of an answer given up
         self._base: JSON = {"object": "chat.completion.chunk", "model": engine.model_name}
 
     @property
     def usage(self) -> JSON | None:
-        return self._inner.usage if self._inner is not None else None
+        now = self._inner.usage if self._inner is not None else None
+        return _added(self._spent, now) if self._spent else now
 
     def __aiter__(self) -> ToolStream:
         return self
 
     async def __anext__(self) -> JSON:
+        if self._retry and not self._aborted and self._inner is not None:
+            await self._inner.aclose()
+            self._spent = _added(self._spent, self._inner.usage)
+            self._inner, self._retry, self._prose_only = None, False, True
+            self._parser = ToolCallParser(self._tools.names)
+            self._out = collections.deque(c for c in self._out if not _is_finish(c))
+            self._ended = False
         if self._inner is None and not self._aborted:
             body, opened = await self._engine.tool_completion_body(
-                self._body, self._tools, self._opened
+                self._body, self._tools, self._opened, prose_only=self._prose_only
             )
             if self._thoughts is not None:
                 self._thoughts = ThinkSplitter(opened=bool(opened))
@@ -735,7 +794,9 @@ class ToolStream:
                 raise StopAsyncIteration
             server = self._engine._require_server()
             self._inner = self._engine._stream(server.handle_completions, body)
-        while not self._out:
+        while not self._out or self._retry:
+            if self._retry:
+                return await self.__anext__()
             if self._ended or self._inner is None:
                 raise StopAsyncIteration
             try:
@@ -778,10 +839,20 @@ class ToolStream:
 
     def _events(self, events: list[Event]) -> None:
         for event in events:
+            if self._retry:
+                return
             if event.call is not None:
+                if (
+                    not self._sent
+                    and not self._said
+                    and self._engine._invented(self._body, [event.call.as_json()])
+                ):
+                    self._retry = True  # nothing of this answer has been sent: start again
+                    return
                 self._emit({"tool_calls": [event.call.as_json(self._sent)]})
                 self._sent += 1
             elif event.text:
+                self._said = True
                 self._emit({"content": event.text})
 
     def _emit(self, delta: JSON, finish: str | None = None) -> None:
