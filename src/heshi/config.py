@@ -291,6 +291,12 @@ class KnowledgeConfig(_Strict):
     # below this e5 similarity of the best chunk the base holds no answer: declined
     # without asking the model
     min_similarity: float = Field(default=0.80, ge=0.0, le=1.0)
+    # before answering, the model is asked whether the chunks state the answer; at this
+    # probability of "no" or more the bot declines (1.0: never asked)
+    max_doubt: float = Field(default=0.45, ge=0.0, le=1.0)
+    # a sentence of the answer is kept only when this share of its words occurs in the
+    # chunks the model read (and every figure does)
+    min_word_support: float = Field(default=0.5, ge=0.0, le=1.0)
     max_answer_tokens: int = Field(default=256, ge=16, le=4096)
     history_turns: int = Field(default=3, ge=0, le=20)  # earlier turns the model sees
     handoff_webhook: str | None = None  # POSTed a JSON record of every handoff

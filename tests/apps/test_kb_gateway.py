@@ -87,7 +87,7 @@ def tiny_config(long_tiny: Path, tmp_path: Path) -> HeshiConfig:
 
 def kb_config(tiny_config: HeshiConfig, **kb: Any) -> HeshiConfig:
     settings = KnowledgeConfig.model_validate(
-        {"min_similarity": 0.0, "max_answer_tokens": 16, **kb}
+        {"min_similarity": 0.0, "min_word_support": 0.0, "max_answer_tokens": 16, **kb}
     )
     return tiny_config.model_copy(update={"kb": settings})
 
@@ -225,7 +225,7 @@ def test_kb_ask_json_is_exactly_the_contract_and_sessions_continue(
     db = prepare(config, tmp_path)
     cfg = tmp_path / "heshi.yaml"
     engine = {"model": str(long_tiny), "ctx": 4096, "parallel": 1, "threads": 1}
-    kb = {"min_similarity": 0.0, "max_answer_tokens": 16}
+    kb = {"min_similarity": 0.0, "min_word_support": 0.0, "max_answer_tokens": 16}
     cfg.write_text(yaml.safe_dump({"home": str(config.home), "engine": engine, "kb": kb}))
 
     def ask(*args: str) -> dict[str, Any]:

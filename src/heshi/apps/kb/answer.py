@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ from heshi.apps.kb.handoff import Reason, handoff_reason
 from heshi.apps.kb.index import Hit, KnowledgeIndex, Vectors
 from heshi.apps.kb.sessions import Session, SessionStore
 from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.apps.kb.terms import STOPWORDS, Segmenter
 from heshi.config import KnowledgeConfig
 
 JSON = dict[str, Any]
 # messages in, (answer text, usage or None) out: the gateway's chat path
 Generate = Callable[[list[JSON], int], Awaitable[tuple[str, JSON | None]]]
+# messages in, the model's probability that the chunks do not hold the answer out (None:
+# the model gave no probabilities)
+Judge = Callable[[list[JSON]], Awaitable[float | None]]
 
 DECLINE = "抱歉，知识库里没有找到这个问题的答案。如需帮助，我可以为您转接人工客服。"
 HANDOFF_TEXT = {
@@ -35,22 +40,24 @@ HANDOFF_TEXT = {
     "angry": "非常抱歉给您带来不好的体验，正在为您转接人工客服，请稍候。",
     "failed": "抱歉没能帮您解决问题，正在为您转接人工客服，请稍候。",
 }
-_DECLINED = re.compile(
+DECLINED = re.compile(
     r"(没有|未|无)(找到|提供|提及|包含|涉及|相关)|资料(中|里)?(没有|未)|无法回答|不清楚"
 )
 _MARK = re.compile(r"\[(\d{1,2})\]")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 _FIGURE = re.compile(r"\d+(?:[.,:：\-/]\d+)*")
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|其他|其它|它|这个|那个|如果|要是)|[呢吗]\s*[?？]?\s*$"
 )
 
-SYSTEM = (
-    "你是「{kb}」的客服助手。只根据下面编号的资料回答用户的问题，语言简洁、礼貌。\n"
-    "规则：\n"
-    "1. 每句话都要来自资料，并在句末标注资料编号，例如 [1]。\n"
-    "2. 资料中没有答案时，只回答：资料中没有相关信息。\n"
-    "3. 不要编造资料中没有的费用、利率、电话、日期、期限或数字。\n\n"
-    "资料：\n{materials}"
+SYSTEM = "你是「{kb}」的客服助手，根据用户提供的资料，用简洁、礼貌的中文回答问题。"
+CONTEXT = "资料：\n{materials}\n\n问题：{question}\n\n"
+ANSWER_ASK = "请根据上面的资料回答，在用到的句子末尾标注资料编号，例如 [1]。"
+# Asked first, with the same context (so the answer reuses its prompt cache): whether the
+# chunks state the answer at all. The model's probability of "没有" is the doubt.
+JUDGE_ASK = (
+    "资料里是否直接写明了这个问题的答案？资料只是话题相关、但没有写明答案时，回答“没有”。"
+    "只回答“有”或“没有”。"
 )
 
 
@@ -75,6 +82,8 @@ class Answer:
     session_id: str | None = None
     usage: JSON | None = None
     hits: list[Hit] = field(default_factory=list)  # what retrieval found (for evaluation)
+    raw: str = ""  # what the model wrote, before the checks
+    doubt: float | None = None  # the judge's probability that the chunks hold no answer
 
     def as_json(self) -> JSON:
         """The contract of ``heshi kb ask --json``."""
@@ -97,6 +106,7 @@ class KnowledgeBot:
         generate: Generate,
         config: KnowledgeConfig,
         notify: Callable[[JSON], Awaitable[str]] | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.store = store
         self.sessions = sessions
@@ -104,6 +114,7 @@ class KnowledgeBot:
         self.generate = generate
         self.config = config
         self.notify = notify  # the handoff webhook: record in, "sent" | "failed" out
+        self.judge = judge
         self._indexes: dict[str, KnowledgeIndex] = {}
 
     def index(self, kb: str) -> KnowledgeIndex:
@@ -152,19 +163,22 @@ class KnowledgeBot:
         ):
             session.failures += 1
             return Answer(DECLINE, hits=hits)
-        prompt = [
-            {"role": "system", "content": SYSTEM.format(kb=kb, materials=materials(hits))},
-            *history[-2 * self.config.history_turns :],
-            {"role": "user", "content": question},
-        ]
-        text, usage = await self.generate(prompt, self.config.max_answer_tokens)
-        checked = keep_grounded(text, hits, question)
-        if not checked or _DECLINED.search(checked):
+        earlier = history[-2 * self.config.history_turns :]
+        doubt = None
+        if self.judge is not None:
+            doubt = await self.judge(prompt_messages(kb, hits, earlier, question, JUDGE_ASK))
+            if doubt is not None and doubt >= self.config.max_doubt:
+                session.failures += 1
+                return Answer(DECLINE, hits=hits, doubt=doubt)
+        prompt = prompt_messages(kb, hits, earlier, question)
+        raw, usage = await self.generate(prompt, self.config.max_answer_tokens)
+        checked = keep_grounded(raw, hits, question, self.config.min_word_support)
+        if not checked or DECLINED.search(checked) or not _CJK.search(_MARK.sub("", checked)):
             session.failures += 1
-            return Answer(DECLINE, usage=usage, hits=hits)
+            return Answer(DECLINE, usage=usage, hits=hits, raw=raw, doubt=doubt)
         session.failures = 0
         text, citations = cite(checked, hits)
-        return Answer(text, citations, grounded=True, usage=usage, hits=hits)
+        return Answer(text, citations, grounded=True, usage=usage, hits=hits, raw=raw, doubt=doubt)
 
     async def _hand_off(self, session: Session, reason: Reason) -> Answer:
         session.handed_off = True
@@ -180,6 +194,20 @@ class KnowledgeBot:
         )
 
 
+def prompt_messages(
+    kb: str, hits: list[Hit], history: list[JSON], question: str, ask: str = ANSWER_ASK
+) -> list[JSON]:
+    """What the answer model reads: who it is, the earlier turns, then the numbered chunks,
+    the question and what to do in the last user turn (small models follow what is
+    closest)."""
+    last = CONTEXT.format(materials=materials(hits), question=question) + ask
+    return [
+        {"role": "system", "content": SYSTEM.format(kb=kb)},
+        *history,
+        {"role": "user", "content": last},
+    ]
+
+
 def search_query(question: str, history: list[JSON]) -> str:
     """What is searched: the question, and for a follow-up the user's previous question
     with it (那企业版呢？ after 团队版一年多少钱？)."""
@@ -193,9 +221,9 @@ def search_query(question: str, history: list[JSON]) -> str:
 def materials(hits: list[Hit]) -> str:
     parts = []
     for n, hit in enumerate(hits, 1):
-        where = " > ".join(hit.chunk.headings)
-        title = f"《{hit.chunk.doc}》" + (f" {where}" if where else "")
-        parts.append(f"[{n}] {title}\n{hit.chunk.text}")
+        where = hit.chunk.headings[-1] if hit.chunk.headings else ""
+        title = f"（{where}）" if where else ""
+        parts.append(f"[{n}]{title}{hit.chunk.text}")
     return "\n\n".join(parts)
 
 
@@ -203,19 +231,67 @@ def _figures(text: str) -> set[str]:
     return {re.sub(r"\D", "", f) for f in _FIGURE.findall(text)} - {""}
 
 
-def keep_grounded(answer: str, hits: list[Hit], question: str) -> str:
-    """``answer`` without the sentences whose figures appear neither in the chunks nor in
-    the question (a figure is its digits: 400-820-1234 = 4008201234)."""
-    source = "".join(re.sub(r"\D", " ", h.chunk.indexed) + " " for h in hits)
-    known_runs = _figures(source + " " + question)
-    digits_text = re.sub(r"\D", "", " ".join(h.chunk.indexed for h in hits))
+def keep_grounded(answer: str, hits: list[Hit], question: str, min_support: float = 0.5) -> str:
+    """``answer`` without its unsupported sentences: one with a figure that appears neither
+    in the chunks nor in the question (a figure is its digits: 400-820-1234 = 4008201234),
+    or one whose words mostly do not occur in the chunks (a small model asked about
+    something the chunks do not cover writes it from the question and its own memory)."""
+    chunks = " ".join(h.chunk.indexed for h in hits)
+    source = re.sub(r"\D", " ", chunks) + " " + question
+    known_runs = _figures(source)
+    digits_text = re.sub(r"\D", "", chunks)
+    flat = _flat(chunks)
     kept = []
-    for sentence in re.split(r"(?<=[。！？!?\n])", answer):
+    for sentence in re.split(r"(?<=[。！？!?\n])", _tidy(answer)):
         bare = _MARK.sub("", sentence)
-        unknown = [f for f in _figures(bare) if f not in known_runs and f not in digits_text]
-        if not unknown:
+        unknown = [
+            f
+            for f in _figures(bare)
+            if f not in known_runs and (len(f) < 4 or f not in digits_text)  # 3,000 = 3000
+        ]
+        if not unknown and word_support(bare, flat) >= min_support:
             kept.append(sentence)
     return "".join(kept).strip()
+
+
+_ECHO = re.compile(r"^\s*\[\d{1,2}\]\s*(（[^）\n]{0,40}）)?")  # "[1]（标题）" copied back
+_SOURCE_NOTE = re.compile(r"[（(]?\s*(资料)?(编号|来源|出处)(为|是)?\s*[:：]?\s*(?=\[\d)")
+
+
+def _tidy(answer: str) -> str:
+    """The model's answer without a copied chunk header and with "资料编号：[1]" as "[1]"."""
+    return _SOURCE_NOTE.sub("", _ECHO.sub("", answer.strip()))
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s", "", text).lower()
+
+
+@functools.cache
+def _segmenter() -> Segmenter:
+    return Segmenter()
+
+
+def word_support(sentence: str, flat_source: str) -> float:
+    """The share of ``sentence``'s units found in the source text: words of two or more
+    Chinese characters, and runs of single-character words taken together (一克起买, a
+    phrase the segmenter does not know, is one unit); 1.0 when there are none."""
+    units: list[str] = []
+    run = ""
+    for word in _segmenter().cut(sentence):
+        if len(word) == 1 and _CJK.match(word):
+            run += word
+            continue
+        if len(run) >= 2:
+            units.append(run)
+        run = ""
+        if len(word) >= 2 and _CJK.search(word) and word not in STOPWORDS:
+            units.append(word.lower())
+    if len(run) >= 2:
+        units.append(run)
+    if not units:
+        return 1.0
+    return sum(1 for u in units if u in flat_source) / len(units)
 
 
 def cite(answer: str, hits: list[Hit]) -> tuple[str, list[Citation]]:

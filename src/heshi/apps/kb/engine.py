@@ -13,6 +13,7 @@ the store keeps (else the client's ``messages`` are the conversation).
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -45,9 +46,11 @@ class KnowledgeEngine:
         self.sessions = SessionStore(db)
         self.embed = embed if embed is not None else E5Vectors()
         self.router: Any = None
+        judge = self._judge if config.kb.max_doubt < 1.0 else None
         self.bot = KnowledgeBot(
-            self.store, self.sessions, self.embed, self._generate, config.kb, self._notify
-        )
+            self.store, self.sessions, self.embed, self._generate, config.kb, self._notify,
+            judge,
+        )  # fmt: skip
         self._names: tuple[float, list[Any]] = (0.0, [])
 
     def attach(self, router: Any) -> None:
@@ -156,6 +159,18 @@ class KnowledgeEngine:
         message = (result.get("choices") or [{}])[0].get("message") or {}
         return str(message.get("content") or ""), result.get("usage")
 
+    async def _judge(self, messages: list[JSON]) -> float | None:
+        """The answer model's probability of "没有" (no) as its first token."""
+        if self.router is None:
+            raise RuntimeError("KnowledgeEngine.attach(router) was not called")
+        model = self.config.kb.model or self.config.engine.name
+        body = {
+            "model": model, "messages": messages, "max_tokens": 1, "temperature": 0,
+            "logprobs": True, "top_logprobs": 10,
+        }  # fmt: skip
+        routed = await self.router.call(self.router.plan(model, body), "chat", body)
+        return doubt_of(routed.value)
+
     async def _notify(self, record: JSON) -> str:
         url = self.config.kb.handoff_webhook
         if not url:
@@ -166,6 +181,23 @@ class KnowledgeEngine:
             return "sent" if response.status_code < 300 else "failed"
         except (httpx.HTTPError, OSError):
             return "failed"
+
+
+def doubt_of(result: JSON) -> float | None:
+    """P(no) / (P(yes) + P(no)) over the first token's top log-probabilities of a chat
+    result answering 有 / 没有; None without log-probabilities."""
+    choice = (result.get("choices") or [{}])[0]
+    content = (choice.get("logprobs") or {}).get("content") or []
+    top = content[0].get("top_logprobs") if content else None
+    if not top:
+        return None
+    yes = sum(math.exp(t["logprob"]) for t in top if str(t.get("token", "")).startswith("有"))
+    no = sum(
+        math.exp(t["logprob"])
+        for t in top
+        if str(t.get("token", "")).startswith(("没", "无", "不"))
+    )
+    return no / (yes + no) if yes + no > 0 else None
 
 
 def _completion(model: str, answer: Answer) -> JSON:

@@ -127,7 +127,7 @@ class KnowledgeIndex:
             score = dense if dense is not None else zeros
         else:
             assert bm25 is not None and dense is not None
-            score = dense_weight * _scaled(dense) + (1 - dense_weight) * _scaled(bm25)
+            score = mix(bm25, dense, dense_weight)
         order = np.argsort(-score, kind="stable")[:k]
         return [
             Hit(
@@ -141,7 +141,12 @@ class KnowledgeIndex:
         ]
 
 
-def _scaled(scores: np.ndarray) -> np.ndarray:
+def mix(bm25: np.ndarray, dense: np.ndarray, dense_weight: float) -> np.ndarray:
+    """The hybrid score: both scaled to [0, 1] over their best candidates, then mixed."""
+    return dense_weight * scaled(dense) + (1 - dense_weight) * scaled(bm25)
+
+
+def scaled(scores: np.ndarray) -> np.ndarray:
     """Scores mapped to [0, 1] over the best ``CANDIDATES``; everything below them is 0."""
     if scores.size == 0:
         return scores

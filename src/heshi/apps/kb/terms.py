@@ -40,6 +40,10 @@ class Segmenter:
             if word.strip():
                 self._jieba.add_word(word.strip(), None, None)
 
+    def cut(self, text: str) -> list[str]:
+        """The segmenter's words, all of them (punctuation and stopwords included)."""
+        return list(self._jieba.cut(unicodedata.normalize("NFKC", text), False))
+
     def words(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text).lower()
         return [

@@ -1,0 +1,71 @@
+"""The checks around the answer model: figures and words grounded in the chunks, citation
+markers, follow-up search, the prompt (no model needed)."""
+
+from __future__ import annotations
+
+from heshi.apps.kb.answer import cite, keep_grounded, prompt_messages, search_query
+from heshi.apps.kb.index import Hit
+from heshi.apps.kb.store import StoredChunk
+
+FEES = "在境内其他银行的 ATM 上取现，每个自然月的前 3 笔免费，从第 4 笔起每笔收取 2 元。"
+HOTLINE = "挂失请拨打客服热线 400-615-2738，临时挂失有效期为 5 天。"
+
+
+def hit(text: str, doc: str = "借记卡.md", n: int = 0) -> Hit:
+    chunk = StoredChunk(f"c{n}", doc, "d", n, ("借记卡", "费用"), "text", None, text)
+    return Hit(chunk, 1.0, 1.0, 0.9)
+
+
+HITS = [hit(FEES, n=0), hit(HOTLINE, n=1)]
+
+
+def test_figures_must_come_from_the_chunks_or_the_question() -> None:
+    answer = "跨行取现前 3 笔免费，之后每笔 2 元 [1]。挂失打 4006152738 [2]。手续费每年 50 元封顶。"
+    kept = keep_grounded(answer, HITS, "我上个月取了 6 次")
+    assert "50 元" not in kept  # a fee from nowhere: the sentence is gone
+    assert "前 3 笔免费" in kept and "4006152738" in kept  # 400-615-2738 without dashes
+    assert keep_grounded("从第 4 笔起每笔收取 8 元。", HITS, "我上个月取了 6 次") == ""
+
+
+def test_sentences_about_what_the_chunks_do_not_cover_are_removed() -> None:
+    made_up = "华信银行有黄金积存业务。一克起买。"
+    assert keep_grounded(made_up, HITS, "华信银行有黄金积存吗？一克起买还是十克起买？") == ""
+    copied = "每个自然月的前 3 笔免费 [1]。"
+    assert keep_grounded(copied, HITS, "取现收费吗") == copied
+
+
+def test_a_copied_chunk_header_and_source_notes_are_tidied() -> None:
+    answer = "[1]（费用）在境内其他银行的 ATM 上取现，前 3 笔免费。资料编号：[1]"
+    assert (
+        keep_grounded(answer, HITS, "取现收费吗") == "在境内其他银行的 ATM 上取现，前 3 笔免费。[1]"
+    )
+
+
+def test_citations_follow_the_markers_and_an_unmarked_answer_cites_the_best_chunk() -> None:
+    text, citations = cite("前 3 笔免费 [1]，挂失打热线 [2][9]。", HITS)
+    assert text == "前 3 笔免费 [1]，挂失打热线 [2]。"
+    assert [c.chunk_id for c in citations] == ["c0", "c1"]
+    text, citations = cite("前 3 笔免费。", HITS)
+    assert text == "前 3 笔免费。 [1]" and [c.doc for c in citations] == ["借记卡.md"]
+
+
+def test_follow_ups_are_searched_with_the_previous_question() -> None:
+    history = [
+        {"role": "user", "content": "团队版一年多少钱？"},
+        {"role": "assistant", "content": "团队版每人每年 360 元。"},
+    ]
+    assert search_query("那企业版呢？", history) == "团队版一年多少钱？ 那企业版呢？"
+    assert (
+        search_query("信用卡的年费怎么收取才能免掉？", history) == "信用卡的年费怎么收取才能免掉？"
+    )
+    assert search_query("那企业版呢？", []) == "那企业版呢？"
+
+
+def test_the_question_and_the_chunks_come_last() -> None:
+    history = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "您好"}]
+    messages = prompt_messages("shop", HITS, history, "取现收费吗？")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    last = messages[-1]["content"]
+    assert (
+        last.index("[1]（费用）在境内") < last.index("[2]（费用）挂失") < last.index("取现收费吗？")
+    )
