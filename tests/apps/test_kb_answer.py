@@ -34,6 +34,10 @@ def test_sentences_about_what_the_chunks_do_not_cover_are_removed() -> None:
     assert keep_grounded(copied, HITS, "取现收费吗") == copied
 
 
+def test_the_question_repeated_back_is_not_an_answer() -> None:
+    assert keep_grounded("[3] 取现收费吗？", HITS, "那取现收费吗？") == ""
+
+
 def test_a_copied_chunk_header_and_source_notes_are_tidied() -> None:
     answer = "[1]（费用）在境内其他银行的 ATM 上取现，前 3 笔免费。资料编号：[1]"
     assert (

@@ -45,6 +45,7 @@ DECLINED = re.compile(
 )
 _MARK = re.compile(r"\[(\d{1,2})\]")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_PUNCT = re.compile(r"[\s,.!?;:，。！？；：、…“”\"'（）()]")
 _FIGURE = re.compile(r"\d+(?:[.,:：\-/]\d+)*")
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|其他|其它|它|这个|那个|如果|要是)|[呢吗]\s*[?？]?\s*$"
@@ -249,6 +250,9 @@ def keep_grounded(answer: str, hits: list[Hit], question: str, min_support: floa
             for f in _figures(bare)
             if f not in known_runs and (len(f) < 4 or f not in digits_text)  # 3,000 = 3000
         ]
+        echo = _flat(_PUNCT.sub("", bare))
+        if echo and echo in _flat(_PUNCT.sub("", question)):
+            continue  # the question repeated back is not an answer
         if not unknown and word_support(bare, flat) >= min_support:
             kept.append(sentence)
     return "".join(kept).strip()
