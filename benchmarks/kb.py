@@ -237,6 +237,7 @@ async def end_to_end(
     )
     await engine.start()
     prefill: list[float] = []
+    judged: list[float] = []  # the judge's prefill: the bot's time to its decision
 
     async def generate(
         messages: list[dict[str, Any]], max_tokens: int
@@ -250,12 +251,16 @@ async def end_to_end(
         message = result["choices"][0]["message"]
         return str(message.get("content") or ""), result.get("usage")
 
-    async def judge(messages: list[dict[str, Any]]) -> float | None:
+    async def judge(messages: list[dict[str, Any]]) -> tuple[float | None, Any]:
         body = {
             "model": "qwen", "messages": messages, "max_tokens": 1, "temperature": 0,
             "logprobs": True, "top_logprobs": 10,
         }  # fmt: skip
-        return doubt_of(await engine.chat(body))
+        result = await engine.chat(body)
+        timings = result.get("timings") or {}
+        if "prompt_ms" in timings:
+            judged.append(timings["prompt_ms"] / 1000)
+        return doubt_of(result), result.get("usage")
 
     # the judge is asked for every question but never declines here (max_doubt 1.0): its
     # doubt is recorded, and the bot's decision at each threshold is computed below
@@ -348,6 +353,8 @@ async def end_to_end(
         "false_handoffs": sum(1 for r in others if r["handoff"]) / max(1, len(others)),
         "seconds_p50_p95": _pcts(times, (50, 95)),
         "prefill_seconds_p50_p95": _pcts(sorted(prefill), (50, 95)),
+        "judge_prefill_seconds_p50_p95": _pcts(sorted(judged), (50, 95)),
+        "answer_style": config.answer_style,
         "support_sweep": sweep,
         "rows": rows,
     }
@@ -476,7 +483,8 @@ def report_text(out: dict[str, Any]) -> None:
             )
             + f"\n  without the judge: {e['without_judge']}\n"
             f"  seconds per answer p50/p95 {e['seconds_p50_p95']}, "
-            f"prefill p50/p95 {e['prefill_seconds_p50_p95']}"
+            f"answer prefill p50/p95 {e['prefill_seconds_p50_p95']}, "
+            f"judge prefill p50/p95 {e['judge_prefill_seconds_p50_p95']} ({e['answer_style']})"
         )
 
 

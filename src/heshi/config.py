@@ -298,6 +298,11 @@ class KnowledgeConfig(_Strict):
     # chunks the model read (and every figure does)
     min_word_support: float = Field(default=0.5, ge=0.0, le=1.0)
     max_answer_tokens: int = Field(default=256, ge=16, le=4096)
+    # "quote": the answer is the sources' own sentences closest to the question (never
+    # anything the sources do not say); "generate": the model writes it, then the figures
+    # and words are checked — measured on benchmarks/kb.py (docs/benchmarks.md)
+    answer_style: Literal["quote", "generate"] = "quote"
+    quote_sentences: int = Field(default=3, ge=1, le=10)
     history_turns: int = Field(default=3, ge=0, le=20)  # earlier turns the model sees
     handoff_webhook: str | None = None  # POSTed a JSON record of every handoff
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -73,3 +73,18 @@ def test_the_question_and_the_chunks_come_last() -> None:
     assert (
         last.index("[1]（费用）在境内") < last.index("[2]（费用）挂失") < last.index("取现收费吗？")
     )
+
+
+def test_quotable_sentences_skip_the_faq_question_and_name_table_cells() -> None:
+    from heshi.apps.kb.answer import quotable
+
+    faq = "问：保修期从哪天算？\n答：从发票日期算起。没有发票的，从出厂后 3 个月起算。"
+    assert [s for _, s in quotable(faq)] == [
+        "从发票日期算起。",
+        "没有发票的，从出厂后 3 个月起算。",
+    ]
+    table = "项目 | 费用\n上门费 | 50 元\n清洗 | 80 元"
+    assert [s for _, s in quotable(table)] == [
+        "项目：上门费，费用：50 元。",
+        "项目：清洗，费用：80 元。",
+    ]

@@ -245,3 +245,18 @@ def test_kb_ask_json_is_exactly_the_contract_and_sessions_continue(
     with db.read() as conn:
         stored = conn.execute(select(kb_sessions.c.messages).where(kb_sessions.c.id == "cli-1"))
         assert len(stored.scalar_one()) == 4  # two questions, two answers
+
+
+def test_the_model_can_write_the_answer_instead_of_quoting(
+    tiny_config: HeshiConfig, tmp_path: Path
+) -> None:
+    config = kb_config(tiny_config, answer_style="generate")
+    prepare(config, tmp_path)
+    with serve_app(create_app(config, local_engines(config))) as url:
+        answer = client(url).chat.completions.create(
+            model="kb:shop", messages=[{"role": "user", "content": "企业版多少钱？"}]
+        )
+    text = answer.choices[0].message.content or ""
+    assert (answer.model_extra or {})["grounded"] is True and text.endswith("[1]")
+    assert "680" not in text  # the tiny model's own words, not a quote of the chunk
+    assert answer.usage is not None and answer.usage.completion_tokens > 1  # judge + answer

@@ -30,9 +30,9 @@ from heshi.config import KnowledgeConfig
 JSON = dict[str, Any]
 # messages in, (answer text, usage or None) out: the gateway's chat path
 Generate = Callable[[list[JSON], int], Awaitable[tuple[str, JSON | None]]]
-# messages in, the model's probability that the chunks do not hold the answer out (None:
-# the model gave no probabilities)
-Judge = Callable[[list[JSON]], Awaitable[float | None]]
+# messages in, the model's probability that the chunks do not hold the answer (None: the
+# model gave no probabilities) and the call's usage out
+Judge = Callable[[list[JSON]], Awaitable[tuple[float | None, JSON | None]]]
 
 DECLINE = "抱歉，知识库里没有找到这个问题的答案。如需帮助，我可以为您转接人工客服。"
 HANDOFF_TEXT = {
@@ -165,14 +165,20 @@ class KnowledgeBot:
             session.failures += 1
             return Answer(DECLINE, hits=hits)
         earlier = history[-2 * self.config.history_turns :]
-        doubt = None
+        doubt, judged = None, None
         if self.judge is not None:
-            doubt = await self.judge(prompt_messages(kb, hits, earlier, question, JUDGE_ASK))
+            asked = prompt_messages(kb, hits, earlier, question, JUDGE_ASK)
+            doubt, judged = await self.judge(asked)
             if doubt is not None and doubt >= self.config.max_doubt:
                 session.failures += 1
-                return Answer(DECLINE, hits=hits, doubt=doubt)
+                return Answer(DECLINE, hits=hits, doubt=doubt, usage=judged)
+        if self.config.answer_style == "quote":
+            text, citations = self.quote(query, hits)
+            session.failures = 0
+            return Answer(text, citations, grounded=True, hits=hits, doubt=doubt, usage=judged)
         prompt = prompt_messages(kb, hits, earlier, question)
-        raw, usage = await self.generate(prompt, self.config.max_answer_tokens)
+        raw, written = await self.generate(prompt, self.config.max_answer_tokens)
+        usage = added_usage(judged, written)
         checked = keep_grounded(raw, hits, question, self.config.min_word_support)
         if not checked or DECLINED.search(checked) or not _CJK.search(_MARK.sub("", checked)):
             session.failures += 1
@@ -180,6 +186,29 @@ class KnowledgeBot:
         session.failures = 0
         text, citations = cite(checked, hits)
         return Answer(text, citations, grounded=True, usage=usage, hits=hits, raw=raw, doubt=doubt)
+
+    def quote(self, query: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
+        """The answer as the sources' own sentences: the ``kb.quote_sentences`` closest to
+        the question (by the embedder; without one, the best chunk's first sentences),
+        in the order the sources give them, each chunk's marked [n]."""
+        candidates = [
+            (n, i, s) for n, hit in enumerate(hits, 1) for i, s in quotable(hit.chunk.text)
+        ]
+        if not candidates:
+            return cite(DECLINE, hits)
+        if self.embed is not None:
+            vectors = self.embed.passages([s for _, _, s in candidates])
+            scores = vectors @ self.embed.query(query)
+            best = sorted(range(len(candidates)), key=lambda k: -float(scores[k]))
+        else:
+            best = list(range(len(candidates)))
+        chosen = sorted(candidates[k] for k in best[: self.config.quote_sentences])
+        parts: list[str] = []
+        for n, _, sentence in chosen:
+            if parts and parts[-1] == f"[{n}]":
+                parts.pop()
+            parts += [sentence, f"[{n}]"]
+        return cite("".join(_spaced(parts)), hits)
 
     async def _hand_off(self, session: Session, reason: Reason) -> Answer:
         session.handed_off = True
@@ -207,6 +236,42 @@ def prompt_messages(
         *history,
         {"role": "user", "content": last},
     ]
+
+
+_QUESTION_LINE = re.compile(r"^\s*(问|Q)\s*[:：]")
+_ANSWER_MARK = re.compile(r"^\s*(答|A)\s*[:：]\s*")
+
+
+def quotable(text: str) -> list[tuple[int, str]]:
+    """A chunk's sentences that can answer (a FAQ's question line is not one), numbered
+    in order; table rows come with the table's header row."""
+    lines = text.split("\n")
+    out: list[tuple[int, str]] = []
+    header = lines[0] if len(lines) > 1 and " | " in lines[0] else None
+    for line in lines:
+        if _QUESTION_LINE.match(line) or not line.strip():
+            continue
+        if header is not None and " | " in line:
+            if line != header:
+                pairs = zip(header.split(" | "), line.split(" | "), strict=False)
+                out.append((len(out), "，".join(f"{h}：{c}" for h, c in pairs if c) + "。"))
+            continue
+        for sentence in re.split(r"(?<=[。！？；!?])", _ANSWER_MARK.sub("", line)):
+            if len(sentence.strip()) >= 4:
+                out.append((len(out), sentence.strip()))
+    return out
+
+
+def _spaced(parts: list[str]) -> list[str]:
+    return [f" {p}" if p.startswith("[") else p for p in parts]
+
+
+def added_usage(a: JSON | None, b: JSON | None) -> JSON | None:
+    """Two model calls' usage, summed (both are the request's)."""
+    if not a or not b:
+        return b or a
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in keys}
 
 
 def search_query(question: str, history: list[JSON]) -> str:

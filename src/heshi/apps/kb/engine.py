@@ -159,7 +159,7 @@ class KnowledgeEngine:
         message = (result.get("choices") or [{}])[0].get("message") or {}
         return str(message.get("content") or ""), result.get("usage")
 
-    async def _judge(self, messages: list[JSON]) -> float | None:
+    async def _judge(self, messages: list[JSON]) -> tuple[float | None, JSON | None]:
         """The answer model's probability of "没有" (no) as its first token."""
         if self.router is None:
             raise RuntimeError("KnowledgeEngine.attach(router) was not called")
@@ -169,7 +169,7 @@ class KnowledgeEngine:
             "logprobs": True, "top_logprobs": 10,
         }  # fmt: skip
         routed = await self.router.call(self.router.plan(model, body), "chat", body)
-        return doubt_of(routed.value)
+        return doubt_of(routed.value), routed.value.get("usage")
 
     async def _notify(self, record: JSON) -> str:
         url = self.config.kb.handoff_webhook
