@@ -109,6 +109,17 @@ class Client:
         return data if isinstance(data, dict) else {}
 
 
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="HESHI_API_KEY",
+        help="API 密钥（或环境变量 HESHI_API_KEY）/ API key (or HESHI_API_KEY).",
+        show_default=False,
+    ),
+]
+
+
 def chat(
     model: Annotated[
         str | None,
@@ -123,15 +134,7 @@ def chat(
             show_default=False,
         ),
     ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            envvar="HESHI_API_KEY",
-            help="API 密钥（或环境变量 HESHI_API_KEY）/ API key (or HESHI_API_KEY).",
-            show_default=False,
-        ),
-    ] = None,
+    key: ApiKeyOption = None,
     system: Annotated[
         str | None, typer.Option("--system", help="系统提示 / System prompt.", show_default=False)
     ] = None,

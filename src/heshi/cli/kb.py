@@ -14,6 +14,7 @@ from rich.table import Table
 from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
 from heshi.apps.kb.ingest import FileResult, expand, ingest
 from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
 from heshi.cli.reporting import reporting_errors
 
@@ -238,15 +239,7 @@ def ask(
             show_default=False,
         ),
     ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            envvar="HESHI_API_KEY",
-            help="API 密钥（或 HESHI_API_KEY）/ API key (or HESHI_API_KEY).",
-            show_default=False,
-        ),
-    ] = None,
+    key: ApiKeyOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
