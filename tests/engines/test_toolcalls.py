@@ -239,3 +239,10 @@ def test_grammars_force_calls_or_allow_prose() -> None:
     assert "calls: call\n" in (single.grammar(constrain_auto=True) or "")
     named_grammar = named.grammar(constrain_auto=True) or ""
     assert '"const":"get_weather"' in named_grammar and "query_order" not in named_grammar
+
+
+def test_an_answer_that_may_not_call_reads_every_call_as_words() -> None:
+    text = '好的\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}}\n</tool_call>'
+    fenced = '例如：\n```json\n{"name": "query_order", "arguments": {"order_id": "E10293"}}\n```'
+    for answer in (text, fenced):
+        assert merged(events(ToolCallParser(frozenset()), answer, 4)) == [("text", answer)]

@@ -454,7 +454,8 @@ class LlamaCppEngine:
             request, opened = await self.tool_completion_body(body, tools, first, prose_only=True)
             completion = await self._call_once(self._require_server().handle_completions, request)
             completion["usage"] = _added(spent, completion.get("usage"))
-            message, called, reasoning = _read_tool_answer(completion, tools, opened)
+            # words only: a call written into this answer's prose is not read as one
+            message, called, reasoning = _read_tool_answer(completion, tools, opened, calls=False)
         choice = completion["choices"][0]
         if reasoning:
             message["reasoning_content"] = reasoning
@@ -634,14 +635,15 @@ def _is_finish(chunk: JSON) -> bool:
 
 
 def _read_tool_answer(
-    completion: JSON, tools: ToolRequest, opened: bool | None
+    completion: JSON, tools: ToolRequest, opened: bool | None, *, calls: bool = True
 ) -> tuple[JSON, bool, str]:
-    """The assistant message a tool-call completion holds, whether it calls, its thought."""
+    """The assistant message a tool-call completion holds, whether it calls, its thought
+    (``calls=False``: an answer that may not call, read as prose whatever it holds)."""
     text = completion["choices"][0].get("text") or ""
     reasoning = ""
     if opened is not None:
         reasoning, text = split_text(text, opened=opened)
-    message, called = chat_message(text, ToolCallParser(tools.names))
+    message, called = chat_message(text, ToolCallParser(tools.names if calls else frozenset()))
     return message, called, reasoning
 
 
@@ -781,7 +783,7 @@ class ToolStream:
             await self._inner.aclose()
             self._spent = _added(self._spent, self._inner.usage)
             self._inner, self._retry, self._prose_only = None, False, True
-            self._parser = ToolCallParser(self._tools.names)
+            self._parser = ToolCallParser(frozenset())  # the second answer is words only
             self._out = collections.deque(c for c in self._out if not _is_finish(c))
             self._ended = False
         if self._inner is None and not self._aborted:

@@ -534,7 +534,7 @@ class ToolCallParser:
         return [Event(text=text)]
 
     def _call(self, body: str, *, closed: bool) -> list[Event]:
-        calls = parse_call(body)
+        calls = parse_call(body) if self.names else None  # no names: an answer in words
         if calls is None:  # not a call after all: the model's text, as it wrote it
             return [Event(text=OPEN + body + (CLOSE if closed else ""))]
         self.calls += len(calls)
