@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -156,8 +157,10 @@ class KnowledgeBot:
         if reason is not None:
             return await self._hand_off(session, reason)
         query = search_query(question, history)
-        hits = self.index(kb).search(
-            query, self.config.chunks, dense_weight=self.config.dense_weight
+        # index (re)building and the embedder's work run off the event loop
+        index = await asyncio.to_thread(self.index, kb)
+        hits = await asyncio.to_thread(
+            index.search, query, self.config.chunks, dense_weight=self.config.dense_weight
         )
         if not hits or (
             self.embed is not None and max(h.dense for h in hits) < self.config.min_similarity
@@ -173,7 +176,7 @@ class KnowledgeBot:
                 session.failures += 1
                 return Answer(DECLINE, hits=hits, doubt=doubt, usage=judged)
         if self.config.answer_style == "quote":
-            text, citations = self.quote(query, hits)
+            text, citations = await asyncio.to_thread(self.quote, query, hits)
             session.failures = 0
             return Answer(text, citations, grounded=True, hits=hits, doubt=doubt, usage=judged)
         prompt = prompt_messages(kb, hits, earlier, question)

@@ -33,6 +33,7 @@ class E5Vectors:
     def __init__(self) -> None:
         self._model: Any = None
         self._lock = threading.Lock()
+        self._calls = threading.Lock()
 
     def _require(self) -> Any:
         with self._lock:
@@ -47,10 +48,14 @@ class E5Vectors:
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        return np.asarray(self._require().passage(list(texts)), dtype=np.float32)
+        model = self._require()
+        with self._calls:  # one call at a time: the engine is not known to be thread-safe
+            return np.asarray(model.passage(list(texts)), dtype=np.float32)
 
     def query(self, text: str) -> np.ndarray:
-        return np.asarray(self._require().query(text), dtype=np.float32)
+        model = self._require()
+        with self._calls:
+            return np.asarray(model.query(text), dtype=np.float32)
 
 
 @dataclass(frozen=True)
