@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from heshi.apps.kb.answer import DECLINED, KnowledgeBot, keep_grounded, search_query
+from heshi.apps.kb.answer import DECLINED, KnowledgeBot, search_query
 from heshi.apps.kb.engine import doubt_of
+from heshi.apps.kb.grounding import keep_grounded
 from heshi.apps.kb.handoff import handoff_reason
 from heshi.apps.kb.index import E5Vectors, KnowledgeIndex, mix
 from heshi.apps.kb.ingest import ingest

@@ -3,7 +3,8 @@ markers, follow-up search, the prompt (no model needed)."""
 
 from __future__ import annotations
 
-from heshi.apps.kb.answer import cite, keep_grounded, prompt_messages, search_query
+from heshi.apps.kb.answer import prompt_messages, search_query
+from heshi.apps.kb.grounding import cite, keep_grounded
 from heshi.apps.kb.index import Hit
 from heshi.apps.kb.store import StoredChunk
 

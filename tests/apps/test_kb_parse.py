@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from heshi.apps.kb.chunk import MAX_CHARS, chunk_blocks
-from heshi.apps.kb.parse import UnreadableDocument, read_document
+from heshi.apps.kb.documents import read_document
+from heshi.apps.kb.parse import UnreadableDocument
 
 MARKDOWN = """# 暖居空调手册
 ## 保修

@@ -268,7 +268,8 @@ async def test_gbnf_grammars_for_engines_without_llguidance(
     tiny_engine: object, choice: str
 ) -> None:
     from heshi.engines.llamacpp import LlamaCppEngine
-    from heshi.engines.toolcalls import ToolCallParser, ToolRequest, chat_message
+    from heshi.engines.toolcalls import ToolRequest
+    from heshi.engines.toolparse import ToolCallParser, chat_message
 
     assert isinstance(tiny_engine, LlamaCppEngine)
     tools = ToolRequest.of({"tools": [WEATHER], "tool_choice": choice})
@@ -386,7 +387,7 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
 
 
 def test_identifiers_must_come_from_the_conversation() -> None:
-    from heshi.engines.toolcalls import conversation_text, invented_values
+    from heshi.engines.toolgrounding import conversation_text, invented_values
 
     body = {
         "messages": [

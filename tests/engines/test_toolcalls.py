@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from heshi.engines.toolcalls import ToolCallParser, ToolRequest, chat_message, parse_call
+from heshi.engines.toolcalls import ToolRequest
+from heshi.engines.toolparse import ToolCallParser, chat_message, parse_call
 from heshi.errors import InvalidRequest
 
 WEATHER = {

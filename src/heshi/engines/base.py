@@ -20,6 +20,15 @@ def asked_completion_tokens(body: JSON) -> int | None:
     return asked if isinstance(asked, int) else None
 
 
+def add_usage(a: JSON | None, b: JSON | None) -> JSON | None:
+    """Two model calls' usage, summed (both were computed, both are paid for); ``b``'s
+    other fields are kept."""
+    if not a or not b:
+        return b or a
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {**b, **{k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in keys}}
+
+
 async def prepend(first: JSON | None, rest: AsyncIterator[JSON]) -> AsyncGenerator[JSON, None]:
     """``first`` (when there is one), then ``rest``; ``rest`` is closed however it ends."""
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from heshi.engines.toolcalls import partial_suffix
+from heshi.engines.toolparse import partial_suffix
 
 OPEN, CLOSE = "<think>", "</think>"
 Kind = Literal["reasoning", "content"]

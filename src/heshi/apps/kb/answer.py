@@ -15,18 +15,18 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from heshi.apps.kb.grounding import CJK, MARK, Citation, cite, keep_grounded
 from heshi.apps.kb.handoff import Reason, handoff_reason
 from heshi.apps.kb.index import Hit, KnowledgeIndex, Vectors
 from heshi.apps.kb.sessions import Session, SessionStore
 from heshi.apps.kb.store import KnowledgeBaseStore
-from heshi.apps.kb.terms import STOPWORDS, Segmenter
 from heshi.config import KnowledgeConfig
+from heshi.engines.base import add_usage
 
 JSON = dict[str, Any]
 # messages in, (answer text, usage or None) out: the gateway's chat path
@@ -44,10 +44,6 @@ HANDOFF_TEXT = {
 DECLINED = re.compile(
     r"(没有|未|无)(找到|提供|提及|包含|涉及|相关)|资料(中|里)?(没有|未)|无法回答|不清楚"
 )
-_MARK = re.compile(r"\[(\d{1,2})\]")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-_PUNCT = re.compile(r"[\s,.!?;:，。！？；：、…“”\"'（）()]")
-_FIGURE = re.compile(r"\d+(?:[.,:：\-/]\d+)*")
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|其他|其它|它|这个|那个|如果|要是)|[呢吗]\s*[?？]?\s*$"
 )
@@ -61,16 +57,6 @@ JUDGE_ASK = (
     "资料里是否直接写明了这个问题的答案？资料只是话题相关、但没有写明答案时，回答“没有”。"
     "只回答“有”或“没有”。"
 )
-
-
-@dataclass(frozen=True)
-class Citation:
-    doc: str
-    chunk_id: str
-    text: str
-
-    def as_json(self) -> JSON:
-        return {"doc": self.doc, "chunk_id": self.chunk_id, "text": self.text}
 
 
 @dataclass
@@ -181,9 +167,9 @@ class KnowledgeBot:
             return Answer(text, citations, grounded=True, hits=hits, doubt=doubt, usage=judged)
         prompt = prompt_messages(kb, hits, earlier, question)
         raw, written = await self.generate(prompt, self.config.max_answer_tokens)
-        usage = added_usage(judged, written)
+        usage = add_usage(judged, written)
         checked = keep_grounded(raw, hits, question, self.config.min_word_support)
-        if not checked or DECLINED.search(checked) or not _CJK.search(_MARK.sub("", checked)):
+        if not checked or DECLINED.search(checked) or not CJK.search(MARK.sub("", checked)):
             session.failures += 1
             return Answer(DECLINE, usage=usage, hits=hits, raw=raw, doubt=doubt)
         session.failures = 0
@@ -242,7 +228,7 @@ def prompt_messages(
 
 
 _QUESTION_LINE = re.compile(r"^\s*(问|Q)\s*[:：]")
-_ANSWER_MARK = re.compile(r"^\s*(答|A)\s*[:：]\s*")
+_ANSWERMARK = re.compile(r"^\s*(答|A)\s*[:：]\s*")
 
 
 def quotable(text: str) -> list[tuple[int, str]]:
@@ -259,7 +245,7 @@ def quotable(text: str) -> list[tuple[int, str]]:
                 pairs = zip(header.split(" | "), line.split(" | "), strict=False)
                 out.append((len(out), "，".join(f"{h}：{c}" for h, c in pairs if c) + "。"))
             continue
-        for sentence in re.split(r"(?<=[。！？；!?])", _ANSWER_MARK.sub("", line)):
+        for sentence in re.split(r"(?<=[。！？；!?])", _ANSWERMARK.sub("", line)):
             if len(sentence.strip()) >= 4:
                 out.append((len(out), sentence.strip()))
     return out
@@ -267,14 +253,6 @@ def quotable(text: str) -> list[tuple[int, str]]:
 
 def _spaced(parts: list[str]) -> list[str]:
     return [f" {p}" if p.startswith("[") else p for p in parts]
-
-
-def added_usage(a: JSON | None, b: JSON | None) -> JSON | None:
-    """Two model calls' usage, summed (both are the request's)."""
-    if not a or not b:
-        return b or a
-    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-    return {k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in keys}
 
 
 def search_query(question: str, history: list[JSON]) -> str:
@@ -294,100 +272,6 @@ def materials(hits: list[Hit]) -> str:
         title = f"（{where}）" if where else ""
         parts.append(f"[{n}]{title}{hit.chunk.text}")
     return "\n\n".join(parts)
-
-
-def _figures(text: str) -> set[str]:
-    return {re.sub(r"\D", "", f) for f in _FIGURE.findall(text)} - {""}
-
-
-def keep_grounded(answer: str, hits: list[Hit], question: str, min_support: float = 0.5) -> str:
-    """``answer`` without its unsupported sentences: one with a figure that appears neither
-    in the chunks nor in the question (a figure is its digits: 400-820-1234 = 4008201234),
-    or one whose words mostly do not occur in the chunks (a small model asked about
-    something the chunks do not cover writes it from the question and its own memory)."""
-    chunks = " ".join(h.chunk.indexed for h in hits)
-    source = re.sub(r"\D", " ", chunks) + " " + question
-    known_runs = _figures(source)
-    digits_text = re.sub(r"\D", "", chunks)
-    flat = _flat(chunks)
-    kept = []
-    for sentence in re.split(r"(?<=[。！？!?\n])", _tidy(answer)):
-        bare = _MARK.sub("", sentence)
-        unknown = [
-            f
-            for f in _figures(bare)
-            if f not in known_runs and (len(f) < 4 or f not in digits_text)  # 3,000 = 3000
-        ]
-        echo = _flat(_PUNCT.sub("", bare))
-        if echo and echo in _flat(_PUNCT.sub("", question)):
-            continue  # the question repeated back is not an answer
-        if not unknown and word_support(bare, flat) >= min_support:
-            kept.append(sentence)
-    return "".join(kept).strip()
-
-
-_ECHO = re.compile(r"^\s*\[\d{1,2}\]\s*(（[^）\n]{0,40}）)?")  # "[1]（标题）" copied back
-_SOURCE_NOTE = re.compile(r"[（(]?\s*(资料)?(编号|来源|出处)(为|是)?\s*[:：]?\s*(?=\[\d)")
-
-
-def _tidy(answer: str) -> str:
-    """The model's answer without a copied chunk header and with "资料编号：[1]" as "[1]"."""
-    return _SOURCE_NOTE.sub("", _ECHO.sub("", answer.strip()))
-
-
-def _flat(text: str) -> str:
-    return re.sub(r"\s", "", text).lower()
-
-
-@functools.cache
-def _segmenter() -> Segmenter:
-    return Segmenter()
-
-
-def word_support(sentence: str, flat_source: str) -> float:
-    """The share of ``sentence``'s units found in the source text: words of two or more
-    Chinese characters, and runs of single-character words taken together (一克起买, a
-    phrase the segmenter does not know, is one unit); 1.0 when there are none."""
-    units: list[str] = []
-    run = ""
-    for word in _segmenter().cut(sentence):
-        if len(word) == 1 and _CJK.match(word):
-            run += word
-            continue
-        if len(run) >= 2:
-            units.append(run)
-        run = ""
-        if len(word) >= 2 and _CJK.search(word) and word not in STOPWORDS:
-            units.append(word.lower())
-    if len(run) >= 2:
-        units.append(run)
-    if not units:
-        return 1.0
-    return sum(1 for u in units if u in flat_source) / len(units)
-
-
-def cite(answer: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
-    """The answer with its markers checked (a marker past the chunks is removed) and the
-    chunks it cites; an answer without markers cites the best chunk, marked [1]."""
-    used: list[int] = []
-
-    def check(match: re.Match[str]) -> str:
-        n = int(match.group(1))
-        if 1 <= n <= len(hits):
-            if n not in used:
-                used.append(n)
-            return match.group(0)
-        return ""
-
-    answer = _MARK.sub(check, answer).strip()
-    if not used:
-        used = [1]
-        answer = f"{answer} [1]"
-    citations = [
-        Citation(hits[n - 1].chunk.doc, hits[n - 1].chunk.id, hits[n - 1].chunk.text)
-        for n in sorted(used)
-    ]
-    return answer, citations
 
 
 def _turns(messages: list[JSON]) -> list[JSON]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heshi.apps.kb.chunk import chunk_blocks
+from heshi.apps.kb.documents import MAX_FILE_BYTES, read_document, supported
 from heshi.apps.kb.index import Vectors
-from heshi.apps.kb.parse import read_document, supported
 from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.errors import HeshiError
 
@@ -80,6 +80,9 @@ def ingest(
 
 def _one(store: KnowledgeBaseStore, kb: str, path: Path, embed: Vectors | None) -> FileResult:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:  # refused before its bytes cost memory
+            return FileResult(path, "failed", error=f"文件过大 / file too large: {size} bytes")
         data = path.read_bytes()
     except OSError as exc:
         return FileResult(path, "failed", error=f"无法读取 / cannot read: {exc.strerror or exc}")

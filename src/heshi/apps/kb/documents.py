@@ -1,0 +1,48 @@
+"""Which reader reads a file: by its suffix, after its size is checked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from heshi.apps.kb.office import read_csv, read_docx, read_pdf, read_xlsx
+from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_markdown, read_text
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
+
+
+def read_document(path: Path) -> Parsed:
+    """The blocks of the document at ``path``, by its suffix."""
+    suffix = path.suffix.lower()
+    reader = READERS.get(suffix)
+    if reader is None:
+        raise UnreadableDocument(
+            f"不支持的文件类型 / unsupported file type {suffix or '(none)'}: "
+            f"supported: {', '.join(sorted(READERS))}"
+        )
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise UnreadableDocument(
+            f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
+        )
+    parsed = reader(path)
+    if not any(b.text.strip() for b in parsed.blocks):
+        raise UnreadableDocument("文件中没有文字 / no text in the file (a scan without OCR?)")
+    return parsed
+
+
+def supported(path: Path) -> bool:
+    return path.suffix.lower() in READERS
+
+
+READERS: dict[str, Callable[[Path], Parsed]] = {
+    ".md": read_markdown,
+    ".markdown": read_markdown,
+    ".txt": read_text,
+    ".html": read_html,
+    ".htm": read_html,
+    ".pdf": read_pdf,
+    ".docx": read_docx,
+    ".csv": read_csv,
+    ".xlsx": read_xlsx,
+}

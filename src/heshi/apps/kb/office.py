@@ -1,0 +1,188 @@
+"""Office formats read into blocks: PDF with a text layer, DOCX, and FAQ sheets in CSV
+or XLSX (a question column and an answer column; other sheets become one passage per
+row)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from heshi.apps.kb.parse import (
+    NUMBERED_HEADING,
+    QA_LINE,
+    Block,
+    Parsed,
+    UnreadableDocument,
+    decode_text,
+    text_blocks,
+)
+
+# --------------------------------------------------------------------------- PDF, DOCX
+
+
+def read_pdf(path: Path) -> Parsed:
+    import pypdfium2
+
+    try:
+        pdf = pypdfium2.PdfDocument(str(path))
+    except pypdfium2.PdfiumError as exc:
+        raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
+    blocks: list[Block] = []
+    try:
+        for index in range(len(pdf)):
+            page = pdf[index]
+            text = page.get_textpage().get_text_range()
+            blocks.extend(text_blocks(_join_pdf_lines(text), page=index + 1))
+        return Parsed(blocks, pages=len(pdf))
+    finally:
+        pdf.close()
+
+
+def _join_pdf_lines(text: str) -> str:
+    """A PDF's text layer breaks lines where the page did; a line that does not end a
+    sentence continues on the next one (Chinese has no spaces to put back)."""
+    lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if (
+            out
+            and out[-1]
+            and line
+            and out[-1][-1] not in "。！？；：:!?;"
+            and not NUMBERED_HEADING.match(line)
+            and not NUMBERED_HEADING.match(out[-1])
+            and not QA_LINE.match(line)
+        ):
+            out[-1] += line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def read_docx(path: Path) -> Parsed:
+    import docx
+    from docx.document import Document as DocxDocument
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document: DocxDocument = docx.Document(str(path))
+    except Exception as exc:  # python-docx raises several kinds for a broken package
+        raise UnreadableDocument(f"无法打开 DOCX / cannot open the DOCX: {exc}") from exc
+    blocks: list[Block] = []
+    lines: list[str] = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Paragraph):
+            style = (item.style.name if item.style is not None else "") or ""
+            level = _docx_heading_level(style)
+            text = item.text.strip()
+            if level and text:
+                if lines:
+                    blocks.extend(text_blocks("\n".join(lines)))
+                    lines.clear()
+                blocks.append(Block("heading", text, level=level))
+            else:
+                lines.append(text)
+        elif isinstance(item, Table):
+            if lines:
+                blocks.extend(text_blocks("\n".join(lines)))
+                lines.clear()
+            rows = [
+                " | ".join(_dedupe_cells(c.text.strip() for c in row.cells)) for row in item.rows
+            ]
+            rows = [r for r in rows if r.strip(" |")]
+            if rows:
+                blocks.append(Block("table", "\n".join(rows)))
+    if lines:
+        blocks.extend(text_blocks("\n".join(lines)))
+    return Parsed(blocks)
+
+
+def _docx_heading_level(style: str) -> int:
+    match = re.match(r"^(?:Heading|标题)\s*(\d)$", style.strip(), re.I)
+    if match:
+        return int(match.group(1))
+    return 1 if style.strip().lower() in ("title", "标题") else 0
+
+
+def _dedupe_cells(cells: Iterable[str]) -> list[str]:
+    """A merged cell comes back once per grid column it spans: keep one."""
+    out: list[str] = []
+    for cell in cells:
+        if not out or cell != out[-1]:
+            out.append(cell)
+    return out
+
+
+# --------------------------------------------------------------------------- FAQ sheets
+
+_Q_HEADERS = ("问题", "标准问题", "常见问题", "提问", "question", "q", "问")
+_A_HEADERS = ("答案", "回答", "答复", "标准答案", "answer", "a", "答")
+
+
+def read_csv(path: Path) -> Parsed:
+    text = decode_text(path.read_bytes())
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [[c.strip() for c in row] for row in csv.reader(io.StringIO(text), dialect)]
+    return Parsed(sheet_blocks(rows))
+
+
+def read_xlsx(path: Path) -> Parsed:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+    except Exception as exc:  # zipfile, XML and openpyxl's own errors
+        raise UnreadableDocument(f"无法打开 XLSX / cannot open the XLSX: {exc}") from exc
+    blocks: list[Block] = []
+    try:
+        for sheet in book.worksheets:
+            rows = [
+                ["" if v is None else str(v).strip() for v in row]
+                for row in sheet.iter_rows(values_only=True)
+            ]
+            if any(any(r) for r in rows):
+                if len(book.worksheets) > 1:
+                    blocks.append(Block("heading", sheet.title, level=1))
+                blocks.extend(sheet_blocks(rows))
+    finally:
+        book.close()
+    return Parsed(blocks)
+
+
+def sheet_blocks(rows: list[list[str]]) -> list[Block]:
+    """A sheet with question/answer columns: one FAQ pair per row; any other sheet: one
+    text block per row, each cell named by its column header."""
+    rows = [r for r in rows if any(r)]
+    if not rows:
+        return []
+    header = [h.lower().strip() for h in rows[0]]
+    q = _column(header, _Q_HEADERS)
+    a = _column(header, _A_HEADERS)
+    if q is not None and a is not None:
+        out = []
+        for row in rows[1:]:
+            question = row[q] if q < len(row) else ""
+            answer = row[a] if a < len(row) else ""
+            if question and answer:
+                out.append(Block("faq", answer, question=question))
+        return out
+    return [Block("text", _named_cells(rows[0], row)) for row in rows[1:]]
+
+
+def _named_cells(header: list[str], row: list[str]) -> str:
+    pairs = zip(header + [""] * len(row), row, strict=False)
+    return "；".join(f"{h}：{v}" if h else v for h, v in pairs if v)
+
+
+def _column(header: list[str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None

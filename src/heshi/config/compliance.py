@@ -1,0 +1,56 @@
+"""The compliance sections of ``heshi.yaml``: the guard (lexicons, PII, the guard model,
+key suspension) and AIGC labels. Defaults live here, with their reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from heshi.config.base import Strict
+
+
+class SuspensionConfig(Strict):
+    """When a key is suspended for violating input (an admin resumes it)."""
+
+    enabled: bool = True  # false for e.g. the tenant that runs `heshi eval safety`
+    consecutive: int = Field(default=3, ge=1)  # violations in a row
+    daily: int = Field(default=5, ge=1)  # violations in one UTC day
+
+
+class GuardModelConfig(Strict):
+    """An optional safety classifier (e.g. Qwen3Guard-Gen) behind one of Heshi's aliases."""
+
+    alias: str | None = None  # a model name the gateway serves; None = no model stage
+    block: list[str] = Field(default_factory=lambda: ["Unsafe"])  # levels that refuse
+    flag: list[str] = Field(default_factory=lambda: ["Controversial"])  # levels recorded
+    outbound: bool = True  # also judge plain (non-streamed) answers
+    on_error: Literal["allow", "block"] = "allow"  # classifier unreachable or unreadable
+
+
+class GuardConfig(Strict):
+    """The compliance guard on generation requests (docs/guard.md). Every field may be
+    overridden per tenant under ``tenants.<name>.guard``."""
+
+    enabled: bool = False
+    # What the upstream model sees of personal information in prompts.
+    pii: Literal["off", "redact", "mask", "pseudonymize"] = "pseudonymize"
+    inbound: bool = True  # screen prompts with the lexicons
+    outbound: bool = True  # screen generated text (streams included)
+    lexicons: list[Path] = Field(default_factory=list)  # empty = the shipped seed lexicon
+    actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
+    refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
+    suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
+    model: GuardModelConfig = Field(default_factory=GuardModelConfig)
+
+
+class AigcConfig(Strict):
+    """AI-generated content labels (GB 45438-2025) on every generation (docs/guard.md)."""
+
+    enabled: bool = False
+    uscc: str | None = None  # the provider's Unified Social Credit Code (18 characters)
+    model_code: str | None = None  # 4 characters naming the service/model, or none
+    explicit: Literal["start", "end", "off"] = "end"  # visible label in the text
+    wording: str = "本内容由人工智能生成 / AI-generated content"
+    key_env: str = "HESHI_AIGC_KEY"  # env var holding the HMAC key for ReservedCode1

@@ -1,0 +1,347 @@
+"""Replies from the in-process llama-server, as the gateway takes them: llama.cpp's
+error JSON turned into typed errors, and its streamed results read as chunk streams —
+plain (:class:`LocalStream`), with tool calls (:class:`ToolStream`) and with a thinking
+model's thought split out (:class:`ThinkStream`)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from heshi.engines.base import JSON, add_usage
+from heshi.engines.reasoning import Kind, ThinkSplitter, split_text
+from heshi.engines.toolcalls import ToolRequest
+from heshi.engines.toolparse import Event, ToolCallParser, chat_message
+from heshi.errors import ContextLengthExceeded, EngineError, HeshiError, InvalidRequest
+
+if TYPE_CHECKING:
+    from heshi.engines.llamacpp import LlamaCppEngine
+
+END = object()
+Handler = Callable[[bytes, Callable[[bytes], bool]], None]
+
+
+def error_from(payload: JSON) -> HeshiError:
+    """Turn llama.cpp's error JSON into our typed error."""
+    err = payload.get("error", payload)
+    if not isinstance(err, dict):
+        return EngineError(f"llama.cpp error: {err}")
+    message = str(err.get("message", "unknown llama.cpp error"))
+    if err.get("type") == "exceed_context_size_error":
+        return ContextLengthExceeded(
+            prompt_tokens=int(err.get("n_prompt_tokens", 0)),
+            max_tokens=None,
+            context=int(err.get("n_ctx", 0)),
+        )
+    if int(err.get("code", 500)) == 400 or err.get("type") == "invalid_request_error":
+        return InvalidRequest(f"llama.cpp: {message}")
+    return EngineError(f"llama.cpp: {message}")
+
+
+def message_of(payload: Any) -> str:
+    err = payload.get("error", payload) if isinstance(payload, dict) else payload
+    return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+
+
+def is_error(payload: JSON) -> bool:
+    return "error" in payload or ("code" in payload and "message" in payload)
+
+
+def _is_finish(chunk: JSON) -> bool:
+    return any(c.get("finish_reason") for c in chunk.get("choices") or ()) or bool(
+        chunk.get("usage")
+    )
+
+
+def read_tool_answer(
+    completion: JSON, tools: ToolRequest, opened: bool | None, *, calls: bool = True
+) -> tuple[JSON, bool, str]:
+    """The assistant message a tool-call completion holds, whether it calls, its thought
+    (``calls=False``: an answer that may not call, read as prose whatever it holds)."""
+    text = completion["choices"][0].get("text") or ""
+    reasoning = ""
+    if opened is not None:
+        reasoning, text = split_text(text, opened=opened)
+    message, called = chat_message(text, ToolCallParser(tools.names if calls else frozenset()))
+    return message, called, reasoning
+
+
+def usage_of(timings: JSON) -> JSON:
+    prompt = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": int(timings.get("predicted_n", 0))}
+
+
+class LocalStream:
+    """One streamed generation on llama.cpp's slot loop (see the module docstring).
+
+    The request runs on a worker thread that hands each chunk to the event loop through a
+    queue. ``abort()`` (or ``aclose()``) makes llama.cpp drop the task at its next chunk,
+    which frees the slot; ``aclose()`` also waits for the worker to return, so ``usage``
+    then counts every token the engine decoded — those no one read included.
+    """
+
+    def __init__(self, handler: Handler, payload: bytes, executor: Any) -> None:
+        self.usage: JSON | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self._last_timings: bytes | None = None  # the newest chunk that carried counts
+        self._done = False
+        loop = asyncio.get_running_loop()
+
+        def on_chunk(data: bytes) -> bool:
+            if b'"timings"' in data:
+                self._last_timings = data  # a reference swap: safe from this thread
+            if self._cancelled.is_set():
+                return True  # tells llama.cpp to drop the task and free the slot
+            loop.call_soon_threadsafe(self._queue.put_nowait, data)
+            return False
+
+        def run() -> None:
+            try:
+                handler(payload, on_chunk)
+            except Exception as exc:
+                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(self._queue.put_nowait, END)
+
+        self._job = loop.run_in_executor(executor, run)
+
+    def __aiter__(self) -> LocalStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is END:
+            self._done = True
+            self._count()
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise EngineError(f"llama.cpp: {item}") from item
+        assert isinstance(item, bytes)
+        chunk: JSON = orjson.loads(item)
+        if is_error(chunk):
+            raise error_from(chunk)
+        timings = chunk.get("timings")
+        if isinstance(timings, dict):
+            self.usage = usage_of(timings)
+            if "usage" not in chunk:
+                del chunk["timings"]  # llama.cpp sends them only at the end unless asked
+        return chunk
+
+    def abort(self) -> None:
+        """Stop generating at the next token; a pending ``__anext__`` ends at once."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self._queue.put_nowait(END)
+
+    async def aclose(self) -> None:
+        """Stop generating and wait for the worker thread, then count what it decoded."""
+        self.abort()
+        self._done = True
+        if not self._job.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._job)
+        self._count()
+
+    def _count(self) -> None:
+        data = self._last_timings
+        if data is None:
+            return
+        with contextlib.suppress(ValueError):
+            timings = orjson.loads(data).get("timings")
+            if isinstance(timings, dict):
+                self.usage = usage_of(timings)
+
+
+class ToolStream:
+    """A streamed chat answer with tools: the rendered prompt completed as text (see
+    :mod:`heshi.engines.toolcalls`), read back as ``chat.completion.chunk`` deltas — prose
+    as ``content``, each call as one ``tool_calls`` delta once its JSON is complete — and a
+    last ``finish_reason`` of ``tool_calls`` when the model called any."""
+
+    def __init__(
+        self, engine: LlamaCppEngine, body: JSON, tools: ToolRequest, opened: bool | None
+    ) -> None:
+        self._engine = engine
+        self._body = body
+        self._tools = tools
+        self._parser = ToolCallParser(tools.names)
+        self._opened = opened
+        self._thoughts = None if opened is None else ThinkSplitter(opened=opened)
+        self._inner: LocalStream | None = None
+        self._out: collections.deque[JSON] = collections.deque()
+        self._aborted = False
+        self._ended = False
+        self._sent = 0  # calls sent so far: the next one's index
+        self._said = False  # prose sent: the answer can no longer be started again
+        self._retry = False  # the first answer made a call up: answer again, in words
+        self._prose_only = False
+        self._spent: JSON | None = None  # usage of an answer given up
+        self._base: JSON = {"object": "chat.completion.chunk", "model": engine.model_name}
+
+    @property
+    def usage(self) -> JSON | None:
+        now = self._inner.usage if self._inner is not None else None
+        return add_usage(self._spent, now) if self._spent else now
+
+    def __aiter__(self) -> ToolStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        if self._retry and not self._aborted and self._inner is not None:
+            await self._inner.aclose()
+            self._spent = add_usage(self._spent, self._inner.usage)
+            self._inner, self._retry, self._prose_only = None, False, True
+            self._parser = ToolCallParser(frozenset())  # the second answer is words only
+            self._out = collections.deque(c for c in self._out if not _is_finish(c))
+            self._ended = False
+        if self._inner is None and not self._aborted:
+            body, opened = await self._engine.tool_completion_body(
+                self._body, self._tools, self._opened, prose_only=self._prose_only
+            )
+            if self._thoughts is not None:
+                self._thoughts = ThinkSplitter(opened=bool(opened))
+            if self._aborted:
+                raise StopAsyncIteration
+            server = self._engine._require_server()
+            self._inner = self._engine._stream(server.handle_completions, body)
+        while not self._out or self._retry:
+            if self._retry:
+                return await self.__anext__()
+            if self._ended or self._inner is None:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._inner.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                continue
+            self._translate(chunk)
+        return self._out.popleft()
+
+    def _translate(self, chunk: JSON) -> None:
+        if "id" not in self._base:
+            self._base.update(id=chunk.get("id"), created=chunk.get("created"))
+            self._emit({"role": "assistant", "content": None})
+        for choice in chunk.get("choices") or ():
+            self._text(choice.get("text") or "", final=False)
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                self._text("", final=True)
+                if finish == "stop" and self._parser.calls:
+                    finish = "tool_calls"
+                self._emit({}, finish)
+        if chunk.get("usage"):
+            extra: JSON = {k: chunk[k] for k in ("usage", "timings") if k in chunk}
+            self._out.append({**self._base, "choices": [], **extra})
+
+    def _text(self, text: str, *, final: bool) -> None:
+        """Generated text: thought (a thinking model's) straight out, the answer through
+        the tool-call parser."""
+        pieces: list[tuple[Kind, str]] = [("content", text)]
+        if self._thoughts is not None:
+            pieces = self._thoughts.feed(text) + (self._thoughts.finish() if final else [])
+        for kind, piece in pieces:
+            if kind == "reasoning":
+                self._emit({"reasoning_content": piece})
+            else:
+                self._events(self._parser.feed(piece))
+        if final:
+            self._events(self._parser.finish())
+
+    def _events(self, events: list[Event]) -> None:
+        for event in events:
+            if self._retry:
+                return
+            if event.call is not None:
+                if (
+                    not self._sent
+                    and not self._said
+                    and self._engine._invented(self._body, [event.call.as_json()])
+                ):
+                    self._retry = True  # nothing of this answer has been sent: start again
+                    return
+                self._emit({"tool_calls": [event.call.as_json(self._sent)]})
+                self._sent += 1
+            elif event.text:
+                self._said = True
+                self._emit({"content": event.text})
+
+    def _emit(self, delta: JSON, finish: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        self._out.append({**self._base, "choices": [choice]})
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._inner is not None:
+            self._inner.abort()
+
+    async def aclose(self) -> None:
+        self._aborted = True
+        self._ended = True
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+class ThinkStream:
+    """A thinking model's chat stream with its thought moved from ``content`` deltas into
+    ``reasoning_content`` deltas (:mod:`heshi.engines.reasoning`)."""
+
+    def __init__(self, inner: LocalStream, opened: bool) -> None:
+        self._inner = inner
+        self._splitter = ThinkSplitter(opened=opened)
+        self._out: collections.deque[JSON] = collections.deque()
+
+    @property
+    def usage(self) -> JSON | None:
+        return self._inner.usage
+
+    def __aiter__(self) -> ThinkStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        while not self._out:
+            chunk = await self._inner.__anext__()
+            self._translate(chunk)
+        return self._out.popleft()
+
+    def _translate(self, chunk: JSON) -> None:
+        choices = chunk.get("choices") or []
+        delta = choices[0].get("delta") if choices else None
+        if not isinstance(delta, dict):
+            self._out.append(chunk)  # the usage chunk
+            return
+        choice = choices[0]
+        text = delta.get("content")
+        final = choice.get("finish_reason") is not None
+        pieces = self._splitter.feed(text) if isinstance(text, str) else []
+        if final:
+            pieces += self._splitter.finish()
+        rest = {k: v for k, v in delta.items() if k != "content"}
+        if not pieces:
+            # A text held back (it may be the start of a tag) is dropped for now; a chunk
+            # with something else to say (the role, the finish) is kept.
+            if text is None or rest or final:
+                self._out.append(
+                    {**chunk, "choices": [{**choice, "delta": delta if text is None else rest}]}
+                )
+            return
+        for i, (kind, piece) in enumerate(pieces):
+            field = "reasoning_content" if kind == "reasoning" else "content"
+            out = {**choice, "delta": {**(rest if i == 0 else {}), field: piece}}
+            if i < len(pieces) - 1:
+                out["finish_reason"] = None
+            self._out.append({**chunk, "choices": [out]})
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -1,0 +1,123 @@
+"""Tool calling on the embedded engine: a chat request with ``tools`` answered as a text
+completion of the rendered prompt, held to the tool-call grammar (see
+:mod:`heshi.engines.toolcalls`), read back into ``tool_calls``, and a made-up call
+refused (:mod:`heshi.engines.toolgrounding`)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from heshi.config import LocalEngineConfig
+from heshi.engines.base import JSON, add_usage, asked_completion_tokens
+from heshi.engines.llamacpp_requests import (
+    SAMPLING,
+    json_schema_to_grammar,
+    llguidance_built,
+    thought_of,
+)
+from heshi.engines.local_streams import read_tool_answer
+from heshi.engines.reasoning import CLOSE as THINK_CLOSE
+from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
+from heshi.engines.toolgrounding import conversation_text, invented_values
+from heshi.errors import InvalidRequest
+
+
+class _Engine(Protocol):
+    """What the tool-calling methods use of :class:`~heshi.engines.llamacpp.LlamaCppEngine`."""
+
+    config: LocalEngineConfig
+    model_name: str
+
+    async def render_prompt(self, body: JSON) -> str: ...
+
+    async def _call_once(self, handler: Any, body: JSON) -> JSON: ...
+
+    def _require_server(self) -> Any: ...
+
+
+class ToolCalling(_Engine):
+    """The embedded engine's tool-calling methods."""
+
+    def _tools(self, body: JSON) -> ToolRequest | None:
+        tools = ToolRequest.of(body)
+        if tools is not None:
+            for name in ("grammar", "response_format"):
+                if body.get(name) is not None:
+                    raise InvalidRequest(
+                        f"本地引擎不支持 {name} 与 tools 同用 / the embedded engine cannot "
+                        f"combine {name} with tools",
+                        param=name,
+                    )
+        return tools
+
+    async def tool_completion_body(
+        self, body: JSON, tools: ToolRequest, opened: bool | None, *, prose_only: bool = False
+    ) -> tuple[JSON, bool | None]:
+        """The text completion that answers a chat request with tools, and whether its
+        answer begins inside a think block (see :meth:`_think`). ``prose_only``: the
+        answer may not be a call (the model's first answer made one up)."""
+        prompt = with_instructions(await self.render_prompt(body), self.config.tool_instructions)
+        out: JSON = {k: body[k] for k in SAMPLING if body.get(k) is not None}
+        asked = asked_completion_tokens(body)
+        if asked is not None:
+            out["max_tokens"] = asked
+        gbnf = None if llguidance_built() else json_schema_to_grammar
+        thought = thought_of(body, opened)
+        if gbnf is not None and thought != "none":  # GBNF cannot say "a thought, then a call"
+            if opened:
+                prompt += "\n" + THINK_CLOSE + "\n\n"  # so the block is closed, empty
+                opened = False
+            thought = "none"
+        out.update(model=self.model_name, prompt=prompt)
+        grammar = (
+            prose_grammar(thought, gbnf=gbnf is not None)
+            if prose_only
+            else tools.grammar(constrain_auto=self.config.tool_grammar, gbnf=gbnf, thought=thought)
+        )
+        if grammar is not None:
+            out["grammar"] = grammar
+        return out, opened
+
+    async def _chat_with_tools(self, body: JSON, tools: ToolRequest, opened: bool | None) -> JSON:
+        first = opened
+        request, opened = await self.tool_completion_body(body, tools, first)
+        completion = await self._call_once(self._require_server().handle_completions, request)
+        message, called, reasoning = read_tool_answer(completion, tools, opened)
+        if called and self._invented(body, message.get("tool_calls") or []):
+            # a call whose order/account/phone number the conversation never gave: ask
+            # again for an answer in words (which may ask the user for the number)
+            spent = completion.get("usage")
+            request, opened = await self.tool_completion_body(body, tools, first, prose_only=True)
+            completion = await self._call_once(self._require_server().handle_completions, request)
+            completion["usage"] = add_usage(spent, completion.get("usage"))
+            # words only: a call written into this answer's prose is not read as one
+            message, called, reasoning = read_tool_answer(completion, tools, opened, calls=False)
+        choice = completion["choices"][0]
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        finish = choice.get("finish_reason")
+        result: JSON = {
+            "id": completion.get("id"),
+            "object": "chat.completion",
+            "created": completion.get("created"),
+            "model": completion.get("model", self.model_name),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if called and finish == "stop" else finish,
+                }
+            ],
+        }
+        for name in ("usage", "timings"):
+            if name in completion:
+                result[name] = completion[name]
+        return result
+
+    def _invented(self, body: JSON, calls: list[JSON]) -> bool:
+        """Whether any call carries an identifier the conversation never gave (and the
+        engine is told to check: ``engine.tool_call_grounding``)."""
+        if not self.config.tool_call_grounding or body.get("tool_choice") not in (None, "auto"):
+            return False
+        said = conversation_text(body)
+        return any(invented_values(c["function"]["arguments"], said) for c in calls)
