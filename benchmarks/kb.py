@@ -41,30 +41,27 @@ import numpy as np
 
 from heshi.apps.kb.answer import DECLINED, KnowledgeBot, search_query
 from heshi.apps.kb.engine import doubt_of
+from heshi.apps.kb.evaluate import (
+    ANSWERABLE,
+    K,
+    first_relevant,
+    has_fact,
+    percentiles,
+    recall_mrr,
+    spread,
+)
 from heshi.apps.kb.grounding import keep_grounded
 from heshi.apps.kb.handoff import handoff_reason
-from heshi.apps.kb.index import E5Vectors, KnowledgeIndex, mix
+from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
 from heshi.apps.kb.ingest import ingest
 from heshi.apps.kb.sessions import SessionStore
-from heshi.apps.kb.store import KnowledgeBaseStore, StoredChunk
+from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.config import KnowledgeConfig
 from heshi.store.db import Database
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "kb"
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
-K = 5
-ANSWERABLE = ("direct", "paraphrase", "typo", "pinyin", "followup", "not_handoff")
-
-
-def relevant(chunk: StoredChunk, question: dict[str, Any]) -> bool:
-    """The chunk holds the evidence (or, for evidence cut by a chunk boundary, its first
-    or last 12 characters) and belongs to the question's document."""
-    evidence = question["evidence"]
-    if chunk.doc != question["doc"]:
-        return False
-    text = chunk.text.replace("\n", "")
-    return evidence in text or evidence[:12] in text or evidence[-12:] in text
 
 
 Scores = list[tuple[np.ndarray, np.ndarray]]  # per question: (BM25, dense) over all chunks
@@ -84,24 +81,10 @@ def ranks(
     weight: float,
 ) -> list[int | None]:  # fmt: skip
     """The rank (1..K) of the first relevant chunk for each question, None past K."""
-    out = []
-    for q, (bm25, dense) in zip(questions, scores, strict=True):
-        score = {"bm25": bm25, "dense": dense}.get(method)
-        if score is None:
-            score = mix(bm25, dense, weight)
-        top = [int(i) for i in np.argsort(-score, kind="stable")[:K]]
-        if method == "bm25":
-            top = [i for i in top if score[i] > 0]
-        out.append(next((n for n, i in enumerate(top, 1) if relevant(index.chunks[i], q)), None))
-    return out
-
-
-def recall_mrr(found: list[int | None]) -> tuple[float, float]:
-    if not found:
-        return 0.0, 0.0
-    recall = sum(1 for r in found if r is not None) / len(found)
-    mrr = sum(1 / r for r in found if r is not None) / len(found)
-    return recall, mrr
+    return [
+        first_relevant(index, q, bm25, dense, method, weight)
+        for q, (bm25, dense) in zip(questions, scores, strict=True)
+    ]
 
 
 def retrieval(index: KnowledgeIndex, questions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,8 +155,8 @@ def gate(
     ans = [s for u, s in rows if not u]
     return {
         "threshold": threshold,
-        "answerable_similarity_p10_p50": _pcts(ans, (10, 50)),
-        "unanswerable_similarity_p50_p90": _pcts(unans, (50, 90)),
+        "answerable_similarity_p10_p50": percentiles(ans, (10, 50)),
+        "unanswerable_similarity_p50_p90": percentiles(unans, (50, 90)),
         "unanswerable_declined_by_gate": sum(1 for s in unans if s < threshold)
         / max(1, len(unans)),
         "answerable_declined_by_gate": sum(1 for s in ans if s < threshold) / max(1, len(ans)),
@@ -185,13 +168,6 @@ def gate(
             for t in [0.78 + 0.01 * i for i in range(10)]
         },
     }
-
-
-def _pcts(values: list[float], pcts: tuple[int, ...]) -> list[float]:
-    if not values:
-        return []
-    ordered = sorted(values)
-    return [round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 4) for p in pcts]
 
 
 def handoffs(questions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,21 +183,6 @@ def handoffs(questions: list[dict[str, Any]]) -> dict[str, Any]:
         "false_handoffs": len(false) / max(1, len(others)),
         "false": [q["question"] for q in false],
     }
-
-
-def spread(questions: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """``n`` questions taken evenly from each kind (all when n is 0)."""
-    if n <= 0 or n >= len(questions):
-        return questions
-    kinds: dict[str, list[dict[str, Any]]] = {}
-    for q in questions:
-        kinds.setdefault(q["kind"], []).append(q)
-    out: list[dict[str, Any]] = []
-    while len(out) < n:
-        for members in kinds.values():
-            if members and len(out) < n:
-                out.append(members.pop(0))
-    return out
 
 
 async def end_to_end(
@@ -275,13 +236,12 @@ async def end_to_end(
                 "gold", [*q.get("history", []), {"role": "user", "content": q["question"]}]
             )
             seconds = time.perf_counter() - start
-            text = answer.answer.replace(" ", "")
             facts = q.get("facts") or []
-            has_fact = any(f.replace(" ", "") in text for f in facts) if facts else None
+            found = has_fact(answer.answer, facts) if facts else None
             rows.append({
                 "id": q["id"], "kind": q["kind"], "question": q["question"],
                 "answer": answer.answer, "raw": answer.raw,
-                "grounded": answer.grounded, "handoff": answer.handoff, "has_fact": has_fact,
+                "grounded": answer.grounded, "handoff": answer.handoff, "has_fact": found,
                 "cited": [c.doc for c in answer.citations], "seconds": seconds,
                 "doubt": answer.doubt,
                 "support": {
@@ -291,7 +251,7 @@ async def end_to_end(
             mark = (
                 "ok"
                 if (
-                    has_fact
+                    found
                     or (q["kind"] == "unanswerable" and not answer.grounded)
                     or (q["kind"] == "handoff" and answer.handoff)
                 )
@@ -352,9 +312,9 @@ async def end_to_end(
         "doubt_sweep": {str(t): at(t) for t in DOUBT_SWEEP},
         "handoffs_found": sum(1 for r in asked if r["handoff"]) / max(1, len(asked)),
         "false_handoffs": sum(1 for r in others if r["handoff"]) / max(1, len(others)),
-        "seconds_p50_p95": _pcts(times, (50, 95)),
-        "prefill_seconds_p50_p95": _pcts(sorted(prefill), (50, 95)),
-        "judge_prefill_seconds_p50_p95": _pcts(sorted(judged), (50, 95)),
+        "seconds_p50_p95": percentiles(times, (50, 95)),
+        "prefill_seconds_p50_p95": percentiles(sorted(prefill), (50, 95)),
+        "judge_prefill_seconds_p50_p95": percentiles(sorted(judged), (50, 95)),
         "answer_style": config.answer_style,
         "support_sweep": sweep,
         "rows": rows,
@@ -370,8 +330,7 @@ def _grounded_at(raw: str, hits: list[Any], q: dict[str, Any], threshold: float)
     checked = keep_grounded(raw, hits, q["question"], threshold)
     if not checked or DECLINED.search(checked):
         return "declined"
-    facts = q.get("facts") or []
-    return "fact" if any(f.replace(" ", "") in checked.replace(" ", "") for f in facts) else "other"
+    return "fact" if has_fact(checked, q.get("facts") or []) else "other"
 
 
 def machine() -> dict[str, Any]:

@@ -23,9 +23,8 @@ from heshi.gateway.app import create_app
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.tables import kb_sessions, usage_ledger
-from tests.conftest import local_engines, tiny_engine_config
+from tests.conftest import local_engines
 from tests.loopback import serve_app
-from tests.tinymodel import build_tiny_qwen2_gguf
 
 DOC = """# 简舟协作价格
 ## 团队版
@@ -70,19 +69,6 @@ def prepare(config: HeshiConfig, tmp_path: Path, tenant: str | None = None) -> D
     report = ingest(store, "shop", [tmp_path / "价格.md"], E5Vectors())
     assert report.count("added") == 1
     return db
-
-
-@pytest.fixture
-def long_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with room for a knowledge-base prompt (byte tokens: 3 per 汉字)."""
-    path = tmp_path_factory.mktemp("models") / "tiny-4k.gguf"
-    return build_tiny_qwen2_gguf(path, context_length=4096)
-
-
-@pytest.fixture
-def tiny_config(long_tiny: Path, tmp_path: Path) -> HeshiConfig:
-    engine = tiny_engine_config(long_tiny, ctx=4096, parallel=1)
-    return HeshiConfig(home=tmp_path / "home", engine=engine)
 
 
 def kb_config(tiny_config: HeshiConfig, **kb: Any) -> HeshiConfig:

@@ -16,6 +16,7 @@ from heshi.apps.kb.ingest import FileResult, expand, ingest
 from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
+from heshi.cli.kb_eval import eval_command
 from heshi.cli.reporting import reporting_errors
 
 app = typer.Typer(
@@ -243,7 +244,7 @@ def ask(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    from heshi.cli.kb_ask import ask_gateway, ask_in_process
+    from heshi.cli.kb_ask import ask_once
 
     body: dict[str, object] = {
         "model": f"kb:{kb}",
@@ -252,7 +253,7 @@ def ask(
     if session:
         body["session_id"] = session
     with reporting_errors():
-        result = ask_gateway(url, key, body) if url else ask_in_process(config, body)
+        result = ask_once(url, key, config, body)
     out = {
         "answer": result["choices"][0]["message"]["content"],
         "citations": result.get("citations") or [],
@@ -267,6 +268,13 @@ def ask(
         typer.echo(f"  [{n}] {citation['doc']}: {citation['text'][:60]}…")
     if out["handoff"]:
         typer.echo("（已转人工 / handed to a person: heshi kb handoffs）")
+
+
+app.command(
+    "eval",
+    help="用自己的问题集评测知识库：检索命中率、答案要点、拒答、转人工。"
+    "/ Score a knowledge base on a question set: retrieval, facts, declines, handoffs.",
+)(eval_command)
 
 
 @app.command("handoffs", help="转人工记录。/ Conversations handed to a person.")

@@ -5,6 +5,8 @@ ledger, audit, labels) and asked without a network socket."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +35,34 @@ def _result(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def ask_gateway(url: str, key: str | None, body: dict[str, Any]) -> dict[str, Any]:
+Ask = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _v1(url: str) -> str:
     base = url.rstrip("/")
-    if not base.endswith("/v1"):
-        base += "/v1"
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.post(f"{base}/chat/completions", json=body, headers=headers, timeout=600)
-    except httpx.HTTPError as exc:
-        raise AskFailed(f"无法连接网关 / cannot reach the gateway at {base}: {exc}") from exc
-    return _result(response)
+    return base if base.endswith("/v1") else base + "/v1"
 
 
-def ask_in_process(config_path: Path | None, body: dict[str, Any]) -> dict[str, Any]:
+@asynccontextmanager
+async def asking(url: str | None, key: str | None, config_path: Path | None) -> AsyncIterator[Ask]:
+    """A chat-completions call to the gateway at ``url``, or (no url) to the whole gateway
+    built in this process — its models loaded once for every question asked."""
+    if url:
+        base = _v1(url)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
+
+            async def remote(body: dict[str, Any]) -> dict[str, Any]:
+                try:
+                    response = await client.post("/chat/completions", json=body)
+                except httpx.HTTPError as exc:
+                    raise AskFailed(
+                        f"无法连接网关 / cannot reach the gateway at {base}: {exc}"
+                    ) from exc
+                return _result(response)
+
+            yield remote
+        return
     from heshi.cli.serve import build_engines
     from heshi.gateway.app import create_app
 
@@ -53,12 +70,22 @@ def ask_in_process(config_path: Path | None, body: dict[str, Any]) -> dict[str, 
     # the operator at this machine reads the store directly anyway: no key is asked for
     config = config.model_copy(update={"auth": config.auth.model_copy(update={"open": True})})
     app = create_app(config, build_engines(config))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://heshi", timeout=600
+        ) as client:
 
+            async def local(body: dict[str, Any]) -> dict[str, Any]:
+                return _result(await client.post("/v1/chat/completions", json=body))
+
+            yield local
+
+
+def ask_once(url: str | None, key: str | None, config_path: Path | None, body: dict[str, Any]
+) -> dict[str, Any]:  # fmt: skip
     async def run() -> dict[str, Any]:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://heshi") as client:
-                response = await client.post("/v1/chat/completions", json=body, timeout=600)
-        return _result(response)
+        async with asking(url, key, config_path) as ask:
+            return await ask(body)
 
     return asyncio.run(run())
