@@ -87,6 +87,8 @@ def test_eval_in_process_scores_retrieval_and_answers_and_can_fail(
     code, out, _ = run("kb", "eval", str(questions), "--kb", "shop", "--config", str(cfg))
     assert code == 0
     assert "Recall@5" in out and "0.667" in out and "团队版最多几个人" in out
+    # llama.cpp's own log lines went to the home's log file, not over the report
+    assert "load_model" in (config.home / "logs" / "engine.log").read_text("utf-8")
 
 
 def test_eval_against_a_running_gateway_skips_retrieval(

@@ -5,8 +5,10 @@ ledger, audit, labels) and asked without a network socket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +72,50 @@ async def asking(url: str | None, key: str | None, config_path: Path | None) -> 
     # the operator at this machine reads the store directly anyway: no key is asked for
     config = config.model_copy(update={"auth": config.auth.model_copy(update={"open": True})})
     app = create_app(config, build_engines(config))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://heshi", timeout=600
-        ) as client:
+    transport = httpx.ASGITransport(app=app)
+    with engine_log(config.home / "logs" / "engine.log"):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://heshi", timeout=600) as client,
+        ):
 
             async def local(body: dict[str, Any]) -> dict[str, Any]:
                 return _result(await client.post("/v1/chat/completions", json=body))
 
             yield local
+
+
+@contextmanager
+def engine_log(path: Path) -> Iterator[None]:
+    """llama.cpp's own log lines (written by C code to file descriptor 2) go to ``path``
+    while the models run in this process; what Heshi prints — answers, the progress bar,
+    errors — still reaches the terminal (``sys.stderr`` is pointed at the original)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:  # no log file: the lines reach the terminal as before
+        yield
+        return
+    original = sys.stderr
+    try:
+        on_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a captured stream (tests): left as is
+        on_fd2 = False
+    original.flush()
+    saved = os.dup(2)
+    os.dup2(target, 2)
+    os.close(target)
+    if on_fd2:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        yield
+    finally:
+        if on_fd2:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def ask_once(url: str | None, key: str | None, config_path: Path | None, body: dict[str, Any]
