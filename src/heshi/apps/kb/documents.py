@@ -11,8 +11,9 @@ from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_mark
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
 
 
-def read_document(path: Path) -> Parsed:
-    """The blocks of the document at ``path``, by its suffix."""
+def read_document(path: Path, data: bytes | None = None) -> Parsed:
+    """The blocks of the document at ``path`` (its bytes ``data`` when already read: the
+    same bytes that were hashed are parsed), by its suffix."""
     suffix = path.suffix.lower()
     reader = READERS.get(suffix)
     if reader is None:
@@ -20,12 +21,12 @@ def read_document(path: Path) -> Parsed:
             f"不支持的文件类型 / unsupported file type {suffix or '(none)'}: "
             f"supported: {', '.join(sorted(READERS))}"
         )
-    size = path.stat().st_size
+    size = path.stat().st_size if data is None else len(data)
     if size > MAX_FILE_BYTES:
         raise UnreadableDocument(
             f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
         )
-    parsed = reader(path)
+    parsed = reader(path.read_bytes() if data is None else data)
     if not any(b.text.strip() for b in parsed.blocks):
         raise UnreadableDocument("文件中没有文字 / no text in the file (a scan without OCR?)")
     return parsed
@@ -35,7 +36,7 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in READERS
 
 
-READERS: dict[str, Callable[[Path], Parsed]] = {
+READERS: dict[str, Callable[[bytes], Parsed]] = {
     ".md": read_markdown,
     ".markdown": read_markdown,
     ".txt": read_text,

@@ -92,7 +92,7 @@ def _one(store: KnowledgeBaseStore, kb: str, path: Path, embed: Vectors | None) 
     if before == digest:
         return FileResult(path, "unchanged")
     try:
-        parsed = read_document(path)
+        parsed = read_document(path, data)
         chunks = chunk_blocks(parsed.blocks)
         vectors = None
         if embed is not None:

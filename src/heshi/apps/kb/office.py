@@ -8,7 +8,6 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 from heshi.apps.kb.parse import (
     NUMBERED_HEADING,
@@ -23,11 +22,11 @@ from heshi.apps.kb.parse import (
 # --------------------------------------------------------------------------- PDF, DOCX
 
 
-def read_pdf(path: Path) -> Parsed:
+def read_pdf(data: bytes) -> Parsed:
     import pypdfium2
 
     try:
-        pdf = pypdfium2.PdfDocument(str(path))
+        pdf = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as exc:
         raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
     blocks: list[Block] = []
@@ -62,14 +61,14 @@ def _join_pdf_lines(text: str) -> str:
     return "\n".join(out)
 
 
-def read_docx(path: Path) -> Parsed:
+def read_docx(data: bytes) -> Parsed:
     import docx
     from docx.document import Document as DocxDocument
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
     try:
-        document: DocxDocument = docx.Document(str(path))
+        document: DocxDocument = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises several kinds for a broken package
         raise UnreadableDocument(f"无法打开 DOCX / cannot open the DOCX: {exc}") from exc
     blocks: list[Block] = []
@@ -123,8 +122,8 @@ _Q_HEADERS = ("问题", "标准问题", "常见问题", "提问", "question", "q
 _A_HEADERS = ("答案", "回答", "答复", "标准答案", "answer", "a", "答")
 
 
-def read_csv(path: Path) -> Parsed:
-    text = decode_text(path.read_bytes())
+def read_csv(data: bytes) -> Parsed:
+    text = decode_text(data)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
     except csv.Error:
@@ -133,11 +132,11 @@ def read_csv(path: Path) -> Parsed:
     return Parsed(sheet_blocks(rows))
 
 
-def read_xlsx(path: Path) -> Parsed:
+def read_xlsx(data: bytes) -> Parsed:
     import openpyxl
 
     try:
-        book = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # zipfile, XML and openpyxl's own errors
         raise UnreadableDocument(f"无法打开 XLSX / cannot open the XLSX: {exc}") from exc
     blocks: list[Block] = []

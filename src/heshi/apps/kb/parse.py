@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Literal
 
 from heshi.errors import HeshiError
@@ -69,8 +68,8 @@ NUMBERED_HEADING = re.compile(
 _MAX_HEADING = 40  # characters: a longer line is a paragraph, whatever it starts with
 
 
-def read_markdown(path: Path) -> Parsed:
-    return Parsed(list(markdown_blocks(decode_text(path.read_bytes()))))
+def read_markdown(data: bytes) -> Parsed:
+    return Parsed(list(markdown_blocks(decode_text(data))))
 
 
 def markdown_blocks(text: str) -> Iterator[Block]:  # noqa: PLR0912 - one pass, one state
@@ -158,8 +157,8 @@ def _strip_md(text: str) -> str:
     return text.strip()
 
 
-def read_text(path: Path) -> Parsed:
-    return Parsed(list(text_blocks(decode_text(path.read_bytes()))))
+def read_text(data: bytes) -> Parsed:
+    return Parsed(list(text_blocks(decode_text(data))))
 
 
 def text_blocks(text: str, page: int | None = None) -> Iterator[Block]:
@@ -289,9 +288,9 @@ def _squash(text: str) -> str:
     return re.sub(r"[ \t\r\n\u3000]+", " ", text).strip()
 
 
-def read_html(path: Path) -> Parsed:
+def read_html(data: bytes) -> Parsed:
     parser = _Html()
-    parser.feed(decode_text(path.read_bytes()))
+    parser.feed(decode_text(data))
     parser.close()
     return Parsed(_merge_faq(parser.blocks))
 
