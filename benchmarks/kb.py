@@ -264,8 +264,6 @@ async def end_to_end(
             )
     finally:
         await engine.close()
-    answerable = [r for r in rows if r["kind"] in ANSWERABLE]
-    unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
     asked = [r for r in rows if r["kind"] == "handoff"]
     others = [r for r in rows if r["kind"] != "handoff"]
     times = sorted(r["seconds"] for r in rows)
@@ -284,31 +282,22 @@ async def end_to_end(
         }
 
     def at(t: float) -> dict[str, float]:
-        """The bot's outcome with the judge declining at doubt ≥ ``t``."""
+        return _outcome(rows, t)
 
-        def declined(r: dict[str, Any]) -> bool:
-            doubted = r["doubt"] is not None and r["doubt"] >= t
-            return doubted or (not r["grounded"] and not r["handoff"])
-
-        return {
-            "facts": round(
-                sum(1 for r in answerable if r["has_fact"] and not declined(r))
-                / max(1, len(answerable)), 3,
-            ),
-            "answerable_declined": round(
-                sum(1 for r in answerable if declined(r)) / max(1, len(answerable)), 3
-            ),
-            "unanswerable_declined": round(
-                sum(1 for r in unanswerable if declined(r)) / max(1, len(unanswerable)), 3
-            ),
-        }  # fmt: skip
-
-    chosen = at(config.max_doubt)
+    chosen = at(config.doubt_limit)
+    # the threshold chosen on half the questions (facts + unanswerable declined), scored on
+    # the other half, both ways: what a threshold picked without the scored questions gives
+    folds = [rows[0::2], rows[1::2]]
+    cross = []
+    for tune, test in ((folds[0], folds[1]), (folds[1], folds[0])):
+        best = max(DOUBT_SWEEP, key=lambda t: _balanced(tune, t))
+        cross.append({"max_doubt": best, **_outcome(test, best)})
     return {
         "questions": len(rows),
-        "max_doubt": config.max_doubt,
+        "max_doubt": config.doubt_limit,
         **chosen,
         "without_judge": at(1.01),
+        "cross_validated": cross,
         "doubt_sweep": {str(t): at(t) for t in DOUBT_SWEEP},
         "handoffs_found": sum(1 for r in asked if r["handoff"]) / max(1, len(asked)),
         "false_handoffs": sum(1 for r in others if r["handoff"]) / max(1, len(others)),
@@ -321,8 +310,36 @@ async def end_to_end(
     }
 
 
+def _outcome(rows: list[dict[str, Any]], t: float) -> dict[str, float]:
+    """The bot's outcome on ``rows`` with the judge declining at doubt ≥ ``t``."""
+
+    def declined(r: dict[str, Any]) -> bool:
+        doubted = r["doubt"] is not None and r["doubt"] >= t
+        return doubted or (not r["grounded"] and not r["handoff"])
+
+    answerable = [r for r in rows if r["kind"] in ANSWERABLE]
+    unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
+    return {
+        "facts": round(
+            sum(1 for r in answerable if r["has_fact"] and not declined(r))
+            / max(1, len(answerable)), 3,
+        ),
+        "answerable_declined": round(
+            sum(1 for r in answerable if declined(r)) / max(1, len(answerable)), 3
+        ),
+        "unanswerable_declined": round(
+            sum(1 for r in unanswerable if declined(r)) / max(1, len(unanswerable)), 3
+        ),
+    }  # fmt: skip
+
+
+def _balanced(rows: list[dict[str, Any]], t: float) -> float:
+    outcome = _outcome(rows, t)
+    return outcome["facts"] + outcome["unanswerable_declined"]
+
+
 SUPPORT_SWEEP = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
-DOUBT_SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+DOUBT_SWEEP = tuple(round(0.2 + 0.02 * i, 2) for i in range(21))  # 0.20 … 0.60
 
 
 def _grounded_at(raw: str, hits: list[Any], q: dict[str, Any], threshold: float) -> str:
@@ -441,7 +458,8 @@ def report_text(out: dict[str, Any]) -> None:
                 f"{t}: {v['facts']}/{v['answerable_declined']}/{v['unanswerable_declined']}"
                 for t, v in e["doubt_sweep"].items()
             )
-            + f"\n  without the judge: {e['without_judge']}\n"
+            + f"\n  without the judge: {e['without_judge']}"
+            + f"\n  threshold chosen on one half, scored on the other: {e['cross_validated']}\n"
             f"  seconds per answer p50/p95 {e['seconds_p50_p95']}, "
             f"answer prefill p50/p95 {e['prefill_seconds_p50_p95']}, "
             f"judge prefill p50/p95 {e['judge_prefill_seconds_p50_p95']} ({e['answer_style']})"

@@ -3,7 +3,9 @@ prompt, and a configuration that serves it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +25,15 @@ def long_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(long_tiny: Path, tmp_path: Path) -> HeshiConfig:
     engine = tiny_engine_config(long_tiny, ctx=4096, parallel=1)
     return HeshiConfig(home=tmp_path / "home", engine=engine)
+
+
+OPEN_CLIENTS: list[Any] = []  # clients a test made; closed when it ends
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close the test's clients: a socket left to the garbage collector warns in whichever
+    test happens to run then."""
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()

@@ -3,6 +3,9 @@ markers, follow-up search, the prompt (no model needed)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from heshi.apps.kb.answer import prompt_messages, search_query
 from heshi.apps.kb.grounding import cite, keep_grounded
 from heshi.apps.kb.index import Hit
@@ -84,8 +87,62 @@ def test_quotable_sentences_skip_the_faq_question_and_name_table_cells() -> None
         "从发票日期算起。",
         "没有发票的，从出厂后 3 个月起算。",
     ]
+    assert [s for _, s in quotable("- 开机后不立即启动。\n* 属正常现象。")] == [
+        "开机后不立即启动。",
+        "属正常现象。",
+    ]
     table = "项目 | 费用\n上门费 | 50 元\n清洗 | 80 元"
     assert [s for _, s in quotable(table)] == [
         "项目：上门费，费用：50 元。",
         "项目：清洗，费用：80 元。",
     ]
+
+
+def test_the_judge_of_a_quoted_answer_reads_the_quoted_sentences_and_can_decline(
+    tmp_path: Path,
+) -> None:
+    """The judge (here a stand-in returning a set doubt) sees exactly the sentences the
+    answer would quote — not the whole chunks — and at ``max_doubt`` the bot declines."""
+    import asyncio
+
+    from heshi.apps.kb.answer import DECLINE, QUOTE_JUDGE_ASK, KnowledgeBot
+    from heshi.apps.kb.index import E5Vectors
+    from heshi.apps.kb.ingest import ingest
+    from heshi.apps.kb.sessions import SessionStore
+    from heshi.apps.kb.store import KnowledgeBaseStore
+    from heshi.config import KnowledgeConfig
+    from heshi.store.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'heshi.db'}")
+    db.migrate()
+    store = KnowledgeBaseStore(db)
+    store.create("bank")
+    doc = tmp_path / "借记卡.md"
+    doc.write_text(f"# 借记卡\n## 费用\n{FEES}\n## 挂失\n{HOTLINE}\n", "utf-8")
+    ingest(store, "bank", [doc], E5Vectors())
+    seen: list[list[dict[str, Any]]] = []
+    doubt = 0.2
+
+    async def judge(messages: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+        seen.append(messages)
+        return doubt, {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+
+    async def generate(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, None]:
+        raise AssertionError("a quoted answer is not generated")
+
+    config = KnowledgeConfig(min_similarity=0.0, max_doubt=0.3, quote_sentences=2)
+    bot = KnowledgeBot(store, SessionStore(db), E5Vectors(), generate, config, judge=judge)
+    question = [{"role": "user", "content": "在别的银行ATM取现收费吗？"}]
+    answer = asyncio.run(bot.ask("bank", question))
+    asked = seen[0][-1]["content"]
+    assert asked.endswith(QUOTE_JUDGE_ASK) and "取现收费吗" in asked
+    listed = [line[2:] for line in asked.split("\n") if line.startswith("- ")]
+    assert len(listed) == 2 and all(s in answer.answer for s in listed)
+    assert answer.grounded and "每笔收取 2 元" in answer.answer and answer.doubt == 0.2
+    assert answer.usage == {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+
+    doubt = 0.3  # at the threshold: declined, and the judge's call is still metered
+    declined = asyncio.run(bot.ask("bank", question))
+    assert declined.answer == DECLINE and not declined.grounded
+    assert declined.usage is not None and declined.usage["total_tokens"] == 11
+    db.dispose()

@@ -23,6 +23,7 @@ from heshi.gateway.app import create_app
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.tables import kb_sessions, usage_ledger
+from tests.apps.conftest import OPEN_CLIENTS
 from tests.conftest import local_engines
 from tests.loopback import serve_app
 
@@ -79,7 +80,10 @@ def kb_config(tiny_config: HeshiConfig, **kb: Any) -> HeshiConfig:
 
 
 def client(url: str, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+    """An official client, closed when the test ends (tests/apps/conftest.py)."""
+    made = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+    OPEN_CLIENTS.append(made)
+    return made
 
 
 def test_a_knowledge_base_answers_with_citations_and_keeps_a_session(

@@ -244,7 +244,7 @@ def ask(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    from heshi.cli.kb_ask import ask_once
+    from heshi.cli.gateway_call import ask_once
 
     body: dict[str, object] = {
         "model": f"kb:{kb}",

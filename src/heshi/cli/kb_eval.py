@@ -120,7 +120,7 @@ async def _ask_all(
     url: str | None, key: str | None, config: Path | None, kb: str,
     questions: list[dict[str, Any]],
 ) -> list[Outcome]:  # fmt: skip
-    from heshi.cli.kb_ask import AskFailed, asking
+    from heshi.cli.gateway_call import AskFailed, asking
 
     console = Console(stderr=True)
     outcomes: list[Outcome] = []

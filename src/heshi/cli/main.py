@@ -9,6 +9,7 @@ import typer
 from heshi import __version__
 from heshi.cli import audit as audit_cli
 from heshi.cli import chat as chat_cli
+from heshi.cli import docs as docs_cli
 from heshi.cli import evaluate as evaluate_cli
 from heshi.cli import guard as guard_cli
 from heshi.cli import kb as kb_cli
@@ -33,6 +34,7 @@ app.command("chat")(chat_cli.chat)
 app.command("serve")(serve_cli.serve)
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(kb_cli.app, name="kb")
+app.add_typer(docs_cli.app, name="docs")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
 app.add_typer(guard_cli.app, name="guard")

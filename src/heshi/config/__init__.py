@@ -220,6 +220,9 @@ class RoutingConfig(Strict):
     auto: AutoRouteConfig | None = None
 
 
+DOUBT_LIMITS = {"quote": 0.28, "generate": 0.45}  # kb.max_doubt's defaults (docs/benchmarks.md)
+
+
 class KnowledgeConfig(Strict):
     """Knowledge-base bots (``kb:NAME`` models, ``heshi kb ask``); values measured on
     benchmarks/kb.py (docs/benchmarks.md)."""
@@ -232,9 +235,11 @@ class KnowledgeConfig(Strict):
     # below this e5 similarity of the best chunk the base holds no answer: declined
     # without asking the model
     min_similarity: float = Field(default=0.80, ge=0.0, le=1.0)
-    # before answering, the model is asked whether the chunks state the answer; at this
-    # probability of "no" or more the bot declines (1.0: never asked)
-    max_doubt: float = Field(default=0.45, ge=0.0, le=1.0)
+    # before answering, the model is asked whether what it was shown (the sentences to be
+    # quoted, or the chunks) states the answer; at this probability of "no" or more the bot
+    # declines (1.0: never asked; None: the value measured for the answer style —
+    # DOUBT_LIMITS, chosen on benchmarks/kb.py by cross-validation)
+    max_doubt: float | None = Field(default=None, ge=0.0, le=1.0)
     # a sentence of the answer is kept only when this share of its words occurs in the
     # chunks the model read (and every figure does)
     min_word_support: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -243,10 +248,15 @@ class KnowledgeConfig(Strict):
     # anything the sources do not say); "generate": the model writes it, then the figures
     # and words are checked — measured on benchmarks/kb.py (docs/benchmarks.md)
     answer_style: Literal["quote", "generate"] = "quote"
-    quote_sentences: int = Field(default=3, ge=1, le=10)
+    quote_sentences: int = Field(default=4, ge=1, le=10)
     history_turns: int = Field(default=3, ge=0, le=20)  # earlier turns the model sees
     handoff_webhook: str | None = None  # POSTed a JSON record of every handoff
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @property
+    def doubt_limit(self) -> float:
+        """``max_doubt``, or the measured default for the answer style."""
+        return DOUBT_LIMITS[self.answer_style] if self.max_doubt is None else self.max_doubt
 
 
 class HeshiConfig(Strict):

@@ -53,6 +53,12 @@ CONTEXT = "资料：\n{materials}\n\n问题：{question}\n\n"
 ANSWER_ASK = "请根据上面的资料回答，在用到的句子末尾标注资料编号，例如 [1]。"
 # Asked first, with the same context (so the answer reuses its prompt cache): whether the
 # chunks state the answer at all. The model's probability of "没有" is the doubt.
+# Before a quoted answer the judge reads only the sentences it would quote (half the
+# prompt of the chunks, and better told apart on the gold set: docs/benchmarks.md).
+QUOTE_JUDGE_ASK = (
+    "上面的句子里是否直接写明了这个问题的答案？句子只是话题相关、但没有写明答案时，回答“没有”。"
+    "只回答“有”或“没有”。"
+)
 JUDGE_ASK = (
     "资料里是否直接写明了这个问题的答案？资料只是话题相关、但没有写明答案时，回答“没有”。"
     "只回答“有”或“没有”。"
@@ -162,16 +168,14 @@ class KnowledgeBot:
             return Answer(DECLINE, hits=hits)
         earlier = history[-2 * self.config.history_turns :]
         doubt, judged = None, None
+        if self.config.answer_style == "quote":
+            return await self._quote(kb, query, hits, earlier, question, session)
         if self.judge is not None:
             asked = prompt_messages(kb, hits, earlier, question, JUDGE_ASK)
             doubt, judged = await self.judge(asked)
-            if doubt is not None and doubt >= self.config.max_doubt:
+            if doubt is not None and doubt >= self.config.doubt_limit:
                 session.failures += 1
                 return Answer(DECLINE, hits=hits, doubt=doubt, usage=judged)
-        if self.config.answer_style == "quote":
-            text, citations = await asyncio.to_thread(self.quote, query, hits)
-            session.failures = 0
-            return Answer(text, citations, grounded=True, hits=hits, doubt=doubt, usage=judged)
         prompt = prompt_messages(kb, hits, earlier, question)
         raw, written = await self.generate(prompt, self.config.max_answer_tokens)
         usage = add_usage(judged, written)
@@ -183,28 +187,38 @@ class KnowledgeBot:
         text, citations = cite(checked, hits)
         return Answer(text, citations, grounded=True, usage=usage, hits=hits, raw=raw, doubt=doubt)
 
-    def quote(self, query: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
-        """The answer as the sources' own sentences: the ``kb.quote_sentences`` closest to
-        the question (by the embedder; without one, the best chunk's first sentences),
-        in the order the sources give them, each chunk's marked [n]."""
+    async def _quote(
+        self, kb: str, query: str, hits: list[Hit], earlier: list[JSON], question: str,
+        session: Session,
+    ) -> Answer:  # fmt: skip
+        """The answer as the sources' own sentences, when the judge finds they answer."""
+        chosen = await asyncio.to_thread(self.choose, query, hits)
+        doubt, judged = None, None
+        if self.judge is not None and chosen:
+            doubt, judged = await self.judge(quote_judge_messages(kb, chosen, earlier, question))
+        if not chosen or (doubt is not None and doubt >= self.config.doubt_limit):
+            session.failures += 1
+            return Answer(DECLINE, hits=hits, doubt=doubt, usage=judged)
+        text, citations = quoted(chosen, hits)
+        session.failures = 0
+        return Answer(text, citations, grounded=True, hits=hits, doubt=doubt, usage=judged)
+
+    def choose(self, query: str, hits: list[Hit]) -> list[Quote]:
+        """The ``kb.quote_sentences`` sentences of the chunks closest to the question (by
+        the embedder; without one, the best chunk's first sentences), in the order the
+        sources give them."""
         candidates = [
             (n, i, s) for n, hit in enumerate(hits, 1) for i, s in quotable(hit.chunk.text)
         ]
         if not candidates:
-            return cite(DECLINE, hits)
+            return []
         if self.embed is not None:
             vectors = self.embed.passages([s for _, _, s in candidates])
             scores = vectors @ self.embed.query(query)
             best = sorted(range(len(candidates)), key=lambda k: -float(scores[k]))
         else:
             best = list(range(len(candidates)))
-        chosen = sorted(candidates[k] for k in best[: self.config.quote_sentences])
-        parts: list[str] = []
-        for n, _, sentence in chosen:
-            if parts and parts[-1] == f"[{n}]":
-                parts.pop()
-            parts += [sentence, f"[{n}]"]
-        return cite("".join(_spaced(parts)), hits)
+        return sorted(candidates[k] for k in best[: self.config.quote_sentences])
 
     async def _hand_off(self, session: Session, reason: Reason) -> Answer:
         session.handed_off = True
@@ -219,6 +233,33 @@ class KnowledgeBot:
         return Answer(
             HANDOFF_TEXT[reason], handoff=True, handoff_reason=reason, handoff_id=record.id
         )
+
+
+Quote = tuple[int, int, str]  # (chunk number from 1, sentence number in it, sentence)
+
+
+def quoted(chosen: list[Quote], hits: list[Hit]) -> tuple[str, list[Citation]]:
+    """The answer made of the chosen sentences, each chunk's marked [n]."""
+    parts: list[str] = []
+    for n, _, sentence in chosen:
+        if parts and parts[-1] == f"[{n}]":
+            parts.pop()
+        parts += [sentence, f"[{n}]"]
+    return cite("".join(_spaced(parts)), hits)
+
+
+def quote_judge_messages(
+    kb: str, chosen: list[Quote], history: list[JSON], question: str
+) -> list[JSON]:
+    """What the judge reads before a quoted answer: exactly the sentences the answer would
+    be, the question, and whether they state its answer."""
+    listing = "\n".join(f"- {sentence}" for _, _, sentence in chosen)
+    last = f"句子：\n{listing}\n\n问题：{question}\n\n{QUOTE_JUDGE_ASK}"
+    return [
+        {"role": "system", "content": SYSTEM.format(kb=kb)},
+        *history,
+        {"role": "user", "content": last},
+    ]
 
 
 def prompt_messages(
@@ -237,6 +278,7 @@ def prompt_messages(
 
 _QUESTION_LINE = re.compile(r"^\s*(问|Q)\s*[:：]")
 _ANSWERMARK = re.compile(r"^\s*(答|A)\s*[:：]\s*")
+_BULLET = re.compile(r"^\s*[-*•·]\s+")  # a list item's bullet is not part of its sentence
 
 
 def quotable(text: str) -> list[tuple[int, str]]:
@@ -253,7 +295,7 @@ def quotable(text: str) -> list[tuple[int, str]]:
                 pairs = zip(header.split(" | "), line.split(" | "), strict=False)
                 out.append((len(out), "，".join(f"{h}：{c}" for h, c in pairs if c) + "。"))
             continue
-        for sentence in re.split(r"(?<=[。！？；!?])", _ANSWERMARK.sub("", line)):
+        for sentence in re.split(r"(?<=[。！？；!?])", _BULLET.sub("", _ANSWERMARK.sub("", line))):
             if len(sentence.strip()) >= 4:
                 out.append((len(out), sentence.strip()))
     return out

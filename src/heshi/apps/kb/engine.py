@@ -46,7 +46,7 @@ class KnowledgeEngine:
         self.sessions = SessionStore(db)
         self.embed = embed if embed is not None else E5Vectors()
         self.router: Any = None
-        judge = self._judge if config.kb.max_doubt < 1.0 else None
+        judge = self._judge if config.kb.doubt_limit < 1.0 else None
         self.bot = KnowledgeBot(
             self.store, self.sessions, self.embed, self._generate, config.kb, self._notify,
             judge,

@@ -1,6 +1,7 @@
-"""How ``heshi kb ask`` reaches a knowledge base: a running gateway (``--url``), or the
-whole gateway built in this process (its models loaded here, its pipeline applied: guard,
-ledger, audit, labels) and asked without a network socket."""
+"""How commands that ask a model (``heshi kb ask|eval``, ``heshi docs extract``) reach the
+gateway: a running one (``--url``), or the whole gateway built in this process (its models
+loaded here, its pipeline applied: guard, ledger, audit, labels) and asked without a
+network socket."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from heshi.errors import HeshiError
 class AskFailed(HeshiError):
     status_code = 502
     error_type = "server_error"
-    code = "kb_ask_failed"
+    code = "gateway_call_failed"
 
 
 def _result(response: httpx.Response) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""Extraction schemas: the built-in ones (invoice, contract, bill of lading, bank statement)
+and any JSON Schema file of the user's whose properties' ``description`` say what to
+extract.
+
+Beyond JSON Schema, a property may carry checks Heshi runs after extraction:
+``"x-check": "uscc"`` (a unified social credit code / tax id with its check character),
+``"x-capital-of": "FIELD"`` (an amount in capitals that must equal FIELD), and the schema
+``"x-sums": [{"field": F, "of": [A, B], "minus": [C]}]`` (F = A + B − C, to the fen).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from heshi.errors import HeshiError
+
+BUILT_IN = ("invoice", "contract", "bill_of_lading", "bank_statement")
+MAX_SCHEMA_BYTES = 1024 * 1024
+_CHECKS = ("uscc",)
+
+
+class SchemaError(HeshiError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_schema"
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    schema: dict[str, Any]  # as given (with Heshi's x- checks)
+
+    @property
+    def properties(self) -> dict[str, dict[str, Any]]:
+        return dict(self.schema["properties"])
+
+    def for_model(self) -> dict[str, Any]:
+        """What the model is held to: every top-level property present, null allowed (a
+        field the document does not hold), no other keys; Heshi's x- keys removed."""
+        props = {
+            name: {"anyOf": [_plain(spec), {"type": "null"}]}
+            for name, spec in self.properties.items()
+        }
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
+
+
+def load_schema(ref: str | Path) -> Schema:
+    """A built-in schema by name, or a JSON Schema file; a clear error otherwise."""
+    text = str(ref)
+    if text in BUILT_IN:
+        raw = resources.files("heshi.apps.docs").joinpath(f"schemas/{text}.json").read_text("utf-8")
+        return _checked(text, json.loads(raw))
+    path = Path(text)
+    try:
+        if path.stat().st_size > MAX_SCHEMA_BYTES:
+            raise SchemaError(f"schema 文件过大 / schema file over 1 MiB: {path}")
+        data = json.loads(path.read_text("utf-8-sig"))
+    except FileNotFoundError as exc:
+        raise SchemaError(
+            f"没有这个 schema / no such schema: {text} (built-in: {', '.join(BUILT_IN)}; "
+            "or a JSON Schema file)"
+        ) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"无法读取 schema / cannot read the schema {path}: {exc}") from exc
+    return _checked(path.stem, data)
+
+
+def _checked(name: str, data: Any) -> Schema:
+    if not isinstance(data, dict) or data.get("type", "object") != "object":
+        raise SchemaError(f"{name}: schema 须为 object / the schema must be an object schema")
+    props = data.get("properties")
+    if not isinstance(props, dict) or not props:
+        raise SchemaError(f"{name}: schema 需要 properties / the schema needs properties")
+    for field, spec in props.items():
+        if not isinstance(spec, dict):
+            raise SchemaError(f"{name}: {field} 的定义须为对象 / must be an object")
+        check = spec.get("x-check")
+        if check is not None and check not in _CHECKS:
+            raise SchemaError(f"{name}: {field}: x-check {check!r} unknown; one of {_CHECKS}")
+        other = spec.get("x-capital-of")
+        if other is not None and other not in props:
+            raise SchemaError(f"{name}: {field}: x-capital-of names no property: {other!r}")
+    for rule in data.get("x-sums") or []:
+        named = [rule.get("field"), *(rule.get("of") or []), *(rule.get("minus") or [])]
+        if not all(isinstance(f, str) and f in props for f in named):
+            raise SchemaError(f"{name}: x-sums names a field that is not a property: {rule}")
+    return Schema(name, data)
+
+
+def _plain(spec: Any) -> Any:
+    """``spec`` without Heshi's ``x-`` keys (the grammar builder need not see them)."""
+    if isinstance(spec, dict):
+        return {k: _plain(v) for k, v in spec.items() if not str(k).startswith("x-")}
+    if isinstance(spec, list):
+        return [_plain(v) for v in spec]
+    return spec

@@ -1,0 +1,116 @@
+"""`heshi docs extract`: the contract (one JSON object, the schema's top-level properties,
+null where absent, typed as the schema says; exit 1 with one line on an unreadable file),
+through the gateway in process on the tiny model — and once on the real default model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from heshi.apps.docs.schema import load_schema
+from heshi.cli.main import app
+
+INVOICE = """# 电子发票（增值税专用发票）
+
+发票号码：25312000000123456789
+开票日期：2025年11月28日
+
+购买方名称：临江市云帆贸易有限公司
+销售方名称：临江市星河科技有限公司
+
+| 项目名称 | 数量 | 金额 | 税率 | 税额 |
+| 软件维护费 | 1 | 11327.43 | 13% | 1472.57 |
+
+合计金额：¥11327.43　合计税额：¥1472.57
+价税合计（大写）：壹万贰仟捌佰元整　（小写）¥12800.00
+"""
+_JSON_TYPES = {"string": str, "number": (int, float), "integer": int}
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def tiny_yaml(long_tiny: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "heshi.yaml"
+    engine = {"model": str(long_tiny), "ctx": 4096, "parallel": 1, "threads": 1}
+    path.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "engine": engine}))
+    return path
+
+
+def test_extract_prints_exactly_the_schemas_fields_typed(long_tiny: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "发票.md"
+    doc.write_text(INVOICE, "utf-8")
+    cfg = tiny_yaml(long_tiny, tmp_path)
+    code, out, err = run(
+        "docs", "extract", str(doc), "--schema", "invoice", "--json", "--config", str(cfg)
+    )
+    assert code == 0, err
+    values = json.loads(out.strip().splitlines()[-1])
+    schema = load_schema("invoice")
+    assert list(values) == list(schema.properties)
+    for name, spec in schema.properties.items():  # the tiny model writes noise, typed noise
+        value = values[name]
+        assert value is None or isinstance(value, _JSON_TYPES[spec["type"]]), (name, value)
+        if value is not None and spec.get("format") == "date":
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", value), value
+
+    mine = tmp_path / "报销.json"
+    mine.write_text(json.dumps({"properties": {"staff": {"type": "string"}}}), "utf-8")
+    code, out, _ = run("docs", "extract", str(doc), "--schema", str(mine), "--json",
+                       "--config", str(cfg))  # fmt: skip
+    assert code == 0 and list(json.loads(out.strip().splitlines()[-1])) == ["staff"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("坏.docx", b"not a zip", "DOCX"),
+        ("扫描.pdf", None, "no text"),
+        ("表.bin", b"\0", "unsupported"),
+    ],
+)
+def test_an_unreadable_file_is_one_line_and_exit_1(
+    tmp_path: Path, name: str, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / name
+    if content is None:  # a PDF page without a text layer (what a scan is)
+        import pypdfium2
+
+        pdf = pypdfium2.PdfDocument.new()
+        pdf.new_page(595, 842)
+        pdf.save(str(path))
+        pdf.close()
+    else:
+        path.write_bytes(content)
+    code, out, err = run("docs", "extract", str(path), "--schema", "invoice", "--json")
+    assert code == 1 and out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "/" in lines[0]
+
+
+def test_an_unknown_schema_is_refused(tmp_path: Path) -> None:
+    doc = tmp_path / "a.txt"
+    doc.write_text("发票号码：1", "utf-8")
+    code, _, err = run("docs", "extract", str(doc), "--schema", "receipt", "--json")
+    assert code == 1 and "no such schema" in err and "invoice" in err
+
+
+@pytest.mark.slow
+def test_the_default_model_reads_an_invoice(tmp_path: Path) -> None:
+    doc = tmp_path / "发票.md"
+    doc.write_text(INVOICE, "utf-8")
+    code, out, err = run("docs", "extract", str(doc), "--schema", "invoice", "--json")
+    assert code == 0, err
+    values = json.loads(out.strip().splitlines()[-1])
+    assert values["invoice_number"] == "25312000000123456789"
+    assert values["issue_date"] == "2025-11-28"
+    assert values["total_amount"] == 12800.0 and values["tax_amount"] == 1472.57
+    assert values["total_amount_in_words"] == "壹万贰仟捌佰元整"
+    assert values["buyer_tax_id"] is None  # the document does not hold it
