@@ -12,8 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from heshi.apps.docs.read import document_text
 from heshi.apps.docs.schema import load_schema
 from heshi.cli.main import app
+from tests.apps.ofd import write_ofd
 
 INVOICE = """# 电子发票（增值税专用发票）
 
@@ -68,10 +70,25 @@ def test_extract_prints_exactly_the_schemas_fields_typed(long_tiny: Path, tmp_pa
     assert code == 0 and list(json.loads(out.strip().splitlines()[-1])) == ["staff"]
 
 
+def test_an_ofd_e_invoice_is_read_in_reading_order(long_tiny: Path, tmp_path: Path) -> None:
+    lines = [line for line in INVOICE.splitlines() if line.strip() and not line.startswith("#")]
+    ofd = write_ofd(tmp_path / "数电票.ofd", lines)
+    text = document_text(ofd).text
+    assert text.index("发票号码：25312000000123456789") < text.index("壹万贰仟捌佰元整")
+    code, out, err = run(
+        "docs", "extract", str(ofd), "--schema", "invoice", "--json",
+        "--config", str(tiny_yaml(long_tiny, tmp_path)),
+    )  # fmt: skip
+    assert code == 0, err
+    assert list(json.loads(out.strip().splitlines()[-1])) == list(load_schema("invoice").properties)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
         ("坏.docx", b"not a zip", "DOCX"),
+        ("坏.ofd", b"PK not really", "OFD"),
+        ("图片.ofd", None, "no text"),
         ("扫描.pdf", None, "no text"),
         ("表.bin", b"\0", "unsupported"),
     ],
@@ -80,7 +97,9 @@ def test_an_unreadable_file_is_one_line_and_exit_1(
     tmp_path: Path, name: str, content: bytes | None, message: str
 ) -> None:
     path = tmp_path / name
-    if content is None:  # a PDF page without a text layer (what a scan is)
+    if content is None and name.endswith(".ofd"):  # an image-only OFD (a scanned invoice)
+        write_ofd(path, [], image_only=True)
+    elif content is None:  # a PDF page without a text layer (what a scan is)
         import pypdfium2
 
         pdf = pypdfium2.PdfDocument.new()

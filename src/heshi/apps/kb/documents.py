@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from heshi.apps.kb.office import read_csv, read_docx, read_pdf, read_xlsx
+from heshi.apps.kb.office import read_csv, read_docx, read_ofd, read_pdf, read_xlsx
 from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_markdown, read_text
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
@@ -44,6 +44,7 @@ READERS: dict[str, Callable[[bytes], Parsed]] = {
     ".htm": read_html,
     ".pdf": read_pdf,
     ".docx": read_docx,
+    ".ofd": read_ofd,
     ".csv": read_csv,
     ".xlsx": read_xlsx,
 }

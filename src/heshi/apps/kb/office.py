@@ -61,6 +61,20 @@ def _join_pdf_lines(text: str) -> str:
     return "\n".join(out)
 
 
+def read_ofd(data: bytes) -> Parsed:
+    """An OFD document (GB/T 33190: Chinese e-invoices, official papers) by its text
+    objects, in reading order (``ofdkit``: standard library only, Apache-2.0)."""
+    import ofdkit
+
+    try:
+        with ofdkit.open(data) as document:
+            text = document.text("\n")
+            pages = max(1, len(document.pages))
+    except ofdkit.OFDError as exc:
+        raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
+    return Parsed(list(text_blocks(text)), pages)
+
+
 def read_docx(data: bytes) -> Parsed:
     import docx
     from docx.document import Document as DocxDocument

