@@ -133,3 +133,47 @@ def test_the_default_model_reads_an_invoice(tmp_path: Path) -> None:
     assert values["total_amount"] == 12800.0 and values["tax_amount"] == 1472.57
     assert values["total_amount_in_words"] == "壹万贰仟捌佰元整"
     assert values["buyer_tax_id"] is None  # the document does not hold it
+
+
+def test_a_batch_records_every_file_and_resumes_where_it_stopped(
+    long_tiny: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "单据"
+    (docs / "子目录").mkdir(parents=True)
+    (docs / "发票1.md").write_text(INVOICE, "utf-8")
+    (docs / "子目录" / "发票2.txt").write_text(INVOICE.replace("0123456789", "0999999999"), "utf-8")
+    write_ofd(docs / "数电票.ofd", ["发票号码：1", "价税合计：¥5.00"])
+    (docs / "坏.docx").write_bytes(b"not a zip")
+    same = docs / "发票1-副本.md"  # the same bytes under another name: its own row
+    same.write_text(INVOICE, "utf-8")
+    out = tmp_path / "结果" / "results.jsonl"
+    cfg = tiny_yaml(long_tiny, tmp_path)
+    code, stdout, err = run(
+        "docs", "run", str(docs), "--schema", "invoice", "--out", str(out), "--workers", "2",
+        "--config", str(cfg),
+    )  # fmt: skip
+    assert code == 1, err  # one file failed: the exit status says so, the batch went on
+    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    by_file = {Path(r["file"]).name: r for r in rows}
+    assert set(by_file) == {"发票1.md", "发票2.txt", "数电票.ofd", "坏.docx", "发票1-副本.md"}
+    assert by_file["坏.docx"]["status"] == "failed" and "DOCX" in by_file["坏.docx"]["error"]
+    good = [r for r in rows if r["status"] == "ok"]
+    assert len(good) == 4
+    for row in good:
+        assert list(row["fields"]) == list(load_schema("invoice").properties)
+        assert len(row["sha256"]) == 64 and row["schema"] == "invoice"
+    assert "3 完成 / done" in stdout or "4 完成 / done" in stdout
+
+    # a kill mid-write leaves a torn last line; the rerun skips what is done, retries the
+    # failure, and starts its rows on a line of their own
+    with out.open("a", encoding="utf-8") as sink:
+        sink.write('{"file": "torn')
+    (docs / "坏.docx").write_text("修好了", "utf-8")
+    (docs / "坏.docx").rename(docs / "修好.txt")
+    code, stdout, err = run(
+        "docs", "run", str(docs), "--schema", "invoice", "--out", str(out), "--config", str(cfg)
+    )
+    assert code == 0, err
+    assert "1 完成 / done, 0 失败 / failed, 4 已完成跳过 / already done" in stdout
+    lines = out.read_text("utf-8").splitlines()
+    assert lines[-2] == '{"file": "torn' and json.loads(lines[-1])["file"].endswith("修好.txt")

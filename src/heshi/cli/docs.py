@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from heshi.apps.docs.schema import BUILT_IN
@@ -24,34 +25,38 @@ app = typer.Typer(
 )
 
 
+SchemaOption = Annotated[
+    str,
+    typer.Option(
+        "--schema",
+        help=f"内置（{', '.join(BUILT_IN)}）或 JSON Schema 文件 / or a JSON Schema file.",
+    ),
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="网关地址 / A gateway to ask instead.", show_default=False),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="抽取用的模型（默认内置模型）/ Model (default: the embedded one).",
+        show_default=False,
+    ),
+]
+MaxCharsOption = Annotated[
+    int, typer.Option("--max-chars", min=200, help="最多读多少字 / Characters read at most.")
+]
+
+
 @app.command("extract", help="从一个文件抽取字段。/ Extract the fields of one file.")
 def extract_command(
-    file: Annotated[
-        Path, typer.Argument(help="文件 / File (PDF, DOCX, TXT, MD, HTML, CSV, XLSX).")
-    ],
-    schema: Annotated[
-        str,
-        typer.Option(
-            "--schema",
-            help=f"内置（{', '.join(BUILT_IN)}）或 JSON Schema 文件 / or a JSON Schema file.",
-        ),
-    ],
-    url: Annotated[
-        str | None,
-        typer.Option("--url", help="网关地址 / A gateway to ask instead.", show_default=False),
-    ] = None,
+    file: Annotated[Path, typer.Argument(help="文件 / File: PDF, OFD, DOCX, TXT, MD, HTML.")],
+    schema: SchemaOption,
+    url: UrlOption = None,
     key: ApiKeyOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="抽取用的模型（默认内置模型）/ Model (default: the embedded one).",
-            show_default=False,
-        ),
-    ] = None,
-    max_chars: Annotated[
-        int, typer.Option("--max-chars", min=200, help="最多读多少字 / Characters read at most.")
-    ] = 4000,
+    model: ModelOption = None,
+    max_chars: MaxCharsOption = 4000,
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -80,3 +85,63 @@ def extract_command(
     for field, value in result.values.items():
         table.add_row(field, "—" if value is None else str(value))
     Console().print(table)
+
+
+@app.command(
+    "run",
+    help="批量抽取目录中的文件，结果逐行写入 JSONL；重跑时跳过已完成的文件。"
+    "/ Extract every file below directories into JSON Lines; a rerun skips finished files.",
+)
+def run_command(
+    paths: Annotated[list[Path], typer.Argument(help="文件或目录 / Files or directories.")],
+    schema: SchemaOption,
+    out: Annotated[Path, typer.Option("--out", help="结果文件（JSONL）/ Results (JSONL).")],
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="同时处理的文件数 / Files at once.")
+    ] = 1,
+    url: UrlOption = None,
+    key: ApiKeyOption = None,
+    model: ModelOption = None,
+    max_chars: MaxCharsOption = 4000,
+    config: ConfigOption = None,
+) -> None:
+    from heshi.apps.docs.batch import run_batch
+    from heshi.apps.docs.schema import load_schema
+    from heshi.apps.kb.ingest import expand
+    from heshi.cli.gateway_call import asking
+
+    console = Console(stderr=True)
+    with reporting_errors():
+        chosen = load_schema(schema)
+        missing = [p for p in paths if not p.exists()]
+        for path in missing:
+            console.print(f"不存在 / not found: {path}", style="red", markup=False)
+        files = list(expand(p for p in paths if p.exists()))
+        name = model or load_config(config).engine.name
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+
+        async def run() -> Any:
+            async with asking(url, key, config) as ask:
+                with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+                    task = progress.add_task("抽取 / extracting", total=len(files))
+
+                    def on_row(row: dict[str, Any]) -> None:
+                        progress.advance(task)
+                        if row["status"] == "failed":
+                            progress.console.print(
+                                f"失败 / failed  {row['file']}  {row['error']}",
+                                style="red", markup=False, highlight=False,
+                            )  # fmt: skip
+
+                    return await run_batch(
+                        ask, chosen, files, out, model=name, max_chars=max_chars,
+                        workers=workers, on_row=on_row,
+                    )  # fmt: skip
+
+        report = asyncio.run(run())
+    typer.echo(
+        f"{out}: {report.done} 完成 / done, {report.failed} 失败 / failed, "
+        f"{report.skipped} 已完成跳过 / already done; {report.seconds:.1f} s"
+    )
+    if missing or report.failed:
+        raise typer.Exit(1)
