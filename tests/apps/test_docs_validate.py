@@ -123,6 +123,9 @@ def test_built_in_schemas_and_a_users_schema(tmp_path: Path) -> None:
     assert schema.name == "报销单"
     values, problems = validate(schema, {"staff": "王芳", "days": "3.5"})
     assert values["days"] == "3.5" and "whole number" in problems[0].reason
+    values, problems = validate(schema, {"staff": [{"name": "王芳"}], "days": 3})
+    assert values == {"staff": [{"name": "王芳"}], "days": 3}  # as extracted, and flagged
+    assert [p.field for p in problems] == ["staff"] and "not text" in problems[0].reason
 
 
 @pytest.mark.parametrize(

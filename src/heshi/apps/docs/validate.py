@@ -65,7 +65,9 @@ def _typed(spec: dict[str, Any], value: Any) -> Any:
     if kind == "string" and spec.get("format") == "date":
         return iso_date(str(value))
     if kind == "string" and not isinstance(value, str):
-        return str(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # a number written for a text field: the same text
+        raise Unreadable(f"不是文本 / not text: {value!r}"[:200])
     return value
 
 
