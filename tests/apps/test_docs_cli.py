@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from heshi.apps.docs.read import document_text
-from heshi.apps.docs.schema import load_schema
+from heshi.apps.docs.schema import BUILT_IN, load_schema
 from heshi.cli.main import app
 from tests.apps.ofd import write_ofd
 
@@ -177,3 +177,63 @@ def test_a_batch_records_every_file_and_resumes_where_it_stopped(
     assert "1 完成 / done, 0 失败 / failed, 4 已完成跳过 / already done" in stdout
     lines = out.read_text("utf-8").splitlines()
     assert lines[-2] == '{"file": "torn' and json.loads(lines[-1])["file"].endswith("修好.txt")
+
+
+def test_schema_auto_classifies_then_extracts(long_tiny: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "发票.md"
+    doc.write_text(INVOICE, "utf-8")
+    cfg = tiny_yaml(long_tiny, tmp_path)
+    code, out, err = run(
+        "docs", "extract", str(doc), "--schema", "auto", "--json", "--config", str(cfg)
+    )
+    assert code == 0, err
+    assert "kind: invoice" in err
+    assert list(json.loads(out.strip().splitlines()[-1])) == list(load_schema("invoice").properties)
+    # words that point nowhere: the model (here the tiny one) chooses one of the kinds; a
+    # document of no built-in kind is refused with one line, exit 1
+    note = tmp_path / "纪要.txt"
+    note.write_text("会议纪要：周五下午三点在三楼会议室讨论年度预算。", "utf-8")
+    code, out, err = run(
+        "docs", "extract", str(note), "--schema", "auto", "--json", "--config", str(cfg)
+    )
+    kind = re.search(r"kind: (\w+)", err)
+    assert kind is not None and kind.group(1) in (*BUILT_IN, "other")
+    if kind.group(1) == "other":
+        assert code == 1 and "no built-in schema" in err
+    else:
+        assert code == 0 and list(json.loads(out)) == list(load_schema(kind.group(1)).properties)
+
+
+def test_kinds_by_their_words() -> None:
+    from heshi.apps.docs.classify import by_words
+
+    assert by_words(INVOICE) == "invoice"
+    assert by_words(
+        "采购合同\n合同编号：HT-1\n甲方：A公司\n乙方：B公司\n签订日期：2025年1月1日"
+    ) == ("contract")
+    assert (
+        by_words("提单号 B/L No.: X1\nShipper: A\n装货港：上海\n卸货港：汉堡") == "bill_of_lading"
+    )
+    assert by_words("对账单\n期初余额：1.00\n期末余额：2.00") == "bank_statement"
+    assert by_words("会议纪要：讨论年度预算。") is None
+    assert by_words("甲方：A\n发票号码：1\n价税合计：2") is None  # mixed: the model decides
+
+
+def test_a_batch_with_schema_auto_records_each_files_kind(long_tiny: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "混合"
+    docs.mkdir()
+    (docs / "发票.md").write_text(INVOICE, "utf-8")
+    (docs / "合同.txt").write_text(
+        "采购合同\n合同编号：HT-2025-0001\n甲方：临江市星河科技有限公司\n乙方：云州市长风贸易有限公司\n"
+        "签订日期：2025年3月1日\n合同总金额为人民币50,000.00元。", "utf-8",
+    )  # fmt: skip
+    out = tmp_path / "results.jsonl"
+    code, _, err = run(
+        "docs", "run", str(docs), "--schema", "auto", "--out", str(out),
+        "--config", str(tiny_yaml(long_tiny, tmp_path)),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.read_text("utf-8").splitlines())}
+    assert rows["发票.md"]["type"] == "invoice" and rows["合同.txt"]["type"] == "contract"
+    assert all(r["schema"] == "auto" for r in rows.values())
+    assert list(rows["合同.txt"]["fields"]) == list(load_schema("contract").properties)

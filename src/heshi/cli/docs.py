@@ -60,22 +60,31 @@ def extract_command(
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
+    from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify
     from heshi.apps.docs.extract import extract
     from heshi.apps.docs.read import document_text
     from heshi.apps.docs.schema import load_schema
     from heshi.cli.gateway_call import asking
 
+    err = Console(stderr=True)
     with reporting_errors():
-        chosen = load_schema(schema)
+        chosen = None if schema == AUTO else load_schema(schema)
         document = document_text(file)  # an unreadable file: one line, exit 1
         name = model or load_config(config).engine.name
 
         async def run() -> Any:
+            nonlocal chosen
             async with asking(url, key, config) as ask:
+                if chosen is None:
+                    kind = await classify(ask, document.text, name)
+                    err.print(f"类型 / kind: {kind}", markup=False, highlight=False)
+                    if kind == "other":
+                        raise NotBuiltIn(kind)
+                    chosen = load_schema(kind)
                 return await extract(ask, chosen, document.text, name, max_chars)
 
         result = asyncio.run(run())
-    err = Console(stderr=True)
+    assert chosen is not None
     for problem in result.problems:
         err.print(f"⚠ {problem.field}: {problem.reason}", style="yellow", markup=False)
     if as_json:
@@ -106,13 +115,14 @@ def run_command(
     config: ConfigOption = None,
 ) -> None:
     from heshi.apps.docs.batch import run_batch
+    from heshi.apps.docs.classify import AUTO
     from heshi.apps.docs.schema import load_schema
     from heshi.apps.kb.ingest import expand
     from heshi.cli.gateway_call import asking
 
     console = Console(stderr=True)
     with reporting_errors():
-        chosen = load_schema(schema)
+        chosen = None if schema == AUTO else load_schema(schema)
         missing = [p for p in paths if not p.exists()]
         for path in missing:
             console.print(f"不存在 / not found: {path}", style="red", markup=False)

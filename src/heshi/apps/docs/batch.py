@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify
 from heshi.apps.docs.extract import Ask, extract
 from heshi.apps.docs.read import document_text
-from heshi.apps.docs.schema import Schema
+from heshi.apps.docs.schema import Schema, load_schema
 from heshi.apps.kb.documents import MAX_FILE_BYTES
 from heshi.errors import HeshiError
 
@@ -57,14 +58,15 @@ def _digest(path: Path) -> str | None:
 
 
 async def run_batch(
-    ask: Ask, schema: Schema, files: Iterable[Path], out: Path, *, model: str,
+    ask: Ask, schema: Schema | None, files: Iterable[Path], out: Path, *, model: str,
     max_chars: int, workers: int = 1,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> BatchReport:  # fmt: skip
-    """Extract every file of ``files`` not yet done into ``out``; ``workers`` at a time."""
+    """Extract every file of ``files`` not yet done into ``out``; ``workers`` at a time.
+    ``schema`` None: each file's kind is classified and its built-in schema used."""
     start = time.perf_counter()
     report = BatchReport()
-    done = finished(out, schema.name)
+    done = finished(out, schema.name if schema is not None else AUTO)
     out.parent.mkdir(parents=True, exist_ok=True)
     limit = asyncio.Semaphore(max(1, workers))
     lock = asyncio.Lock()
@@ -97,13 +99,21 @@ async def run_batch(
 
 
 async def _extract_row(
-    ask: Ask, schema: Schema, path: Path, digest: str | None, model: str, max_chars: int
+    ask: Ask, schema: Schema | None, path: Path, digest: str | None, model: str, max_chars: int
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    row: dict[str, Any] = {"file": str(path), "sha256": digest, "schema": schema.name}
+    name = schema.name if schema is not None else AUTO
+    row: dict[str, Any] = {"file": str(path), "sha256": digest, "schema": name}
     try:
         document = await asyncio.to_thread(document_text, path)
-        result = await extract(ask, schema, document.text, model, max_chars)
+        chosen = schema
+        if chosen is None:
+            kind = await classify(ask, document.text, model)
+            row["type"] = kind
+            if kind == "other":
+                raise NotBuiltIn(kind)
+            chosen = load_schema(kind)
+        result = await extract(ask, chosen, document.text, model, max_chars)
     except HeshiError as exc:
         row.update(status="failed", fields=None, problems=[], error=exc.message)
     except Exception as exc:  # a reader's own failure on a broken file: recorded, go on
