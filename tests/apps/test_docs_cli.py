@@ -237,3 +237,35 @@ def test_a_batch_with_schema_auto_records_each_files_kind(long_tiny: Path, tmp_p
     assert rows["发票.md"]["type"] == "invoice" and rows["合同.txt"]["type"] == "contract"
     assert all(r["schema"] == "auto" for r in rows.values())
     assert list(rows["合同.txt"]["fields"]) == list(load_schema("contract").properties)
+
+
+def test_a_batch_resumes_past_a_torn_character_and_knows_its_schema(
+    long_tiny: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "in"
+    docs.mkdir()
+    (docs / "a.txt").write_text(INVOICE, "utf-8")
+    (docs / "b.txt").write_text(INVOICE, "utf-8")  # the same bytes: extracted once
+    out = tmp_path / "out.jsonl"
+    cfg = str(tiny_yaml(long_tiny, tmp_path))
+    code, stdout, err = run(
+        "docs", "run", str(docs), str(docs / "a.txt"), "--schema", "invoice", "--out", str(out),
+        "--config", cfg,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "1 完成 / done, 0 失败 / failed, 1 已完成跳过 / already done" in stdout
+    with out.open("ab") as sink:
+        sink.write('{"file": "半'.encode()[:-1])  # killed in the middle of a character
+    code, stdout, err = run(
+        "docs", "run", str(docs), "--schema", "invoice", "--out", str(out), "--config", cfg
+    )
+    assert code == 0 and "2 已完成跳过 / already done" in stdout, err
+    # another schema under the same name is another job: nothing of the first counts
+    mine = tmp_path / "invoice.json"
+    mine.write_text(json.dumps({"properties": {"invoice_number": {"type": "string"}}}), "utf-8")
+    code, stdout, err = run(
+        "docs", "run", str(docs), "--schema", str(mine), "--out", str(out), "--config", cfg
+    )
+    assert code == 0 and "1 完成 / done" in stdout, err
+    code, _, err = run("docs", "run", str(docs), "--schema", "invoice", "--out", str(tmp_path))
+    assert code == 1 and "is a directory" in err

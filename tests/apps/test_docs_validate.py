@@ -43,7 +43,13 @@ def test_capital_amounts_are_read_exactly(written: str, value: str) -> None:
     assert amount(written) == Decimal(value)
 
 
-@pytest.mark.parametrize("written", ["壹万贰仟捌佰美元", "壹万贰仟捌佰元伍", ""])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "壹万贰仟捌佰美元", "壹万贰仟捌佰元伍", "", "壹万壹万贰仟捌佰元整", "壹佰万万元", "伍伍元",
+        "壹贰叁元", "万", "元整", "壹佰佰元", "壹拾佰元", "壹元伍分伍角",
+    ],
+)  # fmt: skip
 def test_a_capital_amount_that_cannot_be_read_is_refused(written: str) -> None:
     with pytest.raises(Unreadable):
         capital_amount(written)
@@ -54,6 +60,11 @@ def test_figures_and_dates_as_documents_write_them() -> None:
     assert amount("12800元") == Decimal("12800")
     assert amount("1.28万") == Decimal("12800.00")
     assert amount(3.5) == Decimal("3.5")
+    assert amount("-¥12,800.00") == amount("−12800") == amount("(12,800.00)") == Decimal(-12800)
+    assert amount("ⓧ壹萬貳仟捌佰圓整") == Decimal(12800)  # as invoices print them
+    for nonsense in ("NaN", "inf", "1e400", "12e3", "元", "万", 1e300):
+        with pytest.raises(Unreadable):
+            amount(nonsense)
     with pytest.raises(Unreadable):
         amount("约一万")
     with pytest.raises(Unreadable):
@@ -126,6 +137,9 @@ def test_built_in_schemas_and_a_users_schema(tmp_path: Path) -> None:
     values, problems = validate(schema, {"staff": [{"name": "王芳"}], "days": 3})
     assert values == {"staff": [{"name": "王芳"}], "days": 3}  # as extracted, and flagged
     assert [p.field for p in problems] == ["staff"] and "not text" in problems[0].reason
+    number = 24112000000012345678.0  # a 20-digit invoice number written as a number
+    values, problems = validate(load_schema("invoice"), {"invoice_number": number})
+    assert values["invoice_number"] == number and "not text" in problems[0].reason
 
 
 @pytest.mark.parametrize(
@@ -140,6 +154,10 @@ def test_built_in_schemas_and_a_users_schema(tmp_path: Path) -> None:
             "x-sums",
         ),
         ("{", "cannot read"),
+        ('{"properties": {"a": {"type": "number"}}, "x-sums": 5}', "list of objects"),
+        ('{"properties": {"a": {"type": "number"}}, "x-sums": ["a"]}', "list of objects"),
+        ('{"properties": {"a": {"type": "number"}}, "x-sums": [{"field": "a"}]}', "'of' list"),
+        ('{"properties": {"a": {"type": "string", "x-capital-of": ["a"]}}}', "x-capital-of"),
     ],
 )
 def test_a_bad_schema_is_refused(tmp_path: Path, content: str, message: str) -> None:
@@ -149,3 +167,17 @@ def test_a_bad_schema_is_refused(tmp_path: Path, content: str, message: str) -> 
         load_schema(path)
     with pytest.raises(SchemaError, match="no such schema"):
         load_schema(tmp_path / "absent.json")
+
+
+def test_a_users_schema_with_refs_and_nullable_types(tmp_path: Path) -> None:
+    path = tmp_path / "refs.json"
+    path.write_text(
+        json.dumps({
+            "$defs": {"money": {"type": "number", "description": "金额"}},
+            "properties": {"fee": {"$ref": "#/$defs/money"}, "n": {"type": ["integer", "null"]}},
+        }), "utf-8",
+    )  # fmt: skip
+    schema = load_schema(path)
+    assert schema.for_model()["$defs"] == {"money": {"type": "number", "description": "金额"}}
+    values, problems = validate(schema, {"n": "12"})
+    assert values["n"] == 12 and problems == []

@@ -18,7 +18,7 @@ from typing import IO, Any
 from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify
 from heshi.apps.docs.extract import Ask, extract
 from heshi.apps.docs.read import document_text
-from heshi.apps.docs.schema import Schema, load_schema
+from heshi.apps.docs.schema import BUILT_IN, Schema, load_schema
 from heshi.apps.kb.documents import MAX_FILE_BYTES
 from heshi.errors import HeshiError
 
@@ -31,21 +31,43 @@ class BatchReport:
     seconds: float = 0.0
 
 
-def finished(out: Path, schema: str) -> set[str]:
-    """The content hashes with a successful row for ``schema`` in ``out`` (a torn last
-    line — the process killed mid-write — is ignored)."""
+class BatchError(HeshiError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "batch_output"
+
+
+def finished(out: Path, schema_digest: str) -> set[str]:
+    """The content hashes with a successful row for this exact schema (by its content) in
+    ``out``; a line that is not a row — torn by a kill mid-write, even mid-character — is
+    ignored."""
+    if out.is_dir():
+        raise BatchError(f"--out 是目录 / --out is a directory: {out}")
     if not out.exists():
         return set()
     done: set[str] = set()
-    with out.open(encoding="utf-8") as rows:
-        for line in rows:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and row.get("status") == "ok" and row.get("schema") == schema:
-                done.add(str(row.get("sha256")))
+    try:
+        with out.open(encoding="utf-8", errors="replace") as rows:
+            for line in rows:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if (
+                    isinstance(row, dict)
+                    and row.get("status") == "ok"
+                    and row.get("schema_sha256") == schema_digest
+                ):
+                    done.add(str(row.get("sha256")))
+    except OSError as exc:
+        raise BatchError(f"无法读取 / cannot read {out}: {exc.strerror or exc}") from exc
     return done
+
+
+def auto_digest() -> str:
+    """``--schema auto``'s identity: the built-in schemas it may choose."""
+    parts = "".join(load_schema(name).digest for name in BUILT_IN)
+    return hashlib.sha256(f"auto:{parts}".encode()).hexdigest()
 
 
 def _digest(path: Path) -> str | None:
@@ -66,36 +88,60 @@ async def run_batch(
     ``schema`` None: each file's kind is classified and its built-in schema used."""
     start = time.perf_counter()
     report = BatchReport()
-    done = finished(out, schema.name if schema is not None else AUTO)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    digest_of_schema, done, unique = await asyncio.to_thread(_prepare, out, list(files), schema)
     limit = asyncio.Semaphore(max(1, workers))
     lock = asyncio.Lock()
-    with out.open("a", encoding="utf-8") as sink:
+    try:
+        sink = out.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise BatchError(f"无法写入 / cannot write {out}: {exc.strerror or exc}") from exc
+    with sink:
         _end_torn_line(out, sink)
+
+        def skip(path: Path) -> None:
+            report.skipped += 1
+            if on_row is not None:
+                on_row({"file": str(path), "status": "skipped"})
 
         async def one(path: Path) -> None:
             digest = await asyncio.to_thread(_digest, path)
             if digest is not None and digest in done:
-                report.skipped += 1
-                row: dict[str, Any] = {"file": str(path), "status": "skipped"}
-                if on_row is not None:
-                    on_row(row)
-                return
+                return skip(path)
             async with limit:
+                if digest is not None and digest in done:  # the same bytes, done meanwhile
+                    return skip(path)
                 row = await _extract_row(ask, schema, path, digest, model, max_chars)
-            async with lock:
-                _append(sink, row)
-                if row["status"] == "ok":
-                    report.done += 1
-                    done.add(str(digest))
-                else:
-                    report.failed += 1
+                row["schema_sha256"] = digest_of_schema
+                async with lock:
+                    _append(sink, row)
+                    if row["status"] == "ok":
+                        report.done += 1
+                        done.add(str(digest))
+                    else:
+                        report.failed += 1
             if on_row is not None:
                 on_row(row)
+            return None
 
-        await asyncio.gather(*(one(p) for p in files))
+        await asyncio.gather(*(one(p) for p in unique))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _prepare(
+    out: Path, files: list[Path], schema: Schema | None
+) -> tuple[str, set[str], list[Path]]:
+    """The schema's identity, the contents already done, and the files to go through:
+    each once (a directory and a file in it may both be given), never the output itself."""
+    digest = schema.digest if schema is not None else auto_digest()
+    done = finished(out, digest)
+    target = out.resolve()
+    unique = list(dict.fromkeys(p.resolve() for p in files if p.resolve() != target))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"无法写入 / cannot write {out}: {exc.strerror or exc}") from exc
+    return digest, done, unique
 
 
 async def _extract_row(

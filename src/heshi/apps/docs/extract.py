@@ -64,7 +64,8 @@ def request(schema: Schema, text: str, model: str, max_chars: int) -> tuple[JSON
 async def extract(ask: Ask, schema: Schema, text: str, model: str, max_chars: int) -> Extraction:
     body, truncated = request(schema, text, model, max_chars)
     result = await ask(body)
-    content = str(((result.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+    choice = (result.get("choices") or [{}])[0]
+    content = str((choice.get("message") or {}).get("content") or "")
     try:
         raw = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -78,6 +79,8 @@ async def extract(ask: Ask, schema: Schema, text: str, model: str, max_chars: in
         )  # fmt: skip
     else:
         values, problems = validate(schema, raw)
+    if choice.get("finish_reason") == "length":
+        problems.append(Problem("*", "模型输出被截断 / the model's output was cut at max_tokens"))
     if truncated:
         problems.append(
             Problem(

@@ -10,6 +10,7 @@ Beyond JSON Schema, a property may carry checks Heshi runs after extraction:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -45,12 +46,22 @@ class Schema:
             name: {"anyOf": [_plain(spec), {"type": "null"}]}
             for name, spec in self.properties.items()
         }
-        return {
+        out: dict[str, Any] = {
             "type": "object",
             "properties": props,
             "required": list(props),
             "additionalProperties": False,
         }
+        for name in ("$defs", "definitions"):  # what a property's $ref points into
+            if name in self.schema:
+                out[name] = _plain(self.schema[name])
+        return out
+
+    @property
+    def digest(self) -> str:
+        """The schema's content, hashed: a batch's finished rows count only for it."""
+        canonical = json.dumps(self.schema, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def load_schema(ref: str | Path) -> Schema:
@@ -84,15 +95,27 @@ def _checked(name: str, data: Any) -> Schema:
         if not isinstance(spec, dict):
             raise SchemaError(f"{name}: {field} 的定义须为对象 / must be an object")
         check = spec.get("x-check")
-        if check is not None and check not in _CHECKS:
-            raise SchemaError(f"{name}: {field}: x-check {check!r} unknown; one of {_CHECKS}")
+        if check is not None and (not isinstance(check, str) or check not in _CHECKS):
+            raise SchemaError(
+                f"{name}: {field}: x-check {check!r} 未知 / unknown; one of {_CHECKS}"
+            )
         other = spec.get("x-capital-of")
-        if other is not None and other not in props:
-            raise SchemaError(f"{name}: {field}: x-capital-of names no property: {other!r}")
-    for rule in data.get("x-sums") or []:
-        named = [rule.get("field"), *(rule.get("of") or []), *(rule.get("minus") or [])]
+        if other is not None and (not isinstance(other, str) or other not in props):
+            raise SchemaError(
+                f"{name}: {field}: x-capital-of 须为属性名 / must name a property: {other!r}"
+            )
+    sums = data.get("x-sums") or []
+    if not isinstance(sums, list) or not all(isinstance(r, dict) for r in sums):
+        raise SchemaError(f"{name}: x-sums 须为对象列表 / must be a list of objects")
+    for rule in sums:
+        terms = [rule.get("of") or [], rule.get("minus") or []]
+        if not all(isinstance(t, list) for t in terms) or not terms[0]:
+            raise SchemaError(f"{name}: x-sums 需要 of 列表 / needs an 'of' list: {rule}")
+        named = [rule.get("field"), *terms[0], *terms[1]]
         if not all(isinstance(f, str) and f in props for f in named):
-            raise SchemaError(f"{name}: x-sums names a field that is not a property: {rule}")
+            raise SchemaError(
+                f"{name}: x-sums 引用了不存在的属性 / names a field that is not a property: {rule}"
+            )
     return Schema(name, data)
 
 

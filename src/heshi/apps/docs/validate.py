@@ -55,6 +55,8 @@ def validate(schema: Schema, raw: dict[str, Any]) -> tuple[dict[str, Any], list[
 
 def _typed(spec: dict[str, Any], value: Any) -> Any:
     kind = spec.get("type")
+    if isinstance(kind, list):  # ["number", "null"]: the type that is not null
+        kind = next((k for k in kind if k != "null"), None)
     if kind in ("number", "integer"):
         number = amount(value)
         if kind == "integer":
@@ -65,8 +67,8 @@ def _typed(spec: dict[str, Any], value: Any) -> Any:
     if kind == "string" and spec.get("format") == "date":
         return iso_date(str(value))
     if kind == "string" and not isinstance(value, str):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)  # a number written for a text field: the same text
+        # a number written for a text field may have lost digits (a 20-digit invoice
+        # number as a float): returned as given, and said
         raise Unreadable(f"不是文本 / not text: {value!r}"[:200])
     return value
 
