@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from heshi.apps.docs.read import document_text
 from heshi.apps.docs.schema import BUILT_IN, load_schema
 from heshi.cli.main import app
+from heshi.config import HeshiConfig
 from tests.apps.ofd import write_ofd
 
 INVOICE = """# 电子发票（增值税专用发票）
@@ -273,3 +274,40 @@ def test_a_batch_resumes_past_a_torn_character_and_knows_its_schema(
     assert code == 0 and "1 完成 / done" in stdout, err
     code, _, err = run("docs", "run", str(docs), "--schema", "invoice", "--out", str(tmp_path))
     assert code == 1 and "is a directory" in err
+
+
+def test_extract_through_a_running_gateway_with_a_key(
+    tiny_config: HeshiConfig, tmp_path: Path
+) -> None:
+    """``--url`` and ``--key``: the extraction is a request of that gateway's, admitted with
+    the key and metered in its ledger under the key's tenant."""
+    from sqlalchemy import select
+
+    from heshi.gateway.app import create_app
+    from heshi.store.db import Database
+    from heshi.store.keys import KeyStore
+    from heshi.store.tables import usage_ledger
+    from tests.conftest import local_engines
+    from tests.loopback import serve_app
+
+    db = Database(tiny_config.store.sql_url(tiny_config.home))
+    db.migrate()
+    key, _ = KeyStore(db).create("acme", "docs")
+    doc = tmp_path / "发票.md"
+    doc.write_text(INVOICE, "utf-8")
+    with serve_app(create_app(tiny_config, local_engines(tiny_config))) as url:
+        code, out, err = run(
+            "docs", "extract", str(doc), "--schema", "invoice", "--json", "--url", url,
+            "--key", key, "--model", tiny_config.engine.name,
+        )  # fmt: skip
+        assert code == 0, err
+        assert list(json.loads(out)) == list(load_schema("invoice").properties)
+        code, _, err = run(
+            "docs", "extract", str(doc), "--schema", "invoice", "--url", url, "--key", "sk-wrong",
+            "--model", tiny_config.engine.name,
+        )  # fmt: skip
+        assert code == 1 and "401" in err
+    with db.read() as conn:
+        tenants = conn.execute(select(usage_ledger.c.tenant)).scalars().all()
+    db.dispose()
+    assert "acme" in tenants
