@@ -60,7 +60,7 @@ def extract_command(
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify
+    from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
     from heshi.apps.docs.extract import extract
     from heshi.apps.docs.read import document_text
     from heshi.apps.docs.schema import load_schema
@@ -76,11 +76,12 @@ def extract_command(
             nonlocal chosen
             async with asking(url, key, config) as ask:
                 if chosen is None:
-                    kind = await classify(ask, document.text, name)
+                    try:
+                        kind, chosen = await schema_for(ask, document.text, name)
+                    except NotBuiltIn:
+                        err.print("类型 / kind: other", markup=False, highlight=False)
+                        raise
                     err.print(f"类型 / kind: {kind}", markup=False, highlight=False)
-                    if kind == "other":
-                        raise NotBuiltIn(kind)
-                    chosen = load_schema(kind)
                 return await extract(ask, chosen, document.text, name, max_chars)
 
         result = asyncio.run(run())

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify
+from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
 from heshi.apps.docs.extract import Ask, extract
 from heshi.apps.docs.read import document_text
 from heshi.apps.docs.schema import BUILT_IN, Schema, load_schema
-from heshi.apps.kb.documents import MAX_FILE_BYTES
+from heshi.apps.kb.documents import load_bytes
 from heshi.errors import HeshiError
 
 
@@ -70,15 +70,6 @@ def auto_digest() -> str:
     return hashlib.sha256(f"auto:{parts}".encode()).hexdigest()
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 async def run_batch(
     ask: Ask, schema: Schema | None, files: Iterable[Path], out: Path, *, model: str,
     max_chars: int, workers: int = 1,
@@ -90,7 +81,6 @@ async def run_batch(
     report = BatchReport()
     digest_of_schema, done, unique = await asyncio.to_thread(_prepare, out, list(files), schema)
     limit = asyncio.Semaphore(max(1, workers))
-    lock = asyncio.Lock()
     try:
         sink = out.open("a", encoding="utf-8")
     except OSError as exc:
@@ -98,30 +88,22 @@ async def run_batch(
     with sink:
         _end_torn_line(out, sink)
 
-        def skip(path: Path) -> None:
-            report.skipped += 1
-            if on_row is not None:
-                on_row({"file": str(path), "status": "skipped"})
-
         async def one(path: Path) -> None:
-            digest = await asyncio.to_thread(_digest, path)
-            if digest is not None and digest in done:
-                return skip(path)
-            async with limit:
-                if digest is not None and digest in done:  # the same bytes, done meanwhile
-                    return skip(path)
-                row = await _extract_row(ask, schema, path, digest, model, max_chars)
+            async with limit:  # a file's bytes are held only while it is worked on
+                row = await _extract_row(ask, schema, path, done, model, max_chars)
+            if row is None:  # its content is done (in an earlier run, or as a twin)
+                report.skipped += 1
+                row = {"file": str(path), "status": "skipped"}
+            else:
                 row["schema_sha256"] = digest_of_schema
-                async with lock:
-                    _append(sink, row)
-                    if row["status"] == "ok":
-                        report.done += 1
-                        done.add(str(digest))
-                    else:
-                        report.failed += 1
+                _append(sink, row)
+                if row["status"] == "ok":
+                    report.done += 1
+                    done.add(str(row["sha256"]))
+                else:
+                    report.failed += 1
             if on_row is not None:
                 on_row(row)
-            return None
 
         await asyncio.gather(*(one(p) for p in unique))
     report.seconds = time.perf_counter() - start
@@ -145,21 +127,26 @@ def _prepare(
 
 
 async def _extract_row(
-    ask: Ask, schema: Schema | None, path: Path, digest: str | None, model: str, max_chars: int
-) -> dict[str, Any]:
+    ask: Ask, schema: Schema | None, path: Path, done: set[str], model: str, max_chars: int
+) -> dict[str, Any] | None:
+    """The file's row, its bytes read once (hashed, then parsed); None when its content is
+    already in ``done``."""
     started = time.perf_counter()
-    name = schema.name if schema is not None else AUTO
-    row: dict[str, Any] = {"file": str(path), "sha256": digest, "schema": name}
+    row: dict[str, Any] = {
+        "file": str(path), "sha256": None, "schema": schema.name if schema else AUTO,
+    }  # fmt: skip
     try:
-        document = await asyncio.to_thread(document_text, path)
+        data = await asyncio.to_thread(load_bytes, path)
+        row["sha256"] = hashlib.sha256(data).hexdigest()
+        if row["sha256"] in done:
+            return None
+        document = await asyncio.to_thread(document_text, path, data)
         chosen = schema
         if chosen is None:
-            kind = await classify(ask, document.text, model)
-            row["type"] = kind
-            if kind == "other":
-                raise NotBuiltIn(kind)
-            chosen = load_schema(kind)
+            row["type"], chosen = await schema_for(ask, document.text, model)
         result = await extract(ask, chosen, document.text, model, max_chars)
+    except NotBuiltIn as exc:
+        row.update(type="other", status="failed", fields=None, problems=[], error=exc.message)
     except HeshiError as exc:
         row.update(status="failed", fields=None, problems=[], error=exc.message)
     except Exception as exc:  # a reader's own failure on a broken file: recorded, go on

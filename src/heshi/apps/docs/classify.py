@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from heshi.apps.docs.extract import Ask
+from heshi.apps.docs.schema import Schema, load_schema
 from heshi.errors import HeshiError
 
 AUTO = "auto"  # --schema auto: classify, then the kind's built-in schema
@@ -89,3 +90,11 @@ async def classify(ask: Ask, text: str, model: str) -> str:
     match = re.search(r'"type"\s*:\s*"(\w+)"', content)
     kind = match.group(1) if match else "other"
     return kind if kind in KINDS else "other"
+
+
+async def schema_for(ask: Ask, text: str, model: str) -> tuple[str, Schema]:
+    """The document's kind and its built-in schema; :class:`NotBuiltIn` for "other"."""
+    kind = await classify(ask, text, model)
+    if kind == "other":
+        raise NotBuiltIn(kind)
+    return kind, load_schema(kind)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from heshi.apps.kb.documents import MAX_FILE_BYTES, read_document
-from heshi.apps.kb.parse import UnreadableDocument
+from heshi.apps.kb.documents import read_document
 
 
 @dataclass(frozen=True)
@@ -17,15 +16,9 @@ class DocumentText:
     pages: int
 
 
-def document_text(path: Path) -> DocumentText:
-    """The text of the file at ``path``; :class:`UnreadableDocument` says why not."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UnreadableDocument(f"文件过大 / file too large: {size} bytes")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableDocument(f"无法读取 / cannot read {path}: {exc.strerror or exc}") from exc
+def document_text(path: Path, data: bytes | None = None) -> DocumentText:
+    """The text of the file at ``path`` (from ``data``, its bytes, when already read);
+    :class:`UnreadableDocument` says why not."""
     parsed = read_document(path, data)
     lines = []
     for block in parsed.blocks:

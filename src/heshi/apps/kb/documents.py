@@ -11,6 +11,19 @@ from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_mark
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
 
 
+def load_bytes(path: Path) -> bytes:
+    """The file's bytes, refused before they cost memory when past :data:`MAX_FILE_BYTES`."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise UnreadableDocument(
+                f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableDocument(f"无法读取 / cannot read: {exc.strerror or exc}") from exc
+
+
 def read_document(path: Path, data: bytes | None = None) -> Parsed:
     """The blocks of the document at ``path`` (its bytes ``data`` when already read: the
     same bytes that were hashed are parsed), by its suffix."""
@@ -21,12 +34,7 @@ def read_document(path: Path, data: bytes | None = None) -> Parsed:
             f"不支持的文件类型 / unsupported file type {suffix or '(none)'}: "
             f"supported: {', '.join(sorted(READERS))}"
         )
-    size = path.stat().st_size if data is None else len(data)
-    if size > MAX_FILE_BYTES:
-        raise UnreadableDocument(
-            f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
-        )
-    parsed = reader(path.read_bytes() if data is None else data)
+    parsed = reader(load_bytes(path) if data is None else data)
     if not any(b.text.strip() for b in parsed.blocks):
         raise UnreadableDocument("文件中没有文字 / no text in the file (a scan without OCR?)")
     return parsed

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heshi.apps.kb.chunk import chunk_blocks
-from heshi.apps.kb.documents import MAX_FILE_BYTES, read_document, supported
+from heshi.apps.kb.documents import load_bytes, read_document, supported
 from heshi.apps.kb.index import Vectors
+from heshi.apps.kb.parse import UnreadableDocument
 from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.errors import HeshiError
 
@@ -80,12 +81,9 @@ def ingest(
 
 def _one(store: KnowledgeBaseStore, kb: str, path: Path, embed: Vectors | None) -> FileResult:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:  # refused before its bytes cost memory
-            return FileResult(path, "failed", error=f"文件过大 / file too large: {size} bytes")
-        data = path.read_bytes()
-    except OSError as exc:
-        return FileResult(path, "failed", error=f"无法读取 / cannot read: {exc.strerror or exc}")
+        data = load_bytes(path)
+    except UnreadableDocument as exc:
+        return FileResult(path, "failed", error=exc.message)
     source = str(path.resolve())
     digest = hashlib.sha256(data).hexdigest()
     before = store.document_digest(kb, source)
