@@ -107,8 +107,23 @@ def run_command(
     schema: SchemaOption,
     out: Annotated[Path, typer.Option("--out", help="结果文件（JSONL）/ Results (JSONL).")],
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="同时处理的文件数 / Files at once.")
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="同时处理的文件数（读取进程数）/ Files at once (reader processes).",
+        ),
     ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="在 Ray 集群上读取文件：auto 或集群地址 / Read files on a Ray cluster: "
+            "auto (this machine's cluster, else a local instance) or its address.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     key: ApiKeyOption = None,
     model: ModelOption = None,
@@ -117,6 +132,7 @@ def run_command(
 ) -> None:
     from heshi.apps.docs.batch import run_batch
     from heshi.apps.docs.classify import AUTO
+    from heshi.apps.docs.pool import readers
     from heshi.apps.docs.schema import load_schema
     from heshi.apps.kb.ingest import expand
     from heshi.cli.gateway_call import asking
@@ -128,26 +144,32 @@ def run_command(
         for path in missing:
             console.print(f"不存在 / not found: {path}", style="red", markup=False)
         files = list(expand(p for p in paths if p.exists()))
-        name = model or load_config(config).engine.name
+        settings = load_config(config)
+        name = model or settings.engine.name
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
         async def run() -> Any:
-            async with asking(url, key, config) as ask:
-                with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-                    task = progress.add_task("抽取 / extracting", total=len(files))
+            reader = readers(workers, ray, settings.home)
+            console.print(f"读取 / reading: {reader.description}", markup=False, highlight=False)
+            try:
+                async with asking(url, key, config) as ask:
+                    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+                        task = progress.add_task("抽取 / extracting", total=len(files))
 
-                    def on_row(row: dict[str, Any]) -> None:
-                        progress.advance(task)
-                        if row["status"] == "failed":
-                            progress.console.print(
-                                f"失败 / failed  {row['file']}  {row['error']}",
-                                style="red", markup=False, highlight=False,
-                            )  # fmt: skip
+                        def on_row(row: dict[str, Any]) -> None:
+                            progress.advance(task)
+                            if row["status"] == "failed":
+                                progress.console.print(
+                                    f"失败 / failed  {row['file']}  {row['error']}",
+                                    style="red", markup=False, highlight=False,
+                                )  # fmt: skip
 
-                    return await run_batch(
-                        ask, chosen, files, out, model=name, max_chars=max_chars,
-                        workers=workers, on_row=on_row,
-                    )  # fmt: skip
+                        return await run_batch(
+                            ask, chosen, files, out, model=name, max_chars=max_chars,
+                            workers=workers, reader=reader, on_row=on_row,
+                        )  # fmt: skip
+            finally:
+                reader.close()
 
         report = asyncio.run(run())
     typer.echo(

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
 from heshi.apps.docs.extract import Ask, extract
+from heshi.apps.docs.pool import Readers
 from heshi.apps.docs.read import document_text
 from heshi.apps.docs.schema import BUILT_IN, Schema, load_schema
 from heshi.apps.kb.documents import load_bytes
@@ -72,11 +73,13 @@ def auto_digest() -> str:
 
 async def run_batch(
     ask: Ask, schema: Schema | None, files: Iterable[Path], out: Path, *, model: str,
-    max_chars: int, workers: int = 1,
+    max_chars: int, workers: int = 1, reader: Readers | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> BatchReport:  # fmt: skip
     """Extract every file of ``files`` not yet done into ``out``; ``workers`` at a time.
-    ``schema`` None: each file's kind is classified and its built-in schema used."""
+    ``schema`` None: each file's kind is classified and its built-in schema used.
+    ``reader`` reads the files (a process pool, Ray: :mod:`heshi.apps.docs.pool`); by
+    default a thread of this process."""
     start = time.perf_counter()
     report = BatchReport()
     digest_of_schema, done, unique = await asyncio.to_thread(_prepare, out, list(files), schema)
@@ -90,7 +93,7 @@ async def run_batch(
 
         async def one(path: Path) -> None:
             async with limit:  # a file's bytes are held only while it is worked on
-                row = await _extract_row(ask, schema, path, done, model, max_chars)
+                row = await _extract_row(ask, schema, path, done, model, max_chars, reader)
             if row is None:  # its content is done (in an earlier run, or as a twin)
                 report.skipped += 1
                 row = {"file": str(path), "status": "skipped"}
@@ -127,8 +130,9 @@ def _prepare(
 
 
 async def _extract_row(
-    ask: Ask, schema: Schema | None, path: Path, done: set[str], model: str, max_chars: int
-) -> dict[str, Any] | None:
+    ask: Ask, schema: Schema | None, path: Path, done: set[str], model: str, max_chars: int,
+    reader: Readers | None,
+) -> dict[str, Any] | None:  # fmt: skip
     """The file's row, its bytes read once (hashed, then parsed); None when its content is
     already in ``done``."""
     started = time.perf_counter()
@@ -140,7 +144,10 @@ async def _extract_row(
         row["sha256"] = hashlib.sha256(data).hexdigest()
         if row["sha256"] in done:
             return None
-        document = await asyncio.to_thread(document_text, path, data)
+        if reader is None:
+            document = await asyncio.to_thread(document_text, path, data)
+        else:
+            document = await reader.read(path, data)
         chosen = schema
         if chosen is None:
             row["type"], chosen = await schema_for(ask, document.text, model)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from heshi.apps.kb.office import read_csv, read_docx, read_ofd, read_pdf, read_xlsx
+from heshi.apps.kb.ocr import IMAGE_SUFFIXES
+from heshi.apps.kb.office import read_csv, read_docx, read_image, read_ofd, read_pdf, read_xlsx
 from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_markdown, read_text
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
@@ -36,7 +37,7 @@ def read_document(path: Path, data: bytes | None = None) -> Parsed:
         )
     parsed = reader(load_bytes(path) if data is None else data)
     if not any(b.text.strip() for b in parsed.blocks):
-        raise UnreadableDocument("文件中没有文字 / no text in the file (a scan without OCR?)")
+        raise UnreadableDocument("文件中没有文字 / no text in the file (OCR found none either)")
     return parsed
 
 
@@ -55,4 +56,5 @@ READERS: dict[str, Callable[[bytes], Parsed]] = {
     ".ofd": read_ofd,
     ".csv": read_csv,
     ".xlsx": read_xlsx,
+    **dict.fromkeys(IMAGE_SUFFIXES, read_image),
 }

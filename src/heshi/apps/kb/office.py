@@ -1,6 +1,6 @@
-"""Office formats read into blocks: PDF with a text layer, DOCX, and FAQ sheets in CSV
-or XLSX (a question column and an answer column; other sheets become one passage per
-row)."""
+"""Office formats read into blocks: PDF (its text layer; pages without one by OCR), OFD
+(likewise), DOCX, pictures (OCR), and FAQ sheets in CSV or XLSX (a question column and
+an answer column; other sheets become one passage per row)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 import re
 from collections.abc import Iterable
 
+from heshi.apps.kb.ocr import MAX_OCR_PAGES, ofd_image_lines, pdf_page_lines, read_image_lines
 from heshi.apps.kb.parse import (
     NUMBERED_HEADING,
     QA_LINE,
@@ -21,21 +22,43 @@ from heshi.apps.kb.parse import (
 
 # --------------------------------------------------------------------------- PDF, DOCX
 
+MIN_TEXT_LAYER = 5  # a page with fewer characters in its text layer is read by OCR
+
 
 def read_pdf(data: bytes) -> Parsed:
+    """A PDF's blocks: lines of its text layer joined where a sentence goes on; a page
+    read by OCR keeps its lines as they were seen."""
+    pages = pdf_pages(data)
+    blocks: list[Block] = []
+    for number, (text, ocr) in enumerate(pages, 1):
+        blocks.extend(text_blocks(text if ocr else _join_pdf_lines(text), page=number))
+    return Parsed(blocks, pages=len(pages))
+
+
+def pdf_pages(data: bytes) -> list[tuple[str, bool]]:
+    """Each page's text, and whether it came from OCR (a page without a text layer)."""
     import pypdfium2
 
     try:
         pdf = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as exc:
         raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
-    blocks: list[Block] = []
+    pages: list[tuple[str, bool]] = []
+    scanned = 0
     try:
         for index in range(len(pdf)):
             page = pdf[index]
             text = page.get_textpage().get_text_range()
-            blocks.extend(text_blocks(_join_pdf_lines(text), page=index + 1))
-        return Parsed(blocks, pages=len(pdf))
+            if len(text.strip()) >= MIN_TEXT_LAYER:
+                pages.append((text.replace("\r\n", "\n").replace("\r", "\n"), False))
+                continue
+            scanned += 1  # a scanned page: no text layer to read
+            if scanned > MAX_OCR_PAGES:
+                raise UnreadableDocument(
+                    f"扫描页超过 {MAX_OCR_PAGES} 页 / more than {MAX_OCR_PAGES} scanned pages"
+                )
+            pages.append(("\n".join(pdf_page_lines(page)), True))
+        return pages
     finally:
         pdf.close()
 
@@ -72,7 +95,14 @@ def read_ofd(data: bytes) -> Parsed:
             pages = max(1, len(document.pages))
     except ofdkit.OFDError as exc:
         raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
+    if len(text.strip()) < MIN_TEXT_LAYER:  # image-only: a scan wrapped as OFD
+        text = "\n\n".join("\n".join(lines) for lines in ofd_image_lines(data))
     return Parsed(list(text_blocks(text)), pages)
+
+
+def read_image(data: bytes) -> Parsed:
+    """A photo or a scanned page as a picture file, by OCR."""
+    return Parsed(list(text_blocks("\n".join(read_image_lines(data)))), pages=1)
 
 
 def read_docx(data: bytes) -> Parsed:

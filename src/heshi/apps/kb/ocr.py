@@ -1,0 +1,185 @@
+"""Text out of pictures: scanned PDF pages, photos (PNG, JPEG, TIFF, BMP, WebP) and the
+images of an image-only OFD, by OCR (``rapidocr`` 3.x with the PP-OCRv6 models bundled in
+its wheel, on ``onnxruntime``; both Apache-2.0; nothing downloaded).
+
+OCR returns text boxes; they are put back into lines of the page: the page's skew is the
+median slant of the wide boxes, each box's centre is turned by it, boxes whose centres
+lie within half a line height of each other make one line, read left to right, and the
+lines top to bottom — so a table row of a slightly rotated photo stays one line.
+
+onnxruntime's official builds keep a device id and a telemetry database under
+``~/.cache/Microsoft`` and may upload events; ``ORT_DISABLE_TELEMETRY=1`` switches all of
+it off and is set before onnxruntime is imported (``tests/test_import_writes_nothing.py``
+runs OCR with an empty home and checks nothing was written).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+from statistics import median
+from typing import TYPE_CHECKING, Any
+
+from heshi.apps.kb.parse import UnreadableDocument
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before onnxruntime loads, whoever imports it
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+MAX_PIXELS = 60_000_000  # a bigger picture is refused before it is decoded
+MAX_OCR_PAGES = 200  # scanned pages OCR'd in one document at most
+MAX_OFD_IMAGE_BYTES = 32 * 1024 * 1024  # one image inside an OFD, uncompressed
+PAGE_DPI = 200  # scanned PDF pages are rendered at this resolution for OCR
+MIN_SCORE = 0.5  # recognised text below this confidence is dropped
+
+_engine: dict[str, Any] = {}  # the process's RapidOCR, made on first use
+_engine_lock = threading.Lock()  # one recognition at a time per process (pools scale out)
+
+
+def ocr_threads() -> int:
+    """Threads onnxruntime uses per recognition: ``HESHI_OCR_THREADS``, else every core."""
+    value = os.environ.get("HESHI_OCR_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else -1
+
+
+def _get_engine() -> Any:
+    if "ocr" not in _engine:
+        from rapidocr import RapidOCR
+
+        threads = ocr_threads()
+        _engine["ocr"] = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "Global.text_score": MIN_SCORE,
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1 if threads > 0 else -1,
+            }
+        )
+    return _engine["ocr"]
+
+
+def image_lines(image: Image) -> list[str]:
+    """The lines of text in ``image``, top to bottom."""
+    import numpy as np
+
+    picture = np.asarray(image.convert("RGB"))
+    with _engine_lock:
+        result = _get_engine()(picture)
+    boxes = getattr(result, "boxes", None)
+    texts = getattr(result, "txts", None)
+    if boxes is None or texts is None or len(texts) == 0:
+        return []
+    corners = [[(float(x), float(y)) for x, y in box] for box in boxes]
+    return reading_order(corners, list(texts))
+
+
+def reading_order(boxes: list[list[tuple[float, float]]], texts: list[str]) -> list[str]:
+    """Text boxes (four corners each: top-left, top-right, bottom-right, bottom-left) put
+    back into lines, as the module docstring says."""
+    items = []
+    for box, text in zip(boxes, texts, strict=True):
+        (x0, y0), (x1, y1), (x2, y2), (x3, y3) = box[:4]
+        width = math.hypot(x1 - x0, y1 - y0)
+        height = (math.hypot(x3 - x0, y3 - y0) + math.hypot(x2 - x1, y2 - y1)) / 2
+        items.append((box, text.strip(), width, max(height, 1.0), math.atan2(y1 - y0, x1 - x0)))
+    items = [item for item in items if item[1]]
+    if not items:
+        return []
+    wide = [angle for _, _, width, height, angle in items if width > 2 * height]
+    skew = median(wide) if wide else 0.0
+    cos, sin = math.cos(skew), math.sin(skew)
+    line_height = median(height for *_, height, _ in items)
+    placed = []
+    for box, text, _, _, _ in items:
+        xs = [cos * x + sin * y for x, y in box]  # corners turned by -skew
+        ys = [-sin * x + cos * y for x, y in box]
+        placed.append((sum(ys) / len(ys), min(xs), max(xs), text))
+    placed.sort()
+    lines: list[list[tuple[float, float, float, str]]] = []
+    for item in placed:
+        if lines and abs(item[0] - sum(i[0] for i in lines[-1]) / len(lines[-1])) < (
+            line_height / 2
+        ):
+            lines[-1].append(item)
+        else:
+            lines.append([item])
+    out = []
+    for line in lines:
+        line.sort(key=lambda item: item[1])
+        out.append(" ".join(text for _, _, _, text in line))
+    return out
+
+
+def open_image(data: bytes) -> Image:
+    """A picture file's image, upright (a phone's EXIF orientation applied), refused
+    before decoding when past :data:`MAX_PIXELS`."""
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        image = PILImage.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UnreadableDocument(
+                f"图片过大 / image too large: {width}×{height} pixels > {MAX_PIXELS}"
+            )
+        image.load()
+        return ImageOps.exif_transpose(image) or image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableDocument(f"无法打开图片 / cannot open the image: {exc}") from exc
+
+
+def upright_lines(image: Image) -> list[str]:
+    """OCR of ``image``; when its text runs vertically (a photo taken sideways), of the
+    image turned a quarter each way, keeping the reading that found the most text."""
+    lines = image_lines(image)
+    if _looks_sideways(image, lines):
+        candidates = [lines, image_lines(image.rotate(90, expand=True))]
+        candidates.append(image_lines(image.rotate(270, expand=True)))
+        lines = max(candidates, key=lambda found: sum(len(line) for line in found))
+    return lines
+
+
+def _looks_sideways(image: Image, lines: list[str]) -> bool:
+    """Few characters on a picture with room for many: possibly turned a quarter."""
+    characters = sum(len(line) for line in lines)
+    return characters < 20 and image.size[0] * image.size[1] > 200_000
+
+
+def read_image_lines(data: bytes) -> list[str]:
+    return upright_lines(open_image(data))
+
+
+def pdf_page_lines(page: Any) -> list[str]:
+    """OCR of a PDF page (a ``pypdfium2`` page) rendered at :data:`PAGE_DPI`."""
+    bitmap = page.render(scale=PAGE_DPI / 72, grayscale=True)
+    try:
+        return upright_lines(bitmap.to_pil())
+    finally:
+        bitmap.close()
+
+
+def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
+    """The text of each picture in an OFD package (an image-only e-document: a scan
+    wrapped as OFD), in the package's order."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            members = [
+                m
+                for m in package.infolist()
+                if m.filename.lower().endswith(IMAGE_SUFFIXES) and not m.is_dir()
+            ]
+            for member in members[:MAX_OCR_PAGES]:
+                if member.file_size > MAX_OFD_IMAGE_BYTES:
+                    raise UnreadableDocument(
+                        f"OFD 中的图片过大 / an image in the OFD is too large: {member.filename}"
+                    )
+                yield read_image_lines(package.read(member))
+    except zipfile.BadZipFile as exc:
+        raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
