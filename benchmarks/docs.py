@@ -1,13 +1,15 @@
 """Document extraction on the generated gold set: field precision / recall / F1 per
 document type and per input format, with the schema's grammar and without it.
 
-    .venv/bin/python benchmarks/docs.py [--per-type N] [--formats txt,docx,ofd]
+    .venv/bin/python benchmarks/docs.py [--per-type N] [--formats txt,docx,ofd,pdf,scan,photo]
         [--modes grammar,free] [--json FILE]
 
-Generates the gold set (``benchmarks/docs_gold.py``, seeded) into a temporary directory,
-then extracts each document through the gateway built in this process with the embedded
-default model (``heshi docs extract``'s path). *grammar*: the request carries the schema
-as ``response_format`` (grammar-constrained decoding, the shipped behaviour); *free*: the
+Generates the gold set (``benchmarks/docs_gold.py``, seeded; only the formats asked for)
+into a temporary directory — TXT, DOCX, text PDF (``pdf``), scanned PDF (``scan``) and
+phone photo (``photo``, PNG) of every document, OFD of the invoices only — then extracts
+each document through the gateway built in this process with the embedded default model
+(``heshi docs extract``'s path). *grammar*: the request carries the schema as
+``response_format`` (grammar-constrained decoding, the shipped behaviour); *free*: the
 same prompt without it, the JSON read from the text. A field counts as right when it
 equals the gold value (strings without spaces; numbers to the fen).
 """
@@ -32,6 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from docs_gold import EXT, FORMATS, applies  # noqa: E402
 from heshi.apps.docs.extract import request  # noqa: E402
 from heshi.apps.docs.read import document_text  # noqa: E402
 from heshi.apps.docs.schema import load_schema  # noqa: E402
@@ -39,7 +42,6 @@ from heshi.apps.docs.validate import validate  # noqa: E402
 from heshi.cli.gateway_call import asking  # noqa: E402
 from heshi.config import load_config  # noqa: E402
 
-EXT = {"txt": "txt", "docx": "docx", "ofd": "ofd"}
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.S)
 
 
@@ -75,7 +77,8 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
     async with asking(None, None, None) as ask:
         for mode in modes:
             for fmt in formats:
-                for n, doc in enumerate(gold, 1):
+                docs = [doc for doc in gold if applies(fmt, doc["type"])]  # OFD: invoices
+                for n, doc in enumerate(docs, 1):
                     schema = load_schema(doc["type"])
                     path = root / fmt / f"{doc['id']}.{EXT[fmt]}"
                     text = document_text(path).text
@@ -98,7 +101,7 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
                         "values": values,
                     })  # fmt: skip
                     print(
-                        f"[{mode} {fmt} {n:2d}/{len(gold)}] {doc['id']:<18} tp {tp} fp {fp} "
+                        f"[{mode} {fmt} {n:2d}/{len(docs)}] {doc['id']:<18} tp {tp} fp {fp} "
                         f"fn {fn} {seconds:5.1f}s",
                         flush=True,
                     )
@@ -144,18 +147,24 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--per-type", type=int, default=15)
-    parser.add_argument("--formats", default="txt,docx,ofd")
+    parser.add_argument(
+        "--formats",
+        default="txt,docx,ofd",
+        help=f"any of {','.join(FORMATS)} (default %(default)s)",
+    )
     parser.add_argument("--modes", default="grammar,free")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     formats = args.formats.split(",")
+    if unknown := sorted(set(formats) - set(FORMATS)):
+        parser.error(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         subprocess.run(
             [sys.executable, str(HERE / "docs_gold.py"), str(root), "--per-type",
-             str(args.per_type), "--seed", str(args.seed)],
+             str(args.per_type), "--seed", str(args.seed), "--formats", ",".join(formats)],
             check=True,
         )  # fmt: skip
         gold = json.loads((root / "gold.json").read_text("utf-8"))["documents"]

@@ -1,12 +1,18 @@
 """The document pipeline's gold set, generated: invented invoices, contracts, bills of
 lading and bank statements (fictional companies; valid tax ids; amounts, taxes and
 balances that add up; totals also in capitals), each with the field values an extraction
-must find, rendered as TXT, DOCX and OFD.
+must find, rendered as TXT, DOCX, a text PDF, a scanned PDF and a phone photo — and, for
+invoices, OFD (``benchmarks/docs_render.py`` draws the PDFs and images).
 
     .venv/bin/python benchmarks/docs_gold.py OUT_DIR [--per-type 15] [--seed 7]
+        [--formats txt,docx,ofd,pdf,scan,photo]
 
-writes OUT_DIR/gold.json and OUT_DIR/<format>/<id>.<ext>. Seeded: the same arguments give
-the same documents. (Text PDFs, scans and photos need a CJK font and OCR: next.)
+writes OUT_DIR/gold.json and OUT_DIR/<format>/<id>.<ext>: txt, docx, ofd (invoices only),
+pdf (text layer, CJK font embedded), scan (.pdf: a rotated, noisy, JPEG-compressed image,
+no text) and photo (.png: perspective, rotation, uneven light, the desk around the
+paper). Seeded: the same arguments give the same documents and the same pixels; the
+documents do not depend on ``--formats``. PDFs and images need a CJK TrueType font
+(``fonts-wqy-microhei``, or ``$HESHI_CJK_FONT``).
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ import argparse
 import json
 import random
 import sys
-from datetime import date, timedelta
+import zipfile
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the OFD writer of the tests
+sys.path.append(str(HERE))  # the renderers, when imported from elsewhere
 
+from docs_render import layout, pdf, photo, scan  # noqa: E402
 from heshi.guard.ids import org_code_check_char, uscc_check_char  # noqa: E402
 from tests.apps.ofd import write_ofd  # noqa: E402
 
@@ -253,15 +263,68 @@ TYPES = {
 }  # fmt: skip
 
 
-def render(out: Path, doc_id: str, lines: list[str], table: list[list[str]]) -> None:
-    """The document as TXT, DOCX and OFD; "\\0" in ``lines`` is where the table goes."""
-    import docx
+Generated = tuple[str, str, dict[str, Any], list[str], list[list[str]]]
 
+
+def generate(seed: int, per_type: int) -> Iterator[Generated]:
+    """(id, type, gold fields, lines, table) of each document, ``per_type`` of each type."""
+    rng = random.Random(seed)
+    for kind, make in TYPES.items():
+        for n in range(1, per_type + 1):
+            yield (f"{kind}-{n:02d}", kind, *make(rng, n))
+
+
+FORMATS = ("txt", "docx", "ofd", "pdf", "scan", "photo")
+EXT = {"txt": "txt", "docx": "docx", "ofd": "ofd", "pdf": "pdf", "scan": "pdf", "photo": "png"}
+ONLY = {"ofd": {"invoice"}}  # OFD is the e-invoice format
+
+
+def applies(fmt: str, kind: str) -> bool:
+    """Whether the gold set renders documents of type ``kind`` as ``fmt``."""
+    return kind in ONLY.get(fmt, {kind})
+
+
+def looks(seed: int, doc_id: str) -> random.Random:
+    """The randomness of a document's scan and photo: apart from the generator's, so the
+    documents never depend on which formats are drawn."""
+    return random.Random(f"{seed}/{doc_id}")
+
+
+def render(
+    out: Path, doc_id: str, lines: list[str], table: list[list[str]],
+    formats: Iterable[str] = FORMATS, rng: random.Random | None = None,
+) -> None:  # fmt: skip
+    """The document in ``formats``, as OUT/<format>/<id>.<ext>; "\\0" in ``lines`` is
+    where the table goes. ``rng``: the scan's and the photo's randomness."""
+    wanted = set(formats)
+    rng = rng or random.Random(doc_id)
+    looks = {"scan": rng.getrandbits(64), "photo": rng.getrandbits(64)}  # whatever is wanted
+    paths = {}
+    for fmt in wanted:
+        (out / fmt).mkdir(parents=True, exist_ok=True)
+        paths[fmt] = out / fmt / f"{doc_id}.{EXT[fmt]}"
     flat: list[str] = []
     for line in lines:
         flat += [" | ".join(row) for row in table] if line == "\0" else [line]
-    (out / "txt").mkdir(parents=True, exist_ok=True)
-    (out / "txt" / f"{doc_id}.txt").write_text("\n".join(flat) + "\n", "utf-8")
+    if "txt" in wanted:
+        paths["txt"].write_text("\n".join(flat) + "\n", "utf-8")
+    if "docx" in wanted:
+        _fixed_dates(_docx(paths["docx"], lines, table))
+    if "ofd" in wanted:
+        _fixed_dates(write_ofd(paths["ofd"], flat))
+    if wanted & {"pdf", "scan", "photo"}:
+        page = layout(lines, table)  # once: the PDF and the images agree
+        if "pdf" in wanted:
+            pdf(paths["pdf"], page)
+        if "scan" in wanted:
+            scan(paths["scan"], page, random.Random(looks["scan"]))
+        if "photo" in wanted:
+            photo(paths["photo"], page, random.Random(looks["photo"]))
+
+
+def _docx(path: Path, lines: list[str], table: list[list[str]]) -> Path:
+    import docx
+
     document = docx.Document()
     for line in lines:
         if line != "\0":
@@ -271,10 +334,20 @@ def render(out: Path, doc_id: str, lines: list[str], table: list[list[str]]) -> 
             for r, row in enumerate(table):
                 for c, cell in enumerate(row):
                     grid.cell(r, c).text = cell
-    (out / "docx").mkdir(parents=True, exist_ok=True)
-    document.save(str(out / "docx" / f"{doc_id}.docx"))
-    (out / "ofd").mkdir(parents=True, exist_ok=True)
-    write_ofd(out / "ofd" / f"{doc_id}.ofd", flat)
+    document.core_properties.created = document.core_properties.modified = datetime(2024, 1, 1)
+    document.save(str(path))
+    return path
+
+
+def _fixed_dates(path: Path) -> None:
+    """The zip package rewritten with its members dated 2024-01-01: the same bytes each run."""
+    with zipfile.ZipFile(path) as package:
+        members = [(info.filename, package.read(info)) for info in package.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as package:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, (2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            package.writestr(info, data)
 
 
 def main() -> None:
@@ -282,20 +355,22 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-type", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--formats", default=",".join(FORMATS), help="any of " + ",".join(FORMATS))
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    formats = [f for f in args.formats.split(",") if f]
+    if unknown := sorted(set(formats) - set(FORMATS)):
+        parser.error(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
     gold = []
-    for kind, make in TYPES.items():
-        for n in range(1, args.per_type + 1):
-            doc_id = f"{kind}-{n:02d}"
-            fields, lines, table = make(rng, n)
-            render(args.out, doc_id, lines, table)
-            gold.append({"id": doc_id, "type": kind, "fields": fields})
+    for doc_id, kind, fields, lines, table in generate(args.seed, args.per_type):
+        wanted = [f for f in formats if applies(f, kind)]
+        render(args.out, doc_id, lines, table, wanted, looks(args.seed, doc_id))
+        gold.append({"id": doc_id, "type": kind, "fields": fields})
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gold.json").write_text(
         json.dumps({"seed": args.seed, "documents": gold}, ensure_ascii=False, indent=1) + "\n",
         "utf-8",
     )
-    print(f"{len(gold)} documents × txt, docx, ofd → {args.out}")
+    print(f"{len(gold)} documents × {', '.join(formats)} → {args.out}")
 
 
 if __name__ == "__main__":
