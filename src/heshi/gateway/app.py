@@ -15,6 +15,7 @@ from heshi.engines.base import Engine
 from heshi.engines.local import LocalModels
 from heshi.errors import HeshiError
 from heshi.gateway.admin import Admin
+from heshi.gateway.docs import DocsExtraction
 from heshi.gateway.errors import on_heshi_error, on_http_error, on_unexpected
 from heshi.gateway.governance import Governance
 from heshi.gateway.handlers import Gateway
@@ -33,6 +34,7 @@ def create_app(
         engines = {**engines, "local": LocalModels({local.model_name: local})}  # type: ignore[attr-defined]
     gateway = Gateway(config, engines, governance or Governance(config))
     admin = Admin(config, gateway.engines, gateway.router, gateway.gov, gateway.metrics)
+    docs = DocsExtraction(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,6 +54,7 @@ def create_app(
         Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
         Route("/v1/rerank", gateway.rerank, methods=["POST"]),
         Route("/rerank", gateway.rerank, methods=["POST"]),  # Jina's and Dify's bare path
+        Route("/v1/docs/extract", docs.extract, methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", gateway.retrieve_model, methods=["GET"]),
         Route("/healthz", admin.healthz, methods=["GET"]),

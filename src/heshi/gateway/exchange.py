@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from heshi.routing.router import RoutePlan
     from heshi.store.keys import ApiKey
 
-Endpoint = Literal["chat", "completions", "embeddings", "rerank", "guard", "-"]
+Endpoint = Literal["chat", "completions", "embeddings", "rerank", "guard", "docs", "-"]
 
 
 @dataclass(slots=True)

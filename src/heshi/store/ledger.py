@@ -62,7 +62,7 @@ class UsageRecord:
     ttft_ms: int | None
     status: int  # HTTP status; 499 = the client went away
     route: str
-    endpoint: str = "chat"  # chat | completions | embeddings | guard
+    endpoint: str = "chat"  # chat | completions | embeddings | rerank | guard | docs
     reason: str = "ok"  # why it ended so: "ok", "quota.key.rpm", "client_gone", …
 
     def __post_init__(self) -> None:

@@ -85,6 +85,12 @@ def load_schema(ref: str | Path) -> Schema:
     return _checked(path.stem, data)
 
 
+def schema_from_data(name: str, data: Any) -> Schema:
+    """A JSON Schema already decoded (one sent over HTTP, never a path to open), checked as
+    a file's would be; :class:`SchemaError` says what is wrong with it."""
+    return _checked(name, data)
+
+
 def _checked(name: str, data: Any) -> Schema:
     if not isinstance(data, dict) or data.get("type", "object") != "object":
         raise SchemaError(f"{name}: schema 须为 object / the schema must be an object schema")

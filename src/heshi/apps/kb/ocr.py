@@ -21,6 +21,7 @@ import os
 import threading
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,9 @@ def _get_engine() -> Any:
             params={
                 "Global.log_level": "error",
                 "Global.text_score": MIN_SCORE,
+                # boxes drawn wider than the default 1.6: a long line on a slanted photo
+                # is otherwise clipped at its ends (88 vs 86 of 93 figures on 12 photos)
+                "Det.unclip_ratio": 2.0,
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1 if threads > 0 else -1,
             }
@@ -64,19 +68,38 @@ def _get_engine() -> Any:
     return _engine["ocr"]
 
 
+@dataclass
+class Reading:
+    lines: list[str]
+    sideways: float  # the share of text boxes taller than wide
+    score: float  # the mean confidence of what was recognised
+
+
 def image_lines(image: Image) -> list[str]:
     """The lines of text in ``image``, top to bottom."""
+    return _recognise(image).lines
+
+
+def _recognise(image: Image, *, turn_lines: bool = True) -> Reading:
     import numpy as np
 
-    picture = np.asarray(image.convert("RGB"))
+    picture = np.asarray(image.convert("RGB"))[:, :, ::-1]  # OpenCV's channel order
     with _engine_lock:
-        result = _get_engine()(picture)
-    boxes = getattr(result, "boxes", None)
-    texts = getattr(result, "txts", None)
-    if boxes is None or texts is None or len(texts) == 0:
-        return []
+        result = _get_engine()(np.ascontiguousarray(picture), use_cls=turn_lines)
+    boxes, texts, scores = (getattr(result, name, None) for name in ("boxes", "txts", "scores"))
+    if boxes is None or texts is None or scores is None or len(texts) == 0:
+        return Reading([], 0.0, 0.0)
     corners = [[(float(x), float(y)) for x, y in box] for box in boxes]
-    return reading_order(corners, list(texts))
+    tall = [
+        math.dist(c[0], c[3]) > 1.5 * math.dist(c[0], c[1])
+        for c, text in zip(corners, texts, strict=True)
+        if len(text.strip()) >= 2
+    ]
+    return Reading(
+        reading_order(corners, list(texts)),
+        sum(tall) / len(tall) if tall else 0.0,
+        float(sum(scores) / len(scores)),
+    )
 
 
 def reading_order(boxes: list[list[tuple[float, float]]], texts: list[str]) -> list[str]:
@@ -136,20 +159,14 @@ def open_image(data: bytes) -> Image:
 
 
 def upright_lines(image: Image) -> list[str]:
-    """OCR of ``image``; when its text runs vertically (a photo taken sideways), of the
-    image turned a quarter each way, keeping the reading that found the most text."""
-    lines = image_lines(image)
-    if _looks_sideways(image, lines):
-        candidates = [lines, image_lines(image.rotate(90, expand=True))]
-        candidates.append(image_lines(image.rotate(270, expand=True)))
-        lines = max(candidates, key=lambda found: sum(len(line) for line in found))
-    return lines
-
-
-def _looks_sideways(image: Image, lines: list[str]) -> bool:
-    """Few characters on a picture with room for many: possibly turned a quarter."""
-    characters = sum(len(line) for line in lines)
-    return characters < 20 and image.size[0] * image.size[1] > 200_000
+    """OCR of ``image``; when most of its text runs vertically (a photo taken sideways),
+    of the image turned a quarter whichever way reads with more confidence — read without
+    turning single lines, so that text upside down scores as badly as it reads."""
+    reading = _recognise(image)
+    if reading.sideways <= 0.5:
+        return reading.lines
+    turned = [_recognise(image.rotate(a, expand=True), turn_lines=False) for a in (90, 270)]
+    return max(turned, key=lambda r: r.score).lines
 
 
 def read_image_lines(data: bytes) -> list[str]:
