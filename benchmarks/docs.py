@@ -11,7 +11,10 @@ each document through the gateway built in this process with the embedded defaul
 (``heshi docs extract``'s path). *grammar*: the request carries the schema as
 ``response_format`` (grammar-constrained decoding, the shipped behaviour); *free*: the
 same prompt without it, the JSON read from the text. A field counts as right when it
-equals the gold value (strings without spaces; numbers to the fen).
+equals the gold value (strings without spaces; numbers to the fen). Also measured: pages
+read per second by format (text layer vs OCR), and of the outputs an independent
+validator (``jsonschema``) finds schema-invalid, how many Heshi's checks caught (a
+problem reported, or the output refused as not JSON). Batch wall times: ``docs_batch.py``.
 """
 
 from __future__ import annotations
@@ -81,8 +84,10 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
                 for n, doc in enumerate(docs, 1):
                     schema = load_schema(doc["type"])
                     path = root / fmt / f"{doc['id']}.{EXT[fmt]}"
-                    text = document_text(path).text
-                    body, _ = request(schema, text, model, 4000)
+                    read_started = time.perf_counter()
+                    document = document_text(path)
+                    read_seconds = time.perf_counter() - read_started
+                    body, _ = request(schema, document.text, model, 4000)
                     if mode == "free":
                         body.pop("response_format")
                     started = time.perf_counter()
@@ -94,10 +99,14 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
                         validate(schema, raw) if isinstance(raw, dict) else (None, [])
                     )
                     tp, fp, fn = count(doc["fields"], values)
+                    invalid = not isinstance(raw, dict) or not schema_valid(schema, raw)
                     rows.append({
                         "id": doc["id"], "type": doc["type"], "format": fmt, "mode": mode,
                         "valid_json": isinstance(raw, dict), "tp": tp, "fp": fp, "fn": fn,
                         "problems": [p.as_json() for p in problems], "seconds": seconds,
+                        "read_seconds": read_seconds, "pages": document.pages,
+                        "schema_invalid": invalid,
+                        "caught": not isinstance(raw, dict) or bool(problems),
                         "values": values,
                     })  # fmt: skip
                     print(
@@ -106,6 +115,17 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
                         flush=True,
                     )
     return rows
+
+
+def schema_valid(schema: Any, raw: dict[str, Any]) -> bool:
+    """Whether the model's object satisfies the schema by an independent validator
+    (``jsonschema``, Draft 2020-12, with ``format`` checked)."""
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator(
+        schema.for_model(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    return bool(checker.is_valid(raw))
 
 
 def _json_of(content: str) -> Any:
@@ -131,6 +151,18 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for m in sorted({r["mode"] for r in rows})
     }  # fmt: skip
     out["seconds_per_document"] = round(sum(r["seconds"] for r in rows) / max(1, len(rows)), 2)
+    reads: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        if r["mode"] == rows[0]["mode"]:  # each file read once per mode; count one mode
+            reads[r["format"]][0] += r["pages"]
+            reads[r["format"]][1] += r["read_seconds"]
+    out["pages_per_second"] = {f: round(p / s, 2) for f, (p, s) in sorted(reads.items()) if s}
+    invalid = [r for r in rows if r["schema_invalid"]]
+    modes = sorted({r["mode"] for r in rows})
+    out["schema_invalid"] = {
+        "outputs": len(invalid), "caught": sum(r["caught"] for r in invalid),
+        "by_mode": {m: sum(1 for r in invalid if r["mode"] == m) for m in modes},
+    }  # fmt: skip
     return out
 
 
