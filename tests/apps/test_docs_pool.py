@@ -39,7 +39,7 @@ def test_a_reader_process_that_dies_costs_only_the_file_it_died_on(tmp_path: Pat
         killer = threading.Thread(target=_kill_children, args=(stop,))
         killer.start()
         try:
-            with pytest.raises(ReaderCrashed, match="crashed twice"):
+            with pytest.raises(ReaderCrashed, match="also when reading it alone"):
                 asyncio.run(readers.read(Path("发票.md"), INVOICE.encode()))
         finally:
             stop.set()
@@ -63,6 +63,25 @@ def test_a_reader_killed_once_reads_its_file_again(tmp_path: Path) -> None:
             os.kill(child.pid, signal.SIGKILL)  # dies between files (the OOM killer)
         text = asyncio.run(readers.read(Path("b.md"), INVOICE.encode()))
         assert "壹万贰仟捌佰元整" in text.text
+    finally:
+        readers.close()
+
+
+def test_files_in_flight_when_a_worker_dies_are_read_again_alone() -> None:
+    scan = (Path(__file__).parent / "samples" / "invoice-scan.pdf").read_bytes()  # OCR: slow
+    readers = ProcessReaders(2)
+
+    async def both() -> list[str]:
+        reads = [asyncio.ensure_future(readers.read(Path(f"{n}.pdf"), scan)) for n in (1, 2)]
+        await asyncio.sleep(1.5)  # both are being read (the workers start, then OCR)
+        for child in multiprocessing.active_children():
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)  # the out-of-memory killer, say
+        return [(await read).text for read in reads]
+
+    try:
+        texts = asyncio.run(both())
+        assert all("24199090414712738008" in text for text in texts)
     finally:
         readers.close()
 

@@ -51,7 +51,12 @@ MaxCharsOption = Annotated[
 
 @app.command("extract", help="从一个文件抽取字段。/ Extract the fields of one file.")
 def extract_command(
-    file: Annotated[Path, typer.Argument(help="文件 / File: PDF, OFD, DOCX, TXT, MD, HTML.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="文件 / File: PDF, OFD, DOCX, TXT, MD, HTML, PNG, JPEG, TIFF, BMP, WebP."
+        ),
+    ],
     schema: SchemaOption,
     url: UrlOption = None,
     key: ApiKeyOption = None,
@@ -107,14 +112,16 @@ def run_command(
     schema: SchemaOption,
     out: Annotated[Path, typer.Option("--out", help="结果文件（JSONL）/ Results (JSONL).")],
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             min=1,
             max=64,
-            help="同时处理的文件数（读取进程数）/ Files at once (reader processes).",
+            help="同时处理的文件数（默认 1；用 --ray 时为集群 CPU 数）/ Files at once "
+            "(default 1; with --ray, the cluster's CPUs). Reader processes: at most the cores.",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -149,8 +156,13 @@ def run_command(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
         async def run() -> Any:
-            reader = readers(workers, ray, settings.home)
-            console.print(f"读取 / reading: {reader.description}", markup=False, highlight=False)
+            reader = readers(workers or 1, ray, settings.home)
+            in_flight = workers or reader.capacity
+            console.print(
+                f"读取 / reading: {reader.description}; {in_flight} 个文件同时处理 / files at once",
+                markup=False, highlight=False,
+            )  # fmt: skip
+            finished = False
             try:
                 async with asking(url, key, config) as ask:
                     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
@@ -164,12 +176,14 @@ def run_command(
                                     style="red", markup=False, highlight=False,
                                 )  # fmt: skip
 
-                        return await run_batch(
+                        report = await run_batch(
                             ask, chosen, files, out, model=name, max_chars=max_chars,
-                            workers=workers, reader=reader, on_row=on_row,
+                            workers=in_flight, reader=reader, on_row=on_row,
                         )  # fmt: skip
+                        finished = True
+                        return report
             finally:
-                reader.close()
+                reader.close(finished=finished)
 
         report = asyncio.run(run())
     typer.echo(

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -124,19 +125,38 @@ class Upload:
     max_chars: int
 
 
+class ReadersBusy(HeshiError):
+    """Every document reader is busy and the queue for them is full (HTTP 503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "docs_busy"
+    reason = "docs.busy"
+    retry_after = 2.0
+
+
 class DocsExtraction:
-    """The handler of ``POST /v1/docs/extract`` on ``gateway``'s pipeline and recorder."""
+    """The handler of ``POST /v1/docs/extract`` on ``gateway``'s pipeline and recorder.
+
+    Documents are read (parsed, OCR'd) on threads of their own — ``docs.max_concurrent_reads``
+    of them, not the event loop's shared pool, which key reloads and knowledge-base answers
+    need — with at most four times as many uploads waiting; past that, 503."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self._log_throttle = Throttle()
+        slots = gateway.config.docs.max_concurrent_reads
+        self._readers = ThreadPoolExecutor(slots, thread_name_prefix="heshi-docs")
+        self._slots = asyncio.Semaphore(slots)
+        self._queued = 0
+        self._max_queued = 4 * slots
 
     async def extract(self, request: Request) -> Response:
         """``POST /v1/docs/extract``; recorded once however it ends."""
         x = Exchange(endpoint="docs", client_ip=request.client.host if request.client else None)
         try:
             upload = await self._accept(request, x)
-            return await self._run(x, upload)
+            return await self._run(request, x, upload)
         except HeshiError as exc:
             x.fail(exc)
             response = self._error(request, x, exc)
@@ -180,8 +200,22 @@ class DocsExtraction:
         file.data.clear()  # one copy of the upload in memory, not two
         return Upload(data, _suffix(file), name, schema, model, max_chars)
 
-    async def _run(self, x: Exchange, upload: Upload) -> Response:
-        digest, document = await _read(upload)
+    async def _run(self, request: Request, x: Exchange, upload: Upload) -> Response:
+        if self._queued >= self._max_queued:
+            raise ReadersBusy(
+                "单据读取繁忙，请稍后重试 / every document reader is busy; retry later"
+            )
+        self._queued += 1
+        try:
+            async with self._slots:
+                digest, document = await _read(upload, self._readers)
+        finally:
+            self._queued -= 1
+        upload.data = b""  # the text is what the model calls need
+        if await request.is_disconnected():  # gone while its document was read: no calls
+            raise ClientGone(
+                "客户端在读取单据时断开 / client disconnected while its document was read"
+            )
         calls = _Calls(self.gw, x, upload.model)
         kind: str | None = None
         schema = upload.schema
@@ -344,7 +378,7 @@ def _suffix(part: Part) -> str:
     return _BY_TYPE.get(declared, "")
 
 
-async def _read(upload: Upload) -> tuple[str, DocumentText]:
+async def _read(upload: Upload, readers: ThreadPoolExecutor) -> tuple[str, DocumentText]:
     """The upload's SHA-256 and its text, both worked out in a worker thread from the bytes
     in memory (the path only tells the reader the type: nothing is opened or written)."""
     path = Path("upload" + upload.suffix)
@@ -353,7 +387,7 @@ async def _read(upload: Upload) -> tuple[str, DocumentText]:
         return hashlib.sha256(upload.data).hexdigest(), document_text(path, upload.data)
 
     try:
-        return await asyncio.to_thread(read)
+        return await asyncio.get_running_loop().run_in_executor(readers, read)
     except UnreadableDocument as exc:
         raise UnreadableUpload(exc.message, param="file") from None
     except HeshiError:

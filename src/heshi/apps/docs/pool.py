@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,10 +42,13 @@ class ReaderCrashed(HeshiError):
 class Readers(Protocol):
     async def read(self, path: Path, data: bytes) -> DocumentText: ...
 
-    def close(self) -> None: ...
+    def close(self, *, finished: bool = True) -> None: ...
 
     @property
     def description(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
 
 
 def _read(name: str, data: bytes) -> tuple[str, int]:
@@ -54,25 +58,39 @@ def _read(name: str, data: bytes) -> tuple[str, int]:
 
 
 def _worker_start(threads: int) -> None:
-    os.environ["HESHI_OCR_THREADS"] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch's to handle
+    os.environ.setdefault("HESHI_OCR_THREADS", str(threads))  # the user's setting wins
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # a container's CPU set, not the host's
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class ProcessReaders:
-    """``workers`` processes (started fresh, not forked from a process holding a model),
-    sharing the cores for OCR."""
+    """Reader processes (started fresh, not forked from a process holding a model): as
+    many as ``workers``, but no more than the usable cores, which they share for OCR."""
 
     def __init__(self, workers: int) -> None:
-        self.workers = max(1, workers)
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self._pool = self._start()
+        cores = usable_cores()
+        self.workers = max(1, min(workers, cores))
+        self.threads = max(1, cores // self.workers)
+        self._pool = self._start(self.workers)
+        self._alone = asyncio.Lock()  # crashed files are tried again one at a time
 
     @property
     def description(self) -> str:
-        return f"{self.workers} 个进程 / {self.workers} worker processes"
+        return f"{self.workers} 个读取进程 / {self.workers} reader processes"
 
-    def _start(self) -> ProcessPoolExecutor:
+    @property
+    def capacity(self) -> int:
+        return self.workers
+
+    def _start(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            self.workers,
+            workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_start,
             initargs=(self.threads,),
@@ -80,28 +98,46 @@ class ProcessReaders:
 
     async def read(self, path: Path, data: bytes) -> DocumentText:
         """The file's text from a worker. A worker that dies takes every file then in
-        the pool with it: each is tried once more on a new pool, so only a file that
-        kills its reader twice is failed."""
+        the pool with it: each of those is read again alone, in a process of its own,
+        so only the file that kills its reader when alone is failed."""
         loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            pool = self._pool
-            try:
-                text, pages = await loop.run_in_executor(pool, _read, str(path), data)
-            except BrokenProcessPool:
-                if self._pool is pool:  # the first to notice starts the new pool
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = self._start()
-                if attempt == 2:
+        pool = self._pool
+        try:
+            text, pages = await loop.run_in_executor(pool, _read, str(path), data)
+        except BrokenProcessPool:
+            if self._pool is pool:  # the first to notice starts the new pool
+                _stop(pool)
+                self._pool = self._start(self.workers)
+            async with self._alone:
+                alone = self._start(1)
+                try:
+                    text, pages = await loop.run_in_executor(alone, _read, str(path), data)
+                except BrokenProcessPool:
                     raise ReaderCrashed(
-                        "读取进程在此文件上崩溃两次（文件可能损坏）/ the reader process "
-                        "crashed twice on this file (a malformed file?)"
+                        "读取进程在此文件上崩溃（单独重试仍崩溃，文件可能损坏）/ the reader "
+                        "process crashed on this file, also when reading it alone "
+                        "(a malformed file?)"
                     ) from None
-            else:
-                return DocumentText(text, pages)
-        raise AssertionError("unreachable")
+                finally:
+                    alone.shutdown(wait=False, cancel_futures=True)
+        return DocumentText(text, pages)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, finished: bool = True) -> None:
+        """Wait for the workers when the batch finished; stop them at once when not
+        (Ctrl-C, an error): a file half-read is read again by the next run."""
+        if finished:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            _stop(self._pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: queued reads cancelled, running ones' processes terminated."""
+    processes = list(getattr(pool, "_processes", {}).values())  # CPython's, 3.8 onwards
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
 
 
 class RayReaders:
@@ -139,26 +175,42 @@ class RayReaders:
             raise RayUnavailable(
                 f"无法连接 Ray 集群 / cannot join the Ray cluster {address!r}: {exc}"
             ) from exc
-        self._task = ray.remote(max_retries=0)(_read)
-        cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
+        # a task is one CPU and its OCR one thread; a worker that dies is retried once
+        self._task = ray.remote(num_cpus=1, max_retries=1)(_read).options(
+            runtime_env={"env_vars": {"HESHI_OCR_THREADS": "1"}}
+        )
+        self._running: set[Any] = set()
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 0)))  # type: ignore[no-untyped-call]
         where = "本机 Ray 实例 / a local Ray instance" if self.local else f"Ray {address}"
-        self._description = f"{where}, {cpus} CPU"
+        self._description = f"{where}, {self.cpus} CPU"
 
     @property
     def description(self) -> str:
         return self._description
 
+    @property
+    def capacity(self) -> int:
+        return self.cpus
+
     async def read(self, path: Path, data: bytes) -> DocumentText:
+        ref = self._task.remote(str(path), data)
+        self._running.add(ref)
         try:
-            text, pages = await self._task.remote(str(path), data)
+            text, pages = await ref
         except self._ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             raise cause from None
         except self._ray.exceptions.RayError as exc:
             raise ReaderCrashed(f"Ray 任务失败 / the Ray task failed: {exc}") from None
+        finally:
+            self._running.discard(ref)
         return DocumentText(text, pages)
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """Leave the cluster; tasks still running (Ctrl-C, an error) are cancelled."""
+        for ref in list(self._running):
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
         with contextlib.suppress(Exception):
             self._ray.shutdown()
         if self._scratch is not None:

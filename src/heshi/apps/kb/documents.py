@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from heshi.apps.kb.ocr import IMAGE_SUFFIXES
+from heshi.apps.kb.ocr import IMAGE_SUFFIXES, bounded_read
 from heshi.apps.kb.office import read_csv, read_docx, read_image, read_ofd, read_pdf, read_xlsx
 from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_markdown, read_text
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # a DOCX/XLSX/OFD package's content, unpacked
+MAX_PACKAGE_MEMBERS = 10_000
+PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their readers open them
 
 
 def load_bytes(path: Path) -> bytes:
@@ -35,10 +40,35 @@ def read_document(path: Path, data: bytes | None = None) -> Parsed:
             f"不支持的文件类型 / unsupported file type {suffix or '(none)'}: "
             f"supported: {', '.join(sorted(READERS))}"
         )
-    parsed = reader(load_bytes(path) if data is None else data)
+    content = load_bytes(path) if data is None else data
+    if suffix in PACKAGES:
+        check_package(content, suffix)
+    parsed = reader(content)
     if not any(b.text.strip() for b in parsed.blocks):
         raise UnreadableDocument("文件中没有文字 / no text in the file (OCR found none either)")
     return parsed
+
+
+def check_package(data: bytes, suffix: str) -> None:
+    """A zip package (DOCX, XLSX, OFD) unpacked once in bounded pieces before any reader
+    opens it: only stored or deflated members, each its declared size (a member that
+    lies about it fails its CRC), all of them within :data:`MAX_UNPACKED_BYTES` — so a
+    zip bomb is refused, not unpacked into memory by a library that trusts the archive."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            members = package.infolist()
+            if len(members) > MAX_PACKAGE_MEMBERS:
+                raise UnreadableDocument(
+                    f"压缩包成员过多 / too many members in the package: {len(members)}"
+                )
+            budget = MAX_UNPACKED_BYTES
+            for member in members:
+                if member.is_dir():
+                    continue
+                budget -= len(bounded_read(package, member, budget))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        kind = suffix.lstrip(".").upper()
+        raise UnreadableDocument(f"无法打开 {kind} / cannot open the {kind}: {exc}") from exc
 
 
 def supported(path: Path) -> bool:

@@ -139,23 +139,51 @@ def reading_order(boxes: list[list[tuple[float, float]]], texts: list[str]) -> l
     return out
 
 
-def open_image(data: bytes) -> Image:
-    """A picture file's image, upright (a phone's EXIF orientation applied), refused
-    before decoding when past :data:`MAX_PIXELS`."""
+def open_pages(data: bytes) -> Iterator[Image]:
+    """A picture file's pages (a fax TIFF has several; at most :data:`MAX_OCR_PAGES`),
+    each upright (a phone's EXIF orientation applied) and flattened to 8-bit on white;
+    refused before decoding when a page is past :data:`MAX_PIXELS`."""
     from PIL import Image as PILImage
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, ImageSequence, UnidentifiedImageError
 
     try:
-        image = PILImage.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise UnreadableDocument(
-                f"图片过大 / image too large: {width}×{height} pixels > {MAX_PIXELS}"
-            )
-        image.load()
-        return ImageOps.exif_transpose(image) or image
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with PILImage.open(io.BytesIO(data)) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > MAX_OCR_PAGES:
+                raise UnreadableDocument(
+                    f"图片超过 {MAX_OCR_PAGES} 页 / more than {MAX_OCR_PAGES} pages in the image"
+                )
+            for frame in ImageSequence.Iterator(image):
+                width, height = frame.size
+                if width * height > MAX_PIXELS:
+                    raise UnreadableDocument(
+                        f"图片过大 / image too large: {width}×{height} pixels > {MAX_PIXELS}"
+                    )
+                frame.load()
+                yield flattened(ImageOps.exif_transpose(frame) or frame)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableDocument(f"无法打开图片 / cannot open the image: {exc}") from exc
+    except PILImage.DecompressionBombError as exc:
+        raise UnreadableDocument(f"图片过大 / image too large: {exc}") from exc
+
+
+def flattened(image: Image) -> Image:
+    """``image`` as 8-bit RGB: transparency laid on white (a transparent PNG's text is
+    often black on transparent black), 16- and 32-bit greys scaled, not clipped."""
+    from PIL import Image as PILImage
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0 + 255
+        return PILImage.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PILImage.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def upright_lines(image: Image) -> list[str]:
@@ -166,16 +194,27 @@ def upright_lines(image: Image) -> list[str]:
     if reading.sideways <= 0.5:
         return reading.lines
     turned = [_recognise(image.rotate(a, expand=True), turn_lines=False) for a in (90, 270)]
-    return max(turned, key=lambda r: r.score).lines
+    return max(turned, key=lambda r: r.score * sum(len(line) for line in r.lines)).lines
+
+
+def read_image_pages(data: bytes) -> list[list[str]]:
+    """The lines of each page of a picture file (a fax TIFF has several)."""
+    return [upright_lines(page) for page in open_pages(data)]
 
 
 def read_image_lines(data: bytes) -> list[str]:
-    return upright_lines(open_image(data))
+    """The lines of every page of a picture file, a blank line between pages."""
+    return "\n\n".join("\n".join(page) for page in read_image_pages(data)).split("\n")
 
 
 def pdf_page_lines(page: Any) -> list[str]:
-    """OCR of a PDF page (a ``pypdfium2`` page) rendered at :data:`PAGE_DPI`."""
-    bitmap = page.render(scale=PAGE_DPI / 72, grayscale=True)
+    """OCR of a PDF page (a ``pypdfium2`` page) rendered at :data:`PAGE_DPI` — or less,
+    when the page says it is so large that it would pass :data:`MAX_PIXELS`."""
+    width, height = page.get_size()  # points
+    scale = PAGE_DPI / 72
+    if width * height * scale * scale > MAX_PIXELS:
+        scale = math.sqrt(MAX_PIXELS / max(width * height, 1.0))
+    bitmap = page.render(scale=scale, grayscale=True)
     try:
         return upright_lines(bitmap.to_pil())
     finally:
@@ -184,7 +223,7 @@ def pdf_page_lines(page: Any) -> list[str]:
 
 def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
     """The text of each picture in an OFD package (an image-only e-document: a scan
-    wrapped as OFD), in the package's order."""
+    wrapped as OFD), in the package's order (at most :data:`MAX_OCR_PAGES`)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             members = [
@@ -192,11 +231,28 @@ def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
                 for m in package.infolist()
                 if m.filename.lower().endswith(IMAGE_SUFFIXES) and not m.is_dir()
             ]
-            for member in members[:MAX_OCR_PAGES]:
-                if member.file_size > MAX_OFD_IMAGE_BYTES:
-                    raise UnreadableDocument(
-                        f"OFD 中的图片过大 / an image in the OFD is too large: {member.filename}"
-                    )
-                yield read_image_lines(package.read(member))
+            if len(members) > MAX_OCR_PAGES:
+                raise UnreadableDocument(
+                    f"OFD 中的图片超过 {MAX_OCR_PAGES} 张 / more than {MAX_OCR_PAGES} images"
+                )
+            for member in members:
+                yield read_image_lines(bounded_read(package, member, MAX_OFD_IMAGE_BYTES))
     except zipfile.BadZipFile as exc:
         raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
+
+
+def bounded_read(package: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, read in pieces and refused once past ``limit`` whatever size the
+    archive declares for it (only stored and deflated members are ever read)."""
+    if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise UnreadableDocument(f"不支持的压缩方式 / unsupported compression in {member.filename}")
+    parts, size = [], 0
+    with package.open(member) as stream:
+        while piece := stream.read(1 << 20):
+            size += len(piece)
+            if size > limit:
+                raise UnreadableDocument(
+                    f"压缩包中的文件过大 / a file in the package is too large: {member.filename}"
+                )
+            parts.append(piece)
+    return b"".join(parts)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 from collections.abc import Iterable
 
-from heshi.apps.kb.ocr import MAX_OCR_PAGES, ofd_image_lines, pdf_page_lines, read_image_lines
+from heshi.apps.kb.ocr import MAX_OCR_PAGES, ofd_image_lines, pdf_page_lines, read_image_pages
 from heshi.apps.kb.parse import (
     NUMBERED_HEADING,
     QA_LINE,
@@ -23,6 +24,7 @@ from heshi.apps.kb.parse import (
 # --------------------------------------------------------------------------- PDF, DOCX
 
 MIN_TEXT_LAYER = 5  # a page with fewer characters in its text layer is read by OCR
+_PDFIUM = threading.Lock()  # PDFium must not be called from two threads at once
 
 
 def read_pdf(data: bytes) -> Parsed:
@@ -36,31 +38,30 @@ def read_pdf(data: bytes) -> Parsed:
 
 
 def pdf_pages(data: bytes) -> list[tuple[str, bool]]:
-    """Each page's text, and whether it came from OCR (a page without a text layer)."""
+    """Each page's text, and whether it came from OCR (a page without a text layer).
+    The pages to OCR are counted before any is: a document with more than
+    :data:`MAX_OCR_PAGES` of them is refused at once. PDFium is not thread-safe: one
+    document at a time per process."""
     import pypdfium2
 
-    try:
-        pdf = pypdfium2.PdfDocument(data)
-    except pypdfium2.PdfiumError as exc:
-        raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
-    pages: list[tuple[str, bool]] = []
-    scanned = 0
-    try:
-        for index in range(len(pdf)):
-            page = pdf[index]
-            text = page.get_textpage().get_text_range()
-            if len(text.strip()) >= MIN_TEXT_LAYER:
-                pages.append((text.replace("\r\n", "\n").replace("\r", "\n"), False))
-                continue
-            scanned += 1  # a scanned page: no text layer to read
-            if scanned > MAX_OCR_PAGES:
+    with _PDFIUM:
+        try:
+            pdf = pypdfium2.PdfDocument(data)
+        except pypdfium2.PdfiumError as exc:
+            raise UnreadableDocument(f"无法打开 PDF / cannot open the PDF: {exc}") from exc
+        try:
+            texts = [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
+            scanned = [i for i, text in enumerate(texts) if len(text.strip()) < MIN_TEXT_LAYER]
+            if len(scanned) > MAX_OCR_PAGES:
                 raise UnreadableDocument(
                     f"扫描页超过 {MAX_OCR_PAGES} 页 / more than {MAX_OCR_PAGES} scanned pages"
                 )
-            pages.append(("\n".join(pdf_page_lines(page)), True))
-        return pages
-    finally:
-        pdf.close()
+            pages = [(t.replace("\r\n", "\n").replace("\r", "\n"), False) for t in texts]
+            for index in scanned:
+                pages[index] = ("\n".join(pdf_page_lines(pdf[index])), True)
+            return pages
+        finally:
+            pdf.close()
 
 
 def _join_pdf_lines(text: str) -> str:
@@ -101,8 +102,10 @@ def read_ofd(data: bytes) -> Parsed:
 
 
 def read_image(data: bytes) -> Parsed:
-    """A photo or a scanned page as a picture file, by OCR."""
-    return Parsed(list(text_blocks("\n".join(read_image_lines(data)))), pages=1)
+    """A photo or a scan as a picture file (a fax TIFF: each of its pages), by OCR."""
+    pages = read_image_pages(data)
+    blocks = [b for n, page in enumerate(pages, 1) for b in text_blocks("\n".join(page), page=n)]
+    return Parsed(blocks, pages=max(1, len(pages)))
 
 
 def read_docx(data: bytes) -> Parsed:
