@@ -333,3 +333,27 @@ def test_quotas_and_the_guard_apply_and_pii_stays_masked(
         ("docs", "guard.block", 400), ("chat", "guard.block", 200),  # a chat refusal is a 200
         ("docs", "quota.key.budget_tokens", 429), ("chat", "quota.key.budget_tokens", 429),
     }  # fmt: skip
+
+
+def test_readers_busy_past_the_queue_is_a_503_with_retry_after(tiny_config: HeshiConfig) -> None:
+    """One reader, four waiting: of seven scans sent at once (OCR, seconds each), at least
+    one is turned away at once — and every one is either answered or told to retry."""
+    import concurrent.futures
+
+    config = tiny_config.model_copy(update={"docs": DocsConfig(max_concurrent_reads=1)})
+    _, key, _ = start(config)
+    scan = (Path(__file__).parent / "samples" / "invoice-scan.pdf").read_bytes()
+    with (
+        serve_app(create_app(config, local_engines(config))) as url,
+        concurrent.futures.ThreadPoolExecutor(7) as pool,
+    ):
+        sent = [
+            pool.submit(post, url, key, {"file": (f"{n}.pdf", scan)}, {"schema": "invoice"})
+            for n in range(7)
+        ]
+        answers = [future.result() for future in sent]
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 1, statuses
+    busy = next(a for a in answers if a.status_code == 503)
+    assert error_of(busy)["code"] == "docs_busy" and busy.headers["retry-after"]
+    assert statuses.count(200) >= 5  # the one reading and the four waiting

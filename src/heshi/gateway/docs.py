@@ -149,7 +149,7 @@ class DocsExtraction:
         self._readers = ThreadPoolExecutor(slots, thread_name_prefix="heshi-docs")
         self._slots = asyncio.Semaphore(slots)
         self._queued = 0
-        self._max_queued = 4 * slots
+        self._max_queued = 5 * slots  # those reading, and four times as many waiting
 
     async def extract(self, request: Request) -> Response:
         """``POST /v1/docs/extract``; recorded once however it ends."""
