@@ -41,13 +41,12 @@ from heshi.apps.kb.engine import PREFIX as KB_PREFIX
 from heshi.apps.kb.parse import UnreadableDocument
 from heshi.engines.base import JSON
 from heshi.errors import ClientGone, HeshiError, InvalidRequest
-from heshi.gateway.edge import client_gone_note, parse_json
+from heshi.gateway.edge import note_failure, parse_json
 from heshi.gateway.exchange import Exchange
 from heshi.gateway.forms import FormSpec, Part, read_form
 from heshi.gateway.logs import Throttle
 from heshi.gateway.replies import Refusal, error_reply, json_reply
 from heshi.gateway.schemas import ChatCompletionRequest, parse_request
-from heshi.guard.pii import redact, scan
 
 if TYPE_CHECKING:
     from heshi.gateway.handlers import Gateway
@@ -245,15 +244,7 @@ class DocsExtraction:
         return json_reply(body, headers=x.response_headers())
 
     def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
-        if isinstance(exc, ClientGone):
-            client_gone_note(request, x.request_id)
-        elif exc.status_code >= 500 and exc.reason != "auth.unavailable":
-            allowed, held = self._log_throttle.allow(exc.reason)
-            if allowed:
-                more = f" (+{held} more like it)" if held else ""
-                # A backend's message may quote what it was sent: masked as the audit is.
-                message = redact(str(exc), scan(str(exc)), "mask")
-                log.warning("POST /v1/docs/extract -> %d: %s%s", exc.status_code, message, more)
+        note_failure(request, x.request_id, exc, self._log_throttle)
         return error_reply(exc, x.response_headers())
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from heshi.errors import ClientGone, InvalidRequest
+from heshi.errors import ClientGone, HeshiError, InvalidRequest
+from heshi.gateway.logs import Throttle
 
 log = logging.getLogger("heshi.gateway")
 
@@ -101,3 +102,24 @@ def client_gone_note(request: Request, request_id: str) -> None:
         request.url.path,
         request_id,
     )
+
+
+def note_failure(request: Request, x_request_id: str, exc: HeshiError, throttle: Throttle) -> None:
+    """The log line of a request that failed: one INFO line for a client that left; a
+    throttled WARNING for a server-side failure (5xx), personal information in its message
+    masked (a backend's message may quote what it was sent). The key store's outage is
+    logged once by the authenticator itself."""
+    if isinstance(exc, ClientGone):
+        client_gone_note(request, x_request_id)
+        return
+    if exc.status_code < 500 or exc.reason == "auth.unavailable":
+        return
+    allowed, held = throttle.allow(exc.reason)
+    if allowed:
+        from heshi.guard.pii import redact, scan
+
+        message = redact(str(exc), scan(str(exc)), "mask")
+        more = f" (+{held} more like it)" if held else ""
+        log.warning(
+            "%s %s -> %d: %s%s", request.method, request.url.path, exc.status_code, message, more
+        )

@@ -22,8 +22,8 @@ from heshi.apps.kb.engine import PREFIX as KB_PREFIX
 from heshi.apps.kb.engine import TENANT_FIELD, KnowledgeEngine
 from heshi.config import HeshiConfig
 from heshi.engines.base import JSON, Engine
-from heshi.errors import ClientGone, HeshiError, ModelNotFound
-from heshi.gateway.edge import client_gone_note, parse_json, read_body
+from heshi.errors import HeshiError, ModelNotFound
+from heshi.gateway.edge import note_failure, parse_json, read_body
 from heshi.gateway.exchange import Endpoint, Exchange
 from heshi.gateway.governance import Governance
 from heshi.gateway.logs import Throttle
@@ -174,23 +174,8 @@ class Gateway:
             return self.router.plan(model, body)
 
     def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
-        headers = x.response_headers()
-        if isinstance(exc, ClientGone):
-            client_gone_note(request, x.request_id)
-        elif exc.status_code >= 500 and exc.reason != "auth.unavailable":
-            # (the key store's outage is logged once by the authenticator itself)
-            allowed, held = self._log_throttle.allow(exc.reason)
-            if allowed:
-                more = f" (+{held} more like it)" if held else ""
-                log.warning(
-                    "%s %s -> %d: %s%s",
-                    request.method,
-                    request.url.path,
-                    exc.status_code,
-                    exc,
-                    more,
-                )
-        return error_reply(exc, headers)
+        note_failure(request, x.request_id, exc, self._log_throttle)
+        return error_reply(exc, x.response_headers())
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``: the models the caller's key may use."""
