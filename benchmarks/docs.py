@@ -13,8 +13,8 @@ each document through the gateway built in this process with the embedded defaul
 same prompt without it, the JSON read from the text. A field counts as right when it
 equals the gold value (strings without spaces; numbers to the fen). Also measured: pages
 read per second by format (text layer vs OCR), and of the outputs an independent
-validator (``jsonschema``) finds schema-invalid, how many Heshi's checks caught (a
-problem reported, or the output refused as not JSON). Batch wall times: ``docs_batch.py``.
+validator (``jsonschema``) finds schema-invalid, how many Heshi caught: refused as not
+JSON, a problem reported, or typed into valid values (a date made ISO 8601). Batch wall times: ``docs_batch.py``.
 """
 
 from __future__ import annotations
@@ -106,8 +106,11 @@ async def run(gold: list[dict[str, Any]], root: Path, formats: list[str], modes:
                         "problems": [p.as_json() for p in problems], "seconds": seconds,
                         "read_seconds": read_seconds, "pages": document.pages,
                         "schema_invalid": invalid,
-                        "caught": not isinstance(raw, dict) or bool(problems),
-                        "values": values,
+                        # caught: refused, or a problem reported — or what Heshi returns is
+                        # valid after typing (a date written 2025年4月1日 made ISO)
+                        "caught": not isinstance(raw, dict) or bool(problems)
+                        or schema_valid(schema, values or {}),
+                        "values": values, "raw": raw,
                     })  # fmt: skip
                     print(
                         f"[{mode} {fmt} {n:2d}/{len(docs)}] {doc['id']:<18} tp {tp} fp {fp} "

@@ -83,7 +83,7 @@ def test_an_invoice_is_typed_and_its_arithmetic_checked() -> None:
         "invoice_number": "25312000000123456789", "issue_date": "2025年11月28日",
         "seller_tax_id": SELLER, "buyer_tax_id": None, "amount_without_tax": "11327.43",
         "tax_amount": 1472.57, "total_amount": "¥12,800.00",
-        "total_amount_in_words": "壹万贰仟捌佰元整", "seller_name": "  ",
+        "total_amount_in_words": "壹万贰仟捌佰元整", "seller_name": "  ", "buyer_name": None,
     }  # fmt: skip
     values, problems = validate(invoice, good)
     assert problems == []
@@ -112,6 +112,7 @@ def test_a_bank_statement_balances() -> None:
         "total_debits": 200,
         "closing_balance": 1300.5,
     }
+    row = {**dict.fromkeys(statement.properties), **row}
     assert validate(statement, row)[1] == []
     _, problems = validate(statement, {**row, "closing_balance": 1300})
     assert [p.field for p in problems] == ["closing_balance"]
@@ -179,5 +180,19 @@ def test_a_users_schema_with_refs_and_nullable_types(tmp_path: Path) -> None:
     )  # fmt: skip
     schema = load_schema(path)
     assert schema.for_model()["$defs"] == {"money": {"type": "number", "description": "金额"}}
-    values, problems = validate(schema, {"n": "12"})
+    values, problems = validate(schema, {"fee": None, "n": "12"})
     assert values["n"] == 12 and problems == []
+
+
+def test_keys_the_model_left_out_or_made_up_are_reported() -> None:
+    """The grammar gives every key and no other; a backend that ignores it may not: a key
+    left out is null *and* a problem (not "the document does not say"), keys not in the
+    schema are named."""
+    invoice = load_schema("invoice")
+    raw = {**dict.fromkeys(invoice.properties), "remark": "备注", "buyer": "甲"}
+    del raw["buyer_name"]
+    values, problems = validate(invoice, raw)
+    assert list(values) == list(invoice.properties) and values["buyer_name"] is None
+    reasons = {p.field: p.reason for p in problems}
+    assert "missing from the model's output" in reasons["buyer_name"]
+    assert "not in the schema: remark, buyer" in reasons["*"]
