@@ -14,7 +14,8 @@ same prompt without it, the JSON read from the text. A field counts as right whe
 equals the gold value (strings without spaces; numbers to the fen). Also measured: pages
 read per second by format (text layer vs OCR), and of the outputs an independent
 validator (``jsonschema``) finds schema-invalid, how many Heshi caught: refused as not
-JSON, a problem reported, or typed into valid values (a date made ISO 8601). Batch wall times: ``docs_batch.py``.
+JSON, a problem reported, or typed into valid values (a date made ISO 8601). Batch wall
+times: ``docs_batch.py``.
 """
 
 from __future__ import annotations
