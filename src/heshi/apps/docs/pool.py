@@ -146,12 +146,13 @@ class RayReaders:
     address (``ray://host:10001`` or ``host:6379``) joins that cluster. Its workers need
     Heshi installed. Ray's usage statistics are switched off; a local instance keeps its
     session files under ``$HESHI_HOME/ray`` (or, when that path is too long for Ray's
-    sockets, in a temporary directory removed at the end)."""
+    sockets, in a temporary directory), removed at the end."""
 
     def __init__(self, address: str, home: Path) -> None:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         self.local = address == "auto" and not _cluster_here()
         self._scratch: Path | None = None
+        self._home: Path | None = None  # a local instance's session files, kept in home
         if self.local:
             _local_token()  # before Ray reads its settings, at import
         try:
@@ -168,6 +169,7 @@ class RayReaders:
         try:
             if self.local:
                 self._scratch = _session_dir(home)
+                self._home = home
                 ray.init(_temp_dir=str(self._scratch or home), **options)
             else:
                 ray.init(address=address, **options)
@@ -215,6 +217,12 @@ class RayReaders:
             self._ray.shutdown()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+        elif self._home is not None:  # this run's session (logs; spilled document bytes)
+            latest = self._home / "session_latest"
+            session = latest.resolve() if latest.is_symlink() else None
+            latest.unlink(missing_ok=True)
+            if session is not None and session.parent == self._home.resolve():
+                shutil.rmtree(session, ignore_errors=True)
 
 
 MAX_RAY_DIR = 40  # Ray's sockets go 60-odd characters below it; a socket path ends at 107
