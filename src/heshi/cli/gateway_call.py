@@ -6,6 +6,7 @@ network socket."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -84,6 +85,10 @@ async def asking(url: str | None, key: str | None, config_path: Path | None) -> 
                 return _result(await client.post("/v1/chat/completions", json=body))
 
             yield local
+        # the engines' last log lines are written when they are freed: free them here,
+        # while those lines still go to the log file
+        del app, transport, local
+        gc.collect()
 
 
 @contextmanager
