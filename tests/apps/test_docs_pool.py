@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from heshi.apps.docs.pool import ProcessReaders, ReaderCrashed
+from heshi.apps.docs.pool import ProcessReaders, ReaderCrashed, ReadTimedOut
 from heshi.apps.kb.parse import UnreadableDocument
 from tests.apps.test_docs_cli import INVOICE, run, tiny_yaml
 
@@ -124,3 +124,18 @@ def test_ray_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> No
     )  # fmt: skip
     assert code == 1
     assert "无法连接 Ray 集群 / cannot join the Ray cluster 'ray://127.0.0.1:1'" in err
+
+
+def test_a_read_past_its_time_limit_is_stopped_and_the_reader_replaced() -> None:
+    scan = (Path(__file__).parent / "samples" / "invoice-scan.pdf").read_bytes()
+    readers = ProcessReaders(1, timeout=0.5)  # a fresh worker's start and OCR take longer
+    try:
+        with pytest.raises(ReadTimedOut, match=r"longer than 0\.5 s"):
+            asyncio.run(readers.read(Path("慢.pdf"), scan))
+        for child in multiprocessing.active_children():  # the stopped worker, ending
+            child.join(10)
+        assert not [c for c in multiprocessing.active_children() if c.is_alive()]
+        readers.timeout = 120
+        assert "24199090414712738008" in asyncio.run(readers.read(Path("b.pdf"), scan)).text
+    finally:
+        readers.close()

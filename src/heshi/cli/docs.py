@@ -131,6 +131,15 @@ def run_command(
             show_default=False,
         ),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="每个文件读取（解析、OCR）的最长秒数 / Seconds a file's reading (parsing, OCR) "
+            "may take before it is stopped and the file failed.",
+        ),
+    ] = 600,
     url: UrlOption = None,
     key: ApiKeyOption = None,
     model: ModelOption = None,
@@ -156,7 +165,7 @@ def run_command(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
         async def run() -> Any:
-            reader = readers(workers or 1, ray, settings.home)
+            reader = readers(workers or 1, ray, settings.home, timeout)
             in_flight = workers or reader.capacity
             console.print(
                 f"读取 / reading: {reader.description}; {in_flight} 个文件同时处理 / files at once",

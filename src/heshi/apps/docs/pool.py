@@ -33,6 +33,12 @@ class RayUnavailable(HeshiError):
     code = "ray_unavailable"
 
 
+class ReadTimedOut(HeshiError):
+    status_code = 500
+    error_type = "server_error"
+    code = "read_timed_out"
+
+
 class ReaderCrashed(HeshiError):
     status_code = 500
     error_type = "server_error"
@@ -73,7 +79,8 @@ class ProcessReaders:
     """Reader processes (started fresh, not forked from a process holding a model): as
     many as ``workers``, but no more than the usable cores, which they share for OCR."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, timeout: float | None = None) -> None:
+        self.timeout = timeout
         cores = usable_cores()
         self.workers = max(1, min(workers, cores))
         self.threads = max(1, cores // self.workers)
@@ -99,11 +106,11 @@ class ProcessReaders:
     async def read(self, path: Path, data: bytes) -> DocumentText:
         """The file's text from a worker. A worker that dies takes every file then in
         the pool with it: each of those is read again alone, in a process of its own,
-        so only the file that kills its reader when alone is failed."""
-        loop = asyncio.get_running_loop()
+        so only the file that kills its reader when alone is failed. A read that takes
+        longer than ``timeout`` is stopped (its worker with it) and the file failed."""
         pool = self._pool
         try:
-            text, pages = await loop.run_in_executor(pool, _read, str(path), data)
+            text, pages = await self._in(pool, path, data)
         except BrokenProcessPool:
             if self._pool is pool:  # the first to notice starts the new pool
                 _stop(pool)
@@ -111,7 +118,7 @@ class ProcessReaders:
             async with self._alone:
                 alone = self._start(1)
                 try:
-                    text, pages = await loop.run_in_executor(alone, _read, str(path), data)
+                    text, pages = await self._in(alone, path, data)
                 except BrokenProcessPool:
                     raise ReaderCrashed(
                         "读取进程在此文件上崩溃（单独重试仍崩溃，文件可能损坏）/ the reader "
@@ -119,8 +126,23 @@ class ProcessReaders:
                         "(a malformed file?)"
                     ) from None
                 finally:
-                    alone.shutdown(wait=False, cancel_futures=True)
+                    _stop(alone)
         return DocumentText(text, pages)
+
+    async def _in(self, pool: ProcessPoolExecutor, path: Path, data: bytes) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(pool, _read, str(path), data), self.timeout
+            )
+        except TimeoutError:
+            if self._pool is pool:  # its worker is stopped: the others are read again
+                _stop(pool)
+                self._pool = self._start(self.workers)
+            raise ReadTimedOut(
+                f"读取超过 {self.timeout:g} 秒，已停止 / reading took longer than "
+                f"{self.timeout:g} s and was stopped"
+            ) from None
 
     def close(self, *, finished: bool = True) -> None:
         """Wait for the workers when the batch finished; stop them at once when not
@@ -148,7 +170,8 @@ class RayReaders:
     session files under ``$HESHI_HOME/ray`` (or, when that path is too long for Ray's
     sockets, in a temporary directory), removed at the end."""
 
-    def __init__(self, address: str, home: Path) -> None:
+    def __init__(self, address: str, home: Path, timeout: float | None = None) -> None:
+        self.timeout = timeout
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         self.local = address == "auto" and not _cluster_here()
         self._scratch: Path | None = None
@@ -198,7 +221,14 @@ class RayReaders:
         ref = self._task.remote(str(path), data)
         self._running.add(ref)
         try:
-            text, pages = await ref
+            text, pages = await asyncio.wait_for(asyncio.ensure_future(ref), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
+            raise ReadTimedOut(
+                f"读取超过 {self.timeout:g} 秒，已停止 / reading took longer than "
+                f"{self.timeout:g} s and was stopped"
+            ) from None
         except self._ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             raise cause from None
@@ -254,5 +284,5 @@ def _local_token() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def readers(workers: int, ray: str | None, home: Path) -> Readers:
-    return RayReaders(ray, home / "ray") if ray else ProcessReaders(workers)
+def readers(workers: int, ray: str | None, home: Path, timeout: float | None = None) -> Readers:
+    return RayReaders(ray, home / "ray", timeout) if ray else ProcessReaders(workers, timeout)
