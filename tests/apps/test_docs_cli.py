@@ -311,3 +311,13 @@ def test_extract_through_a_running_gateway_with_a_key(
         tenants = conn.execute(select(usage_ledger.c.tenant)).scalars().all()
     db.dispose()
     assert "acme" in tenants
+
+
+def test_a_placeholder_key_is_refused_in_one_message(tmp_path: Path) -> None:
+    doc = tmp_path / "发票.md"
+    doc.write_text(INVOICE, "utf-8")
+    code, _, err = run(
+        "docs", "extract", str(doc), "--schema", "invoice", "--url", "http://127.0.0.1:9/v1",
+        "--key", "sk-heshi-…",
+    )  # fmt: skip
+    assert code == 2 and "printable ASCII" in err and "Traceback" not in err

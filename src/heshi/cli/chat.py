@@ -109,10 +109,22 @@ class Client:
         return data if isinstance(data, dict) else {}
 
 
+def _printable_key(value: str | None) -> str | None:
+    """A key goes into an HTTP header: printable ASCII only (a placeholder copied from the
+    docs, ``sk-heshi-…``, is refused here rather than by the HTTP library's traceback)."""
+    if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+        raise typer.BadParameter(
+            "密钥只能含可打印 ASCII 字符（是否粘贴了文档中的占位符？）/ a key is printable "
+            "ASCII without spaces (a placeholder from the docs pasted?)"
+        )
+    return value
+
+
 ApiKeyOption = Annotated[
     str | None,
     typer.Option(
         "--key",
+        callback=_printable_key,
         envvar="HESHI_API_KEY",
         help="API 密钥（或环境变量 HESHI_API_KEY）/ API key (or HESHI_API_KEY).",
         show_default=False,
