@@ -9,13 +9,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from heshi.apps.docs.schema import BUILT_IN
 from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption
-from heshi.cli.reporting import reporting_errors
+from heshi.cli.reporting import JsonOption, UrlOption, counting, files_below, reporting_errors
 from heshi.config import load_config
 
 app = typer.Typer(
@@ -31,10 +30,6 @@ SchemaOption = Annotated[
         "--schema",
         help=f"内置（{', '.join(BUILT_IN)}）或 JSON Schema 文件 / or a JSON Schema file.",
     ),
-]
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", help="网关地址 / A gateway to ask instead.", show_default=False),
 ]
 ModelOption = Annotated[
     str | None,
@@ -62,13 +57,13 @@ def extract_command(
     key: ApiKeyOption = None,
     model: ModelOption = None,
     max_chars: MaxCharsOption = 4000,
-    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
-    from heshi.apps.docs.extract import extract
+    from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify_and_extract
+    from heshi.apps.docs.extract import Extraction
     from heshi.apps.docs.read import document_text
-    from heshi.apps.docs.schema import load_schema
+    from heshi.apps.docs.schema import Schema, load_schema
     from heshi.cli.gateway_call import asking
 
     err = Console(stderr=True)
@@ -77,20 +72,17 @@ def extract_command(
         document = document_text(file)  # an unreadable file: one line, exit 1
         name = model or load_config(config).engine.name
 
-        async def run() -> Any:
-            nonlocal chosen
+        async def run() -> tuple[str | None, Schema, Extraction]:
             async with asking(url, key, config) as ask:
-                if chosen is None:
-                    try:
-                        kind, chosen = await schema_for(ask, document.text, name)
-                    except NotBuiltIn:
-                        err.print("类型 / kind: other", markup=False, highlight=False)
-                        raise
-                    err.print(f"类型 / kind: {kind}", markup=False, highlight=False)
-                return await extract(ask, chosen, document.text, name, max_chars)
+                try:
+                    return await classify_and_extract(ask, chosen, document.text, name, max_chars)
+                except NotBuiltIn:
+                    err.print("类型 / kind: other", markup=False, highlight=False)
+                    raise
 
-        result = asyncio.run(run())
-    assert chosen is not None
+        kind, chosen, result = asyncio.run(run())
+        if kind is not None:
+            err.print(f"类型 / kind: {kind}", markup=False, highlight=False)
     for problem in result.problems:
         err.print(f"⚠ {problem.field}: {problem.reason}", style="yellow", markup=False)
     if as_json:
@@ -150,19 +142,14 @@ def run_command(
     from heshi.apps.docs.classify import AUTO
     from heshi.apps.docs.pool import readers
     from heshi.apps.docs.schema import load_schema
-    from heshi.apps.kb.ingest import expand
     from heshi.cli.gateway_call import asking
 
     console = Console(stderr=True)
     with reporting_errors():
         chosen = None if schema == AUTO else load_schema(schema)
-        missing = [p for p in paths if not p.exists()]
-        for path in missing:
-            console.print(f"不存在 / not found: {path}", style="red", markup=False)
-        files = list(expand(p for p in paths if p.exists()))
+        files, missing = files_below(paths, console)
         settings = load_config(config)
         name = model or settings.engine.name
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
         async def run() -> Any:
             reader = readers(workers or 1, ray, settings.home, timeout)
@@ -174,7 +161,7 @@ def run_command(
             finished = False
             try:
                 async with asking(url, key, config) as ask:
-                    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+                    with counting(console, transient=False) as progress:
                         task = progress.add_task("抽取 / extracting", total=len(files))
 
                         def on_row(row: dict[str, Any]) -> None:

@@ -8,16 +8,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
-from heshi.apps.kb.ingest import FileResult, expand, ingest
+from heshi.apps.kb.ingest import FileResult, ingest
 from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
 from heshi.cli.kb_eval import eval_command
-from heshi.cli.reporting import reporting_errors
+from heshi.cli.reporting import JsonOption, UrlOption, counting, files_below, reporting_errors
 
 app = typer.Typer(
     help="知识库：建库、导入文档、检索。/ Knowledge bases: create, ingest documents, search.",
@@ -27,7 +26,6 @@ app = typer.Typer(
 
 KbOption = Annotated[str, typer.Option("--kb", help="知识库名称 / Knowledge base.")]
 NameArgument = Annotated[str, typer.Argument(help="知识库名称 / Knowledge-base name.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")]
 _STATUS = {
     "added": "新增 / added",
     "replaced": "已更新 / replaced",
@@ -78,12 +76,8 @@ def ingest_command(
     with reporting_errors(), open_database(config) as db:
         store = KnowledgeBaseStore(db)
         store.get(kb)
-        missing = [p for p in paths if not p.exists()]
-        for path in missing:
-            console.print(f"不存在 / not found: {path}", style="red", markup=False)
-        files = list(expand(p for p in paths if p.exists()))
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+        files, missing = files_below(paths, console)
+        with counting(console) as progress:
             task = progress.add_task("导入 / ingesting", total=len(files))
 
             def on_file(result: FileResult) -> None:
@@ -232,14 +226,7 @@ def ask(
             show_default=False,
         ),
     ] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            help="网关地址，如 http://127.0.0.1:8000/v1 / A gateway to ask instead.",
-            show_default=False,
-        ),
-    ] = None,
+    url: UrlOption = None,
     key: ApiKeyOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from heshi.apps.kb.answer import search_query
@@ -31,7 +30,7 @@ from heshi.apps.kb.evaluate import (
 )
 from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
-from heshi.cli.reporting import reporting_errors
+from heshi.cli.reporting import JsonOption, UrlOption, counting, reporting_errors
 from heshi.config import load_config
 
 _LABELS = {
@@ -56,10 +55,7 @@ def eval_command(
             "--limit", min=0, help="只问 N 个（各类均匀抽取；0 为全部）/ Ask N, spread over kinds."
         ),
     ] = 0,
-    url: Annotated[
-        str | None,
-        typer.Option("--url", help="网关地址 / A gateway to ask instead.", show_default=False),
-    ] = None,
+    url: UrlOption = None,
     key: ApiKeyOption = None,
     out: Annotated[
         Path | None,
@@ -69,7 +65,7 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     with reporting_errors():
@@ -124,9 +120,8 @@ async def _ask_all(
 
     console = Console(stderr=True)
     outcomes: list[Outcome] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     async with asking(url, key, config) as ask:
-        with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+        with counting(console) as progress:
             task = progress.add_task("提问 / asking", total=len(questions))
             for q in questions:
                 body = {

@@ -1,14 +1,49 @@
-"""How every ``heshi`` command reports a failure: one red message, exit status 1."""
+"""How ``heshi`` commands report — a failure as one red message and exit status 1, files
+worked through with a progress bar — and the options several of them share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heshi.errors import HeshiError
+
+JsonOption = Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="网关地址，如 http://127.0.0.1:8000/v1（默认在本进程中运行）/ A gateway to ask "
+        "instead (default: one built in this process).",
+        show_default=False,
+    ),
+]
+
+
+def counting(console: Console, *, transient: bool = True) -> Progress:
+    """A progress bar of items done out of all, with the time elapsed."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=transient,
+    )  # fmt: skip
+
+
+def files_below(paths: Iterable[Path], console: Console) -> tuple[list[Path], bool]:
+    """The readable files below ``paths`` (files and directories), and whether any path
+    was missing — each missing one said in red."""
+    from heshi.apps.kb.ingest import expand
+
+    given = list(paths)
+    missing = [p for p in given if not p.exists()]
+    for path in missing:
+        console.print(f"不存在 / not found: {path}", style="red", markup=False)
+    return list(expand(p for p in given if p.exists())), bool(missing)
 
 
 @contextmanager

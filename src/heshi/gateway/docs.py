@@ -26,8 +26,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
-from heshi.apps.docs.extract import extract
+from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify_and_extract
 from heshi.apps.docs.read import DocumentText, document_text
 from heshi.apps.docs.schema import (
     BUILT_IN,
@@ -41,11 +40,10 @@ from heshi.apps.kb.engine import PREFIX as KB_PREFIX
 from heshi.apps.kb.parse import UnreadableDocument
 from heshi.engines.base import JSON
 from heshi.errors import ClientGone, HeshiError, InvalidRequest
-from heshi.gateway.edge import note_failure, parse_json
+from heshi.gateway.edge import parse_json
 from heshi.gateway.exchange import Exchange
 from heshi.gateway.forms import FormSpec, Part, read_form
-from heshi.gateway.logs import Throttle
-from heshi.gateway.replies import Refusal, error_reply, json_reply
+from heshi.gateway.replies import Refusal, json_reply
 from heshi.gateway.schemas import ChatCompletionRequest, parse_request
 
 if TYPE_CHECKING:
@@ -143,7 +141,6 @@ class DocsExtraction:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
-        self._log_throttle = Throttle()
         slots = gateway.config.docs.max_concurrent_reads
         self._readers = ThreadPoolExecutor(slots, thread_name_prefix="heshi-docs")
         self._slots = asyncio.Semaphore(slots)
@@ -158,12 +155,7 @@ class DocsExtraction:
             return await self._run(request, x, upload)
         except HeshiError as exc:
             x.fail(exc)
-            response = self._error(request, x, exc)
-            if not getattr(request.state, "body_read", False):
-                # Refused before the upload was read (a bad key, too large): close the
-                # connection rather than read the rest of an upload nobody wants.
-                response.headers["connection"] = "close"
-            return response
+            return self.gw.refusal(request, x, exc)
         except BaseException as exc:
             x.fail(exc)
             raise
@@ -216,19 +208,17 @@ class DocsExtraction:
                 "客户端在读取单据时断开 / client disconnected while its document was read"
             )
         calls = _Calls(self.gw, x, upload.model)
-        kind: str | None = None
-        schema = upload.schema
-        if schema is None:
-            try:
-                kind, schema = await schema_for(calls.ask, document.text, upload.model)
-            except NotBuiltIn:
-                raise NoBuiltInSchema(
-                    "单据类型为 other，没有内置字段定义，请在 schema 中给出 JSON Schema / the "
-                    "document is of kind 'other': no built-in schema; send a JSON Schema as "
-                    "the 'schema' part",
-                    param="schema",
-                ) from None
-        result = await extract(calls.ask, schema, document.text, upload.model, upload.max_chars)
+        try:
+            kind, _, result = await classify_and_extract(
+                calls.ask, upload.schema, document.text, upload.model, upload.max_chars
+            )
+        except NotBuiltIn:
+            raise NoBuiltInSchema(
+                "单据类型为 other，没有内置字段定义，请在 schema 中给出 JSON Schema / the "
+                "document is of kind 'other': no built-in schema; send a JSON Schema as "
+                "the 'schema' part",
+                param="schema",
+            ) from None
         body = {
             "object": "docs.extraction",
             "schema": upload.schema_name,
@@ -243,10 +233,6 @@ class DocsExtraction:
         }
         return json_reply(body, headers=x.response_headers())
 
-    def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
-        note_failure(request, x.request_id, exc, self._log_throttle)
-        return error_reply(exc, x.response_headers())
-
 
 class _Calls:
     """The model calls of one upload: chat requests of the caller's key, each through the
@@ -256,21 +242,13 @@ class _Calls:
         self.gw = gateway
         self.parent = parent
         self.model = model
-        self.count = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
     async def ask(self, body: JSON) -> JSON:
         """One chat completion on the caller's behalf; a guard refusal raises."""
-        self.count += 1
         parent = self.parent
-        x = Exchange(
-            endpoint="chat",
-            request_id=f"{parent.request_id}.chat{self.count}",
-            client_ip=parent.client_ip,
-            key=parent.key,
-            authenticated=True,
-        )
+        x = parent.child("chat", internal=False)
         # Validated and normalised exactly as a client's request would be.
         x.body = parse_request(ChatCompletionRequest, body).model_dump(
             exclude_unset=True, by_alias=True

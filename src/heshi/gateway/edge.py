@@ -10,6 +10,7 @@ disconnects mid-body is one INFO line, not a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -36,20 +37,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     and ``ClientGone`` when the client disconnects before the body ends.
     """
     too_big = BodyTooLarge(f"请求体超过 {limit} 字节 / request body exceeds {limit} bytes")
+    return b"".join([piece async for piece in limited_stream(request, limit, too_big)])
+
+
+def limited_stream(request: Request, limit: int, too_big: BodyTooLarge) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive, counted (a chunked upload declares no length):
+    ``too_big`` is raised at once when the declared length passes ``limit``, else as soon
+    as the pieces do; ``ClientGone`` when the client disconnects before the body ends."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
-    parts: list[bytes] = []
+    return _counted(request, limit, too_big)
+
+
+async def _counted(request: Request, limit: int, too_big: BodyTooLarge) -> AsyncIterator[bytes]:
     size = 0
     try:
         async for piece in request.stream():
             size += len(piece)
             if size > limit:
                 raise too_big
-            parts.append(piece)
+            yield piece
     except ClientDisconnect:
         raise ClientGone("客户端在请求体读完前断开 / client disconnected mid-body") from None
-    return b"".join(parts)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -116,9 +126,9 @@ def note_failure(request: Request, x_request_id: str, exc: HeshiError, throttle:
         return
     allowed, held = throttle.allow(exc.reason)
     if allowed:
-        from heshi.guard.pii import redact, scan
+        from heshi.guard.pii import masked
 
-        message = redact(str(exc), scan(str(exc)), "mask")
+        message = masked(str(exc))
         more = f" (+{held} more like it)" if held else ""
         log.warning(
             "%s %s -> %d: %s%s", request.method, request.url.path, exc.status_code, message, more

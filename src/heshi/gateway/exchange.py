@@ -116,14 +116,15 @@ class Exchange:
         """The caller's key id, None without a key."""
         return self.key.id if self.key is not None else None
 
-    def child(self, endpoint: Endpoint) -> Exchange:
-        """An internal request made on behalf of this one, charged to the same caller."""
+    def child(self, endpoint: Endpoint, *, internal: bool = True) -> Exchange:
+        """A request made on behalf of this one, charged to the same caller: internal (the
+        guard model's), or ``internal=False`` for one that goes the public way."""
         self.children += 1
         return Exchange(
             endpoint=endpoint,
             request_id=f"{self.request_id}.{endpoint}{self.children}",
             client_ip=self.client_ip,
-            internal=True,
+            internal=internal,
             must_run=self.generated,
             key=self.key,
             authenticated=True,

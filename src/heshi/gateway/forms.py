@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from heshi.errors import ClientGone, InvalidRequest
-from heshi.gateway.edge import BodyTooLarge
+from heshi.errors import InvalidRequest
+from heshi.gateway.edge import BodyTooLarge, limited_stream
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -74,24 +74,16 @@ async def read_form(request: Request, spec: FormSpec) -> dict[str, Part]:
         f"上传超过 {spec.max_bytes} 字节（{spec.setting}）/ "
         f"upload exceeds {spec.max_bytes} bytes ({spec.setting})"
     )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > spec.max_bytes:
-        raise too_big
+    pieces = limited_stream(request, spec.max_bytes, too_big)
     form = _Form(spec)
     try:
         parser = MultipartParser(boundary, form.callbacks())
     except FormParserError as exc:
         raise _malformed(exc) from None
     parser.logger = _PARSER_LOG
-    size = 0
     try:
-        async for piece in request.stream():
-            size += len(piece)
-            if size > spec.max_bytes:
-                raise too_big
+        async for piece in pieces:
             parser.write(piece)
-    except ClientDisconnect:
-        raise ClientGone("客户端在请求体读完前断开 / client disconnected mid-body") from None
     except FormParserError as exc:
         raise _malformed(exc) from None
     if not form.ended:

@@ -122,16 +122,11 @@ class Gateway:
         except HeshiError as exc:
             x.fail(exc)
             await self.recorder.finish(x)
-            response = self._error(request, x, exc)
-            if not getattr(request.state, "body_read", False):
-                # Refused before the body was read (a bad key, a body too large): close the
-                # connection rather than read the rest of an upload nobody wants.
-                response.headers["connection"] = "close"
-            return response
+            return self.refusal(request, x, exc)
         try:
             outcome = await (self.pipeline.stream(x) if x.stream else self.pipeline.unary(x))
         except HeshiError as exc:
-            return self._error(request, x, exc)  # the pipeline has recorded it
+            return self.refusal(request, x, exc)  # the pipeline has recorded it
         if isinstance(outcome, OpenStream):
             return SSEReply(outcome, x.response_headers())
         if isinstance(outcome, Refusal):
@@ -173,9 +168,15 @@ class Gateway:
             self.router.reload_names()  # a knowledge base created since the names were read
             return self.router.plan(model, body)
 
-    def _error(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
+    def refusal(self, request: Request, x: Exchange, exc: HeshiError) -> Response:
+        """The error answer to ``x`` (any endpoint's), its log line written. Refused before
+        the body was read (a bad key, a body too large): the connection is closed rather
+        than the rest of an upload nobody wants read."""
         note_failure(request, x.request_id, exc, self._log_throttle)
-        return error_reply(exc, x.response_headers())
+        response = error_reply(exc, x.response_headers())
+        if not getattr(request.state, "body_read", False):
+            response.headers["connection"] = "close"
+        return response
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``: the models the caller's key may use."""

@@ -311,3 +311,9 @@ def redact(text: str, findings: list[Finding], mode: str = "redact") -> str:
         pos = f.end
     out.append(text[pos:])
     return "".join(out)
+
+
+def masked(text: str) -> str:
+    """``text`` with the personal information found in it masked (``138****8000``): what
+    the audit log and log lines keep."""
+    return redact(text, scan(text), "mask")

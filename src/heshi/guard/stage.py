@@ -23,7 +23,7 @@ from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON, prepend
 from heshi.guard.guard_model import Classify, ModelVerdict, judge
-from heshi.guard.pii import redact, scan
+from heshi.guard.pii import masked, redact, scan
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.textflow import (
@@ -132,10 +132,6 @@ def _bound(classify: Callable[[str, list[JSON]], Awaitable[str]], alias: str) ->
         return await classify(alias, messages)
 
     return ask
-
-
-def _masked(text: str) -> str:
-    return redact(text, scan(text), "mask")
 
 
 @dataclass(frozen=True)
@@ -283,8 +279,8 @@ class GuardStage:
         return AuditEntry(
             tenant=_fit(tenant, 64),
             request_id=_fit(request_id, 128),
-            input=_clean(_masked(inbound.prompt)),
-            output=_clean(_masked("".join(inbound.output))),
+            input=_clean(masked(inbound.prompt)),
+            output=_clean(masked("".join(inbound.output))),
             verdicts=verdicts,
             key_id=key_id,
             client_ip=_fit(client_ip, 45) if client_ip else None,

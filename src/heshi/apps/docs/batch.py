@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from heshi.apps.docs.classify import AUTO, NotBuiltIn, schema_for
-from heshi.apps.docs.extract import Ask, extract
+from heshi.apps.docs.classify import AUTO, NotBuiltIn, classify_and_extract
+from heshi.apps.docs.extract import Ask
 from heshi.apps.docs.pool import Readers
 from heshi.apps.docs.read import document_text
 from heshi.apps.docs.schema import BUILT_IN, Schema, load_schema
 from heshi.apps.kb.documents import load_bytes
-from heshi.errors import HeshiError
+from heshi.errors import HeshiError, InvalidRequest
 
 
 @dataclass
@@ -32,9 +32,7 @@ class BatchReport:
     seconds: float = 0.0
 
 
-class BatchError(HeshiError):
-    status_code = 400
-    error_type = "invalid_request_error"
+class BatchError(InvalidRequest):
     code = "batch_output"
 
 
@@ -121,7 +119,7 @@ def _prepare(
     digest = schema.digest if schema is not None else auto_digest()
     done = finished(out, digest)
     target = out.resolve()
-    unique = list(dict.fromkeys(p.resolve() for p in files if p.resolve() != target))
+    unique = list(dict.fromkeys(r for p in files if (r := p.resolve()) != target))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -148,10 +146,9 @@ async def _extract_row(
             document = await asyncio.to_thread(document_text, path, data)
         else:
             document = await reader.read(path, data)
-        chosen = schema
-        if chosen is None:
-            row["type"], chosen = await schema_for(ask, document.text, model)
-        result = await extract(ask, chosen, document.text, model, max_chars)
+        kind, _, result = await classify_and_extract(ask, schema, document.text, model, max_chars)
+        if kind is not None:
+            row["type"] = kind
     except NotBuiltIn as exc:
         row.update(type="other", status="failed", fields=None, problems=[], error=exc.message)
     except HeshiError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from heshi.apps.docs.extract import Ask
+from heshi.apps.docs.extract import Ask, Extraction, extract
 from heshi.apps.docs.schema import Schema, load_schema
 from heshi.errors import HeshiError
 
@@ -98,3 +98,14 @@ async def schema_for(ask: Ask, text: str, model: str) -> tuple[str, Schema]:
     if kind == "other":
         raise NotBuiltIn(kind)
     return kind, load_schema(kind)
+
+
+async def classify_and_extract(
+    ask: Ask, schema: Schema | None, text: str, model: str, max_chars: int
+) -> tuple[str | None, Schema, Extraction]:
+    """The fields of ``text`` by ``schema`` — or, when None (``auto``), by the built-in
+    schema of its kind (:class:`NotBuiltIn` for "other"); and the kind found, if asked."""
+    kind = None
+    if schema is None:
+        kind, schema = await schema_for(ask, text, model)
+    return kind, schema, await extract(ask, schema, text, model, max_chars)

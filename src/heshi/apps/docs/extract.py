@@ -28,7 +28,6 @@ class Extraction:
     values: JSON
     problems: list[Problem] = field(default_factory=list)
     truncated: bool = False
-    usage: JSON | None = None
 
 
 def listing(schema: Schema) -> str:
@@ -87,4 +86,4 @@ async def extract(ask: Ask, schema: Schema, text: str, model: str, max_chars: in
                 "*", f"文档过长，只读了前 {max_chars} 字 / document cut at {max_chars} characters"
             )
         )
-    return Extraction(values, problems, truncated, result.get("usage"))
+    return Extraction(values, problems, truncated)

@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from heshi.apps.docs.read import DocumentText, document_text
-from heshi.errors import HeshiError
+from heshi.errors import HeshiError, InvalidRequest
 
 
-class RayUnavailable(HeshiError):
-    status_code = 400
-    error_type = "invalid_request_error"
+class RayUnavailable(InvalidRequest):
     code = "ray_unavailable"
 
 
@@ -37,6 +35,12 @@ class ReadTimedOut(HeshiError):
     status_code = 500
     error_type = "server_error"
     code = "read_timed_out"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"读取超过 {seconds:g} 秒，已停止 / reading took longer than {seconds:g} s and "
+            "was stopped"
+        )
 
 
 class ReaderCrashed(HeshiError):
@@ -57,10 +61,9 @@ class Readers(Protocol):
     def capacity(self) -> int: ...
 
 
-def _read(name: str, data: bytes) -> tuple[str, int]:
+def _read(name: str, data: bytes) -> DocumentText:
     """A file's text in a worker (a process of the pool, or a Ray task)."""
-    document = document_text(Path(name), data)
-    return document.text, document.pages
+    return document_text(Path(name), data)
 
 
 def _worker_start(threads: int) -> None:
@@ -110,15 +113,13 @@ class ProcessReaders:
         longer than ``timeout`` is stopped (its worker with it) and the file failed."""
         pool = self._pool
         try:
-            text, pages = await self._in(pool, path, data)
+            document = await self._in(pool, path, data)
         except BrokenProcessPool:
-            if self._pool is pool:  # the first to notice starts the new pool
-                _stop(pool)
-                self._pool = self._start(self.workers)
+            self._restart(pool)
             async with self._alone:
                 alone = self._start(1)
                 try:
-                    text, pages = await self._in(alone, path, data)
+                    document = await self._in(alone, path, data)
                 except BrokenProcessPool:
                     raise ReaderCrashed(
                         "读取进程在此文件上崩溃（单独重试仍崩溃，文件可能损坏）/ the reader "
@@ -127,22 +128,23 @@ class ProcessReaders:
                     ) from None
                 finally:
                     _stop(alone)
-        return DocumentText(text, pages)
+        return document
 
-    async def _in(self, pool: ProcessPoolExecutor, path: Path, data: bytes) -> tuple[str, int]:
+    def _restart(self, pool: ProcessPoolExecutor) -> None:
+        """Stop ``pool`` and start a new one — once, by the first read to notice."""
+        if self._pool is pool:
+            _stop(pool)
+            self._pool = self._start(self.workers)
+
+    async def _in(self, pool: ProcessPoolExecutor, path: Path, data: bytes) -> DocumentText:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
                 loop.run_in_executor(pool, _read, str(path), data), self.timeout
             )
         except TimeoutError:
-            if self._pool is pool:  # its worker is stopped: the others are read again
-                _stop(pool)
-                self._pool = self._start(self.workers)
-            raise ReadTimedOut(
-                f"读取超过 {self.timeout:g} 秒，已停止 / reading took longer than "
-                f"{self.timeout:g} s and was stopped"
-            ) from None
+            self._restart(pool)  # its worker stopped: the others are read again
+            raise ReadTimedOut(self.timeout or 0.0) from None  # (None never times out)
 
     def close(self, *, finished: bool = True) -> None:
         """Wait for the workers when the batch finished; stop them at once when not
@@ -221,14 +223,13 @@ class RayReaders:
         ref = self._task.remote(str(path), data)
         self._running.add(ref)
         try:
-            text, pages = await asyncio.wait_for(asyncio.ensure_future(ref), self.timeout)
+            document: DocumentText = await asyncio.wait_for(
+                asyncio.ensure_future(ref), self.timeout
+            )
         except TimeoutError:
             with contextlib.suppress(Exception):
                 self._ray.cancel(ref, force=True)
-            raise ReadTimedOut(
-                f"读取超过 {self.timeout:g} 秒，已停止 / reading took longer than "
-                f"{self.timeout:g} s and was stopped"
-            ) from None
+            raise ReadTimedOut(self.timeout or 0.0) from None  # (None never times out)
         except self._ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             raise cause from None
@@ -236,7 +237,7 @@ class RayReaders:
             raise ReaderCrashed(f"Ray 任务失败 / the Ray task failed: {exc}") from None
         finally:
             self._running.discard(ref)
-        return DocumentText(text, pages)
+        return document
 
     def close(self, *, finished: bool = True) -> None:
         """Leave the cluster; tasks still running (Ctrl-C, an error) are cancelled."""

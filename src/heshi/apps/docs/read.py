@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from heshi.apps.kb.documents import load_bytes, read_document
+from heshi.apps.kb.documents import NO_TEXT, load_bytes, read_document
 from heshi.apps.kb.office import pdf_pages
 from heshi.apps.kb.parse import UnreadableDocument
 
@@ -25,10 +25,10 @@ def document_text(path: Path, data: bytes | None = None) -> DocumentText:
     :class:`UnreadableDocument` says why not."""
     if path.suffix.lower() == ".pdf":
         pages = pdf_pages(load_bytes(path) if data is None else data)
-        text = "\n".join(line.strip() for page, _ in pages for line in page.split("\n"))
-        text = "\n".join(line for line in text.split("\n") if line)
+        stripped = (line.strip() for page, _ in pages for line in page.split("\n"))
+        text = "\n".join(line for line in stripped if line)
         if not text:
-            raise UnreadableDocument("文件中没有文字 / no text in the file (OCR found none either)")
+            raise UnreadableDocument(NO_TEXT)
         return DocumentText(text, len(pages))
     parsed = read_document(path, data)
     lines = []

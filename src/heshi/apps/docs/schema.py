@@ -10,6 +10,7 @@ Beyond JSON Schema, a property may carry checks Heshi runs after extraction:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,16 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from heshi.errors import HeshiError
+from heshi.errors import InvalidRequest
 
 BUILT_IN = ("invoice", "contract", "bill_of_lading", "bank_statement")
 MAX_SCHEMA_BYTES = 1024 * 1024
 _CHECKS = ("uscc",)
 
 
-class SchemaError(HeshiError):
-    status_code = 400
-    error_type = "invalid_request_error"
+class SchemaError(InvalidRequest):
     code = "invalid_schema"
 
 
@@ -68,8 +67,7 @@ def load_schema(ref: str | Path) -> Schema:
     """A built-in schema by name, or a JSON Schema file; a clear error otherwise."""
     text = str(ref)
     if text in BUILT_IN:
-        raw = resources.files("heshi.apps.docs").joinpath(f"schemas/{text}.json").read_text("utf-8")
-        return _checked(text, json.loads(raw))
+        return _built_in(text)
     path = Path(text)
     try:
         if path.stat().st_size > MAX_SCHEMA_BYTES:
@@ -83,6 +81,14 @@ def load_schema(ref: str | Path) -> Schema:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SchemaError(f"无法读取 schema / cannot read the schema {path}: {exc}") from exc
     return _checked(path.stem, data)
+
+
+@functools.cache
+def _built_in(name: str) -> Schema:
+    """A built-in schema, read and checked once per process (a batch and every upload use
+    them; nothing changes a :class:`Schema`)."""
+    raw = resources.files("heshi.apps.docs").joinpath(f"schemas/{name}.json").read_text("utf-8")
+    return _checked(name, json.loads(raw))
 
 
 def schema_from_data(name: str, data: Any) -> Schema:

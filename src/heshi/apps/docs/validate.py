@@ -32,12 +32,13 @@ def validate(schema: Schema, raw: dict[str, Any]) -> tuple[dict[str, Any], list[
     """The schema's top-level properties (null where absent), typed, and the problems."""
     values: dict[str, Any] = {}
     problems: list[Problem] = []
-    extra = [str(key) for key in raw if key not in schema.properties]
+    properties = schema.properties  # a copy each time it is read
+    extra = [str(key) for key in raw if key not in properties]
     if extra:  # the grammar never allows this; a backend that ignores it may
         problems.append(
             Problem("*", f"模型输出了 schema 之外的字段 / not in the schema: {', '.join(extra)}")
         )
-    for name, spec in schema.properties.items():
+    for name, spec in properties.items():
         if name not in raw:  # unlike null ("the document does not say"): not answered
             problems.append(Problem(name, "模型输出中缺少该字段 / missing from the model's output"))
         value = raw.get(name)

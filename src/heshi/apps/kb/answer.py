@@ -167,9 +167,9 @@ class KnowledgeBot:
             session.failures += 1
             return Answer(DECLINE, hits=hits)
         earlier = history[-2 * self.config.history_turns :]
-        doubt, judged = None, None
         if self.config.answer_style == "quote":
             return await self._quote(kb, query, hits, earlier, question, session)
+        doubt, judged = None, None
         if self.judge is not None:
             asked = prompt_messages(kb, hits, earlier, question, JUDGE_ASK)
             doubt, judged = await self.judge(asked)
@@ -254,12 +254,7 @@ def quote_judge_messages(
     """What the judge reads before a quoted answer: exactly the sentences the answer would
     be, the question, and whether they state its answer."""
     listing = "\n".join(f"- {sentence}" for _, _, sentence in chosen)
-    last = f"句子：\n{listing}\n\n问题：{question}\n\n{QUOTE_JUDGE_ASK}"
-    return [
-        {"role": "system", "content": SYSTEM.format(kb=kb)},
-        *history,
-        {"role": "user", "content": last},
-    ]
+    return _with_turns(kb, history, f"句子：\n{listing}\n\n问题：{question}\n\n{QUOTE_JUDGE_ASK}")
 
 
 def prompt_messages(
@@ -269,6 +264,11 @@ def prompt_messages(
     the question and what to do in the last user turn (small models follow what is
     closest)."""
     last = CONTEXT.format(materials=materials(hits), question=question) + ask
+    return _with_turns(kb, history, last)
+
+
+def _with_turns(kb: str, history: list[JSON], last: str) -> list[JSON]:
+    """Who the model is, the earlier turns, and the last user turn."""
     return [
         {"role": "system", "content": SYSTEM.format(kb=kb)},
         *history,

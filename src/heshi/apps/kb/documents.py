@@ -7,13 +7,14 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from heshi.apps.kb.ocr import IMAGE_SUFFIXES, bounded_read
+from heshi.apps.kb.ocr import IMAGE_SUFFIXES, bounded_pieces
 from heshi.apps.kb.office import read_csv, read_docx, read_image, read_ofd, read_pdf, read_xlsx
 from heshi.apps.kb.parse import Parsed, UnreadableDocument, read_html, read_markdown, read_text
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are read
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # a DOCX/XLSX/OFD package's content, unpacked
 MAX_PACKAGE_MEMBERS = 10_000
+NO_TEXT = "文件中没有文字 / no text in the file (OCR found none either)"
 PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their readers open them
 
 
@@ -45,7 +46,7 @@ def read_document(path: Path, data: bytes | None = None) -> Parsed:
         check_package(content, suffix)
     parsed = reader(content)
     if not any(b.text.strip() for b in parsed.blocks):
-        raise UnreadableDocument("文件中没有文字 / no text in the file (OCR found none either)")
+        raise UnreadableDocument(NO_TEXT)
     return parsed
 
 
@@ -65,7 +66,7 @@ def check_package(data: bytes, suffix: str) -> None:
             for member in members:
                 if member.is_dir():
                     continue
-                budget -= len(bounded_read(package, member, budget))
+                budget -= sum(map(len, bounded_pieces(package, member, budget)))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
         kind = suffix.lstrip(".").upper()
         raise UnreadableDocument(f"无法打开 {kind} / cannot open the {kind}: {exc}") from exc

@@ -202,11 +202,6 @@ def read_image_pages(data: bytes) -> list[list[str]]:
     return [upright_lines(page) for page in open_pages(data)]
 
 
-def read_image_lines(data: bytes) -> list[str]:
-    """The lines of every page of a picture file, a blank line between pages."""
-    return "\n\n".join("\n".join(page) for page in read_image_pages(data)).split("\n")
-
-
 def pdf_page_lines(page: Any) -> list[str]:
     """OCR of a PDF page (a ``pypdfium2`` page) rendered at :data:`PAGE_DPI` — or less,
     when the page says it is so large that it would pass :data:`MAX_PIXELS`."""
@@ -221,7 +216,7 @@ def pdf_page_lines(page: Any) -> list[str]:
         bitmap.close()
 
 
-def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
+def ofd_image_texts(data: bytes) -> Iterator[str]:
     """The text of each picture in an OFD package (an image-only e-document: a scan
     wrapped as OFD), in the package's order (at most :data:`MAX_OCR_PAGES`)."""
     try:
@@ -236,7 +231,8 @@ def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
                     f"OFD 中的图片超过 {MAX_OCR_PAGES} 张 / more than {MAX_OCR_PAGES} images"
                 )
             for member in members:
-                yield read_image_lines(bounded_read(package, member, MAX_OFD_IMAGE_BYTES))
+                pages = read_image_pages(bounded_read(package, member, MAX_OFD_IMAGE_BYTES))
+                yield "\n\n".join("\n".join(lines) for lines in pages)
     except zipfile.BadZipFile as exc:
         raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
 
@@ -244,9 +240,16 @@ def ofd_image_lines(data: bytes) -> Iterator[list[str]]:
 def bounded_read(package: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
     """A member's bytes, read in pieces and refused once past ``limit`` whatever size the
     archive declares for it (only stored and deflated members are ever read)."""
+    return b"".join(bounded_pieces(package, member, limit))
+
+
+def bounded_pieces(
+    package: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int
+) -> Iterator[bytes]:
+    """:func:`bounded_read`'s pieces, one at a time (a size check need not hold them)."""
     if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise UnreadableDocument(f"不支持的压缩方式 / unsupported compression in {member.filename}")
-    parts, size = [], 0
+    size = 0
     with package.open(member) as stream:
         while piece := stream.read(1 << 20):
             size += len(piece)
@@ -254,5 +257,4 @@ def bounded_read(package: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) 
                 raise UnreadableDocument(
                     f"压缩包中的文件过大 / a file in the package is too large: {member.filename}"
                 )
-            parts.append(piece)
-    return b"".join(parts)
+            yield piece

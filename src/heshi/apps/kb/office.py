@@ -10,7 +10,7 @@ import re
 import threading
 from collections.abc import Iterable
 
-from heshi.apps.kb.ocr import MAX_OCR_PAGES, ofd_image_lines, pdf_page_lines, read_image_pages
+from heshi.apps.kb.ocr import MAX_OCR_PAGES, ofd_image_texts, pdf_page_lines, read_image_pages
 from heshi.apps.kb.parse import (
     NUMBERED_HEADING,
     QA_LINE,
@@ -67,7 +67,7 @@ def pdf_pages(data: bytes) -> list[tuple[str, bool]]:
 def _join_pdf_lines(text: str) -> str:
     """A PDF's text layer breaks lines where the page did; a line that does not end a
     sentence continues on the next one (Chinese has no spaces to put back)."""
-    lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    lines = [line.strip() for line in text.split("\n")]  # line ends made \n by pdf_pages
     out: list[str] = []
     for line in lines:
         if (
@@ -97,7 +97,7 @@ def read_ofd(data: bytes) -> Parsed:
     except ofdkit.OFDError as exc:
         raise UnreadableDocument(f"无法打开 OFD / cannot open the OFD: {exc}") from exc
     if len(text.strip()) < MIN_TEXT_LAYER:  # image-only: a scan wrapped as OFD
-        text = "\n\n".join("\n".join(lines) for lines in ofd_image_lines(data))
+        text = "\n\n".join(ofd_image_texts(data))
     return Parsed(list(text_blocks(text)), pages)
 
 
