@@ -1,12 +1,13 @@
-"""Tool calling on the embedded engine: a Chinese evaluation set, with and without the grammar.
+"""Tool calling on the embedded engine: a Chinese evaluation set, in several engine modes.
 
 Every case of ``benchmarks/data/tools_zh.json`` (customer service, logistics, banking,
-retail, HR and IT-helpdesk requests, a third of them needing no tool) is sent to
-``LlamaCppEngine.chat`` in process — ``tool_choice: "auto"``, temperature 0,
-``max_tokens`` 256 — twice: by an engine with ``tool_grammar: true`` (answers held to
-prose or schema-valid calls), then by a fresh one with ``tool_grammar: false``
-(unconstrained, parsed leniently). The two engines run one after the other, never
-together, on the same model and threads.
+retail, HR and IT-helpdesk requests, a third of them needing no tool; or the held-out
+``tools_zh_holdout.json`` with ``--data``) is sent to ``LlamaCppEngine.chat`` in process —
+``tool_choice: "auto"``, temperature 0, ``max_tokens`` 256 — once per mode, by a fresh
+engine each: ``decision`` (the default: the which-function question first, then answers
+held to the grammar), ``grammar`` (``tool_decision: false``: held to prose or schema-valid
+calls only) and ``free`` (``tool_grammar: false``: unconstrained, parsed leniently). The
+engines run one after the other, never together, on the same model and threads.
 
 Per case: the calls made; whether each is *valid* (an offered function, arguments a JSON
 object that validates against its ``parameters`` schema — checked by the small validator
@@ -16,6 +17,7 @@ no call when it is null); whether the expected argument values appear (strings a
 substrings, numbers equal, dotted keys for nested objects); seconds per case.
 
     .venv/bin/python benchmarks/tools.py [--json FILE] [--quick] [--model PATH]
+        [--mode decision,grammar,free] [--data FILE]
 
 Targets (tool-calling issue), default model: ≥ 98% of calls valid, ≥ 90% right tool.
 """
@@ -41,13 +43,19 @@ from typing import Any
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.llamacpp import LlamaCppEngine
+from heshi.engines.tooldecision import Decision
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "tools_zh.json"
 TARGET_VALID, TARGET_RIGHT = 0.98, 0.90
 MAX_TOKENS = 256
 QUICK = 10
-MODES = {"grammar": True, "free": False}  # mode name -> LocalEngineConfig.tool_grammar
+# mode name -> LocalEngineConfig settings
+MODES: dict[str, dict[str, bool]] = {
+    "decision": {"tool_grammar": True, "tool_decision": True},  # the default
+    "grammar": {"tool_grammar": True, "tool_decision": False},
+    "free": {"tool_grammar": False, "tool_decision": False},
+}
 CALL_TAG = "<tool_call>"
 
 
@@ -280,6 +288,11 @@ class RecordingEngine(LlamaCppEngine):
     failure can be reported as the model wrote it."""
 
     last_raw: dict[str, Any] | None = None
+    last_decision: Decision | None = None
+
+    async def _decision(self, prompt: str, body: dict[str, Any]) -> Decision | None:
+        self.last_decision = await super()._decision(prompt, body)
+        return self.last_decision
 
     async def _call_once(self, handler: Any, body: dict[str, Any]) -> dict[str, Any]:
         self.last_raw = None
@@ -309,7 +322,7 @@ async def run_mode(
 ) -> list[dict[str, Any]]:
     catalogue = {t["function"]["name"]: t for t in data["tools"]}
     config = LocalEngineConfig(
-        model=str(model), ctx=4096, parallel=1, threads=threads, tool_grammar=MODES[mode]
+        model=str(model), ctx=4096, parallel=1, threads=threads, **MODES[mode]
     )
     engine = RecordingEngine("qwen", model, config)
     await engine.start()
@@ -328,6 +341,7 @@ async def run_mode(
                 "temperature": 0,
                 "max_tokens": MAX_TOKENS,
             }
+            engine.last_decision = None
             start = time.perf_counter()
             try:
                 answer = await engine.chat(body)
@@ -348,6 +362,13 @@ async def run_mode(
                 "usage": answer.get("usage"),
                 "timings": answer.get("timings"),  # llama.cpp's own: prompt and decode ms
                 "load_1min": os.getloadavg()[0],  # others' work on the machine shows here
+                # the question asked first (decision mode): P(no call) share, first function
+                "decision": None
+                if engine.last_decision is None
+                else {
+                    "none_share": round(engine.last_decision.none_share, 4),
+                    "function": engine.last_decision.function,
+                },
                 "error": error,
                 **score(case, choice["message"], schemas),
             }
@@ -564,7 +585,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write per-case results and summary here")
     parser.add_argument("--quick", action="store_true", help=f"only the first {QUICK} cases")
     parser.add_argument("--only", help="comma-separated case ids")
-    parser.add_argument("--mode", choices=["both", *MODES], default="both")
+    parser.add_argument(
+        "--mode",
+        default="decision,grammar",
+        help=f"comma-separated modes, in order (of {', '.join(MODES)}; default decision,grammar)",
+    )
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     parser.add_argument(
         "--rescore", action="store_true", help="score the --json file's answers again, no run"
@@ -588,7 +613,9 @@ def main() -> None:
     if args.quick:
         cases = cases[:QUICK]
     model = args.model or default_model()
-    modes = list(MODES) if args.mode == "both" else [args.mode]
+    modes = args.mode.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; modes: {', '.join(MODES)}")
     res: dict[str, Any] = {
         "machine": machine(model, args.threads),
         "settings": {
@@ -598,7 +625,7 @@ def main() -> None:
             "temperature": 0,
             "max_tokens": MAX_TOKENS,
             "ctx": 4096,
-            "modes": {m: {"tool_grammar": MODES[m]} for m in modes},
+            "modes": {m: MODES[m] for m in modes},
         },
         "summary": {},
         "results": {},

@@ -91,6 +91,13 @@ class LocalEngineConfig(Strict):
     # tool_choice "auto": a call carrying an identifier (5+ digits: order, account, phone
     # numbers) that the conversation never gave is replaced by an answer in words
     tool_call_grounding: bool = True
+    # tool_choice "auto" (with tool_grammar): before answering, the model is asked which
+    # function the user's latest message asks for, option A being none; below
+    # call_below its share for A, its first-ranked function is called; above answer_above
+    # the answer is in words; in between it answers freely (docs/benchmarks.md)
+    tool_decision: bool = True
+    tool_decision_call_below: float = Field(default=0.14, ge=0, le=1)
+    tool_decision_answer_above: float = Field(default=0.30, ge=0, le=1)
     # thinking models (Qwen3, QwQ): think unless a request turns it off
     # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
     thinking: bool = True

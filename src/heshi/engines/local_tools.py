@@ -5,6 +5,7 @@ refused (:mod:`heshi.engines.toolgrounding`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 from heshi.config import LocalEngineConfig
@@ -18,6 +19,7 @@ from heshi.engines.llamacpp_requests import (
 from heshi.engines.local_streams import read_tool_answer
 from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
+from heshi.engines.tooldecision import Decision, decision_question, read_decision
 from heshi.engines.toolgrounding import conversation_text, invented_values
 from heshi.errors import InvalidRequest
 
@@ -69,6 +71,19 @@ class ToolCalling(_Engine):
                 opened = False
             thought = "none"
         out.update(model=self.model_name, prompt=prompt)
+        if not prose_only and thought == "none" and tools.choice == "auto":
+            decision = await self._decision(prompt, body)
+            verdict = (
+                "free"
+                if decision is None
+                else decision.verdict(
+                    self.config.tool_decision_call_below, self.config.tool_decision_answer_above
+                )
+            )
+            if verdict == "words":
+                prose_only = True
+            elif verdict == "call" and decision is not None:
+                tools = dataclasses.replace(tools, choice=decision.function)
         grammar = (
             prose_grammar(thought, gbnf=gbnf is not None)
             if prose_only
@@ -113,6 +128,21 @@ class ToolCalling(_Engine):
             if name in completion:
                 result[name] = completion[name]
         return result
+
+    async def _decision(self, prompt: str, body: JSON) -> Decision | None:
+        """The model's answer to the question put before an ``auto`` answer
+        (``engine.tool_decision``; see :mod:`heshi.engines.tooldecision`), or None where it
+        is not asked. Its tokens are not billed: the prompt is the request's own, read once
+        and reused by the answer."""
+        if not self.config.tool_decision or not self.config.tool_grammar:
+            return None
+        question = decision_question(prompt, body)
+        if question is None:
+            return None
+        completion = await self._call_once(
+            self._require_server().handle_completions, question.completion_body(self.model_name)
+        )
+        return read_decision(completion, question)
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
         """Whether any call carries an identifier the conversation never gave (and the
