@@ -386,6 +386,71 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
     assert [f for f in finishes if f] == ["length"]  # one end, the second answer's
 
 
+CITY_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "查询城市天气",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["北京", "上海"]}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("answer", ["B", "A"])
+async def test_the_which_function_question_decides_before_the_answer(
+    tmp_path: Path, answer: str
+) -> None:
+    """The tiny model answers every prompt's first token with the first byte of its greedy
+    text: built to answer "B" (the function), its answer is a call, streamed or not, where
+    without the question it writes "BBB…" in words; built to answer "A" (nothing to do),
+    it answers in words where, pushed by a bias on "<", it would otherwise call."""
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from tests.conftest import tiny_engine_config
+    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
+
+    gguf = build_tiny_qwen2_gguf(
+        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=2048, greedy_text=answer
+    )
+    body = {
+        "model": TINY_NAME,
+        "messages": [{"role": "user", "content": "北京天气"}],
+        "tools": [CITY_WEATHER],
+        "tool_choice": "auto",
+        "max_tokens": 120,
+    }
+    if answer == "A":
+        body["logit_bias"] = {str(ord("<")): 100}  # byte tokens: id = the byte
+    answers = {}
+    for decide in (True, False):
+        config = tiny_engine_config(gguf, ctx=2048, tool_decision=decide)
+        engine = LlamaCppEngine(TINY_NAME, gguf, config)
+        await engine.start()
+        try:
+            message = (await engine.chat(body))["choices"][0]["message"]
+            chunks = [c async for c in engine.stream_chat(body)]
+        finally:
+            await engine.close()
+        deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+        streamed = [tc for d in deltas for tc in d.get("tool_calls") or ()]
+        answers[decide] = message, streamed, deltas
+    (message, streamed, deltas), (free, free_streamed, _) = answers[True], answers[False]
+    if answer == "B":
+        (call,) = message["tool_calls"]
+        assert call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"])["city"] in ("北京", "上海")
+        names = [tc["function"]["name"] for tc in streamed if tc["function"].get("name")]
+        assert names == ["get_weather"]
+        assert "tool_calls" not in free and free["content"].startswith("BBB")
+        return
+    assert "tool_calls" not in message and message["content"]
+    assert not streamed and any(d.get("content") for d in deltas)
+    assert free["tool_calls"] and free_streamed
+
+
 def test_identifiers_must_come_from_the_conversation() -> None:
     from heshi.engines.toolgrounding import conversation_text, invented_values
 
@@ -409,3 +474,13 @@ def test_identifiers_must_come_from_the_conversation() -> None:
     assert invented_values(json.dumps(grounded), said) == []
     made_up = {"order_id": "DD20250101000001", "nested": {"phones": ["13800138000"]}}
     assert invented_values(json.dumps(made_up), said) == ["DD20250101000001", "13800138000"]
+    # free text quoting the user, time slots and date ranges are not identifiers
+    said = "电脑蓝屏了，我在B座12楼1208工位，订单 DD20261130117734"
+    quoted = {
+        "description": "电脑蓝屏，我在B座12楼1208工位", "time_slot": "15:00-18:00",
+        "leave": "2026-12-28至2026-12-31", "when": "2026/12/05 09:30:00",
+        "order": "订单DD20261130117734已损坏",
+    }  # fmt: skip
+    assert invented_values(json.dumps(quoted, ensure_ascii=False), said) == []
+    sneaked = {"note": "退款到卡号 6222 0201 1234 5678，订单 DD20261130117734"}
+    assert invented_values(json.dumps(sneaked, ensure_ascii=False), said) == [sneaked["note"]]

@@ -140,7 +140,8 @@ class ToolCalling(_Engine):
         if question is None:
             return None
         completion = await self._call_once(
-            self._require_server().handle_completions, question.completion_body(self.model_name)
+            self._require_server().handle_completions,
+            question.completion_body(self.model_name),
         )
         return read_decision(completion, question)
 

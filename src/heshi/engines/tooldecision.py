@@ -49,7 +49,9 @@ class DecisionQuestion:
 
     def completion_body(self, model: str) -> JSON:
         """The text completion that asks it: one token, greedy, with the probabilities of
-        the top tokens (every option letter, and some room)."""
+        the top tokens (every option letter, and some room). llama.cpp reports them before
+        any sampling step, so a request's ``logit_bias`` would not change them: none is
+        sent."""
         return {
             "model": model,
             "prompt": self.prompt,
@@ -107,7 +109,7 @@ def decision_question(prompt: str, body: JSON) -> DecisionQuestion | None:
 
 def read_decision(completion: JSON, question: DecisionQuestion) -> Decision | None:
     """The decision in a completion of ``question`` (None without probabilities, or when
-    no option letter is among the top tokens)."""
+    no option letter is among the top tokens; a share of 1 when A is the only one)."""
     choice = (completion.get("choices") or [{}])[0]
     logprobs = choice.get("logprobs") or {}
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -117,11 +119,11 @@ def read_decision(completion: JSON, question: DecisionQuestion) -> Decision | No
         letter = str(entry.get("token", "")).strip()
         if letter in _LETTERS[: len(question.functions) + 1]:
             mass[letter] = mass.get(letter, 0.0) + math.exp(float(entry["logprob"]))
-    functions = {letter: p for letter, p in mass.items() if letter != "A"}
     total = sum(mass.values())
-    if not functions or total <= 0:
+    if total <= 0:
         return None
-    best = max(functions, key=functions.__getitem__)
+    # option A alone among the top tokens: sure there is nothing to do
+    best = max((k for k in mass if k != "A"), key=mass.__getitem__, default="B")
     return Decision(mass.get("A", 0.0) / total, question.functions[_LETTERS.index(best) - 1])
 
 

@@ -17,8 +17,10 @@ from heshi.engines.base import JSON
 
 # An identifier: five or more digits (order, account, card, phone, employee numbers).
 _MIN_ID_DIGITS = 5
+# dates (2026-12-28, 2026/12) and times (14:30, 09:00:00): never identifiers
 _DATE_OR_TIME = re.compile(
-    r"^\s*(\d{4}[-/.年]\d{1,2}([-/.月]\d{1,2}日?)?)?([ T]?\d{1,2}[:：]\d{2}([:：]\d{2})?)?\s*$"
+    r"(?<!\d)(?:19|20)\d\d[-/.](?:1[0-2]|0?[1-9])(?:[-/.](?:3[01]|[12]\d|0?[1-9]))?(?!\d)"
+    r"|(?<!\d)(?:2[0-3]|[01]?\d)[:：][0-5]\d(?:[:：][0-5]\d)?(?!\d)"
 )
 _NUMBER_RUN = re.compile(r"\d(?:[\d\s\-./]*\d)?")
 
@@ -42,9 +44,11 @@ def conversation_text(body: JSON) -> str:
 
 
 def invented_values(arguments: str, conversation: str) -> list[str]:
-    """The identifier-like strings in a call's ``arguments`` (five or more digits, not a
-    date or time) that appear nowhere in ``conversation``: an order, account or phone
-    number the model made up rather than took from the user or a tool result."""
+    """The values in a call's ``arguments`` holding an identifier — a run of five or more
+    digits, not a date — that appears nowhere in ``conversation``: an order, account or
+    phone number the model made up rather than took from the user or a tool result. A
+    value is judged by each of its digit runs, so free text that quotes the user ("B座12楼
+    1208工位") or a time slot ("15:00-18:00") is not taken for an identifier."""
     try:
         values = list(_strings(orjson.loads(arguments)))
     except orjson.JSONDecodeError:
@@ -53,12 +57,13 @@ def invented_values(arguments: str, conversation: str) -> list[str]:
     flat = re.sub(r"\s", "", conversation).lower()
     invented = []
     for value in values:
-        digits = re.sub(r"\D", "", value)
-        if len(digits) < _MIN_ID_DIGITS or _DATE_OR_TIME.match(value):
+        if re.sub(r"\s", "", value).lower() in flat:
             continue
-        if re.sub(r"\s", "", value).lower() in flat or any(digits in run for run in runs):
-            continue
-        invented.append(value)
+        for run in _NUMBER_RUN.findall(_DATE_OR_TIME.sub(" ", value)):
+            digits = re.sub(r"\D", "", run)
+            if len(digits) >= _MIN_ID_DIGITS and not any(digits in said for said in runs):
+                invented.append(value)
+                break
     return invented
 
 
