@@ -190,6 +190,48 @@ def test_calls_the_right_tool_on_its_own_and_streams_it(real_gateway: RunningGat
     assert CJK.search(hello.choices[0].message.content or "")
 
 
+REFUND = {
+    "type": "function",
+    "function": {
+        "name": "apply_refund",
+        "description": "为订单提交退款申请",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}, "reason": {"type": "string"}},
+            "required": ["order_id", "reason"],
+        },
+    },
+}
+
+
+def test_a_second_request_after_a_tool_result_is_a_call(real_gateway: RunningGateway) -> None:
+    """After a tool result the model alone answers a new request in words ("已为您申请退款")
+    without calling; the which-function question makes it call (docs/decisions.md)."""
+    c = client(real_gateway.url)
+    lookup = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "query_order", "arguments": '{"order_id": "DD20261201884420"}'},
+    }
+    messages = [
+        {"role": "user", "content": "订单 DD20261201884420 到了没"},
+        {"role": "assistant", "content": None, "tool_calls": [lookup]},
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": '{"status": "已签收", "items": [{"name": "陶瓷马克杯", "qty": 2}]}',
+        },
+        {"role": "assistant", "content": "您的订单已签收，是两个陶瓷马克杯。"},
+        {"role": "user", "content": "到是到了，可两个杯子都摔裂了，帮我退款"},
+    ]
+    resp = c.chat.completions.create(
+        model=NAME, messages=messages, tools=[TOOLS[1], REFUND], max_tokens=120, temperature=0
+    )  # type: ignore[arg-type]
+    (call,) = resp.choices[0].message.tool_calls or []
+    assert call.function.name == "apply_refund"
+    assert json.loads(call.function.arguments)["order_id"] == "DD20261201884420"
+
+
 def test_the_tool_calling_example_in_serving_md_runs(real_gateway: RunningGateway) -> None:
     doc = (Path(__file__).parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
     section = doc.split("## Tool calling", 1)[1].split("\n## ", 1)[0]
