@@ -386,20 +386,6 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
     assert [f for f in finishes if f] == ["length"]  # one end, the second answer's
 
 
-CITY_WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "查询城市天气",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "enum": ["北京", "上海"]}},
-            "required": ["city"],
-        },
-    },
-}
-
-
 @pytest.mark.parametrize("answer", ["B", "A"])
 async def test_the_which_function_question_decides_before_the_answer(
     tmp_path: Path, answer: str
@@ -418,7 +404,7 @@ async def test_the_which_function_question_decides_before_the_answer(
     body = {
         "model": TINY_NAME,
         "messages": [{"role": "user", "content": "北京天气"}],
-        "tools": [CITY_WEATHER],
+        "tools": [WEATHER],
         "tool_choice": "auto",
         "max_tokens": 120,
     }
@@ -441,7 +427,7 @@ async def test_the_which_function_question_decides_before_the_answer(
     if answer == "B":
         (call,) = message["tool_calls"]
         assert call["function"]["name"] == "get_weather"
-        assert json.loads(call["function"]["arguments"])["city"] in ("北京", "上海")
+        assert json.loads(call["function"]["arguments"])["city"] in CITIES
         names = [tc["function"]["name"] for tc in streamed if tc["function"].get("name")]
         assert names == ["get_weather"]
         assert "tool_calls" not in free and free["content"].startswith("BBB")
