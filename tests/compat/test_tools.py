@@ -437,6 +437,41 @@ async def test_the_which_function_question_decides_before_the_answer(
     assert free["tool_calls"] and free_streamed
 
 
+async def test_a_question_that_does_not_fit_leaves_the_answer_to_the_model(
+    tmp_path: Path,
+) -> None:
+    """The question quotes the latest message: near the end of the context it may not fit
+    where the answer does. The answer is then given as without the question."""
+    from heshi.engines.llamacpp import LlamaCppEngine
+    from tests.conftest import tiny_engine_config
+    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
+
+    gguf = build_tiny_qwen2_gguf(
+        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=1024
+    )
+    config = tiny_engine_config(gguf, ctx=1024, tool_decision=True)
+    engine = LlamaCppEngine(TINY_NAME, gguf, config)
+    body = {
+        "model": TINY_NAME,
+        "messages": [{"role": "user", "content": "weather " * 40}],
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+        "max_tokens": 8,
+    }
+    await engine.start()
+    try:
+        prompt = await engine.count_prompt_tokens("chat", body)
+        assert prompt is not None
+        answer = await engine.chat(body)
+        chunks = [c async for c in engine.stream_chat(body)]
+    finally:
+        await engine.close()
+    assert prompt + 8 <= 1024, prompt  # the answer fits…
+    assert answer["choices"][0]["finish_reason"] == "length"
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert finishes[-1] == "length"
+
+
 def test_identifiers_must_come_from_the_conversation() -> None:
     from heshi.engines.toolgrounding import conversation_text, invented_values
 

@@ -21,7 +21,7 @@ from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
 from heshi.engines.toolgrounding import conversation_text, invented_values
-from heshi.errors import InvalidRequest
+from heshi.errors import ContextLengthExceeded, InvalidRequest
 
 
 class _Engine(Protocol):
@@ -139,10 +139,13 @@ class ToolCalling(_Engine):
         question = decision_question(prompt, body)
         if question is None:
             return None
-        completion = await self._call_once(
-            self._require_server().handle_completions,
-            question.completion_body(self.model_name),
-        )
+        try:
+            completion = await self._call_once(
+                self._require_server().handle_completions,
+                question.completion_body(self.model_name),
+            )
+        except ContextLengthExceeded:  # the question did not fit; the answer alone may
+            return None
         return read_decision(completion, question)
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
