@@ -505,3 +505,12 @@ def test_identifiers_must_come_from_the_conversation() -> None:
     assert invented_values(json.dumps(quoted, ensure_ascii=False), said) == []
     sneaked = {"note": "退款到卡号 6222 0201 1234 5678，订单 DD20261130117734"}
     assert invented_values(json.dumps(sneaked, ensure_ascii=False), said) == [sneaked["note"]]
+    # made-up numbers however they are separated, and long integers, are still caught
+    disguised = [
+        "138_0013_8000", "138，0013，8000", "138—0013—8000", "ORD-2026-05-0001",
+        "2026-12-28-0001", "A1234B5678", "工号:1234:5678", "14:30 12345",
+    ]  # fmt: skip
+    for value in disguised:
+        assert invented_values(json.dumps({"id": value}, ensure_ascii=False), "谢谢") == [value]
+    numbers = {"account": 6222021234567890, "amount": 30000}
+    assert invented_values(json.dumps(numbers), "转三万") == ["6222021234567890"]

@@ -58,9 +58,9 @@ def test_no_question_where_it_does_not_apply() -> None:
 
 
 def test_a_very_long_message_is_quoted_shortened() -> None:
-    long = "退" * 1000
+    long = "合同正文" * 250 + "退" * 400  # the request comes last
     question = decision_question(PROMPT + ASSISTANT, body({"role": "user", "content": long}))
-    assert question is not None and "退" * 400 + "…」" in question.prompt
+    assert question is not None and "「…" + "退" * 400 + "」" in question.prompt
 
 
 def test_the_decision_is_the_share_of_option_a_among_the_letters() -> None:
@@ -70,9 +70,12 @@ def test_the_decision_is_the_share_of_option_a_among_the_letters() -> None:
     assert decision is not None
     assert decision.function == "apply_refund"
     assert math.isclose(decision.none_share, 0.1 / 0.9)
-    sure = read_decision(top(A=0.5, D=0.5), question)  # D is not an option
+    sure = read_decision(top(A=0.6, D=0.3), question)  # D is not an option
     assert sure is not None and sure.none_share == 1.0
-    # no option letter among the top tokens, or no probabilities, is no answer
+    wide = read_decision(top(**{"Ａ": 0.5, "B.": 0.3}), question)  # full-width, "B."
+    assert wide is not None and math.isclose(wide.none_share, 0.5 / 0.8)
+    # letters that are scraps beside another answer, or none, or no probabilities: no answer
+    assert read_decision(top(不=0.95, C=0.001), question) is None
     assert read_decision(top(D=0.5, 的=0.4), question) is None
     assert read_decision({"choices": [{"text": "A"}]}, question) is None
 

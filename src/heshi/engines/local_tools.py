@@ -65,13 +65,14 @@ class ToolCalling(_Engine):
             out["max_tokens"] = asked
         gbnf = None if llguidance_built() else json_schema_to_grammar
         thought = thought_of(body, opened)
+        thinking = thought != "none"  # a thinking model decides in its thought
         if gbnf is not None and thought != "none":  # GBNF cannot say "a thought, then a call"
             if opened:
                 prompt += "\n" + THINK_CLOSE + "\n\n"  # so the block is closed, empty
                 opened = False
             thought = "none"
         out.update(model=self.model_name, prompt=prompt)
-        if not prose_only and thought == "none" and tools.choice == "auto":
+        if not prose_only and not thinking and tools.choice == "auto":
             decision = await self._decision(prompt, body)
             verdict = (
                 "free"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +36,8 @@ _QUESTION = (
     "（系统提问，不是用户说的话）用户最新的一句话是：「{last}」\n"
     "这句话是在要求你现在就办理下面哪一项？\n{options}\n只回答一个字母。"
 )
-_MAX_LAST_CHARS = 400  # the latest message is quoted; it is in the prompt above in full
+_MAX_LAST_CHARS = 400  # the latest message's end is quoted; it is in the prompt in full
+_MIN_LETTER_MASS = 0.5  # below this the option letters are not what the model answers
 _MAX_DESCRIPTION_CHARS = 60
 _SENTENCE_END = re.compile(r"[。！？.!?\n]")
 
@@ -96,8 +98,8 @@ def decision_question(prompt: str, body: JSON) -> DecisionQuestion | None:
     last = _text(messages[-1].get("content")).strip()
     if not last:
         return None
-    if len(last) > _MAX_LAST_CHARS:
-        last = last[:_MAX_LAST_CHARS] + "…"
+    if len(last) > _MAX_LAST_CHARS:  # a request follows what it is about: keep the end
+        last = "…" + last[-_MAX_LAST_CHARS:]
     options = [f"A. {_NONE}"] + [
         f"{_LETTERS[i + 1]}. {tool.get('name')}：{_first_sentence(tool.get('description'))}"
         for i, tool in enumerate(tools)
@@ -108,19 +110,20 @@ def decision_question(prompt: str, body: JSON) -> DecisionQuestion | None:
 
 
 def read_decision(completion: JSON, question: DecisionQuestion) -> Decision | None:
-    """The decision in a completion of ``question`` (None without probabilities, or when
-    no option letter is among the top tokens; a share of 1 when A is the only one)."""
+    """The decision in a completion of ``question``: None without probabilities or when
+    the option letters (A, Ａ, "A." alike) hold less than half the probability — the model
+    is answering something else; a share of 1 when A is the only letter among the top."""
     choice = (completion.get("choices") or [{}])[0]
     logprobs = choice.get("logprobs") or {}
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     top = (content[0].get("top_logprobs") if content else None) or []
     mass: dict[str, float] = {}
     for entry in top:
-        letter = str(entry.get("token", "")).strip()
+        letter = unicodedata.normalize("NFKC", str(entry.get("token", ""))).strip().rstrip(".、")
         if letter in _LETTERS[: len(question.functions) + 1]:
             mass[letter] = mass.get(letter, 0.0) + math.exp(float(entry["logprob"]))
     total = sum(mass.values())
-    if total <= 0:
+    if total < _MIN_LETTER_MASS:  # the model's answer is not a letter: no decision
         return None
     # option A alone among the top tokens: sure there is nothing to do
     best = max((k for k in mass if k != "A"), key=mass.__getitem__, default="B")

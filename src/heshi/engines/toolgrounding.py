@@ -44,32 +44,40 @@ def conversation_text(body: JSON) -> str:
 
 
 def invented_values(arguments: str, conversation: str) -> list[str]:
-    """The values in a call's ``arguments`` holding an identifier — a run of five or more
-    digits, not a date — that appears nowhere in ``conversation``: an order, account or
-    phone number the model made up rather than took from the user or a tool result. A
-    value is judged by each of its digit runs, so free text that quotes the user ("B座12楼
-    1208工位") or a time slot ("15:00-18:00") is not taken for an identifier."""
+    """The values in a call's ``arguments`` holding an identifier — five or more digits —
+    that the conversation never gave: an order, account or phone number the model made up
+    rather than took from the user or a tool result. A value that is only dates and times
+    (2026-12-28, 15:00-18:00) holds none; a value whose every number the conversation
+    holds (free text quoting the user: "B座12楼1208工位") is not made up; otherwise its
+    digits, however separated (138_0013_8000, ORD-2026-05-0001), must occur together in
+    the conversation. Integers of nine or more digits count too (an account number
+    written as a JSON number); shorter ones are amounts."""
     try:
         values = list(_strings(orjson.loads(arguments)))
     except orjson.JSONDecodeError:
         return []
     runs = [re.sub(r"\D", "", r) for r in _NUMBER_RUN.findall(conversation)]
+    said = "\n".join(runs)
     flat = re.sub(r"\s", "", conversation).lower()
     invented = []
     for value in values:
-        if re.sub(r"\s", "", value).lower() in flat:
+        digits = re.sub(r"\D", "", value)
+        if len(digits) < _MIN_ID_DIGITS or not re.search(r"\d", _DATE_OR_TIME.sub("", value)):
             continue
-        for run in _NUMBER_RUN.findall(_DATE_OR_TIME.sub(" ", value)):
-            digits = re.sub(r"\D", "", run)
-            if len(digits) >= _MIN_ID_DIGITS and not any(digits in said for said in runs):
-                invented.append(value)
-                break
+        if re.sub(r"\s", "", value).lower() in flat or any(digits in run for run in runs):
+            continue
+        pieces = [p for p in re.findall(r"\d+", value) if len(p) > 1]
+        if pieces and all(p in said for p in pieces):
+            continue
+        invented.append(value)
     return invented
 
 
 def _strings(value: Any) -> Any:
     if isinstance(value, str):
         yield value
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**8:
+        yield str(value)
     elif isinstance(value, dict):
         for item in value.values():
             yield from _strings(item)
