@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
 
 TOOLS = [
@@ -84,3 +86,12 @@ def test_only_a_clear_answer_overrides_the_model() -> None:
     assert Decision(0.05, "f").verdict(0.14, 0.30) == "call"
     assert Decision(0.20, "f").verdict(0.14, 0.30) == "free"
     assert Decision(0.45, "f").verdict(0.14, 0.30) == "words"
+
+
+def test_the_thresholds_must_be_in_order() -> None:
+    import pydantic
+
+    from heshi.config import LocalEngineConfig
+
+    with pytest.raises(pydantic.ValidationError, match="must not exceed"):
+        LocalEngineConfig(tool_decision_call_below=0.5, tool_decision_answer_above=0.3)

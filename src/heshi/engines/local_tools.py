@@ -133,8 +133,9 @@ class ToolCalling(_Engine):
     async def _decision(self, prompt: str, body: JSON) -> Decision | None:
         """The model's answer to the question put before an ``auto`` answer
         (``engine.tool_decision``; see :mod:`heshi.engines.tooldecision`), or None where it
-        is not asked. Its tokens are not billed: the prompt is the request's own, read once
-        and reused by the answer."""
+        is not asked. Its tokens (the question's prompt, one generated token) are the
+        engine's overhead, not in the request's usage; the conversation before it is
+        reused from the slot's cache by the answer."""
         if not self.config.tool_decision or not self.config.tool_grammar:
             return None
         question = decision_question(prompt, body)
