@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from heshi.config import AigcConfig, HeshiConfig
+from heshi.engines.llamacpp import LlamaCppEngine
 from heshi.gateway.app import create_app
 from heshi.store.keys import KeyStore
 from tests.conftest import TINY_NAME, local_engines
@@ -326,6 +327,24 @@ async def test_the_model_is_told_when_to_call_and_the_count_includes_it(
     assert prompts[""] == prompt.replace("\n\n" + DEFAULT_TOOL_INSTRUCTIONS, "")
 
 
+def tiny_tools_engine(
+    tmp_path: Path, ctx: int, greedy_text: str | None = None, **changes: object
+) -> LlamaCppEngine:
+    """The tiny model with a template that describes tools, as an engine not yet started;
+    ``greedy_text`` (default the tiny model's own) is what it answers every prompt with."""
+    from tests.conftest import tiny_engine_config
+    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
+
+    extra = {} if greedy_text is None else {"greedy_text": greedy_text}
+    gguf = build_tiny_qwen2_gguf(
+        tmp_path / f"tools-{ctx}-{greedy_text}.gguf",
+        chat_template=TOOLS_TEMPLATE,
+        context_length=ctx,
+        **extra,
+    )
+    return LlamaCppEngine(TINY_NAME, gguf, tiny_engine_config(gguf, ctx=ctx, **changes))
+
+
 PATTERNED_ORDER = {
     "type": "function",
     "function": {
@@ -346,15 +365,7 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
     """The tiny model is pushed into a call (a bias on "<"); the grammar makes it write
     some DD number the user never gave. With grounding on, the engine answers again in
     words, streamed or not, and counts both generations."""
-    from heshi.engines.llamacpp import LlamaCppEngine
-    from tests.conftest import tiny_engine_config
-    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
-
-    gguf = build_tiny_qwen2_gguf(
-        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=2048
-    )
-    config = tiny_engine_config(gguf, ctx=2048, tool_call_grounding=grounding)
-    engine = LlamaCppEngine(TINY_NAME, gguf, config)
+    engine = tiny_tools_engine(tmp_path, 2048, tool_call_grounding=grounding)
     body = {
         "model": TINY_NAME,
         "messages": [{"role": "user", "content": "hi"}],
@@ -394,13 +405,6 @@ async def test_the_which_function_question_decides_before_the_answer(
     text: built to answer "B" (the function), its answer is a call, streamed or not, where
     without the question it writes "BBB…" in words; built to answer "A" (nothing to do),
     it answers in words where, pushed by a bias on "<", it would otherwise call."""
-    from heshi.engines.llamacpp import LlamaCppEngine
-    from tests.conftest import tiny_engine_config
-    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
-
-    gguf = build_tiny_qwen2_gguf(
-        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=2048, greedy_text=answer
-    )
     body = {
         "model": TINY_NAME,
         "messages": [{"role": "user", "content": "北京天气"}],
@@ -412,8 +416,7 @@ async def test_the_which_function_question_decides_before_the_answer(
         body["logit_bias"] = {str(ord("<")): 100}  # byte tokens: id = the byte
     answers = {}
     for decide in (True, False):
-        config = tiny_engine_config(gguf, ctx=2048, tool_decision=decide)
-        engine = LlamaCppEngine(TINY_NAME, gguf, config)
+        engine = tiny_tools_engine(tmp_path, 2048, answer, tool_decision=decide)
         await engine.start()
         try:
             message = (await engine.chat(body))["choices"][0]["message"]
@@ -442,15 +445,7 @@ async def test_a_question_that_does_not_fit_leaves_the_answer_to_the_model(
 ) -> None:
     """The question quotes the latest message: near the end of the context it may not fit
     where the answer does. The answer is then given as without the question."""
-    from heshi.engines.llamacpp import LlamaCppEngine
-    from tests.conftest import tiny_engine_config
-    from tests.tinymodel import TOOLS_TEMPLATE, build_tiny_qwen2_gguf
-
-    gguf = build_tiny_qwen2_gguf(
-        tmp_path / "t.gguf", chat_template=TOOLS_TEMPLATE, context_length=1024
-    )
-    config = tiny_engine_config(gguf, ctx=1024, tool_decision=True)
-    engine = LlamaCppEngine(TINY_NAME, gguf, config)
+    engine = tiny_tools_engine(tmp_path, 1024, tool_decision=True)
     body = {
         "model": TINY_NAME,
         "messages": [{"role": "user", "content": "weather " * 40}],
