@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -399,7 +400,7 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
 
 @pytest.mark.parametrize("answer", ["B", "A"])
 async def test_the_which_function_question_decides_before_the_answer(
-    tmp_path: Path, answer: str
+    tmp_path: Path, answer: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The tiny model answers every prompt's first token with the first byte of its greedy
     text: built to answer "B" (the function), its answer is a call, streamed or not, where
@@ -415,6 +416,7 @@ async def test_the_which_function_question_decides_before_the_answer(
     if answer == "A":
         body["logit_bias"] = {str(ord("<")): 100}  # byte tokens: id = the byte
     answers = {}
+    caplog.set_level(logging.DEBUG, logger="heshi.engines.local_tools")
     for decide in (True, False):
         engine = tiny_tools_engine(tmp_path, 2048, answer, tool_decision=decide)
         await engine.start()
@@ -427,6 +429,8 @@ async def test_the_which_function_question_decides_before_the_answer(
         streamed = [tc for d in deltas for tc in d.get("tool_calls") or ()]
         answers[decide] = message, streamed, deltas
     (message, streamed, deltas), (free, free_streamed, _) = answers[True], answers[False]
+    verdicts = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "decision" in r.msg]
+    assert verdicts == ["call" if answer == "B" else "words"] * 2  # chat, then the stream
     if answer == "B":
         (call,) = message["tool_calls"]
         assert call["function"]["name"] == "get_weather"

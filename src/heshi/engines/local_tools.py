@@ -6,6 +6,7 @@ refused (:mod:`heshi.engines.toolgrounding`)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Protocol
 
 from heshi.config import LocalEngineConfig
@@ -22,6 +23,10 @@ from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instruction
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
 from heshi.engines.toolgrounding import conversation_text, invented_values
 from heshi.errors import ContextLengthExceeded, InvalidRequest
+
+# the which-function question's answers, at DEBUG: what an operator reads to judge the
+# thresholds on their own traffic (function names and shares only, never the messages)
+log = logging.getLogger(__name__)
 
 
 class _Engine(Protocol):
@@ -81,6 +86,11 @@ class ToolCalling(_Engine):
                     self.config.tool_decision_call_below, self.config.tool_decision_answer_above
                 )
             )
+            if decision is not None:
+                log.debug(
+                    "tool decision: none share %.3f, first %s, verdict %s",
+                    decision.none_share, decision.function, verdict,
+                )  # fmt: skip
             if verdict == "words":
                 prose_only = True
             elif verdict == "call" and decision is not None:
