@@ -14,6 +14,16 @@ from typing import Any, Protocol, runtime_checkable
 JSON = dict[str, Any]
 
 
+def content_text(content: object, sep: str = "") -> str:
+    """The text of a chat message's ``content``: a string, or OpenAI content parts' texts
+    joined by ``sep`` (images and other parts have none)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return sep.join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
 def asked_completion_tokens(body: JSON) -> int | None:
     """The completion length a request asks for (``max_completion_tokens`` wins), if any."""
     asked = body.get("max_completion_tokens") or body.get("max_tokens")

@@ -79,18 +79,7 @@ class ToolCalling(_Engine):
         out.update(model=self.model_name, prompt=prompt)
         if not prose_only and not thinking and tools.choice == "auto":
             decision = await self._decision(prompt, body)
-            verdict = (
-                "free"
-                if decision is None
-                else decision.verdict(
-                    self.config.tool_decision_call_below, self.config.tool_decision_answer_above
-                )
-            )
-            if decision is not None:
-                log.debug(
-                    "tool decision: none share %.3f, first %s, verdict %s",
-                    decision.none_share, decision.function, verdict,
-                )  # fmt: skip
+            verdict = "free" if decision is None else self._verdict(decision)
             if verdict == "words":
                 prose_only = True
             elif verdict == "call" and decision is not None:
@@ -159,6 +148,18 @@ class ToolCalling(_Engine):
         except ContextLengthExceeded:  # the question did not fit; the answer alone may
             return None
         return read_decision(completion, question)
+
+    def _verdict(self, decision: Decision) -> str:
+        """What the engine does with ``decision`` under its thresholds, logged at DEBUG."""
+        config = self.config
+        verdict = decision.verdict(
+            config.tool_decision_call_below, config.tool_decision_answer_above
+        )
+        log.debug(
+            "tool decision: none share %.3f, first %s, verdict %s",
+            decision.none_share, decision.function, verdict,
+        )  # fmt: skip
+        return verdict
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
         """Whether any call carries an identifier the conversation never gave (and the

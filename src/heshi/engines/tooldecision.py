@@ -27,7 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, content_text
 
 _ASSISTANT = "<|im_start|>assistant\n"  # the end of a rendered ChatML prompt
 _LETTERS = string.ascii_uppercase
@@ -95,7 +95,7 @@ def decision_question(prompt: str, body: JSON) -> DecisionQuestion | None:
         or not 0 < len(tools) < len(_LETTERS)
     ):
         return None
-    last = _text(messages[-1].get("content")).strip()
+    last = content_text(messages[-1].get("content")).strip()
     if not last:
         return None
     if len(last) > _MAX_LAST_CHARS:  # a request follows what it is about: keep the end
@@ -136,11 +136,3 @@ def _first_sentence(description: object) -> str:
     if match:
         text = text[: match.start()]
     return text[:_MAX_DESCRIPTION_CHARS]
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, content_text
 
 # An identifier: five or more digits (order, account, card, phone, employee numbers).
 _MIN_ID_DIGITS = 5
@@ -32,11 +32,7 @@ def conversation_text(body: JSON) -> str:
     for message in body.get("messages") or ():
         if not isinstance(message, dict):
             continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+        parts.append(content_text(message.get("content"), "\n"))
         for call in message.get("tool_calls") or ():
             if isinstance(call, dict):
                 parts.append(str((call.get("function") or {}).get("arguments", "")))

@@ -26,7 +26,7 @@ from heshi.apps.kb.index import Hit, KnowledgeIndex, Vectors
 from heshi.apps.kb.sessions import Session, SessionStore
 from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.config import KnowledgeConfig
-from heshi.engines.base import add_usage
+from heshi.engines.base import add_usage, content_text
 
 JSON = dict[str, Any]
 # messages in, (answer text, usage or None) out: the gateway's chat path
@@ -140,7 +140,7 @@ class KnowledgeBot:
             else Session("", kb, tenant)
         )
         history = _turns(messages[:-1]) or session.messages
-        question = _text(messages[-1].get("content")) if messages else ""
+        question = content_text(messages[-1].get("content")) if messages else ""
         session.messages = [*history, {"role": "user", "content": question}]
         answer = await self._turn(kb, base.revision, question, history, session)
         session.messages.append({"role": "assistant", "content": answer.answer})
@@ -326,15 +326,7 @@ def materials(hits: list[Hit]) -> str:
 
 def _turns(messages: list[JSON]) -> list[JSON]:
     return [
-        {"role": m["role"], "content": _text(m.get("content"))}
+        {"role": m["role"], "content": content_text(m.get("content"))}
         for m in messages
-        if m.get("role") in ("user", "assistant") and _text(m.get("content"))
+        if m.get("role") in ("user", "assistant") and content_text(m.get("content"))
     ]
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
