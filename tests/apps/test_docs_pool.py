@@ -11,11 +11,13 @@ import os
 import signal
 import tempfile
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from heshi.apps.docs.pool import ProcessReaders, ReaderCrashed, ReadTimedOut
+from heshi.apps.docs.pool import ProcessReaders, ReaderCrashed, ReadTimedOut, _stop
 from heshi.apps.kb.parse import UnreadableDocument
 from tests.apps.test_docs_cli import INVOICE, run, tiny_yaml
 
@@ -26,6 +28,16 @@ def _kill_children(stop: threading.Event) -> None:
             if child.pid is not None:
                 os.kill(child.pid, signal.SIGKILL)
         stop.wait(0.05)
+
+
+def _ended(process: multiprocessing.process.BaseProcess, seconds: float) -> bool:
+    """Whether ``process`` ended within ``seconds``. Polled, not joined: the pool's own
+    thread reaps its workers too, and a join that loses that race returns early while
+    ``is_alive()`` still says True for a moment."""
+    deadline = time.monotonic() + seconds
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process.exitcode is not None
 
 
 def test_a_reader_process_that_dies_costs_only_the_file_it_died_on(tmp_path: Path) -> None:
@@ -128,14 +140,31 @@ def test_ray_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> No
 
 def test_a_read_past_its_time_limit_is_stopped_and_the_reader_replaced() -> None:
     scan = (Path(__file__).parent / "samples" / "invoice-scan.pdf").read_bytes()
+    before = set(multiprocessing.active_children())  # other tests' may still be ending
     readers = ProcessReaders(1, timeout=0.5)  # a fresh worker's start and OCR take longer
     try:
         with pytest.raises(ReadTimedOut, match=r"longer than 0\.5 s"):
             asyncio.run(readers.read(Path("慢.pdf"), scan))
-        for child in multiprocessing.active_children():  # the stopped worker, ending
-            child.join(10)
-        assert not [c for c in multiprocessing.active_children() if c.is_alive()]
+        stopped = [c for c in multiprocessing.active_children() if c not in before]  # ending
+        assert not [(c.name, c.pid) for c in stopped if not _ended(c, 15)]
         readers.timeout = 120
         assert "24199090414712738008" in asyncio.run(readers.read(Path("b.pdf"), scan)).text
     finally:
         readers.close()
+
+
+def _deaf_to_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a native library that swallows it, say
+
+
+def test_a_stopped_reader_that_ignores_sigterm_is_killed() -> None:
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_deaf_to_sigterm)  # fmt: skip
+    pool.submit(time.sleep, 60)
+    deadline = time.monotonic() + 30
+    while not getattr(pool, "_processes", None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (worker,) = pool._processes.values()
+    time.sleep(1.0)  # its initializer has run
+    _stop(pool, grace=0.5)
+    assert _ended(worker, 15) and worker.exitcode == -signal.SIGKILL

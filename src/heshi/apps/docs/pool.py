@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -155,13 +156,27 @@ class ProcessReaders:
             _stop(self._pool)
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop ``pool`` now: queued reads cancelled, running ones' processes terminated."""
+def _stop(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Stop ``pool`` now: queued reads cancelled, running ones' processes terminated —
+    and killed, by a watcher thread, if any is still alive ``grace`` seconds later."""
     processes = list(getattr(pool, "_processes", {}).values())  # CPython's, 3.8 onwards
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
+    if processes:
+        threading.Thread(
+            target=_kill_late, args=(processes, grace), name="heshi-reader-stop", daemon=True
+        ).start()
+
+
+def _kill_late(processes: list[Any], grace: float) -> None:
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(grace)
+            if process.is_alive():
+                process.kill()
+                process.join(grace)
 
 
 class RayReaders:
