@@ -76,22 +76,21 @@ def test_edit_with_a_recomputed_hash_breaks_the_next_link(database: Database) ->
     forged = victim.hashed_fields() | {"output": "改写"}
 
     set_row(database, 3, output="改写", hash=record_hash(forged))
-    report = log.verify()
-    assert [(i.seq, i.kind) for i in report.issues] == [(4, "broken_link")]
+    report = log.verify()  # the signature was over the old hash
+    assert [(i.seq, i.kind) for i in report.issues] == [(3, "bad_signature"), (4, "broken_link")]
 
 
 def test_inserted_record_is_named(database: Database) -> None:
     log = filled(database, 5)
     insert_forged(database, at=3)
     report = log.verify()
-    first = report.issues[0]
-    assert (first.seq, first.kind) == (3, "inserted")
-    assert "seq 4 links to seq 2" in str(first)
-    # The renumbered originals no longer match their hashes (seq is hashed) either.
-    assert {(i.seq, i.kind) for i in report.issues[1:]} == {
-        (4, "hash_mismatch"),
-        (5, "hash_mismatch"),
-        (6, "hash_mismatch"),
+    forged, inserted = report.issues[:2]
+    assert (forged.seq, forged.kind) == (3, "unsigned")  # written without the key
+    assert (inserted.seq, inserted.kind) == (3, "inserted")
+    assert "seq 4 links to seq 2" in str(inserted)
+    # The renumbered originals no longer match their hashes or signatures (seq is in both).
+    assert {(i.seq, i.kind) for i in report.issues[2:]} == {
+        (n, kind) for n in (4, 5, 6) for kind in ("hash_mismatch", "bad_signature")
     }
 
 

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from heshi.audit import AuditLog
+from heshi.audit.head import HEAD_FILE, audit_key
 from heshi.store.db import Database
 from tests.audit.helpers import KEY, delete_row, entry, filled, set_row
 
@@ -37,7 +38,7 @@ def heshi(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]
 
 def test_verify_intact_exits_0_with_a_summary(config: Path, database: Database) -> None:
     filled(database, 3)
-    code, out, _ = heshi("audit", "verify", "--config", str(config))
+    code, out, _ = heshi("audit", "verify", "--no-head", "--config", str(config), env=WITH_KEY)
     assert code == 0, out
     assert "intact" in out and "3 records" in out and "seq 1–3" in out
 
@@ -46,7 +47,7 @@ def test_verify_names_the_first_broken_record(config: Path, database: Database) 
     filled(database, 6)
     set_row(database, 2, output="改写")
     delete_row(database, 5)
-    code, out, err = heshi("audit", "verify", "--config", str(config))
+    code, out, err = heshi("audit", "verify", "--no-head", "--config", str(config), env=WITH_KEY)
     assert code == 1
     assert "2 issues" in out
     first, second = err.strip().splitlines()
@@ -62,14 +63,15 @@ def test_verify_after_prune_needs_the_key(config: Path, database: Database) -> N
     assert code == 0, out
     assert "removed 1 records" in out and "checkpoint at seq 1" in out
 
-    code, _, err = heshi("audit", "verify", "--config", str(config))
+    code, _, err = heshi("audit", "verify", "--no-head", "--config", str(config))
     assert code == 1 and "HESHI_AUDIT_KEY" in err
-    code, out, _ = heshi("audit", "verify", "--config", str(config), env=WITH_KEY)
+    args = ("audit", "verify", "--no-head", "--config", str(config))
+    code, out, _ = heshi(*args, env=WITH_KEY)
     assert code == 0 and "checkpoint seq 1" in out
 
     set_row(database, 1, signature="0" * 64)
-    code, _, err = heshi("audit", "verify", "--config", str(config), env=WITH_KEY)
-    assert code == 1 and "seq 1" in err and "bad checkpoint signature" in err
+    code, _, err = heshi(*args, env=WITH_KEY)
+    assert code == 1 and "seq 1" in err and "bad signature" in err
 
 
 def test_prune_guards_retention_and_key(config: Path, database: Database) -> None:
@@ -106,3 +108,25 @@ def test_export_jsonl_and_csv_to_file(config: Path, database: Database, tmp_path
 def test_export_rejects_a_bad_time(config: Path) -> None:
     code, _, err = heshi("audit", "export", "--since", "yesterday", "--config", str(config))
     assert code == 1 and "--since" in err
+
+
+def test_verify_reads_the_home_key_and_head_file(
+    config: Path, database: Database, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    key = audit_key(home, create=True)  # as the gateway makes it on its first start
+    log = AuditLog(database, key=key, head=home / HEAD_FILE)
+    for n in range(1, 5):
+        log.append(entry(n))
+    code, out, _ = heshi("audit", "verify", "--config", str(config))
+    assert code == 0 and "intact" in out and "4 records" in out
+
+    delete_row(database, 4)  # the newest record, deleted by someone with SQL access
+    code, out, err = heshi("audit", "verify", "--config", str(config))
+    assert code == 1 and "seq 4" in err and "truncated" in err
+    code, _, _ = heshi("audit", "verify", "--no-head", "--config", str(config))
+    assert code == 0  # skipping the head file knowingly: the deletion goes unnoticed
+
+    (home / HEAD_FILE).unlink()
+    code, _, err = heshi("audit", "verify", "--config", str(config))
+    assert code == 1 and "missing" in err and "head file" in err

@@ -40,7 +40,7 @@ def assert_gapless(db: Database, expected: int) -> None:
 
 
 def test_threads_sharing_one_database(database: Database) -> None:
-    log = AuditLog(database)
+    log = AuditLog(database, key=KEY)
 
     def work(n: int) -> None:
         for i in range(20):
@@ -59,7 +59,7 @@ def test_separate_engines_like_separate_processes(database: Database) -> None:
     try:
 
         def work(n: int) -> None:
-            log = AuditLog(writers[n])
+            log = AuditLog(writers[n], key=KEY)
             for i in range(15):
                 if i % 5 == 0:
                     log.append_many([entry(n * 100 + i + j) for j in range(50, 53)])
@@ -74,7 +74,7 @@ def test_separate_engines_like_separate_processes(database: Database) -> None:
 
 def test_appends_while_pruning(database: Database) -> None:
     old = datetime.now(UTC) - timedelta(days=400)
-    AuditLog(database).append_many([entry(1000 + i, ts=old) for i in range(40)])
+    AuditLog(database, key=KEY).append_many([entry(1000 + i, ts=old) for i in range(40)])
     url = database.url.render_as_string(hide_password=False)
     other = Database(url)
     try:
@@ -85,7 +85,7 @@ def test_appends_while_pruning(database: Database) -> None:
                 for _ in range(3):
                     log.prune(180, chunk_rows=7)
             else:
-                log = AuditLog(database)
+                log = AuditLog(database, key=KEY)
                 for i in range(15):
                     log.append(entry(n * 100 + i))
 

@@ -100,8 +100,8 @@ def test_moved_checkpoint_anchor_is_named(database: Database) -> None:
 def test_checkpoint_under_another_key_is_named(database: Database) -> None:
     log = aged(database, [400, 10])
     log.prune(180, now=NOW)
-    report = AuditLog(database, key=OTHER_KEY).verify()
-    assert [(i.seq, i.kind) for i in report.issues] == [(1, "bad_signature")]
+    report = AuditLog(database, key=OTHER_KEY).verify()  # the checkpoint and the record
+    assert [(i.seq, i.kind) for i in report.issues] == [(1, "bad_signature"), (2, "bad_signature")]
 
 
 def test_deleted_checkpoint_is_a_gap(database: Database) -> None:

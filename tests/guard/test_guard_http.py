@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from heshi.audit import AuditLog
-from heshi.config import GuardConfig, HeshiConfig, TenantConfig
+from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.config import AigcConfig, GuardConfig, HeshiConfig, TenantConfig
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import (
@@ -153,11 +154,13 @@ def test_three_violations_in_a_row_suspend_the_key(
 
 def test_guarded_requests_are_written_to_the_audit_log_masked(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path,
-    store_db: Database,
+    store_db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     plaintext, key = keys.create("acme", "cs")
     upstream.state.echo = True
-    gw = start_gateway(_config(home, upstream))
+    monkeypatch.setenv("HESHI_AIGC_KEY", "a" * 32)
+    aigc = AigcConfig(enabled=True, uscc="91350100M000100Y43", explicit="off")
+    gw = start_gateway(_config(home, upstream).model_copy(update={"aigc": aigc}))
     url = gw.url + "/v1/chat/completions"
     with httpx.Client(timeout=30) as client:
         ok = client.post(
@@ -168,7 +171,10 @@ def test_guarded_requests_are_written_to_the_audit_log_masked(
             url, json=chat_body("手机13900139000", stream=True), headers=bearer(plaintext)
         )
     assert gw.gov.audit.flush(10)
-    records = list(AuditLog(store_db).records(kinds=("record",)))
+    # signed under the key the gateway made in its home, the newest noted beside it
+    audit = AuditLog(store_db, key=audit_key(home), head=home / HEAD_FILE)
+    records = list(audit.records(kinds=("record",)))
+    assert all(r.signature for r in records)
     by_id = {r.request_id: r for r in records}
     first = by_id[ok.headers["x-request-id"]]
     assert first.input == "手机138****8000，帮我查订单"  # masked, never the number
@@ -180,4 +186,11 @@ def test_guarded_requests_are_written_to_the_audit_log_masked(
         ("drugs", "A8", "inbound", "block")
     ]
     assert by_id[streamed.headers["x-request-id"]].output == "手机139****9000"
-    assert AuditLog(store_db).verify().intact
+    # each answer's AIGC ProduceID is in its record; a refusal is not labelled
+    label = json.loads(ok.headers["x-aigc-label"])["AIGC"]
+    assert first.produce_id == label["ProduceID"]
+    streamed_record = by_id[streamed.headers["x-request-id"]]
+    assert streamed_record.produce_id == streamed.headers["x-aigc-produce-id"]
+    assert refused.produce_id is None
+    report = audit.verify()
+    assert report.intact, report.issues

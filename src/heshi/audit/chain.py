@@ -23,8 +23,12 @@ IssueKind = Literal[
     "broken_link",  # prev_hash is not the hash of the record before it
     "inserted",  # a record the next one does not link to: forged and slipped in
     "gap",  # sequence numbers are missing: deleted
-    "bad_signature",  # a checkpoint's HMAC does not verify
+    "bad_signature",  # a record's or checkpoint's HMAC does not verify: forged or rewritten
+    "unsigned",  # a record without a signature where the key is known: forged
     "misplaced_checkpoint",  # a checkpoint anywhere but at the start of the log
+    "truncated",  # the newest records the head file vouches for are gone
+    "head_mismatch",  # the record at the head file's seq is not the one it vouches for
+    "bad_head",  # the head file is missing, unreadable or its HMAC does not verify
 ]
 MAX_ISSUES = 1000  # kept in the report; further ones are only counted
 
@@ -33,8 +37,13 @@ _EXPLAIN = {
     "broken_link": "链接断裂 / broken link: prev_hash is not the previous record's hash",
     "inserted": "插入的记录 / inserted record: the next record does not link to it",
     "gap": "序号缺失（记录被删除）/ gap in sequence: records were deleted",
-    "bad_signature": "检查点签名无效 / bad checkpoint signature",
+    "bad_signature": "签名无效（记录被伪造或改写）/ bad signature: the record was forged or "
+    "rewritten",
+    "unsigned": "记录没有签名 / unsigned record: written without the audit key (forged?)",
     "misplaced_checkpoint": "检查点不在日志开头 / checkpoint not at the start of the log",
+    "truncated": "最新的记录被删除 / truncated: the newest records were deleted",
+    "head_mismatch": "与链头文件不符 / the record differs from the one the head file vouches for",
+    "bad_head": "链头文件无效 / the head file is missing or not signed with the audit key",
 }
 
 
@@ -92,7 +101,8 @@ class VerifyReport:
 class ChainChecker:
     """Feeds rows in ``seq`` order into a ``VerifyReport``.
 
-    ``key`` checks checkpoint signatures; a checkpoint met without a key raises
+    ``key`` checks every signature: a record without one is ``unsigned``. Without a
+    key only the hashes are checked, and a signed row (checkpoint or record) raises
     ``AuditKeyMissing`` rather than passing unchecked.
     """
 
@@ -125,14 +135,14 @@ class ChainChecker:
                 self.report.anchor_seq = rec.seq
             return
         if rec.seq != 1:
-            self._issue(
+            self.issue(
                 rec.seq,
                 "gap",
                 f"seq 1–{rec.seq - 1} missing and no signed checkpoint replaces them / "
                 f"缺少 seq 1–{rec.seq - 1} 且无签名检查点",
             )
         elif rec.prev_hash != GENESIS_HASH:
-            self._issue(rec.seq, "broken_link", "the first record must link to the genesis hash")
+            self.issue(rec.seq, "broken_link", "the first record must link to the genesis hash")
         self._check_hash(rec)
 
     def _follow(self, prev: AuditRecord, rec: AuditRecord) -> None:
@@ -142,20 +152,20 @@ class ChainChecker:
                 if rec.seq == prev.seq + 2
                 else f"seq {prev.seq + 1}–{rec.seq - 1}"
             )
-            self._issue(prev.seq + 1, "gap", f"{missing} missing / 缺失")
+            self.issue(prev.seq + 1, "gap", f"{missing} missing / 缺失")
         elif rec.kind == CHECKPOINT:
-            self._issue(rec.seq, "misplaced_checkpoint")
+            self.issue(rec.seq, "misplaced_checkpoint")
             self._signed(rec)
             return
         elif rec.prev_hash != prev.hash:
             if prev.kind != CHECKPOINT and rec.prev_hash == self._before_prev_hash:
-                self._issue(
+                self.issue(
                     prev.seq,
                     "inserted",
                     f"seq {rec.seq} links to seq {prev.seq - 1}, skipping seq {prev.seq}",
                 )
             else:
-                self._issue(rec.seq, "broken_link")
+                self.issue(rec.seq, "broken_link")
         if rec.kind == CHECKPOINT:  # after a gap: a checkpoint still needs its signature
             self._signed(rec)
             return
@@ -165,17 +175,24 @@ class ChainChecker:
         key = checked_key(self._key, zh="检查审计检查点", en="checking an audit checkpoint")
         if signature_ok(key, rec):
             return True
-        self._issue(rec.seq, "bad_signature")
+        self.issue(rec.seq, "bad_signature")
         return False
 
     def _check_hash(self, rec: AuditRecord) -> None:
+        """The record's content against its hash, and its hash against its signature."""
         computed = rec.computed_hash()
         if computed != rec.hash:
-            self._issue(
+            self.issue(
                 rec.seq, "hash_mismatch", f"stored {rec.hash[:12]}…, computed {computed[:12]}…"
             )
+        if self._key is None and rec.signature is None:
+            return  # an unkeyed log, checked for its hashes only
+        if rec.signature is None:
+            self.issue(rec.seq, "unsigned")
+        else:
+            self._signed(rec)
 
-    def _issue(self, seq: int, kind: IssueKind, detail: str = "") -> None:
+    def issue(self, seq: int, kind: IssueKind, detail: str = "") -> None:
         self.report.issue_count += 1
         if len(self.report.issues) < MAX_ISSUES:
             self.report.issues.append(Issue(seq, kind, detail))

@@ -26,6 +26,7 @@ COLUMNS = (
     "model_version",
     "prev_hash",
     "hash",
+    "produce_id",
 )
 
 
@@ -33,12 +34,17 @@ def export_lines(records: Iterable[AuditRecord], fmt: ExportFormat) -> Generator
     """Each record as one line ending in ``\\n`` (CSV: a header line first).
 
     JSON Lines keep the verdicts as a list; CSV puts them in one cell as canonical JSON.
-    Empty values are ``null`` in JSON and empty cells in CSV. Text is written as stored:
-    a spreadsheet may read a cell starting with ``=`` as a formula.
+    Empty values are ``null`` in JSON and empty cells in CSV, but for ``produce_id``,
+    which a JSON line holds only when the record has one — exactly as its hash covers it,
+    so the line without ``hash`` (and with ``"kind": "record"``) hashes to ``hash``.
+    Text is written as stored: a spreadsheet may read a cell starting with ``=`` as a
+    formula.
     """
     if fmt == "jsonl":
         for record in records:
             row = {k: v for k, v in record.as_json().items() if k in COLUMNS}
+            if row["produce_id"] is None:  # as in the hash: only when there is one
+                del row["produce_id"]
             yield json.dumps(row, ensure_ascii=False) + "\n"
         return
     if fmt != "csv":

@@ -8,6 +8,7 @@ tail. SQLite's ``BEGIN IMMEDIATE`` already serialises whole transactions.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, text
@@ -23,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heshi.audit.chain import ChainChecker, Issue, VerifyReport
 from heshi.audit.export import ExportFormat, export_lines
+from heshi.audit.head import Head, HeadInvalid, read_head, write_head
 from heshi.audit.records import (
     CHECKPOINT,
     GENESIS_HASH,
@@ -43,6 +46,7 @@ READ_BATCH_ROWS = 1000
 MAX_APPEND_RETRIES = 50
 _PG_PRUNE_LOCK = 0x61756474  # advisory-lock id ("audt"): one pruner at a time
 
+log = logging.getLogger("heshi.audit")
 _locks: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
@@ -59,8 +63,10 @@ class PruneResult:
 class AuditLog:
     """The audit log in ``db``.
 
-    ``key`` (≥ 32 bytes) signs checkpoints when pruning and checks them when verifying;
-    it is only required once a checkpoint exists or is to be written.
+    ``key`` (≥ 32 bytes) signs every record appended and every checkpoint pruning
+    writes, and checks them all when verifying. ``head``, a file outside the database
+    (:mod:`heshi.audit.head`), notes the newest record appended — with the key only —
+    so that ``verify`` finds newest records deleted.
     """
 
     def __init__(
@@ -68,10 +74,15 @@ class AuditLog:
         db: Database,
         *,
         key: bytes | str | None = None,
+        head: Path | None = None,
         retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.db = db
         self._key = key
+        self._signing = (
+            None if key is None else checked_key(key, zh="签名审计记录", en="signing audit records")
+        )
+        self.head = head
         self.retention_days = retention_days
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
@@ -92,13 +103,25 @@ class AuditLog:
             while True:
                 try:
                     with self.db.begin(bounded=True) as conn:
-                        return self._append(conn, entries)
+                        records = self._append(conn, entries)
+                    self._note_head(records[-1])
+                    return records
                 except IntegrityError as exc:
                     attempt += 1
                     if not _is_unique_violation(exc) or attempt > MAX_APPEND_RETRIES:
                         raise
                     # Another process took this seq; back off a little and read the new tail.
                     time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+
+    def _note_head(self, record: AuditRecord) -> None:
+        """The head file moves to ``record`` (written: a failure here is only logged)."""
+        if self.head is None or self._signing is None:
+            return
+        try:
+            write_head(self.head, self._signing, Head(record.seq, record.hash))
+        except OSError as exc:
+            log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
+                      self.head, exc)  # fmt: skip
 
     def _append(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         c = audit_log.c
@@ -108,7 +131,7 @@ class AuditLog:
         records = []
         for entry in entries:
             seq += 1
-            record = new_record(entry, seq=seq, prev_hash=prev, now=now)
+            record = new_record(entry, seq=seq, prev_hash=prev, now=now, key=self._signing)
             records.append(record)
             prev = record.hash
         conn.execute(insert(audit_log), [_row(r) for r in records])
@@ -149,21 +172,39 @@ class AuditLog:
         return export_lines(self.records(since=since, until=until, kinds=(RECORD,)), fmt)
 
     def verify(self) -> VerifyReport:
-        """Check the whole chain; the report names every edited, inserted or missing record.
+        """Check the whole chain; the report names every edited, inserted, forged or
+        missing record — with the key, every signature too, and with a head file the
+        newest records.
 
-        Raises ``AuditKeyMissing`` when the log starts from a checkpoint and no key was
-        given (it cannot be trusted unchecked).
+        Raises ``AuditKeyMissing`` when the log holds signed rows and no key was given
+        (they cannot be trusted unchecked).
         """
-        key = (
-            None
-            if self._key is None
-            else checked_key(self._key, zh="检查审计检查点", en="checking an audit checkpoint")
-        )
+        key = self._signing
+        head = self._read_head(key)
         checker = ChainChecker(key)
+        at_head: str | None = None
         with closing(self.records()) as records:  # an error must not leave a cursor open
             for record in records:
                 checker.feed(record)
-        return checker.report
+                if isinstance(head, Head) and record.seq == head.seq:
+                    at_head = record.hash
+        report = checker.report
+        if isinstance(head, str):
+            checker.issue(report.last_seq or 0, "bad_head", head)
+        elif head is not None:
+            _check_head(checker, head, at_head)
+        return report
+
+    def _read_head(self, key: bytes | None) -> Head | str | None:
+        """The head file's head; a reason when it is missing or invalid; ``None`` when
+        there is none to check (no file configured, no key to check it with)."""
+        if self.head is None or key is None:
+            return None
+        try:
+            head = read_head(self.head, key)
+        except HeadInvalid as exc:
+            return str(exc)
+        return head if head is not None else f"{self.head}: missing / 缺失"
 
     def prune(
         self,
@@ -245,6 +286,16 @@ def _prune_chunk(
         )
     )
     return report.records, end
+
+
+def _check_head(checker: ChainChecker, head: Head, at_head: str | None) -> None:
+    """The record the head file names must still be there, unchanged."""
+    report = checker.report
+    if report.last_seq is None or report.last_seq < head.seq:
+        ends = "empty" if report.last_seq is None else f"ends at seq {report.last_seq}"
+        checker.issue(head.seq, "truncated", f"the head file names seq {head.seq}; the log {ends}")
+    elif at_head is not None and at_head != head.hash:
+        checker.issue(head.seq, "head_mismatch", f"hash {at_head[:12]}…, head {head.hash[:12]}…")
 
 
 def _row(record: AuditRecord) -> dict[str, Any]:

@@ -4,6 +4,11 @@ The hash of a record is ``sha256`` over the canonical JSON (sorted keys, UTF-8, 
 spaces) of its fields, its sequence number and the previous record's hash
 (``prev_hash``). Anyone holding an export can recompute it with ``record_hash``.
 
+A hash chain alone stops no one who can write to the database: rewrite a record,
+recompute every later hash, and the chain is whole again. So each record is also signed
+(``signature``: HMAC-SHA256 under the audit key over ``{"kind": "record", "seq", "hash"}``
+in canonical JSON); without the key no record can be forged, rewritten or appended.
+
 A checkpoint takes the place of the last record removed by retention pruning: it
 carries that record's sequence number and hash, so the next record still links to it,
 and it is signed with HMAC-SHA256 under a server key because nothing before it remains
@@ -86,6 +91,7 @@ class AuditEntry:
     lexicon_version: str | None = None
     policy_version: str | None = None
     model_version: str | None = None
+    produce_id: str | None = None  # the GB 45438 label's ProduceID of the answer
     ts: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -113,7 +119,8 @@ class AuditRecord:
     lexicon_version: str | None = None
     policy_version: str | None = None
     model_version: str | None = None
-    signature: str | None = None  # checkpoints only
+    produce_id: str | None = None
+    signature: str | None = None  # HMAC-SHA256 hex under the audit key
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> AuditRecord:
@@ -134,6 +141,7 @@ class AuditRecord:
             lexicon_version=row["lexicon_version"],
             policy_version=row["policy_version"],
             model_version=row["model_version"],
+            produce_id=row.get("produce_id"),
             signature=row["signature"],
         )
 
@@ -153,15 +161,20 @@ class AuditRecord:
             "lexicon_version": self.lexicon_version,
             "policy_version": self.policy_version,
             "model_version": self.model_version,
+            "produce_id": self.produce_id,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
             "signature": self.signature,
         }
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The fields a record's hash covers (everything but ``hash`` and ``signature``)."""
+        """The fields a record's hash covers: everything but ``hash`` and ``signature``,
+        and ``produce_id`` only when it has a value (records written before it existed
+        keep their hashes)."""
         fields = self.as_json()
         del fields["hash"], fields["signature"]
+        if fields["produce_id"] is None:
+            del fields["produce_id"]
         return fields
 
     def computed_hash(self) -> str:
@@ -187,8 +200,11 @@ def record_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(fields))).hexdigest()
 
 
-def new_record(entry: AuditEntry, *, seq: int, prev_hash: str, now: datetime) -> AuditRecord:
-    """The record ``entry`` becomes at position ``seq`` after a record hashed ``prev_hash``."""
+def new_record(
+    entry: AuditEntry, *, seq: int, prev_hash: str, now: datetime, key: bytes | None = None
+) -> AuditRecord:
+    """The record ``entry`` becomes at position ``seq`` after a record hashed
+    ``prev_hash``, signed when a ``key`` is given."""
     ts = (entry.ts or now).astimezone(UTC)
     draft = AuditRecord(
         seq=seq,
@@ -206,16 +222,20 @@ def new_record(entry: AuditEntry, *, seq: int, prev_hash: str, now: datetime) ->
         lexicon_version=entry.lexicon_version,
         policy_version=entry.policy_version,
         model_version=entry.model_version,
+        produce_id=entry.produce_id,
     )
-    return AuditRecord(**{**draft.__dict__, "hash": draft.computed_hash()})
+    digest = draft.computed_hash()
+    signature = None if key is None else sign_record(key, seq, digest)
+    return AuditRecord(**{**draft.__dict__, "hash": digest, "signature": signature})
 
 
 def checked_key(key: bytes | str | None, *, zh: str, en: str) -> bytes:
     """``key`` as bytes; ``AuditKeyMissing`` when it is absent or shorter than 32 bytes."""
     if key is None or not key:
         raise AuditKeyMissing(
-            f"{zh}需要审计签名密钥：请设置环境变量 HESHI_AUDIT_KEY / "
-            f"{en} needs the audit signing key: set HESHI_AUDIT_KEY"
+            f"{zh}需要审计签名密钥：请设置环境变量 HESHI_AUDIT_KEY，或使用网关所在的 "
+            f"HESHI_HOME（其中的 audit.key）/ {en} needs the audit signing key: set "
+            f"HESHI_AUDIT_KEY, or use the gateway's HESHI_HOME (its audit.key)"
         )
     raw = key.encode("utf-8") if isinstance(key, str) else key
     if len(raw) < MIN_KEY_BYTES:
@@ -236,7 +256,18 @@ def sign_checkpoint(key: bytes, seq: int, anchor_hash: str, ts: datetime) -> str
     return hmac.new(key, checkpoint_payload(seq, anchor_hash, ts), hashlib.sha256).hexdigest()
 
 
+def sign_record(key: bytes, seq: int, digest: str) -> str:
+    """HMAC-SHA256 hex over a record's place and hash: ``{"hash", "kind": "record",
+    "seq"}`` in canonical JSON. The hash covers ``prev_hash``, so the signatures vouch
+    for the order of the chain as well as each record's content."""
+    payload = canonical_json({"kind": RECORD, "seq": seq, "hash": digest})
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
 def signature_ok(key: bytes, record: AuditRecord) -> bool:
-    """Whether a checkpoint's signature matches its seq, hash and time under ``key``."""
-    expected = sign_checkpoint(key, record.seq, record.hash, record.ts)
+    """Whether a record's or checkpoint's signature is right under ``key``."""
+    if record.kind == CHECKPOINT:
+        expected = sign_checkpoint(key, record.seq, record.hash, record.ts)
+    else:
+        expected = sign_record(key, record.seq, record.hash)
     return hmac.compare_digest(expected, record.signature or "")

@@ -1,7 +1,8 @@
 """``heshi audit``: verify, export and prune the audit log (local administrators only).
 
 The commands open the configured database directly; no HTTP endpoint exposes the log.
-The checkpoint signing key comes from the environment variable ``HESHI_AUDIT_KEY``.
+The audit key comes from ``HESHI_AUDIT_KEY`` or ``$HESHI_HOME/audit.key``
+(:mod:`heshi.audit.head`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Generator
-from contextlib import closing
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,11 +21,12 @@ import typer
 from rich.console import Console
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
+from heshi.audit.head import HEAD_FILE, audit_key
 from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
+from heshi.config import load_config
 from heshi.errors import ConfigError
 
-KEY_ENV = "HESHI_AUDIT_KEY"
 SHOWN_ISSUES = 20
 
 app = typer.Typer(
@@ -42,19 +44,49 @@ class Format(StrEnum):
     csv = "csv"
 
 
-def _key() -> str | None:
-    return os.environ.get(KEY_ENV) or None
+@contextmanager
+def _audit_log(
+    config: Path | None, head: Path | None = None, *, with_head: bool = False
+) -> Iterator[AuditLog]:
+    """The configured database's log, with the audit key of ``HESHI_AUDIT_KEY`` or of
+    ``$HESHI_HOME/audit.key``; ``with_head``: and a head file (default: the home's)."""
+    home = load_config(config).home
+    if with_head:
+        head = head or home / HEAD_FILE
+    with open_database(config) as db:
+        yield AuditLog(db, key=audit_key(home), head=head)
 
 
 @app.command(
     "verify",
-    help="校验哈希链；完整时退出码 0，否则 1 并指出第一条损坏的记录。"
-    "/ Check the hash chain: exit 0 when intact, else 1 naming the first broken record.",
+    help="校验哈希链、签名与链头文件；完整时退出码 0，否则 1 并指出第一条损坏的记录。"
+    "/ Check the hash chain, the signatures and the head file: exit 0 when intact, else 1 "
+    "naming the first broken record.",
 )
-def verify(config: ConfigOption = None) -> None:
-    """Check every record's hash, link and sequence number, and the checkpoint signature."""
-    with reporting_errors(), open_database(config) as db:
-        report = AuditLog(db, key=_key()).verify()
+def verify(
+    config: ConfigOption = None,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            "--head",
+            help=f"链头文件（默认 $HESHI_HOME/{HEAD_FILE}）/ The head file (default "
+            f"$HESHI_HOME/{HEAD_FILE}).",
+            show_default=False,
+        ),
+    ] = None,
+    no_head: Annotated[
+        bool,
+        typer.Option(
+            "--no-head",
+            help="不检查链头文件（在另一台机器上校验副本时）/ Do not check a head file (a "
+            "copy checked on another machine): deleted newest records go unnoticed.",
+        ),
+    ] = False,
+) -> None:
+    """Every record's hash, link, sequence number and signature; checkpoint signatures;
+    the newest record against the head file written outside the database."""
+    with reporting_errors(), _audit_log(config, head, with_head=not no_head) as log:
+        report = log.verify()
     typer.echo(report.summary())
     if report.intact:
         return
@@ -97,8 +129,8 @@ def export(
     with reporting_errors():
         start = parse_time(since, option="--since", now=now, future=False)
         end = None if until is None else parse_time(until, option="--until", now=now, future=False)
-        with open_database(config) as db:
-            lines = AuditLog(db).export(start, end, fmt.value)
+        with _audit_log(config) as log:
+            lines = log.export(start, end, fmt.value)
             if out is None:
                 _write(lines, sys.stdout)
             else:
@@ -133,8 +165,8 @@ def prune(
                 f"确需更短请加 --force / logs must be kept at least {DEFAULT_RETENTION_DAYS} "
                 f"days (Cybersecurity Law art. 21); add --force to keep fewer"
             )
-        with open_database(config) as db:
-            result = AuditLog(db, key=_key()).prune(days)
+        with _audit_log(config) as log:
+            result = log.prune(days)
     cutoff = result.cutoff.strftime("%Y-%m-%d %H:%M")
     if result.checkpoint_seq is None:
         typer.echo(f"没有早于 {cutoff} UTC 的记录 / nothing older than {cutoff} UTC")

@@ -97,6 +97,7 @@ class Exchange:
     guard: Inbound | None = None
     guard_header: str | None = None  # x-heshi-guard
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    produce_id: str | None = None  # the AIGC label's ProduceID of the answer
     generated: bool = False  # a backend started answering: its work is charged
     usage: Usage = field(default_factory=Usage)
     first_token_at: float | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from heshi.audit.head import HEAD_FILE, audit_key
 from heshi.audit.log import AuditLog
 from heshi.audit.writer import AuditWriter
 from heshi.config import HeshiConfig
@@ -55,8 +56,15 @@ class Governance:
         )
         self._pruner: asyncio.Task[None] | None = None
         # Guard verdicts of every guarded request (docs/audit.md); read only by `heshi audit`.
+        # Every record signed under the audit key; the newest one noted outside the
+        # database (docs/audit.md).
         self.audit = AuditWriter(
-            AuditLog(self.db), spool=config.home / "audit-spool" / "audit-spool.jsonl"
+            AuditLog(
+                self.db,
+                key=audit_key(config.home, create=True),
+                head=config.home / HEAD_FILE,
+            ),
+            spool=config.home / "audit-spool" / "audit-spool.jsonl",
         )
         self._unseeded: dict[tuple[str, str], int] | None = None  # spend not yet in counters
         self._tenant_scopes = {  # tenant limits are static configuration

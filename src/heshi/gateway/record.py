@@ -60,6 +60,7 @@ class Recorder:
                     request_id=x.request_id,
                     client_ip=x.client_ip,
                     model=f"{x.model}->{x.route.backend or '-'}",
+                    produce_id=x.produce_id,
                 )
             )
 

@@ -15,7 +15,7 @@ from heshi.gateway.exchange import Exchange, Sizing
 from heshi.gateway.governance import Governance
 from heshi.gateway.pipeline import Chunks
 from heshi.gateway.replies import Refusal
-from heshi.guard.aigc import new_produce_id
+from heshi.guard.aigc import header_value, new_produce_id
 from heshi.guard.labels import Labeller
 from heshi.guard.safety import most_severe
 from heshi.guard.stage import GuardStage
@@ -174,12 +174,13 @@ class Label:
     async def after(self, x: Exchange, result: JSON) -> None:
         if x.endpoint not in {"chat", "completions"}:
             return
-        header = self.labeller.label_result(result, structured=structured(x.body))
-        if header is not None:
-            x.headers["x-aigc-label"] = header
+        implicit = self.labeller.label_result(result, structured=structured(x.body))
+        if implicit is not None:
+            x.headers["x-aigc-label"] = header_value(implicit)
+            x.produce_id = implicit.produce_id
 
     def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
-        produce_id = new_produce_id()
+        produce_id = x.produce_id = new_produce_id()
         x.headers["x-aigc-produce-id"] = produce_id
         return self.labeller.label_stream(produce_id, chunks, structured=structured(x.body))
 

@@ -24,7 +24,6 @@ from heshi.guard.aigc import (
     ImplicitLabel,
     check_wording,
     explicit_label,
-    header_value,
     key_bytes,
     new_produce_id,
     producer_code,
@@ -56,9 +55,9 @@ class Labeller:
         code = reserved_code(content, self._key, label="1", producer=self.producer, produce_id=pid)
         return ImplicitLabel(self.producer, pid, label="1", reserved_code1=code)
 
-    def label_result(self, result: JSON, *, structured: bool = False) -> str | None:
+    def label_result(self, result: JSON, *, structured: bool = False) -> ImplicitLabel | None:
         """Explicit label into each choice's text (not into tool calls, nor anywhere when
-        the answer is ``structured`` data), implicit label into the body; the header.
+        the answer is ``structured`` data), implicit label into the body; that label.
 
         A refusal the guard wrote (``content_filter``) is not generated content: no label.
         """
@@ -77,7 +76,7 @@ class Labeller:
             texts.append(holder[name])
         implicit = self.label("".join(texts))
         result.update(implicit.as_json())
-        return header_value(implicit)
+        return implicit
 
     async def label_stream(
         self, produce_id: str, chunks: AsyncIterator[JSON], *, structured: bool = False

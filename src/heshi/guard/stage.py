@@ -269,6 +269,7 @@ class GuardStage:
         request_id: str,
         client_ip: str | None,
         model: str,
+        produce_id: str | None = None,
     ) -> AuditEntry:
         """What the audit log keeps of one guarded request: texts with PII masked."""
         verdicts = [
@@ -288,6 +289,7 @@ class GuardStage:
             lexicon_version=_fit(inbound.lexicon_version, 128) if inbound.lexicon_version else None,
             policy_version=inbound.policy_version,
             model_version=_fit(model, 128),
+            produce_id=_fit(produce_id, 64) if produce_id else None,
             ts=datetime.now(UTC),  # the request's time, not the batch's
         )
 

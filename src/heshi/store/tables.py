@@ -150,9 +150,10 @@ audit_log = Table(
     Column("lexicon_version", String(128), nullable=True),
     Column("policy_version", String(128), nullable=True),
     Column("model_version", String(128), nullable=True),
+    Column("produce_id", String(64), nullable=True),  # the answer's AIGC label ProduceID
     Column("prev_hash", String(64), nullable=True),  # NULL only on checkpoints
     Column("hash", String(64), nullable=False),
-    Column("signature", String(64), nullable=True),  # HMAC-SHA256 hex, checkpoints only
+    Column("signature", String(64), nullable=True),  # HMAC-SHA256 hex under the audit key
     Index("ix_audit_log_tenant_ts", "tenant", "ts"),
 )
 

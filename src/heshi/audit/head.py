@@ -1,0 +1,118 @@
+"""The audit key, and the chain's head kept outside the database.
+
+**The key.** ``HESHI_AUDIT_KEY`` (at least 32 bytes) when set — every gateway replica
+writing one database must have the same one. Otherwise ``$HESHI_HOME/audit.key``: a
+random key the first gateway to start on this machine writes (mode 0600) and every
+process with the same home reads. Whoever can read it can sign records: keep it off the
+database host, or set the variable from a secret store.
+
+**The head.** Signatures stop a forger who lacks the key from rewriting or appending,
+but deleting the newest records leaves a shorter chain that is still whole. So after each
+batch it writes, the gateway notes the newest record it wrote — its ``seq`` and ``hash``,
+signed — in ``$HESHI_HOME/audit-head.json``, outside the database. ``heshi audit verify``
+then finds the record the head names: gone is ``truncated``, different is
+``head_mismatch``. The file's signature is HMAC-SHA256 under the audit key over
+``{"hash", "kind": "head", "seq"}`` in canonical JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from heshi.audit.records import canonical_json, checked_key
+
+KEY_ENV = "HESHI_AUDIT_KEY"
+KEY_FILE = "audit.key"
+HEAD_FILE = "audit-head.json"
+
+
+def audit_key(home: Path, *, create: bool = False) -> bytes | None:
+    """The audit key: ``HESHI_AUDIT_KEY``, else ``home/audit.key`` — written with a new
+    random key when ``create`` and there is none yet; ``None`` when neither exists."""
+    value = os.environ.get(KEY_ENV)
+    if value:
+        return checked_key(value, zh="读取审计密钥", en="reading the audit key")
+    path = home / KEY_FILE
+    try:
+        text = path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process on this home wrote it first
+            text = path.read_text("utf-8").strip()
+        else:
+            text = secrets.token_hex(32)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+    return checked_key(text, zh=f"读取 {path}", en=f"reading {path}")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest record a gateway on this machine wrote."""
+
+    seq: int
+    hash: str
+
+
+def head_signature(key: bytes, seq: int, digest: str) -> str:
+    """HMAC-SHA256 hex over ``{"hash", "kind": "head", "seq"}`` in canonical JSON."""
+    payload = canonical_json({"kind": "head", "seq": seq, "hash": digest})
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+class HeadInvalid(Exception):
+    """The head file cannot be read or its signature does not verify."""
+
+
+def read_head(path: Path, key: bytes) -> Head | None:
+    """The head ``path`` holds; ``None`` when there is no such file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HeadInvalid(f"{path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(raw)
+        head = Head(int(data["seq"]), str(data["hash"]))
+        signature = str(data["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HeadInvalid(f"{path}: not a head file ({exc})") from exc
+    if not hmac.compare_digest(head_signature(key, head.seq, head.hash), signature):
+        raise HeadInvalid(f"{path}: signature does not verify under the audit key")
+    return head
+
+
+def write_head(path: Path, key: bytes, head: Head) -> None:
+    """Note ``head`` in ``path`` (replaced whole, never half-written) unless the file
+    already names a later record. Several processes may share the file: each moves it
+    forward only, so it names one of the newest records any of them wrote."""
+    with contextlib.suppress(HeadInvalid):
+        known = read_head(path, key)
+        if known is not None and known.seq >= head.seq:
+            return
+    body = {"seq": head.seq, "hash": head.hash,
+            "signature": head_signature(key, head.seq, head.hash)}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(body, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
