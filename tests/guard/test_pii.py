@@ -136,3 +136,62 @@ def test_cli_json_and_jsonl_contracts(tmp_path: Path) -> None:
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert out[0]["id"] == "a" and out[0]["lang"] == "zh" and len(out[0]["findings"]) == 1
     assert out[1] == {"line": 2, "error": "no string field `text`"}
+
+
+def _luhn_body(body: str) -> str:
+    """``body`` with the digit that makes it pass Luhn appended."""
+    for d in "0123456789":
+        total = 0
+        for i, c in enumerate(reversed(body + d)):
+            n = int(c) * (2 if i % 2 else 1)
+            total += n - 9 if n > 9 else n
+        if total % 10 == 0:
+            return body + d
+    raise AssertionError
+
+
+def test_runs_that_pass_luhn_are_not_cards_without_an_issuer_or_a_cue() -> None:
+    # an invalid resident ID (wrong check digit) from Gansu (62…) that passes Luhn
+    first17 = "620102" + "19880512" + "123"
+    wrong = next(
+        v
+        for v in (first17 + c for c in "0123456789X")
+        if v[17] != resident_id_check_char(first17) and v.isdigit() and _luhn_body(v[:-1]) == v
+    )
+    assert _types(f"证件号{wrong}") == []
+    assert _types(f"卡号{wrong}") == [("bank_card", wrong)]  # said to be a card: it is one
+    order = _luhn_body("202612041234567")  # date-led order number, 16 digits
+    assert _types(f"订单号 {order}") == []
+    prefix17 = _luhn_body("9135010000012345")  # digits of a credit code, no issuer 91
+    assert _types(f"代码{prefix17}") == []
+    card = _luhn_body("622202123456789")
+    assert _types(f"运单JD{card}") == [] and _types(f"序列号{card}A") == []  # glued letters
+    assert _types(f"卡 {card}") == [("bank_card", card)]
+
+
+def test_forms_people_write_identifiers_in() -> None:
+    good = _id("110105", "19491231")
+    grouped = f"{good[:3]} {good[3:6]} {good[6:10]} {good[10:14]} {good[14:]}"  # 3-3-4-4-4
+    assert _types(f"身份证 {grouped}") == [("cn_resident_id", grouped)]
+    hidden = good[:9] + "\u200b" + good[9:]  # a zero-width space inside
+    assert _types(f"身份证{hidden}。") == [("cn_resident_id", hidden)]
+    card = _luhn_body("622202123456789")
+    slashed = "/".join(card[i : i + 4] for i in range(0, 16, 4))
+    assert _types(f"卡号 {slashed}") == [("bank_card", slashed)]
+    assert _types("电话 1380 013 8000 找我") == [("cn_mobile", "1380 013 8000")]
+    assert _types("邮箱 zhang.wei(at)example.com 或 li [at] example.cn") == [
+        ("email", "zhang.wei(at)example.com"),
+        ("email", "li [at] example.cn"),
+    ]
+    assert _types("座机 010-12345678") == [("cn_landline", "010-12345678")]
+    assert _types("（0755）26688888") == [("cn_landline", "（0755）26688888")]
+    assert _types("编号 0101234") == []  # too short for an area code and a number
+
+
+def test_addresses_without_a_province_and_names_in_a_contact_field() -> None:
+    assert _types("请寄到朝阳区建国路88号院3号楼，谢谢") == [("address", "朝阳区建国路88号院3号楼")]
+    assert _types("浦东新区世纪大道100号") == [("address", "浦东新区世纪大道100号")]
+    assert _types("朝阳区今天的天气怎么样？") == []
+    assert _types("联系人：张伟先生，电话稍后给") == [("person_name", "张伟")]
+    assert _types("收件人是王芳，放门卫") == [("person_name", "王芳")]
+    assert _types("联系人：欧阳娜娜女士") == [("person_name", "欧阳娜娜")]

@@ -108,3 +108,30 @@ def luhn_valid(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+# Issuer identification numbers (ISO/IEC 7812 IIN prefixes) of the cards people in China
+# carry, with the lengths each scheme issues: UnionPay 62 (16–19), the domestic cards of
+# the big banks before UnionPay, 95… (9558 ICBC, 95599 ABC; 16–19), 60 (Discover 6011, and
+# cards of mainland banks in that range; 16–19), Visa 4 (16 or 19), Mastercard 51–55 and
+# 2221–2720 (16), JCB 3528–3589 (16–19). Public scheme rules, written out here.
+def plausible_card(digits: str) -> bool:
+    """Whether a 16–19-digit number could be a card of a scheme used in China."""
+    n = len(digits)
+    if not 16 <= n <= 19 or not digits.isdigit():
+        return False
+    if digits.startswith(("62", "95", "60")):
+        return True
+    if digits[0] == "4":
+        return n in (16, 19)
+    if 51 <= int(digits[:2]) <= 55 or 2221 <= int(digits[:4]) <= 2720:
+        return n == 16
+    return 3528 <= int(digits[:4]) <= 3589
+
+
+def id_shaped(digits: str) -> bool:
+    """An 18-digit number laid out like a resident ID (a region code, then a year of
+    birth): a mistyped ID (a wrong check digit, 0231), not a card that passes Luhn."""
+    if len(digits) != 18 or not _valid_region(digits[:6]):
+        return False
+    return 1900 <= int(digits[6:10]) <= 2100

@@ -1,13 +1,18 @@
 """Personal information in Chinese text: find it, then redact, mask or pseudonymize it.
 
 Detection runs on a same-length normalized copy of the text (full-width digits, letters
-and punctuation folded to ASCII, the ideographic space to a space), so every finding's
-``start``/``end`` are character offsets into the original. Candidates come from patterns
-that allow spaces and dashes between digit groups; checksummed identifiers are accepted
-only when their check passes (resident ID: region, real date not in the future, MOD 11-2;
-USCC: both check characters; bank cards: Luhn, or a card-number cue word nearby for
-legacy numbers). Names and addresses need context: a surname plus a cue (先生, 女士,
-姓名：, 联系人：…), an address at least two administrative levels deep.
+and punctuation folded to ASCII, the ideographic space and zero-width characters to a
+space), so every finding's ``start``/``end`` are character offsets into the original.
+Candidates come from patterns that allow a space or dash between any two digits (cards a
+slash too: 6222/0212/…), however the digits are grouped; checksummed identifiers are
+accepted only when their check passes (resident ID: region, real date not in the future,
+MOD 11-2; USCC: both check characters). A bank card needs a card-number cue word nearby
+(卡号, 账号… — legacy numbers without a Luhn digit included), or a Luhn check *and* an
+issuer it could come from (UnionPay 62, Visa 4, Mastercard 51–55 / 2221–2720, JCB, the
+domestic 95…, each at its lengths) and not the shape of a resident ID; digits glued to
+letters (JD6222…, …7890A) are a code, not a card. Names and addresses need context: a
+surname plus a cue (先生, 女士, 姓名：, 联系人是…), an address at least two administrative
+levels deep, or a district with a road and a house number (朝阳区建国路88号院3号楼).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from heshi.guard.ids import luhn_valid, valid_resident_id, valid_uscc
+from heshi.guard.ids import id_shaped, luhn_valid, plausible_card, valid_resident_id, valid_uscc
 from heshi.guard.pii_words import (
     ADDRESS_START,
     CARD_CUES,
@@ -67,7 +72,9 @@ _FOLD = {chr(c): chr(c - 0xFEE0) for c in range(0xFF10, 0xFF1A)}  # ０-９
 _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF21, 0xFF3B)})  # Ａ-Ｚ
 _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF41, 0xFF5B)})  # ａ-ｚ
 _FOLD.update({"＋": "+", "－": "-", "．": ".", "＠": "@", "\u3000": " "})
-_FOLD.update({"—": "-", "–": "-", "‐": "-"})
+_FOLD.update({"—": "-", "–": "-", "‐": "-", "（": "(", "）": ")", "［": "[", "］": "]"})
+# Zero-width characters hidden inside an identifier (110105\u200b1990…) read as a space.
+_FOLD.update({c: " " for c in "\u200b\u200c\u200d\u2060\ufeff"})
 _NEEDS_FOLD = re.compile("[" + "".join(re.escape(c) for c in _FOLD) + "]")
 
 
@@ -95,32 +102,34 @@ _NOT_DIGIT_AFTER = r"(?![0-9])"
 
 
 def _digits(found: str) -> str:
-    return re.sub(r"[ \-]", "", found)
+    return re.sub(r"[ \-/]", "", found)
 
 
 _RESIDENT_ID = re.compile(
-    _NOT_ALNUM_BEFORE + r"(\d{6}" + _SEP + r"\d{8}" + _SEP + r"\d{3}[0-9Xx]|\d{15})"
+    _NOT_ALNUM_BEFORE + r"(\d(?:" + _SEP + r"\d){16}" + _SEP + r"[0-9Xx]|\d{15})"
     + _NOT_ALNUM_AFTER
 )  # fmt: skip
 _USCC = re.compile(_NOT_ALNUM_BEFORE + r"([0-9A-HJ-NP-RTUW-Y]{18})" + _NOT_ALNUM_AFTER)
-_CARD = re.compile(
-    _NOT_DIGIT_BEFORE
-    + r"(\d{4}(?:[ \-]?\d{4}){3}(?:[ \-]?\d{1,3})?|\d{4}(?:[ \-]?\d{4}){2}[ \-]?\d{4,7}|\d{16,19})"
-    + _NOT_DIGIT_AFTER
-)
+_CARD = re.compile(_NOT_ALNUM_BEFORE + r"(\d(?:[ \-/]?\d){15,18})" + _NOT_ALNUM_AFTER)
 _MOBILE = re.compile(
-    r"(?<![0-9+])((?:\+86|0086)[ \-]?)?(1[3-9]\d" + _SEP + r"\d{4}" + _SEP + r"\d{4})"
-    + _NOT_DIGIT_AFTER
+    r"(?<![0-9+])((?:\+86|0086)[ \-]?)?(1[3-9](?:" + _SEP + r"\d){9})" + _NOT_DIGIT_AFTER
 )  # fmt: skip
 _LANDLINE = re.compile(
     _NOT_DIGIT_BEFORE
-    + r"((?:\(0\d{2,3}\)|0\d{2,3})[ \-]?[2-9]\d{6,7}(?:[ \-]?(?:转|ext\.?|-)\d{1,5})?"
+    # with the area code set apart, any local number (010-12345678 too); run together,
+    # one that starts 2–9 (as real local numbers do), so digit runs are not taken
+    + r"((?:(?:\(0\d{2,3}\)[ \-]?|0\d{2,3}[ \-])[1-9]\d{6,7}|0\d{2,3}[2-9]\d{6,7})"
+    + r"(?:[ \-]?(?:转|ext\.?|-)\d{1,5})?"
     + r"|[48]00[ \-]?\d{3}[ \-]?\d{4})"
     + _NOT_DIGIT_AFTER
 )
+_AT = r"(?:@|[ ]?[(\[][ ]?at[ ]?[)\]][ ]?)"  # name@x, name(at)x, name [at] x
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-)
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+" + _AT
+    + r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    re.IGNORECASE,
+)  # fmt: skip
+_OBFUSCATED_AT = re.compile(r"[(\[] ?at ?[)\]]", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Za-z_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z_:])")
 _PASSPORT = re.compile(_NOT_ALNUM_BEFORE + r"([EGDSP]\d{8}|E[A-HJ-NP-Z]\d{7})" + _NOT_ALNUM_AFTER)
@@ -139,14 +148,24 @@ def _surname_pattern() -> str:
 
 _SURNAME = _surname_pattern()
 _NAME_BEFORE = re.compile(
-    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(" + _SURNAME + r"[\u4e00-\u9fa5]{1,2})"
-    r"(?![\u4e00-\u9fa5]{2})"
-)
+    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(?:是|为|叫|写的是|填的是)?[:：\s]*("
+    + _SURNAME + r"[\u4e00-\u9fa5]{1,2})(?![\u4e00-\u9fa5]{2})"
+)  # fmt: skip
+_HONORIFIC_START = re.compile("|".join(NAME_AFTER_CUES))
 _AFTER_CUE = re.compile("|".join(NAME_AFTER_CUES))
 _NAME_TAIL = re.compile("(" + _SURNAME + r"[\u4e00-\u9fa5]{0,2})$")
 # Runs of ASCII-ish characters: every detector but plates, names and addresses needs one,
 # so Chinese prose is skipped at regex speed instead of being tried by each pattern.
-_ASCII_RUN = re.compile(r"[0-9A-Za-z+(][0-9A-Za-z@._%+\-:() ]{4,}")
+_ASCII_RUN = re.compile(r"[0-9A-Za-z+(\[][0-9A-Za-z@._%+\-:()\[\]/ ]{4,}")
+# An address without a province or city: a district (区/县) with a road and a house
+# number. The district's first character is not one of the words that lead into an
+# address (寄到, 住在, 位于…), so they are not taken as part of its name.
+_DISTRICT_MARK = re.compile("[区县]")
+_DISTRICT_ADDRESS = re.compile(
+    r"((?![在住于到至往从位是的和及寄送发去回来我你他她您址把请])[\u4e00-\u9fa5]{1,3}(?:新区|区|县)"
+    r"[\u4e00-\u9fa5]{1,8}?(?:路|街|大道|大街|巷|弄|胡同|里)\d{1,5}(?:号院|号楼|号|弄)"
+    r"(?:院|[\dA-Za-z]{1,5}(?:号楼|号院|号|栋|幢|座|楼|层|单元|室))*)"
+)
 _ADDRESS = re.compile(
     "((?:" + "|".join(ADDRESS_START) + r")"
     r"(?:[\u4e00-\u9fa5]{1,12}?(?:省|自治区|市|自治州|地区|盟|区|县|旗|镇|乡|街道|村|路|街|大道|巷|弄)"
@@ -162,7 +181,7 @@ def _ascii_findings(
     digits = sum(c.isdigit() for c in run)
     if digits >= 7:
         yield from _numbers(norm, lo, hi, today, long_run=digits >= 15 or len(run) >= 18)
-    if "@" in run:
+    if "@" in run or _OBFUSCATED_AT.search(run):
         for m in _EMAIL.finditer(norm, lo, hi):
             yield "email", m.start(), m.end()
     if "." in run:
@@ -213,10 +232,10 @@ def _long_numbers(
             yield "cn_uscc", m.start(1), m.end(1)
     for m in _CARD.finditer(norm, lo, hi):
         digits = _digits(m.group(1))
-        if not 16 <= len(digits) <= 19:
-            continue
-        before = norm[max(0, m.start() - 12) : m.start()]
-        if luhn_valid(digits) or any(cue in before for cue in CARD_CUES):
+        before = norm[max(0, m.start() - 12) : m.start()].lower()
+        if any(cue in before for cue in CARD_CUES) or (
+            luhn_valid(digits) and plausible_card(digits) and not id_shaped(digits)
+        ):
             yield "bank_card", m.start(1), m.end(1)
 
 
@@ -225,13 +244,23 @@ def _chinese_findings(norm: str) -> Iterator[tuple[str, int, int]]:
     for m in _PLATE.finditer(norm):
         yield "cn_license_plate", m.start(1), m.end(1)
     for m in _NAME_BEFORE.finditer(norm):
-        yield "person_name", m.start(1), m.end(1)
+        end = m.end(1)  # 联系人：张伟先生 — the name stops where an honorific starts
+        title = _HONORIFIC_START.search(norm, m.start(1) + 2, end + 3)
+        if title is not None and title.start() < end:
+            end = title.start()
+        yield "person_name", m.start(1), end
     for cue in _AFTER_CUE.finditer(norm):
         tail = _NAME_TAIL.search(norm, max(0, cue.start() - 5), cue.start())
         if tail is not None:
             yield "person_name", tail.start(1), tail.end(1)
     for m in _ADDRESS.finditer(norm):
         yield "address", m.start(1), m.end(1)
+    for mark in _DISTRICT_MARK.finditer(norm):  # only where a 区 or 县 is: prose is fast
+        for start in range(max(0, mark.start() - 3), mark.start()):
+            found = _DISTRICT_ADDRESS.match(norm, start)
+            if found is not None:
+                yield "address", found.start(1), found.end(1)
+                break
 
 
 # When two findings overlap, the more specific (checksummed, longer) one wins.
