@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from heshi import __version__
+from heshi.cli import aigc as aigc_cli
 from heshi.cli import audit as audit_cli
 from heshi.cli import chat as chat_cli
 from heshi.cli import docs as docs_cli
@@ -40,6 +41,7 @@ app.add_typer(plan_cli.app, name="plan")
 app.add_typer(guard_cli.app, name="guard")
 app.add_typer(evaluate_cli.app, name="eval")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(aigc_cli.app, name="aigc")
 
 
 def _print_version(value: bool) -> None:
