@@ -17,6 +17,7 @@ levels deep, or a district with a road and a house number (朝阳区建国路88�
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -24,14 +25,10 @@ from dataclasses import dataclass
 from datetime import date
 
 from heshi.guard.ids import id_shaped, luhn_valid, plausible_card, valid_resident_id, valid_uscc
+from heshi.guard.pii_context import addresses, names
 from heshi.guard.pii_words import (
-    ADDRESS_START,
     CARD_CUES,
-    COMPOUND_SURNAMES,
-    NAME_AFTER_CUES,
-    NAME_BEFORE_CUES,
     PLATE_PROVINCES,
-    SINGLE_SURNAMES,
 )
 
 TYPES = (
@@ -73,8 +70,9 @@ _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF21, 0xFF3B)})  # Ａ-�
 _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF41, 0xFF5B)})  # ａ-ｚ
 _FOLD.update({"＋": "+", "－": "-", "．": ".", "＠": "@", "\u3000": " "})
 _FOLD.update({"—": "-", "–": "-", "‐": "-", "（": "(", "）": ")", "［": "[", "］": "]"})
-# Zero-width characters hidden inside an identifier (110105\u200b1990…) read as a space.
-_FOLD.update({c: " " for c in "\u200b\u200c\u200d\u2060\ufeff"})
+# Zero-width characters hidden inside an identifier (110105\u200b1990…) are taken out
+# before detection (scan maps the findings back onto the original text).
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 _NEEDS_FOLD = re.compile("[" + "".join(re.escape(c) for c in _FOLD) + "]")
 
 
@@ -112,23 +110,31 @@ _RESIDENT_ID = re.compile(
 _USCC = re.compile(_NOT_ALNUM_BEFORE + r"([0-9A-HJ-NP-RTUW-Y]{18})" + _NOT_ALNUM_AFTER)
 _CARD = re.compile(_NOT_ALNUM_BEFORE + r"(\d(?:[ \-/]?\d){15,18})" + _NOT_ALNUM_AFTER)
 _MOBILE = re.compile(
-    r"(?<![0-9+])((?:\+86|0086)[ \-]?)?(1[3-9](?:" + _SEP + r"\d){9})" + _NOT_DIGIT_AFTER
+    r"(?<![0-9+])((?:\+86|0086)[ \-]?)?"
+    # as written: run together, 3-4-4, 4-3-4 or 3-3-5 (not any split: 19670620 054 is not one)
+    r"(1[3-9]\d(?:\d{8}|[ \-]\d{4}[ \-]\d{4}|\d[ \-]\d{3}[ \-]\d{4}|[ \-]\d{3}[ \-]\d{5}))"
+    + _NOT_ALNUM_AFTER
 )  # fmt: skip
 _LANDLINE = re.compile(
     _NOT_DIGIT_BEFORE
     # with the area code set apart, any local number (010-12345678 too); run together,
     # one that starts 2–9 (as real local numbers do), so digit runs are not taken
-    + r"((?:(?:\(0\d{2,3}\)[ \-]?|0\d{2,3}[ \-])[1-9]\d{6,7}|0\d{2,3}[2-9]\d{6,7})"
+    + r"((?:(?:\(0[1-9]\d{1,2}\)[ \-]?|0[1-9]\d{1,2}[ \-])[1-9]\d{2,3}[ \-]?\d{4}"
+    + r"|0[1-9]\d{1,2}[2-9]\d{6,7})"
     + r"(?:[ \-]?(?:转|ext\.?|-)\d{1,5})?"
-    + r"|[48]00[ \-]?\d{3}[ \-]?\d{4})"
+    + r"|[48]00(?:[ \-]?\d){7})"
     + _NOT_DIGIT_AFTER
 )
 _AT = r"(?:@|[ ]?[(\[][ ]?at[ ]?[)\]][ ]?)"  # name@x, name(at)x, name [at] x
+_DOT = r"(?:\.|[ ]?[(\[][ ]?dot[ ]?[)\]][ ]?)"  # x.com, x(dot)com
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+" + _AT
-    + r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    + r"[A-Za-z0-9-]+(?:" + _DOT + r"[A-Za-z0-9-]+)*" + _DOT + r"[A-Za-z]{2,}",
     re.IGNORECASE,
 )  # fmt: skip
+_NOT_PHONE_CUES = ("代码", "编号", "流水", "单号", "发票号")  # 发票代码 0333…: not a phone
+_FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "pdf", "txt",
+                        "doc", "docx", "xls", "xlsx", "zip", "js", "css", "html"})  # fmt: skip
 _OBFUSCATED_AT = re.compile(r"[(\[] ?at ?[)\]]", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Za-z_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z_:])")
@@ -141,36 +147,9 @@ _PLATE = re.compile(
 )
 
 
-def _surname_pattern() -> str:
-    compound = "|".join(sorted(COMPOUND_SURNAMES, key=len, reverse=True))
-    return f"(?:{compound}|[{SINGLE_SURNAMES}])"
-
-
-_SURNAME = _surname_pattern()
-_NAME_BEFORE = re.compile(
-    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(?:是|为|叫|写的是|填的是)?[:：\s]*("
-    + _SURNAME + r"[\u4e00-\u9fa5]{1,2})(?![\u4e00-\u9fa5]{2})"
-)  # fmt: skip
-_HONORIFIC_START = re.compile("|".join(NAME_AFTER_CUES))
-_AFTER_CUE = re.compile("|".join(NAME_AFTER_CUES))
-_NAME_TAIL = re.compile("(" + _SURNAME + r"[\u4e00-\u9fa5]{0,2})$")
 # Runs of ASCII-ish characters: every detector but plates, names and addresses needs one,
 # so Chinese prose is skipped at regex speed instead of being tried by each pattern.
 _ASCII_RUN = re.compile(r"[0-9A-Za-z+(\[][0-9A-Za-z@._%+\-:()\[\]/ ]{4,}")
-# An address without a province or city: a district (区/县) with a road and a house
-# number. The district's first character is not one of the words that lead into an
-# address (寄到, 住在, 位于…), so they are not taken as part of its name.
-_DISTRICT_MARK = re.compile("[区县]")
-_DISTRICT_ADDRESS = re.compile(
-    r"((?![在住于到至往从位是的和及寄送发去回来我你他她您址把请])[\u4e00-\u9fa5]{1,3}(?:新区|区|县)"
-    r"[\u4e00-\u9fa5]{1,8}?(?:路|街|大道|大街|巷|弄|胡同|里)\d{1,5}(?:号院|号楼|号|弄)"
-    r"(?:院|[\dA-Za-z]{1,5}(?:号楼|号院|号|栋|幢|座|楼|层|单元|室))*)"
-)
-_ADDRESS = re.compile(
-    "((?:" + "|".join(ADDRESS_START) + r")"
-    r"(?:[\u4e00-\u9fa5]{1,12}?(?:省|自治区|市|自治州|地区|盟|区|县|旗|镇|乡|街道|村|路|街|大道|巷|弄)"
-    r"|[\dA-Za-z]{1,5}(?:号楼|号院|号|弄|栋|幢|座|楼|层|单元|室)){1,10})"
-)
 
 
 def _ascii_findings(
@@ -183,7 +162,8 @@ def _ascii_findings(
         yield from _numbers(norm, lo, hi, today, long_run=digits >= 15 or len(run) >= 18)
     if "@" in run or _OBFUSCATED_AT.search(run):
         for m in _EMAIL.finditer(norm, lo, hi):
-            yield "email", m.start(), m.end()
+            if m.group().rsplit(".", 1)[-1].lower() not in _FILE_TLDS:  # icon@2x.png
+                yield "email", m.start(), m.end()
     if "." in run:
         for m in _IPV4.finditer(norm, lo, hi):
             octets = m.group().split(".")
@@ -218,7 +198,8 @@ def _numbers(
     for m in _MOBILE.finditer(norm, lo, hi):
         yield "cn_mobile", m.start(), m.end()
     for m in _LANDLINE.finditer(norm, lo, hi):
-        yield "cn_landline", m.start(1), m.end(1)
+        if not any(cue in norm[max(0, m.start() - 6) : m.start()] for cue in _NOT_PHONE_CUES):
+            yield "cn_landline", m.start(1), m.end(1)
 
 
 def _long_numbers(
@@ -243,24 +224,8 @@ def _chinese_findings(norm: str) -> Iterator[tuple[str, int, int]]:
     """Detectors anchored on Chinese characters: plates, names, addresses."""
     for m in _PLATE.finditer(norm):
         yield "cn_license_plate", m.start(1), m.end(1)
-    for m in _NAME_BEFORE.finditer(norm):
-        end = m.end(1)  # 联系人：张伟先生 — the name stops where an honorific starts
-        title = _HONORIFIC_START.search(norm, m.start(1) + 2, end + 3)
-        if title is not None and title.start() < end:
-            end = title.start()
-        yield "person_name", m.start(1), end
-    for cue in _AFTER_CUE.finditer(norm):
-        tail = _NAME_TAIL.search(norm, max(0, cue.start() - 5), cue.start())
-        if tail is not None:
-            yield "person_name", tail.start(1), tail.end(1)
-    for m in _ADDRESS.finditer(norm):
-        yield "address", m.start(1), m.end(1)
-    for mark in _DISTRICT_MARK.finditer(norm):  # only where a 区 or 县 is: prose is fast
-        for start in range(max(0, mark.start() - 3), mark.start()):
-            found = _DISTRICT_ADDRESS.match(norm, start)
-            if found is not None:
-                yield "address", found.start(1), found.end(1)
-                break
+    yield from names(norm)
+    yield from addresses(norm)
 
 
 # When two findings overlap, the more specific (checksummed, longer) one wins.
@@ -271,6 +236,8 @@ def scan(
     text: str, types: frozenset[str] | None = None, today: date | None = None
 ) -> list[Finding]:
     """Every piece of personal information in ``text``, in order, without overlaps."""
+    if _ZERO_WIDTH.search(text):
+        return _without_zero_width(text, types, today)
     norm = normalize(text)
     raw = list(_chinese_findings(norm))
     for run in _ASCII_RUN.finditer(norm):
@@ -286,6 +253,22 @@ def scan(
         taken[start:end] = b"\x01" * (end - start)
         kept.append(Finding(kind, start, end, text[start:end]))
     return sorted(kept, key=lambda f: f.start)
+
+
+def _without_zero_width(
+    text: str, types: frozenset[str] | None, today: date | None
+) -> list[Finding]:
+    """``scan`` of the text with its zero-width characters taken out, the findings put
+    back onto the original (a finding's text keeps the characters hidden in it)."""
+    # q[i]: where the i-th removed character would sit in the stripped text; a stripped
+    # offset j is j plus the number of removed characters at or before it.
+    q = [m.start() - i for i, m in enumerate(_ZERO_WIDTH.finditer(text))]
+    out = []
+    for f in scan(_ZERO_WIDTH.sub("", text), types, today):
+        start = f.start + bisect.bisect_right(q, f.start)
+        end = f.end - 1 + bisect.bisect_right(q, f.end - 1) + 1
+        out.append(Finding(f.type, start, end, text[start:end]))
+    return out
 
 
 def _keep(value: str, keep_start: int, keep_end: int) -> str:
