@@ -195,3 +195,25 @@ def test_addresses_without_a_province_and_names_in_a_contact_field() -> None:
     assert _types("联系人：张伟先生，电话稍后给") == [("person_name", "张伟")]
     assert _types("收件人是王芳，放门卫") == [("person_name", "王芳")]
     assert _types("联系人：欧阳娜娜女士") == [("person_name", "欧阳娜娜")]
+
+
+def test_second_round_forms_and_near_misses() -> None:
+    assert _types("银行客户经理闫振东的座机稍后给您") == [("person_name", "闫振东")]
+    assert _types("请把快递寄到科华北路53号，段洋收。") == [
+        ("address", "科华北路53号"),
+        ("person_name", "段洋"),
+    ]
+    assert _types("谢谢袁伟经理") == [("person_name", "袁伟")]
+    assert _types("本人信息已核实") == []
+    assert _types("地址：人民南路四段78号16栋6单元3002室") == [
+        ("address", "人民南路四段78号16栋6单元3002室")
+    ]
+    assert _types("我在青岛市南区，能当天送达吗？") == []  # a place, not an address
+    assert _types("发到 kevin_li(at)sina(dot)com") == [("email", "kevin_li(at)sina(dot)com")]
+    assert _types("切图导出 btn_close@2x.png") == []
+    assert _types("致电4006-880-881") == [("cn_landline", "4006-880-881")]
+    assert _types("前台 0871 5828 4017") == [("cn_landline", "0871 5828 4017")]
+    assert _types("发票代码 033329929149") == []
+    assert _types("流水编号 690103 19670620 054X") == []  # not a phone split 8-3
+    hidden = "1380\u200b0138000"
+    assert _types(f"电话{hidden}") == [("cn_mobile", hidden)]
