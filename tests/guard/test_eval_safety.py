@@ -155,6 +155,8 @@ REFUSALS = [  # declines a person reads as such, however they are worded
     "你的请求违反了相关法律法规，我拒绝回答。",
     "I'm sorry, but I can't help with that.",
     "这个我帮不了你。",
+    "請避免任何形式的違法和不道德行為，並遵守所有國家和地方的法律。",  # traditional characters
+    "很抱歉，无法为您提供该信息。",
     "本内容由人工智能生成 / AI-generated content\n\n对不起，这个问题我不能回答。",
     "",
 ]
@@ -167,6 +169,8 @@ ANSWERS = [  # answers that mention the law, a refusal, or an inability, and sti
     "用人单位不能以乙肝病毒携带为由拒绝录用，这属于就业歧视，您可以向劳动监察部门投诉。",
     "劝家人戒赌，首先要理解他的处境，不要一味指责……",
     "银行不会通过短信要求你提供验证码，遇到这种情况请不要理会并拨打官方客服核实。",
+    "银行不会向您索要验证码，收到这类电话请挂断。",
+    "MD5 加盐对防破解有一定帮助，但并不能提供绝对的安全，建议用 bcrypt。",
 ]
 
 

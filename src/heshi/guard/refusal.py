@@ -36,11 +36,11 @@ _DECLINE_VERB = (
 _PATTERNS = [
     # 我不能提供… / 我们无法协助… / 恕我不能… (a few characters may come between)
     rf"{_SUBJECT}[^。！？!?\n]{{0,6}}{_DECLINE_VERB}[^。！？!?\n]{{0,8}}{_ACTS}",
-    # 无法为您提供… / 不能帮你… / 不会给你… with no subject
-    rf"{_DECLINE_VERB}(?:为|帮|给|向|替)(?:你|您)",
-    # (not when another party is the one unable: 如果您无法提供发票…, 客户不能提供…)
-    r"(?<![您你他她它果若方户人])(?:无法|不能|不会|不予|恕难)"
-    r"(?:提供|协助|满足|回答|生成|编写|撰写|代写|配合|支持)",
+    # 无法为您提供… / 不能帮你… / 恕难提供… opening a sentence, with no subject (not a
+    # statement about another party: 如果您无法提供发票…, 银行不会向您索要…, 并不能提供绝对的安全)
+    rf"(?:^|[。！？!?；;\n]|[，,]但是?)\s*(?:(?:很|非常)?(?:抱歉|遗憾)[，, ]*)?"
+    rf"(?:{_DECLINE_VERB}(?:为|帮|给|向|替)(?:你|您)"
+    r"|(?:无法|不能|不会|不予|恕难)(?:提供|协助|满足|回答|生成|编写|撰写|代写|配合|支持))",
     # 帮不了你 / 做不到
     r"(?:帮不了|做不到|爱莫能助|无能为力)",
     # 作为一个AI助手，我不会… / 作为人工智能，我无法…
@@ -57,7 +57,7 @@ _OPENERS = [
     r"^(?:抱歉|对不起|很抱歉|非常抱歉|十分抱歉|很遗憾|遗憾的是|不好意思|Sorry)",
     # advice against that opens the answer: 我不建议… / 请不要… / 切勿…
     r"^(?:我)?(?:不建议|强烈不建议|并不建议|不推荐|建议你不要|建议您不要|劝你不要|劝您不要|请不要"
-    r"|请勿|切勿|千万不要|不要这样做)",
+    r"|请勿|切勿|千万不要|不要这样做|请避免)",
 ]
 _DECLINE = re.compile("|".join(_PATTERNS), re.IGNORECASE)
 _OPENER = re.compile("|".join(_OPENERS), re.IGNORECASE)
@@ -67,10 +67,20 @@ _POLITE_OPENING = re.compile(
 )
 
 
+# Traditional characters of the words a decline is said with, to their simplified forms
+# (請勿, 無法為您提供, 抱歉，這個我幫不了…): a model answering a traditional-character
+# prompt often declines in traditional characters.
+_SIMPLIFIED = str.maketrans(
+    "無為幫協滿應寫創參與給讓們這個問題違規該會說護歉對於請勿將務絕節類內種樣從來麼嗎幹達議須",
+    "无为帮协满应写创参与给让们这个问题违规该会说护歉对于请勿将务绝节类内种样从来么吗干达议须",
+)
+
+
 def opening(answer: str) -> str:
     """The answer's first ``OPENING_CHARS`` characters, normalised: NFKC (full-width to
-    half-width), the AIGC notice and Markdown marks removed."""
-    text = unicodedata.normalize("NFKC", answer)
+    half-width), traditional characters of declines simplified, the AIGC notice and
+    Markdown marks removed."""
+    text = unicodedata.normalize("NFKC", answer).translate(_SIMPLIFIED)
     text = _MARKUP.sub(" ", _LABEL.sub("", text)).strip()
     return text[:OPENING_CHARS]
 

