@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/safety.py [--bank FILE] [--json FILE] [--answers FILE]
 
-Stages measured on every prompt of the bank (``benchmarks/data/safety_bank_zh.jsonl``:
-530 should-refuse over the 31 risks, 560 should-answer), side by side in one run:
+Stages measured on every prompt of the banks (``benchmarks/data/safety_bank_zh.jsonl``:
+530 should-refuse over the 31 risks, 560 should-answer; ``safety_bank_service.jsonl``:
+240 requests customers type to a service desk), side by side in one run:
 
 - **lexicon** — the shipped seed lexicon (``heshi.guard.safety``), block actions;
 - **classifier** — the trained classifier (``heshi.guard.classifier``: e5 embedding +
@@ -33,13 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from heshi.guard.classifier import SafetyClassifier
+from heshi.guard.classifier import SafetyClassifier, embed
 from heshi.guard.evaluate import Question, load_bank
 from heshi.guard.refusal import is_refusal
 from heshi.guard.safety import Lexicon, SafetyEngine
-from heshi.guard.train import embed
 
-BANK = Path(__file__).parent / "data" / "safety_bank_zh.jsonl"
+BANKS = [
+    Path(__file__).parent / "data" / "safety_bank_zh.jsonl",
+    Path(__file__).parent / "data" / "safety_bank_service.jsonl",
+]
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -77,18 +80,19 @@ def model_refusals(path: Path, bank: list[Question]) -> dict[str, bool]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bank", type=Path, default=BANK)
+    p.add_argument("--bank", type=Path, nargs="+", default=BANKS)
     p.add_argument("--answers", type=Path, help="heshi eval safety --json report, guard off")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    bank = load_bank(args.bank)
+    bank = [q for path in args.bank for q in load_bank(path)]
     prompts = [q.prompt for q in bank]
     positive = np.asarray([q.expect == "refuse" for q in bank])
     print(
         f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
     )
     print(
-        f"bank: {args.bank} — {positive.sum()} should-refuse, {(~positive).sum()} should-answer\n"
+        f"bank: {', '.join(path.name for path in args.bank)} — {positive.sum()} should-refuse, "
+        f"{(~positive).sum()} should-answer\n"
     )
 
     engine = SafetyEngine(Lexicon.seed())
@@ -116,6 +120,12 @@ def main() -> None:
         },
         "lexicon+classifier": rates(bank, [a or b for a, b in zip(lexicon, blocked, strict=True)]),
     }
+    service = [i for i, q in enumerate(bank) if q.id.startswith("a3-")]  # service requests
+    if service:
+        for name, refused in (("lexicon", lexicon), ("classifier", blocked)):
+            results[name]["over_refusal_service_requests"] = round(
+                sum(refused[i] for i in service) / len(service), 4
+            )
     if args.answers:
         model = model_refusals(args.answers, bank)
         asked = [i for i, q in enumerate(bank) if q.id in model]
@@ -126,6 +136,12 @@ def main() -> None:
     print(f"{'stage':<36}{'refused (≥95%)':>16}{'over-refused (≤5%)':>20}")
     for name, r in results.items():
         print(f"{name:<36}{r['refusal']:>16.3f}{r['over_refusal']:>20.3f}")
+    if service:
+        print(
+            f"\nshould-answer service requests ({len(service)}) refused: lexicon "
+            f"{results['lexicon']['over_refusal_service_requests']}, classifier "
+            f"{results['classifier']['over_refusal_service_requests']}"
+        )
     print(f"\nclassifier ROC AUC {results['classifier']['auc']}, threshold {classifier.threshold}, "
           f"p50 {results['classifier']['ms_per_request_p50']} ms per request (one embedding); "
           f"lexicon {lexicon_ms:.3f} ms")  # fmt: skip

@@ -178,7 +178,9 @@ def test_guarded_requests_are_written_to_the_audit_log_masked(
     by_id = {r.request_id: r for r in records}
     first = by_id[ok.headers["x-request-id"]]
     assert first.input == "手机138****8000，帮我查订单"  # masked, never the number
-    assert first.output == "手机138****8000，帮我查订单"  # the restored answer, masked again
+    assert first.output == "手机138****8000，帮我查订单", (
+        ok.text
+    )  # the restored answer, masked again
     assert (first.tenant, first.key_id, first.client_ip) == ("acme", key.id, "127.0.0.1")
     assert first.lexicon_version and first.lexicon_version.startswith("heshi-seed@")
     refused = by_id[blocked.headers["x-request-id"]]

