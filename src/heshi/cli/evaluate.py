@@ -128,18 +128,21 @@ async def _ask_all(
             headers["Authorization"] = f"Bearer {os.environ[key_env]}"
         async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=300) as c:
             return await run(questions, _asker(c, model, max_tokens), on_answer)
+    from heshi.cli.gateway_call import engine_log
     from heshi.cli.serve import build_engines
     from heshi.gateway.app import create_app
 
     cfg = load_config(config)
     cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"open": True})})
     app = create_app(cfg, build_engines(cfg))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://heshi", timeout=300
-        ) as c:
-            return await run(questions, _asker(c, model, max_tokens), on_answer)
+    # llama.cpp's own lines go to $HESHI_HOME/logs/engine.log, as for heshi kb and docs
+    with engine_log(cfg.home / "logs" / "engine.log"):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://heshi", timeout=300
+            ) as c:
+                return await run(questions, _asker(c, model, max_tokens), on_answer)
 
 
 def _asker(client: httpx.AsyncClient, model: str, max_tokens: int) -> Any:

@@ -158,9 +158,6 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         params.cpuparams.n_threads = cfg.threads or -1
         params.cpuparams_batch.n_threads = cfg.threads or -1
         params.use_jinja = True
-        # llama.cpp's own lines (every slot's timings) only when Heshi's engine log is at
-        # DEBUG (heshi serve --log-level debug): a command's output is not a server log.
-        params.verbosity = 3 if log.isEnabledFor(logging.DEBUG) else 0
         pooling = self._pooling()
         if pooling is not None:
             params.pooling_type = xllamacpp.llama_pooling_type(pooling)
