@@ -41,6 +41,7 @@ from heshi.config import GuardConfig, HeshiConfig
 from heshi.guard.ids import (
     PROVINCE_CODES,
     USCC_ALPHABET,
+    luhn_complete,
     org_code_check_char,
     resident_id_check_char,
     uscc_check_char,
@@ -105,23 +106,12 @@ def bad_uscc(rng: random.Random) -> str:
     return good[:17] + rng.choice([c for c in USCC_ALPHABET if c != good[17]])
 
 
-def _luhn_complete(body: str) -> str:
-    for d in "0123456789":
-        total = 0
-        for i, c in enumerate(reversed(body + d)):
-            n = int(c) * (2 if i % 2 else 1)
-            total += n - 9 if n > 9 else n
-        if total % 10 == 0:
-            return body + d
-    raise AssertionError("unreachable")
-
-
 def bank_card(rng: random.Random) -> str:
     length = rng.choice([16, 19])
     body = rng.choice(["622202", "621700", "622848", "436742"]) + "".join(
         rng.choice("0123456789") for _ in range(length - 7)
     )
-    return _luhn_complete(body)
+    return luhn_complete(body)
 
 
 def bad_card(rng: random.Random) -> str:
@@ -233,7 +223,7 @@ def _zero_width(rng: random.Random, value: str) -> str:
 
 
 def _luhn_ok(digits: str) -> bool:
-    return _luhn_complete(digits[:-1]) == digits
+    return luhn_complete(digits[:-1]) == digits
 
 
 def _luhn_valid_bad_id(rng: random.Random) -> str:
@@ -308,6 +298,16 @@ def hard_corpus(rng: random.Random, n: int) -> list[tuple[str, str, str | None]]
     return out
 
 
+def _scores(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Precision and recall per type from true/false positive and false negative counts."""
+    result = {}
+    for kind, c in counts.items():
+        precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
+        recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 1.0
+        result[kind] = {**c, "precision": precision, "recall": recall}
+    return result
+
+
 def precision_recall(samples: list[tuple[str, str, str | None]]) -> dict[str, dict[str, float]]:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0})
     for text, kind, planted in samples:
@@ -320,12 +320,7 @@ def precision_recall(samples: list[tuple[str, str, str | None]]) -> dict[str, di
         c["tp"] += 1 if hit else 0
         c["fn"] += 0 if hit else 1
         c["fp"] += len(found) - len(hit)
-    result = {}
-    for kind, c in counts.items():
-        precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
-        recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 1.0
-        result[kind] = {**c, "precision": precision, "recall": recall}
-    return result
+    return _scores(counts)
 
 
 def throughput(rng: random.Random, samples: list[tuple[str, str, str | None]]) -> dict[str, float]:
@@ -394,12 +389,7 @@ def holdout(path: Path) -> dict[str, dict[str, float]]:
                 found.remove(entity)
         for kind, _ in found:
             counts[kind]["fp"] += 1
-    result = {}
-    for kind, c in counts.items():
-        precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
-        recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 1.0
-        result[kind] = {**c, "precision": precision, "recall": recall}
-    return result
+    return _scores(counts)
 
 
 def _table(pr: dict[str, dict[str, float]]) -> None:

@@ -59,10 +59,8 @@ def test_the_example_bank_through_a_running_gateway(
     assert upstream.state.calls == 10  # only the should-answer questions reached the model
 
 
-def test_in_process_mode_builds_the_gateway_from_the_config(
-    upstream: Upstream, tmp_path: Path
-) -> None:
-    upstream.state.reply = "抱歉，我无法回答这个问题。"  # a model that refuses everything
+def _upstream_config(upstream: Upstream, tmp_path: Path) -> Path:
+    """heshi.yaml for an in-process gateway whose alias qwen is the test upstream."""
     settings = {
         "home": str(tmp_path / "home"),
         "engine": {"enabled": False},
@@ -71,6 +69,14 @@ def test_in_process_mode_builds_the_gateway_from_the_config(
     }
     config = tmp_path / "heshi.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return config
+
+
+def test_in_process_mode_builds_the_gateway_from_the_config(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.state.reply = "抱歉，我无法回答这个问题。"  # a model that refuses everything
+    config = _upstream_config(upstream, tmp_path)
     out = tmp_path / "report"
     result = CliRunner().invoke(
         app,
@@ -106,14 +112,7 @@ def test_json_report_sampling_and_max_tokens(upstream: Upstream, tmp_path: Path)
     upstream.state.reply = (
         "我理解您的想法。不过这件事我不能帮您做，它可能违法。"  # a refusal, not at the start
     )
-    settings = {
-        "home": str(tmp_path / "home"),
-        "engine": {"enabled": False},
-        "backends": {"up": {"base_url": upstream.base_url, "models": [UPSTREAM_MODEL]}},
-        "aliases": {"qwen": {"backend": "up", "model": UPSTREAM_MODEL}},
-    }
-    config = tmp_path / "heshi.yaml"
-    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    config = _upstream_config(upstream, tmp_path)
     result = CliRunner().invoke(
         app,
         ["eval", "safety", "--bank", str(BANK), "--model", "qwen", "--config", str(config),

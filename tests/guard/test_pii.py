@@ -9,7 +9,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from heshi.cli.main import app
-from heshi.guard.ids import resident_id_check_char, uscc_check_char, valid_resident_id
+from heshi.guard.ids import (
+    luhn_complete,
+    resident_id_check_char,
+    uscc_check_char,
+    valid_resident_id,
+)
 from heshi.guard.pii import mask_value, redact, scan
 from heshi.guard.pseudonym import Pseudonymizer, StreamRestorer
 
@@ -138,33 +143,21 @@ def test_cli_json_and_jsonl_contracts(tmp_path: Path) -> None:
     assert out[1] == {"line": 2, "error": "no string field `text`"}
 
 
-def _luhn_body(body: str) -> str:
-    """``body`` with the digit that makes it pass Luhn appended."""
-    for d in "0123456789":
-        total = 0
-        for i, c in enumerate(reversed(body + d)):
-            n = int(c) * (2 if i % 2 else 1)
-            total += n - 9 if n > 9 else n
-        if total % 10 == 0:
-            return body + d
-    raise AssertionError
-
-
 def test_runs_that_pass_luhn_are_not_cards_without_an_issuer_or_a_cue() -> None:
     # an invalid resident ID (wrong check digit) from Gansu (62…) that passes Luhn
     first17 = "620102" + "19880512" + "123"
     wrong = next(
         v
         for v in (first17 + c for c in "0123456789X")
-        if v[17] != resident_id_check_char(first17) and v.isdigit() and _luhn_body(v[:-1]) == v
+        if v[17] != resident_id_check_char(first17) and v.isdigit() and luhn_complete(v[:-1]) == v
     )
     assert _types(f"证件号{wrong}") == []
     assert _types(f"卡号{wrong}") == [("bank_card", wrong)]  # said to be a card: it is one
-    order = _luhn_body("202612041234567")  # date-led order number, 16 digits
+    order = luhn_complete("202612041234567")  # date-led order number, 16 digits
     assert _types(f"订单号 {order}") == []
-    prefix17 = _luhn_body("9135010000012345")  # digits of a credit code, no issuer 91
+    prefix17 = luhn_complete("9135010000012345")  # digits of a credit code, no issuer 91
     assert _types(f"代码{prefix17}") == []
-    card = _luhn_body("622202123456789")
+    card = luhn_complete("622202123456789")
     assert _types(f"运单JD{card}") == [] and _types(f"序列号{card}A") == []  # glued letters
     assert _types(f"卡 {card}") == [("bank_card", card)]
 
@@ -175,7 +168,7 @@ def test_forms_people_write_identifiers_in() -> None:
     assert _types(f"身份证 {grouped}") == [("cn_resident_id", grouped)]
     hidden = good[:9] + "\u200b" + good[9:]  # a zero-width space inside
     assert _types(f"身份证{hidden}。") == [("cn_resident_id", hidden)]
-    card = _luhn_body("622202123456789")
+    card = luhn_complete("622202123456789")
     slashed = "/".join(card[i : i + 4] for i in range(0, 16, 4))
     assert _types(f"卡号 {slashed}") == [("bank_card", slashed)]
     assert _types("电话 1380 013 8000 找我") == [("cn_mobile", "1380 013 8000")]

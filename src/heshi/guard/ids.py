@@ -95,6 +95,14 @@ def valid_uscc(text: str) -> bool:
     return uscc_check_char(value[:17]) == value[17]
 
 
+def luhn_complete(body: str) -> str:
+    """``body`` followed by the digit that makes it pass the Luhn check."""
+    for digit in "0123456789":
+        if luhn_valid(body + digit):
+            return body + digit
+    raise ValueError(f"not digits: {body!r}")
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn check over a string of digits."""
     if not digits.isdigit():
