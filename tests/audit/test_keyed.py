@@ -156,3 +156,22 @@ def test_the_key_comes_from_the_environment_or_a_private_file_in_home(
     monkeypatch.setenv(KEY_ENV, "short")
     with pytest.raises(AuditKeyMissing, match="32"):
         audit_key(home)
+
+
+def test_an_upgraded_log_keeps_its_unsigned_records_and_signs_from_then_on(
+    database: Database,
+) -> None:
+    old = AuditLog(database)  # Heshi before records were signed
+    for n in range(1, 4):
+        old.append(entry(n))
+    keyed = AuditLog(database, key=KEY)
+    keyed.append(entry(4))
+    report = keyed.verify()
+    assert report.intact and report.unsigned_before_keying == 3
+    assert "3 written before records were signed" in report.summary()
+
+    old.append(entry(5))  # someone without the key appends after signing began
+    assert [(i.seq, i.kind) for i in keyed.verify().issues] == [(5, "unsigned")]
+    delete_row(database, 5)
+    rewrite_and_rehash(database, 2, output="改写的旧记录")  # the old part rewritten
+    assert [(i.seq, i.kind) for i in keyed.verify().issues] == [(4, "bad_signature")]

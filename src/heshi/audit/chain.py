@@ -65,6 +65,7 @@ class VerifyReport:
     """What a verification found: counts, where the chain starts and ends, and issues."""
 
     records: int = 0
+    unsigned_before_keying: int = 0  # records written before records were signed
     checkpoints: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
@@ -92,17 +93,26 @@ class VerifyReport:
             if self.intact
             else f"审计日志有 {self.issue_count} 个问题 / audit log has {self.issue_count} issues"
         )
+        legacy = (
+            f"; {self.unsigned_before_keying} written before records were signed "
+            "(签名之前写入，仅哈希链校验 / hash chain only)"
+            if self.unsigned_before_keying
+            else ""
+        )
         return (
             f"{state}: {self.records} records, seq {self.first_seq}–{self.last_seq}, "
-            f"{start}, head hash {self.head_hash}"
+            f"{start}, head hash {self.head_hash}{legacy}"
         )
 
 
 class ChainChecker:
     """Feeds rows in ``seq`` order into a ``VerifyReport``.
 
-    ``key`` checks every signature: a record without one is ``unsigned``. Without a
-    key only the hashes are checked, and a signed row (checkpoint or record) raises
+    ``key`` checks every signature: a record without one, after the first signed record,
+    is ``unsigned`` (the ones before it were written before records were signed — an
+    upgraded log — and are counted, their hash chain checked; the head file still catches
+    a rewrite of them). Without a key only the hashes are checked, and a signed row
+    (checkpoint or record) raises
     ``AuditKeyMissing`` rather than passing unchecked.
     """
 
@@ -111,6 +121,7 @@ class ChainChecker:
         self._key = key
         self._prev: AuditRecord | None = None
         self._before_prev_hash: str | None = None  # the hash prev linked to
+        self._seen_signed = False  # a signed record was met: every later one must be
 
     def feed(self, rec: AuditRecord) -> None:
         """Check ``rec`` against the rows fed before it."""
@@ -187,10 +198,13 @@ class ChainChecker:
             )
         if self._key is None and rec.signature is None:
             return  # an unkeyed log, checked for its hashes only
-        if rec.signature is None:
+        if rec.signature is not None:
+            self._seen_signed = True
+            self._signed(rec)
+        elif self._seen_signed:
             self.issue(rec.seq, "unsigned")
         else:
-            self._signed(rec)
+            self.report.unsigned_before_keying += 1
 
     def issue(self, seq: int, kind: IssueKind, detail: str = "") -> None:
         self.report.issue_count += 1
