@@ -175,3 +175,18 @@ def test_an_upgraded_log_keeps_its_unsigned_records_and_signs_from_then_on(
     delete_row(database, 5)
     rewrite_and_rehash(database, 2, output="改写的旧记录")  # the old part rewritten
     assert [(i.seq, i.kind) for i in keyed.verify().issues] == [(4, "bad_signature")]
+
+
+def test_the_head_noted_at_start_makes_a_missing_file_mean_a_deleted_one(
+    database: Database, tmp_path: Path
+) -> None:
+    head = tmp_path / "audit-head.json"
+    log = AuditLog(database, key=KEY, head=head)
+    log.note_tail()  # a gateway starting on an empty log
+    assert read_head(head, KEY) == Head(0, "0" * 64)
+    assert log.verify().intact
+    log.append(entry(1))
+    log.append(entry(2))
+    log.note_tail()  # the next start: the file only moves forward
+    noted = read_head(head, KEY)
+    assert noted is not None and noted.seq == 2

@@ -66,6 +66,7 @@ class VerifyReport:
 
     records: int = 0
     unsigned_before_keying: int = 0  # records written before records were signed
+    signed_records: int = 0
     checkpoints: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
@@ -200,6 +201,7 @@ class ChainChecker:
             return  # an unkeyed log, checked for its hashes only
         if rec.signature is not None:
             self._seen_signed = True
+            self.report.signed_records += 1
             self._signed(rec)
         elif self._seen_signed:
             self.issue(rec.seq, "unsigned")

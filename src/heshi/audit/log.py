@@ -113,6 +113,21 @@ class AuditLog:
                     # Another process took this seq; back off a little and read the new tail.
                     time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
 
+    def note_tail(self) -> None:
+        """Note the log's newest record (or its empty start) in the head file: a gateway
+        does it when it starts, so that from then on a missing file means a deleted one."""
+        if self.head is None or self._signing is None:
+            return
+        c = audit_log.c
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
+            tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+        head = Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH)
+        try:
+            write_head(self.head, self._signing, head)
+        except OSError as exc:
+            log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
+                      self.head, exc)  # fmt: skip
+
     def _note_head(self, record: AuditRecord) -> None:
         """The head file moves to ``record`` (written: a failure here is only logged)."""
         if self.head is None or self._signing is None:
@@ -189,14 +204,17 @@ class AuditLog:
                 if isinstance(head, Head) and record.seq == head.seq:
                     at_head = record.hash
         report = checker.report
-        if isinstance(head, str):
+        if head is _MISSING and report.signed_records:
+            # signed records exist, so a gateway with this key noted one: the file is gone
+            checker.issue(report.last_seq or 0, "bad_head", f"{self.head}: missing / 缺失")
+        elif isinstance(head, str) and head is not _MISSING:
             checker.issue(report.last_seq or 0, "bad_head", head)
-        elif head is not None:
+        elif isinstance(head, Head):
             _check_head(checker, head, at_head)
         return report
 
     def _read_head(self, key: bytes | None) -> Head | str | None:
-        """The head file's head; a reason when it is missing or invalid; ``None`` when
+        """The head file's head; a reason when it is invalid; ``_MISSING``; ``None`` when
         there is none to check (no file configured, no key to check it with)."""
         if self.head is None or key is None:
             return None
@@ -204,7 +222,7 @@ class AuditLog:
             head = read_head(self.head, key)
         except HeadInvalid as exc:
             return str(exc)
-        return head if head is not None else f"{self.head}: missing / 缺失"
+        return head if head is not None else _MISSING
 
     def prune(
         self,
@@ -288,9 +306,14 @@ def _prune_chunk(
     return report.records, end
 
 
+_MISSING = "missing"  # the head file is not there (an issue once signed records exist)
+
+
 def _check_head(checker: ChainChecker, head: Head, at_head: str | None) -> None:
     """The record the head file names must still be there, unchanged."""
     report = checker.report
+    if head.seq == 0:  # noted before anything was written: nothing to vouch for
+        return
     if report.last_seq is None or report.last_seq < head.seq:
         ends = "empty" if report.last_seq is None else f"ends at seq {report.last_seq}"
         checker.issue(head.seq, "truncated", f"the head file names seq {head.seq}; the log {ends}")

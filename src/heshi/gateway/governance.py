@@ -58,13 +58,11 @@ class Governance:
         # Guard verdicts of every guarded request (docs/audit.md); read only by `heshi audit`.
         # Every record signed under the audit key; the newest one noted outside the
         # database (docs/audit.md).
+        self.audit_log = AuditLog(
+            self.db, key=audit_key(config.home, create=True), head=config.home / HEAD_FILE
+        )
         self.audit = AuditWriter(
-            AuditLog(
-                self.db,
-                key=audit_key(config.home, create=True),
-                head=config.home / HEAD_FILE,
-            ),
-            spool=config.home / "audit-spool" / "audit-spool.jsonl",
+            self.audit_log, spool=config.home / "audit-spool" / "audit-spool.jsonl"
         )
         self._unseeded: dict[tuple[str, str], int] | None = None  # spend not yet in counters
         self._tenant_scopes = {  # tenant limits are static configuration
@@ -78,6 +76,7 @@ class Governance:
         self.db.migrate()
         self.ledger.start()
         self.audit.start()
+        await asyncio.to_thread(self.audit_log.note_tail)
         # Rows an earlier run left on disk (its spool, or the journal of a killed process)
         # were charged to budgets: write them before reading what was spent.
         if not await asyncio.to_thread(self.ledger.flush):
