@@ -102,7 +102,8 @@ def test_a_head_file_that_is_missing_forged_or_contradicted_is_named(
     [issue] = AuditLog(database, key=KEY, head=head).verify().issues
     assert issue.kind == "bad_head" and "missing" in str(issue)
 
-    # a signed head whose record was replaced: the record at seq 3 is another one now
+    # a signed head whose record was replaced: the record at seq 4 is another one now
+    head.write_text(json.dumps(body))
     AuditLog(database, key=KEY, head=head).append(entry(4))
     with database.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 4).values(hash="f" * 64))
@@ -190,3 +191,31 @@ def test_the_head_noted_at_start_makes_a_missing_file_mean_a_deleted_one(
     log.note_tail()  # the next start: the file only moves forward
     noted = read_head(head, KEY)
     assert noted is not None and noted.seq == 2
+
+
+def test_later_writes_do_not_erase_the_evidence_of_a_deletion(
+    database: Database, tmp_path: Path
+) -> None:
+    head = tmp_path / "audit-head.json"
+    log = filled(database, 10, head=head)
+    for seq in (10, 9, 8):
+        delete_row(database, seq)
+    for n in range(11, 15):  # the gateway goes on writing
+        log.append(entry(n))
+    report = AuditLog(database, key=KEY, head=head).verify()
+    assert "head_mismatch" in [i.kind for i in report.issues]  # seq 10 is another record now
+    noted = read_head(head, KEY)
+    assert noted is not None and noted.seq == 10  # the head did not move past the loss
+
+    head.unlink()  # deleted as well (no key needed for that)
+    log.append(entry(15))
+    assert not head.exists()  # not made again over signed records
+    assert "bad_head" in [i.kind for i in AuditLog(database, key=KEY, head=head).verify().issues]
+
+
+def test_a_head_file_holding_garbage_loses_no_record(database: Database, tmp_path: Path) -> None:
+    head = tmp_path / "audit-head.json"
+    log = filled(database, 2, head=head)
+    head.write_text('{"seq": 1e999, "hash": "x", "signature": "y"}')  # int() overflows
+    log.append(entry(3))  # committed; the head is left alone, nothing raised
+    assert [r.seq for r in log.records()] == [1, 2, 3]

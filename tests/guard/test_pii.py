@@ -191,7 +191,9 @@ def test_addresses_without_a_province_and_names_in_a_contact_field() -> None:
 
 
 def test_second_round_forms_and_near_misses() -> None:
-    assert _types("银行客户经理闫振东的座机稍后给您") == [("person_name", "闫振东")]
+    assert _types("银行客户经理闫振东称稍后回电") == [("person_name", "闫振东")]
+    for ordinary in ("客户关心的问题", "客户方便的话请回电", "患者康复的情况", "乘客安全第一"):
+        assert _types(ordinary) == [], ordinary  # words after a cue that are not names
     assert _types("请把快递寄到科华北路53号，段洋收。") == [
         ("address", "科华北路53号"),
         ("person_name", "段洋"),

@@ -47,16 +47,18 @@ def audit_key(home: Path, *, create: bool = False) -> bytes | None:
         if not create:
             return None
         home.mkdir(parents=True, exist_ok=True)
+        text = secrets.token_hex(32)
+        fd, tmp = tempfile.mkstemp(prefix=".audit.key.", dir=home)  # 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process on this home wrote it first
-            text = path.read_text("utf-8").strip()
-        else:
-            text = secrets.token_hex(32)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            os.link(tmp, path)  # whole or not at all; the first process to link wins
+        except FileExistsError:
+            text = path.read_text("utf-8").strip()
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return checked_key(text, zh=f"读取 {path}", en=f"reading {path}")
 
 
@@ -90,8 +92,8 @@ def read_head(path: Path, key: bytes) -> Head | None:
         data = json.loads(raw)
         head = Head(int(data["seq"]), str(data["hash"]))
         signature = str(data["signature"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise HeadInvalid(f"{path}: not a head file ({exc})") from exc
+    except Exception as exc:
+        raise HeadInvalid(f"{path}: not a head file ({type(exc).__name__})") from exc
     if not hmac.compare_digest(head_signature(key, head.seq, head.hash), signature):
         raise HeadInvalid(f"{path}: signature does not verify under the audit key")
     return head
@@ -112,6 +114,8 @@ def write_head(path: Path, key: bytes, head: Head) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(body, out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

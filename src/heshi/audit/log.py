@@ -83,6 +83,7 @@ class AuditLog:
             None if key is None else checked_key(key, zh="签名审计记录", en="signing audit records")
         )
         self.head = head
+        self._head_holds = True  # the database still holds what the head file names
         self.retention_days = retention_days
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
@@ -103,8 +104,9 @@ class AuditLog:
             while True:
                 try:
                     with self.db.begin(bounded=True) as conn:
+                        self._head_holds = self._head_still_holds(conn)
                         records = self._append(conn, entries)
-                    self._note_head(records[-1])
+                    self._note_head(Head(records[-1].seq, records[-1].hash))
                     return records
                 except IntegrityError as exc:
                     attempt += 1
@@ -121,20 +123,50 @@ class AuditLog:
         c = audit_log.c
         with self.db.outage_as_unavailable(), self.db.read() as conn:
             tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
-        head = Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH)
-        try:
-            write_head(self.head, self._signing, head)
-        except OSError as exc:
-            log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
-                      self.head, exc)  # fmt: skip
+            self._head_holds = self._head_still_holds(conn)
+        self._note_head(Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH))
 
-    def _note_head(self, record: AuditRecord) -> None:
-        """The head file moves to ``record`` (written: a failure here is only logged)."""
+    def _head_still_holds(self, conn: Connection) -> bool:
+        """Whether the database still holds the record the head file names, as it was —
+        and, when there is no head file, whether no signed record exists (none was
+        noted yet). When not, the head must not move on: moving it would erase the
+        evidence of the deletion ``verify`` reports."""
+        if self.head is None or self._signing is None:
+            return True
+        c = audit_log.c
+        try:
+            known = read_head(self.head, self._signing)
+        except HeadInvalid:
+            return False
+        if known is None:
+            signed = select(c.seq).where(c.kind == RECORD, c.signature.is_not(None)).limit(1)
+            return conn.execute(signed).first() is None
+        if known.seq == 0:
+            return True
+        stored = conn.execute(select(c.hash).where(c.seq == known.seq)).scalar_one_or_none()
+        return stored == known.hash or (stored is None and self._pruned_past(conn, known.seq))
+
+    @staticmethod
+    def _pruned_past(conn: Connection, seq: int) -> bool:
+        """Whether ``seq`` lies before the log's first row (removed by pruning)."""
+        first = conn.execute(select(func.min(audit_log.c.seq))).scalar()
+        return first is not None and int(first) > seq
+
+    def _note_head(self, head: Head) -> None:
+        """The head file moves to ``head`` — unless the database lost what the file
+        names (then it stays, and the error is logged). Never raises: the records are
+        committed already."""
         if self.head is None or self._signing is None:
             return
+        if not self._head_holds:
+            log.critical(
+                "审计链头文件所指记录已不在数据库中，链头不再前移 / the audit head file names a "
+                "record the database no longer holds: the head is not moved (heshi audit verify)"
+            )
+            return
         try:
-            write_head(self.head, self._signing, Head(record.seq, record.hash))
-        except OSError as exc:
+            write_head(self.head, self._signing, head)
+        except Exception as exc:
             log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
                       self.head, exc)  # fmt: skip
 

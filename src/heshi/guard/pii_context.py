@@ -29,11 +29,14 @@ def _surname_pattern() -> str:
 
 _SURNAME = _surname_pattern()
 _NAME_BEFORE = re.compile(
-    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]*(?:是|为|叫|写的是|填的是)?[:：\s]*("
+    # bounded runs: two unbounded ones around an optional word backtrack quadratically
+    "(?:" + "|".join(NAME_BEFORE_CUES) + r")[:：\s]{0,4}"
+    r"(?:(?:是|为|叫|写的是|填的是)[:：\s]{0,4})?("
     + _SURNAME + r"[\u4e00-\u9fa5]{1,2})"
 )  # fmt: skip
 _CJK = re.compile(r"[\u4e00-\u9fa5]{2}")
-_GOES_ON = frozenset("的称说办（(")  # 客户经理闫振东的座机: the sentence goes on after the name
+# 投诉人毛文博称…, 用户反馈：董辉（…: the sentence goes on after the name. Not 的: 客户关心的问题.
+_GOES_ON = frozenset("称说办（(")
 _HONORIFIC_START = re.compile("|".join(NAME_AFTER_CUES))
 # "…寄到XX路1号，段洋收。" — the addressee after an address
 _NAME_RECEIVES = re.compile(
