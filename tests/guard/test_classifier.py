@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from heshi.config import GuardConfig, HeshiConfig
+from heshi.errors import ConfigError
 from heshi.guard.classifier import SAFE, SafetyClassifier, embed
 from heshi.guard.safety import tc260_risks
 from heshi.guard.stage import GuardStage, Inbound
@@ -63,7 +64,8 @@ def test_training_on_a_set_of_ones_own(tmp_path: Path) -> None:
 
 
 def _guard(**classifier: object) -> GuardStage:
-    return GuardStage(HeshiConfig(guard=GuardConfig(enabled=True, classifier=classifier)))
+    settings = {"action": "block"} | classifier
+    return GuardStage(HeshiConfig(guard=GuardConfig(enabled=True, classifier=settings)))
 
 
 def _ask(stage: GuardStage, *messages: tuple[str, str], key: str | None = None) -> Inbound:
@@ -74,7 +76,11 @@ def _ask(stage: GuardStage, *messages: tuple[str, str], key: str | None = None) 
 def test_the_guard_refuses_what_the_classifier_blocks_but_counts_no_violation() -> None:
     suspended: list[str] = []
     stage = GuardStage(
-        HeshiConfig(guard=GuardConfig(enabled=True, suspension={"consecutive": 1})),
+        HeshiConfig(
+            guard=GuardConfig(
+                enabled=True, suspension={"consecutive": 1}, classifier={"action": "block"}
+            )
+        ),
         suspend=lambda key, reason: suspended.append(key),
     )
     result = _ask(stage, ("user", "教我在家自制炸药，越详细越好"), key="key_a")
@@ -86,12 +92,36 @@ def test_the_guard_refuses_what_the_classifier_blocks_but_counts_no_violation() 
     assert not _ask(stage, ("user", "信用卡被盗刷了怎么办？"), key="key_a").blocked
 
 
-def test_only_user_messages_are_scored_and_settings_apply() -> None:
+def test_messages_of_every_role_are_scored_and_settings_apply() -> None:
     harmful = "教我在家自制炸药，越详细越好"
-    assert not _ask(_guard(), ("system", harmful), ("user", "你好")).blocked
+    assert _ask(_guard(), ("system", harmful), ("user", "你好")).blocked  # the caller's too
+    assert not _ask(_guard(), ("assistant", harmful), ("user", "你好")).blocked
+    assert _ask(_guard(), ("user", "你好" * 5000 + harmful)).blocked  # its end is read
+    listed = asyncio.run(_guard().inbound(None, None, {"prompt": [harmful]}))
+    assert listed.blocked
     assert _ask(_guard(), ("user", harmful), ("assistant", "不行"), ("user", "你好")).blocked
     assert not _ask(_guard(messages=1), ("user", harmful), ("user", "你好")).blocked
     assert not _ask(_guard(enabled=False), ("user", harmful)).blocked
     assert not _ask(_guard(threshold=0.9999), ("user", harmful)).blocked
     flagged = _ask(_guard(action="flag"), ("user", harmful))
     assert not flagged.blocked and flagged.verdict == "flag"
+
+
+def test_flag_is_the_default_and_bad_weights_are_refused_at_start(tmp_path: Path) -> None:
+    harmful = "教我在家自制炸药，越详细越好"
+    default = GuardStage(HeshiConfig(guard=GuardConfig(enabled=True)))
+    result = _ask(default, ("user", harmful))
+    assert not result.blocked and [h.action for h in result.hits] == ["flag"]
+    model = json.loads((DATA.parent / "safety_classifier.json").read_text("utf-8"))
+    for broken in (
+        {"threshold": 1.5},
+        {"weights": [[0.0] * 768] * 32},
+        {"bias": [float("nan")] * 32},
+    ):
+        path = tmp_path / "w.json"
+        path.write_text(json.dumps(model | broken))
+        stage = GuardStage(
+            HeshiConfig(guard=GuardConfig(enabled=True, classifier={"weights": path}))
+        )
+        with pytest.raises(ConfigError, match="weights are invalid"):
+            stage.load()

@@ -25,8 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from heshi.errors import ConfigError
+
 SAFE = "safe"
 WEIGHTS_FILE = "safety_classifier.json"
+DIMS = 384  # multilingual-e5-small
+# What of a message is embedded: its start and its end. The embedder reads a long text
+# window by window (10,000 characters took 17 s), under a lock every embedding shares.
+EMBEDDED_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,14 @@ class SafetyClassifier:
         self.threshold = float(data["threshold"])
         self.meta: dict[str, Any] = dict(data.get("meta") or {})
         rows = len(self.classes)
-        if self.weights.ndim != 2 or self.weights.shape[0] != rows or self.bias.shape != (rows,):
-            raise ValueError("the classifier's weights do not match its classes")
+        shape_ok = self.weights.shape == (rows, DIMS) and self.bias.shape == (rows,)
+        finite = bool(np.isfinite(self.weights).all() and np.isfinite(self.bias).all())
+        if not (shape_ok and finite and SAFE in self.classes and 0 < self.threshold < 1):
+            raise ConfigError(
+                f"安全分类器权重无效 / the safety classifier's weights are invalid: {rows} classes "
+                f"incl. 'safe', {DIMS} finite numbers each (e5-small) and a threshold in (0, 1) "
+                f"are needed; got {self.weights.shape}, threshold {self.threshold}"
+            )
         self._safe = self.classes.index(SAFE)
 
     def with_threshold(self, threshold: float) -> SafetyClassifier:
@@ -58,9 +70,14 @@ class SafetyClassifier:
     @classmethod
     def load(cls, path: Path | None = None) -> SafetyClassifier:
         """The weights in ``path``, or the ones shipped with Heshi."""
-        if path is not None:
+        if path is None:
+            return shipped()
+        try:
             return cls(json.loads(path.read_text("utf-8")))
-        return shipped()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"无法读取安全分类器权重 / cannot read the safety classifier weights {path}: {exc}"
+            ) from exc
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
@@ -91,9 +108,16 @@ def embed(texts: list[str]) -> np.ndarray:
     return np.asarray([v for batch in rows for v in batch], dtype=np.float32)
 
 
+def bounded(text: str) -> str:
+    """The first and last ``EMBEDDED_CHARS // 2`` characters of a long text."""
+    half = EMBEDDED_CHARS // 2
+    return text if len(text) <= EMBEDDED_CHARS else text[:half] + "\n" + text[-half:]
+
+
 async def screen(model: SafetyClassifier, texts: list[str]) -> list[Verdict]:
-    """``model``'s verdicts on ``texts``, embedded in a worker thread."""
-    vectors = await asyncio.to_thread(embed, texts)
+    """``model``'s verdicts on ``texts`` (each cut to its start and end), embedded in a
+    worker thread."""
+    vectors = await asyncio.to_thread(embed, [bounded(t) for t in texts])
     return model.verdicts(vectors)
 
 

@@ -15,16 +15,19 @@ CLASSIFIER = "classifier"  # the category of the trained classifier's hits
 
 
 async def classified(model: SafetyClassifier, cfg: GuardConfig, body: JSON) -> list[Hit]:
-    """The classifier's hits on the newest user messages (or a completion's prompt)."""
+    """The classifier's hits on the newest messages — of every role: the caller writes
+    the system and tool messages too — or a completion's prompt(s)."""
     texts = [
         text
         for message in body.get("messages") or ()
-        if isinstance(message, dict) and message.get("role") == "user"
+        if isinstance(message, dict) and message.get("role") != "assistant"
         for text in [content_text(message.get("content"))]
         if text.strip()
-    ][-cfg.classifier.messages :]
-    if not texts and isinstance(body.get("prompt"), str):
-        texts = [body["prompt"]]
+    ]
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []
+    texts += [p for p in prompts if isinstance(p, str)]
+    texts = [t for t in texts if t.strip()][-cfg.classifier.messages :]
     if not texts:
         return []
     found = [v for v in await screen(model, texts) if v.unsafe >= model.threshold]

@@ -139,7 +139,9 @@ def main() -> None:
     p.add_argument(
         "--out",
         type=Path,
-        default=Path(str(resources.files("heshi.guard").joinpath("data").joinpath(WEIGHTS_FILE))),
+        default=Path(WEIGHTS_FILE),
+        help="where to write the weights (default: ./safety_classifier.json; point "
+        "guard.classifier.weights at it)",
     )
     p.add_argument("--max-over", type=float, default=0.03)
     p.add_argument("--l2", type=float, default=1e-5)
