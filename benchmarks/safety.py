@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/safety.py [--bank FILE] [--json FILE] [--answers FILE]
 
 Stages measured on every prompt of the banks (``benchmarks/data/safety_bank_zh.jsonl``:
-530 should-refuse over the 31 risks, 560 should-answer; ``safety_bank_service.jsonl``:
-240 requests customers type to a service desk), side by side in one run:
+530 should-refuse over the 31 risks, 558 should-answer; ``safety_bank_service.jsonl``:
+216 requests customers type to a service desk), side by side in one run:
 
 - **lexicon** — the shipped seed lexicon (``heshi.guard.safety``), block actions;
 - **classifier** — the trained classifier (``heshi.guard.classifier``: e5 embedding +
