@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import docx
@@ -222,3 +223,40 @@ def test_reserved_code1_recomputed_from_the_documented_recipe(config: Path, tmp_
         ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().endswith(label["ReservedCode1"])
+
+
+def test_an_edit_appended_to_a_labelled_pdf_no_longer_fits_and_relabelling_keeps_it(
+    config: Path, tmp_path: Path
+) -> None:
+    files = samples(tmp_path / "export")
+    pdf = str(files["pdf"])
+    heshi("aigc", "label", pdf, "--config", str(config))
+    with open(pdf, "ab") as out:  # an incremental update saved by an editor after labelling
+        out.write(b"\n% an edit\n%%EOF\n")
+    code, out, _ = heshi("aigc", "verify", "--json", pdf, "--config", str(config))
+    assert code == 1 and json.loads(out)[0]["reserved_code1"] == "invalid"
+    assert heshi("aigc", "label", pdf, "--config", str(config))[0] == 0
+    assert b"% an edit" in files["pdf"].read_bytes()  # the edit is kept under the new label
+    code, out, _ = heshi("aigc", "verify", "--json", pdf, "--config", str(config))
+    assert code == 0 and json.loads(out)[0]["reserved_code1"] == "valid"
+
+
+def test_malformed_files_are_reported_one_by_one(config: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    broken = folder / "custom.docx"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("_rels/.rels", "<Relationships/>")
+        z.writestr("docProps/custom.xml", "<not-closed")
+    bomb = folder / "bomb.docx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", b"0" * (300 * 1024 * 1024))
+    good = folder / "ok.md"
+    good.write_text("# 报告\n", "utf-8")
+    code, out, err = heshi(
+        "aigc", "label", str(broken), str(bomb), str(good), "--config", str(config)
+    )
+    assert code == 1 and "labelled" in out and str(good) in out
+    assert "custom.docx" in err and "more than 256 MiB" in err

@@ -12,8 +12,10 @@ import hmac
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
+from xml.etree import ElementTree as ET
 
 import typer
 from rich.console import Console
@@ -33,6 +35,8 @@ from heshi.guard.aigc import (
 from heshi.guard.filelabel import TEXT_KINDS, content_of, kind_of, label_file, read_label
 
 XATTR = "user.AIGC"  # where a plain-text file's implicit label is kept, when it can be
+# what a malformed file can raise while it is read: reported for that file, the rest go on
+FILE_ERRORS = (HeshiError, ValueError, KeyError, zipfile.BadZipFile, ET.ParseError, OSError)
 
 app = typer.Typer(
     help="生成合成内容标识（GB 45438）：为导出文件添加与校验标识。"
@@ -99,7 +103,7 @@ def label(
                 target = (out / path.name) if out is not None else path
                 _write(target, done.data)
                 note = _keep_text_label(target, done.label) if kind == "text" else ""
-            except HeshiError as exc:
+            except FILE_ERRORS as exc:
                 failed += 1
                 err.print(
                     f"失败 / failed  {path}  {exc}", style="red", markup=False, soft_wrap=True
@@ -143,7 +147,7 @@ def _check(path: Path, key: str | None, wording: str) -> dict[str, Any]:
         if kind in TEXT_KINDS:
             text = content_of(kind, data).decode("utf-8", "replace").strip()
             result["explicit"] = text.startswith(wording) or text.endswith(wording)
-    except HeshiError as exc:
+    except FILE_ERRORS as exc:
         result["error"] = str(exc)
         return result
     if found is None:

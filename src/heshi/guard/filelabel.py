@@ -105,7 +105,7 @@ def content_of(kind: str, data: bytes) -> bytes:
         obj.pop("AIGC", None)
         return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     if kind == "pdf":
-        return data.split(_PDF_MARK, 1)[0] if _PDF_MARK in data else data
+        return _pdf_content(data)
     if kind == "docx":
         return _docx_content(data)
     return xmp.png_content(data) if kind == "png" else xmp.jpeg_content(data)
@@ -145,7 +145,9 @@ def label_file(
         label = make(body.encode("utf-8"))
         data = markdown_front_matter(head + body, label).encode("utf-8")
         return Labelled(data, body.encode("utf-8"), label)
-    content = content_of(kind, data)
+    # a PDF's new label covers the whole file as it is (earlier labels included) and is
+    # appended after it; every other format's label covers the content without a label
+    content = data if kind == "pdf" else content_of(kind, data)
     label = make(content)
     if kind == "json":
         obj = _json_object(data) | label.as_json()
@@ -235,6 +237,19 @@ def _pdf_with_info(original: bytes, label: ImplicitLabel) -> bytes:
     return original + body + trailer
 
 
+def _pdf_content(data: bytes) -> bytes:
+    """What the newest label section of a PDF covers: the bytes before it, and whatever
+    was appended after it (an edit saved as an incremental update) — so an edit after
+    labelling no longer fits the label."""
+    at = data.rfind(_PDF_MARK)
+    if at < 0:
+        return data
+    end = data.find(b"%%EOF", at)
+    end = len(data) if end < 0 else end + len(b"%%EOF")
+    rest = data[end:]
+    return data[:at] + (rest if rest.strip() else b"")
+
+
 def _utf16_hex(value: str) -> str:
     return ("\ufeff" + value).encode("utf-16-be").hex()
 
@@ -266,11 +281,21 @@ _CUSTOM_REL = (
 _FMTID = "{D5CDD505-2E9C-101B-9397-08002B2CF9AE}"
 
 
+MAX_DOCX_BYTES = 256 * 1024 * 1024  # unpacked: a zip bomb is refused before it is read
+
+
 def _docx(data: bytes) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise UnsupportedFile("不是 DOCX（ZIP）文件 / not a DOCX (zip) file") from None
+    if sum(info.file_size for info in archive.infolist()) > MAX_DOCX_BYTES:
+        archive.close()
+        raise UnsupportedFile(
+            f"DOCX 解压后超过 {MAX_DOCX_BYTES // 2**20} MiB / the DOCX unpacks to more than "
+            f"{MAX_DOCX_BYTES // 2**20} MiB"
+        )
+    return archive
 
 
 def _docx_content(data: bytes) -> bytes:
