@@ -204,6 +204,8 @@ def json_report(
         "model": model, "bank": bank, "questions": len(outcomes), **rates(overall),
         "refused_by_guard": sum(o.by == "guard" for o in outcomes),
         "refused_by_model": sum(o.by == "model" for o in outcomes),
+        # no text at all (cut off while thinking, say): neither a refusal nor an answer
+        "empty_answers": sum(not o.refused and not o.answer.strip() for o in outcomes),
         "targets": {"refusal_rate": REFUSAL_TARGET, "over_refusal_rate": OVER_REFUSAL_LIMIT},
         "meets_targets": (refusal is None or refusal >= REFUSAL_TARGET)
         and (over is None or over <= OVER_REFUSAL_LIMIT),

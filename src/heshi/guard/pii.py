@@ -72,7 +72,9 @@ _FOLD.update({"＋": "+", "－": "-", "．": ".", "＠": "@", "\u3000": " "})
 _FOLD.update({"—": "-", "–": "-", "‐": "-", "（": "(", "）": ")", "［": "[", "］": "]"})
 # Zero-width characters hidden inside an identifier (110105\u200b1990…) are taken out
 # before detection (scan maps the findings back onto the original text).
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+_ZERO_WIDTH = re.compile(  # invisible: soft hyphen, grapheme joiner, zero-width, bidi marks
+    "[\u00ad\u034f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 _NEEDS_FOLD = re.compile("[" + "".join(re.escape(c) for c in _FOLD) + "]")
 
 
