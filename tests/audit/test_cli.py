@@ -130,3 +130,14 @@ def test_verify_reads_the_home_key_and_head_file(
     (home / HEAD_FILE).unlink()
     code, _, err = heshi("audit", "verify", "--config", str(config))
     assert code == 1 and "missing" in err and "head file" in err
+
+
+def test_verify_without_a_key_says_what_it_could_not_check(
+    config: Path, database: Database
+) -> None:
+    old = AuditLog(database)  # records of a log that never had a key
+    old.append(entry(1))
+    code, out, err = heshi("audit", "verify", "--config", str(config))
+    assert code == 1 and "only the hash chain was checked" in err and "--unkeyed" in err
+    code, out, _ = heshi("audit", "verify", "--unkeyed", "--config", str(config))
+    assert code == 0 and "intact" in out

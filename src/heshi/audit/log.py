@@ -88,6 +88,11 @@ class AuditLog:
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
 
+    @property
+    def keyed(self) -> bool:
+        """Whether this log signs and checks signatures (it was given the key)."""
+        return self._signing is not None
+
     def append(self, entry: AuditEntry) -> AuditRecord:
         """Add one record at the end of the chain; returns it with its seq and hash."""
         return self.append_many([entry])[0]

@@ -82,12 +82,30 @@ def verify(
             "copy checked on another machine): deleted newest records go unnoticed.",
         ),
     ] = False,
+    unkeyed: Annotated[
+        bool,
+        typer.Option(
+            "--unkeyed",
+            help="没有审计密钥时只校验哈希链 / Without the audit key, check the hash chain "
+            "only (anyone who can write to the database can rewrite such a chain).",
+        ),
+    ] = False,
 ) -> None:
     """Every record's hash, link, sequence number and signature; checkpoint signatures;
     the newest record against the head file written outside the database."""
     with reporting_errors(), _audit_log(config, head, with_head=not no_head) as log:
         report = log.verify()
+        keyless = not log.keyed
     typer.echo(report.summary())
+    if keyless and report.records and not unkeyed:
+        Console(stderr=True).print(
+            "没有审计密钥（HESHI_AUDIT_KEY 或 $HESHI_HOME/audit.key）：只校验了哈希链，"
+            "它可被任何能写数据库的人重算；加 --unkeyed 接受此结果 / no audit key (HESHI_AUDIT_KEY or "
+            "$HESHI_HOME/audit.key): only the hash chain was checked, which anyone who can "
+            "write to the database can recompute; add --unkeyed to accept that",
+            style="red", markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(1)
     if report.intact:
         return
     err = Console(stderr=True)
