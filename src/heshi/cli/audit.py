@@ -101,8 +101,9 @@ def verify(
         Console(stderr=True).print(
             "没有审计密钥（HESHI_AUDIT_KEY 或 $HESHI_HOME/audit.key）：只校验了哈希链，"
             "它可被任何能写数据库的人重算；加 --unkeyed 接受此结果 / no audit key "
-            "(HESHI_AUDIT_KEY or $HESHI_HOME/audit.key): only the hash chain was checked, which anyone who can "
-            "write to the database can recompute; add --unkeyed to accept that",
+            "(HESHI_AUDIT_KEY or $HESHI_HOME/audit.key): only the hash chain was checked, "
+            "which anyone who can write to the database can recompute; add --unkeyed to "
+            "accept that",
             style="red", markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
         raise typer.Exit(1)
