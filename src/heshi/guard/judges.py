@@ -12,15 +12,17 @@ from heshi.guard.guard_model import Classify, ModelVerdict
 from heshi.guard.safety import Hit
 
 CLASSIFIER = "classifier"  # the category of the trained classifier's hits
+_NOT_SCORED = frozenset({"assistant", "system", "developer"})
 
 
 async def classified(model: SafetyClassifier, cfg: GuardConfig, body: JSON) -> list[Hit]:
-    """The classifier's hits on the newest messages — of every role: the caller writes
-    the system and tool messages too — or a completion's prompt(s)."""
+    """The classifier's hits on the newest user and tool messages, or a completion's
+    prompt(s). Not system or developer messages: an application's own instructions
+    (你从中国商务单据中抽取字段… scores 0.73) are not its users' requests."""
     texts = [
         text
         for message in body.get("messages") or ()
-        if isinstance(message, dict) and message.get("role") != "assistant"
+        if isinstance(message, dict) and message.get("role") not in _NOT_SCORED
         for text in [content_text(message.get("content"))]
         if text.strip()
     ]
