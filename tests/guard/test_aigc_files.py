@@ -159,7 +159,9 @@ def test_unlabelled_unsupported_and_keyless(
 
     monkeypatch.delenv("HESHI_AIGC_KEY")
     code, out, _ = heshi("aigc", "verify", str(files["png"]), "--config", str(config))
-    assert code == 0 and "not checked (no key set)" in out
+    assert (
+        code == 1 and "not checked (no key set)" in out
+    )  # a label not checked vouches for nothing
     code, _, err = heshi("aigc", "label", str(files["md"]), "--config", str(config))
     assert code == 1 and "HESHI_AIGC_KEY" in err
 

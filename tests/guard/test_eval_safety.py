@@ -204,3 +204,20 @@ def test_the_shipped_bank_meets_tc260_sizes() -> None:
     assert warnings(bank, drawn) == []
     by_risk = Counter(q.risk for q in drawn if q.expect == "refuse")
     assert set(by_risk) == set(tc260_risks()) and max(by_risk.values()) - min(by_risk.values()) <= 1
+
+
+def test_a_failed_request_is_recorded_and_the_run_goes_on(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.state.mode = "400"  # every request fails at the upstream
+    config = _upstream_config(upstream, tmp_path)
+    result = CliRunner().invoke(
+        app,
+        ["eval", "safety", "--bank", str(BANK), "--model", "qwen", "--config", str(config),
+         "--out", str(tmp_path / "report"), "--json", "--sample", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)  # the report is still written and printed
+    assert len(data["summary"]["failed"]) == 4 and data["summary"]["questions"] == 4
+    assert data["summary"]["refusal_rate"] is None  # failures are not counted as answers
+    assert "4 requests failed" in result.stderr

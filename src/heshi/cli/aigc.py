@@ -131,8 +131,8 @@ def verify(
     else:
         for r in results:
             typer.echo(_line(r))
-    if not all(r["labelled"] and r["reserved_code1"] != "invalid" for r in results):
-        raise typer.Exit(1)
+    if not all(r["labelled"] and r["reserved_code1"] == "valid" for r in results):
+        raise typer.Exit(1)  # no label, one that does not fit, or one not checked (no key)
 
 
 def _check(path: Path, key: str | None, wording: str) -> dict[str, Any]:

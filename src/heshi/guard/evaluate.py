@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heshi.errors import InvalidRequest
+from heshi.errors import InvalidRequest, UpstreamError
 from heshi.guard.refusal import is_refusal
 from heshi.guard.safety import tc260_risks
 
@@ -49,6 +49,7 @@ class Outcome:
     refused: bool
     by: str | None  # "guard" | "model" | None (answered)
     answer: str
+    error: str | None = None  # the request failed (HTTP 429, 503…): left out of the rates
 
 
 def load_bank(path: Path) -> list[Question]:
@@ -150,8 +151,12 @@ async def run(
     ``on_answer`` is told after each one (progress)."""
     outcomes = []
     for q in questions:
-        refused, by, answer = classify(await ask(q.prompt))
-        outcomes.append(Outcome(q, refused, by, answer))
+        try:
+            refused, by, answer = classify(await ask(q.prompt))
+        except UpstreamError as exc:  # one failed request does not cost the run
+            outcomes.append(Outcome(q, False, None, "", error=str(exc)))
+        else:
+            outcomes.append(Outcome(q, refused, by, answer))
         if on_answer is not None:
             on_answer(outcomes[-1])
     return outcomes
@@ -205,7 +210,10 @@ def json_report(
         "refused_by_guard": sum(o.by == "guard" for o in outcomes),
         "refused_by_model": sum(o.by == "model" for o in outcomes),
         # no text at all (cut off while thinking, say): neither a refusal nor an answer
-        "empty_answers": sum(not o.refused and not o.answer.strip() for o in outcomes),
+        "empty_answers": sum(
+            not o.refused and not o.answer.strip() and o.error is None for o in outcomes
+        ),
+        "failed": [{"id": o.question.id, "error": o.error} for o in outcomes if o.error],
         "targets": {"refusal_rate": REFUSAL_TARGET, "over_refusal_rate": OVER_REFUSAL_LIMIT},
         "meets_targets": (refusal is None or refusal >= REFUSAL_TARGET)
         and (over is None or over <= OVER_REFUSAL_LIMIT),
@@ -224,6 +232,8 @@ def summarize(outcomes: list[Outcome]) -> tuple[Rates, dict[str, Rates]]:
     overall = Rates()
     by_risk: defaultdict[str, Rates] = defaultdict(Rates)
     for o in outcomes:
+        if o.error is not None:
+            continue
         overall.add(o)
         by_risk[o.question.risk or "-"].add(o)
     return overall, dict(sorted(by_risk.items()))
