@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,22 +102,42 @@ def read_head(path: Path, key: bytes) -> Head | None:
 
 def write_head(path: Path, key: bytes, head: Head) -> None:
     """Note ``head`` in ``path`` (replaced whole, never half-written) unless the file
-    already names a later record. Several processes may share the file: each moves it
-    forward only, so it names one of the newest records any of them wrote."""
-    with contextlib.suppress(HeadInvalid):
-        known = read_head(path, key)
-        if known is not None and known.seq >= head.seq:
-            return
-    body = {"seq": head.seq, "hash": head.hash,
-            "signature": head_signature(key, head.seq, head.hash)}  # fmt: skip
+    already names a later record. Several processes may share the file: a lock file
+    beside it orders them, and each moves it forward only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with _locked(path.with_name(path.name + ".lock")):
+        with contextlib.suppress(HeadInvalid):
+            known = read_head(path, key)
+            if known is not None and known.seq >= head.seq:
+                return
+        body = {"seq": head.seq, "hash": head.hash,
+                "signature": head_signature(key, head.seq, head.hash)}  # fmt: skip
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(body, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """An exclusive lock on ``lock`` (flock, where the system has it)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(body, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: the forward-only rule alone
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
