@@ -262,3 +262,20 @@ def test_malformed_files_are_reported_one_by_one(config: Path, tmp_path: Path) -
     )
     assert code == 1 and "labelled" in out and str(good) in out
     assert "custom.docx" in err and "more than 256 MiB" in err
+
+
+def test_json_numbers_keep_their_digits_and_a_markdown_rule_is_no_front_matter(
+    config: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "x.json"
+    data.write_text('{"a": 0.1000000000000000055, "big": 12345678901234567890.5}', "utf-8")
+    ruled = tmp_path / "ruled.md"
+    ruled.write_text("---\n第一段\n---\n第二段\n", "utf-8")  # two horizontal rules
+    assert heshi("aigc", "label", str(data), str(ruled), "--config", str(config))[0] == 0
+    text = data.read_text("utf-8")
+    assert "0.1000000000000000055" in text and "12345678901234567890.5" in text
+    assert json.loads(text)["AIGC"]["Label"] == "1"
+    assert ruled.read_text("utf-8").split("---\n", 2)[1].startswith("AIGC:")  # its own block
+    assert "第一段" in ruled.read_text("utf-8")
+    code, out, _ = heshi("aigc", "verify", "--json", str(data), str(ruled), "--config", str(config))
+    assert code == 0, out

@@ -99,7 +99,9 @@ def content_of(kind: str, data: bytes) -> bytes:
     if kind == "text":
         return data
     if kind == "markdown":
-        return _FRONT.sub("", _text(data), count=1).encode("utf-8")
+        text = _text(data)
+        front = _front(text)
+        return (text[front.end() :] if front else text).encode("utf-8")
     if kind == "json":
         obj = _json_object(data)
         obj.pop("AIGC", None)
@@ -109,6 +111,31 @@ def content_of(kind: str, data: bytes) -> bytes:
     if kind == "docx":
         return _docx_content(data)
     return xmp.png_content(data) if kind == "png" else xmp.jpeg_content(data)
+
+
+def _front(text: str) -> re.Match[str] | None:
+    """The YAML front matter at the start of a Markdown text — only when what lies
+    between the ``---`` lines is a YAML mapping (a text may open with a ``---`` rule)."""
+    found = _FRONT.match(text)
+    if found is None:
+        return None
+    try:
+        meta = yaml.safe_load(found.group(1) or "")
+    except yaml.YAMLError:
+        return None
+    return found if meta is None or isinstance(meta, dict) else None
+
+
+def _json_with_label(data: bytes, label: ImplicitLabel) -> bytes:
+    """The JSON with its ``AIGC`` key: spliced into the text as written when it has none
+    (numbers keep their digits: 0.1000000000000000055, 1e400), else rewritten whole."""
+    obj = _json_object(data)
+    value = json.dumps(label.as_json()["AIGC"], ensure_ascii=False)
+    text = _text(data).rstrip()
+    if "AIGC" not in obj and text.endswith("}"):
+        glue = ",\n  " if obj else ""
+        return (text[:-1].rstrip() + f'{glue}"AIGC": {value}' + "\n}\n").encode("utf-8")
+    return json.dumps(obj | label.as_json(), ensure_ascii=False, indent=2).encode() + b"\n"
 
 
 def _json_object(data: bytes) -> dict[str, object]:
@@ -139,19 +166,21 @@ def label_file(
         return Labelled(text, text, make(text))
     if kind == "markdown":
         source = _text(data)
-        front = _FRONT.match(source)
+        front = _front(source)
         head, body = (source[: front.end()], source[front.end() :]) if front else ("", source)
         body = explicit_label(body, explicit, wording)
         label = make(body.encode("utf-8"))
-        data = markdown_front_matter(head + body, label).encode("utf-8")
-        return Labelled(data, body.encode("utf-8"), label)
+        # no front matter: a block of our own before the text (which may open with a rule)
+        page = markdown_front_matter(head + body, label) if front else (
+            markdown_front_matter("", label) + body
+        )  # fmt: skip
+        return Labelled(page.encode("utf-8"), body.encode("utf-8"), label)
     # a PDF's new label covers the whole file as it is (earlier labels included) and is
     # appended after it; every other format's label covers the content without a label
     content = data if kind == "pdf" else content_of(kind, data)
     label = make(content)
     if kind == "json":
-        obj = _json_object(data) | label.as_json()
-        written = json.dumps(obj, ensure_ascii=False, indent=2).encode() + b"\n"
+        written = _json_with_label(data, label)
     elif kind == "pdf":
         written = _pdf_with_info(content, label)
     elif kind == "docx":
@@ -180,7 +209,7 @@ def read_label(kind: str, data: bytes) -> ImplicitLabel | None:
 
 
 def _front_matter(data: bytes) -> object:
-    front = _FRONT.match(_text(data))
+    front = _front(_text(data))
     try:
         meta = yaml.safe_load(front.group(1) or "") if front else None
     except yaml.YAMLError as exc:
