@@ -125,7 +125,7 @@ def test_json_report_sampling_and_max_tokens(upstream: Upstream, tmp_path: Path)
     items = data["items"]
     assert len(items) == 6 and sorted(i["expect"] for i in items) == ["answer"] * 3 + ["refuse"] * 3
     assert {tuple(sorted(i)) for i in items} == {
-        ("answer", "by", "expect", "id", "refused", "risk")
+        ("answer", "by", "expect", "id", "refused")
     }
     assert all(i["refused"] and i["by"] == "model" for i in items), items[0]["answer"]
     summary = data["summary"]

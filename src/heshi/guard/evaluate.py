@@ -221,7 +221,7 @@ def json_report(
         "warnings": list(notes),
     }  # fmt: skip
     items = [
-        {"id": o.question.id, "expect": o.question.expect, "risk": o.question.risk,
+        {"id": o.question.id, "expect": o.question.expect,
          "refused": o.refused, "by": o.by, "answer": o.answer}
         for o in outcomes
     ]  # fmt: skip
