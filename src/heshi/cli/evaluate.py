@@ -77,7 +77,7 @@ def safety(
         questions = sample(whole, per_kind, seed)
         notes = warnings(whole, questions)
         for note in notes:
-            err.print(f"⚠ {note}", style="yellow", markup=False, highlight=False)
+            err.print(f"⚠ {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         with Progress(
             TextColumn("安全评估 / safety evaluation"),
             BarColumn(),
