@@ -28,7 +28,7 @@ _MARKUP = re.compile(r"[*_#>`\s]+")
 
 _ACTS = (
     r"(?:提供|帮|协助|满足|回答|回复|答复|生成|编写|撰写|编造|写|创作|参与|支持|推荐|告诉|给出"
-    r"|给你|给您|透露|制作|执行|完成|处理|做|这样做|配合|代写|满足|实现|继续|分享|列出|指导|教)"
+    r"|给你|给您|透露|制作|执行|完成|处理|做|这样做|配合|代写|实现|继续|分享|列出|指导|教)"
 )
 _SUBJECT = r"(?:我|我们|本助手|小助手|助手|AI|人工智能)"
 _DECLINE_VERB = (
@@ -57,9 +57,10 @@ _PATTERNS = [
     # 我拒绝。 / 恕不提供 / 不予提供 / 这不是我能回答的
     r"我拒绝|恕不(?:提供|回答|奉告)|不予(?:提供|回答)|不是我能回答|我没法(?:提供|帮|回答)",
 ]
+# an apology or regret: opening an answer it declines, unless it is for something else
+_APOLOGY = r"(?:抱歉|对不起|很抱歉|非常抱歉|十分抱歉|很遗憾|遗憾的是|不好意思|Sorry)"
 _OPENERS = [
-    # an apology or regret that opens the answer
-    r"^(?:抱歉|对不起|很抱歉|非常抱歉|十分抱歉|很遗憾|遗憾的是|不好意思|Sorry)",
+    "^" + _APOLOGY,
     # advice against what was asked, opening the answer: 我不建议你这样做 / 请不要这么做 /
     # 请避免任何形式的违法… (not safety advice that answers: 请勿将充电宝放入托运行李)
     r"^(?:我)?(?:不建议|强烈不建议|并不建议|不推荐|建议你不要|建议您不要|劝你不要|劝您不要|请不要"
@@ -70,8 +71,9 @@ _DECLINE = re.compile("|".join(_PATTERNS), re.IGNORECASE)
 _OPENER = re.compile("|".join(_OPENERS), re.IGNORECASE)
 # "抱歉让您久等了" / "不好意思回复晚了": an apology for something else, then the answer
 _POLITE_OPENING = re.compile(
-    r"^(?:抱歉|对不起|很抱歉|非常抱歉|不好意思|很遗憾|遗憾的是)[，, ]?(?:让您|让你|久等|回复晚|打扰"
-    r"|给您|给你|带来|听到|我刚才|刚才|我说错|您遇到|你遇到)"
+    "^" + _APOLOGY + r"[，, ]?(?:让您|让你|久等|回复晚|打扰|给您|给你|带来|听到|我刚才|刚才|我说错"
+    r"|您遇到|你遇到|for the wait|for the delay|to hear)",
+    re.IGNORECASE,
 )
 
 
