@@ -42,9 +42,9 @@ def export_lines(records: Iterable[AuditRecord], fmt: ExportFormat) -> Generator
     """
     if fmt == "jsonl":
         for record in records:
+            hashed = record.hashed_fields()  # the fields its hash covers, and the hash
             row = {k: v for k, v in record.as_json().items() if k in COLUMNS}
-            if row["produce_id"] is None:  # as in the hash: only when there is one
-                del row["produce_id"]
+            row = {k: v for k, v in row.items() if k in hashed or k == "hash"}
             yield json.dumps(row, ensure_ascii=False) + "\n"
         return
     if fmt != "csv":

@@ -78,12 +78,10 @@ class AuditLog:
         retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.db = db
-        self._key = key
         self._signing = (
             None if key is None else checked_key(key, zh="签名审计记录", en="signing audit records")
         )
         self.head = head
-        self._head_holds = True  # the database still holds what the head file names
         self.retention_days = retention_days
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
@@ -105,13 +103,14 @@ class AuditLog:
         if not entries:
             return []
         with self._lock, self.db.outage_as_unavailable():
+            known = self._known_head()  # read once per batch, outside the transaction
             attempt = 0
             while True:
                 try:
                     with self.db.begin(bounded=True) as conn:
-                        self._head_holds = self._head_still_holds(conn)
+                        holds = self._head_still_holds(conn, known)
                         records = self._append(conn, entries)
-                    self._note_head(Head(records[-1].seq, records[-1].hash))
+                    self._note_head(Head(records[-1].seq, records[-1].hash), holds)
                     return records
                 except IntegrityError as exc:
                     attempt += 1
@@ -126,12 +125,26 @@ class AuditLog:
         if self.head is None or self._signing is None:
             return
         c = audit_log.c
-        with self.db.outage_as_unavailable(), self.db.read() as conn:
-            tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
-            self._head_holds = self._head_still_holds(conn)
-        self._note_head(Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH))
+        with self._lock, self.db.outage_as_unavailable():
+            known = self._known_head()
+            with self.db.read() as conn:
+                tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+                holds = self._head_still_holds(conn, known)
+            self._note_head(
+                Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH), holds
+            )
 
-    def _head_still_holds(self, conn: Connection) -> bool:
+    def _known_head(self) -> Head | None:
+        """What the head file names (``None``: no file, or no head kept); ``_UNREADABLE``
+        when it cannot be read or its signature does not verify."""
+        if self.head is None or self._signing is None:
+            return None
+        try:
+            return read_head(self.head, self._signing)
+        except HeadInvalid:
+            return _UNREADABLE
+
+    def _head_still_holds(self, conn: Connection, known: Head | None) -> bool:
         """Whether the database still holds the record the head file names, as it was —
         and, when there is no head file, whether no signed record exists (none was
         noted yet). When not, the head must not move on: moving it would erase the
@@ -139,9 +152,7 @@ class AuditLog:
         if self.head is None or self._signing is None:
             return True
         c = audit_log.c
-        try:
-            known = read_head(self.head, self._signing)
-        except HeadInvalid:
+        if known is _UNREADABLE:
             return False
         if known is None:
             signed = select(c.seq).where(c.kind == RECORD, c.signature.is_not(None)).limit(1)
@@ -157,13 +168,13 @@ class AuditLog:
         first = conn.execute(select(func.min(audit_log.c.seq))).scalar()
         return first is not None and int(first) > seq
 
-    def _note_head(self, head: Head) -> None:
+    def _note_head(self, head: Head, holds: bool) -> None:
         """The head file moves to ``head`` — unless the database lost what the file
-        names (then it stays, and the error is logged). Never raises: the records are
-        committed already."""
+        names (``holds`` false: then it stays, and the error is logged). Never raises:
+        the records are committed already."""
         if self.head is None or self._signing is None:
             return
-        if not self._head_holds:
+        if not holds:
             log.critical(
                 "审计链头文件所指记录已不在数据库中，链头不再前移 / the audit head file names a "
                 "record the database no longer holds: the head is not moved (heshi audit verify)"
@@ -231,35 +242,29 @@ class AuditLog:
         Raises ``AuditKeyMissing`` when the log holds signed rows and no key was given
         (they cannot be trusted unchecked).
         """
-        key = self._signing
-        head = self._read_head(key)
-        checker = ChainChecker(key)
+        checker = ChainChecker(self._signing)
+        head: Head | None = None
+        problem: str | None = None  # why the head file cannot be checked
+        if self.head is not None and self._signing is not None:
+            try:
+                head = read_head(self.head, self._signing)
+            except HeadInvalid as exc:
+                problem = str(exc)
         at_head: str | None = None
         with closing(self.records()) as records:  # an error must not leave a cursor open
             for record in records:
                 checker.feed(record)
-                if isinstance(head, Head) and record.seq == head.seq:
+                if head is not None and record.seq == head.seq:
                     at_head = record.hash
         report = checker.report
-        if head is _MISSING and report.signed_records:
+        if problem is not None:
+            checker.issue(report.last_seq or 0, "bad_head", problem)
+        elif head is not None:
+            _check_head(checker, head, at_head)
+        elif self.head is not None and self._signing is not None and report.signed_records:
             # signed records exist, so a gateway with this key noted one: the file is gone
             checker.issue(report.last_seq or 0, "bad_head", f"{self.head}: missing / 缺失")
-        elif isinstance(head, str) and head is not _MISSING:
-            checker.issue(report.last_seq or 0, "bad_head", head)
-        elif isinstance(head, Head):
-            _check_head(checker, head, at_head)
         return report
-
-    def _read_head(self, key: bytes | None) -> Head | str | None:
-        """The head file's head; a reason when it is invalid; ``_MISSING``; ``None`` when
-        there is none to check (no file configured, no key to check it with)."""
-        if self.head is None or key is None:
-            return None
-        try:
-            head = read_head(self.head, key)
-        except HeadInvalid as exc:
-            return str(exc)
-        return head if head is not None else _MISSING
 
     def prune(
         self,
@@ -275,7 +280,7 @@ class AuditLog:
         to sign over tampering), deletes them and writes a signed checkpoint in place of
         the last one, in one transaction. Requires the key (``AuditKeyMissing``).
         """
-        key = checked_key(self._key, zh="剪除审计日志", en="pruning the audit log")
+        key = checked_key(self._signing, zh="剪除审计日志", en="pruning the audit log")
         days = self.retention_days if days is None else days
         if days < 1:
             raise ValueError("days must be ≥ 1")
@@ -343,7 +348,7 @@ def _prune_chunk(
     return report.records, end
 
 
-_MISSING = "missing"  # the head file is not there (an issue once signed records exist)
+_UNREADABLE = Head(-1, "")  # a head file that cannot be read or does not verify
 
 
 def _check_head(checker: ChainChecker, head: Head, at_head: str | None) -> None:

@@ -46,15 +46,16 @@ class Format(StrEnum):
 
 @contextmanager
 def _audit_log(
-    config: Path | None, head: Path | None = None, *, with_head: bool = False
-) -> Iterator[AuditLog]:
-    """The configured database's log, with the audit key of ``HESHI_AUDIT_KEY`` or of
-    ``$HESHI_HOME/audit.key``; ``with_head``: and a head file (default: the home's)."""
-    home = load_config(config).home
-    if with_head:
-        head = head or home / HEAD_FILE
-    with open_database(config) as db:
-        yield AuditLog(db, key=audit_key(home), head=head)
+    config: Path | None, head: Path | None = None, *, keyed: bool = True,
+    check_head: bool = False,
+) -> Iterator[AuditLog]:  # fmt: skip
+    """The configured database's log: ``keyed``, with the audit key of
+    ``HESHI_AUDIT_KEY`` or of ``$HESHI_HOME/audit.key``; ``check_head``, with ``head``
+    (default: the home's head file) as its head file."""
+    cfg = load_config(config)
+    head_file = (head or cfg.home / HEAD_FILE) if check_head else None
+    with open_database(cfg) as db:
+        yield AuditLog(db, key=audit_key(cfg.home) if keyed else None, head=head_file)
 
 
 @app.command(
@@ -93,7 +94,7 @@ def verify(
 ) -> None:
     """Every record's hash, link, sequence number and signature; checkpoint signatures;
     the newest record against the head file written outside the database."""
-    with reporting_errors(), _audit_log(config, head, with_head=not no_head) as log:
+    with reporting_errors(), _audit_log(config, head, check_head=not no_head) as log:
         report = log.verify()
         keyless = not log.keyed
     typer.echo(report.summary())
@@ -148,7 +149,7 @@ def export(
     with reporting_errors():
         start = parse_time(since, option="--since", now=now, future=False)
         end = None if until is None else parse_time(until, option="--until", now=now, future=False)
-        with _audit_log(config) as log:
+        with _audit_log(config, keyed=False) as log:  # an export needs no key
             lines = log.export(start, end, fmt.value)
             if out is None:
                 _write(lines, sys.stdout)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from heshi.config import load_config
+from heshi.config import HeshiConfig, load_config
 from heshi.errors import ConfigError
 from heshi.store.db import Database
 
@@ -41,9 +41,10 @@ _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 
 @contextmanager
-def open_database(config: Path | None) -> Iterator[Database]:
-    """The configured database, migrated to the current schema, disposed afterwards."""
-    cfg = load_config(config)
+def open_database(config: Path | HeshiConfig | None) -> Iterator[Database]:
+    """The configured database (of a heshi.yaml, or a loaded configuration), migrated to
+    the current schema, disposed afterwards."""
+    cfg = config if isinstance(config, HeshiConfig) else load_config(config)
     db = Database(cfg.store.sql_url(cfg.home))
     try:
         db.migrate()
