@@ -8,7 +8,6 @@ The producer code comes from ``aigc.uscc`` / ``aigc.model_code`` and the wording
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import os
 import tempfile
@@ -30,7 +29,7 @@ from heshi.guard.aigc import (
     key_bytes,
     metadata_string,
     producer_code,
-    reserved_code,
+    verify_reserved_code,
 )
 from heshi.guard.filelabel import TEXT_KINDS, content_of, kind_of, label_file, read_label
 
@@ -144,8 +143,9 @@ def _check(path: Path, key: str | None, wording: str) -> dict[str, Any]:
         kind = kind_of(path)
         data = _read(path)
         found = _text_label(path) if kind == "text" else read_label(kind, data)
+        content = content_of(kind, data)
         if kind in TEXT_KINDS:
-            text = content_of(kind, data).decode("utf-8", "replace").strip()
+            text = content.decode("utf-8", "replace").strip()
             result["explicit"] = text.startswith(wording) or text.endswith(wording)
     except FILE_ERRORS as exc:
         result["error"] = str(exc)
@@ -157,11 +157,7 @@ def _check(path: Path, key: str | None, wording: str) -> dict[str, Any]:
     if key is None:
         result["reserved_code1"] = "unchecked"
         return result
-    expected = reserved_code(
-        content_of(kind, data), key, label=found.label, producer=found.content_producer,
-        produce_id=found.produce_id,
-    )  # fmt: skip
-    fits = hmac.compare_digest(expected, found.reserved_code1)
+    fits = verify_reserved_code(found, content, key)
     result["reserved_code1"] = "valid" if fits else "invalid"
     return result
 

@@ -36,10 +36,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
 
 import yaml
 
+from heshi.apps.kb.documents import MAX_UNPACKED_BYTES
 from heshi.errors import InvalidRequest
 from heshi.guard import xmp
 from heshi.guard.aigc import (
@@ -76,11 +78,10 @@ def kind_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Labelled:
-    """A file's bytes with the label written, what its ReservedCode1 covers, and the
-    implicit label (for a text file, to be kept outside it)."""
+    """A file's bytes with the label written, and the implicit label (for a text file,
+    to be kept outside it)."""
 
     data: bytes
-    content: bytes
     label: ImplicitLabel
 
 
@@ -101,7 +102,7 @@ def content_of(kind: str, data: bytes) -> bytes:
     if kind == "markdown":
         text = _text(data)
         front = _front(text)
-        return (text[front.end() :] if front else text).encode("utf-8")
+        return (text[front[0] :] if front else text).encode("utf-8")
     if kind == "json":
         obj = _json_object(data)
         obj.pop("AIGC", None)
@@ -113,9 +114,10 @@ def content_of(kind: str, data: bytes) -> bytes:
     return xmp.png_content(data) if kind == "png" else xmp.jpeg_content(data)
 
 
-def _front(text: str) -> re.Match[str] | None:
-    """The YAML front matter at the start of a Markdown text — only when what lies
-    between the ``---`` lines is a YAML mapping (a text may open with a ``---`` rule)."""
+def _front(text: str) -> tuple[int, dict[str, Any]] | None:
+    """Where the YAML front matter at the start of a Markdown text ends, and what it
+    holds — only when what lies between the ``---`` lines is a YAML mapping (a text may
+    open with a ``---`` rule)."""
     found = _FRONT.match(text)
     if found is None:
         return None
@@ -123,7 +125,7 @@ def _front(text: str) -> re.Match[str] | None:
         meta = yaml.safe_load(found.group(1) or "")
     except yaml.YAMLError:
         return None
-    return found if meta is None or isinstance(meta, dict) else None
+    return (found.end(), meta or {}) if meta is None or isinstance(meta, dict) else None
 
 
 def _json_with_label(data: bytes, label: ImplicitLabel) -> bytes:
@@ -163,18 +165,18 @@ def label_file(
     builds from the content it will cover."""
     if kind == "text":
         text = explicit_label(_text(data), explicit, wording).encode("utf-8")
-        return Labelled(text, text, make(text))
+        return Labelled(text, make(text))
     if kind == "markdown":
         source = _text(data)
         front = _front(source)
-        head, body = (source[: front.end()], source[front.end() :]) if front else ("", source)
+        head, body = (source[: front[0]], source[front[0] :]) if front else ("", source)
         body = explicit_label(body, explicit, wording)
         label = make(body.encode("utf-8"))
         # no front matter: a block of our own before the text (which may open with a rule)
         page = markdown_front_matter(head + body, label) if front else (
             markdown_front_matter("", label) + body
         )  # fmt: skip
-        return Labelled(page.encode("utf-8"), body.encode("utf-8"), label)
+        return Labelled(page.encode("utf-8"), label)
     # a PDF's new label covers the whole file as it is (earlier labels included) and is
     # appended after it; every other format's label covers the content without a label
     content = data if kind == "pdf" else content_of(kind, data)
@@ -189,7 +191,7 @@ def label_file(
         written = xmp.png_with_label(data, label)
     else:
         written = xmp.jpeg_with_label(data, label)
-    return Labelled(written, content, label)
+    return Labelled(written, label)
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -210,13 +212,7 @@ def read_label(kind: str, data: bytes) -> ImplicitLabel | None:
 
 def _front_matter(data: bytes) -> object:
     front = _front(_text(data))
-    try:
-        meta = yaml.safe_load(front.group(1) or "") if front else None
-    except yaml.YAMLError as exc:
-        raise UnsupportedFile(
-            f"YAML 前置元数据无法读取 / cannot read the front matter: {exc}"
-        ) from exc
-    return meta.get("AIGC") if isinstance(meta, dict) else None
+    return front[1].get("AIGC") if front else None
 
 
 # -- PDF: an incremental update with a new document information dictionary --------------
@@ -310,19 +306,17 @@ _CUSTOM_REL = (
 _FMTID = "{D5CDD505-2E9C-101B-9397-08002B2CF9AE}"
 
 
-MAX_DOCX_BYTES = 256 * 1024 * 1024  # unpacked: a zip bomb is refused before it is read
-
-
 def _docx(data: bytes) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise UnsupportedFile("不是 DOCX（ZIP）文件 / not a DOCX (zip) file") from None
-    if sum(info.file_size for info in archive.infolist()) > MAX_DOCX_BYTES:
+    # zipfile reads no member past its declared size, so their sum bounds the unpacking
+    if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
         archive.close()
         raise UnsupportedFile(
-            f"DOCX 解压后超过 {MAX_DOCX_BYTES // 2**20} MiB / the DOCX unpacks to more than "
-            f"{MAX_DOCX_BYTES // 2**20} MiB"
+            f"DOCX 解压后超过 {MAX_UNPACKED_BYTES // 2**20} MiB / the DOCX unpacks to more than "
+            f"{MAX_UNPACKED_BYTES // 2**20} MiB"
         )
     return archive
 
