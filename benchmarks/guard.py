@@ -42,6 +42,7 @@ from heshi.guard.ids import (
     PROVINCE_CODES,
     USCC_ALPHABET,
     luhn_complete,
+    luhn_valid,
     org_code_check_char,
     resident_id_check_char,
     uscc_check_char,
@@ -50,7 +51,6 @@ from heshi.guard.pii import scan
 from heshi.guard.stage import GuardStage
 
 TODAY = date(2026, 11, 29)
-CHECKSUMMED = ("cn_resident_id", "cn_uscc", "bank_card")
 PROSE = (
     "您好，关于您反映的快递延误问题，我们已经联系了配送站点，预计明天下午送达。",
     "感谢您的耐心等待，如有其他疑问请随时联系在线客服，我们会尽快为您处理。",
@@ -222,14 +222,10 @@ def _zero_width(rng: random.Random, value: str) -> str:
     return value[:at] + rng.choice("\u200b\u200c\u200d\ufeff") + value[at:]
 
 
-def _luhn_ok(digits: str) -> bool:
-    return luhn_complete(digits[:-1]) == digits
-
-
 def _luhn_valid_bad_id(rng: random.Random) -> str:
     while True:  # an invalid resident ID that happens to pass Luhn: not a card either
         value = bad_resident_id(rng)
-        if value.isdigit() and _luhn_ok(value):
+        if value.isdigit() and luhn_valid(value):
             return value
 
 
@@ -237,7 +233,7 @@ def _digit_uscc_prefix(rng: random.Random) -> str:
     while True:  # the first 17 characters of an all-digit credit code with a bad check
         org8 = "".join(rng.choice("0123456789") for _ in range(8))
         first17 = "91" + _region(rng) + org8 + org_code_check_char(org8)
-        if first17.isdigit() and _luhn_ok(first17):
+        if first17.isdigit() and luhn_valid(first17):
             return first17
 
 
@@ -247,7 +243,7 @@ def _order_number(rng: random.Random) -> str:
         body = day.strftime("%Y%m%d") + "".join(
             rng.choice("0123456789") for _ in range(rng.randint(8, 11))
         )
-        if _luhn_ok(body):
+        if luhn_valid(body):
             return body
 
 
@@ -279,9 +275,7 @@ def hard_corpus(rng: random.Random, n: int) -> list[tuple[str, str, str | None]]
         phone = mobile(rng)
         add("cn_mobile", "电话", f"{phone[:4]} {phone[4:7]} {phone[7:]}", True)
         user = rng.choice(["zhang.wei", "li_na88", "service", "wang.fang"])
-        at = rng.choice(["(at)", "[at]", "（at）", " (at) ", "#"])
-        if at == "#":
-            at = "(AT)"
+        at = rng.choice(["(at)", "[at]", "（at）", " (at) ", "(AT)"])
         add("email", "邮箱", f"{user}{at}example{rng.randint(1, 9)}.com", True)
         area = rng.choice(["010", "021", "020"])
         add("cn_landline", "电话", f"{area}-1{rng.randint(0, 9999999):07d}", True)

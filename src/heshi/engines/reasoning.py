@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from heshi.engines.base import content_text
 from heshi.engines.toolparse import partial_suffix
 
 OPEN, CLOSE = "<think>", "</think>"
@@ -37,11 +38,7 @@ def soft_switch(messages: Any) -> bool | None:
     for message in reversed(messages):
         if not isinstance(message, dict) or message.get("role") != "user":
             continue
-        content = message.get("content")
-        if isinstance(content, list):  # content parts: their text
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        if not isinstance(content, str):
-            continue
+        content = content_text(message.get("content"), " ")
         on, off = content.rfind("/think"), content.rfind("/no_think")
         if on >= 0 or off >= 0:
             return on > off

@@ -81,19 +81,22 @@ class SafetyClassifier:
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
-        logits = vectors @ self.weights.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return probs
+        return softmax(vectors @ self.weights.T + self.bias)
 
     def verdicts(self, vectors: np.ndarray) -> list[Verdict]:
         out = []
         for row in self.probabilities(vectors):
             unsafe = float(1.0 - row[self._safe])
-            ranked = [i for i in np.argsort(-row) if i != self._safe]
-            out.append(Verdict(unsafe, self.classes[ranked[0]] if unsafe > 0 else SAFE))
+            risks = np.where(np.arange(len(row)) == self._safe, -1.0, row)
+            out.append(Verdict(unsafe, self.classes[int(risks.argmax())] if unsafe > 0 else SAFE))
         return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (each row shifted by its maximum first)."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return probs
 
 
 def embed(texts: list[str]) -> np.ndarray:

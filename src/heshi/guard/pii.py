@@ -1,8 +1,9 @@
 """Personal information in Chinese text: find it, then redact, mask or pseudonymize it.
 
 Detection runs on a same-length normalized copy of the text (full-width digits, letters
-and punctuation folded to ASCII, the ideographic space and zero-width characters to a
-space), so every finding's ``start``/``end`` are character offsets into the original.
+and punctuation folded to ASCII, the ideographic space to a space), so every finding's
+``start``/``end`` are character offsets into the original; invisible characters are
+taken out first and the findings mapped back onto the original.
 Candidates come from patterns that allow a space or dash between any two digits (cards a
 slash too: 6222/0212/…), however the digits are grouped; checksummed identifiers are
 accepted only when their check passes (resident ID: region, real date not in the future,
@@ -62,9 +63,9 @@ LABELS = {
     "address": "地址",
 }
 
-# Full-width forms that can be part of an identifier: digits, letters, + - . @ and the
-# ideographic space. Other full-width punctuation (，：（）) is frequent in Chinese prose
-# and never inside an identifier, so it is left alone (and costs nothing).
+# Full-width forms that can be part of an identifier: digits, letters, + - . @ ( ) [ ]
+# and the ideographic space. Other full-width punctuation (，：) is frequent in Chinese
+# prose and never inside an identifier, so it is left alone (and costs nothing).
 _FOLD = {chr(c): chr(c - 0xFEE0) for c in range(0xFF10, 0xFF1A)}  # ０-９
 _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF21, 0xFF3B)})  # Ａ-Ｚ
 _FOLD.update({chr(c): chr(c - 0xFEE0) for c in range(0xFF41, 0xFF5B)})  # ａ-ｚ

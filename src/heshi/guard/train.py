@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, embed
+from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, embed, softmax
 from heshi.guard.safety import tc260_risks
 
 
@@ -47,40 +47,32 @@ def read_set(refuse: Path, answer: Path | list[Path]) -> tuple[list[str], list[s
 
 def fit(
     x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = 1e-5, steps: int = 6000,
-    rate: float = 5.0, safe: int = 0,
+    rate: float = 5.0,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Softmax regression by full-batch gradient descent. The safe class carries half the
-    total weight and the risks share the other half, whatever the counts."""
+    """Softmax regression by full-batch gradient descent. The safe class (0) carries half
+    the total weight and the risks share the other half, whatever the counts."""
     n, dims = x.shape
     counts = np.bincount(y, minlength=classes).astype(np.float64)
-    unsafe = counts.sum() - counts[safe]
-    per_class = np.full(classes, 0.5 * n / max(unsafe, 1.0))
-    per_class[safe] = 0.5 * n / max(counts[safe], 1.0)
+    per_class = np.full(classes, 0.5 * n / max(counts.sum() - counts[0], 1.0))
+    per_class[0] = 0.5 * n / max(counts[0], 1.0)
     weight = per_class[y][:, None]
     w = np.zeros((classes, dims))
     b = np.zeros(classes)
     onehot = np.eye(classes)[y]
     for _ in range(steps):
-        logits = x @ w.T + b
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        grad = (p - onehot) * weight / n
+        grad = (softmax(x @ w.T + b) - onehot) * weight / n
         w -= rate * (grad.T @ x + l2 * w)
         b -= rate * grad.sum(axis=0)
     return w, b
 
 
-def unsafe_scores(w: np.ndarray, b: np.ndarray, x: np.ndarray, safe: int) -> np.ndarray:
-    logits = x @ w.T + b
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    return np.asarray(1.0 - p[:, safe])
+def unsafe_scores(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each row's probability of not being safe (class 0)."""
+    return np.asarray(1.0 - softmax(x @ w.T + b)[:, 0])
 
 
 def cross_validated(
-    x: np.ndarray, y: np.ndarray, classes: int, safe: int, *, folds: int = 5, seed: int = 0,
+    x: np.ndarray, y: np.ndarray, classes: int, *, folds: int = 5, seed: int = 0,
     l2: float = 1e-5,
 ) -> np.ndarray:  # fmt: skip
     """Each prompt's held-out probability of "unsafe" (from the fold that did not see it)."""
@@ -89,8 +81,8 @@ def cross_validated(
     for k in range(folds):
         held = order[k::folds]
         kept = np.setdiff1d(order, held)
-        w, b = fit(x[kept], y[kept], classes, l2=l2, safe=safe)
-        scores[held] = unsafe_scores(w, b, x[held], safe)
+        w, b = fit(x[kept], y[kept], classes, l2=l2)
+        scores[held] = unsafe_scores(w, b, x[held])
     return scores
 
 
@@ -108,10 +100,10 @@ def train(
     classes = [SAFE, *sorted(tc260_risks())]
     y = np.asarray([classes.index(label) for label in labels])
     x = embed(texts).astype(np.float64)
-    held_out = cross_validated(x, y, len(classes), 0, l2=l2)
+    held_out = cross_validated(x, y, len(classes), l2=l2)
     is_safe = y == 0
     threshold = threshold_for(held_out, is_safe, max_over)
-    w, b = fit(x, y, len(classes), l2=l2, safe=0)
+    w, b = fit(x, y, len(classes), l2=l2)
     recall = float((held_out[~is_safe] >= threshold).mean())
     over = float((held_out[is_safe] >= threshold).mean())
     return {

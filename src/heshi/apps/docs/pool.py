@@ -19,6 +19,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -171,9 +172,10 @@ def _stop(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
 
 
 def _kill_late(processes: list[Any], grace: float) -> None:
+    deadline = time.monotonic() + grace  # one grace period for them all, not one each
     for process in processes:
         with contextlib.suppress(Exception):
-            process.join(grace)
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join(grace)
