@@ -157,14 +157,21 @@ def _deaf_to_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a native library that swallows it, say
 
 
-def test_a_stopped_reader_that_ignores_sigterm_is_killed() -> None:
+def _mark_then_sleep(mark: str, seconds: float) -> None:
+    Path(mark).touch()
+    time.sleep(seconds)
+
+
+def test_a_stopped_reader_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_deaf_to_sigterm)  # fmt: skip
-    pool.submit(time.sleep, 60)
-    deadline = time.monotonic() + 30
-    while not getattr(pool, "_processes", None) and time.monotonic() < deadline:
+    # Stopped mid-read, not while idle (an idle worker would leave cleanly on shutdown),
+    # and after its initializer ran: the read's mark says both, however slow the start.
+    mark = tmp_path / "reading"
+    pool.submit(_mark_then_sleep, str(mark), 60)
+    deadline = time.monotonic() + 60
+    while not mark.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     (worker,) = pool._processes.values()
-    time.sleep(1.0)  # its initializer has run
     _stop(pool, grace=0.5)
     assert _ended(worker, 15) and worker.exitcode == -signal.SIGKILL
