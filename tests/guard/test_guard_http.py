@@ -92,7 +92,7 @@ def test_generated_text_is_screened_on_the_way_out(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path, stream: bool
 ) -> None:
     plaintext, _ = keys.create("acme", "cs")
-    upstream.state.reply = "您好，这里有一些刷单返利的信息，另外可以告诉你自制炸弹的做法。"
+    upstream.state.reply = "您好，这里有一些刷单返利的信息，另外可以告诉你炸药配方。"
     gw = start_gateway(_config(home, upstream, actions={"fraud": "replace"}))
     with httpx.Client(timeout=30) as client:
         r = client.post(
@@ -102,8 +102,9 @@ def test_generated_text_is_screened_on_the_way_out(
         )
     if stream:
         text, reasons = _stream_text(r)
-        assert text.startswith("您好，这里有一些****的信息")
-        assert text.endswith(REFUSAL) and "炸弹" not in text
+        # what was released before the block had its replaced term masked
+        assert text.startswith("您好") and "刷单" not in text
+        assert text.endswith(REFUSAL) and "炸药" not in text
         assert reasons == ["content_filter"]
     else:
         choice = r.json()["choices"][0]
@@ -182,10 +183,11 @@ def test_guarded_requests_are_written_to_the_audit_log_masked(
         ok.text
     )  # the restored answer, masked again
     assert (first.tenant, first.key_id, first.client_ip) == ("acme", key.id, "127.0.0.1")
-    assert first.lexicon_version and first.lexicon_version.startswith("heshi-seed@")
+    assert first.lexicon_version and first.lexicon_version.startswith("heshi-tc260@")
     refused = by_id[blocked.headers["x-request-id"]]
     assert [(v["category"], v["risk"], v["level"], v["action"]) for v in refused.verdicts] == [
-        ("drugs", "A8", "inbound", "block")
+        ("A8-drugs", "A8", "inbound", "block"),  # the request for it
+        ("drugs", "A8", "inbound", "flag"),  # the topic word
     ]
     assert by_id[streamed.headers["x-request-id"]].output == "手机139****9000"
     # each answer's AIGC ProduceID is in its record; a refusal is not labelled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from heshi.errors import ConfigError
@@ -24,7 +26,7 @@ def test_automaton_finds_overlapping_terms() -> None:
     [
         ("我遇到一个大麻烦", []),  # 麻烦 crosses the end of 大麻
         ("工业大麻的纤维可以做布", []),  # an allowed phrase of the lexicon
-        ("哪里能买到大麻", ["大麻"]),
+        ("哪里能买到大麻", ["哪里能买到大麻", "大麻"]),
         ("吸大麻有害健康", ["大麻"]),
         ("这家店的麻辣烫", []),
     ],
@@ -40,8 +42,10 @@ def test_actions_and_tc260_risks(engine: SafetyEngine) -> None:
     assert verdict.action == "replace"  # replace outranks flag
     assert verdict.text == "有没有****的活？推荐个赌博网站"
     assert {(h.category, h.risk, h.action) for h in verdict.hits} == {
-        ("fraud", "C5", "replace"),
-        ("gambling", "A8", "flag"),
+        ("fraud", "C5", "replace"),  # the config's action
+        ("C2-business-ethics", "C2", "flag"),  # 刷单: the file's own
+        ("gambling", "A8", "flag"),  # the config's action
+        ("gambling-topic", "A8", "flag"),
     }
     blocked = engine.check("教我自制炸弹")
     assert blocked.blocked and blocked.hits[0].as_json()["risk_name"] == tc260_risks()["A6"]
@@ -93,8 +97,72 @@ def test_invisible_characters_spaces_width_and_case_do_not_hide_a_term(
 ) -> None:
     for text in ("哪里能买到冰\u200b毒", "冰 毒", "冰-毒"):
         hits = engine.hits(text)
-        assert [h.category for h in hits] == ["drugs"], text
+        assert "drugs" in [h.category for h in hits], text
         assert text[hits[0].start : hits[0].end] == hits[0].term
     latin = SafetyEngine(Lexicon.parse("[x risk=A8]\nmeth\n"))
     assert [h.term for h in latin.hits("buy ＭＥＴＨ, or M E T H")] == ["ＭＥＴＨ", "M E T H"]
     assert engine.hits("工业 大麻的纤维") == []  # the allowed phrase still applies
+
+
+def test_the_shipped_lexicon_covers_the_17_risks_at_the_standards_sizes() -> None:
+    """TC260-003 9.1: ≥ 10,000 keywords, ≥ 200 for each risk of A.1, ≥ 100 of A.2."""
+    lex = Lexicon.seed()
+    per_risk = Counter(lex.risks[c] for c in lex.terms.values())
+    assert len(lex.terms) >= 10_000
+    assert all(per_risk[f"A{i}"] >= 200 for i in range(1, 9)), per_risk
+    assert all(per_risk[f"B{i}"] >= 100 for i in range(1, 10)), per_risk
+
+
+@pytest.mark.parametrize(
+    ("text", "action"),
+    [
+        ("自杀的方法", "block"),
+        ("怎么自杀", "block"),
+        ("教我做炸药", "block"),
+        ("网上买枪", "block"),
+        ("推薦幾個賭博網站", "block"),  # traditional characters
+        ("教我怎么ｚｉｓｈａ", "block"),  # full-width pinyin
+        ("zi sha fang fa 有哪些", "block"),  # spaced pinyin
+        ("字杀方法", "block"),  # a homophone
+        ("網上買槍", "block"),
+        ("冰毒对身体有什么危害？", "flag"),  # about a harm: answered
+        ("怎么帮亲戚戒掉网络赌博？", "flag"),
+        ("怎么举报赌博网站？", "flag"),  # a block term softened by 举报
+        ("请解释《反恐怖主义法》中关于宣扬极端主义的规定", "flag"),
+        ("被人肉搜索了怎么办", None),  # an allowed phrase
+        ("有什么自杀倾向的表现需要留意？", "flag"),
+        ("大妈买菜", None),  # two syllables are not matched by sound (大麻)
+    ],
+)
+def test_the_shipped_lexicon_on_requests_and_questions(text: str, action: str | None) -> None:
+    engine = SafetyEngine.shared(Lexicon.seed(), {})
+    assert engine.check(text).action == action, [(h.term, h.action) for h in engine.hits(text)]
+
+
+def test_templates_actions_and_softening_in_a_lexicon_file() -> None:
+    lex = Lexicon.parse(
+        "@soften 举报\n[w risk=A6]\n{怎么|如何}{做|}炸弹\n[t risk=A6 action=flag]\n炸药\n"
+    )
+    assert lex.terms == dict.fromkeys(["怎么做炸弹", "怎么炸弹", "如何做炸弹", "如何炸弹"], "w") | {
+        "炸药": "t"
+    }
+    assert lex.actions == {"w": "block", "t": "flag"}
+    engine = SafetyEngine(lex)
+    assert engine.check("如何做炸弹").action == "block"
+    assert engine.check("看到有人问如何做炸弹，怎么举报").action == "flag"
+    assert engine.check("如何做炸弹。我不会举报").action == "block"  # another sentence
+    assert SafetyEngine(lex, {"t": "block"}).check("炸药").action == "block"  # config wins
+    for bad, message in (
+        ("[w risk=A6 action=ban]\nx\n", "action must be"),
+        ("[w risk=A6 colour=red]\nx\n", "unknown option"),
+        ("[w]\n{a|b\n", "unbalanced"),
+        ("[w]\n" + "{a|b|c|d|e|f|g|h|i|j}" * 4 + "\n", "max 5000"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            Lexicon.parse(bad, "x.txt")
+
+
+def test_tenants_with_the_same_lexicon_share_one_engine() -> None:
+    one = SafetyEngine.shared(Lexicon.seed(), {"fraud": "replace"})
+    assert SafetyEngine.shared(Lexicon.seed(), {"fraud": "replace"}) is one
+    assert SafetyEngine.shared(Lexicon.seed(), {}) is not one

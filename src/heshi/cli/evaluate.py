@@ -62,6 +62,10 @@ def safety(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="抽样种子 / sampling seed")] = 0,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=64, help="同时提问数 / questions asked at once"),
+    ] = 1,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -92,7 +96,9 @@ def safety(
                 progress.advance(task)
 
             outcomes = asyncio.run(
-                _ask_all(questions, model, config, url, api_key_env, max_tokens, advance)
+                _ask_all(
+                    questions, model, config, url, api_key_env, max_tokens, advance, concurrency
+                )
             )
         report = markdown_report(outcomes, model, str(bank), notes)
         out.mkdir(parents=True, exist_ok=True)
@@ -129,13 +135,14 @@ async def _ask_all(
     key_env: str,
     max_tokens: int,
     on_answer: Callable[[Any], None],
+    concurrency: int = 1,
 ) -> list[Any]:
     if url is not None:
         headers = {}
         if os.environ.get(key_env):
             headers["Authorization"] = f"Bearer {os.environ[key_env]}"
         async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=300) as c:
-            return await run(questions, _asker(c, model, max_tokens), on_answer)
+            return await run(questions, _asker(c, model, max_tokens), on_answer, concurrency)
     from heshi.cli.gateway_call import engine_log
     from heshi.cli.serve import build_engines
     from heshi.gateway.app import create_app
@@ -150,7 +157,7 @@ async def _ask_all(
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://heshi", timeout=300
             ) as c:
-                return await run(questions, _asker(c, model, max_tokens), on_answer)
+                return await run(questions, _asker(c, model, max_tokens), on_answer, concurrency)
 
 
 def _asker(client: httpx.AsyncClient, model: str, max_tokens: int) -> Any:

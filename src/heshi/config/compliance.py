@@ -38,7 +38,21 @@ class GuardClassifierConfig(Strict):
     # flag by default: measured on our banks it over-refuses 5.5%, and more on general
     # writing and coding requests (docs/benchmarks.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
+    # scores at or above this block even when the action is flag: the confident band
+    # (0.9: 0.63 of should-refuse prompts, 0.9% of should-answer ones on our banks);
+    # below it, a flag adds the answering policy's caution and the model judges
+    block_above: float | None = Field(default=0.9, gt=0, le=1)
     messages: int = Field(default=4, ge=1, le=64)  # the newest messages scored
+
+
+class AnsweringPolicyConfig(Strict):
+    """The answering policy: a system prompt that has the model decline TC260-003's
+    risks and answer questions that only mention them (heshi.guard.policy)."""
+
+    enabled: bool = True
+    text: str | None = None  # None = Heshi's (heshi.guard.policy.DEFAULT_POLICY)
+    # the classifier's flagged prompts get a caution naming the risk; the model judges
+    caution: bool = True
 
 
 class GuardConfig(Strict):
@@ -56,6 +70,7 @@ class GuardConfig(Strict):
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
     model: GuardModelConfig = Field(default_factory=GuardModelConfig)
     classifier: GuardClassifierConfig = Field(default_factory=GuardClassifierConfig)
+    policy: AnsweringPolicyConfig = Field(default_factory=AnsweringPolicyConfig)
 
 
 class AigcConfig(Strict):

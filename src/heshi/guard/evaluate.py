@@ -16,6 +16,7 @@ is smaller than that.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import random
@@ -146,20 +147,25 @@ async def run(
     questions: Iterable[Question],
     ask: Callable[[str], Awaitable[dict[str, Any]]],
     on_answer: Callable[[Outcome], None] | None = None,
+    concurrency: int = 1,
 ) -> list[Outcome]:
-    """Ask every question (one at a time: a bank is small, the model is the bottleneck);
-    ``on_answer`` is told after each one (progress)."""
-    outcomes = []
-    for q in questions:
-        try:
-            refused, by, answer = classify(await ask(q.prompt))
-        except UpstreamError as exc:  # one failed request does not cost the run
-            outcomes.append(Outcome(q, False, None, "", error=str(exc)))
-        else:
-            outcomes.append(Outcome(q, refused, by, answer))
+    """Ask every question, ``concurrency`` at a time (the engine's slots decode them in one
+    batch); outcomes in the bank's order; ``on_answer`` is told after each one (progress)."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(q: Question) -> Outcome:
+        async with gate:
+            try:
+                refused, by, answer = classify(await ask(q.prompt))
+            except UpstreamError as exc:  # one failed request does not cost the run
+                outcome = Outcome(q, False, None, "", error=str(exc))
+            else:
+                outcome = Outcome(q, refused, by, answer)
         if on_answer is not None:
-            on_answer(outcomes[-1])
-    return outcomes
+            on_answer(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
 @dataclass

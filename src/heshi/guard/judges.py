@@ -33,8 +33,17 @@ async def classified(model: SafetyClassifier, cfg: GuardConfig, body: JSON) -> l
     if not texts:
         return []
     found = [v for v in await screen(model, texts) if v.unsafe >= model.threshold]
+    sure = cfg.classifier.block_above  # the confident band blocks whatever the action
     return [
-        Hit(f"p={v.unsafe:.2f}", CLASSIFIER, v.risk, cfg.classifier.action, 0, 0) for v in found
+        Hit(
+            f"p={v.unsafe:.2f}",
+            CLASSIFIER,
+            v.risk,
+            "block" if sure is not None and v.unsafe >= sure else cfg.classifier.action,
+            0,
+            0,
+        )
+        for v in found
     ]
 
 

@@ -11,21 +11,21 @@ action: ``block`` (refuse), ``replace`` (mask the term) or ``flag`` (pass, recor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from pathlib import Path
 
 from heshi.errors import ConfigError
 from heshi.guard.ahocorasick import Automaton
+from heshi.guard.lexicon import ACTIONS, Lexicon, common_words, tc260_risks
+from heshi.guard.variants import phonetic_term, sounds, traditional_to_simplified
 
-ACTIONS = ("block", "replace", "flag")
+__all__ = ["ACTIONS", "Lexicon", "SafetyEngine", "StreamScreener", "tc260_risks"]
 _SEVERITY = {"flag": 0, "replace": 1, "block": 2}
+_SENTENCE_END = re.compile(r"[。！？!?；;]")
+_SHARED: dict[tuple[str, tuple[tuple[str, str], ...], str], SafetyEngine] = {}
 
 
 def most_severe(actions: Iterable[str | None]) -> str | None:
@@ -34,85 +34,6 @@ def most_severe(actions: Iterable[str | None]) -> str | None:
 
 
 DEFAULT_REFUSAL = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
-_SECTION = re.compile(r"^\[([A-Za-z0-9_.\-]+)(?:\s+risk=(\S+))?\]$")
-
-
-@cache
-def tc260_risks() -> dict[str, str]:
-    """Risk id (``A1`` … ``E2``) → its name in TC260-003 appendix A."""
-    raw = resources.files("heshi.guard").joinpath("data").joinpath("tc260_risks.json")
-    risks: dict[str, str] = json.loads(raw.read_text("utf-8"))["risks"]
-    return risks
-
-
-@dataclass
-class Lexicon:
-    name: str
-    version: str
-    digest: str  # sha256 of the file: which exact list judged a request (audit)
-    terms: dict[str, str] = field(default_factory=dict)  # term → category
-    risks: dict[str, str] = field(default_factory=dict)  # category → TC260 risk id
-    allowed: list[str] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, text: str, origin: str = "<lexicon>") -> Lexicon:
-        lex = cls(name=origin, version="", digest=hashlib.sha256(text.encode()).hexdigest())
-        category: str | None = None
-        known = tc260_risks()
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.startswith("@"):
-                key, _, value = line[1:].partition(" ")
-                if key == "name":
-                    lex.name = value.strip()
-                elif key == "version":
-                    lex.version = value.strip()
-                continue
-            if line.startswith("!"):
-                lex.allowed.append(line[1:].strip())
-                continue
-            section = _SECTION.match(line)
-            if section:
-                category = section.group(1)
-                risk = section.group(2) or "A8"
-                if risk not in known:
-                    raise ConfigError(f"{origin}:{number}: unknown TC260 risk {risk!r}")
-                lex.risks[category] = risk
-                continue
-            if line.startswith("["):
-                raise ConfigError(
-                    f"{origin}:{number}: 类别行格式为 [名称 risk=A8] / a category line looks "
-                    f"like [name risk=A8], got {line!r}"
-                )
-            if category is None:
-                raise ConfigError(
-                    f"{origin}:{number}: 词条前需要 [类别] / term before any [category]"
-                )
-            lex.terms[line] = category
-        return lex
-
-    @classmethod
-    def load(cls, path: Path) -> Lexicon:
-        try:
-            return cls.parse(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            raise ConfigError(f"无法读取词库 / cannot read lexicon {path}: {exc.strerror}") from exc
-
-    @classmethod
-    def seed(cls) -> Lexicon:
-        data = resources.files("heshi.guard").joinpath("data").joinpath("seed_lexicon.txt")
-        return cls.parse(data.read_text("utf-8"), "seed_lexicon.txt")
-
-
-@cache
-def common_words() -> frozenset[str]:
-    data = resources.files("heshi.guard").joinpath("data").joinpath("words.txt")
-    words: set[str] = set()
-    for line in data.read_text("utf-8").splitlines():
-        words.update(line.split("#", 1)[0].split())
-    return frozenset(words)
 
 
 # Separators an evader puts inside a term (not sentence punctuation such as ，。: removing
@@ -126,7 +47,9 @@ def _fold(ch: str) -> str:
     if ch in _SEPARATORS or unicodedata.category(ch) in ("Cf", "Zs", "Cc"):
         return ""
     folded = unicodedata.normalize("NFKC", ch).casefold()
-    return folded if len(folded) == 1 else ch
+    if len(folded) != 1:
+        return ch
+    return traditional_to_simplified().get(folded, folded)
 
 
 def _skeleton(text: str) -> tuple[str, list[int]]:
@@ -174,7 +97,8 @@ class Verdict:
 
 
 class SafetyEngine:
-    """Screens text against one lexicon with per-category actions (default ``block``)."""
+    """Screens text against one lexicon with per-category actions (the file's, else
+    ``block``; ``actions`` overrides them)."""
 
     def __init__(
         self,
@@ -192,54 +116,70 @@ class SafetyEngine:
         self.lexicon = lexicon
         self.refusal = refusal
         self._actions = actions or {}
-        self._terms: Automaton[str] = Automaton(
-            (_skeleton(t)[0], c) for t, c in lexicon.terms.items()
-        )
+        terms = [(_skeleton(t)[0], c) for t, c in lexicon.terms.items()]
+        self._terms: Automaton[str] = Automaton(terms)
+        by_sound = ((phonetic_term(t), c) for t, c in terms)
+        self._sounds: Automaton[str] = Automaton((k, c) for k, c in by_sound if k)
         boundary = (words if words is not None else common_words()) | set(lexicon.allowed)
         self._words: Automaton[str] = Automaton((_skeleton(w)[0], w) for w in boundary)
-        self._allowed = lexicon.allowed
+        self._soften: Automaton[str] = Automaton((_skeleton(w)[0], w) for w in lexicon.soften)
         longest_word = max((len(w) for w in boundary), default=1)
         self.max_term = max((len(t) for t in lexicon.terms), default=1)
         self.context = longest_word  # characters of context a boundary check needs
 
-    def action_for(self, category: str) -> str:
-        return self._actions.get(category, "block")
+    @classmethod
+    def shared(
+        cls, lexicon: Lexicon, actions: dict[str, str], refusal: str = DEFAULT_REFUSAL
+    ) -> SafetyEngine:
+        """One engine per distinct lexicon and settings, however many tenants use it:
+        a large lexicon's automata take a second or two and tens of MB to build."""
+        key = (lexicon.digest, tuple(sorted(actions.items())), refusal)
+        engine = _SHARED.get(key)
+        if engine is None:
+            engine = _SHARED[key] = cls(lexicon, actions, refusal=refusal)
+        return engine
 
-    def hits(self, text: str) -> list[Hit]:
+    def action_for(self, category: str) -> str:
+        return self._actions.get(category) or self.lexicon.actions.get(category, "block")
+
+    def hits(self, text: str, by_sound: bool = True) -> list[Hit]:
         """Term matches that no allowed phrase covers and no common word crosses.
 
-        Matching runs on a skeleton of the text: NFKC, case-folded, with invisible format
-        characters (zero-width space …), spaces and separator punctuation removed — so
-        "冰\u200b毒", "冰 毒", "冰-毒" and "ＭＥＴＨ" match like the plain term. Offsets are
-        mapped back to the original text.
+        Matching runs on a skeleton of the text: NFKC, case-folded, traditional characters
+        simplified, with invisible format characters (zero-width space …), spaces and
+        separator punctuation removed — so "冰\u200b毒", "冰 毒", "冰-毒", "ＭＥＴＨ" and
+        賭博網站 match like the plain term; ``by_sound``, long terms also by their pinyin
+        (heshi.guard.variants). Offsets are mapped back to the original text. A ``block``
+        match in a sentence with a softening word (举报, 危害 …) is a ``flag``.
         """
         skeleton, where = _skeleton(text)
-        candidates = list(self._terms.iter(skeleton))
+        candidates = {(s, e, c) for s, e, c in self._terms.iter(skeleton)}
+        if by_sound and self._sounds.states > 1:
+            candidates |= self._sound_matches(skeleton)
         if not candidates:
             return []
         spans = list(self._words.iter(skeleton))
+        soft = [s for s, _, _ in self._soften.iter(skeleton)]
         kept: list[Hit] = []
-        for start_s, end_s, category in candidates:
-            start, end = start_s, end_s
+        for start, end, category in sorted(candidates):
             if any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans):
                 continue  # inside a longer allowed phrase or word (大麻 in 大麻哈鱼)
             if any((s < start < e < end) or (start < s < end < e) for s, e, _ in spans):
                 continue  # a word crosses a boundary (大麻|烦)
-            first, last = where[start_s], where[end_s - 1] + 1
-            kept.append(
-                Hit(
-                    text[first:last],
-                    category,
-                    self.lexicon.risks.get(category, "A8"),
-                    self.action_for(category),
-                    first,
-                    last,
-                )
-            )
+            action = self.action_for(category)
+            if action == "block" and soft and _same_sentence(skeleton, start, soft):
+                action = "flag"  # 怎么举报赌博网站: about the harm, not for it
+            first, last = where[start], where[end - 1] + 1
+            risk = self.lexicon.risks.get(category, "A8")
+            kept.append(Hit(text[first:last], category, risk, action, first, last))
         return kept
 
-    def check(self, text: str) -> Verdict:
-        found = self.hits(text)
+    def _sound_matches(self, skeleton: str) -> set[tuple[int, int, str]]:
+        key, spans = sounds(skeleton)
+        return {(spans[s][0], spans[e - 1][1], c) for s, e, c in self._sounds.iter(key)}
+
+    def check(self, text: str, by_sound: bool = True) -> Verdict:
+        found = self.hits(text, by_sound)
         if not found:
             return Verdict([], None, text)
         action = most_severe(h.action for h in found)
@@ -248,6 +188,14 @@ class SafetyEngine:
             if h.action == "replace":
                 out[h.start : h.end] = ["*"] * (h.end - h.start)
         return Verdict(found, action, "".join(out))
+
+
+def _same_sentence(skeleton: str, at: int, soft: list[int]) -> bool:
+    """Whether a softening word starts in the sentence around offset ``at``."""
+    begin = max((m.end() for m in _SENTENCE_END.finditer(skeleton, 0, at)), default=0)
+    found = _SENTENCE_END.search(skeleton, at)
+    end = found.start() if found else len(skeleton)
+    return any(begin <= s < end for s in soft)
 
 
 class StreamScreener:
@@ -277,7 +225,7 @@ class StreamScreener:
             return "", Verdict([], None, "")
         start = max(0, self._sent - self._hold)
         window = self._text[start:]
-        verdict = self._engine.check(window)
+        verdict = self._engine.check(window, by_sound=False)  # a model does not evade
         # Each hit is reported once: with the release that holds its first character (the
         # held-back tail guarantees the whole term and its context were seen by then).
         relevant = [h for h in verdict.hits if self._sent <= h.start + start < upto]

@@ -28,6 +28,7 @@ from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.guard_model import judge
 from heshi.guard.judges import CLASSIFIER, bound, classified, model_hits
 from heshi.guard.pii import masked, redact, scan
+from heshi.guard.policy import apply_policy, policy_text
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.textflow import (
@@ -167,11 +168,8 @@ class _Policy:
             lexicons = [Lexicon.load(p) for p in cfg.lexicons] or [Lexicon.seed()]
             merged = lexicons[0]
             for extra in lexicons[1:]:
-                merged.terms.update(extra.terms)
-                merged.risks.update(extra.risks)
-                merged.allowed.extend(extra.allowed)
-                merged.version = f"{merged.version}+{extra.name}@{extra.version}"
-            engine = SafetyEngine(merged, dict(cfg.actions), refusal=cfg.refusal)
+                merged.merge(extra)
+            engine = SafetyEngine.shared(merged, dict(cfg.actions), cfg.refusal)
         lexicon = engine.lexicon if engine else None
         classifier = None
         if cfg.enabled and cfg.inbound and cfg.classifier.enabled:
@@ -247,6 +245,9 @@ class GuardStage:
             await self._count(key_id, violated, cfg)
         if not result.blocked and cfg.pii != "off":
             _protect(result, texts)
+        if not result.blocked and cfg.policy.enabled:
+            flagged = [h.risk for h in result.hits if h.action == "flag"]
+            apply_policy(body, policy_text(cfg.policy, flagged))
         return result
 
     async def _count(self, key_id: str, violated: bool, cfg: GuardConfig) -> None:
