@@ -29,6 +29,14 @@ class GuardModelConfig(Strict):
     on_error: Literal["allow", "block"] = "allow"  # classifier unreachable or unreadable
 
 
+class BandJudgeConfig(Strict):
+    """The model asked about prompts the classifier is unsure of (heshi.guard.judges)."""
+
+    enabled: bool = True
+    above: float = Field(default=0.3, ge=0, le=1)  # scores from here to block_above
+    model: str | None = None  # an alias; None = the embedded chat model (engine.name)
+
+
 class GuardClassifierConfig(Strict):
     """The trained safety classifier on prompts (heshi.guard.classifier, docs/guard.md)."""
 
@@ -39,9 +47,11 @@ class GuardClassifierConfig(Strict):
     # writing and coding requests (docs/benchmarks.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
     # scores at or above this block even when the action is flag: the confident band
-    # (0.9: 0.63 of should-refuse prompts, 0.9% of should-answer ones on our banks);
-    # below it, a flag adds the answering policy's caution and the model judges
+    # (0.9: 59% of should-refuse prompts, 0.6% of should-answer ones on our banks);
+    # below it, the band judge decides (judge.above up), and a flag adds the answering
+    # policy's caution (docs/guard.md)
     block_above: float | None = Field(default=0.9, gt=0, le=1)
+    judge: BandJudgeConfig = Field(default_factory=BandJudgeConfig)
     messages: int = Field(default=4, ge=1, le=64)  # the newest messages scored
 
 

@@ -26,11 +26,12 @@ from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON, prepend
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.guard_model import judge
-from heshi.guard.judges import CLASSIFIER, bound, classified, model_hits
+from heshi.guard.judges import ESTIMATES, bound, classified, model_hits
 from heshi.guard.pii import masked, redact, scan
 from heshi.guard.policy import apply_policy, policy_text
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
+from heshi.guard.suspension import SuspensionTracker
 from heshi.guard.textflow import (
     TextFlow,
     answer_field,
@@ -74,39 +75,15 @@ class Inbound:
         return self.action or "pass"
 
 
-class SuspensionTracker:
-    """Counts violating requests per key: ``consecutive`` in a row or ``daily`` in one
-    UTC day suspend the key (in memory; the suspension itself is stored with the key)."""
-
-    def __init__(self) -> None:
-        self._streak: dict[str, int] = {}
-        self._daily: dict[str, tuple[str, int]] = {}
-
-    def record(self, key_id: str, violated: bool, config: GuardConfig) -> bool:
-        """Count one request; True when this one crosses a threshold."""
-        if not violated:
-            self._streak.pop(key_id, None)
-            return False
-        today = datetime.now(UTC).date().isoformat()
-        day, count = self._daily.get(key_id, (today, 0))
-        count = count + 1 if day == today else 1
-        self._daily[key_id] = (today, count)
-        streak = self._streak.get(key_id, 0) + 1
-        self._streak[key_id] = streak
-        rules = config.suspension
-        return streak >= rules.consecutive or count >= rules.daily
-
-    def forget(self, key_id: str) -> None:
-        self._streak.pop(key_id, None)
-        self._daily.pop(key_id, None)
-
-
 Texts = list[tuple[Callable[[str], None], str]]
 
 
-async def _screen(result: Inbound, policy: _Policy, body: JSON, texts: Texts) -> None:
-    """Lexicons on every text, then the trained classifier on the newest user messages,
-    then the guard model — each only while nothing before it blocked."""
+async def _screen(
+    result: Inbound, policy: _Policy, body: JSON, texts: Texts, judge_alias: str
+) -> None:
+    """Lexicons on every text, then the trained classifier on the newest user messages
+    (the ``judge_alias`` model on its uncertain band), then the guard model — each only while
+    nothing before it blocked."""
     cfg = policy.config
     if cfg.inbound and result.engine is not None:
         for i, (setter, text) in enumerate(texts):
@@ -117,7 +94,8 @@ async def _screen(result: Inbound, policy: _Policy, body: JSON, texts: Texts) ->
                 texts[i] = (setter, verdict.text)
         result.blocked = any(h.action == "block" for h in result.hits)
     if not result.blocked and policy.classifier is not None:
-        result.hits.extend(await classified(policy.classifier, cfg, body))
+        ask = bound(result.classify, judge_alias) if result.classify is not None else None
+        result.hits.extend(await classified(policy.classifier, cfg, body, ask))
         result.blocked = any(h.action == "block" for h in result.hits)
     if not result.blocked and cfg.model.alias and result.classify is not None:
         verdict_m = await judge(bound(result.classify, cfg.model.alias), result.prompt)
@@ -234,12 +212,14 @@ class GuardStage:
         refuse_unscreenable(body)
         texts = prompt_texts(body)
         result.prompt = "\n".join(text for _, text in texts)
-        await _screen(result, policy, body, texts)
+        await _screen(
+            result, policy, body, texts, cfg.classifier.judge.model or self.config.engine.name
+        )
         if key_id is not None and cfg.suspension.enabled:
-            # A guard model that could not answer, or the trained classifier's estimate,
-            # is not the caller's violation.
+            # A guard model that could not answer, or an estimate (the trained classifier's,
+            # the band judge's), is not the caller's violation.
             violated = any(
-                h.action == "block" and h.term != "Error" and h.category != CLASSIFIER
+                h.action == "block" and h.term != "Error" and h.category not in ESTIMATES
                 for h in result.hits
             )
             await self._count(key_id, violated, cfg)
