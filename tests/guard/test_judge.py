@@ -43,13 +43,20 @@ def test_the_prompts_are_where_the_test_needs_them() -> None:
     assert plain.unsafe < band.judge.above
 
 
+def _client(
+    verdict: str, upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> httpx.Client:
+    """A client of a gateway whose judge (the fake upstream) answers ``verdict``."""
+    plaintext, _ = keys.create("acme", "cs")
+    upstream.state.respond = _judge_says(verdict)
+    gw = start_gateway(_config(home, upstream))
+    return httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext))
+
+
 def test_the_judge_blocks_what_it_finds_harmful_without_suspending_the_key(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
-    plaintext, _ = keys.create("acme", "cs")
-    upstream.state.respond = _judge_says("有害")
-    gw = start_gateway(_config(home, upstream))
-    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
+    with _client("有害", upstream, start_gateway, keys, home) as client:
         blocked = client.post("/v1/chat/completions", json=chat_body(UNSURE))
         assert blocked.status_code == 200 and blocked.headers["x-heshi-guard"] == "block"
         assert blocked.json()["choices"][0]["message"]["content"] == REFUSAL
@@ -65,10 +72,7 @@ def test_the_judge_blocks_what_it_finds_harmful_without_suspending_the_key(
 def test_a_prompt_the_judge_finds_harmless_goes_on_and_a_failing_judge_blocks_nothing(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
-    plaintext, _ = keys.create("acme", "cs")
-    upstream.state.respond = _judge_says("无害")
-    gw = start_gateway(_config(home, upstream))
-    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
+    with _client("无害", upstream, start_gateway, keys, home) as client:
         r = client.post("/v1/chat/completions", json=chat_body(UNSURE))
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] != REFUSAL
         upstream.state.mode = "500"  # the judge (and the model) fail
