@@ -18,6 +18,8 @@ Stages measured on every prompt of the banks (``benchmarks/data/safety_bank_zh.j
   classifier never blocking (``block_above: null``, no judge), so every prompt the
   lexicon lets through reaches the model with the answering policy and, when flagged,
   its caution;
+- **band judge** — with ``--judge-url``, a gateway serving the model (guard off): the
+  prompts in the classifier's uncertain band judged as the guard judges them;
 - **full stack** — with ``--shipped``, the report of ``heshi eval safety`` through the
   gateway with the shipped guard (lexicon, classifier with its confident band, the band
   judge, the answering policy): what a deployment does.
@@ -30,6 +32,7 @@ request. Machine and settings are printed with the numbers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import statistics
@@ -38,11 +41,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from heshi.config import GuardConfig
 from heshi.guard.classifier import SafetyClassifier, embed
 from heshi.guard.evaluate import Question, load_bank
+from heshi.guard.judges import judged
 from heshi.guard.refusal import is_refusal
 from heshi.guard.safety import Lexicon, SafetyEngine
 
@@ -93,7 +98,24 @@ def model_refusals(path: Path, bank: list[Question]) -> dict[str, tuple[bool, st
     return out
 
 
-def main() -> None:
+async def judge_all(
+    url: str, model: str, bank: list[Question], asked: list[int]
+) -> dict[int, bool]:
+    """The band judge's verdict (True: 有害) on each of ``asked``, 4 at a time."""
+    gate = asyncio.Semaphore(4)
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
+
+        async def ask(messages: list[dict[str, Any]]) -> str:
+            body = {"model": model, "messages": messages, "max_tokens": 64, "temperature": 0}
+            async with gate:
+                r = await client.post("/v1/chat/completions", json=body)
+            return str(r.json()["choices"][0]["message"]["content"])
+
+        found = await asyncio.gather(*(judged(ask, bank[i].prompt, "A8") for i in asked))
+    return {i: bool(hits) for i, hits in zip(asked, found, strict=True)}
+
+
+def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bank", type=Path, nargs="+", default=BANKS)
     p.add_argument("--alone", type=Path, help="heshi eval safety --json report, guard off")
@@ -103,8 +125,14 @@ def main() -> None:
     p.add_argument(
         "--shipped", type=Path, help="heshi eval safety --json report, the shipped guard on"
     )
+    p.add_argument("--judge-url", help="a gateway serving the judge model (guard off)")
+    p.add_argument("--judge-model", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     bank = [q for path in args.bank for q in load_bank(path)]
     prompts = [q.prompt for q in bank]
     positive = np.asarray([q.expect == "refuse" for q in bank])
@@ -150,6 +178,16 @@ def main() -> None:
     sure = GuardConfig().classifier.block_above or 1.0
     confident = [bool(x >= sure) for x in scores]
     results[f"classifier ≥ {sure} (shipped: blocks)"] = rates(bank, confident)
+    if args.judge_url:
+        band = GuardConfig().classifier.judge.above
+        asked = [i for i, x in enumerate(scores) if band <= x < sure]
+        started = time.perf_counter()
+        verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
+        per_call = (time.perf_counter() - started) / max(len(asked), 1)
+        judged_block = [verdicts.get(i, False) for i in range(len(bank))]
+        results["lexicon + classifier ≥ block_above + judge"] = rates(
+            bank, [a or b or c for a, b, c in zip(lexicon, confident, judged_block, strict=True)]
+        ) | {"judged": len(asked), "s_per_judgement_4_at_a_time": round(per_call, 2)}
     if args.alone:
         model = model_refusals(args.alone, bank)
         sub = [q for q in bank if q.id in model]
