@@ -109,6 +109,7 @@ async def judge_all(
             body = {"model": model, "messages": messages, "max_tokens": 64, "temperature": 0}
             async with gate:
                 r = await client.post("/v1/chat/completions", json=body)
+            r.raise_for_status()
             return str(r.json()["choices"][0]["message"]["content"])
 
         found = await asyncio.gather(*(judged(ask, bank[i].prompt, "A8") for i in asked))
@@ -125,7 +126,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument(
         "--shipped", type=Path, help="heshi eval safety --json report, the shipped guard on"
     )
-    p.add_argument("--judge-url", help="a gateway serving the judge model (guard off)")
+    p.add_argument(
+        "--judge-url", help="a gateway serving the judge model, guard off (http://host:port)"
+    )
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--json", type=Path)
     return p.parse_args()
