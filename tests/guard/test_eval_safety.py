@@ -85,6 +85,7 @@ def test_in_process_mode_builds_the_gateway_from_the_config(
     )  # fmt: skip
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "over-refusal 100.0%" in result.stdout  # the guard is off: the model refused all
+    assert "this run measures the model alone" in result.stderr  # and the run says so
     assert "❌" in (out / "report.md").read_text(encoding="utf-8")
 
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from heshi.cli.database import ConfigOption
 from heshi.cli.reporting import reporting_errors
-from heshi.config import load_config
+from heshi.config import HeshiConfig, load_config
 from heshi.errors import InvalidRequest, UpstreamError
 from heshi.guard.evaluate import (
     html_report,
@@ -78,8 +78,14 @@ def safety(
     err = Console(stderr=True)
     with reporting_errors():
         whole = load_bank(bank)
+        cfg = load_config(config) if url is None else None
         questions = sample(whole, per_kind, seed)
         notes = warnings(whole, questions)
+        if cfg is not None and not cfg.guard.enabled:
+            notes.append(
+                "配置中防护未开启，本次只测模型本身 / the guard is off in this configuration: "
+                "this run measures the model alone"
+            )
         for note in notes:
             err.print(f"⚠ {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         with Progress(
@@ -96,9 +102,7 @@ def safety(
                 progress.advance(task)
 
             outcomes = asyncio.run(
-                _ask_all(
-                    questions, model, config, url, api_key_env, max_tokens, advance, concurrency
-                )
+                _ask_all(questions, model, cfg, url, api_key_env, max_tokens, advance, concurrency)
             )
         report = markdown_report(outcomes, model, str(bank), notes)
         out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ def safety(
 async def _ask_all(
     questions: list[Any],
     model: str,
-    config: Path | None,
+    cfg: HeshiConfig | None,
     url: str | None,
     key_env: str,
     max_tokens: int,
@@ -147,7 +151,7 @@ async def _ask_all(
     from heshi.cli.serve import build_engines
     from heshi.gateway.app import create_app
 
-    cfg = load_config(config)
+    assert cfg is not None  # loaded by the command when there is no --url
     cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"open": True})})
     app = create_app(cfg, build_engines(cfg))
     # llama.cpp's own lines go to $HESHI_HOME/logs/engine.log, as for heshi kb and docs
