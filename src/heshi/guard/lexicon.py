@@ -109,11 +109,13 @@ class Lexicon:
         unknown = set(options) - {"risk", "action"}
         risk = options.get("risk", "A8")
         if unknown:
-            raise ConfigError(f"{where}: unknown option {sorted(unknown)[0]!r} (risk, action)")
+            raise ConfigError(
+                f"{where}: 未知选项 / unknown option {sorted(unknown)[0]!r} (risk, action)"
+            )
         if risk not in tc260_risks():
-            raise ConfigError(f"{where}: unknown TC260 risk {risk!r}")
+            raise ConfigError(f"{where}: 未知的 TC260 风险 / unknown TC260 risk {risk!r}")
         if options.get("action", "block") not in ACTIONS:
-            raise ConfigError(f"{where}: action must be one of {ACTIONS}")
+            raise ConfigError(f"{where}: 动作无效 / action must be one of {ACTIONS}")
         self.risks[category] = risk
         self.actions[category] = options.get("action", "block")
         return category
