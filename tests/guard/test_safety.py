@@ -55,7 +55,7 @@ def test_actions_and_tc260_risks(engine: SafetyEngine) -> None:
 def test_lexicon_format_errors_name_the_line() -> None:
     with pytest.raises(ConfigError, match=r":1: .*before any"):
         Lexicon.parse("大麻\n", "x.txt")
-    with pytest.raises(ConfigError, match=":1: .*unknown TC260 risk"):
+    with pytest.raises(ConfigError, match=r":1: .*unknown TC260 risk"):
         Lexicon.parse("[drugs risk=F9]\n", "x.txt")
     with pytest.raises(ConfigError, match=":2: "):
         Lexicon.parse("[a risk=A8]\n[bad category]\n", "x.txt")
