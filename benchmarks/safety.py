@@ -45,7 +45,7 @@ import httpx
 import numpy as np
 
 from heshi.config import GuardConfig
-from heshi.guard.classifier import SafetyClassifier, embed
+from heshi.guard.classifier import SafetyClassifier, bounded, embed
 from heshi.guard.evaluate import Question, load_bank
 from heshi.guard.judges import judged
 from heshi.guard.refusal import is_refusal
@@ -147,7 +147,7 @@ def main() -> None:
         f"{(~positive).sum()} should-answer\n"
     )
 
-    engine = SafetyEngine.shared(Lexicon.seed(), {})
+    engine = SafetyEngine(Lexicon.seed())
     started = time.perf_counter()
     lexicon = [engine.check(t).blocked for t in prompts]
     lexicon_ms = (time.perf_counter() - started) * 1000 / len(prompts)
@@ -157,7 +157,7 @@ def main() -> None:
     vectors = []
     for text in prompts:  # one at a time, as requests arrive
         started = time.perf_counter()
-        vectors.append(embed([text])[0])
+        vectors.append(embed([bounded(text)])[0])  # as the guard reads it
         times.append((time.perf_counter() - started) * 1000)
     scores = np.asarray([v.unsafe for v in classifier.verdicts(np.asarray(vectors))])
     blocked = [bool(s >= classifier.threshold) for s in scores]

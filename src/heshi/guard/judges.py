@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from heshi.config import GuardConfig
 from heshi.engines.base import JSON, content_text
 from heshi.errors import HeshiError
-from heshi.guard.classifier import SafetyClassifier, screen
+from heshi.guard.classifier import SAFE, SafetyClassifier, screen
 from heshi.guard.guard_model import Classify, ModelVerdict
 from heshi.guard.safety import Hit
 
@@ -102,7 +102,7 @@ async def judged(ask: Classify, text: str, risk: str) -> list[Hit]:
         return []
     if not answer.startswith("有害"):
         return []
-    return [Hit("有害", JUDGE, risk if risk != "safe" else "A8", "block", 0, 0)]
+    return [Hit("有害", JUDGE, risk if risk != SAFE else "A8", "block", 0, 0)]
 
 
 def model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:

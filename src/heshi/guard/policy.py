@@ -10,12 +10,9 @@ judge: it declines a request for harm and answers a question about one (docs/gua
 
 from __future__ import annotations
 
-from typing import Any
-
 from heshi.config.compliance import AnsweringPolicyConfig
+from heshi.engines.base import JSON
 from heshi.guard.safety import tc260_risks
-
-JSON = dict[str, Any]
 
 DEFAULT_POLICY = (
     "你是一个乐于助人的中文助手，遵守中国法律法规。请正常、详细地回答用户的问题。\n"

@@ -26,6 +26,7 @@ __all__ = ["ACTIONS", "Lexicon", "SafetyEngine", "StreamScreener", "tc260_risks"
 _SEVERITY = {"flag": 0, "replace": 1, "block": 2}
 _SENTENCE_END = re.compile(r"[。！？!?；;]")
 _SHARED: dict[tuple[str, tuple[tuple[str, str], ...], str], SafetyEngine] = {}
+_MATCHERS: dict[str, _Matchers] = {}  # lexicon digest → its automata
 
 
 def most_severe(actions: Iterable[str | None]) -> str | None:
@@ -96,6 +97,33 @@ class Verdict:
         return self.action == "block"
 
 
+@dataclass(frozen=True)
+class _Matchers:
+    """A lexicon's automata: its terms by spelling and by sound, the words a match must
+    not cross, the softening words."""
+
+    terms: Automaton[str]
+    sounds: Automaton[str]
+    words: Automaton[str]
+    soften: Automaton[str]
+    max_term: int
+    context: int  # the longest boundary word
+
+    @classmethod
+    def build(cls, lexicon: Lexicon, words: frozenset[str] | None) -> _Matchers:
+        terms = [(_skeleton(t)[0], c) for t, c in lexicon.terms.items()]
+        by_sound = ((phonetic_term(t), c) for t, c in terms)
+        boundary = (words if words is not None else common_words()) | set(lexicon.allowed)
+        return cls(
+            Automaton(terms),
+            Automaton((k, c) for k, c in by_sound if k),
+            Automaton((_skeleton(w)[0], w) for w in boundary),
+            Automaton((_skeleton(w)[0], w) for w in lexicon.soften),
+            max((len(t) for t in lexicon.terms), default=1),
+            max((len(w) for w in boundary), default=1),
+        )
+
+
 class SafetyEngine:
     """Screens text against one lexicon with per-category actions (the file's, else
     ``block``; ``actions`` overrides them)."""
@@ -106,6 +134,7 @@ class SafetyEngine:
         actions: dict[str, str] | None = None,
         words: frozenset[str] | None = None,
         refusal: str = DEFAULT_REFUSAL,
+        matchers: _Matchers | None = None,
     ) -> None:
         for category, action in (actions or {}).items():
             if action not in ACTIONS:
@@ -116,27 +145,25 @@ class SafetyEngine:
         self.lexicon = lexicon
         self.refusal = refusal
         self._actions = actions or {}
-        terms = [(_skeleton(t)[0], c) for t, c in lexicon.terms.items()]
-        self._terms: Automaton[str] = Automaton(terms)
-        by_sound = ((phonetic_term(t), c) for t, c in terms)
-        self._sounds: Automaton[str] = Automaton((k, c) for k, c in by_sound if k)
-        boundary = (words if words is not None else common_words()) | set(lexicon.allowed)
-        self._words: Automaton[str] = Automaton((_skeleton(w)[0], w) for w in boundary)
-        self._soften: Automaton[str] = Automaton((_skeleton(w)[0], w) for w in lexicon.soften)
-        longest_word = max((len(w) for w in boundary), default=1)
-        self.max_term = max((len(t) for t in lexicon.terms), default=1)
-        self.context = longest_word  # characters of context a boundary check needs
+        m = matchers or _Matchers.build(lexicon, words)
+        self._terms, self._sounds, self._words, self._soften = m.terms, m.sounds, m.words, m.soften
+        self.max_term = m.max_term
+        self.context = m.context  # characters of context a boundary check needs
 
     @classmethod
     def shared(
         cls, lexicon: Lexicon, actions: dict[str, str], refusal: str = DEFAULT_REFUSAL
     ) -> SafetyEngine:
-        """One engine per distinct lexicon and settings, however many tenants use it:
-        a large lexicon's automata take a second or two and tens of MB to build."""
+        """One engine per distinct lexicon and settings, however many tenants use it, and
+        one set of automata per lexicon, whatever the settings: a large lexicon's take a
+        second or two and tens of MB to build."""
         key = (lexicon.digest, tuple(sorted(actions.items())), refusal)
         engine = _SHARED.get(key)
         if engine is None:
-            engine = _SHARED[key] = cls(lexicon, actions, refusal=refusal)
+            matchers = _MATCHERS.get(lexicon.digest)
+            if matchers is None:
+                matchers = _MATCHERS[lexicon.digest] = _Matchers.build(lexicon, None)
+            engine = _SHARED[key] = cls(lexicon, actions, refusal=refusal, matchers=matchers)
         return engine
 
     def action_for(self, category: str) -> str:

@@ -306,7 +306,7 @@ class GuardStage:
             text = inbound.pseudonyms.restore(text)
         if not (inbound.config.enabled and inbound.config.outbound and inbound.engine):
             return text, None
-        verdict = inbound.engine.check(text)
+        verdict = inbound.engine.check(text, by_sound=False)  # a model does not evade
         inbound.out_hits.extend(verdict.hits)
         if verdict.blocked:
             return inbound.engine.refusal, "block"

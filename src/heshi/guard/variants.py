@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 from functools import cache
 from importlib import resources
 
 from pypinyin.pinyin_dict import pinyin_dict
+
+from heshi.pinyin import split_pinyin, syllables, toneless
 
 PHONETIC_MIN = 3  # characters a term needs to be matched by its sound
 
@@ -36,12 +37,7 @@ def traditional_to_simplified() -> dict[str, str]:
 @cache
 def _syllables() -> dict[str, str]:
     """Every toneless pinyin syllable → one private-use character standing for it."""
-    out: set[str] = set()
-    for readings in pinyin_dict.values():
-        for reading in readings.split(","):
-            plain = unicodedata.normalize("NFKD", reading)
-            out.add("".join(c for c in plain if not unicodedata.combining(c)).replace("ü", "v"))
-    return {syllable: chr(0xE000 + i) for i, syllable in enumerate(sorted(out))}
+    return {syllable: chr(0xE000 + i) for i, syllable in enumerate(sorted(syllables()))}
 
 
 @cache
@@ -51,23 +47,7 @@ def _reading(ch: str) -> str | None:
     readings = pinyin_dict.get(ord(ch))
     if readings is None:
         return None
-    plain = unicodedata.normalize("NFKD", readings.split(",", 1)[0])
-    syllable = "".join(c for c in plain if not unicodedata.combining(c)).replace("ü", "v")
-    return _syllables().get(syllable)
-
-
-def _split_latin(run: str) -> list[str] | None:
-    """A run of letters as pinyin syllables (longest first), or None when it is not pinyin."""
-    known, out, at = _syllables(), [], 0
-    while at < len(run):
-        for size in range(min(6, len(run) - at), 0, -1):
-            if run[at : at + size] in known:
-                out.append(run[at : at + size])
-                at += size
-                break
-        else:
-            return None
-    return out
+    return _syllables().get(toneless(readings.split(",", 1)[0]))
 
 
 BARRIER = "\uf8ff"  # stands for whatever is not pinyin: no match runs across it
@@ -86,7 +66,7 @@ def sounds(text: str) -> tuple[str, list[tuple[int, int]]]:
             end = at
             while end < len(text) and "a" <= text[end] <= "z":
                 end += 1
-            parts = _split_latin(text[at:end])
+            parts = split_pinyin(text[at:end], least=1)
             if parts is None:
                 key.append(BARRIER)
                 spans.append((at, end))

@@ -16,6 +16,8 @@ import unicodedata
 from collections.abc import Iterable
 from functools import cache
 
+from heshi.pinyin import split_pinyin
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"^[a-z]+$")
 _KEEP = re.compile(r"[\w\u3400-\u9fff]")
@@ -84,36 +86,3 @@ def pinyin_of(word: str) -> tuple[str, ...]:
     from pypinyin import Style, lazy_pinyin
 
     return tuple(s for s in lazy_pinyin(word, style=Style.NORMAL, errors="ignore") if s)
-
-
-@cache
-def _syllables() -> frozenset[str]:
-    from pypinyin.constants import PINYIN_DICT
-
-    out: set[str] = set()
-    for readings in PINYIN_DICT.values():
-        for reading in readings.split(","):
-            plain = unicodedata.normalize("NFKD", reading)
-            plain = "".join(c for c in plain if not unicodedata.combining(c))
-            out.add(plain.replace("ü", "v").lower())
-    return frozenset(s for s in out if s.isascii() and s.isalpha())
-
-
-def split_pinyin(word: str) -> list[str] | None:
-    """``tuihuo`` → ``["tui", "huo"]``: a word written wholly in toneless pinyin, split
-    into syllables (fewest syllables wins); None when it is not pinyin (an English word,
-    a model number)."""
-    if len(word) < 2 or len(word) > 40:
-        return None
-    known = _syllables()
-    best: list[list[str] | None] = [[]] + [None] * len(word)
-    for end in range(1, len(word) + 1):
-        for start in range(max(0, end - 6), end):
-            prev = best[start]
-            if prev is not None and word[start:end] in known:
-                candidate = [*prev, word[start:end]]
-                current = best[end]
-                if current is None or len(candidate) < len(current):
-                    best[end] = candidate
-    found = best[len(word)]
-    return found if found and len(found) >= 2 else None
