@@ -311,7 +311,7 @@ async def test_the_model_is_told_when_to_call_and_the_count_includes_it(
         engine = LlamaCppEngine(TINY_NAME, gguf, tiny_engine_config(gguf, tool_instructions=told))
         await engine.start()
         try:
-            request, _ = await engine.tool_completion_body(body, tools, None)
+            request = (await engine.tool_completion_body(body, tools, None)).body
             prompts[told] = request["prompt"]
             if told:  # admission counts what the model reads
                 with_tools = await engine.count_prompt_tokens("chat", body)
@@ -513,3 +513,77 @@ def test_identifiers_must_come_from_the_conversation() -> None:
         assert invented_values(json.dumps({"id": value}, ensure_ascii=False), "谢谢") == [value]
     numbers = {"account": 6222021234567890, "amount": 30000}
     assert invented_values(json.dumps(numbers), "转三万") == ["6222021234567890"]
+
+
+@pytest.mark.parametrize("grounding", [True, False])
+async def test_an_answer_that_claims_the_action_done_becomes_the_call(
+    tmp_path: Path, grounding: bool
+) -> None:
+    """The question is left undecided (thresholds 0 and 1); the tiny model, built to
+    answer "B已提交…", names the function first and then answers in words that it has
+    submitted. With grounding on, that claim is not sent: the answer is started again as
+    a call to the function the question ranked first, streamed or not, both generations
+    counted; with it off, the words stand."""
+    engine = tiny_tools_engine(
+        tmp_path,
+        2048,
+        "B已提交",
+        tool_call_grounding=grounding,
+        tool_decision=True,
+        tool_decision_call_below=0.0,
+        tool_decision_answer_above=1.0,
+    )
+    body = {
+        "model": TINY_NAME,
+        "messages": [{"role": "user", "content": "北京天气"}],
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+        "max_tokens": 120,
+    }
+    await engine.start()
+    try:
+        answer = await engine.chat(body)
+        chunks = [c async for c in engine.stream_chat(body)]
+    finally:
+        await engine.close()
+    message = answer["choices"][0]["message"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+    streamed = [tc for d in deltas for tc in d.get("tool_calls") or ()]
+    said = "".join(d.get("content") or "" for d in deltas)
+    if not grounding:
+        assert "tool_calls" not in message and "已提交" in message["content"]
+        assert not streamed and "已提交" in said
+        return
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer["usage"]["completion_tokens"] > 120  # the claim, then the call
+    assert [tc["function"]["name"] for tc in streamed if tc["function"].get("name")] == [
+        "get_weather"
+    ]
+    assert "已提交" not in said  # the held claim was never sent
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert [f for f in finishes if f] == ["tool_calls"]
+
+
+def test_placeholders_and_claims() -> None:
+    from heshi.engines.toolgrounding import claims_action, invented_values
+
+    said = "尾号5836那张卡还剩多少，快递 773048129956 四天没动了，转给张三 1234 元"
+    for made_up in ("李四", "新的收货地址", "您的手机号", "xxx", "<name>", "0000", "6789", "4321"):
+        assert invented_values(json.dumps({"v": made_up}, ensure_ascii=False), said) == [made_up]
+    for given in ("5836", "申通773048129956", "张三", "1234", "2000", "101", "投诉建议"):
+        assert invented_values(json.dumps({"v": given}, ensure_ascii=False), said) == []
+    claims = (
+        "好的，我已经提交了调休申请。", "已为您充值 50 元。", "好的，我会在下周一再送。",
+        "已经帮你转过去了", "这边马上为您办理退款",
+    )  # fmt: skip
+    for text in claims:
+        assert claims_action(text), text
+    not_claims = (
+        "请提供订单号，我会帮您办理退款。", "已为您查到订单，状态是已签收。",
+        "我无法为您办理转账。", "要退货退款，您需要提供以下信息：订单号", "您要提交吗？",
+        "北京今天晴。", "",
+    )  # fmt: skip
+    for text in not_claims:
+        assert not claims_action(text), text

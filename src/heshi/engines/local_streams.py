@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from heshi.engines.llamacpp import LlamaCppEngine
 
 END = object()
+# an answer the which-function question left to the model is held this long before it
+# is sent: time to see whether it claims an action done that no call carried out
+HOLD_CHARS = 64
 Handler = Callable[[bytes, Callable[[bytes], bool]], None]
 
 
@@ -165,7 +168,10 @@ class ToolStream:
     """A streamed chat answer with tools: the rendered prompt completed as text (see
     :mod:`heshi.engines.toolcalls`), read back as ``chat.completion.chunk`` deltas — prose
     as ``content``, each call as one ``tool_calls`` delta once its JSON is complete — and a
-    last ``finish_reason`` of ``tool_calls`` when the model called any."""
+    last ``finish_reason`` of ``tool_calls`` when the model called any. Where the
+    which-function question left the choice to the model, the first :data:`HOLD_CHARS`
+    characters of an answer in words are held back: if they claim the action done, the
+    answer is started again as the call."""
 
     def __init__(
         self, engine: LlamaCppEngine, body: JSON, tools: ToolRequest, opened: bool | None
@@ -182,8 +188,12 @@ class ToolStream:
         self._ended = False
         self._sent = 0  # calls sent so far: the next one's index
         self._said = False  # prose sent: the answer can no longer be started again
-        self._retry = False  # the first answer made a call up: answer again, in words
-        self._prose_only = False
+        # answer again: in words (the first answer made a call up) or as the call (the
+        # first answer claimed in words to have done it); the current answer's terms
+        self._retry: dict[str, Any] | None = None
+        self._terms: dict[str, Any] = {}
+        self._undecided: str | None = None
+        self._held: list[str] = []  # prose not sent yet (see HOLD_CHARS)
         self._spent: JSON | None = None  # usage of an answer given up
         self._base: JSON = {"object": "chat.completion.chunk", "model": engine.model_name}
 
@@ -196,16 +206,18 @@ class ToolStream:
         return self
 
     async def __anext__(self) -> JSON:
-        if self._retry and not self._aborted and self._inner is not None:
+        if self._retry is not None and not self._aborted and self._inner is not None:
             await self._inner.aclose()
             self._spent = add_usage(self._spent, self._inner.usage)
-            self._inner, self._retry, self._prose_only = None, False, True
-            self._parser = ToolCallParser(frozenset())  # the second answer is words only
+            self._inner, self._terms, self._retry = None, self._retry, None
+            words = bool(self._terms.get("prose_only"))  # then a call in it is not read
+            self._parser = ToolCallParser(frozenset() if words else self._tools.names)
             self._out = collections.deque(c for c in self._out if not _is_finish(c))
             self._ended = False
+            self._held = []
         if self._inner is None and not self._aborted:
-            body, opened = await self._engine.tool_completion_body(
-                self._body, self._tools, self._opened, prose_only=self._prose_only
+            body, opened, self._undecided = await self._engine.tool_completion_body(
+                self._body, self._tools, self._opened, **self._terms
             )
             if self._thoughts is not None:
                 self._thoughts = ThinkSplitter(opened=bool(opened))
@@ -213,8 +225,8 @@ class ToolStream:
                 raise StopAsyncIteration
             server = self._engine._require_server()
             self._inner = self._engine._stream(server.handle_completions, body)
-        while not self._out or self._retry:
-            if self._retry:
+        while not self._out or self._retry is not None:
+            if self._retry is not None:
                 return await self.__anext__()
             if self._ended or self._inner is None:
                 raise StopAsyncIteration
@@ -255,10 +267,11 @@ class ToolStream:
                 self._events(self._parser.feed(piece))
         if final:
             self._events(self._parser.finish())
+            self._release(judge=True)
 
     def _events(self, events: list[Event]) -> None:
         for event in events:
-            if self._retry:
+            if self._retry is not None:
                 return
             if event.call is not None:
                 if (
@@ -266,13 +279,32 @@ class ToolStream:
                     and not self._said
                     and self._engine._invented(self._body, [event.call.as_json()])
                 ):
-                    self._retry = True  # nothing of this answer has been sent: start again
+                    # nothing of this answer has been sent: start again, in words
+                    self._retry = {"prose_only": True}
                     return
+                self._release(judge=False)
                 self._emit({"tool_calls": [event.call.as_json(self._sent)]})
                 self._sent += 1
             elif event.text:
+                if self._undecided is not None and not self._said and not self._sent:
+                    self._held.append(event.text)
+                    if sum(map(len, self._held)) >= HOLD_CHARS:
+                        self._release(judge=True)
+                    continue
                 self._said = True
                 self._emit({"content": event.text})
+
+    def _release(self, *, judge: bool) -> None:
+        """Send the prose held back, or (``judge``: when it claims an action done that no
+        call carried out) start the answer again as the call."""
+        held, self._held = "".join(self._held), []
+        if not held:
+            return
+        if judge and self._undecided and self._engine.claims(self._body, held):
+            self._retry = {"call": self._undecided}
+            return
+        self._said = True
+        self._emit({"content": held})
 
     def _emit(self, delta: JSON, finish: str | None = None) -> None:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}

@@ -1,13 +1,14 @@
 """Tool calling on the embedded engine: a chat request with ``tools`` answered as a text
 completion of the rendered prompt, held to the tool-call grammar (see
-:mod:`heshi.engines.toolcalls`), read back into ``tool_calls``, and a made-up call
-refused (:mod:`heshi.engines.toolgrounding`)."""
+:mod:`heshi.engines.toolcalls`), read back into ``tool_calls``; a made-up call refused,
+and an answer in words that claims an action done replaced by the call
+(:mod:`heshi.engines.toolgrounding`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON, add_usage, asked_completion_tokens
@@ -21,12 +22,22 @@ from heshi.engines.local_streams import read_tool_answer
 from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
-from heshi.engines.toolgrounding import conversation_text, invented_values
+from heshi.engines.toolgrounding import claims_action, conversation_text, invented_values
 from heshi.errors import ContextLengthExceeded, InvalidRequest
 
 # the which-function question's answers, at DEBUG: what an operator reads to judge the
 # thresholds on their own traffic (function names and shares only, never the messages)
 log = logging.getLogger(__name__)
+
+
+class ToolPrompt(NamedTuple):
+    """The text completion that answers a chat request with tools."""
+
+    body: JSON
+    opened: bool | None  # the answer begins inside a think block
+    # where the which-function question left the answer to the model: the function it
+    # ranked first, called instead of an answer in words that claims the action done
+    undecided: str | None = None
 
 
 class _Engine(Protocol):
@@ -58,11 +69,17 @@ class ToolCalling(_Engine):
         return tools
 
     async def tool_completion_body(
-        self, body: JSON, tools: ToolRequest, opened: bool | None, *, prose_only: bool = False
-    ) -> tuple[JSON, bool | None]:
-        """The text completion that answers a chat request with tools, and whether its
-        answer begins inside a think block (see :meth:`_think`). ``prose_only``: the
-        answer may not be a call (the model's first answer made one up)."""
+        self,
+        body: JSON,
+        tools: ToolRequest,
+        opened: bool | None,
+        *,
+        prose_only: bool = False,
+        call: str | None = None,
+    ) -> ToolPrompt:
+        """The text completion that answers a chat request with tools. ``prose_only``: the
+        answer may not be a call (the model's first answer made one up); ``call``: it must
+        call that function (the first answer claimed in words to have done it)."""
         prompt = with_instructions(await self.render_prompt(body), self.config.tool_instructions)
         out: JSON = {k: body[k] for k in SAMPLING if body.get(k) is not None}
         asked = asked_completion_tokens(body)
@@ -77,13 +94,18 @@ class ToolCalling(_Engine):
                 opened = False
             thought = "none"
         out.update(model=self.model_name, prompt=prompt)
-        if not prose_only and not thinking and tools.choice == "auto":
+        undecided = None
+        if call is not None:
+            tools = dataclasses.replace(tools, choice=call)
+        elif not prose_only and not thinking and tools.choice == "auto":
             decision = await self._decision(prompt, body)
             verdict = "free" if decision is None else self._verdict(decision)
             if verdict == "words":
                 prose_only = True
             elif verdict == "call" and decision is not None:
                 tools = dataclasses.replace(tools, choice=decision.function)
+            elif decision is not None:
+                undecided = decision.function
         grammar = (
             prose_grammar(thought, gbnf=gbnf is not None)
             if prose_only
@@ -91,18 +113,27 @@ class ToolCalling(_Engine):
         )
         if grammar is not None:
             out["grammar"] = grammar
-        return out, opened
+        return ToolPrompt(out, opened, undecided)
 
     async def _chat_with_tools(self, body: JSON, tools: ToolRequest, opened: bool | None) -> JSON:
         first = opened
-        request, opened = await self.tool_completion_body(body, tools, first)
+        request, opened, undecided = await self.tool_completion_body(body, tools, first)
         completion = await self._call_once(self._require_server().handle_completions, request)
         message, called, reasoning = read_tool_answer(completion, tools, opened)
+        if not called and undecided is not None and self.claims(body, message.get("content")):
+            # “我已经提交了” and nothing called: make the call the question ranked first
+            spent = completion.get("usage")
+            request, opened, _ = await self.tool_completion_body(body, tools, first, call=undecided)
+            completion = await self._call_once(self._require_server().handle_completions, request)
+            completion["usage"] = add_usage(spent, completion.get("usage"))
+            message, called, reasoning = read_tool_answer(completion, tools, opened)
         if called and self._invented(body, message.get("tool_calls") or []):
             # a call whose order/account/phone number the conversation never gave: ask
             # again for an answer in words (which may ask the user for the number)
             spent = completion.get("usage")
-            request, opened = await self.tool_completion_body(body, tools, first, prose_only=True)
+            request, opened, _ = await self.tool_completion_body(
+                body, tools, first, prose_only=True
+            )
             completion = await self._call_once(self._require_server().handle_completions, request)
             completion["usage"] = add_usage(spent, completion.get("usage"))
             # words only: a call written into this answer's prose is not read as one
@@ -160,6 +191,13 @@ class ToolCalling(_Engine):
             decision.none_share, decision.function, verdict,
         )  # fmt: skip
         return verdict
+
+    def claims(self, body: JSON, content: object) -> bool:
+        """Whether an answer in words claims an action done that no call carried out (and
+        the engine is told to check: ``engine.tool_call_grounding``)."""
+        if not self.config.tool_call_grounding or body.get("tool_choice") not in (None, "auto"):
+            return False
+        return isinstance(content, str) and claims_action(content)
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
         """Whether any call carries an identifier the conversation never gave (and the

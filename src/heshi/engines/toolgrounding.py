@@ -1,13 +1,18 @@
-"""Whether a tool call's identifiers come from the conversation.
+"""Whether a tool call's values come from the conversation, and whether an answer in
+words claims an action no call carried out.
 
 A small model asked to call a tool it has no arguments for makes them up: an order number
-copied from a description's example, a phone number like 13800138000. Under
-``tool_choice: auto`` the engine refuses such a call (``engine.tool_call_grounding``) and
-answers in words instead.
+copied from a description's example, a phone number like 13800138000, a card ending 1234,
+a user called 张三. Under ``tool_choice: auto`` the engine refuses such a call
+(``engine.tool_call_grounding``) and answers in words instead. The opposite mistake is an
+answer in words that says the action is done (“好的，我已经提交了调休申请。”) when nothing
+was called: :func:`claims_action` finds it, and the engine then makes the call the
+which-function question ranked first (:mod:`heshi.engines.local_tools`).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -23,6 +28,27 @@ _DATE_OR_TIME = re.compile(
     r"|(?<!\d)(?:2[0-3]|[01]?\d)[:：][0-5]\d(?:[:：][0-5]\d)?(?!\d)"
 )
 _NUMBER_RUN = re.compile(r"\d(?:[\d\s\-./]*\d)?")
+# what a model writes where it has no value: template names, "the new address", x's
+_PLACEHOLDER = re.compile(
+    r"^(?:张三|李四|王五|赵六|某某.*|.*[xX]{3,}.*|.*\*{3,}.*|<[^>]*>|示例.*|例如.*|"
+    r"(?:新的?|您的|你的|用户的?|对方的?|收款人的?)(?:收货|配送|新)?(?:地址|姓名|名字|账号|卡号|"
+    r"手机号|电话|订单号|单号|用户名)|example.*|sample.*|string|your[_ ].*|user(?:name)?)$",
+    re.IGNORECASE,
+)
+# an answer in words that says an action is done or about to be, by the assistant
+_ACTIONS = (
+    "提交|办理|申请|安排|转接|转入|转出|转账|转给|转过去|汇款|汇过去|冻结|挂失|预约|预订|预定|"
+    "订好|修改|更改|改为|改到|改成|取消|重置|创建|登记|下单|充值|退款|退回|寄出|发出|派送|"
+    "再送|配送|开通|解冻|报修|提报|生成|发起"
+)
+_DONE = re.compile(rf"已(?:经)?(?:成功)?(?:为|帮|给|替)?(?:您|你)?(?:成功)?(?:{_ACTIONS})")
+_PROMISED = re.compile(
+    rf"(?:我|我们|这边)(?:会|将|马上|立即|立刻|这就|现在就?|稍后)[^。！？!?\n]{{0,20}}?(?:{_ACTIONS})"
+)
+# an answer that asks for something, or tells the user what to provide, claims nothing
+_ASKS = re.compile(
+    r"[？?]|请(?:提供|告诉|告知|输入|确认|问)|麻烦(?:您|你)?提供|(?:您|你)?需要提供|(?:您|你)需要"
+)
 
 
 def conversation_text(body: JSON) -> str:
@@ -47,7 +73,9 @@ def invented_values(arguments: str, conversation: str) -> list[str]:
     holds (free text quoting the user: "B座12楼1208工位") is not made up; otherwise its
     digits, however separated (138_0013_8000, ORD-2026-05-0001), must occur together in
     the conversation. Integers of nine or more digits count too (an account number
-    written as a JSON number); shorter ones are amounts."""
+    written as a JSON number); shorter ones are amounts. Placeholders the conversation
+    never said are made up whatever their digits: 张三, 新的收货地址, xxx, <name>,
+    example, and digits that only count (1234, 6789, 0000: a card's "last four")."""
     try:
         values = list(_strings(orjson.loads(arguments)))
     except orjson.JSONDecodeError:
@@ -58,6 +86,13 @@ def invented_values(arguments: str, conversation: str) -> list[str]:
     invented = []
     for value in values:
         digits = re.sub(r"\D", "", value)
+        bare = value.strip()
+        if bare and bare not in conversation and _PLACEHOLDER.match(bare):
+            invented.append(value)
+            continue
+        if bare == digits and _dummy_digits(digits) and not any(digits in run for run in runs):
+            invented.append(value)  # 1234, 0000, 6789: a card's "last four" nobody said
+            continue
         if len(digits) < _MIN_ID_DIGITS or not re.search(r"\d", _DATE_OR_TIME.sub("", value)):
             continue
         if re.sub(r"\s", "", value).lower() in flat or any(digits in run for run in runs):
@@ -67,6 +102,25 @@ def invented_values(arguments: str, conversation: str) -> list[str]:
             continue
         invented.append(value)
     return invented
+
+
+def _dummy_digits(digits: str) -> bool:
+    """Four or more digits counting up or down by one, or one digit repeated."""
+    if len(digits) < 4:
+        return False
+    steps = {int(b) - int(a) for a, b in itertools.pairwise(digits)}
+    return steps in ({1}, {-1}, {0})
+
+
+def claims_action(text: str) -> bool:
+    """Whether an answer in words says the assistant has done, or is doing, something a
+    function would do — submitted, transferred, booked, cancelled, rescheduled — without
+    asking the user anything: “好的，我已经提交了调休申请。”, “已为您充值 50 元。”,
+    “我会在下周一再送。”. An answer that asks or says what is needed (“请提供订单号”) claims
+    nothing; one that only reports (“已为您查到…”) neither."""
+    if not text or _ASKS.search(text):
+        return False
+    return bool(_DONE.search(text) or _PROMISED.search(text))
 
 
 def _strings(value: Any) -> Any:
