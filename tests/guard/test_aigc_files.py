@@ -7,6 +7,7 @@ import hmac
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -279,3 +280,50 @@ def test_json_numbers_keep_their_digits_and_a_markdown_rule_is_no_front_matter(
     assert "第一段" in ruled.read_text("utf-8")
     code, out, _ = heshi("aigc", "verify", "--json", str(data), str(ruled), "--config", str(config))
     assert code == 0, out
+
+
+def test_a_pdfs_own_information_keys_survive_labelling(config: Path, tmp_path: Path) -> None:
+    """pdfium reads only the standard information keys; a document's own (/Company, a
+    DMS's /DocID) and its strings as written must be kept in the labelled file's new
+    dictionary, once, however often it is labelled."""
+    from heshi.guard.pdfinfo import info_entries
+
+    path = tmp_path / "报告.pdf"
+    pdf = canvas.Canvas(str(path))
+    pdf.setTitle("Quarterly report")
+    pdf.drawString(72, 720, "Q3")
+    pdf.save()
+    data = path.read_bytes()
+    producer = re.search(rb"/Producer \((?:\\.|[^\\)])*\)", data)
+    assert producer is not None
+    own = b"/Company (ACME \\(E\\)) /DocID <4142> /Tags [(a)]"
+    assert len(own) <= len(producer.group(0))  # same length: the xref offsets still hold
+    path.write_bytes(data.replace(producer.group(0), own.ljust(len(producer.group(0)))))
+    for _ in range(2):
+        assert heshi("aigc", "label", str(path), "--config", str(config))[0] == 0
+    labelled = path.read_bytes()
+    entries = info_entries(labelled, [labelled[-4096:]])
+    assert entries is not None
+    assert own in entries and b"/Title (Quarterly report)" in entries
+    assert entries.count(b"/Company") == 1  # not doubled by the second labelling
+    newest = labelled[labelled.rfind(b" 0 obj") :]
+    assert newest.count(b"/AIGC") == 1 and own in newest
+    code, out, _ = heshi("aigc", "verify", "--json", str(path), "--config", str(config))
+    assert code == 0 and json.loads(out)[0]["reserved_code1"] == "valid"
+    document = pdfium.PdfDocument(str(path))
+    assert document.get_metadata_value("Title") == "Quarterly report"
+    document.close()
+
+
+def test_information_entries_are_read_as_written() -> None:
+    from heshi.guard.pdfinfo import info_entries
+
+    pdf = (
+        b"%PDF-1.4\n7 0 obj\n<< /Title (a >> b \\) c) /AIGC <7b7d> % note\n"
+        b" /N << /Deep [1 2 (x)] >> /Ref 3 0 R >>\nendobj\ntrailer\n<< /Info 7 0 R >>\n"
+    )
+    entries = info_entries(pdf, [pdf[-40:]])
+    assert entries == b"/Title (a >> b \\) c) /N << /Deep [1 2 (x)] >> /Ref 3 0 R"
+    assert info_entries(pdf, [b"<< /Root 1 0 R >>"]) is None  # no /Info
+    assert info_entries(pdf.replace(b"7 0 obj", b"8 0 obj"), [pdf[-40:]]) is None
+    assert info_entries(b"7 0 obj\n<< /Title (never closed", [b"/Info 7 0 R"]) is None

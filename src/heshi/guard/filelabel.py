@@ -51,6 +51,7 @@ from heshi.guard.aigc import (
     markdown_front_matter,
     metadata_string,
 )
+from heshi.guard.pdfinfo import info_entries
 
 SUFFIXES = {
     ".txt": "text", ".md": "markdown", ".markdown": "markdown", ".json": "json",
@@ -220,7 +221,9 @@ def _front_matter(data: bytes) -> object:
 
 def _pdf_with_info(original: bytes, label: ImplicitLabel) -> bytes:
     """``original`` followed by an update section whose trailer names a new /Info: the
-    old entries (read by pdfium) and ``/AIGC``. Encrypted PDFs are refused."""
+    old entries (as written, custom keys included: :mod:`heshi.guard.pdfinfo`; pdfium's
+    standard ones where the old dictionary is in an object stream) and ``/AIGC``.
+    Encrypted PDFs are refused."""
     import pypdfium2 as pdfium
 
     tail = original[-4096:]
@@ -246,9 +249,13 @@ def _pdf_with_info(original: bytes, label: ImplicitLabel) -> bytes:
     except pdfium.PdfiumError as exc:
         raise UnsupportedFile(f"PDF 无法打开 / cannot open the PDF: {exc}") from exc
     number = int(size.group(1))
-    entries = "".join(f"/{k} <{_utf16_hex(v)}>" for k, v in old.items() if k != "AIGC")
-    entries += f"/AIGC <{metadata_string(label).encode('ascii').hex()}>"
-    body = _PDF_MARK + f"{number} 0 obj\n<<{entries}>>\nendobj\n".encode("ascii")
+    raw = info_entries(original, [head, tail])  # as written: custom keys too
+    if raw is not None:
+        entries = raw + b" "
+    else:  # in an object stream: the standard keys, as pdfium reads them
+        entries = "".join(f"/{k} <{_utf16_hex(v)}>" for k, v in old.items() if k != "AIGC").encode()
+    entries += f"/AIGC <{metadata_string(label).encode('ascii').hex()}>".encode("ascii")
+    body = _PDF_MARK + f"{number} 0 obj\n<<".encode() + entries + b">>\nendobj\n"
     obj_at = len(original) + len(_PDF_MARK)
     xref_at = len(original) + len(body)
     ids = re.search(rb"/ID\s*(\[[^\]]*\])", head) or re.search(rb"/ID\s*(\[[^\]]*\])", tail)
