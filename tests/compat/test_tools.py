@@ -566,6 +566,40 @@ async def test_an_answer_that_claims_the_action_done_becomes_the_call(
     assert [f for f in finishes if f] == ["tool_calls"]
 
 
+async def test_words_held_while_undecided_are_all_sent_when_they_claim_nothing(
+    tmp_path: Path,
+) -> None:
+    """An undecided answer's first characters are held back; an answer that claims
+    nothing reaches a stream whole and in order, as the same answer unstreamed."""
+    engine = tiny_tools_engine(
+        tmp_path,
+        2048,
+        "B好的",
+        tool_decision=True,
+        tool_decision_call_below=0.0,
+        tool_decision_answer_above=1.0,
+    )
+    body = {
+        "model": TINY_NAME,
+        "messages": [{"role": "user", "content": "北京天气"}],
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+    }
+    await engine.start()
+    try:
+        for max_tokens in (14, 217):  # whole characters, fewer and more than the hold
+            asked = {**body, "max_tokens": max_tokens}
+            answer = await engine.chat(asked)
+            chunks = [c async for c in engine.stream_chat(asked)]
+            deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+            said = "".join(d.get("content") or "" for d in deltas)
+            assert said == answer["choices"][0]["message"]["content"]
+            assert said.startswith("B好的B好的") and "tool_calls" not in str(deltas)
+            assert answer["usage"]["completion_tokens"] == max_tokens  # one generation
+    finally:
+        await engine.close()
+
+
 def test_placeholders_and_claims() -> None:
     from heshi.engines.toolgrounding import claims_action, invented_values
 
