@@ -129,6 +129,10 @@ def test_the_shipped_lexicon_covers_the_17_risks_at_the_standards_sizes() -> Non
         ("怎么帮亲戚戒掉网络赌博？", "flag"),
         ("怎么举报赌博网站？", "flag"),  # a block term softened by 举报
         ("请解释《反恐怖主义法》中关于宣扬极端主义的规定", "flag"),
+        ("怎么煽动颠覆国家政权", "block"),
+        ("什么情况下构成煽动颠覆国家政权罪", "flag"),  # questions about the law: answered
+        ("传播淫秽物品罪的立案标准是多少", "flag"),
+        ("在网上散布谣言会被拘留吗", "flag"),
         ("被人肉搜索了怎么办", None),  # an allowed phrase
         ("有什么自杀倾向的表现需要留意？", "flag"),
         ("大妈买菜", None),  # two syllables are not matched by sound (大麻)
