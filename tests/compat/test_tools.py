@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from heshi.config import AigcConfig, HeshiConfig
+from heshi.engines.base import JSON
 from heshi.engines.llamacpp import LlamaCppEngine
 from heshi.gateway.app import create_app
 from heshi.store.keys import KeyStore
@@ -346,6 +347,17 @@ def tiny_tools_engine(
     return LlamaCppEngine(TINY_NAME, gguf, tiny_engine_config(gguf, ctx=ctx, **changes))
 
 
+async def answered_both_ways(engine: LlamaCppEngine, body: JSON) -> tuple[JSON, list[JSON]]:
+    """``body`` answered by a started ``engine`` unstreamed, then streamed (its chunks)."""
+    await engine.start()
+    try:
+        answer = await engine.chat(body)
+        chunks = [c async for c in engine.stream_chat(body)]
+    finally:
+        await engine.close()
+    return answer, chunks
+
+
 PATTERNED_ORDER = {
     "type": "function",
     "function": {
@@ -376,12 +388,7 @@ async def test_a_call_with_a_made_up_order_number_becomes_an_answer_in_words(
         "logit_bias": {str(ord("<")): 100},  # byte tokens: id = the byte
         "max_tokens": 120,
     }
-    await engine.start()
-    try:
-        answer = await engine.chat(body)
-        chunks = [c async for c in engine.stream_chat(body)]
-    finally:
-        await engine.close()
+    answer, chunks = await answered_both_ways(engine, body)
     message = answer["choices"][0]["message"]
     deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
     streamed_calls = [d for d in deltas if d.get("tool_calls")]
@@ -515,6 +522,28 @@ def test_identifiers_must_come_from_the_conversation() -> None:
     assert invented_values(json.dumps(numbers), "转三万") == ["6222021234567890"]
 
 
+ASK_WEATHER: JSON = {
+    "model": TINY_NAME,
+    "messages": [{"role": "user", "content": "北京天气"}],
+    "tools": [WEATHER],
+    "tool_choice": "auto",
+}
+
+
+def undecided_engine(tmp_path: Path, greedy_text: str, **changes: object) -> LlamaCppEngine:
+    """The tiny tools model with the which-function question asked and never decisive
+    (thresholds 0 and 1): the answer is always left to the model."""
+    return tiny_tools_engine(
+        tmp_path,
+        2048,
+        greedy_text,
+        tool_decision=True,
+        tool_decision_call_below=0.0,
+        tool_decision_answer_above=1.0,
+        **changes,
+    )
+
+
 @pytest.mark.parametrize("grounding", [True, False])
 async def test_an_answer_that_claims_the_action_done_becomes_the_call(
     tmp_path: Path, grounding: bool
@@ -524,28 +553,9 @@ async def test_an_answer_that_claims_the_action_done_becomes_the_call(
     submitted. With grounding on, that claim is not sent: the answer is started again as
     a call to the function the question ranked first, streamed or not, both generations
     counted; with it off, the words stand."""
-    engine = tiny_tools_engine(
-        tmp_path,
-        2048,
-        "B已提交",
-        tool_call_grounding=grounding,
-        tool_decision=True,
-        tool_decision_call_below=0.0,
-        tool_decision_answer_above=1.0,
-    )
-    body = {
-        "model": TINY_NAME,
-        "messages": [{"role": "user", "content": "北京天气"}],
-        "tools": [WEATHER],
-        "tool_choice": "auto",
-        "max_tokens": 120,
-    }
-    await engine.start()
-    try:
-        answer = await engine.chat(body)
-        chunks = [c async for c in engine.stream_chat(body)]
-    finally:
-        await engine.close()
+    engine = undecided_engine(tmp_path, "B已提交", tool_call_grounding=grounding)
+    body = {**ASK_WEATHER, "max_tokens": 120}
+    answer, chunks = await answered_both_ways(engine, body)
     message = answer["choices"][0]["message"]
     deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
     streamed = [tc for d in deltas for tc in d.get("tool_calls") or ()]
@@ -571,20 +581,8 @@ async def test_words_held_while_undecided_are_all_sent_when_they_claim_nothing(
 ) -> None:
     """An undecided answer's first characters are held back; an answer that claims
     nothing reaches a stream whole and in order, as the same answer unstreamed."""
-    engine = tiny_tools_engine(
-        tmp_path,
-        2048,
-        "B好的",
-        tool_decision=True,
-        tool_decision_call_below=0.0,
-        tool_decision_answer_above=1.0,
-    )
-    body = {
-        "model": TINY_NAME,
-        "messages": [{"role": "user", "content": "北京天气"}],
-        "tools": [WEATHER],
-        "tool_choice": "auto",
-    }
+    engine = undecided_engine(tmp_path, "B好的")
+    body = ASK_WEATHER
     await engine.start()
     try:
         for max_tokens in (14, 217):  # whole characters, fewer and more than the hold
