@@ -619,3 +619,7 @@ def test_placeholders_and_claims() -> None:
     )  # fmt: skip
     for text in not_claims:
         assert not claims_action(text), text
+    # the report of an action a tool carried out earlier, said again, is no new claim
+    said = "已为您冻结尾号 1024 的银行卡，冻结时间 10:02。"
+    assert not claims_action(said, said) and not claims_action(said[:20], said)
+    assert claims_action("好的。已为您冻结尾号 2048 的银行卡。", said)

@@ -22,7 +22,12 @@ from heshi.engines.local_streams import read_tool_answer
 from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
-from heshi.engines.toolgrounding import claims_action, conversation_text, invented_values
+from heshi.engines.toolgrounding import (
+    assistant_text,
+    claims_action,
+    conversation_text,
+    invented_values,
+)
 from heshi.errors import ContextLengthExceeded, InvalidRequest
 
 # the which-function question's answers, at DEBUG: what an operator reads to judge the
@@ -197,7 +202,7 @@ class ToolCalling(_Engine):
         the engine is told to check: ``engine.tool_call_grounding``)."""
         if not self.config.tool_call_grounding or body.get("tool_choice") not in (None, "auto"):
             return False
-        return isinstance(content, str) and claims_action(content)
+        return isinstance(content, str) and claims_action(content, assistant_text(body))
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
         """Whether any call carries an identifier the conversation never gave (and the

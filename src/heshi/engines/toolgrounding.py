@@ -45,6 +45,7 @@ _DONE = re.compile(rf"已(?:经)?(?:成功)?(?:为|帮|给|替)?(?:您|你)?(?:�
 _PROMISED = re.compile(
     rf"(?:我|我们|这边)(?:会|将|马上|立即|立刻|这就|现在就?|稍后)[^。！？!?\n]{{0,20}}?(?:{_ACTIONS})"
 )
+_SENTENCES = re.compile(r"(?<=[。！!；;\n])")
 # an answer that asks for something, or tells the user what to provide, claims nothing
 _ASKS = re.compile(
     r"[？?]|请(?:提供|告诉|告知|输入|确认|问)|麻烦(?:您|你)?提供|(?:您|你)?需要提供|(?:您|你)需要"
@@ -112,15 +113,27 @@ def _dummy_digits(digits: str) -> bool:
     return steps in ({1}, {-1}, {0})
 
 
-def claims_action(text: str) -> bool:
+def claims_action(text: str, said: str = "") -> bool:
     """Whether an answer in words says the assistant has done, or is doing, something a
     function would do — submitted, transferred, booked, cancelled, rescheduled — without
     asking the user anything: “好的，我已经提交了调休申请。”, “已为您充值 50 元。”,
     “我会在下周一再送。”. An answer that asks or says what is needed (“请提供订单号”) claims
-    nothing; one that only reports (“已为您查到…”) neither."""
+    nothing; one that only reports (“已为您查到…”) neither; nor does a sentence the
+    assistant already said (``said``: its earlier answers) — repeating the report of an
+    action a tool carried out earlier."""
     if not text or _ASKS.search(text):
         return False
-    return bool(_DONE.search(text) or _PROMISED.search(text))
+    new = [s for s in _SENTENCES.split(text) if s.strip() and s.strip() not in said]
+    return any(_DONE.search(s) or _PROMISED.search(s) for s in new)
+
+
+def assistant_text(body: JSON) -> str:
+    """What the assistant has already said in the conversation."""
+    return "\n".join(
+        content_text(m.get("content"), "\n")
+        for m in body.get("messages") or ()
+        if isinstance(m, dict) and m.get("role") == "assistant"
+    )
 
 
 def _strings(value: Any) -> Any:
