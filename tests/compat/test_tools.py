@@ -623,3 +623,16 @@ def test_placeholders_and_claims() -> None:
     said = "已为您冻结尾号 1024 的银行卡，冻结时间 10:02。"
     assert not claims_action(said, said) and not claims_action(said[:20], said)
     assert claims_action("好的。已为您冻结尾号 2048 的银行卡。", said)
+    # a question about a call already made is answered, not acted on again
+    from heshi.engines.toolgrounding import asked_after_call
+
+    made = {"role": "assistant", "tool_calls": [{"function": {"name": "transfer_funds"}}]}
+    asked = [made, {"role": "tool", "content": "{}"}, {"role": "user", "content": "转成功了吗"}]
+    assert asked_after_call({"messages": asked}, "transfer_funds")
+    again = [*asked[:2], {"role": "user", "content": "再给李四转一千"}]
+    assert not asked_after_call({"messages": again}, "transfer_funds")
+    assert not asked_after_call({"messages": asked[2:]}, "transfer_funds")
+    # placeholders the user did say, in another case or spacing, are theirs
+    said_user = "我的用户名是 User，尺码 XXXL"
+    for given in ("user", "xxxl"):
+        assert invented_values(json.dumps({"v": given}), said_user) == []

@@ -327,3 +327,8 @@ def test_information_entries_are_read_as_written() -> None:
     assert info_entries(pdf, [b"<< /Root 1 0 R >>"]) is None  # no /Info
     assert info_entries(pdf.replace(b"7 0 obj", b"8 0 obj"), [pdf[-40:]]) is None
     assert info_entries(b"7 0 obj\n<< /Title (never closed", [b"/Info 7 0 R"]) is None
+    trailer = [b"/Info 7 0 R"]
+    referenced = b"7 0 obj\n<< /Title 12 0 R /AIGC 9 0 R /Author (y) >>"
+    assert info_entries(referenced, trailer) == b"/Title 12 0 R /Author (y)"
+    for broken in (b"<< /Title (x) /Broken >>", b"<< /K " + b"[" * 5000 + b"]" * 5000 + b" >>"):
+        assert info_entries(b"7 0 obj\n" + broken, trailer) is None  # pdfium's keys then

@@ -226,6 +226,8 @@ class ToolStream:
             server = self._engine._require_server()
             self._inner = self._engine._stream(server.handle_completions, body)
         while not self._out or self._retry is not None:
+            if self._aborted:  # the client left: no second answer, pending or not
+                raise StopAsyncIteration
             if self._retry is not None:
                 return await self.__anext__()
             if self._ended or self._inner is None:
@@ -300,7 +302,7 @@ class ToolStream:
         held, self._held = "".join(self._held), []
         if not held:
             return
-        if judge and self._undecided and self._engine.claims(self._body, held):
+        if judge and self._undecided and self._engine.claims(self._body, held, self._undecided):
             self._retry = {"call": self._undecided}
             return
         self._said = True

@@ -23,6 +23,7 @@ from heshi.engines.reasoning import CLOSE as THINK_CLOSE
 from heshi.engines.toolcalls import ToolRequest, prose_grammar, with_instructions
 from heshi.engines.tooldecision import Decision, decision_question, read_decision
 from heshi.engines.toolgrounding import (
+    asked_after_call,
     assistant_text,
     claims_action,
     conversation_text,
@@ -125,7 +126,11 @@ class ToolCalling(_Engine):
         request, opened, undecided = await self.tool_completion_body(body, tools, first)
         completion = await self._call_once(self._require_server().handle_completions, request)
         message, called, reasoning = read_tool_answer(completion, tools, opened)
-        if not called and undecided is not None and self.claims(body, message.get("content")):
+        if (
+            not called
+            and undecided is not None
+            and self.claims(body, message.get("content"), undecided)
+        ):
             # “我已经提交了” and nothing called: make the call the question ranked first
             spent = completion.get("usage")
             request, opened, _ = await self.tool_completion_body(body, tools, first, call=undecided)
@@ -197,12 +202,16 @@ class ToolCalling(_Engine):
         )  # fmt: skip
         return verdict
 
-    def claims(self, body: JSON, content: object) -> bool:
-        """Whether an answer in words claims an action done that no call carried out (and
-        the engine is told to check: ``engine.tool_call_grounding``)."""
+    def claims(self, body: JSON, content: object, function: str) -> bool:
+        """Whether an answer in words claims an action done that no call carried out, so
+        that ``function`` (the question's first choice) is called instead — not when the
+        user asks about a call of it already made (and only when the engine is told to
+        check: ``engine.tool_call_grounding``)."""
         if not self.config.tool_call_grounding or body.get("tool_choice") not in (None, "auto"):
             return False
-        return isinstance(content, str) and claims_action(content, assistant_text(body))
+        if not isinstance(content, str) or asked_after_call(body, function):
+            return False
+        return claims_action(content, assistant_text(body))
 
     def _invented(self, body: JSON, calls: list[JSON]) -> bool:
         """Whether any call carries an identifier the conversation never gave (and the

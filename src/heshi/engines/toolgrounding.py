@@ -88,7 +88,7 @@ def invented_values(arguments: str, conversation: str) -> list[str]:
     for value in values:
         digits = re.sub(r"\D", "", value)
         bare = value.strip()
-        if bare and bare not in conversation and _PLACEHOLDER.match(bare):
+        if bare and re.sub(r"\s", "", bare).lower() not in flat and _PLACEHOLDER.match(bare):
             invented.append(value)
             continue
         if bare == digits and _dummy_digits(digits) and not any(digits in run for run in runs):
@@ -125,6 +125,22 @@ def claims_action(text: str, said: str = "") -> bool:
         return False
     new = [s for s in _SENTENCES.split(text) if s.strip() and s.strip() not in said]
     return any(_DONE.search(s) or _PROMISED.search(s) for s in new)
+
+
+def asked_after_call(body: JSON, function: str) -> bool:
+    """Whether ``function`` was already called in the conversation and the user's latest
+    message asks a question (转成功了吗？): words about that call answer it — they are not
+    a claim to act on again."""
+    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
+    called = any(
+        (call.get("function") or {}).get("name") == function
+        for m in messages
+        if m.get("role") == "assistant"
+        for call in m.get("tool_calls") or ()
+        if isinstance(call, dict)
+    )
+    last = content_text(messages[-1].get("content")) if messages else ""
+    return called and bool(re.search(r"[？?]|吗|么$", last.strip()))
 
 
 def assistant_text(body: JSON) -> str:

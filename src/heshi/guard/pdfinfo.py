@@ -12,6 +12,7 @@ import re
 
 _DELIMITERS = b"()<>[]{}/%"
 _WHITESPACE = b" \t\r\n\f\x00"
+_REFERENCE = re.compile(rb"\s+\d+\s+R(?![^\s/<>\[\]()%])")
 
 
 def info_entries(pdf: bytes, trailers: list[bytes]) -> bytes | None:
@@ -33,9 +34,9 @@ def info_entries(pdf: bytes, trailers: list[bytes]) -> bytes | None:
     start = objects[-1].end()
     try:
         end = _value_end(pdf, start - 2)
-    except ValueError:
+        return _without(pdf[start : end - 2], b"/AIGC").strip()
+    except (ValueError, RecursionError):  # malformed or absurdly nested: pdfium's keys
         return None
-    return _without(pdf[start : end - 2], b"/AIGC").strip()
 
 
 def _without(entries: bytes, key: bytes) -> bytes:
@@ -47,6 +48,9 @@ def _without(entries: bytes, key: bytes) -> bytes:
             break
         name_end = _value_end(entries, i)
         value_end = _value_end(entries, _skip_space(entries, name_end))
+        reference = _REFERENCE.match(entries, value_end)  # "7 0 R": the value goes on
+        if reference and entries[i:name_end].startswith(b"/"):
+            value_end = reference.end()
         if entries[i:name_end] != key:
             out += entries[i:value_end] + b" "
         i = value_end
