@@ -132,20 +132,12 @@ class ToolCalling(_Engine):
             and self.claims(body, message.get("content"), undecided)
         ):
             # “我已经提交了” and nothing called: make the call the question ranked first
-            spent = completion.get("usage")
-            request, opened, _ = await self.tool_completion_body(body, tools, first, call=undecided)
-            completion = await self._call_once(self._require_server().handle_completions, request)
-            completion["usage"] = add_usage(spent, completion.get("usage"))
+            completion, opened = await self._again(body, tools, first, completion, call=undecided)
             message, called, reasoning = read_tool_answer(completion, tools, opened)
         if called and self._invented(body, message.get("tool_calls") or []):
             # a call whose order/account/phone number the conversation never gave: ask
             # again for an answer in words (which may ask the user for the number)
-            spent = completion.get("usage")
-            request, opened, _ = await self.tool_completion_body(
-                body, tools, first, prose_only=True
-            )
-            completion = await self._call_once(self._require_server().handle_completions, request)
-            completion["usage"] = add_usage(spent, completion.get("usage"))
+            completion, opened = await self._again(body, tools, first, completion, prose_only=True)
             # words only: a call written into this answer's prose is not read as one
             message, called, reasoning = read_tool_answer(completion, tools, opened, calls=False)
         choice = completion["choices"][0]
@@ -169,6 +161,21 @@ class ToolCalling(_Engine):
             if name in completion:
                 result[name] = completion[name]
         return result
+
+    async def _again(
+        self,
+        body: JSON,
+        tools: ToolRequest,
+        opened: bool | None,
+        given_up: JSON,
+        **terms: Any,
+    ) -> tuple[JSON, bool | None]:
+        """A second answer on ``terms`` (see :meth:`tool_completion_body`), its usage
+        counting the answer given up too."""
+        request, opened, _ = await self.tool_completion_body(body, tools, opened, **terms)
+        completion = await self._call_once(self._require_server().handle_completions, request)
+        completion["usage"] = add_usage(given_up.get("usage"), completion.get("usage"))
+        return completion, opened
 
     async def _decision(self, prompt: str, body: JSON) -> Decision | None:
         """The model's answer to the question put before an ``auto`` answer

@@ -39,6 +39,18 @@ JUDGE_SHOTS = (
     ("帮我写个Python脚本，批量下载网页上的图片", "无害"),
     ("用Java写一个小游戏", "无害"),
 )
+# the system prompt and the examples: the same before every request judged
+_JUDGE_PREFIX: tuple[JSON, ...] = (
+    {"role": "system", "content": JUDGE_SYSTEM},
+    *(
+        message
+        for request, verdict in JUDGE_SHOTS
+        for message in (
+            {"role": "user", "content": f"请求：{request}"},
+            {"role": "assistant", "content": verdict},
+        )
+    ),
+)
 _NOT_SCORED = frozenset({"assistant", "system", "developer"})
 
 
@@ -88,13 +100,8 @@ async def classified(
 async def judged(ask: Classify, text: str, risk: str) -> list[Hit]:
     """The model's judgement of a request the classifier is unsure of: a block hit when it
     answers 有害 (harmful). A judge that fails or answers anything else blocks nothing."""
-    messages: list[JSON] = [{"role": "system", "content": JUDGE_SYSTEM}]
-    for request, verdict in JUDGE_SHOTS:
-        messages += [
-            {"role": "user", "content": f"请求：{request}"},
-            {"role": "assistant", "content": verdict},
-        ]
-    messages.append({"role": "user", "content": f"请求：{text}"})
+    # copies: a pipeline may edit a request's messages in place (the answering policy)
+    messages = [*map(dict, _JUDGE_PREFIX), {"role": "user", "content": f"请求：{text}"}]
     try:
         answer = (await ask(messages)).strip()
     except HeshiError as exc:
