@@ -35,9 +35,7 @@ def build_engines(config: HeshiConfig) -> dict[str, Engine]:
     if local or (config.embedder.enabled and config.engine.enabled):
         # resolve() refuses a missing, non-GGUF or unpulled model with a clear message
         store = ModelStore(config.home)
-        models: dict[str, Any] = {
-            m.name: LlamaCppEngine(m.name, store.resolve(m.model), m) for m in local
-        }
+        models: dict[str, Any] = {m.name: LlamaCppEngine.from_store(store, m) for m in local}
         if config.embedder.enabled and config.engine.enabled:
             models[config.embedder.name] = E5Embedder(config.embedder)
         engines["local"] = LocalModels(models)

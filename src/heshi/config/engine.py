@@ -23,6 +23,35 @@ DEFAULT_TOOL_INSTRUCTIONS = (
 )
 
 
+class SpeculativeConfig(Strict):
+    """Speculative decoding in the embedded engine: tokens are guessed ahead and checked
+    by the model in one batch, so the output is the same as without it (at temperature 0,
+    token for token) and only the speed changes (docs/benchmarks.md)."""
+
+    # "ngram": prompt lookup, the next tokens guessed from where the latest tokens already
+    # occur in the prompt or the answer (extraction and knowledge-base answers quote
+    # their sources); "draft": a small model of the same tokenizer guesses them
+    type: Literal["none", "ngram", "draft"] = "none"
+    draft_max: int = Field(default=16, ge=1, le=256)  # tokens guessed ahead at most
+    draft_min: int = Field(default=0, ge=0, le=256)  # fewer found: do not speculate
+    ngram_size: int = Field(default=3, ge=1, le=64)  # tokens matched to find a guess
+    draft_model: str | None = None  # type "draft": a GGUF path or model ref
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeculativeConfig:
+        if self.draft_min > self.draft_max:
+            raise ValueError(
+                "speculative.draft_min 不能大于 draft_max / "
+                "speculative.draft_min must not exceed draft_max"
+            )
+        if (self.type == "draft") != (self.draft_model is not None):
+            raise ValueError(
+                "speculative.type 为 draft 时须给出 draft_model，其他类型不用 / "
+                "speculative.draft_model is required for type draft and only for it"
+            )
+        return self
+
+
 class LocalEngineConfig(Strict):
     """The embedded llama.cpp engine (xllamacpp)."""
 
@@ -32,8 +61,16 @@ class LocalEngineConfig(Strict):
     parallel: int = Field(default=4, ge=1, le=64)  # slots decoded together (continuous batching)
     ctx: int = Field(default=4096, ge=256)  # context per request (each slot gets this much)
     threads: int | None = Field(default=None, ge=1)  # None = all physical cores
-    batch: int = Field(default=512, ge=32)  # prompt tokens per forward pass
+    # prompt tokens per step: a long prompt is processed this many tokens at a time,
+    # between the running streams' tokens, so it also bounds how long they pause; 64
+    # costs a prompt alone nothing against 512 on a CPU (docs/decisions.md)
+    batch: int = Field(default=64, ge=8)
     cache_prompt: bool = True  # reuse a slot's KV cache for a shared prompt prefix
+    # prompts of finished requests kept in RAM for any slot to reuse (0 = off)
+    prompt_cache_mib: int = Field(default=1024, ge=0)
+    # the KV cache's number format: q8_0 halves its memory (more slots or context fit)
+    kv_cache_type: Literal["f16", "q8_0"] = "f16"
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     embeddings: bool = False  # llama.cpp serves either generation or embeddings, not both
     # how token vectors become one embedding: the GGUF's own setting when unset (a chat
     # model, which has none, then pools by "mean"); "rank" = a reranker (cross-encoder)

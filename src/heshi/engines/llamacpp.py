@@ -26,6 +26,7 @@ import orjson
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
+from heshi.engines.llamacpp_params import server_params
 from heshi.engines.llamacpp_requests import (
     apply_template,
     for_template,
@@ -53,7 +54,8 @@ from heshi.errors import (
     InvalidRequest,
     ModelFileError,
 )
-from heshi.hub.gguf_info import read_gguf_info, require_gguf_file
+from heshi.hub.gguf_info import require_gguf_file
+from heshi.hub.store import ModelStore
 
 log = logging.getLogger(__name__)
 _COUNTER_CONNECTIONS = 2  # to llama-server's own listener, for counting prompt tokens
@@ -62,10 +64,13 @@ _COUNTER_CONNECTIONS = 2  # to llama-server's own listener, for counting prompt 
 class LlamaCppEngine(ToolCalling, EmbeddingCalls):
     """An in-process llama.cpp server holding one GGUF model."""
 
-    def __init__(self, name: str, model_path: Path, config: LocalEngineConfig) -> None:
+    def __init__(
+        self, name: str, model_path: Path, config: LocalEngineConfig, draft_path: Path | None = None
+    ) -> None:
         self.name = "local"
         self.model_name = name
         self.model_path = model_path
+        self.draft_path = draft_path  # speculative.type "draft": the draft model's GGUF
         self.config = config
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -73,6 +78,18 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         self._counter: aiohttp.ClientSession | None = None
         self._counter_loop: asyncio.AbstractEventLoop | None = None
         self.thinking: Thinking | None = None  # known once started
+
+    @classmethod
+    def from_store(cls, store: ModelStore, config: LocalEngineConfig) -> LlamaCppEngine:
+        """The engine for a ``models`` entry, its model (and draft model) found in the
+        store; refuses a missing, non-GGUF or unpulled one with a clear message."""
+        draft = config.speculative.draft_model
+        return cls(
+            config.name,
+            store.resolve(config.model),
+            config,
+            store.resolve(draft) if draft is not None else None,
+        )
 
     def served_models(self) -> list[ServedModel]:
         """The one model this engine holds."""
@@ -112,8 +129,15 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         except HeshiError:
             raise
         except Exception as exc:
+            hint = ""
+            if self.config.kv_cache_type != "f16":
+                hint = (
+                    f" (kv_cache_type {self.config.kv_cache_type} 需要注意力头维度是 32 的倍数 / "
+                    f"kv_cache_type {self.config.kv_cache_type} needs a head size divisible "
+                    "by 32; try f16)"
+                )
             raise ModelFileError(
-                f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
+                f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}{hint}"
             ) from exc
         if not (self.config.embeddings or self.config.pooling == "rank"):
             try:
@@ -144,48 +168,10 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
     def _load(self) -> Any:
         import xllamacpp
 
-        cfg = self.config
-        params = xllamacpp.CommonParams()
-        params.model.path = str(self.model_path)
-        params.model_alias = {self.model_name}
-        params.n_parallel = cfg.parallel
-        # Each slot gets the full per-request context; the KV pool holds all of them.
-        params.kv_unified = False
-        params.n_ctx = cfg.ctx * cfg.parallel
-        params.n_batch = cfg.batch
-        params.cont_batching = True
-        params.cache_prompt = cfg.cache_prompt
-        params.cpuparams.n_threads = cfg.threads or -1
-        params.cpuparams_batch.n_threads = cfg.threads or -1
-        params.use_jinja = True
-        pooling = self._pooling()
-        if pooling is not None:
-            params.pooling_type = xllamacpp.llama_pooling_type(pooling)
-        # Heshi separates a thinking model's <think> block itself (heshi.engines.reasoning),
-        # the same way for every template and for tool-call answers.
-        params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
-        params.embedding = cfg.embeddings or cfg.pooling == "rank"
-        # xllamacpp also opens llama-server's own HTTP listener. Only this engine uses it
-        # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
-        # loopback and locked with a random key no one else knows. In-process calls
-        # bypass that check.
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0
-        params.api_keys = [self._listener_key]
-        params.endpoint_metrics = True
+        params = server_params(
+            self.config, self.model_path, self.model_name, self.draft_path, self._listener_key
+        )
         return xllamacpp.Server(params)
-
-    def _pooling(self) -> int | None:
-        """The pooling type to ask llama.cpp for (None: the GGUF's own). A model loaded
-        to embed whose GGUF names none (a chat model) pools by mean: llama.cpp's default
-        then, "none", gives no sentence vector at all."""
-        cfg = self.config
-        if cfg.pooling is not None:
-            return _POOLING[cfg.pooling]
-        if not cfg.embeddings:
-            return None
-        info = read_gguf_info(self.model_path)
-        return _POOLING["mean"] if info.pooling_type in (None, 0) else None
 
     def stats(self) -> dict[str, float]:
         """llama.cpp's own counters, e.g. ``requests_processing``, ``tokens_predicted_total``."""
@@ -385,7 +371,6 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
 
 
 # llama.cpp's pooling types by name (heshi.yaml's ``pooling``)
-_POOLING = {"mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
 def _drop(server: Any) -> None:

@@ -164,8 +164,7 @@ class Admin:
             from heshi.hub.store import ModelStore
 
             try:
-                path = ModelStore(self.config.home).resolve(settings.model)
-                engine = LlamaCppEngine(settings.name, path, settings)
+                engine = LlamaCppEngine.from_store(ModelStore(self.config.home), settings)
                 await local.load(engine, check=self.router.reload_names)
             except (ModelFileError, HubError, ConfigError) as exc:  # what was asked for
                 raise InvalidRequest(exc.message, param="model") from exc

@@ -1,0 +1,90 @@
+"""llama-server's parameters for one embedded model, from its ``engine`` settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from heshi.config import LocalEngineConfig
+from heshi.hub.gguf_info import read_gguf_info
+
+_POOLING = {"mean": 1, "cls": 2, "last": 3, "rank": 4}
+_KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}
+
+
+def server_params(
+    cfg: LocalEngineConfig, model_path: Path, name: str, draft_path: Path | None, key: str
+) -> Any:
+    """The ``xllamacpp.CommonParams`` that serve ``model_path`` as configured; ``key``
+    locks llama-server's own loopback listener."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.model_alias = {name}
+    params.n_parallel = cfg.parallel
+    # Each slot gets the full per-request context; the KV pool holds all of them.
+    params.kv_unified = False
+    params.n_ctx = cfg.ctx * cfg.parallel
+    # One step of llama.cpp's loop decodes each running stream's next token and up to
+    # this many prompt tokens: the step size bounds the pause a long prompt causes.
+    # An embedding model pools a whole input in one pass: its step holds 512 at least.
+    embeds = cfg.embeddings or cfg.pooling == "rank"
+    params.n_batch = params.n_ubatch = max(cfg.batch, 512) if embeds else cfg.batch
+    params.cont_batching = True
+    params.cache_prompt = cfg.cache_prompt
+    params.cache_ram_mib = cfg.prompt_cache_mib
+    kv = xllamacpp.ggml_type.__members__[_KV_TYPES[cfg.kv_cache_type]]
+    params.cache_type_k = params.cache_type_v = kv
+    _speculate(cfg, params, draft_path)
+    params.cpuparams.n_threads = cfg.threads or -1
+    params.cpuparams_batch.n_threads = cfg.threads or -1
+    params.use_jinja = True
+    pooling = _pooling(cfg, model_path)
+    if pooling is not None:
+        params.pooling_type = xllamacpp.llama_pooling_type(pooling)
+    # Heshi separates a thinking model's <think> block itself (heshi.engines.reasoning),
+    # the same way for every template and for tool-call answers.
+    params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
+    params.embedding = embeds
+    # xllamacpp also opens llama-server's own HTTP listener. Only the engine uses it
+    # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
+    # loopback and locked with a random key no one else knows. In-process calls
+    # bypass that check.
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0
+    params.api_keys = [key]
+    params.endpoint_metrics = True
+    return params
+
+
+def _speculate(cfg: LocalEngineConfig, params: Any, draft_path: Path | None) -> None:
+    """Speculative decoding as configured: prompt lookup or a draft model."""
+    import xllamacpp
+
+    spec = cfg.speculative
+    if spec.type == "none":
+        return
+    kinds = xllamacpp.common_speculative_type
+    out = params.speculative
+    out.draft.n_max, out.draft.n_min = spec.draft_max, spec.draft_min
+    if spec.type == "ngram":
+        # llama-server's ngram-simple: the latest ngram_size tokens found earlier in the
+        # prompt or answer; the draft_max tokens that followed them are the guess
+        out.types = [kinds.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+        out.ngram_simple.size_n, out.ngram_simple.size_m = spec.ngram_size, spec.draft_max
+    else:
+        out.types = [kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+        out.draft.mparams.path = str(draft_path)
+
+
+def _pooling(cfg: LocalEngineConfig, model_path: Path) -> int | None:
+    """The pooling type to ask llama.cpp for (None: the GGUF's own). A model loaded
+    to embed whose GGUF names none (a chat model) pools by mean: llama.cpp's default
+    then, "none", gives no sentence vector at all."""
+    if cfg.pooling is not None:
+        return _POOLING[cfg.pooling]
+    if not cfg.embeddings:
+        return None
+    info = read_gguf_info(model_path)
+    return _POOLING["mean"] if info.pooling_type in (None, 0) else None
