@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,17 @@ def question(i: int) -> str:
     return f"请用中文详细介绍{topic}，写三段，说明它的历史、建造和影响。"
 
 
+async def sse_chunks(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of one streamed chat completion, parsed."""
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
+
+
 async def stream_chat(
     client: httpx.AsyncClient,
     url: str,
@@ -81,22 +92,17 @@ async def stream_chat(
     failed = False
     prompt_tokens = cached = 0
     try:
-        async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
-            resp.raise_for_status()
-            async for line in resp.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                    tokens = usage["completion_tokens"]
-                    prompt_tokens = usage.get("prompt_tokens", 0)
-                    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-                for choice in chunk.get("choices") or ():
-                    if (choice.get("delta") or {}).get("content"):
-                        pieces += 1
-                        if not ttft:
-                            ttft = time.perf_counter() - start
+        async for chunk in sse_chunks(client, url, body):
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                tokens = usage["completion_tokens"]
+                prompt_tokens = usage.get("prompt_tokens", 0)
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+            for choice in chunk.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    pieces += 1
+                    if not ttft:
+                        ttft = time.perf_counter() - start
     except httpx.RemoteProtocolError:
         # llama_cpp.server sometimes drops a stream under concurrency; count what arrived
         failed = True
