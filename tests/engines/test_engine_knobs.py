@@ -128,6 +128,23 @@ async def test_a_long_prompt_is_processed_batch_tokens_at_a_time(tiny_gguf: Path
     assert steps >= prompt / 16, (steps, prompt)
 
 
+async def test_a_draft_model_with_another_tokenizer_is_refused_before_loading(
+    tiny_gguf: Path, default_model_path: Path
+) -> None:
+    spec = {"type": "draft", "draft_model": str(default_model_path)}
+    config = tiny_engine_config(tiny_gguf, parallel=1, speculative=spec)
+    engine = LlamaCppEngine(TINY_NAME, tiny_gguf, config, default_model_path)
+    with pytest.raises(ModelFileError, match="another tokenizer"):
+        await engine.start()
+
+
+def test_a_draft_model_not_pulled_is_named(tiny_gguf: Path, tmp_path: Path) -> None:
+    spec = {"type": "draft", "draft_model": "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/q4.gguf"}
+    config = tiny_engine_config(tiny_gguf, parallel=1, speculative=spec)
+    with pytest.raises(ModelFileError, match=r"speculative\.draft_model: .*heshi models pull"):
+        LlamaCppEngine.from_store(ModelStore(tmp_path), config)
+
+
 def test_speculative_settings_are_checked() -> None:
     with pytest.raises(ValidationError, match="draft_model is required"):
         SpeculativeConfig(type="draft")
@@ -135,7 +152,17 @@ def test_speculative_settings_are_checked() -> None:
         SpeculativeConfig(type="ngram", draft_model="small.gguf")
     with pytest.raises(ValidationError, match="must not exceed"):
         SpeculativeConfig(type="ngram", draft_min=9, draft_max=8)
+    with pytest.raises(ValidationError, match="would never guess"):
+        SpeculativeConfig(type="ngram", ngram_size=5, draft_max=4)
     with pytest.raises(ValidationError):
         LocalEngineConfig.model_validate({"kv_cache_type": "q4_1"})
+    # llama.cpp aborts the process when a step cannot hold every slot's tokens
+    with pytest.raises(ValidationError, match=r"parallel × 1 = 9"):
+        LocalEngineConfig.model_validate({"batch": 8, "parallel": 9})
+    spec = {"type": "ngram", "draft_max": 16}
+    with pytest.raises(ValidationError, match=r"parallel × 17 = 68"):
+        LocalEngineConfig.model_validate({"batch": 64, "parallel": 4, "speculative": spec})
+    with pytest.raises(ValidationError, match="not an embeddings"):
+        LocalEngineConfig.model_validate({"embeddings": True, "speculative": {"type": "ngram"}})
     ok = LocalEngineConfig.model_validate({"speculative": {"type": "ngram", "draft_max": 12}})
     assert ok.speculative.draft_max == 12

@@ -32,7 +32,8 @@ class SpeculativeConfig(Strict):
     # occur in the prompt or the answer (extraction and knowledge-base answers quote
     # their sources); "draft": a small model of the same tokenizer guesses them
     type: Literal["none", "ngram", "draft"] = "none"
-    draft_max: int = Field(default=16, ge=1, le=256)  # tokens guessed ahead at most
+    # tokens guessed ahead at most; 4 measured best on a CPU (docs/benchmarks.md)
+    draft_max: int = Field(default=4, ge=1, le=256)
     draft_min: int = Field(default=0, ge=0, le=256)  # fewer found: do not speculate
     ngram_size: int = Field(default=3, ge=1, le=64)  # tokens matched to find a guess
     draft_model: str | None = None  # type "draft": a GGUF path or model ref
@@ -43,6 +44,11 @@ class SpeculativeConfig(Strict):
             raise ValueError(
                 "speculative.draft_min 不能大于 draft_max / "
                 "speculative.draft_min must not exceed draft_max"
+            )
+        if self.type == "ngram" and self.ngram_size > self.draft_max:
+            raise ValueError(
+                "speculative.ngram_size 不能大于 draft_max（否则永远猜不出） / "
+                "speculative.ngram_size must not exceed draft_max (it would never guess)"
             )
         if (self.type == "draft") != (self.draft_model is not None):
             raise ValueError(
@@ -95,6 +101,26 @@ class LocalEngineConfig(Strict):
     # (chat_template_kwargs.enable_thinking: false, or /no_think); false: off unless asked
     thinking: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
+
+    @model_validator(mode="after")
+    def _check_step(self) -> LocalEngineConfig:
+        # llama.cpp aborts the process when one step's tokens outgrow the step: each slot
+        # adds its next token and, speculating, its guesses
+        spec = self.speculative
+        per_slot = 1 + (spec.draft_max if spec.type != "none" else 0)
+        if self.batch < self.parallel * per_slot:
+            raise ValueError(
+                f"batch ({self.batch}) 须不小于 parallel × {per_slot} = "
+                f"{self.parallel * per_slot} / batch ({self.batch}) must be at least "
+                f"parallel × {per_slot} = {self.parallel * per_slot}: every slot's next "
+                "token" + (" and its guesses" if per_slot > 1 else "") + " fit in one step"
+            )
+        if spec.type != "none" and (self.embeddings or self.pooling == "rank"):
+            raise ValueError(
+                "嵌入或重排模型不做推测解码 / speculative decoding is for generation, not "
+                "an embeddings or rerank model"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_decision(self) -> LocalEngineConfig:

@@ -54,7 +54,7 @@ from heshi.errors import (
     InvalidRequest,
     ModelFileError,
 )
-from heshi.hub.gguf_info import require_gguf_file
+from heshi.hub.gguf_info import read_gguf_info, require_gguf_file
 from heshi.hub.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,15 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
     def from_store(cls, store: ModelStore, config: LocalEngineConfig) -> LlamaCppEngine:
         """The engine for a ``models`` entry, its model (and draft model) found in the
         store; refuses a missing, non-GGUF or unpulled one with a clear message."""
+        path = store.resolve(config.model)
         draft = config.speculative.draft_model
-        return cls(
-            config.name,
-            store.resolve(config.model),
-            config,
-            store.resolve(draft) if draft is not None else None,
-        )
+        if draft is None:
+            return cls(config.name, path, config)
+        try:
+            draft_path = store.resolve(draft)
+        except ModelFileError as exc:
+            raise ModelFileError(f"speculative.draft_model: {exc.message}") from exc
+        return cls(config.name, path, config, draft_path)
 
     def served_models(self) -> list[ServedModel]:
         """The one model this engine holds."""
@@ -121,6 +123,7 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         if self._server is not None:
             return
         require_gguf_file(self.model_path)
+        await asyncio.to_thread(self._check_files)
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.executor_threads, thread_name_prefix="heshi-llama"
         )
@@ -129,15 +132,8 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         except HeshiError:
             raise
         except Exception as exc:
-            hint = ""
-            if self.config.kv_cache_type != "f16":
-                hint = (
-                    f" (kv_cache_type {self.config.kv_cache_type} 需要注意力头维度是 32 的倍数 / "
-                    f"kv_cache_type {self.config.kv_cache_type} needs a head size divisible "
-                    "by 32; try f16)"
-                )
             raise ModelFileError(
-                f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}{hint}"
+                f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
             ) from exc
         if not (self.config.embeddings or self.config.pooling == "rank"):
             try:
@@ -164,6 +160,37 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         if on == off and THINK_OPEN not in on:
             return None
         return Thinking(opens_block=on.rstrip().endswith(THINK_OPEN), switchable=on != off)
+
+    def _check_files(self) -> None:
+        """Refuse, with the setting named, what llama.cpp would fail on with a bare
+        "failed to init" or silently ignore: a KV format the heads cannot take, a draft
+        model whose tokenizer differs (llama.cpp then never drafts)."""
+        cfg = self.config
+        if cfg.kv_cache_type == "f16" and cfg.speculative.type != "draft":
+            return  # nothing to check: llama.cpp's own load error names a bad file
+        info = read_gguf_info(self.model_path)
+        if cfg.kv_cache_type == "q8_0" and info.head_size and info.head_size % 32:
+            raise ModelFileError(
+                f"kv_cache_type q8_0 需要注意力头维度是 32 的倍数，{self.model_path.name} 是 "
+                f"{info.head_size} / kv_cache_type q8_0 needs a head size divisible by 32; "
+                f"{self.model_path.name} has {info.head_size}: use f16"
+            )
+        if cfg.speculative.type != "draft":
+            return
+        if self.draft_path is None:
+            raise ModelFileError(
+                "speculative.type draft 需要草稿模型文件 / speculative.type draft needs the draft "
+                "model's file (LlamaCppEngine.from_store resolves speculative.draft_model)"
+            )
+        kind, size, bos, eos = info.vocab
+        d_kind, d_size, d_bos, d_eos = read_gguf_info(self.draft_path).vocab
+        if (kind, bos, eos) != (d_kind, d_bos, d_eos) or abs((size or 0) - (d_size or 0)) > 128:
+            raise ModelFileError(
+                f"speculative.draft_model {self.draft_path.name} 的分词器与 "
+                f"{self.model_path.name} 不同 / speculative.draft_model {self.draft_path.name} "
+                f"has another tokenizer than {self.model_path.name} ({d_kind}, {d_size} tokens "
+                f"vs {kind}, {size}): llama.cpp would never draft with it"
+            )
 
     def _load(self) -> Any:
         import xllamacpp
@@ -368,9 +395,6 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
     def stream_completion(self, body: JSON) -> LocalStream:
         """Streaming text completion; closing the iterator cancels generation."""
         return self._stream(self._require_server().handle_completions, body)
-
-
-# llama.cpp's pooling types by name (heshi.yaml's ``pooling``)
 
 
 def _drop(server: Any) -> None:

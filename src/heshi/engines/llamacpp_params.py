@@ -70,10 +70,13 @@ def _speculate(cfg: LocalEngineConfig, params: Any, draft_path: Path | None) -> 
     out.draft.n_max, out.draft.n_min = spec.draft_max, spec.draft_min
     if spec.type == "ngram":
         # llama-server's ngram-simple: the latest ngram_size tokens found earlier in the
-        # prompt or answer; the draft_max tokens that followed them are the guess
+        # prompt or answer; up to draft_max tokens that followed them are the guess (none
+        # when fewer than ngram_size follow)
         out.types = [kinds.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
         out.ngram_simple.size_n, out.ngram_simple.size_m = spec.ngram_size, spec.draft_max
     else:
+        if draft_path is None:
+            raise ValueError("speculative.type draft needs the draft model's path")
         out.types = [kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
         out.draft.mparams.path = str(draft_path)
 

@@ -28,6 +28,9 @@ class GGUFInfo:
     tensor_count: int
     file_size: int
     pooling_type: int | None = None  # llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
+    head_size: int | None = None  # values per attention head (K)
+    vocab: tuple[str | None, int | None, int | None, int | None] = (None, None, None, None)
+    # ^ the tokenizer: (kind, number of tokens, BOS id, EOS id)
 
 
 def require_gguf_file(path: Path) -> Path:
@@ -93,7 +96,23 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         tensor_count=len(tensors),
         file_size=file_size,
         pooling_type=_integer(fields.get(f"{architecture}.pooling_type")),
+        head_size=_head_size(fields, architecture),
+        vocab=(
+            _text(fields.get("tokenizer.ggml.model")),
+            _integer(fields.get("tokenizer.ggml.tokens")),
+            _integer(fields.get("tokenizer.ggml.bos_token_id")),
+            _integer(fields.get("tokenizer.ggml.eos_token_id")),
+        ),
     )
+
+
+def _head_size(fields: dict[str, Any], architecture: str | None) -> int | None:
+    explicit = _integer(fields.get(f"{architecture}.attention.key_length"))
+    width = _integer(fields.get(f"{architecture}.embedding_length"))
+    heads = _integer(fields.get(f"{architecture}.attention.head_count"))
+    if explicit is not None:
+        return explicit
+    return width // heads if width and heads else None
 
 
 def _quantization(file_type: Any, tensors: list[tuple[Any, int, int, int]]) -> str:
@@ -118,4 +137,4 @@ def _text(value: Any) -> str | None:
 
 
 def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
