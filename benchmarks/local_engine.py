@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import socket
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +245,16 @@ def raw_llama_cpp_python(model: Path, threads: int, n: int) -> dict[str, float]:
     return {"tokens": len(marks), "decode_tok_s": result.decode_rate}
 
 
+def in_child(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a child process, so that a baseline that crashes the
+    interpreter (llama-cpp-python's build segfaults on some CPUs) fails alone."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(func, *args).result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError("its process crashed (e.g. a segmentation fault)") from exc
+
+
 def raw_batched_decode(model: Path, threads: int, sequences: list[int]) -> list[dict[str, float]]:
     """The batching ceiling: llama.cpp decoding N sequences per step, no server, no sampling.
 
@@ -414,13 +427,17 @@ def report(res: dict[str, Any]) -> None:
     heshi = res["heshi"]
     print(f"\nmachine: {res['machine']}; threads={res['threads']}; tokens/stream={res['tokens']}")
     print(f"raw xllamacpp in-process decode     : {res['raw_xllamacpp']['decode_tok_s']:.2f} tok/s")
-    if "raw_llama_cpp_python" in res:
+    for key, value in res.items():
+        if isinstance(value, dict) and "error" in value:
+            print(f"{key}: not measured — {value['error']}")
+    if "decode_tok_s" in res.get("raw_llama_cpp_python", {}):
         lcp = res["raw_llama_cpp_python"]["decode_tok_s"]
         print(f"raw llama-cpp-python decode         : {lcp:.2f} tok/s")
     print(f"heshi serve single stream over HTTP : {heshi['single_decode_tok_s']:.2f} tok/s")
     ceiling = heshi["single_decode_tok_s"] / res["raw_xllamacpp"]["decode_tok_s"]
     print(f"  ratio heshi/raw = {ceiling:.2f}  (target >= 0.90)")
-    base = {a["clients"]: a for a in res.get("llama_cpp_server", [])}
+    served = res.get("llama_cpp_server", [])
+    base = {a["clients"]: a for a in served} if isinstance(served, list) else {}
     print("\nclients  heshi tok/s  llama_cpp.server tok/s  ratio")
     for a in heshi["aggregate"]:
         b = base.get(a["clients"])
@@ -438,7 +455,7 @@ def report(res: dict[str, Any]) -> None:
     if 4 in agg and 4 in base:
         vs = agg[4] / base[4]["aggregate_tok_s"]
         print(f"  heshi / llama_cpp.server at 4 clients = {vs:.2f}  (target >= 1.8)")
-    if "raw_batched_decode" in res:
+    if isinstance(res.get("raw_batched_decode"), list):
         ceil = {r["sequences"]: r["tok_s"] for r in res["raw_batched_decode"]}
         line = ", ".join(f"{k} seq {v:.1f}" for k, v in ceil.items())
         print(f"  raw llama.cpp batched decode ceiling (tok/s): {line}")
@@ -469,9 +486,14 @@ def main() -> None:
     env = dict(os.environ)
     res: dict[str, Any] = {"machine": machine(), "threads": args.threads, "tokens": args.tokens}
 
-    def phase(key: str, label: str, run: Any) -> None:
+    def phase(key: str, label: str, run: Any, baseline: bool = False) -> None:
         print(f"{label} …", flush=True)
-        res[key] = run()
+        try:
+            res[key] = run()
+        except Exception as exc:  # a baseline that fails is reported; Heshi's must not
+            if not baseline:
+                raise
+            res[key] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
         print(json.dumps({key: res[key]}, ensure_ascii=False), flush=True)
         if args.json:  # after every phase, so a later failure loses nothing
             args.json.write_text(json.dumps(res, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -481,13 +503,15 @@ def main() -> None:
         phase(
             "raw_llama_cpp_python",
             "raw llama-cpp-python",
-            lambda: raw_llama_cpp_python(model, args.threads, args.tokens),
+            lambda: in_child(raw_llama_cpp_python, model, args.threads, args.tokens),
+            baseline=True,
         )
     if not args.skip_baseline:
         phase(
             "raw_batched_decode",
             "raw llama.cpp batched decode",
-            lambda: raw_batched_decode(model, args.threads, args.clients),
+            lambda: in_child(raw_batched_decode, model, args.threads, args.clients),
+            baseline=True,
         )
     phase("heshi", "heshi serve", lambda: asyncio.run(bench_heshi(args, model, env)))
     if not args.skip_baseline:
@@ -495,6 +519,7 @@ def main() -> None:
             "llama_cpp_server",
             "llama_cpp.server",
             lambda: asyncio.run(bench_llama_cpp_server(args, model, env)),
+            baseline=True,
         )
     report(res)
 
