@@ -102,6 +102,11 @@ class LocalEngineConfig(Strict):
     thinking: bool = True
     executor_threads: int = Field(default=64, ge=1)  # waiting requests each hold one thread
 
+    @property
+    def vectors_only(self) -> bool:
+        """Loaded to embed or rerank, not to generate."""
+        return self.embeddings or self.pooling == "rank"
+
     @model_validator(mode="after")
     def _check_step(self) -> LocalEngineConfig:
         # llama.cpp aborts the process when one step's tokens outgrow the step: each slot
@@ -115,7 +120,7 @@ class LocalEngineConfig(Strict):
                 f"parallel × {per_slot} = {self.parallel * per_slot}: every slot's next "
                 "token" + (" and its guesses" if per_slot > 1 else "") + " fit in one step"
             )
-        if spec.type != "none" and (self.embeddings or self.pooling == "rank"):
+        if spec.type != "none" and self.vectors_only:
             raise ValueError(
                 "嵌入或重排模型不做推测解码 / speculative decoding is for generation, not "
                 "an embeddings or rerank model"

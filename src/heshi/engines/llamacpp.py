@@ -26,7 +26,7 @@ import orjson
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
-from heshi.engines.llamacpp_params import server_params
+from heshi.engines.llamacpp_params import check_files, server_params
 from heshi.engines.llamacpp_requests import (
     apply_template,
     for_template,
@@ -54,7 +54,7 @@ from heshi.errors import (
     InvalidRequest,
     ModelFileError,
 )
-from heshi.hub.gguf_info import read_gguf_info, require_gguf_file
+from heshi.hub.gguf_info import require_gguf_file
 from heshi.hub.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,6 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         if self._server is not None:
             return
         require_gguf_file(self.model_path)
-        await asyncio.to_thread(self._check_files)
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.executor_threads, thread_name_prefix="heshi-llama"
         )
@@ -135,7 +134,7 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
             raise ModelFileError(
                 f"llama.cpp 无法加载模型 / llama.cpp could not load {self.model_path}: {exc}"
             ) from exc
-        if not (self.config.embeddings or self.config.pooling == "rank"):
+        if not self.config.vectors_only:
             try:
                 self.thinking = await self._probe_thinking()
             except (HeshiError, aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
@@ -161,40 +160,10 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
             return None
         return Thinking(opens_block=on.rstrip().endswith(THINK_OPEN), switchable=on != off)
 
-    def _check_files(self) -> None:
-        """Refuse, with the setting named, what llama.cpp would fail on with a bare
-        "failed to init" or silently ignore: a KV format the heads cannot take, a draft
-        model whose tokenizer differs (llama.cpp then never drafts)."""
-        cfg = self.config
-        if cfg.kv_cache_type == "f16" and cfg.speculative.type != "draft":
-            return  # nothing to check: llama.cpp's own load error names a bad file
-        info = read_gguf_info(self.model_path)
-        if cfg.kv_cache_type == "q8_0" and info.head_size and info.head_size % 32:
-            raise ModelFileError(
-                f"kv_cache_type q8_0 需要注意力头维度是 32 的倍数，{self.model_path.name} 是 "
-                f"{info.head_size} / kv_cache_type q8_0 needs a head size divisible by 32; "
-                f"{self.model_path.name} has {info.head_size}: use f16"
-            )
-        if cfg.speculative.type != "draft":
-            return
-        if self.draft_path is None:
-            raise ModelFileError(
-                "speculative.type draft 需要草稿模型文件 / speculative.type draft needs the draft "
-                "model's file (LlamaCppEngine.from_store resolves speculative.draft_model)"
-            )
-        kind, size, bos, eos = info.vocab
-        d_kind, d_size, d_bos, d_eos = read_gguf_info(self.draft_path).vocab
-        if (kind, bos, eos) != (d_kind, d_bos, d_eos) or abs((size or 0) - (d_size or 0)) > 128:
-            raise ModelFileError(
-                f"speculative.draft_model {self.draft_path.name} 的分词器与 "
-                f"{self.model_path.name} 不同 / speculative.draft_model {self.draft_path.name} "
-                f"has another tokenizer than {self.model_path.name} ({d_kind}, {d_size} tokens "
-                f"vs {kind}, {size}): llama.cpp would never draft with it"
-            )
-
     def _load(self) -> Any:
         import xllamacpp
 
+        check_files(self.config, self.model_path, self.draft_path)
         params = server_params(
             self.config, self.model_path, self.model_name, self.draft_path, self._listener_key
         )

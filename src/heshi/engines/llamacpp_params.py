@@ -1,4 +1,5 @@
-"""llama-server's parameters for one embedded model, from its ``engine`` settings."""
+"""llama-server's parameters for one embedded model, from its ``engine`` settings, and
+the checks of its files that llama.cpp itself would answer badly."""
 
 from __future__ import annotations
 
@@ -6,10 +7,37 @@ from pathlib import Path
 from typing import Any
 
 from heshi.config import LocalEngineConfig
+from heshi.errors import ModelFileError
 from heshi.hub.gguf_info import read_gguf_info
 
 _POOLING = {"mean": 1, "cls": 2, "last": 3, "rank": 4}
 _KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}
+
+
+def check_files(cfg: LocalEngineConfig, model_path: Path, draft_path: Path | None) -> None:
+    """Refuse, with the setting named, what llama.cpp would fail on with a bare "failed to
+    init" or silently ignore: a KV format the heads cannot take, a draft model whose
+    tokenizer differs (llama.cpp then never drafts)."""
+    if cfg.kv_cache_type == "f16" and cfg.speculative.type != "draft":
+        return  # nothing to check: llama.cpp's own load error names a bad file
+    info = read_gguf_info(model_path)
+    if cfg.kv_cache_type == "q8_0" and info.head_size and info.head_size % 32:
+        raise ModelFileError(
+            f"kv_cache_type q8_0 需要注意力头维度是 32 的倍数，{model_path.name} 是 "
+            f"{info.head_size} / kv_cache_type q8_0 needs a head size divisible by 32; "
+            f"{model_path.name} has {info.head_size}: use f16"
+        )
+    if cfg.speculative.type != "draft" or draft_path is None:
+        return  # (no path: server_params refuses it)
+    kind, size, bos, eos = info.vocab
+    d_kind, d_size, d_bos, d_eos = read_gguf_info(draft_path).vocab
+    if (kind, bos, eos) != (d_kind, d_bos, d_eos) or abs((size or 0) - (d_size or 0)) > 128:
+        raise ModelFileError(
+            f"speculative.draft_model {draft_path.name} 的分词器与 {model_path.name} 不同 / "
+            f"speculative.draft_model {draft_path.name} has another tokenizer than "
+            f"{model_path.name} ({d_kind}, {d_size} tokens vs {kind}, {size}): llama.cpp "
+            "would never draft with it"
+        )
 
 
 def server_params(
@@ -29,8 +57,7 @@ def server_params(
     # One step of llama.cpp's loop decodes each running stream's next token and up to
     # this many prompt tokens: the step size bounds the pause a long prompt causes.
     # An embedding model pools a whole input in one pass: its step holds 512 at least.
-    embeds = cfg.embeddings or cfg.pooling == "rank"
-    params.n_batch = params.n_ubatch = max(cfg.batch, 512) if embeds else cfg.batch
+    params.n_batch = params.n_ubatch = max(cfg.batch, 512) if cfg.vectors_only else cfg.batch
     params.cont_batching = True
     params.cache_prompt = cfg.cache_prompt
     params.cache_ram_mib = cfg.prompt_cache_mib
@@ -46,7 +73,7 @@ def server_params(
     # Heshi separates a thinking model's <think> block itself (heshi.engines.reasoning),
     # the same way for every template and for tool-call answers.
     params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
-    params.embedding = embeds
+    params.embedding = cfg.vectors_only
     # xllamacpp also opens llama-server's own HTTP listener. Only the engine uses it
     # (its /apply-template and /tokenize count prompt tokens exactly): it is bound to
     # loopback and locked with a random key no one else knows. In-process calls
