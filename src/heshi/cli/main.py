@@ -9,6 +9,7 @@ import typer
 from heshi import __version__
 from heshi.cli import aigc as aigc_cli
 from heshi.cli import audit as audit_cli
+from heshi.cli import bench as bench_cli
 from heshi.cli import chat as chat_cli
 from heshi.cli import docs as docs_cli
 from heshi.cli import evaluate as evaluate_cli
@@ -38,6 +39,7 @@ app.add_typer(kb_cli.app, name="kb")
 app.add_typer(docs_cli.app, name="docs")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
+app.command("bench")(bench_cli.bench)
 app.add_typer(guard_cli.app, name="guard")
 app.add_typer(evaluate_cli.app, name="eval")
 app.add_typer(audit_cli.app, name="audit")

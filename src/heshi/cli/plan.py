@@ -19,6 +19,7 @@ from heshi.plan import resolve_hardware
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.fit import resolve_row
 from heshi.plan.gguf import spec_from_gguf
+from heshi.plan.memory import KV_BYTES
 from heshi.plan.predict import ENGINES, predict
 from heshi.plan.quant import Quant, quant
 from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend, smallest_change
@@ -61,6 +62,14 @@ def plan(
         str | None,
         typer.Option("--emit", help=f"{' | '.join(EMITTERS)}: launch command of the best fit"),
     ] = None,
+    kv_cache: Annotated[
+        str,
+        typer.Option(
+            "--kv-cache",
+            help="llama.cpp KV 缓存格式 f16 | q8_0（q8_0 省约一半内存）/ llama.cpp's KV cache "
+            "format: f16 | q8_0 (q8_0 takes about half the memory)",
+        ),
+    ] = "f16",
     top: Annotated[int, typer.Option("--top", help="显示前 N 个 / show N options")] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
 ) -> None:
@@ -87,6 +96,7 @@ def plan(
             ttft_p95_s=_seconds(ttft_p95) if ttft_p95 else None,
             min_quality=parse_quality(min_quality),
             models=tuple(catalog.model(m).id for m in model or ()),
+            kv_cache=kv_cache,
         )
         ranked, rejected = recommend(req)
         change = None if ranked else smallest_change(req, rejected)
@@ -158,6 +168,9 @@ def predict_command(
     input_tokens: Annotated[int, typer.Option("--input-tokens", help="输入 token 数")] = 1024,
     output_tokens: Annotated[int, typer.Option("--output-tokens", help="输出 token 数")] = 256,
     batch: Annotated[int, typer.Option("--batch", help="并发序列数 / sequences at once")] = 1,
+    kv_cache: Annotated[
+        str, typer.Option("--kv-cache", help="KV 缓存格式 / KV cache format: f16 | q8_0")
+    ] = "f16",
     rows: Annotated[
         Path | None,
         typer.Option(
@@ -193,12 +206,17 @@ def predict_command(
             )
         assert model and engine and hardware
         spec, q = _model_and_quant(model, quant_name)
+        if kv_cache not in KV_BYTES:
+            raise InvalidRequest(
+                f"--kv-cache 取 f16 或 q8_0 / --kv-cache takes f16 or q8_0, got {kv_cache!r}",
+                param="kv_cache",
+            )
         result = predict(
             spec,
             q,
             engine.strip().lower(),
             resolve_hardware(hardware),
-            Workload(input_tokens, output_tokens, batch),
+            Workload(input_tokens, output_tokens, batch, KV_BYTES[kv_cache]),
         ).as_json()
         if json_output:
             typer.echo(json.dumps(result, ensure_ascii=False))

@@ -19,9 +19,12 @@ def print_plan(
     preset = req.preset
     console.print(
         f"{req.hardware} · {preset.name} ({preset.description}; ~{preset.input_tokens} in / "
-        f"~{preset.output_tokens} out tokens) · {req.concurrency} users × {req.context} tokens",
+        f"~{preset.output_tokens} out tokens) · {req.concurrency} users × {req.context} tokens"
+        + (f" · llama.cpp KV {req.kv_cache}" if req.kv_cache != "f16" else ""),
         markup=False,
     )
+    if req.hardware.device.id == "local":
+        console.print(f"本机 / this machine: {req.hardware.device.notes}", markup=False)
     if ranked:
         table = Table(title="可行配置 / feasible configurations (best first)")
         for header in (

@@ -4,8 +4,11 @@ A decode step streams every weight once (plus the KV cache) and does 2 FLOPs per
 parameter per sequence, so its time is the larger of bytes / bandwidth and FLOPs / compute
 rate. Prefill is compute-bound. The bandwidth and compute figures are:
 
-- ``local`` (this machine): measured when asked, in about a second — sustained read
-  bandwidth with one numpy reduction thread per core, and numpy's float32 GEMM rate.
+- ``local`` (this machine): what ``heshi bench`` measured with the engine itself
+  (:mod:`heshi.plan.measured`: effective read bandwidth, per-stream decode compute and
+  prefill rate, no efficiency factors applied); without a bench result, measured when
+  asked in about a second — sustained read bandwidth with one numpy reduction thread per
+  core, and numpy's float32 GEMM rate — with the a-priori efficiencies below.
 - catalog CPU servers: the theoretical peak (channels × MT/s × 8 bytes) times
   ``_CATALOG_BANDWIDTH_FRACTION``, the share of it a STREAM-like read typically sustains.
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from heshi.catalog import Accelerator, CpuSpec, Hardware, ModelSpec
+from heshi.plan.measured import Measured, measured_here
 from heshi.plan.memory import (
     GIB,
     Workload,
@@ -95,19 +99,31 @@ def _mem_available_gb() -> float | None:
 
 @cache
 def local_machine() -> Accelerator:
-    """This machine as a CPU device, its bandwidth and GEMM rate measured now."""
+    """This machine as a CPU device: its engine's figures from ``heshi bench``, else its
+    bandwidth and GEMM rate measured now."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
-    bandwidth = _measure_read_bandwidth(cores) / 1e9
-    gemm = _measure_gemm_flops() / 1e12
+    measured, unused = measured_here()
+    if measured is not None:
+        bandwidth, gemm = measured.read_bandwidth_gb_s, measured.prefill_tflops
+        source = f"measured: {measured.describe()}"
+    else:
+        bandwidth = _measure_read_bandwidth(cores) / 1e9
+        gemm = _measure_gemm_flops() / 1e12
+        source = (
+            "numpy 带宽与 GEMM 估算，运行 heshi bench 获得引擎实测 / estimated from numpy "
+            "read bandwidth and fp32 GEMM: run heshi bench to measure the engine itself"
+        )
+        if unused:
+            source += f" ({unused})"
     return Accelerator(
         id="local",
         name=f"this machine ({cores} cores)",
         vendor="",
         kind="cpu",
         memory_gb=_mem_available_gb(),
-        bandwidth_gb_s=round(bandwidth, 1),
-        fp16_tflops=round(gemm, 4),
+        bandwidth_gb_s=round(bandwidth, 2),
+        fp16_tflops=round(gemm, 5),
         bf16_tflops=None,
         int8_tops=None,
         fp8_tflops=None,
@@ -117,8 +133,12 @@ def local_machine() -> Accelerator:
         interconnect="",
         interconnect_gb_s=None,
         cpu=CpuSpec(cores=cores, sockets=None, memory_channels=None, memory_type=None),
-        notes="measured: sustained read bandwidth (numpy, one thread per core), fp32 GEMM",
+        notes=source,
     )
+
+
+def _measured_for(device: Accelerator) -> Measured | None:
+    return measured_here()[0] if device.id == "local" else None
 
 
 def predict_llamacpp(
@@ -132,6 +152,9 @@ def predict_llamacpp(
     notes: list[str] = []
     bandwidth = (device.bandwidth_gb_s or 0.0) * 1e9
     compute = (device.compute_tflops or 0.0) * 1e12
+    measured = _measured_for(device)
+    if measured is not None:
+        return _from_measured(spec, q, hw, work, weights, kv, measured)
     if device.kind == "cpu":
         if device.id != "local":
             bandwidth *= _CATALOG_BANDWIDTH_FRACTION
@@ -151,7 +174,7 @@ def predict_llamacpp(
         return EngineEstimate(0.0, 0.0, (weights + kv) / per_device, usable, notes)
     active = parameter_counts(spec).active_linear
     per_step_bytes = weight_bytes_read_per_token(spec, q)
-    kv_token = kv_bytes_per_token(spec)
+    kv_token = kv_bytes_per_token(spec, work.kv_bytes)
     mean_context = n_in + n_out / 2
     step_time = (per_step_bytes + batch * kv_token * mean_context) / bandwidth
     if decode_compute > 0:
@@ -163,3 +186,32 @@ def predict_llamacpp(
     per_device = 1 if device.kind == "cpu" else hw.count
     required = (weights + kv) / per_device + _COMPUTE_BUFFER_GIB * GIB
     return EngineEstimate(prefill, decode, required, usable, notes)
+
+
+def _from_measured(
+    spec: ModelSpec,
+    q: Quant,
+    hw: Hardware,
+    work: Workload,
+    weights: float,
+    kv: float,
+    measured: Measured,
+) -> EngineEstimate:
+    """This machine from its ``heshi bench`` figures: a decode step of B streams reads
+    the weights and their caches, and each stream beyond the first adds its compute."""
+    device = hw.device
+    bandwidth = measured.read_bandwidth_gb_s * 1e9
+    step_time = (
+        weight_bytes_read_per_token(spec, q)
+        + work.batch
+        * kv_bytes_per_token(spec, work.kv_bytes)
+        * (work.input_tokens + work.output_tokens / 2)
+    ) / bandwidth
+    if measured.decode_sequence_gflops:
+        active = parameter_counts(spec).active_linear
+        step_time += (work.batch - 1) * 2.0 * active / (measured.decode_sequence_gflops * 1e9)
+    prefill = work.batch * prefill_flops(spec, work.input_tokens) / (measured.prefill_tflops * 1e12)
+    usable = max(((device.memory_gb or 0.0) - _OS_RESERVE_GIB) * GIB, 0.0)
+    required = weights + kv + _COMPUTE_BUFFER_GIB * GIB
+    notes = [f"速度取自本机实测 / speed from this machine's {measured.describe()}"]
+    return EngineEstimate(prefill, step_time * work.output_tokens, required, usable, notes)

@@ -106,6 +106,8 @@ def llamacpp(option: Option, context: int, concurrency: int) -> str:
     argv += ["-c", str(_context(option, context) * slots), "-np", str(slots), "-cb"]
     if option.hardware.device.kind != "cpu":
         argv += ["-ngl", "999"]
+    if option.kv_cache != "f16":  # a quantized V cache needs flash attention
+        argv += ["-fa", "on", "-ctk", option.kv_cache, "-ctv", option.kv_cache]
     argv += ["--host", "0.0.0.0", "--port", str(_PORTS["llamacpp"])]
     command = " ".join(shlex.quote(a) for a in argv)
     if not repo:

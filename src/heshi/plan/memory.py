@@ -29,13 +29,20 @@ LEGACY_TRANSFORMERS = "transformers-4.38"
 MEMORY_FEATURES = ("activations", "logits", "devices")
 
 
+# Bytes per cached key/value element: f16, or llama.cpp's q8_0 (blocks of 32 int8 values
+# and one f16 scale: 34 bytes per 32 values).
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
+
+
 @dataclass(frozen=True)
 class Workload:
-    """One batch: ``batch`` sequences of ``input_tokens`` prompt and ``output_tokens`` out."""
+    """One batch: ``batch`` sequences of ``input_tokens`` prompt and ``output_tokens`` out,
+    their KV cache stored in ``kv_bytes`` bytes per element."""
 
     input_tokens: int
     output_tokens: int
     batch: int = 1
+    kv_bytes: float = KV_BYTES["f16"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,8 @@ def prefill_flops(spec: ModelSpec, tokens: int, context_before: int = 0) -> floa
 def kv_cache_bytes(spec: ModelSpec, work: Workload) -> float:
     """KV cache (and hybrid recurrent state) of the batch's sequences at full length."""
     tokens = work.input_tokens + work.output_tokens
-    return work.batch * (kv_bytes_per_token(spec) * tokens + state_bytes_per_sequence(spec))
+    per_token = kv_bytes_per_token(spec, work.kv_bytes)
+    return work.batch * (per_token * tokens + state_bytes_per_sequence(spec))
 
 
 def weights_and_kv(spec: ModelSpec, q: Quant, work: Workload) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 from heshi import catalog
 from heshi.catalog import Hardware, ModelSpec
 from heshi.errors import InvalidRequest
-from heshi.plan.memory import GIB, Workload, kv_bytes_per_token, parameter_counts
+from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_bytes_per_token, parameter_counts
 from heshi.plan.predict import Prediction, predict
 from heshi.plan.quant import QUANTS, Quant, quant
 
@@ -66,6 +66,7 @@ class Option:
     feasible: bool
     reasons: list[str] = field(default_factory=list)
     published: bool = True  # a published checkpoint exists in this quantization
+    kv_cache: str = "f16"  # the KV cache's number format (llama.cpp: f16 or q8_0)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Option:
                 self.prediction.usable_memory_gb - self.prediction.required_memory_gb, 2
             ),
             "max_concurrent_sequences": self.max_sequences,
+            "kv_cache": self.kv_cache,
             "per_user_tokens_per_s": round(self.per_user_tokens_per_s, 1),
             "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1),
             "ttft_p95_s": round(self.ttft_p95_s, 3),
@@ -99,6 +101,7 @@ class Request:
     ttft_p95_s: float | None = None
     min_quality: tuple[str, float] | None = None  # (metric, value), e.g. ("ceval", 75)
     models: tuple[str, ...] = ()  # restrict to these (ids); empty = every Qwen model
+    kv_cache: str = "f16"  # llama.cpp's KV cache format: f16 or q8_0 (others keep 16-bit)
 
 
 def parse_quality(text: str | None) -> tuple[str, float] | None:
@@ -154,12 +157,15 @@ def _evaluate(
     hw = Hardware(tp, req.hardware.device)
     context = min(req.context, spec.context or req.context)
     preset = req.preset
-    work = Workload(min(preset.input_tokens, context - 1), preset.output_tokens, req.concurrency)
+    kv_cache = req.kv_cache if engine == "llamacpp" else "f16"
+    kv = KV_BYTES[kv_cache]
+    n_in = min(preset.input_tokens, context - 1)
+    work = Workload(n_in, preset.output_tokens, req.concurrency, kv)
     at_load = predict(spec, q, engine, hw, work)
-    single = predict(spec, q, engine, hw, Workload(work.input_tokens, 1, 1))
+    single = predict(spec, q, engine, hw, Workload(n_in, 1, 1, kv))
     reasons = [p for p in single.problems if "per device" not in p]
     # Memory: weights plus the cache of every concurrent sequence at full context.
-    per_sequence = kv_bytes_per_token(spec) * context / tp
+    per_sequence = kv_bytes_per_token(spec, kv) * context / tp
     free = (at_load.usable_memory_gb - single.required_memory_gb) * GIB
     max_sequences = max(int(free // per_sequence), 0) if per_sequence else req.concurrency
     if not reasons and free <= 0:
@@ -205,6 +211,7 @@ def _evaluate(
         feasible=not reasons,
         reasons=reasons,
         published=published,
+        kv_cache=kv_cache,
     )
 
 
@@ -217,6 +224,12 @@ def recommend(req: Request) -> tuple[list[Option], list[Option]]:
     """(feasible options best first, the best rejected option of each larger model)."""
     if req.concurrency < 1 or req.context < 256:
         raise InvalidRequest("concurrency ≥ 1 and context ≥ 256 / 并发 ≥ 1，上下文 ≥ 256")
+    if req.kv_cache not in KV_BYTES:
+        raise InvalidRequest(
+            f"--kv-cache 取 {' | '.join(KV_BYTES)} / --kv-cache takes {' or '.join(KV_BYTES)}, "
+            f"got {req.kv_cache!r}",
+            param="kv_cache",
+        )
     specs = (
         [catalog.model(m) for m in req.models]
         if req.models

@@ -66,7 +66,7 @@ def features(
     if bandwidth <= 0 or flops <= 0:
         raise ValueError(f"{device.id}: no bandwidth or FLOPS figure in the catalog")
     n_in, n_out, batch = work.input_tokens, work.output_tokens, work.batch
-    kv_token = kv_bytes_per_token(spec)
+    kv_token = kv_bytes_per_token(spec, work.kv_bytes)
     # Sum over steps i of the cache each sequence reads: (n_in + i) tokens, i < n_out.
     kv_read = batch * kv_token * (n_in * n_out + n_out * (n_out - 1) / 2)
     weights = weight_bytes_read_per_token(spec, q)
