@@ -43,6 +43,9 @@ def test_bench_measures_writes_and_plan_uses_it(
     assert saved["prefill_tokens"] >= 300 and saved["prefill_tokens_per_s"] > 0
     assert saved["ttft_s"] > 0 and saved["engine"]["threads"] == 1
     assert saved["effective"]["read_bandwidth_gb_s"] > 0
+    engine = saved["engine"]
+    assert engine["features"] and all(" " not in f and ":" not in f for f in engine["features"])
+    assert not set(engine["unused_cpu_features"]) & set(engine["features"])
     # llama.cpp's per-request log went to a file, not to the terminal
     log = (home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
     assert "print_timing" in log

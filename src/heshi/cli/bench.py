@@ -120,7 +120,7 @@ def bench(
 ) -> None:
     """测量本机推理引擎（约一分钟），供 heshi plan --hardware local 使用。/ Measure this
     machine's embedded engine (about a minute) for heshi plan --hardware local."""
-    from heshi.engines.bench import now
+    from heshi.engines.bench import engine_features, now, unused_cpu_features
     from heshi.engines.llamacpp import LlamaCppEngine
     from heshi.hub.store import ModelStore
     from heshi.plan.gguf import spec_from_gguf
@@ -166,6 +166,8 @@ def bench(
                 "threads": engine_cfg.threads,
                 "batch": engine_cfg.batch,
                 "kv_cache_type": engine_cfg.kv_cache_type,
+                "features": engine_features(),
+                "unused_cpu_features": unused_cpu_features(engine_features()),
             },
             "load_s": round(load_s, 2),
             **measured,
@@ -180,6 +182,16 @@ def bench(
         typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
     else:
         _print(result)
+    unused = result["engine"]["unused_cpu_features"]
+    if unused:
+        err_console.print(
+            f"本机 CPU 支持 {', '.join(unused)}，但引擎未按其编译：`make native-engine` 可为本机"
+            f"重新编译 / this CPU has {', '.join(unused)} and the engine build does not use "
+            "them: `make native-engine` rebuilds it for this CPU (docs/decisions.md: batched "
+            "decode gains with AVX-512)",
+            style="yellow",
+            markup=False,
+        )
     if saved is not None:
         err_console.print(f"已写入 / written: {saved}", markup=False, highlight=False)
         if cfg.home != default_home():

@@ -195,5 +195,45 @@ async def measure(
     return result
 
 
+# CPU flags (/proc/cpuinfo) that llama.cpp's kernels use when built for them, and the name
+# its system info gives each. The PyPI wheel of the engine is built for AVX2.
+_CPU_FEATURES = (
+    ("avx512f", "AVX512"),
+    ("avx512_vnni", "AVX512_VNNI"),
+    ("avx512_bf16", "AVX512_BF16"),
+    ("avx_vnni", "AVX_VNNI"),
+    ("amx_int8", "AMX_INT8"),
+    ("asimddp", "DOTPROD"),
+    ("sve", "SVE"),
+)
+
+
+def engine_features() -> list[str]:
+    """What this llama.cpp build uses, from its system info (``AVX2 = 1`` …)."""
+    import xllamacpp
+
+    info = str(xllamacpp.get_system_info())
+    return sorted(
+        name.rsplit(":", 1)[-1].strip()  # the first one reads "CPU : SSE3"
+        for name, _, value in (part.partition("=") for part in info.split("|"))
+        if value.strip() == "1"
+    )
+
+
+def unused_cpu_features(features: Sequence[str]) -> list[str]:
+    """Instruction sets this CPU has and the engine build does not use."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            flags: set[str] = set()
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        return []
+    return [name for flag, name in _CPU_FEATURES if flag in flags and name not in features]
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
