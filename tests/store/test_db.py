@@ -19,12 +19,13 @@ from tests.store.databases import outage
 def test_migrate_creates_the_tables_and_is_idempotent(database: Database) -> None:
     tables = set(inspect(database.engine).get_table_names())
     assert {"api_keys", "usage_ledger", "usage_pruned_totals", "alembic_version"} <= tables
+    assert {"admin_tokens", "admin_sessions"} <= tables
     indexes = {ix["name"] for ix in inspect(database.engine).get_indexes("usage_ledger")}
     assert {"ix_usage_ledger_tenant_ts", "ix_usage_ledger_key_id_ts"} <= indexes
 
     database.migrate()  # a second gateway start must find nothing to do
     with database.read() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
 
 
 def test_migrations_match_the_tables_module(database: Database) -> None:

@@ -1,7 +1,8 @@
 """Tamper-evident audit log: append-only, hash-chained, pruned behind signed checkpoints.
 
-Reading it is an administrator's job: only the local ``heshi audit`` command does; no
-HTTP endpoint exposes it.
+Reading it is an administrator's job: the local ``heshi audit`` command, and the admin
+API's ``/admin/v1/audit/…`` routes for holders of an admin or auditor token
+(docs/admin-api.md).
 """
 
 from heshi.audit.chain import Issue, VerifyReport

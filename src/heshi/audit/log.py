@@ -225,6 +225,20 @@ class AuditLog:
             for row in result.mappings():
                 yield AuditRecord.from_row(row)
 
+    def page(
+        self, *, limit: int, before_seq: int | None = None, tenant: str | None = None
+    ) -> list[AuditRecord]:
+        """Up to ``limit`` records (not checkpoints), newest first, below ``before_seq``,
+        of ``tenant`` when given: what a log viewer shows a page at a time."""
+        c = audit_log.c
+        query = select(audit_log).where(c.kind == RECORD).order_by(c.seq.desc()).limit(limit)
+        if before_seq is not None:
+            query = query.where(c.seq < before_seq)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
+            return [AuditRecord.from_row(row) for row in conn.execute(query).mappings()]
+
     def export(
         self,
         since: datetime | None = None,

@@ -1,6 +1,7 @@
 """``heshi audit``: verify, export and prune the audit log (local administrators only).
 
-The commands open the configured database directly; no HTTP endpoint exposes the log.
+The commands open the configured database directly (the admin API offers the same to
+admin and auditor tokens: docs/admin-api.md).
 The audit key comes from ``HESHI_AUDIT_KEY`` or ``$HESHI_HOME/audit.key``
 (:mod:`heshi.audit.head`).
 """

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.text import Text
 
+from heshi.admin.service import KeySpec
+from heshi.cli.admin import admin_service, cli_actor
 from heshi.cli.database import ConfigOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.store.keys import ApiKey, KeyStore
@@ -90,18 +92,10 @@ def create(
             else parse_time(expires, option="--expires", now=datetime.now(UTC), future=True)
         )
         allowed = None if models is None else [m for m in models.split(",") if m.strip()]
-        with open_database(config) as db:
-            store = KeyStore(db)
-            first = store.count() == 0
-            plaintext, key = store.create(
-                tenant,
-                name,
-                models=allowed,
-                rpm=rpm,
-                tpm=tpm,
-                budget_tokens=budget_tokens,
-                expires_at=expires_at,
-            )
+        spec = KeySpec(tenant, name, allowed, rpm, tpm, budget_tokens, expires_at)
+        with admin_service(config) as service:
+            first = service.keys.count() == 0
+            plaintext, key = service.create_key(cli_actor(), spec)
     _print_created(plaintext, key, json_output)
     _say_keys_required(first)
 
@@ -206,8 +200,8 @@ def revoke(
     key_id: IdArgument, config: ConfigOption = None, json_output: JsonOption = False
 ) -> None:
     """Revoke a key."""
-    with reporting_errors(), open_database(config) as db:
-        key = KeyStore(db).revoke(key_id)
+    with reporting_errors(), admin_service(config) as service:
+        key = service.change_key(cli_actor(), key_id, "revoke")
     _report(key, "已吊销 / revoked", json_output)
 
 
@@ -222,8 +216,8 @@ def suspend(
     json_output: JsonOption = False,
 ) -> None:
     """Suspend a key."""
-    with reporting_errors(), open_database(config) as db:
-        key = KeyStore(db).suspend(key_id, reason)
+    with reporting_errors(), admin_service(config) as service:
+        key = service.change_key(cli_actor(), key_id, "suspend", reason)
     _report(key, "已暂停 / suspended", json_output)
 
 
@@ -232,8 +226,8 @@ def resume(
     key_id: IdArgument, config: ConfigOption = None, json_output: JsonOption = False
 ) -> None:
     """Resume a key."""
-    with reporting_errors(), open_database(config) as db:
-        key = KeyStore(db).resume(key_id)
+    with reporting_errors(), admin_service(config) as service:
+        key = service.change_key(cli_actor(), key_id, "resume")
     _report(key, "已恢复 / resumed", json_output)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from heshi import __version__
+from heshi.cli import admin as admin_cli
 from heshi.cli import aigc as aigc_cli
 from heshi.cli import audit as audit_cli
 from heshi.cli import bench as bench_cli
@@ -40,6 +41,7 @@ app.add_typer(docs_cli.app, name="docs")
 app.command("usage")(usage_cli.usage)
 app.add_typer(plan_cli.app, name="plan")
 app.command("bench")(bench_cli.bench)
+app.add_typer(admin_cli.app, name="admin")
 app.add_typer(guard_cli.app, name="guard")
 app.add_typer(evaluate_cli.app, name="eval")
 app.add_typer(audit_cli.app, name="audit")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from heshi.config import HeshiConfig
 from heshi.engines.base import Engine
@@ -19,8 +21,21 @@ from heshi.gateway.docs import DocsExtraction
 from heshi.gateway.errors import on_heshi_error, on_http_error, on_unexpected
 from heshi.gateway.governance import Governance
 from heshi.gateway.handlers import Gateway
+from heshi.web.console import console_routes
 
 log = logging.getLogger("heshi.gateway")
+
+
+def _admin_api(config: HeshiConfig, gov: Governance) -> ASGIApp:
+    """``/admin/v1``: the admin API over the gateway's own database and audit log."""
+    from heshi.admin.api import build_admin_api
+    from heshi.admin.bounded import BoundedBody
+    from heshi.admin.service import AdminService
+
+    env = config.server.admin_token_env
+    bootstrap = os.environ.get(env, "").strip().encode() or None
+    service = AdminService(gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now)
+    return BoundedBody(build_admin_api(service, bootstrap, env))
 
 
 def create_app(
@@ -63,6 +78,8 @@ def create_app(
         Route("/admin/models", admin.list_local, methods=["GET"]),
         Route("/admin/models", admin.load_local, methods=["POST"]),
         Route("/admin/models/{name:path}", admin.unload_local, methods=["DELETE"]),
+        Mount("/admin/v1", app=_admin_api(config, gateway.gov)),
+        *console_routes(),
     ]
     app = Starlette(
         routes=routes,

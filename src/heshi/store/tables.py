@@ -227,3 +227,30 @@ kb_handoffs = Table(
     Column("webhook", String(16), nullable=True),  # sent | failed | NULL (no webhook)
     Column("created_at", UtcDateTime, nullable=False, index=True),
 )
+
+# Admin credentials (heshi.admin): a token per person or system, with a role — "admin"
+# changes things, "auditor" only reads. Only sha256 hashes of the tokens are kept.
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "adm_" + 12 hex
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # admin | auditor
+    Column("prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+# Console sign-ins: the cookie holds a random session id, the table its hash, so any
+# replica on the database knows the session and signing out ends it everywhere.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_id", String(32), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),  # sent back in a header on every change
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)

@@ -1,0 +1,79 @@
+"""Screenshots of every console page for docs/console.md (``make screenshots``).
+
+Starts a gateway in this process on a temporary home (no model, no backend), fills it
+with a few keys through the admin API, signs in with headless Chromium (Debian's
+``chromium``, or ``HESHI_CHROMIUM``) and saves one PNG per page in ``docs/images``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "images"
+TOKEN = "screenshot-admin-token-" + "x" * 16
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    os.environ["HESHI_ADMIN_TOKEN"] = TOKEN
+    from heshi.config import HeshiConfig, LocalEngineConfig
+    from heshi.gateway.app import create_app
+    from tests.loopback import serve_app
+
+    chromium = os.environ.get("HESHI_CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        print("chromium is not installed: apt-get install chromium", file=sys.stderr)
+        return 1
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as home:
+        config = HeshiConfig(home=Path(home), engine=LocalEngineConfig(enabled=False))
+        with serve_app(create_app(config, {})) as url:
+            admin = {"Authorization": f"Bearer {TOKEN}"}
+            for tenant, name in (
+                ("招商物流", "客服机器人"),
+                ("招商物流", "单据抽取"),
+                ("华东零售", "门店助手"),
+            ):
+                httpx.post(
+                    f"{url}/admin/v1/keys",
+                    headers=admin,
+                    json={"tenant": tenant, "name": name, "rpm": 60},
+                )
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1100, "height": 640}, locale="zh-CN")
+                page.goto(url + "/console")
+                page.screenshot(path=str(OUT / "console-signin.png"))
+                page.fill("#signin-token", TOKEN)
+                page.click("#signin-form button[type=submit]")
+                page.wait_for_selector("#page-overview:not([hidden])")
+                page.screenshot(path=str(OUT / "console-overview.png"))
+                page.click("a[href='#keys']")
+                page.wait_for_selector("#keys-table tbody tr")
+                page.screenshot(path=str(OUT / "console-keys.png"))
+                page.fill("#key-tenant", "华东零售")
+                page.fill("#key-name", "会员积分查询")
+                page.click("#key-form button[type=submit]")
+                page.wait_for_selector("#key-once[open]")
+                page.screenshot(path=str(OUT / "console-key-once.png"))
+                page.click("#key-once-close")
+                page.click("a[href='#audit']")
+                page.click("#audit-verify")
+                page.wait_for_selector("#audit-table tbody tr")
+                page.screenshot(path=str(OUT / "console-audit.png"))
+                browser.close()
+    for path in sorted(OUT.glob("console-*.png")):
+        print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

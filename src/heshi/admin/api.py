@@ -1,0 +1,305 @@
+"""The admin HTTP API, version 1, mounted by the gateway at ``/admin/v1``.
+
+A FastAPI application over :class:`heshi.admin.service.AdminService`: its OpenAPI schema
+is generated from the request and response models below and served at
+``/admin/v1/openapi.json`` (no Swagger page: it would load scripts from a CDN, which an
+offline deployment cannot reach; docs/admin-api.md documents every route).
+
+Credentials: ``Authorization: Bearer <admin token>`` — a token from ``heshi admin tokens
+create`` (role admin or auditor), or the bootstrap ``HESHI_ADMIN_TOKEN`` (role admin).
+Errors have the gateway's shape, ``{"error": {"message", "type", "code", "param"}}``.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
+import hmac
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from heshi.admin.schemas import (
+    AuditIssue,
+    AuditRecordOut,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    SessionOut,
+    SignIn,
+    Suspend,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UsageGroup,
+    VerifyOut,
+    WhoAmI,
+)
+from heshi.admin.service import AdminService, KeySpec
+from heshi.admin.sessions import SESSION_HOURS, SessionStore
+from heshi.admin.tokens import Actor
+from heshi.errors import AuthenticationFailed, HeshiError, InvalidRequest, PermissionDenied
+from heshi.gateway.errors import on_http_error
+from heshi.gateway.replies import error_reply
+
+VERSION = "v1"
+_bearer = HTTPBearer(auto_error=False, description="管理令牌 / an admin token (hsa-…)")
+
+# -- the application --------------------------------------------------------------------
+
+
+COOKIE = "heshi_console"
+CSRF_HEADER = "x-heshi-csrf"
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+class AdminApi:
+    """Credentials to actors, and the routes."""
+
+    def __init__(self, service: AdminService, bootstrap: bytes | None, bootstrap_env: str):
+        self.service = service
+        self.bootstrap = bootstrap
+        self.bootstrap_env = bootstrap_env
+        self.sessions = SessionStore(service.db, service.tokens, f"env:{bootstrap_env}")
+
+    def token_actor(self, token: str, via: str) -> Actor | None:
+        token = token.strip()
+        if self.bootstrap is not None and hmac.compare_digest(token.encode(), self.bootstrap):
+            return Actor(f"env:{self.bootstrap_env}", "admin", via)
+        return self.service.tokens.authenticate(token, via)
+
+    def actor(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Actor:
+        if credentials is None:
+            session = self.sessions.find(request.cookies.get(COOKIE, ""))
+            if session is not None:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if request.method not in _SAFE and not hmac.compare_digest(
+                    sent.encode(), session.csrf.encode()
+                ):
+                    raise PermissionDenied(
+                        f"缺少或错误的 {CSRF_HEADER} / missing or wrong {CSRF_HEADER} header",
+                        reason="admin.csrf",
+                    )
+                return session.actor
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthenticationFailed(
+                "缺少管理令牌：Authorization: Bearer <token> / missing admin token: "
+                "Authorization: Bearer <token>",
+                reason="admin.missing_token",
+            )
+        actor = self.token_actor(credentials.credentials, "api")
+        if actor is None:
+            raise AuthenticationFailed(
+                "管理令牌无效或已吊销 / invalid or revoked admin token",
+                reason="admin.bad_token",
+            )
+        return actor
+
+
+def build_admin_api(
+    service: AdminService, bootstrap: bytes | None, bootstrap_env: str = "HESHI_ADMIN_TOKEN"
+) -> FastAPI:
+    """The ``/admin/v1`` application."""
+    api = AdminApi(service, bootstrap, bootstrap_env)
+    app = FastAPI(
+        title="Heshi admin API",
+        version=VERSION,
+        description="Keys, admin tokens, usage and the audit log. 密钥、管理令牌、用量与审计日志。",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(HeshiError)
+    async def heshi_error(request: Request, exc: HeshiError) -> Response:
+        return error_reply(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        where = ".".join(loc[1:]) if first.get("type") != "json_invalid" else ""
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "")
+        return error_reply(
+            InvalidRequest(f"请求无效 / invalid request: {message}", param=where or None)
+        )
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+    Who = Annotated[Actor, Depends(api.actor)]
+
+    def ip(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    @app.post("/session", response_model=SessionOut, tags=["session"])
+    def sign_in(body: SignIn, request: Request, response: Response) -> Any:
+        """Exchange an admin token for a console session cookie (HttpOnly, SameSite=Strict)."""
+        actor = api.token_actor(body.token, "console")
+        if actor is None:
+            raise AuthenticationFailed(
+                "管理令牌无效或已吊销 / invalid or revoked admin token", reason="admin.bad_token"
+            )
+        cookie, session = api.sessions.open(actor)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=SESSION_HOURS * 3600,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return SessionOut(
+            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
+        )
+
+    @app.get("/session", response_model=SessionOut, tags=["session"])
+    def current_session(request: Request) -> Any:
+        """The signed-in console's session (its CSRF secret again, after a page reload)."""
+        session = api.sessions.find(request.cookies.get(COOKIE, ""))
+        if session is None:
+            raise AuthenticationFailed("未登录 / not signed in", reason="admin.no_session")
+        actor = session.actor
+        return SessionOut(
+            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
+        )
+
+    @app.delete("/session", status_code=204, tags=["session"])
+    def sign_out(request: Request) -> Response:
+        api.sessions.close(request.cookies.get(COOKIE, ""))
+        out = Response(status_code=204)
+        out.delete_cookie(COOKIE, path="/")
+        return out
+
+    @app.get("/whoami", response_model=WhoAmI, tags=["session"])
+    def whoami(actor: Who) -> WhoAmI:
+        return WhoAmI(name=actor.name, role=actor.role, via=actor.via)
+
+    @app.get("/keys", response_model=list[KeyOut], tags=["keys"])
+    def list_keys(actor: Who, tenant: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+        return [KeyOut.of(k) for k in service.list_keys(actor, tenant)]
+
+    @app.post("/keys", response_model=KeyCreated, status_code=201, tags=["keys"])
+    def create_key(actor: Who, body: KeyCreate, request: Request) -> Any:
+        spec = KeySpec(
+            body.tenant, body.name, body.models, body.rpm, body.tpm, body.budget_tokens,
+            body.expires_at,
+        )  # fmt: skip
+        plaintext, key = service.create_key(actor, spec, ip(request))
+        return KeyCreated(key=plaintext, **KeyOut.of(key).model_dump())
+
+    @app.get("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
+    def get_key(actor: Who, key_id: str) -> Any:
+        return KeyOut.of(service.get_key(actor, key_id))
+
+    @app.post("/keys/{key_id}/revoke", response_model=KeyOut, tags=["keys"])
+    def revoke_key(actor: Who, key_id: str, request: Request) -> Any:
+        return KeyOut.of(service.change_key(actor, key_id, "revoke", client_ip=ip(request)))
+
+    @app.post("/keys/{key_id}/suspend", response_model=KeyOut, tags=["keys"])
+    def suspend_key(actor: Who, key_id: str, body: Suspend, request: Request) -> Any:
+        return KeyOut.of(
+            service.change_key(actor, key_id, "suspend", body.reason, client_ip=ip(request))
+        )
+
+    @app.post("/keys/{key_id}/resume", response_model=KeyOut, tags=["keys"])
+    def resume_key(actor: Who, key_id: str, request: Request) -> Any:
+        return KeyOut.of(service.change_key(actor, key_id, "resume", client_ip=ip(request)))
+
+    @app.get("/admin-tokens", response_model=list[TokenOut], tags=["admin tokens"])
+    def list_tokens(actor: Who) -> Any:
+        return [TokenOut.of(t) for t in service.list_admin_tokens(actor)]
+
+    @app.post("/admin-tokens", response_model=TokenCreated, status_code=201, tags=["admin tokens"])
+    def create_token(actor: Who, body: TokenCreate, request: Request) -> Any:
+        plaintext, token = service.create_admin_token(actor, body.name, body.role, ip(request))
+        return TokenCreated(token=plaintext, **TokenOut.of(token).model_dump())
+
+    @app.post("/admin-tokens/{token_id}/revoke", response_model=TokenOut, tags=["admin tokens"])
+    def revoke_token(actor: Who, token_id: str, request: Request) -> Any:
+        return TokenOut.of(service.revoke_admin_token(actor, token_id, ip(request)))
+
+    @app.get("/usage", response_model=list[UsageGroup], tags=["usage"])
+    def usage(
+        actor: Who,
+        tenant: Annotated[str, Query(min_length=1, max_length=64)],
+        since: datetime,
+        until: datetime | None = None,
+        by: Literal["model", "key", "day", "endpoint", "reason"] = "day",
+    ) -> Any:
+        _aware(since, "since")
+        _aware(until, "until")
+        rows = service.usage(actor, tenant, since, until, by)
+        return [UsageGroup(**row.__dict__) for row in rows]
+
+    @app.get("/audit/records", response_model=list[AuditRecordOut], tags=["audit"])
+    def audit_records(
+        actor: Who,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before_seq: Annotated[int | None, Query(ge=1)] = None,
+        tenant: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Any:
+        records = service.audit_page(actor, limit=limit, before_seq=before_seq, tenant=tenant)
+        return [
+            AuditRecordOut(**{k: getattr(r, k) for k in AuditRecordOut.model_fields})
+            for r in records
+        ]
+
+    @app.post("/audit/verify", response_model=VerifyOut, tags=["audit"])
+    def audit_verify(actor: Who, request: Request) -> Any:
+        report = service.verify_audit(actor, ip(request))
+        return VerifyOut(
+            intact=report.intact,
+            records=report.records,
+            signed_records=report.signed_records,
+            checkpoints=report.checkpoints,
+            first_seq=report.first_seq,
+            last_seq=report.last_seq,
+            head_hash=report.head_hash,
+            issue_count=report.issue_count,
+            issues=[
+                AuditIssue(seq=i.seq, kind=i.kind, detail=i.detail, explained=str(i))
+                for i in report.issues
+            ],
+            summary=report.summary(),
+        )
+
+    @app.get("/audit/export", tags=["audit"], response_class=StreamingResponse)
+    def audit_export(
+        actor: Who,
+        request: Request,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        format: Literal["jsonl", "csv"] = "jsonl",
+    ) -> StreamingResponse:
+        _aware(since, "since")
+        _aware(until, "until")
+        lines = service.export_audit(actor, since, until, format, ip(request))
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(
+            _encoded(lines),
+            media_type=f"{media}; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="heshi-audit.{format}"'},
+        )
+
+    return app
+
+
+def _aware(value: datetime | None, name: str) -> None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidRequest(
+            f"{name} 需带时区，如 2026-12-01T00:00:00Z / {name} needs a time zone, "
+            "e.g. 2026-12-01T00:00:00Z",
+            param=name,
+        )
+
+
+def _encoded(lines: Iterator[str]) -> Iterator[bytes]:
+    for line in lines:
+        yield line.encode("utf-8")

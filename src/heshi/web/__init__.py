@@ -1,0 +1,1 @@
+"""The web console (``/console``): static pages over the admin API."""

@@ -1,0 +1,154 @@
+"""The console in headless Chromium (Debian's package, driven by Playwright) against a real
+gateway on loopback: sign in, a key shown once, roles, the audit log, the language switch,
+and the page's security headers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.fakes.upstream import FakeUpstream
+from tests.governance.conftest import (
+    GatewayFactory,
+    gateway_config,
+    start_gateway,
+    upstream,
+)
+
+__all__ = ["start_gateway", "upstream"]  # fixtures used here
+
+
+def chromium_path() -> str:
+    path = os.environ.get("HESHI_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        pytest.fail("Chromium is not installed: apt-get install chromium (or set HESHI_CHROMIUM)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def console(
+    browser: Browser, tmp_path: Path, upstream: FakeUpstream, start_gateway: GatewayFactory
+) -> Iterator[tuple[Page, str]]:
+    gw = start_gateway(gateway_config(tmp_path / "home", upstream.base_url))
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page, gw.url
+    context.close()
+    assert not errors, errors  # no script error on any page
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(url + "/console")
+    page.fill("#signin-token", token)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#page-overview")).to_be_visible()
+
+
+def test_sign_in_create_a_key_seen_once_and_verify_the_audit_log(
+    console: tuple[Page, str],
+) -> None:
+    page, url = console
+    page.goto(url + "/")  # the root leads to the console
+    assert page.url.endswith("/console")
+    expect(page.locator("#page-signin h1")).to_have_text("登录控制台")  # Chinese by default
+
+    page.fill("#signin-token", "hsa-wrong")
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#signin-error")).to_contain_text("invalid or revoked")
+
+    sign_in(page, url, ADMIN_TOKEN)
+    expect(page.locator("#who")).to_contain_text("管理员")
+
+    page.click("a[href='#keys']")
+    page.fill("#key-tenant", "acme")
+    page.fill("#key-name", "客服机器人")
+    page.fill("#key-rpm", "60")
+    page.click("#key-form button[type=submit]")
+    dialog = page.locator("#key-once")
+    expect(dialog).to_be_visible()
+    key = page.locator("#key-once-value").inner_text()
+    assert re.fullmatch(r"hs-[\w-]{20,}", key)
+    # the key works on /v1 at once
+    chat = {"model": "qwen", "messages": [{"role": "user", "content": "你好"}]}
+    answer = httpx.post(
+        url + "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code == 200
+    page.click("#key-once-close")
+    expect(dialog).to_be_hidden()
+    row = page.locator("#keys-table tbody tr", has_text="客服机器人")
+    expect(row).to_contain_text("有效")
+    assert key not in page.content()  # shown once: gone from the page
+    page.reload()
+    expect(page.locator("#keys-table tbody tr")).to_have_count(1)
+    assert key not in page.content()
+
+    row.locator("button[data-action=suspend]").click()
+    expect(row).to_contain_text("已暂停")
+
+    page.click("a[href='#audit']")
+    page.click("#audit-verify")
+    expect(page.locator("#audit-result")).to_contain_text("完整")
+    expect(page.locator("#audit-table tbody tr").first).to_contain_text("audit.verify")
+    expect(page.locator("#audit-table")).to_contain_text("keys.suspend")
+    expect(page.locator("#audit-table")).to_contain_text('"via":"console"')
+
+    page.click("#lang")  # English
+    expect(page.locator("a[href='#keys']")).to_have_text("Keys")
+    expect(page.locator("#audit-verify")).to_have_text("Verify the audit log")
+    page.reload()  # the choice is remembered
+    expect(page.locator("a[href='#keys']")).to_have_text("Keys")
+
+    page.click("#signout")
+    expect(page.locator("#page-signin")).to_be_visible()
+    page.goto(url + "/console#keys")
+    expect(page.locator("#page-signin")).to_be_visible()  # the session is gone
+
+
+def test_an_auditor_sees_but_cannot_change(console: tuple[Page, str]) -> None:
+    page, url = console
+    made = httpx.post(
+        url + "/admin/v1/admin-tokens", headers=ADMIN, json={"name": "王审计", "role": "auditor"}
+    )
+    httpx.post(url + "/admin/v1/keys", headers=ADMIN, json={"tenant": "acme", "name": "k"})
+    sign_in(page, url, made.json()["token"])
+    expect(page.locator("#who")).to_contain_text("审计员")
+    page.click("a[href='#keys']")
+    expect(page.locator("#keys-table tbody tr")).to_have_count(1)
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#keys-table button")).to_have_count(0)
+
+
+def test_the_session_cookie_alone_changes_nothing(console: tuple[Page, str]) -> None:
+    page, url = console
+    sign_in(page, url, ADMIN_TOKEN)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert "heshi_console" in cookies
+    cookie = page.context.cookies()[0]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    # a forged cross-site form post carries the cookie but not the CSRF header
+    r = httpx.post(url + "/admin/v1/keys", cookies=cookies, json={"tenant": "x", "name": "y"})
+    assert r.status_code == 403 and "x-heshi-csrf" in r.json()["error"]["message"]
+    assert httpx.get(url + "/admin/v1/keys", cookies=cookies).json() == []
+    page_response = httpx.get(url + "/console")
+    csp = page_response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert '<script type="module" src="/console/static/console.js">' in page_response.text
