@@ -152,3 +152,40 @@ def test_the_session_cookie_alone_changes_nothing(console: tuple[Page, str]) -> 
     csp = page_response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert '<script type="module" src="/console/static/console.js">' in page_response.text
+
+
+def test_the_usage_chart_moves_and_exports_csv(console: tuple[Page, str], tmp_path: Path) -> None:
+    page, url = console
+    key = httpx.post(
+        url + "/admin/v1/keys", headers=ADMIN, json={"tenant": "华东零售", "name": "k"}
+    ).json()["key"]
+    chat = {"model": "qwen", "messages": [{"role": "user", "content": "你好"}]}
+
+    def chats(n: int) -> None:
+        for _ in range(n):
+            r = httpx.post(
+                url + "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert r.status_code == 200
+
+    chats(2)
+    sign_in(page, url, ADMIN_TOKEN)
+    expect(page.locator("#ov-requests")).to_have_text("2")
+    page.click("a[href='#usage']")
+    page.select_option("#usage-by", "tenant")
+    page.click("#usage-form button[type=submit]")
+    bar = page.locator("#usage-chart rect[data-group='华东零售']")
+    expect(bar).to_have_count(1)
+    before = int(bar.get_attribute("data-tokens") or 0)
+    assert before > 0
+    chats(3)
+    page.click("#usage-form button[type=submit]")
+    expect(page.locator("#usage-table tbody tr")).to_contain_text("5")
+    after = int(bar.get_attribute("data-tokens") or 0)
+    assert after > before  # the chart moved
+    with page.expect_download() as download:
+        page.click("#usage-csv")
+    saved = tmp_path / "usage.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text("utf-8-sig").splitlines()
+    assert lines[0].startswith("tenant,requests") and lines[1].startswith("华东零售,5,")

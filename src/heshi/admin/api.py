@@ -11,7 +11,9 @@ Errors have the gateway's shape, ``{"error": {"message", "type", "code", "param"
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
+import csv
 import hmac
+import io
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -44,6 +46,7 @@ from heshi.admin.tokens import Actor
 from heshi.errors import AuthenticationFailed, HeshiError, InvalidRequest, PermissionDenied
 from heshi.gateway.errors import on_http_error
 from heshi.gateway.replies import error_reply
+from heshi.store.usage import UsageRow
 
 VERSION = "v1"
 _bearer = HTTPBearer(auto_error=False, description="管理令牌 / an admin token (hsa-…)")
@@ -228,14 +231,25 @@ def build_admin_api(
     @app.get("/usage", response_model=list[UsageGroup], tags=["usage"])
     def usage(
         actor: Who,
-        tenant: Annotated[str, Query(min_length=1, max_length=64)],
         since: datetime,
         until: datetime | None = None,
-        by: Literal["model", "key", "day", "endpoint", "reason"] = "day",
+        by: Literal["model", "key", "day", "endpoint", "reason", "tenant"] = "day",
+        tenant: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        model: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        key_id: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+        format: Literal["json", "csv"] = "json",
     ) -> Any:
+        """Requests, tokens, errors, mean latency and TTFT per group; every tenant's unless
+        ``tenant`` is given; ``format=csv`` downloads the same rows as CSV."""
         _aware(since, "since")
         _aware(until, "until")
-        rows = service.usage(actor, tenant, since, until, by)
+        rows = service.usage(actor, tenant, since, until, by, model, key_id)
+        if format == "csv":
+            return Response(
+                usage_csv(rows, by),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": 'attachment; filename="heshi-usage.csv"'},
+            )
         return [UsageGroup(**row.__dict__) for row in rows]
 
     @app.get("/audit/records", response_model=list[AuditRecordOut], tags=["audit"])
@@ -289,6 +303,22 @@ def build_admin_api(
         )
 
     return app
+
+
+def usage_csv(rows: list[UsageRow], by: str) -> str:
+    """Usage rows as CSV (a UTF-8 BOM first, so that Excel reads the Chinese right)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([by, *_USAGE_COLUMNS])
+    for row in rows:
+        writer.writerow([row.group or "", *(getattr(row, c) for c in _USAGE_COLUMNS)])
+    return "\ufeff" + out.getvalue()
+
+
+_USAGE_COLUMNS = (
+    "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors",
+    "mean_latency_ms", "mean_ttft_ms",
+)  # fmt: skip
 
 
 def _aware(value: datetime | None, name: str) -> None:

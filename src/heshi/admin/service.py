@@ -213,12 +213,17 @@ class AdminService:
     def usage(
         self,
         actor: Actor,
-        tenant: str,
+        tenant: str | None,
         since: datetime,
         until: datetime | None,
         by: GroupBy,
+        model: str | None = None,
+        key_id: str | None = None,
     ) -> list[UsageRow]:
-        return usage_report(self.db, tenant=tenant, since=since, until=until, by=by)
+        """Usage grouped in the database (one aggregate query; docs/console.md)."""
+        return usage_report(
+            self.db, tenant=tenant, since=since, until=until, by=by, model=model, key_id=key_id
+        )
 
     def audit_page(
         self,

@@ -6,6 +6,14 @@ const API = "/admin/v1";
 const TEXT = {
   zh: {
     "nav.overview": "概览", "nav.keys": "密钥", "nav.audit": "审计", signout: "退出",
+    "nav.usage": "用量", "overview.week": "最近 7 天", "usage.requests": "请求",
+    "usage.tokens": "token", "usage.errors": "错误", "usage.latency": "平均延迟 ms",
+    "usage.since": "起始日期", "usage.until": "截止日期（不含）", "usage.model": "模型",
+    "usage.by": "分组", "usage.by.day": "按天", "usage.by.model": "按模型",
+    "usage.by.tenant": "按租户", "usage.by.key": "按密钥", "usage.by.reason": "按结果",
+    "usage.apply": "查询", "usage.csv": "导出 CSV", "usage.group": "分组",
+    "usage.prompt": "输入 token", "usage.completion": "输出 token", "usage.ttft": "平均首 token ms",
+    "usage.none": "此范围内没有请求", "chart.title": "{group}：{tokens} token，{requests} 次请求",
     "signin.title": "登录控制台", "signin.token": "管理令牌", "signin.submit": "登录",
     "signin.help": "输入管理令牌（heshi admin tokens create 生成，或网关的 HESHI_ADMIN_TOKEN）。",
     "overview.keys": "有效密钥", "overview.tenants": "租户", "overview.role": "我的角色",
@@ -23,6 +31,14 @@ const TEXT = {
   },
   en: {
     "nav.overview": "Overview", "nav.keys": "Keys", "nav.audit": "Audit", signout: "Sign out",
+    "nav.usage": "Usage", "overview.week": "Last 7 days", "usage.requests": "Requests",
+    "usage.tokens": "Tokens", "usage.errors": "Errors", "usage.latency": "Mean latency ms",
+    "usage.since": "From", "usage.until": "Until (exclusive)", "usage.model": "Model",
+    "usage.by": "Group by", "usage.by.day": "day", "usage.by.model": "model",
+    "usage.by.tenant": "tenant", "usage.by.key": "key", "usage.by.reason": "outcome",
+    "usage.apply": "Apply", "usage.csv": "Export CSV", "usage.group": "Group",
+    "usage.prompt": "Input tokens", "usage.completion": "Output tokens", "usage.ttft": "Mean TTFT ms",
+    "usage.none": "No requests in this range", "chart.title": "{group}: {tokens} tokens, {requests} requests",
     "signin.title": "Sign in to the console", "signin.token": "Admin token", "signin.submit": "Sign in",
     "signin.help": "Enter an admin token (from heshi admin tokens create, or the gateway's HESHI_ADMIN_TOKEN).",
     "overview.keys": "Active keys", "overview.tenants": "Tenants", "overview.role": "My role",
@@ -93,16 +109,110 @@ function show(page) {
 async function route() {
   if (!session) { show("signin"); return; }
   const page = (location.hash || "#overview").slice(1);
-  const pages = { overview: loadOverview, keys: loadKeys, audit: loadAudit };
+  const pages = { overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit };
   show(pages[page] ? page : "overview");
   await (pages[page] || loadOverview)();
 }
 
+const number = (value) => (value == null ? "–" : Math.round(value).toLocaleString());
+const isoDay = (date) => date.toISOString().slice(0, 10);
+
 async function loadOverview() {
-  const keys = await call("GET", "/keys");
+  const since = new Date(Date.now() - 6 * 86400000);
+  const [keys, days] = await Promise.all([
+    call("GET", "/keys"),
+    call("GET", `/usage?by=day&since=${isoDay(since)}T00:00:00Z`),
+  ]);
   $("#ov-keys").textContent = keys.filter((k) => k.status === "active").length;
   $("#ov-tenants").textContent = new Set(keys.map((k) => k.tenant)).size;
   $("#ov-role").textContent = t("role." + session.role);
+  const sum = (field) => days.reduce((total, row) => total + row[field], 0);
+  const requests = sum("requests");
+  $("#ov-requests").textContent = number(requests);
+  $("#ov-tokens").textContent = number(sum("total_tokens"));
+  $("#ov-errors").textContent = number(sum("errors"));
+  const weighted = days.reduce((total, row) => total + (row.mean_latency_ms || 0) * row.requests, 0);
+  $("#ov-latency").textContent = requests ? number(weighted / requests) : "–";
+  drawChart($("#ov-chart"), days);
+}
+
+// A bar chart of total tokens per group, drawn as SVG elements (no library).
+function drawChart(box, rows) {
+  const svgNS = "http://www.w3.org/2000/svg";
+  box.replaceChildren();
+  if (!rows.length) {
+    const empty = document.createElement("p");
+    empty.textContent = t("usage.none");
+    box.appendChild(empty);
+    return;
+  }
+  const width = 1000, height = 220, bottom = 24, top = 16;
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const most = Math.max(...rows.map((r) => r.total_tokens), 1);
+  const step = width / rows.length;
+  rows.forEach((row, i) => {
+    const h = ((height - bottom - top) * row.total_tokens) / most;
+    const bar = document.createElementNS(svgNS, "rect");
+    bar.setAttribute("x", String(i * step + step * 0.15));
+    bar.setAttribute("y", String(height - bottom - h));
+    bar.setAttribute("width", String(step * 0.7));
+    bar.setAttribute("height", String(Math.max(h, 1)));
+    bar.dataset.group = row.group ?? "";
+    bar.dataset.tokens = String(row.total_tokens);
+    const title = document.createElementNS(svgNS, "title");
+    title.textContent = t("chart.title", {
+      group: row.group ?? "-", tokens: number(row.total_tokens), requests: number(row.requests),
+    });
+    bar.appendChild(title);
+    svg.appendChild(bar);
+    if (rows.length <= 31) {
+      const label = document.createElementNS(svgNS, "text");
+      label.setAttribute("x", String(i * step + step / 2));
+      label.setAttribute("y", String(height - 6));
+      label.setAttribute("text-anchor", "middle");
+      label.textContent = String(row.group ?? "-").slice(-10);
+      svg.appendChild(label);
+    }
+  });
+  box.appendChild(svg);
+}
+
+function usageQuery(format) {
+  const params = new URLSearchParams();
+  params.set("since", $("#usage-since").value + "T00:00:00Z");
+  if ($("#usage-until").value) params.set("until", $("#usage-until").value + "T00:00:00Z");
+  for (const [field, id] of [["tenant", "#usage-tenant"], ["model", "#usage-model"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(field, value);
+  }
+  params.set("by", $("#usage-by").value);
+  if (format) params.set("format", format);
+  return "/usage?" + params.toString();
+}
+
+async function loadUsage(event) {
+  if (event) event.preventDefault();
+  if (!$("#usage-since").value) $("#usage-since").value = isoDay(new Date(Date.now() - 29 * 86400000));
+  $("#usage-csv").href = API + usageQuery("csv");
+  try {
+    const rows = await call("GET", usageQuery());
+    $("#usage-error").textContent = "";
+    drawChart($("#usage-chart"), rows);
+    const body = $("#usage-table tbody");
+    body.replaceChildren();
+    for (const row of rows) {
+      const tr = document.createElement("tr");
+      cell(tr, row.group ?? "-");
+      for (const field of ["requests", "prompt_tokens", "completion_tokens", "errors", "mean_latency_ms", "mean_ttft_ms"]) {
+        cell(tr, number(row[field]), "num");
+      }
+      body.appendChild(tr);
+    }
+  } catch (error) {
+    $("#usage-error").textContent = error.message;
+  }
 }
 
 async function loadKeys() {
@@ -234,6 +344,7 @@ async function start() {
   $("#key-form").addEventListener("submit", createKey);
   $("#key-once").addEventListener("close", () => { $("#key-once-value").textContent = ""; });
   $("#audit-verify").addEventListener("click", verifyAudit);
+  $("#usage-form").addEventListener("submit", loadUsage);
   window.addEventListener("hashchange", route);
   try {
     signedIn(await call("GET", "/session"));
