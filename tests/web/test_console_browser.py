@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from heshi.config import AigcConfig
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import (
@@ -189,3 +190,51 @@ def test_the_usage_chart_moves_and_exports_csv(console: tuple[Page, str], tmp_pa
     download.value.save_as(saved)
     lines = saved.read_text("utf-8-sig").splitlines()
     assert lines[0].startswith("tenant,requests") and lines[1].startswith("华东零售,5,")
+
+
+def test_the_playground_streams_shows_tool_calls_and_the_aigc_label(
+    browser: Browser,
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HESHI_AIGC_KEY", "a-test-signing-key-of-enough-length")
+    config = gateway_config(tmp_path / "home", upstream.base_url).model_copy(
+        update={"aigc": AigcConfig(enabled=True, uscc="91350100M000100Y43", explicit="end")}
+    )
+    gw = start_gateway(config)
+    upstream.state.deltas = ["您好，", "我是", "客服助手。"]
+    upstream.state.chunk_delay = 0.05
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    sign_in(page, gw.url, ADMIN_TOKEN)
+    page.click("a[href='#playground']")
+    page.click("#pg-new-key")
+    expect(page.locator("#pg-model option")).not_to_have_count(0)
+    page.select_option("#pg-model", "qwen")
+    page.fill("#pg-input", "你好")
+    page.click("#pg-send")
+    answer = page.locator(".turn.assistant").last
+    expect(answer.locator(".text")).to_contain_text("您好，我是客服助手。")
+    expect(answer.locator(".text")).to_contain_text("本内容由人工智能生成")  # explicit label
+    expect(answer.locator(".label")).to_contain_text("ContentProducer")  # implicit label
+    expect(page.locator("#pg-stats")).to_contain_text("token/s")
+    # the first token is on screen within 50 ms of the stream's first byte
+    first_byte = float(answer.get_attribute("data-first-byte-ms") or "nan")
+    first_shown = float(answer.get_attribute("data-first-shown-ms") or "nan")
+    assert 0 <= first_shown - first_byte < 50, (first_byte, first_shown)
+
+    upstream.state.deltas = None
+    upstream.state.tool_calls = [{"name": "lookup_order", "arguments": '{"order_id": "SF1234567"}'}]
+    page.check("#pg-tools-on")
+    page.fill("#pg-input", "查一下订单 SF1234567")
+    page.click("#pg-send")
+    expect(page.locator(".turn.assistant").last.locator(".tools")).to_contain_text(
+        'lookup_order({"order_id": "SF1234567"})'
+    )
+    # the playground's requests are metered under the playground tenant
+    gw.flush()
+    keys = httpx.get(gw.url + "/admin/v1/keys?tenant=playground", headers=ADMIN).json()
+    assert len(keys) == 1 and keys[0]["expires_at"] is not None
+    context.close()

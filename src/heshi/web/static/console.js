@@ -13,7 +13,14 @@ const TEXT = {
     "usage.by.tenant": "按租户", "usage.by.key": "按密钥", "usage.by.reason": "按结果",
     "usage.apply": "查询", "usage.csv": "导出 CSV", "usage.group": "分组",
     "usage.prompt": "输入 token", "usage.completion": "输出 token", "usage.ttft": "平均首 token ms",
-    "usage.none": "此范围内没有请求", "chart.title": "{group}：{tokens} token，{requests} 次请求",
+    "usage.none": "此范围内没有请求", "nav.playground": "演练场",
+    "pg.help": "用一个 API 密钥与网关对话（请求像其他请求一样受守护、计量与审计）。",
+    "pg.key": "API 密钥", "pg.newkey": "创建 12 小时演练密钥", "pg.models": "载入模型",
+    "pg.system": "系统提示（可选）", "pg.input": "你的消息", "pg.tools": "附带示例工具（查询订单）",
+    "pg.send": "发送", "pg.stop": "停止", "pg.clear": "清空对话", "pg.user": "你",
+    "pg.assistant": "模型", "pg.nokey": "请先填入或创建 API 密钥",
+    "pg.stats": "首 token {ttft} ms · {tokens} 个输出 token · {rate} token/s",
+    "pg.label": "AIGC 标识", "pg.toolcall": "工具调用", "chart.title": "{group}：{tokens} token，{requests} 次请求",
     "signin.title": "登录控制台", "signin.token": "管理令牌", "signin.submit": "登录",
     "signin.help": "输入管理令牌（heshi admin tokens create 生成，或网关的 HESHI_ADMIN_TOKEN）。",
     "overview.keys": "有效密钥", "overview.tenants": "租户", "overview.role": "我的角色",
@@ -38,7 +45,15 @@ const TEXT = {
     "usage.by.tenant": "tenant", "usage.by.key": "key", "usage.by.reason": "outcome",
     "usage.apply": "Apply", "usage.csv": "Export CSV", "usage.group": "Group",
     "usage.prompt": "Input tokens", "usage.completion": "Output tokens", "usage.ttft": "Mean TTFT ms",
-    "usage.none": "No requests in this range", "chart.title": "{group}: {tokens} tokens, {requests} requests",
+    "usage.none": "No requests in this range", "nav.playground": "Playground",
+    "pg.help": "Chat with the gateway using an API key (guarded, metered and audited like any request).",
+    "pg.key": "API key", "pg.newkey": "Create a 12-hour playground key", "pg.models": "Load models",
+    "pg.system": "System prompt (optional)", "pg.input": "Your message",
+    "pg.tools": "Offer a sample tool (order lookup)", "pg.send": "Send", "pg.stop": "Stop",
+    "pg.clear": "Clear the conversation", "pg.user": "You", "pg.assistant": "Model",
+    "pg.nokey": "Enter or create an API key first",
+    "pg.stats": "first token {ttft} ms · {tokens} output tokens · {rate} tokens/s",
+    "pg.label": "AIGC label", "pg.toolcall": "Tool call", "chart.title": "{group}: {tokens} tokens, {requests} requests",
     "signin.title": "Sign in to the console", "signin.token": "Admin token", "signin.submit": "Sign in",
     "signin.help": "Enter an admin token (from heshi admin tokens create, or the gateway's HESHI_ADMIN_TOKEN).",
     "overview.keys": "Active keys", "overview.tenants": "Tenants", "overview.role": "My role",
@@ -109,7 +124,10 @@ function show(page) {
 async function route() {
   if (!session) { show("signin"); return; }
   const page = (location.hash || "#overview").slice(1);
-  const pages = { overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit };
+  const pages = {
+    overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
+    playground: loadPlayground,
+  };
   show(pages[page] ? page : "overview");
   await (pages[page] || loadOverview)();
 }
@@ -302,6 +320,172 @@ async function verifyAudit() {
   await loadAudit();
 }
 
+// -- playground: the browser calls /v1 itself, with an API key, and reads the SSE stream
+
+const SAMPLE_TOOL = {
+  type: "function",
+  function: {
+    name: "lookup_order",
+    description: "查询订单状态 / look up an order's status",
+    parameters: {
+      type: "object",
+      properties: { order_id: { type: "string", description: "订单号 / order number" } },
+      required: ["order_id"],
+    },
+  },
+};
+let history = [];
+let controller = null;
+
+function playgroundKey() {
+  return $("#pg-key").value.trim();
+}
+
+async function loadPlayground() {
+  if (!$("#pg-key").value) $("#pg-key").value = sessionStorage.getItem("heshi.pgkey") || "";
+  if (playgroundKey() && !$("#pg-model").options.length) await loadModels();
+}
+
+async function newPlaygroundKey() {
+  try {
+    const expires = new Date(Date.now() + 12 * 3600000).toISOString();
+    const name = ("console " + session.name).slice(0, 64);
+    const created = await call("POST", "/keys", { tenant: "playground", name, expires_at: expires });
+    $("#pg-key").value = created.key;
+    sessionStorage.setItem("heshi.pgkey", created.key); // this tab only, gone when it closes
+    $("#pg-error").textContent = "";
+    await loadModels();
+  } catch (error) {
+    $("#pg-error").textContent = error.message;
+  }
+}
+
+async function loadModels() {
+  if (!playgroundKey()) { $("#pg-error").textContent = t("pg.nokey"); return; }
+  const response = await fetch("/v1/models", { headers: { authorization: "Bearer " + playgroundKey() } });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) { $("#pg-error").textContent = data.error?.message || response.statusText; return; }
+  $("#pg-error").textContent = "";
+  const select = $("#pg-model");
+  select.replaceChildren();
+  for (const model of data.data || []) {
+    const option = document.createElement("option");
+    option.value = option.textContent = model.id;
+    select.appendChild(option);
+  }
+}
+
+function turn(role) {
+  const box = document.createElement("div");
+  box.className = "turn " + role;
+  const who = document.createElement("span");
+  who.className = "role";
+  who.textContent = t(role === "user" ? "pg.user" : "pg.assistant");
+  const text = document.createElement("span");
+  text.className = "text";
+  box.append(who, text);
+  $("#pg-conversation").appendChild(box);
+  return box;
+}
+
+async function send(event) {
+  event.preventDefault();
+  if (!playgroundKey()) { $("#pg-error").textContent = t("pg.nokey"); return; }
+  const content = $("#pg-input").value;
+  turn("user").querySelector(".text").textContent = content;
+  history.push({ role: "user", content });
+  $("#pg-input").value = "";
+  const messages = $("#pg-system").value.trim()
+    ? [{ role: "system", content: $("#pg-system").value.trim() }, ...history]
+    : history;
+  const body = { model: $("#pg-model").value, messages, stream: true, stream_options: { include_usage: true } };
+  if ($("#pg-tools-on").checked) body.tools = [SAMPLE_TOOL];
+  const answer = turn("assistant");
+  const text = answer.querySelector(".text");
+  controller = new AbortController();
+  $("#pg-stop").disabled = false;
+  $("#pg-send").disabled = true;
+  $("#pg-error").textContent = "";
+  const started = performance.now();
+  let firstByte = null, firstShown = null, usage = null;
+  const calls = [];
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST", signal: controller.signal,
+      headers: { authorization: "Bearer " + playgroundKey(), "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      throw new Error(data.error?.message || response.statusText);
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (firstByte === null) firstByte = performance.now();
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        for (const line of event.split("\n")) {
+          if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+          const chunk = JSON.parse(line.slice(6));
+          if (chunk.error) throw new Error(chunk.error.message);
+          if (chunk.usage) usage = chunk.usage;
+          if (chunk.AIGC) showLabel(answer, chunk.AIGC);
+          for (const choice of chunk.choices || []) {
+            const delta = choice.delta || {};
+            if (delta.content) {
+              text.textContent += delta.content;
+              if (firstShown === null) {
+                firstShown = performance.now();
+                answer.dataset.firstByteMs = String(firstByte - started);
+                answer.dataset.firstShownMs = String(firstShown - started);
+              }
+            }
+            for (const call of delta.tool_calls || []) {
+              const slot = (calls[call.index ?? 0] ||= { name: "", arguments: "" });
+              if (call.function?.name) slot.name += call.function.name;
+              if (call.function?.arguments) slot.arguments += call.function.arguments;
+            }
+          }
+        }
+      }
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") $("#pg-error").textContent = error.message;
+  } finally {
+    controller = null;
+    $("#pg-stop").disabled = true;
+    $("#pg-send").disabled = false;
+  }
+  if (calls.length) {
+    const tools = document.createElement("div");
+    tools.className = "tools";
+    tools.textContent = calls.map((c) => `${t("pg.toolcall")}: ${c.name}(${c.arguments})`).join("\n");
+    answer.appendChild(tools);
+  }
+  history.push({ role: "assistant", content: text.textContent });
+  if (usage && firstShown !== null) {
+    const seconds = (performance.now() - firstShown) / 1000;
+    $("#pg-stats").textContent = t("pg.stats", {
+      ttft: Math.round(firstShown - started), tokens: usage.completion_tokens,
+      rate: seconds > 0 ? (usage.completion_tokens / seconds).toFixed(1) : "–",
+    });
+  }
+}
+
+function showLabel(answer, aigc) {
+  const label = document.createElement("div");
+  label.className = "label";
+  label.textContent = `${t("pg.label")}: ${JSON.stringify(aigc)}`;
+  answer.appendChild(label);
+}
+
 function signedIn(data) {
   session = data;
   document.body.classList.toggle("auditor", data.role !== "admin");
@@ -325,6 +509,8 @@ async function signIn(event) {
 async function signOut() {
   await call("DELETE", "/session").catch(() => null);
   session = null;
+  sessionStorage.removeItem("heshi.pgkey");
+  $("#pg-key").value = "";
   $("#nav").hidden = true;
   $("#signout").hidden = true;
   $("#who").textContent = "";
@@ -345,6 +531,11 @@ async function start() {
   $("#key-once").addEventListener("close", () => { $("#key-once-value").textContent = ""; });
   $("#audit-verify").addEventListener("click", verifyAudit);
   $("#usage-form").addEventListener("submit", loadUsage);
+  $("#pg-new-key").addEventListener("click", newPlaygroundKey);
+  $("#pg-models").addEventListener("click", loadModels);
+  $("#pg-form").addEventListener("submit", send);
+  $("#pg-stop").addEventListener("click", () => controller?.abort());
+  $("#pg-clear").addEventListener("click", () => { history = []; $("#pg-conversation").replaceChildren(); });
   window.addEventListener("hashchange", route);
   try {
     signedIn(await call("GET", "/session"));
