@@ -61,17 +61,44 @@ def test_bench_measures_writes_and_plan_uses_it(
     assert any("heshi bench" in note for note in prediction["notes"])
     # the model it was measured with is predicted at its own measured one-stream rate
     assert prediction["decode_tokens_per_s"] == pytest.approx(
-        saved["decode_tokens_per_s"]["1"], rel=0.5
+        saved["decode_tokens_per_s"]["1"], rel=0.05
     )
 
 
 def test_bad_streams_and_a_missing_model_are_one_clear_line(home: Path) -> None:
-    for streams in ("0,2", "a,b", "", "1,65"):
+    for streams in ("0,2", "a,b", "", "1,65", "1", "2,4", "8"):
         result = CliRunner().invoke(app, ["bench", "--streams", streams])
         assert result.exit_code == 1 and "--streams" in result.stderr, streams
     result = CliRunner().invoke(app, ["bench", "--model", str(home / "nope.gguf")])
     assert result.exit_code == 1 and "nope.gguf" in result.stderr
     assert not (home / "bench" / "local.json").exists()
+
+
+def test_an_embedding_engine_config_is_measured_generating(
+    tiny_gguf: Path, home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "heshi.yaml"
+    config.write_text(
+        f"home: {home}\nengine: {{model: {tiny_gguf}, embeddings: true, threads: 1}}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["bench", "-c", str(config), "--streams", "1,2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["decode"][1]["tokens_per_s"] > 0
+    log = (home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
+    assert "print_timing" in log and "embeddings required" not in log  # generating
+
+
+def test_a_home_it_cannot_write_is_one_clear_line(tiny_gguf: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the home's bench folder would go", encoding="utf-8")
+    config = tmp_path / "heshi.yaml"
+    config.write_text(f"home: {blocked}\nengine: {{threads: 1}}\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["bench", "-c", str(config), "--model", str(tiny_gguf), "--streams", "1,2"]
+    )
+    assert result.exit_code == 1 and "HESHI_HOME" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def _trace(times: list[float], start: float = 0.0) -> StreamTrace:

@@ -96,7 +96,7 @@ def plan(
             ttft_p95_s=_seconds(ttft_p95) if ttft_p95 else None,
             min_quality=parse_quality(min_quality),
             models=tuple(catalog.model(m).id for m in model or ()),
-            kv_cache=kv_cache,
+            kv_cache=kv_cache.strip().lower(),
         )
         ranked, rejected = recommend(req)
         change = None if ranked else smallest_change(req, rejected)
@@ -105,6 +105,7 @@ def plan(
             payload = {
                 "workload": preset.__dict__,
                 "hardware": str(req.hardware),
+                "hardware_notes": req.hardware.device.notes,
                 "concurrency": concurrency,
                 "context": req.context,
                 "options": [o.as_json() for o in ranked[:top]],
@@ -206,9 +207,16 @@ def predict_command(
             )
         assert model and engine and hardware
         spec, q = _model_and_quant(model, quant_name)
+        kv_cache = kv_cache.strip().lower()
         if kv_cache not in KV_BYTES:
             raise InvalidRequest(
                 f"--kv-cache 取 f16 或 q8_0 / --kv-cache takes f16 or q8_0, got {kv_cache!r}",
+                param="kv_cache",
+            )
+        if kv_cache != "f16" and engine.strip().lower() != "llamacpp":
+            raise InvalidRequest(
+                "q8_0 KV 缓存仅用于 llama.cpp / a q8_0 KV cache is llama.cpp's: other engines "
+                "are planned with a 16-bit cache",
                 param="kv_cache",
             )
         result = predict(
@@ -217,7 +225,7 @@ def predict_command(
             engine.strip().lower(),
             resolve_hardware(hardware),
             Workload(input_tokens, output_tokens, batch, KV_BYTES[kv_cache]),
-        ).as_json()
+        ).as_json() | {"kv_cache": kv_cache}
         if json_output:
             typer.echo(json.dumps(result, ensure_ascii=False))
         else:

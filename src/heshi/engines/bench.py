@@ -11,8 +11,9 @@ process, no HTTP, speculative decoding off so decode is the model's own rate):
   which every stream is decoding (after the last first token, before the first last
   token), so prompt processing is not counted as decode.
 
-The number of tokens per stream is chosen from the one-stream rate so that each phase
-takes a few seconds whatever the machine. The result goes to ``$HESHI_HOME/bench/
+The number of tokens per stream is chosen from a short first one-stream run (not
+recorded) so that each phase takes a few seconds whatever the machine, and every phase —
+one stream included — decodes that many. The result goes to ``$HESHI_HOME/bench/
 local.json`` with the effective figures :mod:`heshi.plan.measured` derives, which is
 where ``heshi plan --hardware local`` reads them.
 """
@@ -181,16 +182,14 @@ async def measure(
     progress("prefill")
     result: dict[str, Any] = dict(await _prefill(engine))
     result["ttft_s"] = await _short_ttft(engine)
+    progress("decode ×1")
+    # a short first run sets how many tokens each phase decodes; it is not recorded
+    first = await _decode(engine, 1, _FIRST_TOKENS)
+    tokens = max(_MIN_TOKENS, min(_MAX_TOKENS, round(first["tokens_per_s"] * _PHASE_SECONDS)))
     decode: list[dict[str, Any]] = []
-    tokens = _FIRST_TOKENS
     for count in streams:
         progress(f"decode ×{count}")
-        run = await _decode(engine, count, tokens)
-        decode.append(run)
-        if count == streams[0]:
-            per_stream = run["tokens_per_s"] / count
-            wanted = round(per_stream * _PHASE_SECONDS)
-            tokens = max(_MIN_TOKENS, min(_MAX_TOKENS, wanted))
+        decode.append(await _decode(engine, count, tokens))
     result["decode"] = decode
     return result
 
@@ -206,18 +205,6 @@ _CPU_FEATURES = (
     ("asimddp", "DOTPROD"),
     ("sve", "SVE"),
 )
-
-
-def engine_features() -> list[str]:
-    """What this llama.cpp build uses, from its system info (``AVX2 = 1`` …)."""
-    import xllamacpp
-
-    info = str(xllamacpp.get_system_info())
-    return sorted(
-        name.rsplit(":", 1)[-1].strip()  # the first one reads "CPU : SSE3"
-        for name, _, value in (part.partition("=") for part in info.split("|"))
-        if value.strip() == "1"
-    )
 
 
 def unused_cpu_features(features: Sequence[str]) -> list[str]:

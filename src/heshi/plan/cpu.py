@@ -115,7 +115,7 @@ def local_machine() -> Accelerator:
             "read bandwidth and fp32 GEMM: run heshi bench to measure the engine itself"
         )
         if unused:
-            source += f" ({unused})"
+            source += f"（{unused}）"
     return Accelerator(
         id="local",
         name=f"this machine ({cores} cores)",
@@ -155,6 +155,8 @@ def predict_llamacpp(
     measured = _measured_for(device)
     if measured is not None:
         return _from_measured(spec, q, hw, work, weights, kv, measured)
+    if device.id == "local":
+        notes.append(device.notes)  # how this machine's figures were got (no heshi bench)
     if device.kind == "cpu":
         if device.id != "local":
             bandwidth *= _CATALOG_BANDWIDTH_FRACTION
@@ -207,11 +209,10 @@ def _from_measured(
         * kv_bytes_per_token(spec, work.kv_bytes)
         * (work.input_tokens + work.output_tokens / 2)
     ) / bandwidth
-    if measured.decode_sequence_gflops:
-        active = parameter_counts(spec).active_linear
-        step_time += (work.batch - 1) * 2.0 * active / (measured.decode_sequence_gflops * 1e9)
+    active = parameter_counts(spec).active_linear
+    step_time += (work.batch - 1) * 2.0 * active / (measured.decode_sequence_gflops * 1e9)
     prefill = work.batch * prefill_flops(spec, work.input_tokens) / (measured.prefill_tflops * 1e12)
     usable = max(((device.memory_gb or 0.0) - _OS_RESERVE_GIB) * GIB, 0.0)
     required = weights + kv + _COMPUTE_BUFFER_GIB * GIB
-    notes = [f"速度取自本机实测 / speed from this machine's {measured.describe()}"]
+    notes = [f"速度取自本机实测 / speed measured on this machine: {measured.describe()}"]
     return EngineEstimate(prefill, step_time * work.output_tokens, required, usable, notes)

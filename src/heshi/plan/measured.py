@@ -22,7 +22,10 @@ A file written on another machine (another CPU model or core count) is ignored.
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -59,14 +62,15 @@ class Measured:
     measured_at: str
     model: str
     read_bandwidth_gb_s: float
-    decode_sequence_gflops: float | None  # None: extra streams cost nothing measurable
+    decode_sequence_gflops: float
     prefill_tflops: float
 
     def describe(self) -> str:
         return (
-            f"heshi bench {self.measured_at[:10]} ({self.model}): "
-            f"{self.read_bandwidth_gb_s:.1f} GB/s effective read, "
-            f"prefill {self.prefill_tflops * 1000:.0f} GFLOP/s"
+            f"heshi bench {self.measured_at[:10]}（{self.model}）：有效读带宽 "
+            f"{self.read_bandwidth_gb_s:.1f} GB/s，预填充 {self.prefill_tflops * 1000:.0f} "
+            f"GFLOP/s / {self.read_bandwidth_gb_s:.1f} GB/s effective read, prefill "
+            f"{self.prefill_tflops * 1000:.0f} GFLOP/s"
         )
 
 
@@ -76,32 +80,40 @@ def effective_figures(
     prefill_tokens: int,
     prefill_tokens_per_s: float,
     decode_tokens_per_s: dict[int, float],
-) -> dict[str, float | None]:
-    """The three figures from what was measured with ``spec`` in ``q``: step time
-    ``streams / rate`` is fitted as ``a + (streams − 1) · b`` by least squares."""
-    points = [(n, n / rate) for n, rate in sorted(decode_tokens_per_s.items()) if rate > 0]
-    if not points or prefill_tokens_per_s <= 0 or prefill_tokens < 1:
-        raise ValueError("a prefill rate and at least one decode rate are needed")
-    xs = [n - 1.0 for n, _ in points]
-    ys = [t for _, t in points]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    slope = (
-        sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
-        if spread
-        else 0.0
-    )
-    slope = max(slope, 0.0)
-    intercept = mean_y - slope * mean_x
-    if intercept <= 0:  # rates that grow faster than the streams: keep the one-stream step
-        intercept, slope = ys[0], 0.0
+) -> dict[str, float]:
+    """The three figures from what was measured with ``spec`` in ``q``.
+
+    The step of one stream is the measured one (``1 / rate``), so the measured model is
+    predicted at its own one-stream rate. What each further stream adds to a step is the
+    median over the other stream counts of ``(n / rate − step₁) / (n − 1)``, so one
+    disturbed phase does not tilt the line; it is at least the stream's own matrix work
+    at the prefill compute rate (no stream is free, however the run went).
+    """
+    rates = {n: r for n, r in decode_tokens_per_s.items() if math.isfinite(r) and r > 0}
+    if 1 not in rates or len(rates) < 2:
+        raise ValueError("decode rates at one stream and at least one other count are needed")
+    if not (math.isfinite(prefill_tokens_per_s) and prefill_tokens_per_s > 0) or prefill_tokens < 1:
+        raise ValueError("a positive prefill rate is needed")
     active = parameter_counts(spec).active_linear
     flops = prefill_flops(spec, prefill_tokens)
+    prefill_rate = flops * prefill_tokens_per_s / prefill_tokens  # FLOP/s
+    one = 1.0 / rates[1]
+    slopes = sorted((n / r - one) / (n - 1) for n, r in rates.items() if n > 1)
+    slope = max(statistics.median(slopes), 2.0 * active / prefill_rate)
     return {
-        "read_bandwidth_gb_s": round(weight_bytes_read_per_token(spec, q) / intercept / 1e9, 3),
-        "decode_sequence_gflops": round(2.0 * active / slope / 1e9, 3) if slope > 0 else None,
-        "prefill_tflops": round(flops * prefill_tokens_per_s / prefill_tokens / 1e12, 5),
+        "read_bandwidth_gb_s": round(weight_bytes_read_per_token(spec, q) / one / 1e9, 3),
+        "decode_sequence_gflops": round(2.0 * active / slope / 1e9, 3),
+        "prefill_tflops": round(prefill_rate / 1e12, 5),
     }
+
+
+def noisy_counts(decode_tokens_per_s: dict[int, float]) -> list[int]:
+    """Stream counts whose aggregate rate fell well below one stream's: batching never
+    makes a step slower per token, so something else took the CPU during that phase."""
+    one = decode_tokens_per_s.get(1)
+    if not one:
+        return []
+    return [n for n, r in sorted(decode_tokens_per_s.items()) if n > 1 and r < 0.8 * one]
 
 
 def bench_path(home: Path | None = None) -> Path:
@@ -111,12 +123,17 @@ def bench_path(home: Path | None = None) -> Path:
 
 
 def write_result(result: dict[str, Any], home: Path | None = None) -> Path:
-    """Write a ``heshi bench`` result atomically (a reader never sees half a file)."""
+    """Write a ``heshi bench`` result atomically (a reader never sees half a file, and
+    two runs at once never share a temporary file)."""
     path = bench_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(partial, path)
+    fd, partial = tempfile.mkstemp(prefix=".local.", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(result, ensure_ascii=False, indent=1))
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
     return path
 
 
@@ -139,26 +156,54 @@ def read_measured(home: Path | None = None) -> tuple[Measured | None, str | None
         return None, f"{path}: 内容不完整 / incomplete ({exc!r}): run heshi bench again"
 
 
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Unusable(f"{name} 不是数字 / {name} is not a number: run heshi bench again")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise _Unusable(f"{name} 无效 / {name} = {value!r} is not positive: run heshi bench again")
+    return number
+
+
 def _parse(path: Path, data: Any) -> Measured:
-    if data.get("format") != FORMAT:
-        raise _Unusable("格式不符 / another format: run heshi bench again")
-    if data["machine"] != this_machine():
+    fmt = data.get("format")
+    if isinstance(fmt, bool) or fmt != FORMAT:
+        raise _Unusable("格式不符，请重新运行 heshi bench / another format: run heshi bench again")
+    machine = data["machine"]
+    if machine != this_machine():
         raise _Unusable(
-            f"测于另一台机器 / measured on another machine ({data['machine'].get('cpu')}, "
-            f"{data['machine'].get('cores')} cores): ignored"
+            f"测于另一台机器，已忽略 / measured on another machine ({machine.get('cpu')}, "
+            f"{machine.get('cores')} cores): ignored"
+        )
+    built = (data.get("engine") or {}).get("features")
+    if built is not None and built != engine_features():
+        raise _Unusable(
+            "引擎构建已变（如 make native-engine），请重新运行 heshi bench / the engine build "
+            "changed since (e.g. make native-engine): run heshi bench again"
         )
     figures = data["effective"]
-    sequence = figures["decode_sequence_gflops"]
     measured = Measured(
-        measured_at=str(data["measured_at"]),
+        measured_at=str(data.get("measured_at") or "?"),
         model=str(data["model"]["name"]),
-        read_bandwidth_gb_s=float(figures["read_bandwidth_gb_s"]),
-        decode_sequence_gflops=None if sequence is None else float(sequence),
-        prefill_tflops=float(figures["prefill_tflops"]),
+        read_bandwidth_gb_s=_positive(figures["read_bandwidth_gb_s"], "read_bandwidth_gb_s"),
+        decode_sequence_gflops=_positive(
+            figures["decode_sequence_gflops"], "decode_sequence_gflops"
+        ),
+        prefill_tflops=_positive(figures["prefill_tflops"], "prefill_tflops"),
     )
-    if measured.read_bandwidth_gb_s <= 0 or measured.prefill_tflops <= 0:
-        raise _Unusable("数值无效 / non-positive figures: run heshi bench again")
     return measured
+
+
+def engine_features() -> list[str]:
+    """What this llama.cpp build uses, from its system info (``AVX2 = 1`` …)."""
+    import xllamacpp
+
+    info = str(xllamacpp.get_system_info())
+    return sorted(
+        name.rsplit(":", 1)[-1].strip()  # the first one reads "CPU : SSE3"
+        for name, _, value in (part.partition("=") for part in info.split("|"))
+        if value.strip() == "1"
+    )
 
 
 @cache
