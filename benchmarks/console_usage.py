@@ -65,6 +65,39 @@ def timed(fn: Any, repeat: int) -> dict[str, float]:
     }
 
 
+def over_http(sa_url: str, name: str, now: datetime, repeat: int) -> dict[str, Any]:
+    """``GET /admin/v1/usage`` through a gateway on loopback, and the console's first load."""
+    import httpx
+
+    from heshi.config import HeshiConfig, LocalEngineConfig, StoreConfig
+    from heshi.gateway.app import create_app
+    from tests.loopback import serve_app
+
+    result: dict[str, Any] = {}
+    config = HeshiConfig(
+        home=Path("/tmp") / name,
+        engine=LocalEngineConfig(enabled=False),
+        store=StoreConfig(url=sa_url),
+    )
+    with serve_app(create_app(config, {})) as base, httpx.Client(base_url=base) as client:
+        headers = {"Authorization": "Bearer bench-token"}
+        since = (now - timedelta(days=30)).isoformat()
+
+        def http() -> None:
+            r = client.get("/admin/v1/usage", params={"since": since, "by": "day"}, headers=headers)
+            assert r.status_code == 200, r.text
+
+        result["http_30_days_by_day"] = timed(http, repeat)
+        print(f"{'GET /admin/v1/usage, 30 days by day':36s} {result['http_30_days_by_day']}")
+        # what a browser downloads to show the console's first page
+        page = client.get("/console")
+        files = ["/console/static/console.css", "/console/static/console.js"]
+        first_load = len(page.content) + sum(len(client.get(f).content) for f in files)
+        result["console_first_load_bytes"] = first_load
+        print(f"console first load: {first_load} bytes (page, stylesheet, script)")
+    return result
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__)
@@ -74,14 +107,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    import httpx
     from sqlalchemy import create_engine, make_url, text
 
-    from heshi.config import HeshiConfig, LocalEngineConfig, StoreConfig
-    from heshi.gateway.app import create_app
     from heshi.store.db import Database
     from heshi.store.usage import usage_report
-    from tests.loopback import serve_app
 
     name = f"heshi_usage_bench_{int(time.time())}"
     admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
@@ -114,23 +143,21 @@ def main() -> int:
             timings[label] = timed(run, args.repeat)
             print(f"{label:36s} {timings[label]}", flush=True)
         result["store"] = timings
-        config = HeshiConfig(
-            home=Path("/tmp") / name,
-            engine=LocalEngineConfig(enabled=False),
-            store=StoreConfig(url=sa_url),
+        with db.engine.connect() as conn:
+            baseline_sql = text(
+                "SELECT to_char(timezone('UTC', ts), 'YYYY-MM-DD') AS d, count(*), "
+                "sum(prompt_tokens), sum(completion_tokens) FROM usage_ledger "
+                "WHERE ts >= :since GROUP BY d ORDER BY d"
+            )
+            since30 = now - timedelta(days=30)
+            result["baseline_to_char_30_days_by_day"] = timed(
+                lambda: conn.execute(baseline_sql, {"since": since30}).all(), args.repeat
+            )
+        print(
+            f"{'baseline: to_char per row, 30 days':36s} "
+            f"{result['baseline_to_char_30_days_by_day']}"
         )
-        with serve_app(create_app(config, {})) as base, httpx.Client(base_url=base) as client:
-            headers = {"Authorization": "Bearer bench-token"}
-            since = (now - timedelta(days=30)).isoformat()
-
-            def http() -> None:
-                r = client.get(
-                    "/admin/v1/usage", params={"since": since, "by": "day"}, headers=headers
-                )
-                assert r.status_code == 200, r.text
-
-            result["http_30_days_by_day"] = timed(http, args.repeat)
-            print(f"{'GET /admin/v1/usage, 30 days by day':36s} {result['http_30_days_by_day']}")
+        result |= over_http(sa_url, name, now, args.repeat)
         with db.read() as conn:
             since = now - timedelta(days=30)
             plan = conn.execute(

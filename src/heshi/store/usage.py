@@ -172,8 +172,8 @@ def _group_column(db: Database, by: GroupBy) -> ColumnElement[Any]:
     if by != "day":
         raise ValueError(f"by must be model, key, day, endpoint, reason or tenant, not {by!r}")
     if db.dialect_name == "postgresql":
-        # The UTC date, formatted once per group (to_char on every row cost 3x the query:
-        # benchmarks/console_usage.py). Literals, not bound parameters: the same
+        # The UTC date, formatted once per group (to_char on every row made the query a
+        # fifth slower: benchmarks/console_usage.py). Literals, not bound parameters: the same
         # expression is grouped on by name.
         return func.date(func.timezone(literal_column("'UTC'"), t.ts))
     return func.substr(t.ts, 1, 10)  # SQLite stores naive UTC text "YYYY-MM-DD HH:MM:SS…"
