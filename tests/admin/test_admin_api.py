@@ -13,10 +13,12 @@ from typer.testing import CliRunner
 
 from heshi.audit import record_hash
 from heshi.cli.main import app as cli
+from heshi.config.pricing import ModelPrice, PricingConfig
 from tests.conftest import ADMIN
 from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import (
     ALIAS,
+    OTHER_ALIAS,
     GatewayFactory,
     gateway_config,
     start_gateway,
@@ -254,3 +256,45 @@ def test_a_named_token_works_for_its_role(
         ).json()["token"]
         r = client.post(f"{API}/keys", headers=_bearer(token), json={"tenant": "a", "name": "k"})
         assert r.status_code == (201 if role == "admin" else 403)
+
+
+def test_spend_is_priced_when_the_row_is_written(
+    tmp_path: Path, upstream: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    config = gateway_config(tmp_path / "home", upstream.base_url).model_copy(
+        update={
+            "pricing": PricingConfig(
+                models={ALIAS: ModelPrice(input=2.0, output=8.0)}, local_cost_per_hour=3.5
+            )
+        }
+    )
+    gw = start_gateway(config)
+    with httpx.Client(base_url=gw.url, timeout=30) as client:
+        key = client.post(f"{API}/keys", headers=ADMIN, json={"tenant": "acme", "name": "k"})
+        auth = _bearer(key.json()["key"])
+        used = {"prompt": 0, "completion": 0}
+        for model in (ALIAS, OTHER_ALIAS, ALIAS):
+            chat = {"model": model, "messages": [{"role": "user", "content": "你好"}]}
+            answer = client.post("/v1/chat/completions", json=chat, headers=auth).json()
+            if model == ALIAS:
+                used["prompt"] += answer["usage"]["prompt_tokens"]
+                used["completion"] += answer["usage"]["completion_tokens"]
+        gw.flush()
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        rows = client.get(
+            f"{API}/usage", headers=ADMIN, params={"since": since, "by": "model"}
+        ).json()
+        cost = {row["group"]: row["cost"] for row in rows}
+        expected = (used["prompt"] * 2.0 + used["completion"] * 8.0) / 1e6
+        assert expected > 0 and cost[ALIAS] == pytest.approx(expected)
+        assert cost[OTHER_ALIAS] is None  # no price: no spend, and said so
+        table = client.get(f"{API}/pricing", headers=ADMIN).json()
+        assert table == {
+            "currency": "CNY",
+            "models": {ALIAS: {"input": 2.0, "output": 8.0}},
+            "local_cost_per_hour": 3.5,
+        }
+        csv = client.get(
+            f"{API}/usage", headers=ADMIN, params={"since": since, "by": "model", "format": "csv"}
+        ).text
+        assert csv.lstrip("\ufeff").splitlines()[0].endswith(",cost")

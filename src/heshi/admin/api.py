@@ -30,6 +30,8 @@ from heshi.admin.schemas import (
     KeyCreate,
     KeyCreated,
     KeyOut,
+    PriceOut,
+    PricingOut,
     SessionOut,
     SignIn,
     Suspend,
@@ -252,6 +254,16 @@ def build_admin_api(
             )
         return [UsageGroup(**row.__dict__) for row in rows]
 
+    @app.get("/pricing", response_model=PricingOut, tags=["usage"])
+    def pricing(actor: Who) -> Any:
+        """The price table (``pricing`` in heshi.yaml) that spend is computed with."""
+        table = service.pricing
+        return PricingOut(
+            currency=table.currency,
+            models={m: PriceOut(input=p.input, output=p.output) for m, p in table.models.items()},
+            local_cost_per_hour=table.local_cost_per_hour,
+        )
+
     @app.get("/audit/records", response_model=list[AuditRecordOut], tags=["audit"])
     def audit_records(
         actor: Who,
@@ -317,7 +329,7 @@ def usage_csv(rows: list[UsageRow], by: str) -> str:
 
 _USAGE_COLUMNS = (
     "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors",
-    "mean_latency_ms", "mean_ttft_ms",
+    "mean_latency_ms", "mean_ttft_ms", "cost",
 )  # fmt: skip
 
 

@@ -108,6 +108,7 @@ class UsageGroup(BaseModel):
     errors: int
     mean_latency_ms: float | None
     mean_ttft_ms: float | None
+    cost: float | None = Field(description="spend in the pricing currency; null: unpriced")
 
 
 class AuditRecordOut(BaseModel):
@@ -156,3 +157,14 @@ class SessionOut(BaseModel):
     role: Literal["admin", "auditor"]
     csrf: str = Field(description="send it back in the x-heshi-csrf header on every change")
     expires_at: datetime
+
+
+class PriceOut(BaseModel):
+    input: float = Field(description="per million input tokens")
+    output: float = Field(description="per million output tokens")
+
+
+class PricingOut(BaseModel):
+    currency: str
+    models: dict[str, PriceOut]
+    local_cost_per_hour: float | None

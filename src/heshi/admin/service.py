@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from heshi.admin.tokens import Actor, AdminToken, AdminTokenStore
 from heshi.audit import AuditEntry, AuditLog, ExportFormat, VerifyReport
 from heshi.audit.records import AuditRecord
+from heshi.config.pricing import PricingConfig
 from heshi.errors import HeshiError
 from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
@@ -49,9 +50,14 @@ class AdminService:
     """Keys, admin tokens, usage and the audit log of one database, audited."""
 
     def __init__(
-        self, db: Database, audit: AuditLog, on_keys_changed: Callable[[], None] | None = None
+        self,
+        db: Database,
+        audit: AuditLog,
+        on_keys_changed: Callable[[], None] | None = None,
+        pricing: PricingConfig | None = None,
     ) -> None:
         self.db = db
+        self.pricing = pricing or PricingConfig()
         self.keys = KeyStore(db)
         self.tokens = AdminTokenStore(db)
         self.audit = audit

@@ -30,6 +30,7 @@ from heshi.config.engine import DEFAULT_MODEL_REF as DEFAULT_MODEL_REF
 from heshi.config.engine import DEFAULT_TOOL_INSTRUCTIONS as DEFAULT_TOOL_INSTRUCTIONS
 from heshi.config.engine import EmbedderConfig as EmbedderConfig
 from heshi.config.engine import LocalEngineConfig as LocalEngineConfig
+from heshi.config.pricing import PricingConfig as PricingConfig
 from heshi.errors import ConfigError
 
 
@@ -237,6 +238,7 @@ class HeshiConfig(Strict):
     aigc: AigcConfig = Field(default_factory=AigcConfig)
     kb: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     docs: DocsConfig = Field(default_factory=DocsConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
 
     @field_validator("home")
     @classmethod

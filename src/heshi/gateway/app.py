@@ -34,7 +34,9 @@ def _admin_api(config: HeshiConfig, gov: Governance) -> ASGIApp:
 
     env = config.server.admin_token_env
     bootstrap = os.environ.get(env, "").strip().encode() or None
-    service = AdminService(gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now)
+    service = AdminService(
+        gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now, pricing=config.pricing
+    )
     return BoundedBody(build_admin_api(service, bootstrap, env))
 
 

@@ -84,8 +84,13 @@ class Recorder:
                 route=x.route.route,
                 endpoint=x.endpoint,
                 reason=x.reason,
+                cost_micro=self._cost(x.model, prompt, completion),
             )
         )
+
+    def _cost(self, model: str, prompt: int, completion: int) -> int | None:
+        price = self.gov.config.pricing.models.get(model)
+        return None if price is None else price.micro_yuan(prompt, completion)
 
     def _metrics(self, x: Exchange, prompt: int, completion: int) -> None:
         # Only a name the router resolved becomes a label value: a client must not be

@@ -64,6 +64,7 @@ class UsageRecord:
     route: str
     endpoint: str = "chat"  # chat | completions | embeddings | rerank | guard | docs
     reason: str = "ok"  # why it ended so: "ok", "quota.key.rpm", "client_gone", …
+    cost_micro: int | None = None  # micro-yuan at the prices of the moment; None: unpriced
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:

@@ -113,6 +113,8 @@ usage_ledger = Table(
     Column("endpoint", String(16), nullable=False, server_default="chat"),
     # why it ended so: "ok", "quota.key.rpm", "client_gone", … (migration 0004)
     Column("reason", String(48), nullable=False, server_default=""),
+    # what it cost at the prices of the moment, micro-yuan; NULL: no price (migration 0008)
+    Column("cost_micro", BigInteger, nullable=True),
     Index("ix_usage_ledger_tenant_ts", "tenant", "ts"),
     Index("ix_usage_ledger_key_id_ts", "key_id", "ts"),
 )

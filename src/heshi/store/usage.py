@@ -33,6 +33,7 @@ class UsageRow:
     errors: int  # responses with HTTP status ≥ 400 (499 = client went away)
     mean_latency_ms: float | None
     mean_ttft_ms: float | None  # None when no request in the group streamed
+    cost: float | None = None  # in the pricing currency; None when no request was priced
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def usage_report(
             func.coalesce(func.sum(case((t.status >= 400, 1), else_=0)), 0).label("errors"),
             func.avg(t.latency_ms).label("latency"),
             func.avg(t.ttft_ms).label("ttft"),
+            func.sum(t.cost_micro).label("cost"),
         )
         .where(t.ts >= since)
         .group_by(literal_column("grp"))
@@ -98,6 +100,7 @@ def usage_report(
             errors=int(row.errors),
             mean_latency_ms=None if row.latency is None else float(row.latency),
             mean_ttft_ms=None if row.ttft is None else float(row.ttft),
+            cost=None if row.cost is None else int(row.cost) / 1e6,
         )
         for row in rows
     ]

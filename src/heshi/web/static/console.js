@@ -13,7 +13,7 @@ const TEXT = {
     "usage.by.tenant": "按租户", "usage.by.key": "按密钥", "usage.by.reason": "按结果",
     "usage.apply": "查询", "usage.csv": "导出 CSV", "usage.group": "分组",
     "usage.prompt": "输入 token", "usage.completion": "输出 token", "usage.ttft": "平均首 token ms",
-    "usage.none": "此范围内没有请求", "nav.playground": "演练场",
+    "usage.none": "此范围内没有请求", "nav.playground": "演练场", "usage.cost": "花费",
     "pg.help": "用一个 API 密钥与网关对话（请求像其他请求一样受守护、计量与审计）。",
     "pg.key": "API 密钥", "pg.newkey": "创建 12 小时演练密钥", "pg.models": "载入模型",
     "pg.system": "系统提示（可选）", "pg.input": "你的消息", "pg.tools": "附带示例工具（查询订单）",
@@ -45,7 +45,7 @@ const TEXT = {
     "usage.by.tenant": "tenant", "usage.by.key": "key", "usage.by.reason": "outcome",
     "usage.apply": "Apply", "usage.csv": "Export CSV", "usage.group": "Group",
     "usage.prompt": "Input tokens", "usage.completion": "Output tokens", "usage.ttft": "Mean TTFT ms",
-    "usage.none": "No requests in this range", "nav.playground": "Playground",
+    "usage.none": "No requests in this range", "nav.playground": "Playground", "usage.cost": "Spend",
     "pg.help": "Chat with the gateway using an API key (guarded, metered and audited like any request).",
     "pg.key": "API key", "pg.newkey": "Create a 12-hour playground key", "pg.models": "Load models",
     "pg.system": "System prompt (optional)", "pg.input": "Your message",
@@ -133,14 +133,21 @@ async function route() {
 }
 
 const number = (value) => (value == null ? "–" : Math.round(value).toLocaleString());
+let currency = "CNY";
+const money = (value) =>
+  value == null ? "–" : `${currency} ${value.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 4 })}`;
 const isoDay = (date) => date.toISOString().slice(0, 10);
 
 async function loadOverview() {
   const since = new Date(Date.now() - 6 * 86400000);
-  const [keys, days] = await Promise.all([
+  const [keys, days, pricing] = await Promise.all([
     call("GET", "/keys"),
     call("GET", `/usage?by=day&since=${isoDay(since)}T00:00:00Z`),
+    call("GET", "/pricing"),
   ]);
+  currency = pricing.currency;
+  const priced = days.filter((row) => row.cost != null);
+  $("#ov-cost").textContent = priced.length ? money(priced.reduce((a, r) => a + r.cost, 0)) : "–";
   $("#ov-keys").textContent = keys.filter((k) => k.status === "active").length;
   $("#ov-tenants").textContent = new Set(keys.map((k) => k.tenant)).size;
   $("#ov-role").textContent = t("role." + session.role);
@@ -226,6 +233,7 @@ async function loadUsage(event) {
       for (const field of ["requests", "prompt_tokens", "completion_tokens", "errors", "mean_latency_ms", "mean_ttft_ms"]) {
         cell(tr, number(row[field]), "num");
       }
+      cell(tr, money(row.cost), "num");
       body.appendChild(tr);
     }
   } catch (error) {
@@ -528,7 +536,10 @@ async function start() {
   $("#signin-form").addEventListener("submit", signIn);
   $("#signout").addEventListener("click", signOut);
   $("#key-form").addEventListener("submit", createKey);
-  $("#key-once").addEventListener("close", () => { $("#key-once-value").textContent = ""; });
+  // the key leaves the page as the dialog closes (Escape included)
+  const forgetKey = () => { $("#key-once-value").textContent = ""; };
+  $("#key-once-close").addEventListener("click", forgetKey);
+  $("#key-once").addEventListener("close", forgetKey);
   $("#audit-verify").addEventListener("click", verifyAudit);
   $("#usage-form").addEventListener("submit", loadUsage);
   $("#pg-new-key").addEventListener("click", newPlaygroundKey);
