@@ -108,3 +108,17 @@ def default_model_path() -> Path:
         return ModelStore(default_home()).resolve(DEFAULT_MODEL_REF)
     except Exception as exc:  # the slow tests must fail loudly, never skip silently
         pytest.fail(f"default model missing ({exc}); run `make model` first")
+
+
+@pytest.fixture
+def bench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh ``HESHI_HOME`` for ``heshi bench`` results, with the planner's cached view
+    of this machine forgotten before and after."""
+    from heshi.plan import cpu, measured
+
+    monkeypatch.setenv("HESHI_HOME", str(tmp_path))
+    for cached in (measured.measured_here, cpu.local_machine):
+        cached.cache_clear()
+    yield tmp_path
+    for cached in (measured.measured_here, cpu.local_machine):
+        cached.cache_clear()

@@ -4,7 +4,6 @@ keeps llama.cpp's log out of the terminal, and refuses bad input clearly."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,28 +12,18 @@ from typer.testing import CliRunner
 from heshi.cli.main import app
 from heshi.engines.bench import StreamTrace, window_rate
 from heshi.errors import EngineError
-from heshi.plan import cpu, measured
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("HESHI_HOME", str(tmp_path))
-    for cached in (measured.measured_here, cpu.local_machine):
-        cached.cache_clear()
-    yield tmp_path
-    for cached in (measured.measured_here, cpu.local_machine):
-        cached.cache_clear()
+from heshi.plan import measured
 
 
 def test_bench_measures_writes_and_plan_uses_it(
-    tiny_gguf: Path, home: Path, capfd: pytest.CaptureFixture[str]
+    tiny_gguf: Path, bench_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     result = CliRunner().invoke(
         app, ["bench", "--model", str(tiny_gguf), "--threads", "1", "--streams", "1,2", "--json"]
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    saved = json.loads((home / "bench" / "local.json").read_text(encoding="utf-8"))
+    saved = json.loads((bench_home / "bench" / "local.json").read_text(encoding="utf-8"))
     assert saved == printed
     assert saved["machine"] == measured.this_machine()
     assert [run["streams"] for run in saved["decode"]] == [1, 2]
@@ -47,7 +36,7 @@ def test_bench_measures_writes_and_plan_uses_it(
     assert engine["features"] and all(" " not in f and ":" not in f for f in engine["features"])
     assert not set(engine["unused_cpu_features"]) & set(engine["features"])
     # llama.cpp's per-request log went to a file, not to the terminal
-    log = (home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
+    log = (bench_home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
     assert "print_timing" in log
     assert "print_timing" not in capfd.readouterr().err
     # the planner now takes this machine's figures from the file
@@ -65,27 +54,27 @@ def test_bench_measures_writes_and_plan_uses_it(
     )
 
 
-def test_bad_streams_and_a_missing_model_are_one_clear_line(home: Path) -> None:
+def test_bad_streams_and_a_missing_model_are_one_clear_line(bench_home: Path) -> None:
     for streams in ("0,2", "a,b", "", "1,65", "1", "2,4", "8"):
         result = CliRunner().invoke(app, ["bench", "--streams", streams])
         assert result.exit_code == 1 and "--streams" in result.stderr, streams
-    result = CliRunner().invoke(app, ["bench", "--model", str(home / "nope.gguf")])
+    result = CliRunner().invoke(app, ["bench", "--model", str(bench_home / "nope.gguf")])
     assert result.exit_code == 1 and "nope.gguf" in result.stderr
-    assert not (home / "bench" / "local.json").exists()
+    assert not (bench_home / "bench" / "local.json").exists()
 
 
 def test_an_embedding_engine_config_is_measured_generating(
-    tiny_gguf: Path, home: Path, tmp_path: Path
+    tiny_gguf: Path, bench_home: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "heshi.yaml"
     config.write_text(
-        f"home: {home}\nengine: {{model: {tiny_gguf}, embeddings: true, threads: 1}}\n",
+        f"home: {bench_home}\nengine: {{model: {tiny_gguf}, embeddings: true, threads: 1}}\n",
         encoding="utf-8",
     )
     result = CliRunner().invoke(app, ["bench", "-c", str(config), "--streams", "1,2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["decode"][1]["tokens_per_s"] > 0
-    log = (home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
+    log = (bench_home / "bench" / "engine.log").read_text(encoding="utf-8", errors="replace")
     assert "print_timing" in log and "embeddings required" not in log  # generating
 
 

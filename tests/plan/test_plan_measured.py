@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from typer.testing import CliRunner
 
 from heshi import catalog
 from heshi.cli.main import app
-from heshi.plan import cpu, measured, resolve_hardware
+from heshi.plan import measured, resolve_hardware
 from heshi.plan.memory import KV_BYTES, Workload, kv_bytes_per_token
 from heshi.plan.predict import predict
 from heshi.plan.quant import quant
@@ -21,16 +20,6 @@ BIGGER = catalog.model("Qwen/Qwen2.5-7B-Instruct")
 Q4 = quant("Q4_K_M")
 # What a run on a 2-core machine could look like: batching gains, then flattens.
 RATES = {1: 12.0, 2: 19.0, 4: 26.0, 8: 30.0}
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("HESHI_HOME", str(tmp_path))
-    for cached in (measured.measured_here, cpu.local_machine):
-        cached.cache_clear()
-    yield tmp_path
-    for cached in (measured.measured_here, cpu.local_machine):
-        cached.cache_clear()
 
 
 def _result(**changes: object) -> dict[str, object]:
@@ -44,7 +33,7 @@ def _result(**changes: object) -> dict[str, object]:
     return result | changes
 
 
-def test_the_figures_give_back_the_measured_rates_and_scale_with_bytes(home: Path) -> None:
+def test_the_figures_give_back_the_measured_rates_and_scale_with_bytes(bench_home: Path) -> None:
     measured.write_result(_result())
     hw = resolve_hardware("local")
     assert "heshi bench 2026-12-05" in hw.device.notes
@@ -63,7 +52,7 @@ def test_the_figures_give_back_the_measured_rates_and_scale_with_bytes(home: Pat
     assert 3.5 < one["decode_tokens_per_s"] / big["decode_tokens_per_s"] < 5.5
 
 
-def test_one_disturbed_phase_does_not_tilt_the_line(home: Path) -> None:
+def test_one_disturbed_phase_does_not_tilt_the_line(bench_home: Path) -> None:
     # a real run while tests ran beside it: 4 streams fell to half of one
     noisy = {1: 30.28, 2: 32.98, 4: 15.91, 8: 28.81}
     assert measured.noisy_counts(noisy) == [4]
@@ -74,7 +63,7 @@ def test_one_disturbed_phase_does_not_tilt_the_line(home: Path) -> None:
         assert p["decode_tokens_per_s"] == pytest.approx(noisy[streams], rel=0.2), streams
 
 
-def test_streams_are_never_free(home: Path) -> None:
+def test_streams_are_never_free(bench_home: Path) -> None:
     # rates that grow with the streams as if batching cost nothing
     free = measured.effective_figures(SPEC, Q4, 400, 70.0, {1: 30.0, 2: 60.0, 4: 120.0})
     measured.write_result(_result(effective=free))
@@ -107,7 +96,9 @@ def test_effective_figures_need_one_stream_and_another() -> None:
         ("prefill_tflops", "0.2", "not a number"),
     ],
 )
-def test_hand_edited_figures_are_checked(home: Path, field: str, value: object, said: str) -> None:
+def test_hand_edited_figures_are_checked(
+    bench_home: Path, field: str, value: object, said: str
+) -> None:
     result = _result()
     result["effective"] = dict(result["effective"]) | {field: value}  # type: ignore[call-overload]
     path = measured.bench_path()
@@ -121,7 +112,7 @@ def test_hand_edited_figures_are_checked(home: Path, field: str, value: object, 
     assert said in json.loads(plan.stdout)["hardware_notes"]
 
 
-def test_a_file_from_another_engine_build_is_ignored(home: Path) -> None:
+def test_a_file_from_another_engine_build_is_ignored(bench_home: Path) -> None:
     measured.write_result(_result(engine={"features": ["AVX512", "MADE_UP"]}))
     figures, why = measured.read_measured()
     assert figures is None and why is not None and "make native-engine" in why
@@ -136,7 +127,7 @@ def _plan(*args: str) -> dict[str, object]:
     return data
 
 
-def test_q8_0_kv_cache_fits_more_sequences_and_is_in_the_launch_command(home: Path) -> None:
+def test_q8_0_kv_cache_fits_more_sequences_and_is_in_the_launch_command(bench_home: Path) -> None:
     measured.write_result(_result())
     common = ("--hardware", "local", "--model", "Qwen/Qwen2.5-7B-Instruct",
               "--context", "32768", "--concurrency", "2")  # fmt: skip
