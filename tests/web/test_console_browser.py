@@ -243,3 +243,24 @@ def test_the_playground_streams_shows_tool_calls_and_the_aigc_label(
     keys = httpx.get(gw.url + "/admin/v1/keys?tenant=playground", headers=ADMIN).json()
     assert len(keys) == 1 and keys[0]["expires_at"] is not None
     context.close()
+
+
+def test_a_session_ended_elsewhere_returns_to_sign_in(console: tuple[Page, str]) -> None:
+    page, url = console
+    made = httpx.post(
+        url + "/admin/v1/admin-tokens", headers=ADMIN, json={"name": "临时", "role": "admin"}
+    ).json()
+    sign_in(page, url, made["token"])
+    page.click("a[href='#keys']")
+    expect(page.locator("#page-keys")).to_be_visible()
+    httpx.post(url + f"/admin/v1/admin-tokens/{made['id']}/revoke", headers=ADMIN)
+    page.click("a[href='#audit']")
+    expect(page.locator("#page-signin")).to_be_visible()
+    expect(page.locator("#signin-error")).to_contain_text("会话已结束")
+    # creating the first key says what it changes for every client
+    sign_in(page, url, ADMIN_TOKEN)
+    page.click("a[href='#keys']")
+    page.fill("#key-tenant", "acme")
+    page.fill("#key-name", "first")
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#key-first")).to_contain_text("第一个密钥")

@@ -11,16 +11,15 @@ Errors have the gateway's shape, ``{"error": {"message", "type", "code", "param"
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
-import csv
 import hmac
-import io
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,20 +41,22 @@ from heshi.admin.schemas import (
     VerifyOut,
     WhoAmI,
 )
-from heshi.admin.service import AdminService, KeySpec
+from heshi.admin.service import ADMIN_TENANT, AdminService, KeySpec
 from heshi.admin.sessions import SESSION_HOURS, SessionStore
+from heshi.admin.spreadsheet import usage_csv
 from heshi.admin.tokens import Actor
 from heshi.errors import AuthenticationFailed, HeshiError, InvalidRequest, PermissionDenied
 from heshi.gateway.errors import on_http_error
 from heshi.gateway.replies import error_reply
-from heshi.store.usage import UsageRow
 
 VERSION = "v1"
+log = logging.getLogger("heshi.admin")
 _bearer = HTTPBearer(auto_error=False, description="管理令牌 / an admin token (hsa-…)")
 
 # -- the application --------------------------------------------------------------------
 
 
+NO_STORE = {"cache-control": "no-store"}  # answers that carry a secret
 COOKIE = "heshi_console"
 CSRF_HEADER = "x-heshi-csrf"
 _SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -68,7 +69,7 @@ class AdminApi:
         self.service = service
         self.bootstrap = bootstrap
         self.bootstrap_env = bootstrap_env
-        self.sessions = SessionStore(service.db, service.tokens, f"env:{bootstrap_env}")
+        self.sessions = SessionStore(service.db, service.tokens, f"env:{bootstrap_env}", bootstrap)
 
     def token_actor(self, token: str, via: str) -> Actor | None:
         token = token.strip()
@@ -88,11 +89,23 @@ class AdminApi:
                 if request.method not in _SAFE and not hmac.compare_digest(
                     sent.encode(), session.csrf.encode()
                 ):
-                    raise PermissionDenied(
+                    refused = PermissionDenied(
                         f"缺少或错误的 {CSRF_HEADER} / missing or wrong {CSRF_HEADER} header",
                         reason="admin.csrf",
                     )
+                    self.service.record(
+                        session.actor, "session.csrf_refused", ADMIN_TENANT,
+                        {"method": request.method, "path": request.url.path[:200]},
+                        {"result": "refused", "code": refused.reason},
+                        request.client.host if request.client else None,
+                    )  # fmt: skip
+                    raise refused
                 return session.actor
+            if request.cookies.get(COOKIE) and credentials is None:
+                raise AuthenticationFailed(
+                    "会话已结束，请重新登录 / the console session has ended: sign in again",
+                    reason="admin.no_session",
+                )
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise AuthenticationFailed(
                 "缺少管理令牌：Authorization: Bearer <token> / missing admin token: "
@@ -137,50 +150,16 @@ def build_admin_api(
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("admin API: unexpected error on %s", request.url.path)
+        failed = HeshiError("管理接口内部错误 / internal error in the admin API")
+        return error_reply(failed)
+
     Who = Annotated[Actor, Depends(api.actor)]
 
     def ip(request: Request) -> str | None:
         return request.client.host if request.client else None
-
-    @app.post("/session", response_model=SessionOut, tags=["session"])
-    def sign_in(body: SignIn, request: Request, response: Response) -> Any:
-        """Exchange an admin token for a console session cookie (HttpOnly, SameSite=Strict)."""
-        actor = api.token_actor(body.token, "console")
-        if actor is None:
-            raise AuthenticationFailed(
-                "管理令牌无效或已吊销 / invalid or revoked admin token", reason="admin.bad_token"
-            )
-        cookie, session = api.sessions.open(actor)
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=SESSION_HOURS * 3600,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
-        return SessionOut(
-            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
-        )
-
-    @app.get("/session", response_model=SessionOut, tags=["session"])
-    def current_session(request: Request) -> Any:
-        """The signed-in console's session (its CSRF secret again, after a page reload)."""
-        session = api.sessions.find(request.cookies.get(COOKIE, ""))
-        if session is None:
-            raise AuthenticationFailed("未登录 / not signed in", reason="admin.no_session")
-        actor = session.actor
-        return SessionOut(
-            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
-        )
-
-    @app.delete("/session", status_code=204, tags=["session"])
-    def sign_out(request: Request) -> Response:
-        api.sessions.close(request.cookies.get(COOKIE, ""))
-        out = Response(status_code=204)
-        out.delete_cookie(COOKIE, path="/")
-        return out
 
     @app.get("/whoami", response_model=WhoAmI, tags=["session"])
     def whoami(actor: Who) -> WhoAmI:
@@ -196,8 +175,15 @@ def build_admin_api(
             body.tenant, body.name, body.models, body.rpm, body.tpm, body.budget_tokens,
             body.expires_at,
         )  # fmt: skip
+        first = service.keys.count() == 0
         plaintext, key = service.create_key(actor, spec, ip(request))
-        return KeyCreated(key=plaintext, **KeyOut.of(key).model_dump())
+        return JSONResponse(
+            KeyCreated(key=plaintext, first_key=first, **KeyOut.of(key).model_dump()).model_dump(
+                mode="json"
+            ),
+            status_code=201,
+            headers=NO_STORE,
+        )
 
     @app.get("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
     def get_key(actor: Who, key_id: str) -> Any:
@@ -224,7 +210,8 @@ def build_admin_api(
     @app.post("/admin-tokens", response_model=TokenCreated, status_code=201, tags=["admin tokens"])
     def create_token(actor: Who, body: TokenCreate, request: Request) -> Any:
         plaintext, token = service.create_admin_token(actor, body.name, body.role, ip(request))
-        return TokenCreated(token=plaintext, **TokenOut.of(token).model_dump())
+        created = TokenCreated(token=plaintext, **TokenOut.of(token).model_dump())
+        return JSONResponse(created.model_dump(mode="json"), status_code=201, headers=NO_STORE)
 
     @app.post("/admin-tokens/{token_id}/revoke", response_model=TokenOut, tags=["admin tokens"])
     def revoke_token(actor: Who, token_id: str, request: Request) -> Any:
@@ -264,11 +251,81 @@ def build_admin_api(
             local_cost_per_hour=table.local_cost_per_hour,
         )
 
+    _session_routes(app, api)
+    _audit_routes(app, api)
+    return app
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _session_routes(app: FastAPI, api: AdminApi) -> None:
+    """Sign in, the session, sign out: the console's cookie."""
+    service = api.service
+    ip = _ip
+
+    @app.post("/session", response_model=SessionOut, tags=["session"])
+    def sign_in(body: SignIn, request: Request, response: Response) -> Any:
+        """Exchange an admin token for a console session cookie (HttpOnly, SameSite=Strict)."""
+        actor = api.token_actor(body.token, "console")
+        if actor is None:
+            # logged, not audited: anyone can try, and the hash chain is not a bin for them
+            log.warning("console sign-in refused from %s", ip(request))
+            raise AuthenticationFailed(
+                "管理令牌无效或已吊销 / invalid or revoked admin token", reason="admin.bad_token"
+            )
+        cookie, session = api.sessions.open(actor)
+        service.record(actor, "session.open", ADMIN_TENANT, {}, {"result": "ok"}, ip(request))
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=SESSION_HOURS * 3600,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return SessionOut(
+            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
+        )
+
+    @app.get("/session", response_model=SessionOut, tags=["session"])
+    def current_session(request: Request) -> Any:
+        """The signed-in console's session (its CSRF secret again, after a page reload)."""
+        session = api.sessions.find(request.cookies.get(COOKIE, ""))
+        if session is None:
+            raise AuthenticationFailed("未登录 / not signed in", reason="admin.no_session")
+        actor = session.actor
+        return SessionOut(
+            name=actor.name, role=actor.role, csrf=session.csrf, expires_at=session.expires_at
+        )
+
+    @app.delete("/session", status_code=204, tags=["session"])
+    def sign_out(request: Request) -> Response:
+        cookie = request.cookies.get(COOKIE, "")
+        session = api.sessions.find(cookie)
+        api.sessions.close(cookie)
+        if session is not None:
+            service.record(
+                session.actor, "session.close", ADMIN_TENANT, {}, {"result": "ok"}, ip(request)
+            )
+        out = Response(status_code=204)
+        out.delete_cookie(COOKIE, path="/")
+        return out
+
+
+def _audit_routes(app: FastAPI, api: AdminApi) -> None:
+    """The audit log: pages of records, verification, export."""
+    service = api.service
+    ip = _ip
+    Who = Annotated[Actor, Depends(api.actor)]
+
     @app.get("/audit/records", response_model=list[AuditRecordOut], tags=["audit"])
     def audit_records(
         actor: Who,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before_seq: Annotated[int | None, Query(ge=1)] = None,
+        before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Any:
         records = service.audit_page(actor, limit=limit, before_seq=before_seq, tenant=tenant)
@@ -314,26 +371,13 @@ def build_admin_api(
             headers={"content-disposition": f'attachment; filename="heshi-audit.{format}"'},
         )
 
-    return app
-
-
-def usage_csv(rows: list[UsageRow], by: str) -> str:
-    """Usage rows as CSV (a UTF-8 BOM first, so that Excel reads the Chinese right)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([by, *_USAGE_COLUMNS])
-    for row in rows:
-        writer.writerow([row.group or "", *(getattr(row, c) for c in _USAGE_COLUMNS)])
-    return "\ufeff" + out.getvalue()
-
-
-_USAGE_COLUMNS = (
-    "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors",
-    "mean_latency_ms", "mean_ttft_ms", "cost",
-)  # fmt: skip
-
 
 def _aware(value: datetime | None, name: str) -> None:
+    if value is not None and not 2000 <= value.year <= 2200:
+        raise InvalidRequest(
+            f"{name} 须在 2000–2200 年之间 / {name} must be between the years 2000 and 2200",
+            param=name,
+        )
     if value is not None and value.tzinfo is None:
         raise InvalidRequest(
             f"{name} 需带时区，如 2026-12-01T00:00:00Z / {name} needs a time zone, "

@@ -4,7 +4,7 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from heshi.admin.tokens import AdminToken
 from heshi.store.keys import ApiKey
@@ -52,20 +52,36 @@ class KeyOut(BaseModel):
         )
 
 
+ModelLabel = Annotated[str, Field(min_length=1, max_length=128)]
+BIG = 2**62  # beyond any real limit, within a signed 64-bit column
+
+
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt limit must not pass unnoticed
+    model_config = ConfigDict(extra="forbid", strict=True)  # misspelt or mistyped: refused
 
     tenant: Label
     name: Label
-    models: Annotated[list[Label], Field(max_length=256)] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    budget_tokens: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    models: Annotated[list[ModelLabel], Field(max_length=256)] | None = None
+    rpm: int | None = Field(default=None, ge=1, le=BIG)
+    tpm: int | None = Field(default=None, ge=1, le=BIG)
+    budget_tokens: int | None = Field(default=None, ge=0, le=BIG)
+    expires_at: Annotated[datetime, Field(strict=False)] | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _sane(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not 2000 <= value.year <= 2200:
+            raise ValueError("expires_at must be between the years 2000 and 2200")
+        return value
 
 
 class KeyCreated(KeyOut):
     key: str = Field(description="the key itself: shown this once, never stored")
+    first_key: bool = Field(
+        default=False,
+        description="true when this was the database's first key: from now on every gateway "
+        "on it requires a key on /v1 (unless started --open)",
+    )
 
 
 class Suspend(BaseModel):

@@ -13,13 +13,16 @@ the requests it records.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from heshi.admin.tokens import Actor, AdminToken, AdminTokenStore
+from sqlalchemy import Connection
+
+from heshi.admin.tokens import Actor, AdminToken, AdminTokenStore, safe_reference
 from heshi.audit import AuditEntry, AuditLog, ExportFormat, VerifyReport
 from heshi.audit.records import AuditRecord
 from heshi.config.pricing import PricingConfig
@@ -28,6 +31,7 @@ from heshi.store.db import Database
 from heshi.store.keys import ApiKey, KeyStore
 from heshi.store.usage import GroupBy, UsageRow, usage_report
 
+log = logging.getLogger("heshi.admin")
 ADMIN_TENANT = "_admin"  # audit records of changes that concern no single tenant
 POLICY = "admin/v1"
 T = TypeVar("T")
@@ -66,7 +70,7 @@ class AdminService:
 
     # -- the audit trail of admin actions -------------------------------------------------
 
-    def _record(
+    def _entry(
         self,
         actor: Actor,
         action: str,
@@ -74,14 +78,16 @@ class AdminService:
         params: dict[str, Any],
         outcome: dict[str, Any],
         client_ip: str | None,
-    ) -> None:
-        entry = AuditEntry(
+    ) -> AuditEntry:
+        return AuditEntry(
             tenant=tenant,
             request_id="adm-" + secrets.token_hex(12),
             input=_canonical(
                 {
                     "admin_action": action,
                     "actor": actor.name,
+                    # the token's id tells apart two tokens with the same name
+                    "actor_id": actor.token_id or actor.name,
                     "role": actor.role,
                     "via": actor.via,
                     "params": params,
@@ -91,7 +97,18 @@ class AdminService:
             client_ip=client_ip,
             policy_version=POLICY,
         )
-        self.audit.append(entry)
+
+    def record(
+        self,
+        actor: Actor,
+        action: str,
+        tenant: str,
+        params: dict[str, Any],
+        outcome: dict[str, Any],
+        client_ip: str | None = None,
+    ) -> None:
+        """Append one admin action that changed nothing (a refusal, a sign-in, a check)."""
+        self.audit.append(self._entry(actor, action, tenant, params, outcome, client_ip))
 
     def _change(
         self,
@@ -99,21 +116,29 @@ class AdminService:
         action: str,
         tenant: str,
         params: dict[str, Any],
-        do: Callable[[], T],
+        do: Callable[[Connection], T],
         describe: Callable[[T], dict[str, Any]],
         client_ip: str | None = None,
     ) -> T:
-        """Run ``do`` as ``actor`` (admins only) and audit it, whatever the outcome."""
+        """Run ``do`` as ``actor`` (admins only) in one transaction with its audit record,
+        so that no change is ever saved without it; a refusal is recorded on its own."""
         try:
             actor.require("admin")
-            result = do()
+            result = self.audit.append_with(
+                do,
+                lambda done: self._entry(
+                    actor, action, tenant, params, {"result": "ok", **describe(done)}, client_ip
+                ),
+            )
         except HeshiError as exc:
             outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
-            self._record(actor, action, tenant, params, outcome, client_ip)
+            self.record(actor, action, tenant, params, outcome, client_ip)
             raise
-        self._record(actor, action, tenant, params, {"result": "ok", **describe(result)}, client_ip)
         if action.startswith("keys.") and self._keys_changed is not None:
-            self._keys_changed()
+            try:
+                self._keys_changed()
+            except HeshiError as exc:  # saved and audited; other gateways pick it up anyway
+                log.warning("密钥缓存未刷新 / keys not reloaded at once: %s", exc.message)
         return result
 
     # -- API keys -------------------------------------------------------------------------
@@ -136,7 +161,7 @@ class AdminService:
             "keys.create",
             spec.tenant,
             params,
-            lambda: self.keys.create(
+            lambda conn: self.keys.create(
                 spec.tenant,
                 spec.name,
                 models=spec.models,
@@ -144,6 +169,7 @@ class AdminService:
                 tpm=spec.tpm,
                 budget_tokens=spec.budget_tokens,
                 expires_at=spec.expires_at,
+                conn=conn,
             ),
             lambda created: {"key_id": created[1].id, "prefix": created[1].prefix},
             client_ip,
@@ -164,15 +190,21 @@ class AdminService:
         client_ip: str | None = None,
     ) -> ApiKey:
         """``state``: revoke, suspend (with ``reason``) or resume."""
-        key = self.keys.get(id_or_prefix)  # KeyNotFound before anything is audited
-        moves: dict[str, Callable[[], ApiKey]] = {
-            "revoke": lambda: self.keys.revoke(key.id),
-            "suspend": lambda: self.keys.suspend(key.id, reason),
-            "resume": lambda: self.keys.resume(key.id),
-        }
-        params: dict[str, Any] = {"key_id": key.id}
+        params: dict[str, Any] = {"key_id": id_or_prefix[:64]}
         if state == "suspend":
             params["reason"] = reason
+        try:
+            key = self.keys.get(id_or_prefix)
+        except HeshiError as exc:  # an unknown key: the attempt is recorded all the same
+            outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
+            self.record(actor, f"keys.{state}", ADMIN_TENANT, params, outcome, client_ip)
+            raise
+        moves: dict[str, Callable[[Connection], ApiKey]] = {
+            "revoke": lambda conn: self.keys.revoke(key.id, conn),
+            "suspend": lambda conn: self.keys.suspend(key.id, reason, conn),
+            "resume": lambda conn: self.keys.resume(key.id, conn),
+        }
+        params["key_id"] = key.id
         return self._change(
             actor,
             f"keys.{state}",
@@ -193,7 +225,7 @@ class AdminService:
             "admin_tokens.create",
             ADMIN_TENANT,
             {"name": name, "role": role},
-            lambda: self.tokens.create(name, role),
+            lambda conn: self.tokens.create(name, role, conn),
             lambda created: {"token_id": created[1].id, "prefix": created[1].prefix},
             client_ip,
         )
@@ -208,8 +240,8 @@ class AdminService:
             actor,
             "admin_tokens.revoke",
             ADMIN_TENANT,
-            {"token": id_or_prefix},
-            lambda: self.tokens.revoke(id_or_prefix),
+            {"token": safe_reference(id_or_prefix)},
+            lambda conn: self.tokens.revoke(id_or_prefix, conn),
             lambda token: {"token_id": token.id},
             client_ip,
         )
@@ -251,7 +283,7 @@ class AdminService:
             "records": report.records,
             "issues": report.issue_count,
         }
-        self._record(actor, "audit.verify", ADMIN_TENANT, {}, outcome, client_ip)
+        self.record(actor, "audit.verify", ADMIN_TENANT, {}, outcome, client_ip)
         return report
 
     def export_audit(
@@ -268,7 +300,7 @@ class AdminService:
             "until": until.isoformat() if until else None,
             "format": fmt,
         }
-        self._record(actor, "audit.export", ADMIN_TENANT, params, {"result": "ok"}, client_ip)
+        self.record(actor, "audit.export", ADMIN_TENANT, params, {"result": "ok"}, client_ip)
         return self.audit.export(since, until, fmt)
 
 

@@ -21,7 +21,7 @@ from heshi.store.db import Database
 from heshi.store.tables import admin_sessions
 
 SESSION_HOURS = 12
-BOOTSTRAP_ID = "env"  # the token_id of a session opened with HESHI_ADMIN_TOKEN
+BOOTSTRAP_ID = "env:"  # + a fingerprint of HESHI_ADMIN_TOKEN: the token_id of its sessions
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,23 @@ def _digest(session_id: str) -> str:
 class SessionStore:
     """Console sessions in ``db``."""
 
-    def __init__(self, db: Database, tokens: AdminTokenStore, bootstrap_name: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: AdminTokenStore,
+        bootstrap_name: str,
+        bootstrap: bytes | None = None,
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.bootstrap_name = bootstrap_name
+        # a session opened with the bootstrap token lives only while that same value is
+        # configured: rotating or removing HESHI_ADMIN_TOKEN ends it on every replica
+        self._bootstrap_id = (
+            BOOTSTRAP_ID + hashlib.sha256(b"heshi-session:" + bootstrap).hexdigest()[:16]
+            if bootstrap
+            else None
+        )
 
     def open(self, actor: Actor) -> tuple[str, Session]:
         """A new session for ``actor`` (signed in with its token): (cookie value, session)."""
@@ -51,12 +64,15 @@ class SessionStore:
         now = datetime.now(UTC)
         csrf = secrets.token_urlsafe(32)
         expires = now + timedelta(hours=SESSION_HOURS)
-        with self.db.begin() as conn:
+        token_id = actor.token_id or self._bootstrap_id
+        if token_id is None:
+            raise ValueError("a session needs a token or the bootstrap credential")
+        with self.db.outage_as_unavailable(), self.db.begin() as conn:
             conn.execute(admin_sessions.delete().where(admin_sessions.c.expires_at < now))
             conn.execute(
                 admin_sessions.insert().values(
                     id_hash=_digest(session_id),
-                    token_id=actor.token_id or BOOTSTRAP_ID,
+                    token_id=token_id,
                     csrf=csrf,
                     created_at=now,
                     expires_at=expires,
@@ -69,13 +85,15 @@ class SessionStore:
         """The live session of a cookie value, or None (unknown, expired, token revoked)."""
         if not session_id or len(session_id) > 128:
             return None
-        with self.db.read() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             row = conn.execute(
                 select(admin_sessions).where(admin_sessions.c.id_hash == _digest(session_id))
             ).first()
         if row is None or row.expires_at <= datetime.now(UTC):
             return None
-        if row.token_id == BOOTSTRAP_ID:
+        if row.token_id.startswith(BOOTSTRAP_ID):
+            if row.token_id != self._bootstrap_id:
+                return None  # opened with a bootstrap value no longer configured
             role: Role = "admin"
             actor = Actor(self.bootstrap_name, role, "console", None)
         else:
@@ -86,7 +104,7 @@ class SessionStore:
         return Session(actor, row.csrf, row.expires_at)
 
     def close(self, session_id: str) -> None:
-        with self.db.begin() as conn:
+        with self.db.outage_as_unavailable(), self.db.begin() as conn:
             conn.execute(
                 delete(admin_sessions).where(admin_sessions.c.id_hash == _digest(session_id))
             )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from heshi.errors import HeshiError, InvalidRequest, PermissionDenied
 from heshi.store.db import Database
@@ -37,9 +39,8 @@ class AdminTokenNotFound(HeshiError):
     code = "admin_token_not_found"
 
     def __init__(self, id_or_prefix: str) -> None:
-        super().__init__(
-            f"找不到管理令牌 {id_or_prefix!r} / no admin token with id or prefix {id_or_prefix!r}"
-        )
+        shown = safe_reference(id_or_prefix)  # never echo a whole token back
+        super().__init__(f"找不到管理令牌 {shown!r} / no admin token with id or prefix {shown!r}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ class AdminToken:
         }
 
 
+RESERVED_PREFIXES = ("env:", "cli:")  # actors that are not tokens are named so
+
+
+def safe_reference(text: str) -> str:
+    """What may be written down about a token reference: an id or a prefix as given, a
+    whole token cut to its prefix."""
+    return text[:_PREFIX_CHARS] if text.startswith(TOKEN_PREFIX) else text[:64]
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -104,12 +114,20 @@ class AdminTokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, name: str, role: str) -> tuple[str, AdminToken]:
+    def create(
+        self, name: str, role: str, conn: Connection | None = None
+    ) -> tuple[str, AdminToken]:
         """A new token: (its plaintext, shown once; what is stored)."""
         name = name.strip()
         if not 1 <= len(name) <= 64 or not name.isprintable():
             raise InvalidRequest(
                 "名称须为 1–64 个可打印字符 / name must be 1–64 printable characters",
+                param="name",
+            )
+        if name.lower().startswith(RESERVED_PREFIXES):
+            raise InvalidRequest(
+                "名称不能以 env: 或 cli: 开头（留给非令牌的操作者）/ a token name cannot start "
+                "with env: or cli: (those name actors that are not tokens)",
                 param="name",
             )
         role = check_role(role)
@@ -125,28 +143,41 @@ class AdminTokenStore:
             "revoked_at": None,
             "last_used_at": None,
         }
-        with self.db.begin() as conn:
-            conn.execute(admin_tokens.insert().values(**row))
+        with self._writing(conn) as tx:
+            tx.execute(admin_tokens.insert().values(**row))
         return plaintext, _token(row)
 
+    @contextmanager
+    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with self.db.outage_as_unavailable(), self.db.begin() as own:
+            yield own
+
     def list(self) -> list[AdminToken]:
-        with self.db.read() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             rows = conn.execute(select(admin_tokens).order_by(admin_tokens.c.created_at))
             return [_token(r._mapping) for r in rows]
 
-    def revoke(self, id_or_prefix: str) -> AdminToken:
-        with self.db.begin() as conn:
-            row = conn.execute(
-                select(admin_tokens).where(
-                    (admin_tokens.c.id == id_or_prefix) | (admin_tokens.c.prefix == id_or_prefix)
-                )
-            ).first()
+    def revoke(self, reference: str, conn: Connection | None = None) -> AdminToken:
+        """Revoke the token with this id, prefix — or the whole token itself (a leaked one
+        pasted in)."""
+        c = admin_tokens.c
+        whole = reference.startswith(TOKEN_PREFIX) and len(reference) > _PREFIX_CHARS
+        match = (
+            c.token_hash == hash_token(reference)
+            if whole
+            else ((c.id == reference) | (c.prefix == reference))
+        )
+        with self._writing(conn) as tx:
+            row = tx.execute(select(admin_tokens).where(match)).first()
             if row is None:
-                raise AdminTokenNotFound(id_or_prefix)
+                raise AdminTokenNotFound(reference)
             token = _token(row._mapping)
             if token.revoked_at is None:
                 now = datetime.now(UTC)
-                conn.execute(
+                tx.execute(
                     update(admin_tokens).where(admin_tokens.c.id == token.id).values(revoked_at=now)
                 )
                 token = AdminToken(**{**token.__dict__, "revoked_at": now})
@@ -157,7 +188,7 @@ class AdminTokenStore:
         if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 128:
             return None
         digest = hash_token(plaintext)
-        with self.db.read() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             row = conn.execute(
                 select(admin_tokens).where(admin_tokens.c.token_hash == digest)
             ).first()
@@ -171,7 +202,7 @@ class AdminTokenStore:
         return Actor(token.name, token.role, via, token.id)
 
     def get(self, token_id: str) -> AdminToken | None:
-        with self.db.read() as conn:
+        with self.db.outage_as_unavailable(), self.db.read() as conn:
             row = conn.execute(select(admin_tokens).where(admin_tokens.c.id == token_id)).first()
         return None if row is None else _token(row._mapping)
 
@@ -179,7 +210,7 @@ class AdminTokenStore:
         now = datetime.now(UTC)
         if token.last_used_at is not None and now - token.last_used_at < _TOUCH_EVERY:
             return
-        with self.db.begin() as conn:
+        with self.db.outage_as_unavailable(), self.db.begin() as conn:
             conn.execute(
                 update(admin_tokens).where(admin_tokens.c.id == token.id).values(last_used_at=now)
             )

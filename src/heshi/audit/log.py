@@ -13,12 +13,12 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +46,7 @@ READ_BATCH_ROWS = 1000
 MAX_APPEND_RETRIES = 50
 _PG_PRUNE_LOCK = 0x61756474  # advisory-lock id ("audt"): one pruner at a time
 
+T = TypeVar("T")
 log = logging.getLogger("heshi.audit")
 _locks: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
@@ -102,6 +103,23 @@ class AuditLog:
         """
         if not entries:
             return []
+        return self._in_chain(lambda conn: None, lambda _: entries)[1]
+
+    def append_with(
+        self, change: Callable[[Connection], T], entry_of: Callable[[T], AuditEntry]
+    ) -> T:
+        """Make ``change`` and append the record ``entry_of(its result)`` in one
+        transaction: the change is saved only with its record, never without (the admin
+        service's guarantee)."""
+        return self._in_chain(change, lambda result: [entry_of(result)])[0]
+
+    def _in_chain(
+        self,
+        change: Callable[[Connection], T],
+        entries_of: Callable[[T], Sequence[AuditEntry]],
+    ) -> tuple[T, list[AuditRecord]]:
+        """``change`` and the records after it in one transaction, retried whole when
+        another writer took the chain's next seq."""
         with self._lock, self.db.outage_as_unavailable():
             known = self._known_head()  # read once per batch, outside the transaction
             attempt = 0
@@ -109,9 +127,10 @@ class AuditLog:
                 try:
                     with self.db.begin(bounded=True) as conn:
                         holds = self._head_still_holds(conn, known)
-                        records = self._append(conn, entries)
+                        result = change(conn)
+                        records = self._append(conn, entries_of(result))
                     self._note_head(Head(records[-1].seq, records[-1].hash), holds)
-                    return records
+                    return result, records
                 except IntegrityError as exc:
                     attempt += 1
                     if not _is_unique_violation(exc) or attempt > MAX_APPEND_RETRIES:

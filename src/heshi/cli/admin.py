@@ -7,8 +7,9 @@ The CLI changes keys and tokens through the same service layer as the admin HTTP
 
 from __future__ import annotations
 
-import getpass
 import json
+import os
+import pwd
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,10 +42,12 @@ app.add_typer(tokens_app, name="tokens")
 
 
 def cli_actor() -> Actor:
+    """The login the process runs as (from the user database, not ``$USER``, which anyone
+    can set to another name)."""
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, OSError, AttributeError):
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return Actor(f"cli:{user}", "admin", "cli")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -103,8 +104,10 @@ class KeyStore:
         tpm: int | None = None,
         budget_tokens: int | None = None,
         expires_at: datetime | None = None,
+        conn: Connection | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key and return ``(plaintext, key)``; the plaintext is never seen again.
+        With ``conn``, inside that transaction (the caller's audit record commits with it).
 
         Raises ``InvalidKeySpec`` naming the bad field, ``StoreUnavailable`` on DB errors.
         """
@@ -142,9 +145,18 @@ class KeyStore:
             "created_at": now,
             "updated_at": now,
         }
-        with self.db.outage_as_unavailable(), self.db.begin() as conn:
-            conn.execute(api_keys.insert().values(**values))
+        with self._writing(conn) as tx:
+            tx.execute(api_keys.insert().values(**values))
         return plaintext, _to_key(values)
+
+    @contextmanager
+    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
+        """``conn`` (the caller's transaction), or a transaction of our own."""
+        if conn is not None:
+            yield conn
+            return
+        with self.db.outage_as_unavailable(), self.db.begin() as own:
+            yield own
 
     # ``builtins.list`` below: inside this class, ``list`` names the method.
     def list(self, tenant: str | None = None) -> builtins.list[ApiKey]:
@@ -163,17 +175,19 @@ class KeyStore:
         with self.db.outage_as_unavailable(), self.db.read() as conn:
             return self._find(conn, id_or_prefix)
 
-    def revoke(self, id_or_prefix: str) -> ApiKey:
+    def revoke(self, id_or_prefix: str, conn: Connection | None = None) -> ApiKey:
         """Revoke a key for good (revoking twice is harmless). Returns the updated key."""
-        return self._transition(id_or_prefix, "revoked", reason=None)
+        return self._transition(id_or_prefix, "revoked", None, conn)
 
-    def suspend(self, id_or_prefix: str, reason: str | None = None) -> ApiKey:
+    def suspend(
+        self, id_or_prefix: str, reason: str | None = None, conn: Connection | None = None
+    ) -> ApiKey:
         """Suspend a key until ``resume``; ``reason`` is shown to its callers."""
-        return self._transition(id_or_prefix, "suspended", reason=reason)
+        return self._transition(id_or_prefix, "suspended", reason, conn)
 
-    def resume(self, id_or_prefix: str) -> ApiKey:
+    def resume(self, id_or_prefix: str, conn: Connection | None = None) -> ApiKey:
         """Make a suspended key active again. Raises ``KeyStateError`` for revoked keys."""
-        return self._transition(id_or_prefix, "active", reason=None)
+        return self._transition(id_or_prefix, "active", None, conn)
 
     def active_keys(self) -> builtins.list[ApiKey]:
         """Keys that are not revoked: active or suspended, expired or not.
@@ -190,10 +204,19 @@ class KeyStore:
         with self.db.outage_as_unavailable(), self.db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
-    def _transition(self, id_or_prefix: str, status: KeyStatus, reason: str | None) -> ApiKey:
+    def _transition(
+        self, id_or_prefix: str, status: KeyStatus, reason: str | None, tx: Connection | None
+    ) -> ApiKey:
         if reason is not None and len(reason) > 500:
             raise InvalidKeySpec("原因过长 / reason is longer than 500 characters", param="reason")
-        with self.db.outage_as_unavailable(), self.db.begin() as conn:
+        if reason is not None and not reason.isprintable():
+            # it is printed in terminals (heshi keys list) and told to callers
+            raise InvalidKeySpec(
+                "原因只能含可打印字符 / reason must be printable characters (no control codes "
+                "or line breaks)",
+                param="reason",
+            )
+        with self._writing(tx) as conn:
             # Row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
             # a resume racing a revoke must see the revoke, never undo it.
             key = self._find(conn, id_or_prefix, lock=True)

@@ -34,7 +34,10 @@ const TEXT = {
     "audit.verify": "校验审计日志", "audit.export": "导出 CSV", "audit.time": "时间",
     "audit.what": "内容", "audit.intact": "完整：{n} 条记录，无问题",
     "audit.broken": "发现 {n} 个问题：", "role.admin": "管理员", "role.auditor": "审计员",
-    lang: "English",
+    lang: "English", "session.ended": "会话已结束，请重新登录",
+    "overview.local": "本机硬件 {rate}/小时 × {hours} 小时 = {total}",
+    "keys.first": "这是第一个密钥：从现在起，网关的每个 /v1 请求都需要密钥。",
+    "usage.utc": "日期按 UTC 计",
   },
   en: {
     "nav.overview": "Overview", "nav.keys": "Keys", "nav.audit": "Audit", signout: "Sign out",
@@ -68,7 +71,10 @@ const TEXT = {
     "audit.verify": "Verify the audit log", "audit.export": "Export CSV", "audit.time": "Time",
     "audit.what": "Content", "audit.intact": "Intact: {n} records, no issues",
     "audit.broken": "{n} issues found:", "role.admin": "admin", "role.auditor": "auditor",
-    lang: "中文",
+    lang: "中文", "session.ended": "The session has ended: sign in again",
+    "overview.local": "local hardware {rate}/h × {hours} h = {total}",
+    "keys.first": "This was the first key: from now on every /v1 request to the gateway needs a key.",
+    "usage.utc": "Dates are UTC",
   },
 };
 
@@ -129,7 +135,13 @@ async function route() {
     playground: loadPlayground,
   };
   show(pages[page] ? page : "overview");
-  await (pages[page] || loadOverview)();
+  try {
+    await (pages[page] || loadOverview)();
+  } catch (error) {
+    if (error.status === 401) { ended(); return; } // the session ended elsewhere
+    const box = document.querySelector(`#page-${page} .error`) || $("#key-error");
+    box.textContent = error.message;
+  }
 }
 
 const number = (value) => (value == null ? "–" : Math.round(value).toLocaleString());
@@ -148,6 +160,10 @@ async function loadOverview() {
   currency = pricing.currency;
   const priced = days.filter((row) => row.cost != null);
   $("#ov-cost").textContent = priced.length ? money(priced.reduce((a, r) => a + r.cost, 0)) : "–";
+  const hours = 7 * 24;
+  $("#ov-local").textContent = pricing.local_cost_per_hour == null ? "" : t("overview.local", {
+    rate: money(pricing.local_cost_per_hour), hours, total: money(pricing.local_cost_per_hour * hours),
+  });
   $("#ov-keys").textContent = keys.filter((k) => k.status === "active").length;
   $("#ov-tenants").textContent = new Set(keys.map((k) => k.tenant)).size;
   $("#ov-role").textContent = t("role." + session.role);
@@ -290,6 +306,7 @@ async function createKey(event) {
     const created = await call("POST", "/keys", body);
     $("#key-error").textContent = "";
     $("#key-once-value").textContent = created.key;
+    $("#key-first").textContent = created.first_key ? t("keys.first") : "";
     $("#key-once").showModal();
     event.target.reset();
   } catch (error) {
@@ -512,6 +529,16 @@ async function signIn(event) {
   } catch (error) {
     $("#signin-error").textContent = error.message;
   }
+}
+
+function ended() {
+  session = null;
+  sessionStorage.removeItem("heshi.pgkey");
+  $("#nav").hidden = true;
+  $("#signout").hidden = true;
+  $("#who").textContent = "";
+  $("#signin-error").textContent = t("session.ended");
+  show("signin");
 }
 
 async function signOut() {
