@@ -62,6 +62,7 @@ def test_banner_says_where_what_and_why_auth_is_open_or_required(
     assert "no key has been created yet" in text and "[first request: 200]" in text
     assert f"sqlite:///{home}/heshi.db" in text
     assert "guard:  off" in text and "AIGC labels: off" in text
+    assert "console: http://127.0.0.1:" in text and "/console" in text
 
     created = run("keys", "create", "--tenant", "acme", "--name", "bot", home=home)
     assert created.returncode == 0, created.stderr

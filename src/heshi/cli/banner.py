@@ -12,7 +12,7 @@ from heshi.gateway.handlers import Gateway
 
 
 def banner(config: HeshiConfig, app: Starlette) -> list[str]:
-    """One line per fact: URL, models, auth (and why), store, guard, AIGC labels."""
+    """One line per fact: URL, models, auth (and why), store, guard, AIGC labels, console."""
     gateway: Gateway = app.state.gateway
     host, port = config.server.host, config.server.port
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -29,6 +29,10 @@ def banner(config: HeshiConfig, app: Starlette) -> list[str]:
     lines.append("  防护 guard:  " + _guard(config))
     aigc = "on (显式 explicit " + config.aigc.explicit + ")" if config.aigc.enabled else "off"
     lines.append("  标识 AIGC labels: " + aigc)
+    lines.append(
+        f"  控制台 console: {url.removesuffix('/v1')}/console (管理令牌登录 / sign in with an "
+        "admin token: heshi admin tokens create NAME)"
+    )
     return lines
 
 
