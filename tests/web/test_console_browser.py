@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from heshi.config import AigcConfig
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, TINY_NAME, RunningGateway
 from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import (
     GatewayFactory,
@@ -264,3 +264,25 @@ def test_a_session_ended_elsewhere_returns_to_sign_in(console: tuple[Page, str])
     page.fill("#key-name", "first")
     page.click("#key-form button[type=submit]")
     expect(page.locator("#key-first")).to_contain_text("第一个密钥")
+
+
+def test_the_models_page_is_the_heshi_ps_view(
+    browser: Browser, tiny_gateway: RunningGateway, tiny_gguf: Path
+) -> None:
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, tiny_gateway.url, ADMIN_TOKEN)
+    page.click("a[href='#models']")
+    row = page.locator(f"#models-table tbody tr[data-name='{TINY_NAME}']")
+    expect(row).to_contain_text("chat")
+    expect(row).to_contain_text("0/2")
+    page.fill("#models-ref", str(tiny_gguf))
+    page.fill("#models-name", "tiny-two")
+    page.click("#models-form button[type=submit]")
+    expect(page.locator("#models-table tbody tr[data-name='tiny-two']")).to_have_count(1)
+    page.locator("#models-table tbody tr[data-name='tiny-two'] button").click()
+    expect(page.locator("#models-table tbody tr[data-name='tiny-two']")).to_have_count(0)
+    context.close()
+    assert not errors, errors

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from heshi.admin.operations import GatewayOperations, add_operation_routes
 from heshi.admin.schemas import (
     AuditIssue,
     AuditRecordOut,
@@ -122,7 +123,10 @@ class AdminApi:
 
 
 def build_admin_api(
-    service: AdminService, bootstrap: bytes | None, bootstrap_env: str = "HESHI_ADMIN_TOKEN"
+    service: AdminService,
+    bootstrap: bytes | None,
+    bootstrap_env: str = "HESHI_ADMIN_TOKEN",
+    operations: GatewayOperations | None = None,
 ) -> FastAPI:
     """The ``/admin/v1`` application."""
     api = AdminApi(service, bootstrap, bootstrap_env)
@@ -253,6 +257,8 @@ def build_admin_api(
 
     _session_routes(app, api)
     _audit_routes(app, api)
+    if operations is not None:
+        add_operation_routes(app, api, operations)
     return app
 
 

@@ -158,33 +158,47 @@ class Admin:
         model ref, as ``heshi models pull`` takes it): load it beside the others."""
         try:
             self._require_admin(request)
-            local = self._local()
-            settings = await _settings(request)
-            from heshi.engines.llamacpp import LlamaCppEngine
-            from heshi.hub.store import ModelStore
-
-            try:
-                engine = LlamaCppEngine.from_store(ModelStore(self.config.home), settings)
-                await local.load(engine, check=self.router.reload_names)
-            except (ModelFileError, HubError, ConfigError) as exc:  # what was asked for
-                raise InvalidRequest(exc.message, param="model") from exc
-            (entry,) = [m for m in local.status() if m["name"] == settings.name]
-            return json_reply(entry, status=201)
+            return json_reply(await self.load(await _settings(request)), status=201)
         except HeshiError as exc:
             return self._refused(exc)
+
+    async def load(self, settings: LocalEngineConfig) -> dict[str, Any]:
+        """Load a local model beside the others; its status entry."""
+        local = self._local()
+        from heshi.engines.llamacpp import LlamaCppEngine
+        from heshi.hub.store import ModelStore
+
+        try:
+            engine = LlamaCppEngine.from_store(ModelStore(self.config.home), settings)
+            await local.load(engine, check=self.router.reload_names)
+        except (ModelFileError, HubError, ConfigError) as exc:  # what was asked for
+            raise InvalidRequest(exc.message, param="model") from exc
+        (entry,) = [m for m in local.status() if m["name"] == settings.name]
+        return dict(entry)
 
     async def unload_local(self, request: Request) -> Response:
         """``DELETE /admin/models/{name}``: stop serving a local model, free its memory."""
         try:
             self._require_admin(request)
             name = request.path_params["name"]
-            try:
-                await self._local().unload(name, check=self.router.reload_names)
-            except ConfigError as exc:  # the configuration still needs the model
-                raise InvalidRequest(exc.message, param="name") from exc
+            await self.unload(name)
             return json_reply({"name": name, "unloaded": True})
         except HeshiError as exc:
             return self._refused(exc)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving the local model ``name`` and free its memory."""
+        try:
+            await self._local().unload(name, check=self.router.reload_names)
+        except ConfigError as exc:  # the configuration still needs the model
+            raise InvalidRequest(exc.message, param="name") from exc
+
+    def local_status(self) -> list[dict[str, Any]]:
+        """What ``heshi ps`` shows: each local model's memory, slots and speed."""
+        try:
+            return [dict(m) for m in self._local().status()]
+        except HeshiError:
+            return []  # no local engine: nothing loaded
 
     async def prometheus(self, request: Request) -> Response:
         """``GET /metrics`` in Prometheus text format (admin token required)."""

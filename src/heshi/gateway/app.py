@@ -26,7 +26,7 @@ from heshi.web.console import console_routes
 log = logging.getLogger("heshi.gateway")
 
 
-def _admin_api(config: HeshiConfig, gov: Governance) -> ASGIApp:
+def _admin_api(config: HeshiConfig, gov: Governance, ops: Admin) -> ASGIApp:
     """``/admin/v1``: the admin API over the gateway's own database and audit log."""
     from heshi.admin.api import build_admin_api
     from heshi.admin.bounded import BoundedBody
@@ -37,7 +37,7 @@ def _admin_api(config: HeshiConfig, gov: Governance) -> ASGIApp:
     service = AdminService(
         gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now, pricing=config.pricing
     )
-    return BoundedBody(build_admin_api(service, bootstrap, env))
+    return BoundedBody(build_admin_api(service, bootstrap, env, operations=ops))
 
 
 def create_app(
@@ -80,7 +80,7 @@ def create_app(
         Route("/admin/models", admin.list_local, methods=["GET"]),
         Route("/admin/models", admin.load_local, methods=["POST"]),
         Route("/admin/models/{name:path}", admin.unload_local, methods=["DELETE"]),
-        Mount("/admin/v1", app=_admin_api(config, gateway.gov)),
+        Mount("/admin/v1", app=_admin_api(config, gateway.gov, admin)),
         *console_routes(),
     ]
     app = Starlette(

@@ -34,7 +34,12 @@ const TEXT = {
     "audit.verify": "校验审计日志", "audit.export": "导出 CSV", "audit.time": "时间",
     "audit.what": "内容", "audit.intact": "完整：{n} 条记录，无问题",
     "audit.broken": "发现 {n} 个问题：", "role.admin": "管理员", "role.auditor": "审计员",
-    lang: "English", "session.ended": "会话已结束，请重新登录",
+    lang: "English", "session.ended": "会话已结束，请重新登录", "nav.models": "模型",
+    "models.name": "名称", "models.kind": "类型", "models.memory": "内存", "models.ctx": "上下文",
+    "models.slots": "槽位（忙/总）", "models.rate": "token/s", "models.ref": "模型引用（路径、hf:、modelscope:…）",
+    "models.load": "加载", "models.unload": "卸载", "models.backends": "远程后端", "models.backend": "后端",
+    "models.state": "熔断状态", "models.healthy": "健康", "models.inflight": "进行中",
+    "yes": "是", "no": "否",
     "overview.local": "本机硬件 {rate}/小时 × {hours} 小时 = {total}",
     "keys.first": "这是第一个密钥：从现在起，网关的每个 /v1 请求都需要密钥。",
     "usage.utc": "日期按 UTC 计",
@@ -71,7 +76,12 @@ const TEXT = {
     "audit.verify": "Verify the audit log", "audit.export": "Export CSV", "audit.time": "Time",
     "audit.what": "Content", "audit.intact": "Intact: {n} records, no issues",
     "audit.broken": "{n} issues found:", "role.admin": "admin", "role.auditor": "auditor",
-    lang: "中文", "session.ended": "The session has ended: sign in again",
+    lang: "中文", "session.ended": "The session has ended: sign in again", "nav.models": "Models",
+    "models.name": "Name", "models.kind": "Kind", "models.memory": "Memory", "models.ctx": "Context",
+    "models.slots": "Slots (busy/all)", "models.rate": "tokens/s", "models.ref": "Model ref (path, hf:, modelscope:…)",
+    "models.load": "Load", "models.unload": "Unload", "models.backends": "Remote backends", "models.backend": "Backend",
+    "models.state": "Breaker", "models.healthy": "Healthy", "models.inflight": "In flight",
+    "yes": "yes", "no": "no",
     "overview.local": "local hardware {rate}/h × {hours} h = {total}",
     "keys.first": "This was the first key: from now on every /v1 request to the gateway needs a key.",
     "usage.utc": "Dates are UTC",
@@ -132,7 +142,7 @@ async function route() {
   const page = (location.hash || "#overview").slice(1);
   const pages = {
     overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
-    playground: loadPlayground,
+    playground: loadPlayground, models: loadModelsPage,
   };
   show(pages[page] ? page : "overview");
   try {
@@ -313,6 +323,59 @@ async function createKey(event) {
     $("#key-error").textContent = error.message;
   }
   await loadKeys();
+}
+
+const mib = (bytes) => (bytes == null ? "–" : `${Math.round(bytes / 1048576).toLocaleString()} MiB`);
+
+async function loadModelsPage() {
+  const [models, health] = await Promise.all([call("GET", "/models"), call("GET", "/health")]);
+  const body = $("#models-table tbody");
+  body.replaceChildren();
+  for (const model of models) {
+    const row = document.createElement("tr");
+    row.dataset.name = model.name;
+    cell(row, model.name);
+    cell(row, model.kind + (model.thinking ? " (thinking)" : ""));
+    cell(row, mib(model.memory_bytes), "num");
+    cell(row, number(model.context_length), "num");
+    cell(row, `${model.slots_busy}/${model.slots ?? "–"}` + (model.requests_waiting ? ` +${model.requests_waiting}` : ""), "num");
+    cell(row, model.tokens_per_second == null ? "–" : model.tokens_per_second.toFixed(1), "num");
+    const actions = cell(row, "");
+    if (session.role === "admin") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = t("models.unload");
+      button.addEventListener("click", async () => {
+        try { await call("DELETE", `/models/${encodeURIComponent(model.name)}`); $("#models-error").textContent = ""; }
+        catch (error) { $("#models-error").textContent = error.message; }
+        await loadModelsPage();
+      });
+      actions.appendChild(button);
+    }
+    body.appendChild(row);
+  }
+  const backends = $("#backends-table tbody");
+  backends.replaceChildren();
+  for (const [name, state] of Object.entries(health.backends || {})) {
+    const row = document.createElement("tr");
+    cell(row, name);
+    cell(row, state.state);
+    cell(row, t(state.healthy ? "yes" : "no"));
+    cell(row, String(state.in_flight), "num");
+    backends.appendChild(row);
+  }
+}
+
+async function loadModel(event) {
+  event.preventDefault();
+  try {
+    await call("POST", "/models", { model: $("#models-ref").value.trim(), name: $("#models-name").value.trim() });
+    $("#models-error").textContent = "";
+    event.target.reset();
+  } catch (error) {
+    $("#models-error").textContent = error.message;
+  }
+  await loadModelsPage();
 }
 
 async function loadAudit() {
@@ -569,6 +632,7 @@ async function start() {
   $("#key-once").addEventListener("close", forgetKey);
   $("#audit-verify").addEventListener("click", verifyAudit);
   $("#usage-form").addEventListener("submit", loadUsage);
+  $("#models-form").addEventListener("submit", loadModel);
   $("#pg-new-key").addEventListener("click", newPlaygroundKey);
   $("#pg-models").addEventListener("click", loadModels);
   $("#pg-form").addEventListener("submit", send);

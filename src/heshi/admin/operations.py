@@ -1,0 +1,85 @@
+"""``/admin/v1`` routes for the running gateway itself: its health, and its local models
+(what ``heshi ps`` shows; load and unload, audited like any change)."""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from heshi.admin.service import ADMIN_TENANT
+from heshi.admin.tokens import Actor
+from heshi.config import LocalEngineConfig
+from heshi.errors import HeshiError, InvalidRequest
+
+
+class GatewayOperations(Protocol):
+    """What the gateway's operator side offers (``heshi.gateway.admin.Admin``)."""
+
+    def details(self) -> dict[str, Any]: ...
+
+    def local_status(self) -> list[dict[str, Any]]: ...
+
+    async def load(self, settings: LocalEngineConfig) -> dict[str, Any]: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
+class LoadModel(BaseModel):
+    """A ``models:`` entry of heshi.yaml: at least ``model`` (a model ref) and ``name``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=1000)]
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def add_operation_routes(app: FastAPI, api: Any, ops: GatewayOperations) -> None:
+    """``GET /health``, ``GET /models``, ``POST /models``, ``DELETE /models/{name}``."""
+    service = api.service
+    Who = Annotated[Actor, Depends(api.actor)]
+
+    def ip(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    @app.get("/health", tags=["gateway"])
+    def health(actor: Who) -> dict[str, Any]:
+        """Readiness, models served, backends with their breaker states, ledger, admission."""
+        return ops.details()
+
+    @app.get("/models", tags=["gateway"])
+    def local_models(actor: Who) -> list[dict[str, Any]]:
+        """The local models loaded: kind, memory, context, slots busy, tokens/s."""
+        return ops.local_status()
+
+    @app.post("/models", status_code=201, tags=["gateway"])
+    async def load_model(actor: Who, body: LoadModel, request: Request) -> dict[str, Any]:
+        """Load a local model beside the others (admins; audited)."""
+        params = {"model": body.model, "name": body.name}
+        try:
+            actor.require("admin")
+            try:
+                settings = LocalEngineConfig.model_validate(body.model_dump())
+            except ValueError as exc:
+                raise InvalidRequest(f"模型设置无效 / invalid model settings: {exc}") from exc
+            entry = await ops.load(settings)
+        except HeshiError as exc:
+            outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
+            service.record(actor, "models.load", ADMIN_TENANT, params, outcome, ip(request))
+            raise
+        service.record(actor, "models.load", ADMIN_TENANT, params, {"result": "ok"}, ip(request))
+        return entry
+
+    @app.delete("/models/{name}", tags=["gateway"])
+    async def unload_model(actor: Who, name: str, request: Request) -> dict[str, Any]:
+        """Stop serving a local model and free its memory (admins; audited)."""
+        params = {"name": name[:128]}
+        try:
+            actor.require("admin")
+            await ops.unload(name)
+        except HeshiError as exc:
+            outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
+            service.record(actor, "models.unload", ADMIN_TENANT, params, outcome, ip(request))
+            raise
+        service.record(actor, "models.unload", ADMIN_TENANT, params, {"result": "ok"}, ip(request))
+        return {"name": name, "unloaded": True}
