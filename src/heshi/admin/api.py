@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from heshi.admin.operations import GatewayOperations, add_operation_routes
+from heshi.admin.operations import GatewayOperations, add_guard_routes, add_operation_routes
 from heshi.admin.schemas import (
     AuditIssue,
     AuditRecordOut,
@@ -46,6 +46,7 @@ from heshi.admin.service import ADMIN_TENANT, AdminService, KeySpec
 from heshi.admin.sessions import SESSION_HOURS, SessionStore
 from heshi.admin.spreadsheet import usage_csv
 from heshi.admin.tokens import Actor
+from heshi.config import HeshiConfig
 from heshi.errors import AuthenticationFailed, HeshiError, InvalidRequest, PermissionDenied
 from heshi.gateway.errors import on_http_error
 from heshi.gateway.replies import error_reply
@@ -127,6 +128,7 @@ def build_admin_api(
     bootstrap: bytes | None,
     bootstrap_env: str = "HESHI_ADMIN_TOKEN",
     operations: GatewayOperations | None = None,
+    config: HeshiConfig | None = None,
 ) -> FastAPI:
     """The ``/admin/v1`` application."""
     api = AdminApi(service, bootstrap, bootstrap_env)
@@ -259,6 +261,8 @@ def build_admin_api(
     _audit_routes(app, api)
     if operations is not None:
         add_operation_routes(app, api, operations)
+    if config is not None:
+        add_guard_routes(app, api, config)
     return app
 
 

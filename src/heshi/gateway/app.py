@@ -37,7 +37,7 @@ def _admin_api(config: HeshiConfig, gov: Governance, ops: Admin) -> ASGIApp:
     service = AdminService(
         gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now, pricing=config.pricing
     )
-    return BoundedBody(build_admin_api(service, bootstrap, env, operations=ops))
+    return BoundedBody(build_admin_api(service, bootstrap, env, operations=ops, config=config))
 
 
 def create_app(

@@ -39,7 +39,10 @@ const TEXT = {
     "models.slots": "槽位（忙/总）", "models.rate": "token/s", "models.ref": "模型引用（路径、hf:、modelscope:…）",
     "models.load": "加载", "models.unload": "卸载", "models.backends": "远程后端", "models.backend": "后端",
     "models.state": "熔断状态", "models.healthy": "健康", "models.inflight": "进行中",
-    "yes": "是", "no": "否",
+    "yes": "是", "no": "否", "nav.guard": "防护", "guard.days": "最近天数",
+    "guard.byrisk": "按 TC260 风险统计的拦截", "guard.risk": "风险", "guard.count": "拦截次数",
+    "guard.recent": "最近拦截", "guard.prompt": "请求（已脱敏）", "guard.verdicts": "判定",
+    "guard.summary": "防护 {enabled} · 个人信息 {pii} · 输入检查 {inbound} · 输出检查 {outbound} · AIGC 标识 {aigc} · 在最近 {scanned} 条受防护请求中拦截 {blocked} 条",
     "overview.local": "本机硬件 {rate}/小时 × {hours} 小时 = {total}",
     "keys.first": "这是第一个密钥：从现在起，网关的每个 /v1 请求都需要密钥。",
     "usage.utc": "日期按 UTC 计",
@@ -81,7 +84,10 @@ const TEXT = {
     "models.slots": "Slots (busy/all)", "models.rate": "tokens/s", "models.ref": "Model ref (path, hf:, modelscope:…)",
     "models.load": "Load", "models.unload": "Unload", "models.backends": "Remote backends", "models.backend": "Backend",
     "models.state": "Breaker", "models.healthy": "Healthy", "models.inflight": "In flight",
-    "yes": "yes", "no": "no",
+    "yes": "yes", "no": "no", "nav.guard": "Guard", "guard.days": "Last days",
+    "guard.byrisk": "Blocks by TC260 risk", "guard.risk": "Risk", "guard.count": "Blocks",
+    "guard.recent": "Recent blocks", "guard.prompt": "Request (PII masked)", "guard.verdicts": "Verdicts",
+    "guard.summary": "guard {enabled} · personal information {pii} · inbound {inbound} · outbound {outbound} · AIGC labels {aigc} · {blocked} blocked of the last {scanned} guarded requests",
     "overview.local": "local hardware {rate}/h × {hours} h = {total}",
     "keys.first": "This was the first key: from now on every /v1 request to the gateway needs a key.",
     "usage.utc": "Dates are UTC",
@@ -142,7 +148,7 @@ async function route() {
   const page = (location.hash || "#overview").slice(1);
   const pages = {
     overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
-    playground: loadPlayground, models: loadModelsPage,
+    playground: loadPlayground, models: loadModelsPage, guard: loadGuard,
   };
   show(pages[page] ? page : "overview");
   try {
@@ -376,6 +382,47 @@ async function loadModel(event) {
     $("#models-error").textContent = error.message;
   }
   await loadModelsPage();
+}
+
+async function loadGuard(event) {
+  if (event) event.preventDefault();
+  const tenant = $("#guard-tenant").value.trim();
+  const days = Math.min(Math.max(Number($("#guard-days").value) || 7, 1), 365);
+  const since = new Date(Date.now() - days * 86400000).toISOString();
+  const which = tenant ? `&tenant=${encodeURIComponent(tenant)}` : "";
+  try {
+    const [settings, found] = await Promise.all([
+      call("GET", "/guard/settings" + (tenant ? `?tenant=${encodeURIComponent(tenant)}` : "")),
+      call("GET", `/guard/blocks?since=${encodeURIComponent(since)}${which}`),
+    ]);
+    $("#guard-error").textContent = "";
+    const g = settings.guard, on = (value) => t(value ? "yes" : "no");
+    $("#guard-settings").textContent = t("guard.summary", {
+      enabled: on(g.enabled), pii: g.pii, inbound: on(g.inbound), outbound: on(g.outbound),
+      aigc: on(settings.aigc.enabled), scanned: found.scanned, blocked: found.blocked,
+    });
+    const risks = $("#guard-risks tbody");
+    risks.replaceChildren();
+    for (const [risk, count] of Object.entries(found.by_risk)) {
+      const row = document.createElement("tr");
+      cell(row, risk);
+      cell(row, String(count), "num");
+      risks.appendChild(row);
+    }
+    const recent = $("#guard-recent tbody");
+    recent.replaceChildren();
+    for (const record of found.recent) {
+      const row = document.createElement("tr");
+      cell(row, new Date(record.ts).toLocaleString(lang === "zh" ? "zh-CN" : "en"));
+      cell(row, record.tenant);
+      cell(row, record.input, "wrap");
+      cell(row, record.verdicts.map((v) => `${v.risk} ${v.category} → ${v.action}`).join("; "), "wrap");
+      recent.appendChild(row);
+    }
+  } catch (error) {
+    if (error.status === 401) throw error;
+    $("#guard-error").textContent = error.message;
+  }
 }
 
 async function loadAudit() {
@@ -633,6 +680,7 @@ async function start() {
   $("#audit-verify").addEventListener("click", verifyAudit);
   $("#usage-form").addEventListener("submit", loadUsage);
   $("#models-form").addEventListener("submit", loadModel);
+  $("#guard-form").addEventListener("submit", loadGuard);
   $("#pg-new-key").addEventListener("click", newPlaygroundKey);
   $("#pg-models").addEventListener("click", loadModels);
   $("#pg-form").addEventListener("submit", send);
