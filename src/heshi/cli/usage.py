@@ -101,6 +101,7 @@ def _print_table(rows: list[UsageRow], by: str, names: dict[str, str], *, title:
         "errors\n错误",
         "latency ms\n平均延迟",
         "TTFT ms\n首字延迟",
+        "cost\n花费",
     ):
         table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
@@ -127,6 +128,7 @@ def _numbers(row: UsageRow) -> list[str]:
         f"{row.errors:,}",
         _ms(row.mean_latency_ms),
         _ms(row.mean_ttft_ms),
+        "-" if row.cost is None else f"{row.cost:,.4f}",
     ]
 
 
@@ -144,6 +146,7 @@ def _sum(rows: list[UsageRow]) -> UsageRow:
         # Group TTFT means cover only streamed requests, whose count the report does not
         # carry, so they cannot be combined exactly; show none rather than a wrong one.
         mean_ttft_ms=None,
+        cost=None if all(r.cost is None for r in rows) else sum(r.cost or 0.0 for r in rows),
     )
 
 
