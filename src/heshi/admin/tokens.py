@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -143,17 +141,9 @@ class AdminTokenStore:
             "revoked_at": None,
             "last_used_at": None,
         }
-        with self._writing(conn) as tx:
+        with self.db.writing(conn) as tx:
             tx.execute(admin_tokens.insert().values(**row))
         return plaintext, _token(row)
-
-    @contextmanager
-    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
-        if conn is not None:
-            yield conn
-            return
-        with self.db.outage_as_unavailable(), self.db.begin() as own:
-            yield own
 
     def list(self) -> list[AdminToken]:
         with self.db.outage_as_unavailable(), self.db.read() as conn:
@@ -170,7 +160,7 @@ class AdminTokenStore:
             if whole
             else ((c.id == reference) | (c.prefix == reference))
         )
-        with self._writing(conn) as tx:
+        with self.db.writing(conn) as tx:
             row = tx.execute(select(admin_tokens).where(match)).first()
             if row is None:
                 raise AdminTokenNotFound(reference)

@@ -99,6 +99,17 @@ class Database:
                 yield conn
 
     @contextmanager
+    def writing(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """``conn`` when given (the caller's transaction: an admin change commits with its
+        audit record), else a write transaction of its own, outages reported as
+        ``StoreUnavailable``."""
+        if conn is not None:
+            yield conn
+            return
+        with self.outage_as_unavailable(), self.begin() as own:
+            yield own
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction: one consistent snapshot that never blocks writers."""
         with self.engine.connect() as conn, conn.begin():

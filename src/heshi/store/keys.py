@@ -5,8 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -145,18 +144,9 @@ class KeyStore:
             "created_at": now,
             "updated_at": now,
         }
-        with self._writing(conn) as tx:
+        with self.db.writing(conn) as tx:
             tx.execute(api_keys.insert().values(**values))
         return plaintext, _to_key(values)
-
-    @contextmanager
-    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
-        """``conn`` (the caller's transaction), or a transaction of our own."""
-        if conn is not None:
-            yield conn
-            return
-        with self.db.outage_as_unavailable(), self.db.begin() as own:
-            yield own
 
     # ``builtins.list`` below: inside this class, ``list`` names the method.
     def list(self, tenant: str | None = None) -> builtins.list[ApiKey]:
@@ -216,7 +206,7 @@ class KeyStore:
                 "or line breaks)",
                 param="reason",
             )
-        with self._writing(tx) as conn:
+        with self.db.writing(tx) as conn:
             # Row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
             # a resume racing a revoke must see the revoke, never undo it.
             key = self._find(conn, id_or_prefix, lock=True)
