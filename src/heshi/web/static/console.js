@@ -39,7 +39,10 @@ const TEXT = {
     "models.slots": "槽位（忙/总）", "models.rate": "token/s", "models.ref": "模型引用（路径、hf:、modelscope:…）",
     "models.load": "加载", "models.unload": "卸载", "models.backends": "远程后端", "models.backend": "后端",
     "models.state": "熔断状态", "models.healthy": "健康", "models.inflight": "进行中",
-    "yes": "是", "no": "否", "nav.guard": "防护", "guard.days": "最近天数",
+    "yes": "是", "no": "否", "nav.guard": "防护", "nav.kb": "知识库",
+    "kb.help": "在演练场选择 kb:名称 即可提问；导入文档：heshi kb ingest。", "kb.model": "模型名",
+    "kb.documents": "文档", "kb.chunks": "分块", "kb.updated": "更新", "kb.handoffs": "转人工队列",
+    "kb.reason": "原因", "kb.last": "用户最后一句", "guard.days": "最近天数",
     "guard.byrisk": "按 TC260 风险统计的拦截", "guard.risk": "风险", "guard.count": "拦截次数",
     "guard.recent": "最近拦截", "guard.prompt": "请求（已脱敏）", "guard.verdicts": "判定",
     "guard.summary": "防护 {enabled} · 个人信息 {pii} · 输入检查 {inbound} · 输出检查 {outbound} · AIGC 标识 {aigc} · 在最近 {scanned} 条受防护请求中拦截 {blocked} 条",
@@ -84,7 +87,11 @@ const TEXT = {
     "models.slots": "Slots (busy/all)", "models.rate": "tokens/s", "models.ref": "Model ref (path, hf:, modelscope:…)",
     "models.load": "Load", "models.unload": "Unload", "models.backends": "Remote backends", "models.backend": "Backend",
     "models.state": "Breaker", "models.healthy": "Healthy", "models.inflight": "In flight",
-    "yes": "yes", "no": "no", "nav.guard": "Guard", "guard.days": "Last days",
+    "yes": "yes", "no": "no", "nav.guard": "Guard", "nav.kb": "Knowledge",
+    "kb.help": "Ask a base in the playground by picking kb:NAME; add documents with heshi kb ingest.",
+    "kb.model": "Model name", "kb.documents": "Documents", "kb.chunks": "Chunks",
+    "kb.updated": "Updated", "kb.handoffs": "Handoff queue", "kb.reason": "Reason",
+    "kb.last": "User's last words", "guard.days": "Last days",
     "guard.byrisk": "Blocks by TC260 risk", "guard.risk": "Risk", "guard.count": "Blocks",
     "guard.recent": "Recent blocks", "guard.prompt": "Request (PII masked)", "guard.verdicts": "Verdicts",
     "guard.summary": "guard {enabled} · personal information {pii} · inbound {inbound} · outbound {outbound} · AIGC labels {aigc} · {blocked} blocked of the last {scanned} guarded requests",
@@ -148,7 +155,7 @@ async function route() {
   const page = (location.hash || "#overview").slice(1);
   const pages = {
     overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
-    playground: loadPlayground, models: loadModelsPage, guard: loadGuard,
+    playground: loadPlayground, models: loadModelsPage, guard: loadGuard, kb: loadKnowledge,
   };
   show(pages[page] ? page : "overview");
   try {
@@ -422,6 +429,35 @@ async function loadGuard(event) {
   } catch (error) {
     if (error.status === 401) throw error;
     $("#guard-error").textContent = error.message;
+  }
+}
+
+async function loadKnowledge() {
+  const [bases, handoffs] = await Promise.all([call("GET", "/kb"), call("GET", "/kb-handoffs?limit=100")]);
+  const when = (iso) => new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en");
+  const table = $("#kb-table tbody");
+  table.replaceChildren();
+  for (const base of bases) {
+    const row = document.createElement("tr");
+    cell(row, base.name);
+    cell(row, base.model);
+    cell(row, base.tenant ?? "*");
+    cell(row, number(base.documents), "num");
+    cell(row, number(base.chunks), "num");
+    cell(row, when(base.updated_at));
+    table.appendChild(row);
+  }
+  const queue = $("#handoffs-table tbody");
+  queue.replaceChildren();
+  for (const handoff of handoffs) {
+    const row = document.createElement("tr");
+    cell(row, when(handoff.created_at));
+    cell(row, handoff.kb);
+    cell(row, handoff.reason);
+    cell(row, handoff.status);
+    const last = [...handoff.conversation].reverse().find((m) => m.role === "user");
+    cell(row, last ? last.content : "", "wrap");
+    queue.appendChild(row);
   }
 }
 

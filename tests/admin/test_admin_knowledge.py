@@ -1,0 +1,58 @@
+"""``/admin/v1/kb`` and ``/kb-handoffs`` on a real gateway, and the console's Knowledge
+page: the bases with their documents, and the handoff queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from heshi.apps.kb.sessions import Session, SessionStore
+from heshi.apps.kb.store import KnowledgeBaseStore
+from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.fakes.upstream import FakeUpstream
+from tests.governance.conftest import GatewayFactory, gateway_config, start_gateway, upstream
+
+__all__ = ["start_gateway", "upstream"]  # fixtures used here
+API = "/admin/v1"
+
+
+def test_bases_documents_and_the_handoff_queue(
+    tmp_path: Path, upstream: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.web.test_console_browser import chromium_path
+
+    gw = start_gateway(gateway_config(tmp_path / "home", upstream.base_url))
+    KnowledgeBaseStore(gw.gov.db).create("bank-faq", tenant="acme")
+    sessions = SessionStore(gw.gov.db)
+    session = Session(id="s-1", kb="bank-faq", tenant="acme")
+    session.messages = [{"role": "user", "content": "我要投诉，转人工"}]
+    sessions.save(session)
+    sessions.hand_off(session, "asked", None)
+    with httpx.Client(base_url=gw.url, timeout=30) as client:
+        bases = client.get(f"{API}/kb", headers=ADMIN).json()
+        assert [(b["name"], b["model"], b["documents"]) for b in bases] == [
+            ("bank-faq", "kb:bank-faq", 0)
+        ]
+        assert client.get(f"{API}/kb/bank-faq/documents", headers=ADMIN).json() == []
+        assert client.get(f"{API}/kb/nope/documents", headers=ADMIN).status_code == 404
+        queue = client.get(f"{API}/kb-handoffs", headers=ADMIN, params={"status": "open"}).json()
+        assert [(h["kb"], h["reason"], h["status"]) for h in queue] == [
+            ("bank-faq", "asked", "open")
+        ]
+        assert (
+            client.get(f"{API}/kb-handoffs", headers=ADMIN, params={"status": "x"}).status_code
+            == 400
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(locale="zh-CN")
+        page.goto(gw.url + "/console")
+        page.fill("#signin-token", ADMIN_TOKEN)
+        page.click("#signin-form button[type=submit]")
+        page.click("a[href='#kb']")
+        expect(page.locator("#kb-table tbody tr")).to_contain_text("kb:bank-faq")
+        expect(page.locator("#handoffs-table tbody tr")).to_contain_text("我要投诉，转人工")
+        browser.close()
