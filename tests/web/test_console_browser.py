@@ -286,3 +286,20 @@ def test_the_models_page_is_the_heshi_ps_view(
     expect(page.locator("#models-table tbody tr[data-name='tiny-two']")).to_have_count(0)
     context.close()
     assert not errors, errors
+
+
+def test_the_plan_calculator_ranks_and_explains(console: tuple[Page, str]) -> None:
+    page, url = console
+    sign_in(page, url, ADMIN_TOKEN)
+    page.click("a[href='#plan']")
+    expect(page.locator("#plan-workload option")).to_have_count(4)
+    page.fill("#plan-hardware", "2x nvidia-a100-80gb")
+    page.fill("#plan-users", "200")
+    page.fill("#plan-context", "8192")
+    page.click("#plan-form button[type=submit]")
+    expect(page.locator("#plan-options tbody tr").first).to_be_visible()
+    expect(page.locator("#plan-summary")).to_contain_text("2x nvidia-a100-80gb")
+    expect(page.locator("#plan-rejected li").first).to_contain_text(":")
+    page.fill("#plan-hardware", "3x nvidia-h1000")
+    page.click("#plan-form button[type=submit]")
+    expect(page.locator("#plan-error")).to_contain_text("nearest")

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from heshi.admin.calculator import add_calculator_routes
 from heshi.admin.knowledge import add_knowledge_routes
 from heshi.admin.operations import GatewayOperations, add_guard_routes, add_operation_routes
 from heshi.admin.schemas import (
@@ -265,6 +266,7 @@ def build_admin_api(
     if config is not None:
         add_guard_routes(app, api, config)
     add_knowledge_routes(app, api)
+    add_calculator_routes(app, api)
     return app
 
 

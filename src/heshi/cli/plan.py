@@ -22,7 +22,8 @@ from heshi.plan.gguf import spec_from_gguf
 from heshi.plan.memory import KV_BYTES
 from heshi.plan.predict import ENGINES, predict
 from heshi.plan.quant import Quant, quant
-from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend, smallest_change
+from heshi.plan.recommend import PRESETS, recommend, smallest_change
+from heshi.plan.report import build_request, chosen, plan_json
 from heshi.plan.speed import Workload
 
 app = typer.Typer(
@@ -81,72 +82,22 @@ def plan(
     if ctx.invoked_subcommand is not None:
         return
     with reporting_errors():
-        if not hardware:
-            raise InvalidRequest("缺少 --hardware / missing --hardware", param="hardware")
-        preset = PRESETS.get(workload)
-        if preset is None:
-            raise InvalidRequest(
-                f"未知负载 / unknown workload {workload!r}: one of {', '.join(PRESETS)}"
-            )
-        req = Request(
-            hardware=resolve_hardware(hardware),
-            preset=preset,
-            concurrency=concurrency,
-            context=context or preset.context,
-            ttft_p95_s=_seconds(ttft_p95) if ttft_p95 else None,
-            min_quality=parse_quality(min_quality),
-            models=tuple(catalog.model(m).id for m in model or ()),
-            kv_cache=kv_cache.strip().lower(),
-        )
+        req = build_request(
+            hardware=hardware, workload=workload, concurrency=concurrency, context=context,
+            ttft_p95=ttft_p95, min_quality=min_quality, models=model or (), kv_cache=kv_cache,
+        )  # fmt: skip
+        if json_output:
+            typer.echo(json.dumps(plan_json(req, top, emit), ensure_ascii=False, indent=1))
+            return
         ranked, rejected = recommend(req)
         change = None if ranked else smallest_change(req, rejected)
-        chosen = _chosen(ranked, emit)
-        if json_output:
-            payload = {
-                "workload": preset.__dict__,
-                "hardware": str(req.hardware),
-                "hardware_notes": req.hardware.device.notes,
-                "concurrency": concurrency,
-                "context": req.context,
-                "options": [o.as_json() for o in ranked[:top]],
-                "rejected": [o.as_json() for o in rejected],
-                "smallest_change": change,
-            }
-            if chosen is not None and emit:
-                payload["launch"] = launch(chosen, emit, req.context, concurrency)
-                payload["heshi_yaml"] = heshi_backend(chosen, emit)
-            typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
-            return
+        best = chosen(ranked, emit)
         print_plan(req, ranked[:top], rejected, change)
-        if chosen is not None and emit:
-            typer.echo(f"\n# {emit}: {chosen.spec.id} {chosen.q.name}, {chosen.hardware}")
-            typer.echo(launch(chosen, emit, req.context, concurrency))
+        if best is not None and emit:
+            typer.echo(f"\n# {emit}: {best.spec.id} {best.q.name}, {best.hardware}")
+            typer.echo(launch(best, emit, req.context, concurrency))
             typer.echo("\n# heshi.yaml")
-            typer.echo(heshi_backend(chosen, emit))
-
-
-def _seconds(text: str) -> float:
-    raw = text.strip().lower()
-    scale = 1e-3 if raw.endswith("ms") else 1.0
-    try:
-        return float(raw.removesuffix("ms").removesuffix("s")) * scale
-    except ValueError:
-        raise InvalidRequest(
-            f"时长格式如 2s、500ms / durations look like 2s or 500ms: {text!r}"
-        ) from None
-
-
-def _chosen(ranked: list[Option], emit: str | None) -> Option | None:
-    if not emit:
-        return None
-    if emit not in EMITTERS:
-        raise InvalidRequest(
-            f"--emit 的取值 / --emit takes one of {', '.join(EMITTERS)}, got {emit!r}"
-        )
-    for option in ranked:
-        if option.engine == emit:
-            return option
-    raise InvalidRequest(f"没有可用 {emit} 的配置 / no feasible configuration runs on {emit} here")
+            typer.echo(heshi_backend(best, emit))
 
 
 @app.command("predict")

@@ -39,7 +39,12 @@ const TEXT = {
     "models.slots": "槽位（忙/总）", "models.rate": "token/s", "models.ref": "模型引用（路径、hf:、modelscope:…）",
     "models.load": "加载", "models.unload": "卸载", "models.backends": "远程后端", "models.backend": "后端",
     "models.state": "熔断状态", "models.healthy": "健康", "models.inflight": "进行中",
-    "yes": "是", "no": "否", "nav.guard": "防护", "nav.kb": "知识库",
+    "yes": "是", "no": "否", "nav.guard": "防护", "nav.kb": "知识库", "nav.plan": "规划",
+    "plan.hardware": "硬件", "plan.workload": "负载", "plan.users": "同时在线用户",
+    "plan.context": "上下文 token（可选）", "plan.ttft": "首 token p95 上限（如 2s）", "plan.run": "计算",
+    "plan.quant": "量化", "plan.engine": "引擎", "plan.peruser": "单用户 token/s", "plan.total": "总吞吐",
+    "plan.maxseqs": "最大并发", "plan.rejected": "更大的模型为何不行",
+    "plan.none": "没有可行配置。", "plan.change": "最小改动：{change}",
     "kb.help": "在演练场选择 kb:名称 即可提问；导入文档：heshi kb ingest。", "kb.model": "模型名",
     "kb.documents": "文档", "kb.chunks": "分块", "kb.updated": "更新", "kb.handoffs": "转人工队列",
     "kb.reason": "原因", "kb.last": "用户最后一句", "guard.days": "最近天数",
@@ -87,7 +92,13 @@ const TEXT = {
     "models.slots": "Slots (busy/all)", "models.rate": "tokens/s", "models.ref": "Model ref (path, hf:, modelscope:…)",
     "models.load": "Load", "models.unload": "Unload", "models.backends": "Remote backends", "models.backend": "Backend",
     "models.state": "Breaker", "models.healthy": "Healthy", "models.inflight": "In flight",
-    "yes": "yes", "no": "no", "nav.guard": "Guard", "nav.kb": "Knowledge",
+    "yes": "yes", "no": "no", "nav.guard": "Guard", "nav.kb": "Knowledge", "nav.plan": "Plan",
+    "plan.hardware": "Hardware", "plan.workload": "Workload", "plan.users": "Users at once",
+    "plan.context": "Context tokens (optional)", "plan.ttft": "TTFT p95 limit (e.g. 2s)", "plan.run": "Calculate",
+    "plan.quant": "Quantization", "plan.engine": "Engine", "plan.peruser": "tokens/s per user",
+    "plan.total": "Total tokens/s", "plan.maxseqs": "Max sequences",
+    "plan.rejected": "Why larger models were rejected", "plan.none": "Nothing fits.",
+    "plan.change": "Smallest change: {change}",
     "kb.help": "Ask a base in the playground by picking kb:NAME; add documents with heshi kb ingest.",
     "kb.model": "Model name", "kb.documents": "Documents", "kb.chunks": "Chunks",
     "kb.updated": "Updated", "kb.handoffs": "Handoff queue", "kb.reason": "Reason",
@@ -156,6 +167,7 @@ async function route() {
   const pages = {
     overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
     playground: loadPlayground, models: loadModelsPage, guard: loadGuard, kb: loadKnowledge,
+    plan: loadPlan,
   };
   show(pages[page] ? page : "overview");
   try {
@@ -461,6 +473,59 @@ async function loadKnowledge() {
   }
 }
 
+async function loadPlan() {
+  const select = $("#plan-workload");
+  if (select.options.length) return;
+  for (const preset of await call("GET", "/plan/workloads")) {
+    const option = document.createElement("option");
+    option.value = preset.name;
+    option.textContent = `${preset.name} · ${preset.description}`;
+    select.appendChild(option);
+  }
+}
+
+async function runPlan(event) {
+  event.preventDefault();
+  const body = {
+    hardware: $("#plan-hardware").value.trim(), workload: $("#plan-workload").value,
+    concurrency: Number($("#plan-users").value) || 1,
+  };
+  if ($("#plan-context").value) body.context = Number($("#plan-context").value);
+  if ($("#plan-ttft").value.trim()) body.ttft_p95 = $("#plan-ttft").value.trim();
+  $("#plan-error").textContent = "";
+  $("#plan-summary").textContent = "…";
+  try {
+    const result = await call("POST", "/plan", body);
+    $("#plan-summary").textContent = `${result.hardware} · ${result.workload.name} · ${result.concurrency} × ${result.context}`
+      + (result.options.length ? "" : " · " + t("plan.none"))
+      + (result.smallest_change ? " · " + t("plan.change", { change: result.smallest_change }) : "");
+    const rows = $("#plan-options tbody");
+    rows.replaceChildren();
+    for (const option of result.options) {
+      const row = document.createElement("tr");
+      cell(row, option.model + (option.published_checkpoint ? "" : " *"));
+      cell(row, option.quant);
+      cell(row, option.engine);
+      cell(row, String(option.tensor_parallel), "num");
+      cell(row, option.per_user_tokens_per_s.toFixed(1), "num");
+      cell(row, option.aggregate_tokens_per_s.toFixed(1), "num");
+      cell(row, option.ttft_p95_s.toFixed(2), "num");
+      cell(row, String(option.max_concurrent_sequences), "num");
+      rows.appendChild(row);
+    }
+    const list = $("#plan-rejected");
+    list.replaceChildren();
+    for (const option of result.rejected) {
+      const item = document.createElement("li");
+      item.textContent = `${option.model} ${option.quant} (${option.engine} ×${option.tensor_parallel}): ${option.reasons.join("; ")}`;
+      list.appendChild(item);
+    }
+  } catch (error) {
+    $("#plan-summary").textContent = "";
+    $("#plan-error").textContent = error.message;
+  }
+}
+
 async function loadAudit() {
   const records = await call("GET", "/audit/records?limit=100");
   const body = $("#audit-table tbody");
@@ -717,6 +782,7 @@ async function start() {
   $("#usage-form").addEventListener("submit", loadUsage);
   $("#models-form").addEventListener("submit", loadModel);
   $("#guard-form").addEventListener("submit", loadGuard);
+  $("#plan-form").addEventListener("submit", runPlan);
   $("#pg-new-key").addEventListener("click", newPlaygroundKey);
   $("#pg-models").addEventListener("click", loadModels);
   $("#pg-form").addEventListener("submit", send);
