@@ -13,22 +13,21 @@ Errors have the gateway's shape, ``{"error": {"message", "type", "code", "param"
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 import hmac
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from heshi.admin.audit_routes import add_audit_routes
 from heshi.admin.calculator import add_calculator_routes
 from heshi.admin.knowledge import add_knowledge_routes
 from heshi.admin.operations import GatewayOperations, add_guard_routes, add_operation_routes
+from heshi.admin.params import aware, client_ip
 from heshi.admin.schemas import (
-    AuditIssue,
-    AuditRecordOut,
     KeyCreate,
     KeyCreated,
     KeyOut,
@@ -41,7 +40,6 @@ from heshi.admin.schemas import (
     TokenCreated,
     TokenOut,
     UsageGroup,
-    VerifyOut,
     WhoAmI,
 )
 from heshi.admin.service import ADMIN_TENANT, AdminService, KeySpec
@@ -166,8 +164,7 @@ def build_admin_api(
 
     Who = Annotated[Actor, Depends(api.actor)]
 
-    def ip(request: Request) -> str | None:
-        return request.client.host if request.client else None
+    ip = client_ip
 
     @app.get("/whoami", response_model=WhoAmI, tags=["session"])
     def whoami(actor: Who) -> WhoAmI:
@@ -238,8 +235,8 @@ def build_admin_api(
     ) -> Any:
         """Requests, tokens, errors, mean latency and TTFT per group; every tenant's unless
         ``tenant`` is given; ``format=csv`` downloads the same rows as CSV."""
-        _aware(since, "since")
-        _aware(until, "until")
+        aware(since, "since")
+        aware(until, "until")
         rows = service.usage(actor, tenant, since, until, by, model, key_id)
         if format == "csv":
             return Response(
@@ -260,7 +257,7 @@ def build_admin_api(
         )
 
     _session_routes(app, api)
-    _audit_routes(app, api)
+    add_audit_routes(app, api)
     if operations is not None:
         add_operation_routes(app, api, operations)
     if config is not None:
@@ -270,14 +267,10 @@ def build_admin_api(
     return app
 
 
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def _session_routes(app: FastAPI, api: AdminApi) -> None:
     """Sign in, the session, sign out: the console's cookie."""
     service = api.service
-    ip = _ip
+    ip = client_ip
 
     @app.post("/session", response_model=SessionOut, tags=["session"])
     def sign_in(body: SignIn, request: Request, response: Response) -> Any:
@@ -327,79 +320,3 @@ def _session_routes(app: FastAPI, api: AdminApi) -> None:
         out = Response(status_code=204)
         out.delete_cookie(COOKIE, path="/")
         return out
-
-
-def _audit_routes(app: FastAPI, api: AdminApi) -> None:
-    """The audit log: pages of records, verification, export."""
-    service = api.service
-    ip = _ip
-    Who = Annotated[Actor, Depends(api.actor)]
-
-    @app.get("/audit/records", response_model=list[AuditRecordOut], tags=["audit"])
-    def audit_records(
-        actor: Who,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-        tenant: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> Any:
-        records = service.audit_page(actor, limit=limit, before_seq=before_seq, tenant=tenant)
-        return [
-            AuditRecordOut(**{k: getattr(r, k) for k in AuditRecordOut.model_fields})
-            for r in records
-        ]
-
-    @app.post("/audit/verify", response_model=VerifyOut, tags=["audit"])
-    def audit_verify(actor: Who, request: Request) -> Any:
-        report = service.verify_audit(actor, ip(request))
-        return VerifyOut(
-            intact=report.intact,
-            records=report.records,
-            signed_records=report.signed_records,
-            checkpoints=report.checkpoints,
-            first_seq=report.first_seq,
-            last_seq=report.last_seq,
-            head_hash=report.head_hash,
-            issue_count=report.issue_count,
-            issues=[
-                AuditIssue(seq=i.seq, kind=i.kind, detail=i.detail, explained=str(i))
-                for i in report.issues
-            ],
-            summary=report.summary(),
-        )
-
-    @app.get("/audit/export", tags=["audit"], response_class=StreamingResponse)
-    def audit_export(
-        actor: Who,
-        request: Request,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        format: Literal["jsonl", "csv"] = "jsonl",
-    ) -> StreamingResponse:
-        _aware(since, "since")
-        _aware(until, "until")
-        lines = service.export_audit(actor, since, until, format, ip(request))
-        media = "text/csv" if format == "csv" else "application/x-ndjson"
-        return StreamingResponse(
-            _encoded(lines),
-            media_type=f"{media}; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="heshi-audit.{format}"'},
-        )
-
-
-def _aware(value: datetime | None, name: str) -> None:
-    if value is not None and not 2000 <= value.year <= 2200:
-        raise InvalidRequest(
-            f"{name} 须在 2000–2200 年之间 / {name} must be between the years 2000 and 2200",
-            param=name,
-        )
-    if value is not None and value.tzinfo is None:
-        raise InvalidRequest(
-            f"{name} 需带时区，如 2026-12-01T00:00:00Z / {name} needs a time zone, "
-            "e.g. 2026-12-01T00:00:00Z",
-            param=name,
-        )
-
-
-def _encoded(lines: Iterator[str]) -> Iterator[bytes]:
-    for line in lines:
-        yield line.encode("utf-8")

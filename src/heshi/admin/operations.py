@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from heshi.admin.guardview import SCAN_ROWS, guard_activity, guard_settings
+from heshi.admin.params import client_ip
 from heshi.admin.service import ADMIN_TENANT
 from heshi.admin.tokens import Actor
 from heshi.config import HeshiConfig, LocalEngineConfig
@@ -41,8 +42,7 @@ def add_operation_routes(app: FastAPI, api: Any, ops: GatewayOperations) -> None
     service = api.service
     Who = Annotated[Actor, Depends(api.actor)]
 
-    def ip(request: Request) -> str | None:
-        return request.client.host if request.client else None
+    ip = client_ip
 
     @app.get("/health", tags=["gateway"])
     def health(actor: Who) -> dict[str, Any]:
