@@ -19,6 +19,18 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
 TOKEN = "screenshot-admin-token-" + "x" * 16
+# page, what to do on it first (Playwright method, selector, value), what to wait for
+PAGES: list[tuple[str, list[tuple[str, ...]], str]] = [
+    ("usage", [("select_option", "#usage-by", "tenant"),
+               ("click", "#usage-form button[type=submit]")], "#usage-table"),
+    ("playground", [], "#page-playground:not([hidden])"),
+    ("models", [], "#page-models:not([hidden])"),
+    ("guard", [], "#page-guard:not([hidden])"),
+    ("kb", [], "#page-kb:not([hidden])"),
+    ("plan", [("fill", "#plan-hardware", "2x nvidia-a100-80gb"), ("fill", "#plan-users", "64"),
+              ("click", "#plan-form button[type=submit]")], "#plan-options tbody tr"),
+    ("audit", [("click", "#audit-verify")], "#audit-table tbody tr"),
+]  # fmt: skip
 
 
 def main() -> int:
@@ -65,33 +77,12 @@ def main() -> int:
                 page.wait_for_selector("#key-once[open]")
                 page.screenshot(path=str(OUT / "console-key-once.png"))
                 page.click("#key-once-close")
-                page.click("a[href='#usage']")
-                page.select_option("#usage-by", "tenant")
-                page.click("#usage-form button[type=submit]")
-                page.wait_for_selector("#page-usage:not([hidden])")
-                page.screenshot(path=str(OUT / "console-usage.png"))
-                page.click("a[href='#playground']")
-                page.wait_for_selector("#page-playground:not([hidden])")
-                page.screenshot(path=str(OUT / "console-playground.png"))
-                page.click("a[href='#models']")
-                page.wait_for_selector("#page-models:not([hidden])")
-                page.screenshot(path=str(OUT / "console-models.png"))
-                page.click("a[href='#guard']")
-                page.wait_for_selector("#page-guard:not([hidden])")
-                page.screenshot(path=str(OUT / "console-guard.png"))
-                page.click("a[href='#kb']")
-                page.wait_for_selector("#page-kb:not([hidden])")
-                page.screenshot(path=str(OUT / "console-kb.png"))
-                page.click("a[href='#plan']")
-                page.fill("#plan-hardware", "2x nvidia-a100-80gb")
-                page.fill("#plan-users", "64")
-                page.click("#plan-form button[type=submit]")
-                page.wait_for_selector("#plan-options tbody tr")
-                page.screenshot(path=str(OUT / "console-plan.png"))
-                page.click("a[href='#audit']")
-                page.click("#audit-verify")
-                page.wait_for_selector("#audit-table tbody tr")
-                page.screenshot(path=str(OUT / "console-audit.png"))
+                for name, steps, ready in PAGES:
+                    page.click(f"a[href='#{name}']")
+                    for action, selector, *value in steps:
+                        getattr(page, action)(selector, *value)
+                    page.wait_for_selector(ready)
+                    page.screenshot(path=str(OUT / f"console-{name}.png"))
                 browser.close()
     for path in sorted(OUT.glob("console-*.png")):
         print(path.relative_to(ROOT))

@@ -7,7 +7,8 @@ API's ``/admin/v1/audit/…`` routes for holders of an admin or auditor token
 
 from heshi.audit.chain import Issue, VerifyReport
 from heshi.audit.export import ExportFormat
-from heshi.audit.log import DEFAULT_RETENTION_DAYS, AuditLog, PruneResult
+from heshi.audit.log import DEFAULT_RETENTION_DAYS, AuditLog
+from heshi.audit.prune import PruneResult
 from heshi.audit.records import (
     GENESIS_HASH,
     AuditChainBroken,

@@ -145,7 +145,7 @@ def read_measured(home: Path | None = None) -> tuple[Measured | None, str | None
     """(the figures, None), or (None, why the file is not used) — None, None: no file."""
     path = bench_path(home)
     try:
-        return _parse(path, json.loads(path.read_text(encoding="utf-8"))), None
+        return _parse(json.loads(path.read_text(encoding="utf-8"))), None
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
@@ -165,7 +165,7 @@ def _positive(value: Any, name: str) -> float:
     return number
 
 
-def _parse(path: Path, data: Any) -> Measured:
+def _parse(data: Any) -> Measured:
     fmt = data.get("format")
     if isinstance(fmt, bool) or fmt != FORMAT:
         raise _Unusable("格式不符，请重新运行 heshi bench / another format: run heshi bench again")
