@@ -118,10 +118,10 @@ class QuotaExceeded(HeshiError):
 
     def __init__(self, message: str, *, limit: str, retry_after: float | None) -> None:
         super().__init__(message)
-        self.limit = limit  # e.g. "key.rpm", "tenant.budget_tokens"
+        self.limit = limit  # e.g. "key.rpm", "tenant.budget_tokens", "key.budget_cny"
         self.reason = f"quota.{limit}"
         self.retry_after = retry_after  # seconds; None = not before an operator acts
-        if limit.endswith("budget_tokens"):
+        if limit.endswith(("budget_tokens", "budget_cny")):
             self.code = "insufficient_quota"
 
 

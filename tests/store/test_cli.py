@@ -51,6 +51,8 @@ def test_create_json_is_exactly_key_id_tenant(config: Path, database: Database) 
         "1000",
         "--budget-tokens",
         "50000",
+        "--budget-cny",
+        "12.5",
         "--expires",
         "30d",
         "--json",
@@ -64,6 +66,7 @@ def test_create_json_is_exactly_key_id_tenant(config: Path, database: Database) 
     key = KeyStore(database).get(created["id"])
     assert key.models == ("qwen-7b", "auto")
     assert (key.rpm, key.tpm, key.budget_tokens) == (60, 1000, 50000)
+    assert (key.budget_micro, key.budget_cny) == (12_500_000, 12.5)
     assert key.expires_at is not None
     assert abs(key.expires_at - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
 
@@ -109,6 +112,7 @@ def test_list_json_and_tenant_filter(config: Path, database: Database) -> None:
         "rpm": None,
         "tpm": None,
         "budget_tokens": None,
+        "budget_cny": None,
         "expires_at": None,
         "created_at": a.created_at.isoformat(),
         "updated_at": a.updated_at.isoformat(),

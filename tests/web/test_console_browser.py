@@ -82,6 +82,7 @@ def test_sign_in_create_a_key_seen_once_and_verify_the_audit_log(
     page.fill("#key-tenant", "acme")
     page.fill("#key-name", "客服机器人")
     page.fill("#key-rpm", "60")
+    page.fill("#key-budget-cny", "12.5")
     page.click("#key-form button[type=submit]")
     dialog = page.locator("#key-once")
     expect(dialog).to_be_visible()
@@ -97,6 +98,7 @@ def test_sign_in_create_a_key_seen_once_and_verify_the_audit_log(
     expect(dialog).to_be_hidden()
     row = page.locator("#keys-table tbody tr", has_text="客服机器人")
     expect(row).to_contain_text("有效")
+    expect(row).to_contain_text("60 rpm · ¥12.50")  # the spend budget reached the key
     assert key not in page.content()  # shown once: gone from the page
     page.reload()
     expect(page.locator("#keys-table tbody tr")).to_have_count(1)

@@ -178,7 +178,7 @@ def build_admin_api(
     def create_key(actor: Who, body: KeyCreate, request: Request) -> Any:
         spec = KeySpec(
             body.tenant, body.name, body.models, body.rpm, body.tpm, body.budget_tokens,
-            body.expires_at,
+            body.expires_at, body.budget_cny,
         )  # fmt: skip
         first = service.keys.count() == 0
         plaintext, key = service.create_key(actor, spec, ip(request))

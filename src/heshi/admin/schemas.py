@@ -29,6 +29,7 @@ class KeyOut(BaseModel):
     rpm: int | None
     tpm: int | None
     budget_tokens: int | None
+    budget_cny: float | None = Field(description="lifetime spend limit in yuan; null = none")
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -46,6 +47,7 @@ class KeyOut(BaseModel):
             rpm=key.rpm,
             tpm=key.tpm,
             budget_tokens=key.budget_tokens,
+            budget_cny=key.budget_cny,
             expires_at=key.expires_at,
             created_at=key.created_at,
             updated_at=key.updated_at,
@@ -65,6 +67,9 @@ class KeyCreate(BaseModel):
     rpm: int | None = Field(default=None, ge=1, le=BIG)
     tpm: int | None = Field(default=None, ge=1, le=BIG)
     budget_tokens: int | None = Field(default=None, ge=0, le=BIG)
+    budget_cny: Annotated[float, Field(strict=False, ge=0, le=1e9, allow_inf_nan=False)] | None = (
+        None
+    )
     expires_at: Annotated[datetime, Field(strict=False)] | None = None
 
     @field_validator("expires_at")

@@ -48,6 +48,7 @@ class KeySpec:
     tpm: int | None = None
     budget_tokens: int | None = None
     expires_at: datetime | None = None
+    budget_cny: float | None = None  # lifetime spend limit in yuan
 
 
 class AdminService:
@@ -154,6 +155,7 @@ class AdminService:
             "rpm": spec.rpm,
             "tpm": spec.tpm,
             "budget_tokens": spec.budget_tokens,
+            "budget_cny": spec.budget_cny,
             "expires_at": spec.expires_at.isoformat() if spec.expires_at else None,
         }
         return self._change(
@@ -169,6 +171,7 @@ class AdminService:
                 tpm=spec.tpm,
                 budget_tokens=spec.budget_tokens,
                 expires_at=spec.expires_at,
+                budget_cny=spec.budget_cny,
                 conn=conn,
             ),
             lambda created: {"key_id": created[1].id, "prefix": created[1].prefix},

@@ -45,6 +45,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "rpm": key.rpm,
         "tpm": key.tpm,
         "budget_tokens": key.budget_tokens,
+        "budget_cny": key.budget_cny,
         "expires_at": _iso(key.expires_at),
         "created_at": _iso(key.created_at),
         "updated_at": _iso(key.updated_at),
@@ -73,6 +74,13 @@ def create(
         int | None,
         typer.Option("--budget-tokens", help="总 token 预算 / Lifetime token budget."),
     ] = None,
+    budget_cny: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-cny",
+            help="总费用预算（元）/ Lifetime spend budget in yuan, at the pricing table's prices.",
+        ),
+    ] = None,
     expires: Annotated[
         str | None,
         typer.Option(
@@ -92,7 +100,7 @@ def create(
             else parse_time(expires, option="--expires", now=datetime.now(UTC), future=True)
         )
         allowed = None if models is None else [m for m in models.split(",") if m.strip()]
-        spec = KeySpec(tenant, name, allowed, rpm, tpm, budget_tokens, expires_at)
+        spec = KeySpec(tenant, name, allowed, rpm, tpm, budget_tokens, expires_at, budget_cny)
         with admin_service(config) as service:
             first = service.keys.count() == 0
             plaintext, key = service.create_key(cli_actor(), spec)
@@ -174,7 +182,12 @@ def print_keys(keys: list[ApiKey], console: Console) -> None:
         console.print(head, no_wrap=True, overflow="ellipsis")
         limits = ", ".join(
             f"{label} {value}"
-            for label, value in (("rpm", key.rpm), ("tpm", key.tpm), ("budget", key.budget_tokens))
+            for label, value in (
+                ("rpm", key.rpm),
+                ("tpm", key.tpm),
+                ("budget", key.budget_tokens),
+                ("budget ¥", key.budget_cny),
+            )
             if value is not None
         )
         expires = "-" if key.expires_at is None else key.expires_at.strftime("%Y-%m-%d %H:%M UTC")

@@ -136,6 +136,8 @@ class TenantConfig(Strict):
     rpm: int | None = Field(default=None, ge=1)  # requests per minute
     tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute
     budget_tokens: int | None = Field(default=None, ge=0)  # lifetime token budget
+    # lifetime spend budget in yuan, at the ``pricing`` table's prices
+    budget_cny: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     # Overrides of the top-level ``guard`` section for this tenant's keys (partial).
     guard: dict[str, Any] | None = None
 

@@ -91,7 +91,8 @@ class Exchange:
     plan: RoutePlan | None = None
     # -- admission
     sizing: Sizing = field(default_factory=Sizing)
-    reservation: Reservation | None = None
+    reservation: Reservation | None = None  # tokens
+    spend: Reservation | None = None  # micro-yuan, in the money budgets
     # -- what happened
     route: RouteFacts = field(default_factory=RouteFacts)
     guard: Inbound | None = None

@@ -21,9 +21,16 @@ from heshi.audit.writer import AuditWriter
 from heshi.config import HeshiConfig
 from heshi.errors import AdmissionUnavailable
 from heshi.gateway.auth import KeyAuthenticator
-from heshi.gateway.quota import Admission, Limits, Reservation, Scope, make_admission
+from heshi.gateway.quota import (
+    Admission,
+    Limits,
+    Reservation,
+    Scope,
+    make_admission,
+    money_scope,
+)
 from heshi.store.db import Database
-from heshi.store.keys import ApiKey, KeyStore
+from heshi.store.keys import MICRO, ApiKey, KeyStore
 from heshi.store.ledger import LedgerWriter, prune, spent_tokens
 
 log = logging.getLogger("heshi.gateway")
@@ -68,6 +75,11 @@ class Governance:
         self._tenant_scopes = {  # tenant limits are static configuration
             name: Scope("tenant", name, Limits(t.rpm, t.tpm, t.budget_tokens))
             for name, t in config.tenants.items()
+        }
+        self._tenant_money = {
+            name: money_scope("tenant", name, round(t.budget_cny * MICRO))
+            for name, t in config.tenants.items()
+            if t.budget_cny is not None
         }
 
     async def start(self) -> None:
@@ -141,6 +153,23 @@ class Governance:
                 for s in scopes
             ]
         return scopes
+
+    def money_scopes(self, key: ApiKey | None) -> list[Scope]:
+        """The money budgets a request by ``key`` counts against (amounts in micro-yuan)."""
+        if key is None:
+            return []
+        scopes = []
+        if key.budget_micro is not None:
+            scopes.append(money_scope("key", key.id, key.budget_micro))
+        tenant = self._tenant_money.get(key.tenant)
+        if tenant is not None:
+            scopes.append(tenant)
+        return scopes
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> int | None:
+        """What ``model`` charges for these tokens, micro-yuan; None when it has no price."""
+        price = self.config.pricing.models.get(model)
+        return None if price is None else price.micro_yuan(prompt_tokens, completion_tokens)
 
     async def reserve(self, scopes: list[Scope], tokens: int) -> Reservation | None:
         """Reserve ``tokens`` in every scope (``QuotaExceeded`` when a limit is hit), with

@@ -35,9 +35,15 @@ class Recorder:
         """Replace ``x``'s reservation by what it has cost so far (at most once; ``finish``
         then has nothing left to settle). For a complete answer, before it is screened."""
         reservation, x.reservation = x.reservation, None
-        if reservation is not None:
-            with anyio.CancelScope(shield=True):
-                await self.gov.settle(reservation, sum(x.charged()))
+        spend, x.spend = x.spend, None
+        if reservation is None and spend is None:
+            return
+        prompt, completion = x.charged()
+        with anyio.CancelScope(shield=True):
+            if reservation is not None:
+                await self.gov.settle(reservation, prompt + completion)
+            if spend is not None:
+                await self.gov.settle(spend, self.gov.cost(x.model, prompt, completion) or 0)
 
     async def finish(self, x: Exchange) -> None:
         """Record ``x`` once; later calls do nothing. A client leaving cannot cut it short."""
@@ -84,13 +90,9 @@ class Recorder:
                 route=x.route.route,
                 endpoint=x.endpoint,
                 reason=x.reason,
-                cost_micro=self._cost(x.model, prompt, completion),
+                cost_micro=self.gov.cost(x.model, prompt, completion),
             )
         )
-
-    def _cost(self, model: str, prompt: int, completion: int) -> int | None:
-        price = self.gov.config.pricing.models.get(model)
-        return None if price is None else price.micro_yuan(prompt, completion)
 
     def _metrics(self, x: Exchange, prompt: int, completion: int) -> None:
         # Only a name the router resolved becomes a label value: a client must not be

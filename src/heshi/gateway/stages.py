@@ -29,7 +29,8 @@ Ask = Callable[[Exchange, str, list[JSON]], Awaitable[str]]
 
 
 class Admit:
-    """Reserve the most a request can cost, before any backend is called.
+    """Reserve the most a request can cost, in tokens and in money, before any backend is
+    called.
 
     The prompt is counted exactly by an engine that can (the embedded one: its own chat
     template and tokenizer) and estimated from above otherwise
@@ -56,7 +57,19 @@ class Admit:
         # A must-run request reserves nothing (it is still refused when a limit is already
         # used up) and is charged what it used when it settles.
         tokens = 0 if x.must_run else x.sizing.total
-        x.reservation = await self.gov.reserve(scopes, tokens)
+        # Money first: when the token scopes then refuse, settling the money at 0 undoes it
+        # completely (a money scope has a budget only; an rpm entry could not be undone).
+        money = self.gov.money_scopes(x.key)
+        if money:
+            cost = self.gov.cost(x.model, x.sizing.prompt, x.sizing.completion)
+            x.spend = await self.gov.reserve(money, 0 if x.must_run else cost or 0)
+        try:
+            x.reservation = await self.gov.reserve(scopes, tokens)
+        except BaseException:
+            spend, x.spend = x.spend, None
+            if spend is not None:
+                await self.gov.settle(spend, 0)
+            raise
 
     async def size(self, x: Exchange) -> Sizing:
         """The tokens to reserve for ``x`` (``ContextLengthExceeded`` when its counted

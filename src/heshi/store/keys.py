@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ KeyStatus = Literal["active", "suspended", "revoked"]
 KEY_PREFIX = "hs-"
 PREFIX_CHARS = 12  # of the plaintext key, shown in listings so people can tell keys apart
 _MAX_LABEL = 64
+MICRO = 1_000_000  # money is counted in micro-yuan: integers, exact
+MAX_BUDGET_CNY = 1e9
 
 
 class KeyNotFound(HeshiError):
@@ -68,6 +71,12 @@ class ApiKey:
     status_reason: str | None
     created_at: datetime
     updated_at: datetime
+    budget_micro: int | None = None  # lifetime spend limit, micro-yuan (CNY × 10⁻⁶)
+
+    @property
+    def budget_cny(self) -> float | None:
+        """The spend limit in yuan (None: none)."""
+        return None if self.budget_micro is None else self.budget_micro / MICRO
 
     def allows_model(self, model: str) -> bool:
         """True when this key may call ``model``."""
@@ -103,6 +112,7 @@ class KeyStore:
         tpm: int | None = None,
         budget_tokens: int | None = None,
         expires_at: datetime | None = None,
+        budget_cny: float | None = None,
         conn: Connection | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key and return ``(plaintext, key)``; the plaintext is never seen again.
@@ -116,6 +126,7 @@ class KeyStore:
         _check_limit("rpm", rpm, minimum=1)
         _check_limit("tpm", tpm, minimum=1)
         _check_limit("budget_tokens", budget_tokens, minimum=0)
+        budget_micro = _micro_yuan(budget_cny)
         if expires_at is not None:
             if expires_at.tzinfo is None:
                 raise InvalidKeySpec(
@@ -138,6 +149,7 @@ class KeyStore:
             "rpm": rpm,
             "tpm": tpm,
             "budget_tokens": budget_tokens,
+            "budget_micro": budget_micro,
             "expires_at": expires_at,
             "status": "active",
             "status_reason": None,
@@ -260,6 +272,7 @@ def _to_key(row: Any) -> ApiKey:
         status_reason=row["status_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        budget_micro=row["budget_micro"],
     )
 
 
@@ -279,6 +292,24 @@ def _check_limit(field_name: str, value: int | None, *, minimum: int) -> None:
             f"{field_name} 必须 ≥ {minimum} / {field_name} must be ≥ {minimum} (got {value!r})",
             param=field_name,
         )
+
+
+def _micro_yuan(budget_cny: float | None) -> int | None:
+    """A money budget in yuan as the integer micro-yuan it is stored and counted in."""
+    if budget_cny is None:
+        return None
+    if (
+        isinstance(budget_cny, bool)
+        or not isinstance(budget_cny, int | float)
+        or not math.isfinite(budget_cny)
+        or not 0 <= budget_cny <= MAX_BUDGET_CNY
+    ):
+        raise InvalidKeySpec(
+            f"budget_cny 必须在 0 到 {MAX_BUDGET_CNY:g} 元之间 / budget_cny must be between 0"
+            f" and {MAX_BUDGET_CNY:g} yuan (got {budget_cny!r})",
+            param="budget_cny",
+        )
+    return round(budget_cny * MICRO)
 
 
 def _check_models(models: Sequence[str] | None) -> list[str] | None:

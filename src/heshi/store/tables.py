@@ -79,6 +79,8 @@ api_keys = Table(
     Column("rpm", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
     Column("tpm", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
     Column("budget_tokens", BigInteger, nullable=True),
+    # lifetime spend limit in micro-yuan (CNY × 10⁻⁶); NULL = none (migration 0009)
+    Column("budget_micro", BigInteger, nullable=True),
     Column("expires_at", UtcDateTime, nullable=True),
     Column("status", String(16), nullable=False),  # active | suspended | revoked
     Column("status_reason", Text, nullable=True),
@@ -129,6 +131,8 @@ usage_pruned_totals = Table(
     Column("requests", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
+    # what those rows cost, micro-yuan, so pruning never refills a money budget (0009)
+    Column("cost_micro", BigInteger, nullable=False, server_default="0"),
 )
 
 # The tamper-evident audit log (heshi.audit): one row per audited request, hash-chained

@@ -38,15 +38,20 @@ class UsageRow:
 
 @dataclass(frozen=True)
 class SpentTokens:
-    """Lifetime tokens (prompt + completion) per key id and per tenant."""
+    """Lifetime tokens (prompt + completion) and spend (micro-yuan) per key id and tenant."""
 
     by_key: dict[str, int] = field(default_factory=dict)
     by_tenant: dict[str, int] = field(default_factory=dict)
+    cost_by_key: dict[str, int] = field(default_factory=dict)
+    cost_by_tenant: dict[str, int] = field(default_factory=dict)
 
     def as_scopes(self) -> dict[tuple[str, str], int]:
-        """The same totals keyed ``("key", id)`` / ``("tenant", name)``, as quotas count them."""
+        """The same totals keyed as quotas count them: ``("key", id)`` / ``("tenant",
+        name)`` in tokens, ``("key.cny", id)`` / ``("tenant.cny", name)`` in micro-yuan."""
         spent = {("key", k): v for k, v in self.by_key.items()}
         spent.update({("tenant", t): v for t, v in self.by_tenant.items()})
+        spent.update({("key.cny", k): v for k, v in self.cost_by_key.items()})
+        spent.update({("tenant.cny", t): v for t, v in self.cost_by_tenant.items()})
         return spent
 
 
@@ -113,19 +118,36 @@ def spent_tokens(db: Database) -> SpentTokens:
     """
     by_key: defaultdict[str, int] = defaultdict(int)
     by_tenant: defaultdict[str, int] = defaultdict(int)
+    cost_by_key: defaultdict[str, int] = defaultdict(int)
+    cost_by_tenant: defaultdict[str, int] = defaultdict(int)
     t, p = usage_ledger.c, usage_pruned_totals.c
     ledger = select(
-        t.tenant, t.key_id, func.sum(t.prompt_tokens + t.completion_tokens).label("tokens")
+        t.tenant,
+        t.key_id,
+        func.sum(t.prompt_tokens + t.completion_tokens).label("tokens"),
+        func.sum(t.cost_micro).label("cost"),
     ).group_by(t.tenant, t.key_id)
-    pruned = select(p.tenant, p.key_id, (p.prompt_tokens + p.completion_tokens).label("tokens"))
+    pruned = select(
+        p.tenant,
+        p.key_id,
+        (p.prompt_tokens + p.completion_tokens).label("tokens"),
+        p.cost_micro.label("cost"),
+    )
     with db.outage_as_unavailable(), db.read() as conn:
         rows = [*conn.execute(ledger), *conn.execute(pruned)]
     for row in rows:
-        tokens = int(row.tokens or 0)
+        tokens, cost = int(row.tokens or 0), int(row.cost or 0)
         by_tenant[row.tenant] += tokens
+        cost_by_tenant[row.tenant] += cost
         if row.key_id:
             by_key[row.key_id] += tokens
-    return SpentTokens(by_key=dict(by_key), by_tenant=dict(by_tenant))
+            cost_by_key[row.key_id] += cost
+    return SpentTokens(
+        by_key=dict(by_key),
+        by_tenant=dict(by_tenant),
+        cost_by_key={k: v for k, v in cost_by_key.items() if v},
+        cost_by_tenant={k: v for k, v in cost_by_tenant.items() if v},
+    )
 
 
 def prune(
@@ -150,7 +172,7 @@ def prune(
     chunk = (
         delete(usage_ledger)
         .where(t.id.in_(oldest.scalar_subquery()))
-        .returning(t.tenant, t.key_id, t.prompt_tokens, t.completion_tokens)
+        .returning(t.tenant, t.key_id, t.prompt_tokens, t.completion_tokens, t.cost_micro)
     )
     deleted = 0
     with db.outage_as_unavailable():
@@ -183,15 +205,23 @@ def _group_column(db: Database, by: GroupBy) -> ColumnElement[Any]:
 
 
 def _totals(removed: Sequence[Any]) -> list[dict[str, Any]]:
-    sums: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    sums: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for row in removed:
         entry = sums[(row.tenant, row.key_id or "")]
         entry[0] += 1
         entry[1] += row.prompt_tokens
         entry[2] += row.completion_tokens
+        entry[3] += row.cost_micro or 0
     return [
-        {"tenant": tenant, "key_id": key, "requests": r, "prompt_tokens": p, "completion_tokens": c}
-        for (tenant, key), (r, p, c) in sums.items()
+        dict(
+            tenant=tenant,
+            key_id=key,
+            requests=r,
+            prompt_tokens=p,
+            completion_tokens=c,
+            cost_micro=m,
+        )
+        for (tenant, key), (r, p, c, m) in sums.items()
     ]
 
 
@@ -204,5 +234,6 @@ def _carry_over(db: Database) -> Any:
             "requests": p.requests + stmt.excluded.requests,
             "prompt_tokens": p.prompt_tokens + stmt.excluded.prompt_tokens,
             "completion_tokens": p.completion_tokens + stmt.excluded.completion_tokens,
+            "cost_micro": p.cost_micro + stmt.excluded.cost_micro,
         },
     )

@@ -54,6 +54,13 @@ Settle
 Free when unlimited
     Scopes without limits are skipped; a request with no limits in any scope costs no
     Redis round trip at all.
+Money budgets
+    A key's or tenant's budget in yuan is a scope of its own (kind ``key.cny`` /
+    ``tenant.cny``, :func:`money_scope`) whose amounts are micro-yuan: the same
+    reserve-then-settle budget, so concurrent requests cannot overrun it either. The
+    gateway reserves the most a request can cost (its reserved tokens at the model's
+    price) in the money scopes first, then its tokens in the others; when the second
+    step refuses, the first is settled at 0, which undoes it completely.
 Lifetime spend at startup
     ``restore_spent`` seeds each scope's spent tokens from the ledger, only where no
     counter exists yet (another replica may already be counting). Call it before
@@ -71,6 +78,7 @@ from heshi.gateway.quota.limits import (
     Reservation,
     Scope,
     ScopeUsage,
+    money_scope,
 )
 from heshi.gateway.quota.memory import InProcessAdmission
 from heshi.gateway.quota.redis import RedisAdmission
@@ -86,6 +94,7 @@ __all__ = [
     "Scope",
     "ScopeUsage",
     "make_admission",
+    "money_scope",
 ]
 
 

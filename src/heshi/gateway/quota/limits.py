@@ -19,7 +19,9 @@ WINDOW_SECONDS = 60.0  # RPM and TPM are "per minute": a sliding 60-second windo
 # or a slow stream's reservation would be released while it still runs.
 DEFAULT_RESERVATION_TTL = 600.0
 
-ScopeKind = Literal["key", "tenant"]
+# "key.cny" / "tenant.cny": the same key or tenant's money budget, counted in micro-yuan
+# by the budget machinery (a scope whose only limit is ``budget_tokens``, in micro-yuan).
+ScopeKind = Literal["key", "tenant", "key.cny", "tenant.cny"]
 LimitName = Literal["rpm", "tpm", "budget_tokens"]
 
 
@@ -135,6 +137,17 @@ def retry_seconds(retry_at: float | None, now: float) -> int | None:
 _WHO = {"key": ("API 密钥", "API key"), "tenant": ("租户", "tenant")}
 
 
+def money_scope(kind: Literal["key", "tenant"], scope_id: str, budget_micro: int) -> Scope:
+    """The money budget of a key or tenant: amounts reserved and settled in it are
+    micro-yuan (CNY × 10⁻⁶), not tokens."""
+    money: ScopeKind = "key.cny" if kind == "key" else "tenant.cny"
+    return Scope(money, scope_id, Limits(budget_tokens=budget_micro))
+
+
+def _yuan(micro: int) -> str:
+    return f"{micro / 1_000_000:.4f}"
+
+
 def _retry_text(retry: int | None) -> tuple[str, str]:
     if retry is None:
         return "", ""
@@ -149,8 +162,18 @@ def refusal(
     ``counts`` is, for rpm: (requests in window, limit); for tpm: (tokens in window,
     requested, limit); for budget_tokens: (spent, reserved, requested, budget).
     """
-    zh_who, en_who = _WHO[scope.kind]
+    base, _, money = scope.kind.partition(".")
+    zh_who, en_who = _WHO[base]
     zh_who, en_who = f"{zh_who} {scope.id}", f"{en_who} {scope.id}"
+    if money:
+        paid, held, most, budget = (_yuan(c) for c in counts)
+        msg = (
+            f"{zh_who} 费用预算不足（已花 {paid} + 预留 {held} + 本次最多 {most} > 预算"
+            f" {budget} 元），请联系管理员 / {en_who}: spend budget exhausted ({paid} spent +"
+            f" {held} reserved + up to {most} for this request > budget {budget} CNY); ask"
+            " an operator to raise it"
+        )
+        return QuotaExceeded(msg, limit=f"{base}.budget_cny", retry_after=None)
     retry = retry_seconds(retry_at, now)
     zh_retry, en_retry = _retry_text(retry)
     if limit == "rpm":

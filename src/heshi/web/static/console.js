@@ -26,6 +26,7 @@ const TEXT = {
     "overview.keys": "有效密钥", "overview.tenants": "租户", "overview.role": "我的角色",
     "keys.id": "ID", "keys.tenant": "租户", "keys.name": "名称", "keys.prefix": "前缀",
     "keys.status": "状态", "keys.rpm": "每分钟请求", "keys.budget": "token 预算",
+    "keys.budget_cny": "费用预算（元）", "keys.limits": "限额",
     "keys.create": "创建密钥", "keys.once.title": "新密钥（只显示这一次）",
     "keys.once.help": "请立即复制保存：关闭后无法再次查看。", "keys.once.close": "我已保存",
     "keys.suspend": "暂停", "keys.resume": "恢复", "keys.revoke": "吊销",
@@ -78,6 +79,7 @@ const TEXT = {
     "overview.keys": "Active keys", "overview.tenants": "Tenants", "overview.role": "My role",
     "keys.id": "ID", "keys.tenant": "Tenant", "keys.name": "Name", "keys.prefix": "Prefix",
     "keys.status": "Status", "keys.rpm": "Requests/min", "keys.budget": "Token budget",
+    "keys.budget_cny": "Spend budget (CNY)", "keys.limits": "Limits",
     "keys.create": "Create key", "keys.once.title": "New key (shown only this once)",
     "keys.once.help": "Copy it now: it cannot be shown again after you close this.",
     "keys.once.close": "I have saved it",
@@ -304,6 +306,7 @@ async function loadKeys() {
     cell(row, key.name);
     cell(row, key.prefix + "…");
     cell(row, t("status." + key.status), "status-" + key.status);
+    cell(row, limitsText(key));
     const actions = cell(row, "");
     if (session.role === "admin" && key.status !== "revoked") {
       const toggle = key.status === "active" ? "suspend" : "resume";
@@ -318,6 +321,15 @@ async function loadKeys() {
     }
     body.appendChild(row);
   }
+}
+
+function limitsText(key) {
+  const parts = [];
+  if (key.rpm != null) parts.push(`${number(key.rpm)} rpm`);
+  if (key.tpm != null) parts.push(`${number(key.tpm)} tpm`);
+  if (key.budget_tokens != null) parts.push(`${number(key.budget_tokens)} tokens`);
+  if (key.budget_cny != null) parts.push(`¥${key.budget_cny.toFixed(2)}`);
+  return parts.join(" · ") || "–";
 }
 
 async function changeKey(id, action) {
@@ -335,8 +347,10 @@ async function createKey(event) {
   event.preventDefault();
   const body = { tenant: $("#key-tenant").value.trim(), name: $("#key-name").value.trim() };
   const rpm = $("#key-rpm").value, budget = $("#key-budget").value;
+  const budgetCny = $("#key-budget-cny").value;
   if (rpm) body.rpm = Number(rpm);
   if (budget) body.budget_tokens = Number(budget);
+  if (budgetCny) body.budget_cny = Number(budgetCny);
   try {
     const created = await call("POST", "/keys", body);
     $("#key-error").textContent = "";
