@@ -26,7 +26,8 @@ PAGES: list[tuple[str, list[tuple[str, ...]], str]] = [
     ("playground", [], "#page-playground:not([hidden])"),
     ("models", [], "#page-models:not([hidden])"),
     ("guard", [], "#page-guard:not([hidden])"),
-    ("kb", [], "#page-kb:not([hidden])"),
+    ("kb", [("fill", "#kb-question", "退货要几天？"), ("click", "#kb-ask")], "#kb-citations li"),
+    ("docs", [], "#page-docs:not([hidden])"),
     ("plan", [("fill", "#plan-hardware", "2x nvidia-a100-80gb"), ("fill", "#plan-users", "64"),
               ("click", "#plan-form button[type=submit]")], "#plan-options tbody tr"),
     ("audit", [("click", "#audit-verify")], "#audit-table tbody tr"),
@@ -36,7 +37,7 @@ PAGES: list[tuple[str, list[tuple[str, ...]], str]] = [
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     os.environ["HESHI_ADMIN_TOKEN"] = TOKEN
-    from heshi.config import HeshiConfig, LocalEngineConfig
+    from heshi.config import HeshiConfig, KnowledgeConfig, LocalEngineConfig
     from heshi.gateway.app import create_app
     from tests.loopback import serve_app
 
@@ -46,7 +47,12 @@ def main() -> int:
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home:
-        config = HeshiConfig(home=Path(home), engine=LocalEngineConfig(enabled=False))
+        # no model here: the knowledge base answers by quoting its sources, unjudged
+        config = HeshiConfig(
+            home=Path(home),
+            engine=LocalEngineConfig(enabled=False),
+            kb=KnowledgeConfig(max_doubt=1.0, min_similarity=0.5),
+        )
         with serve_app(create_app(config, {})) as url:
             admin = {"Authorization": f"Bearer {TOKEN}"}
             for tenant, name in (
@@ -59,6 +65,14 @@ def main() -> int:
                     headers=admin,
                     json={"tenant": tenant, "name": name, "rpm": 60},
                 )
+            httpx.post(f"{url}/admin/v1/kb", headers=admin, json={"name": "售后FAQ"})
+            faq = "# 退货\n签收后七天内可以无理由退货，运费由商家承担。\n# 保修\n整机保修一年。\n"
+            httpx.post(
+                f"{url}/admin/v1/kb/售后FAQ/documents",
+                headers=admin,
+                files={"file": ("售后政策.md", faq.encode())},
+                timeout=120,
+            )
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1100, "height": 640}, locale="zh-CN")

@@ -56,3 +56,50 @@ def test_bases_documents_and_the_handoff_queue(
         expect(page.locator("#kb-table tbody tr")).to_contain_text("kb:bank-faq")
         expect(page.locator("#handoffs-table tbody tr")).to_contain_text("我要投诉，转人工")
         browser.close()
+
+
+def test_knowledge_changes_are_for_admins_and_every_refusal_says_why(
+    tmp_path: Path, upstream: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    gw = start_gateway(gateway_config(tmp_path / "home", upstream.base_url))
+    with httpx.Client(base_url=gw.url, timeout=60) as client:
+        r = client.post(
+            f"{API}/admin-tokens", headers=ADMIN, json={"name": "审计", "role": "auditor"}
+        )
+        auditor = {"Authorization": f"Bearer {r.json()['token']}"}
+        assert client.post(f"{API}/kb", headers=ADMIN, json={"name": "faq"}).status_code == 201
+        again = client.post(f"{API}/kb", headers=ADMIN, json={"name": "faq"})
+        assert again.status_code == 400 and "already exists" in again.json()["error"]["message"]
+        assert client.post(f"{API}/kb", headers=auditor, json={"name": "x"}).status_code == 403
+        file = {"file": ("常见问题.txt", "退货期限为七天。".encode(), "text/plain")}
+        assert (
+            client.post(f"{API}/kb/faq/documents", headers=auditor, files=file).status_code == 403
+        )
+        assert client.post(f"{API}/kb/nope/documents", headers=ADMIN, files=file).status_code == 404
+        no_file = client.post(f"{API}/kb/faq/documents", headers=ADMIN, files={"x": ("a", b"1")})
+        assert no_file.status_code == 400
+        # the client's file name is a name, never a path
+        sneaky = {"file": ("../../etc/退货.txt", "退货期限为七天。".encode(), "text/plain")}
+        done = client.post(f"{API}/kb/faq/documents", headers=ADMIN, files=sneaky).json()
+        assert (done["file"], done["status"], done["kb"]["documents"]) == ("退货.txt", "added", 1)
+
+        store = SessionStore(gw.gov.db)
+        session = Session(id="s-9", kb="faq", tenant=None)
+        session.messages = [{"role": "user", "content": "转人工"}]
+        store.save(session)
+        handoff = store.hand_off(session, "asked", None)
+        move = f"{API}/kb-handoffs/{handoff.id}"
+        assert client.post(move, headers=auditor, json={"status": "taken"}).status_code == 403
+        assert client.post(move, headers=ADMIN, json={"status": "open"}).status_code == 400
+        assert (
+            client.post(move, headers=ADMIN, json={"status": "closed"}).json()["status"] == "closed"
+        )
+        late = client.post(move, headers=ADMIN, json={"status": "taken"})
+        assert late.status_code == 409 and "closed" in late.json()["error"]["message"]
+        missing = client.post(f"{API}/kb-handoffs/ho_nope", headers=ADMIN, json={"status": "taken"})
+        assert missing.status_code == 404
+        refused = [
+            r for r in client.get(f"{API}/audit/records", headers=ADMIN).json()
+            if '"refused"' in (r["output"] or "")
+        ]  # fmt: skip
+        assert len(refused) >= 5  # the auditor's three attempts, the duplicate, the late move

@@ -13,6 +13,7 @@ Errors have the gateway's shape, ``{"error": {"message", "type", "code", "param"
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 import hmac
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heshi.admin.audit_routes import add_audit_routes
 from heshi.admin.calculator import add_calculator_routes
+from heshi.admin.kbchanges import add_knowledge_changes
 from heshi.admin.knowledge import add_knowledge_routes
 from heshi.admin.operations import GatewayOperations, add_guard_routes, add_operation_routes
 from heshi.admin.params import aware, client_ip
@@ -129,8 +131,10 @@ def build_admin_api(
     bootstrap_env: str = "HESHI_ADMIN_TOKEN",
     operations: GatewayOperations | None = None,
     config: HeshiConfig | None = None,
+    embedder: Callable[[], Any] | None = None,
 ) -> FastAPI:
-    """The ``/admin/v1`` application."""
+    """The ``/admin/v1`` application (``embedder``: the gateway's passage embedder, for
+    documents uploaded into knowledge bases)."""
     api = AdminApi(service, bootstrap, bootstrap_env)
     app = FastAPI(
         title="Heshi admin API",
@@ -263,6 +267,7 @@ def build_admin_api(
     if config is not None:
         add_guard_routes(app, api, config)
     add_knowledge_routes(app, api)
+    add_knowledge_changes(app, api, embedder)
     add_calculator_routes(app, api)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heshi.errors import InvalidRequest
@@ -14,14 +16,22 @@ MAX_BODY_BYTES = 64 * 1024  # the largest admin request is a key with a list of 
 class BoundedBody:
     """Admin requests are small JSON: a body is read whole before the app sees it and
     refused past ``limit`` bytes (and past 64 levels of nesting), so no admin request
-    can make the gateway hold a large or deep body in memory."""
+    can make the gateway hold a large or deep body in memory. POSTs to a path matching
+    ``streamed`` (uploads) reach the app unread: their route bounds them as they arrive."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, streamed: re.Pattern[str] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.streamed is not None
+            and scope["method"] == "POST"
+            and self.streamed.search(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -1,7 +1,6 @@
-"""``/admin/v1/kb/…``: the knowledge bases and the handoff queue, read by the console.
-
-Asking a base is the playground with the model ``kb:NAME``; ingesting stays with
-``heshi kb ingest`` for now (docs/console.md says what is still to come)."""
+"""``/admin/v1/kb/…``: the knowledge bases and the handoff queue, read by every role
+(changes: :mod:`heshi.admin.kbchanges`). Asking a base is the playground with the model
+``kb:NAME``."""
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 from typing import Annotated, Any, Literal

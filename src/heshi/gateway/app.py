@@ -26,10 +26,13 @@ from heshi.web.console import console_routes
 log = logging.getLogger("heshi.gateway")
 
 
-def _admin_api(config: HeshiConfig, gov: Governance, ops: Admin) -> ASGIApp:
+def _admin_api(
+    config: HeshiConfig, gov: Governance, ops: Admin, engines: Mapping[str, Engine]
+) -> ASGIApp:
     """``/admin/v1``: the admin API over the gateway's own database and audit log."""
     from heshi.admin.api import build_admin_api
     from heshi.admin.bounded import BoundedBody
+    from heshi.admin.kbchanges import UPLOAD_PATH
     from heshi.admin.service import AdminService
 
     env = config.server.admin_token_env
@@ -37,7 +40,15 @@ def _admin_api(config: HeshiConfig, gov: Governance, ops: Admin) -> ASGIApp:
     service = AdminService(
         gov.db, gov.audit_log, on_keys_changed=gov.auth.refresh_now, pricing=config.pricing
     )
-    return BoundedBody(build_admin_api(service, bootstrap, env, operations=ops, config=config))
+    api = build_admin_api(
+        service,
+        bootstrap,
+        env,
+        operations=ops,
+        config=config,
+        embedder=lambda: getattr(engines.get("kb"), "embed", None),
+    )
+    return BoundedBody(api, streamed=UPLOAD_PATH)
 
 
 def create_app(
@@ -80,7 +91,7 @@ def create_app(
         Route("/admin/models", admin.list_local, methods=["GET"]),
         Route("/admin/models", admin.load_local, methods=["POST"]),
         Route("/admin/models/{name:path}", admin.unload_local, methods=["DELETE"]),
-        Mount("/admin/v1", app=_admin_api(config, gateway.gov, admin)),
+        Mount("/admin/v1", app=_admin_api(config, gateway.gov, admin, gateway.engines)),
         *console_routes(),
     ]
     app = Starlette(

@@ -84,7 +84,21 @@ def _one(store: KnowledgeBaseStore, kb: str, path: Path, embed: Vectors | None) 
         data = load_bytes(path)
     except UnreadableDocument as exc:
         return FileResult(path, "failed", error=exc.message)
-    source = str(path.resolve())
+    return ingest_bytes(store, kb, path, data, embed, source=str(path.resolve()))
+
+
+def ingest_bytes(
+    store: KnowledgeBaseStore,
+    kb: str,
+    path: Path,
+    data: bytes,
+    embed: Vectors | None,
+    *,
+    source: str,
+) -> FileResult:
+    """One document already in memory (an upload): ``path`` gives its name and type (it is
+    never opened), ``source`` identifies it in the base, so sending the same source again
+    replaces its chunks, or changes nothing when its bytes are the same."""
     digest = hashlib.sha256(data).hexdigest()
     before = store.document_digest(kb, source)
     if before == digest:

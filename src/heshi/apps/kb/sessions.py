@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from heshi.apps.kb.store import new_id
-from heshi.errors import InvalidRequest
+from heshi.errors import HeshiError, InvalidRequest
 from heshi.store.db import Database
 from heshi.store.tables import kb_handoffs, kb_sessions
 
@@ -143,6 +143,35 @@ class SessionStore:
                 update(kb_handoffs).where(kb_handoffs.c.id == handoff_id).values(webhook=outcome)
             )
 
+    def move_handoff(self, handoff_id: str, status: str) -> Handoff:
+        """``open`` → ``taken`` (a person has the conversation), ``open``/``taken`` →
+        ``closed``. ``HandoffNotFound`` (404) for an unknown id, ``HandoffStateError``
+        (409) for any other move; the check and the change are one statement."""
+        allowed = _MOVES.get(status)
+        if allowed is None:
+            raise InvalidRequest(
+                f"状态只能是 taken 或 closed / status must be taken or closed, not {status!r}",
+                param="status",
+            )
+        h = kb_handoffs.c
+        with self.db.begin() as conn:
+            moved = conn.execute(
+                update(kb_handoffs)
+                .where(h.id == handoff_id, h.status.in_(allowed))
+                .values(status=status)
+            ).rowcount
+            row = conn.execute(select(kb_handoffs).where(h.id == handoff_id)).mappings().first()
+        if row is None:
+            raise HandoffNotFound(
+                f"没有转人工记录 {handoff_id!r} / no handoff {handoff_id!r}", param="id"
+            )
+        if not moved:
+            raise HandoffStateError(
+                f"转人工记录 {handoff_id} 当前为 {row['status']}，不能改为 {status} / handoff"
+                f" {handoff_id} is {row['status']}: it cannot become {status}"
+            )
+        return Handoff(**dict(row))
+
     def handoffs(
         self, kb: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[Handoff]:
@@ -153,3 +182,22 @@ class SessionStore:
             query = query.where(kb_handoffs.c.status == status)
         with self.db.read() as conn:
             return [Handoff(**dict(r)) for r in conn.execute(query).mappings()]
+
+
+# The statuses a handoff may move to, and from which.
+_MOVES = {"taken": ("open",), "closed": ("open", "taken")}
+
+
+class HandoffNotFound(InvalidRequest):
+    """No handoff has this id (HTTP 404)."""
+
+    status_code = 404
+    code = "handoff_not_found"
+
+
+class HandoffStateError(HeshiError):
+    """The handoff's status does not allow this move (HTTP 409)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "handoff_state_conflict"

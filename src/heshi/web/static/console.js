@@ -2,6 +2,8 @@
 // with the session cookie; every change sends the session's CSRF secret in a header.
 // Text from the server is only ever set as textContent (never parsed as HTML).
 
+import { fillBases, handoffActions, initApps, loadDocsPage } from "./apps.js";
+
 const API = "/admin/v1";
 const TEXT = {
   zh: {
@@ -46,7 +48,18 @@ const TEXT = {
     "plan.quant": "量化", "plan.engine": "引擎", "plan.peruser": "单用户 token/s", "plan.total": "总吞吐",
     "plan.maxseqs": "最大并发", "plan.rejected": "更大的模型为何不行",
     "plan.none": "没有可行配置。", "plan.change": "最小改动：{change}",
-    "kb.help": "在演练场选择 kb:名称 即可提问；导入文档：heshi kb ingest。", "kb.model": "模型名",
+    "kb.help": "新建知识库、上传文档，然后在这里或演练场（kb:名称）提问。", "kb.model": "模型名",
+    "nav.docs": "单据", "kb.tenant.optional": "租户（可选）", "kb.create": "新建知识库",
+    "kb.files": "文档（Markdown、TXT、HTML、PDF、DOCX、XLSX/CSV）", "kb.upload": "上传并导入",
+    "kb.question": "问题", "kb.ask": "提问", "kb.progress": "{done}/{total} 正在处理 {file}",
+    "kb.done": "完成：{total} 个文件，{failed} 个失败", "kb.status.added": "已新增",
+    "kb.status.replaced": "已更新", "kb.status.unchanged": "未变", "kb.status.failed": "失败",
+    "kb.grounded": "有出处", "kb.ungrounded": "知识库中没有答案", "kb.handed": "已转人工",
+    "kb.move.taken": "接手", "kb.move.closed": "关闭",
+    "docs.help": "上传发票、合同、提单、银行流水（PDF、OFD、图片、DOCX…），逐个抽取字段；用演练场的密钥调用 /v1/docs/extract。大批量请用 heshi docs batch。",
+    "docs.schema": "字段定义", "docs.auto": "自动识别", "docs.files": "单据文件", "docs.run": "开始抽取",
+    "docs.file": "文件", "docs.type": "类型", "docs.fields": "字段", "docs.problems": "问题",
+    "docs.ok": "完成", "docs.failed": "失败", "docs.stopped": "已停止：完成 {done}/{total}",
     "kb.documents": "文档", "kb.chunks": "分块", "kb.updated": "更新", "kb.handoffs": "转人工队列",
     "kb.reason": "原因", "kb.last": "用户最后一句", "guard.days": "最近天数",
     "guard.byrisk": "按 TC260 风险统计的拦截", "guard.risk": "风险", "guard.count": "拦截次数",
@@ -101,7 +114,18 @@ const TEXT = {
     "plan.total": "Total tokens/s", "plan.maxseqs": "Max sequences",
     "plan.rejected": "Why larger models were rejected", "plan.none": "Nothing fits.",
     "plan.change": "Smallest change: {change}",
-    "kb.help": "Ask a base in the playground by picking kb:NAME; add documents with heshi kb ingest.",
+    "kb.help": "Create a base, upload documents, then ask it here or in the playground (kb:NAME).",
+    "nav.docs": "Documents", "kb.tenant.optional": "Tenant (optional)", "kb.create": "Create base",
+    "kb.files": "Documents (Markdown, TXT, HTML, PDF, DOCX, XLSX/CSV)", "kb.upload": "Upload and ingest",
+    "kb.question": "Question", "kb.ask": "Ask", "kb.progress": "{done}/{total}: working on {file}",
+    "kb.done": "Done: {total} files, {failed} failed", "kb.status.added": "added",
+    "kb.status.replaced": "replaced", "kb.status.unchanged": "unchanged", "kb.status.failed": "failed",
+    "kb.grounded": "grounded in the sources", "kb.ungrounded": "not in the knowledge base",
+    "kb.handed": "handed to a person", "kb.move.taken": "Take", "kb.move.closed": "Close",
+    "docs.help": "Upload invoices, contracts, bills of lading, bank statements (PDF, OFD, images, DOCX…); fields are extracted one file after another through /v1/docs/extract with the playground key. For large batches use heshi docs batch.",
+    "docs.schema": "Schema", "docs.auto": "Detect", "docs.files": "Document files", "docs.run": "Extract",
+    "docs.file": "File", "docs.type": "Type", "docs.fields": "Fields", "docs.problems": "Problems",
+    "docs.ok": "done", "docs.failed": "failed", "docs.stopped": "Stopped: {done}/{total} done",
     "kb.model": "Model name", "kb.documents": "Documents", "kb.chunks": "Chunks",
     "kb.updated": "Updated", "kb.handoffs": "Handoff queue", "kb.reason": "Reason",
     "kb.last": "User's last words", "guard.days": "Last days",
@@ -169,7 +193,7 @@ async function route() {
   const pages = {
     overview: loadOverview, usage: loadUsage, keys: loadKeys, audit: loadAudit,
     playground: loadPlayground, models: loadModelsPage, guard: loadGuard, kb: loadKnowledge,
-    plan: loadPlan,
+    plan: loadPlan, docs: loadDocsPage,
   };
   show(pages[page] ? page : "overview");
   try {
@@ -473,6 +497,7 @@ async function loadKnowledge() {
     cell(row, when(base.updated_at));
     table.appendChild(row);
   }
+  fillBases(bases);
   const queue = $("#handoffs-table tbody");
   queue.replaceChildren();
   for (const handoff of handoffs) {
@@ -483,6 +508,7 @@ async function loadKnowledge() {
     cell(row, handoff.status);
     const last = [...handoff.conversation].reverse().find((m) => m.role === "user");
     cell(row, last ? last.content : "", "wrap");
+    handoffActions(row, handoff, loadKnowledge);
     queue.appendChild(row);
   }
 }
@@ -594,6 +620,14 @@ function playgroundKey() {
 async function loadPlayground() {
   if (!$("#pg-key").value) $("#pg-key").value = sessionStorage.getItem("heshi.pgkey") || "";
   if (playgroundKey() && !$("#pg-model").options.length) await loadModels();
+}
+
+// The playground's key, made now when there is none and the signed-in role may make one.
+async function ensureKey(errorBox) {
+  if (!$("#pg-key").value) $("#pg-key").value = sessionStorage.getItem("heshi.pgkey") || "";
+  if (!playgroundKey() && session.role === "admin") await newPlaygroundKey();
+  if (!playgroundKey()) $(errorBox).textContent = t("pg.nokey");
+  return playgroundKey();
 }
 
 async function newPlaygroundKey() {
@@ -802,6 +836,10 @@ async function start() {
   $("#pg-form").addEventListener("submit", send);
   $("#pg-stop").addEventListener("click", () => controller?.abort());
   $("#pg-clear").addEventListener("click", () => { history = []; $("#pg-conversation").replaceChildren(); });
+  initApps({
+    $, call, cell, t, API, ensureKey, reloadKnowledge: loadKnowledge,
+    csrf: () => session?.csrf ?? "", role: () => session?.role,
+  });
   window.addEventListener("hashchange", route);
   try {
     signedIn(await call("GET", "/session"));
