@@ -67,7 +67,12 @@ def test_knowledge_changes_are_for_admins_and_every_refusal_says_why(
             f"{API}/admin-tokens", headers=ADMIN, json={"name": "审计", "role": "auditor"}
         )
         auditor = {"Authorization": f"Bearer {r.json()['token']}"}
+        assert client.get("/v1/models").status_code == 200  # the gateway's list of bases read
         assert client.post(f"{API}/kb", headers=ADMIN, json={"name": "faq"}).status_code == 201
+        # asked at once: the new base is a model already (an empty one declines)
+        ask = {"model": "kb:faq", "messages": [{"role": "user", "content": "退货要几天？"}]}
+        asked = client.post("/v1/chat/completions", json=ask)
+        assert asked.status_code == 200 and asked.json()["grounded"] is False, asked.text
         again = client.post(f"{API}/kb", headers=ADMIN, json={"name": "faq"})
         assert again.status_code == 400 and "already exists" in again.json()["error"]["message"]
         assert client.post(f"{API}/kb", headers=auditor, json={"name": "x"}).status_code == 403
@@ -78,6 +83,12 @@ def test_knowledge_changes_are_for_admins_and_every_refusal_says_why(
         assert client.post(f"{API}/kb/nope/documents", headers=ADMIN, files=file).status_code == 404
         no_file = client.post(f"{API}/kb/faq/documents", headers=ADMIN, files={"x": ("a", b"1")})
         assert no_file.status_code == 400
+        not_a_form = client.post(f"{API}/kb/faq/documents", headers=ADMIN, json={"file": "x"})
+        assert not_a_form.status_code == 400
+        bidi = {"file": ("发票\u202etxt.md", "退货".encode(), "text/plain")}
+        assert client.post(f"{API}/kb/faq/documents", headers=ADMIN, files=bidi).status_code == 400
+        newline = client.post(f"{API}/kb", headers=ADMIN, json={"name": "faq2\n"})
+        assert newline.status_code == 400
         # the client's file name is a name, never a path
         sneaky = {"file": ("../../etc/退货.txt", "退货期限为七天。".encode(), "text/plain")}
         done = client.post(f"{API}/kb/faq/documents", headers=ADMIN, files=sneaky).json()
@@ -102,4 +113,6 @@ def test_knowledge_changes_are_for_admins_and_every_refusal_says_why(
             r for r in client.get(f"{API}/audit/records", headers=ADMIN).json()
             if '"refused"' in (r["output"] or "")
         ]  # fmt: skip
-        assert len(refused) >= 5  # the auditor's three attempts, the duplicate, the late move
+        # the auditor's three attempts, the duplicate, no file, not a form, the bidi name,
+        # the newline, the late move
+        assert len(refused) >= 9

@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 
-from heshi.config import HeshiConfig, PricingConfig, StoreConfig, TenantConfig
+from heshi.config import HeshiConfig, KnowledgeConfig, PricingConfig, StoreConfig, TenantConfig
 from heshi.config.pricing import ModelPrice
 from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.gateway.quota import money_scope
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
 from heshi.store.ledger import prune
+from tests.fakes.upstream import UPSTREAM_MODEL
 from tests.governance.conftest import (
     ALIAS,
     OTHER_ALIAS,
@@ -74,19 +75,29 @@ def test_a_key_spend_budget_admits_what_it_can_pay_for_then_refuses_with_the_amo
     with httpx.Client(timeout=30) as client:
         assert [post(client, gw.url, body, plaintext).status_code for _ in range(3)] == [200] * 3
         refused = post(client, gw.url, body, plaintext)
-        # a model without a price costs nothing, so the spent budget does not stop it
-        free = post(client, gw.url, body | {"model": OTHER_ALIAS}, plaintext)
+        # a model without a price: its spend could not be counted, so a budgeted key is
+        # refused it (by any name: the backend's own model name is not priced either)
+        unpriced = post(client, gw.url, body | {"model": OTHER_ALIAS}, plaintext)
+        raw = post(client, gw.url, body | {"model": UPSTREAM_MODEL}, plaintext)
+        unbudgeted, _ = keys.create("acme", "free")
+        gw.gov.auth.refresh_now()
+        free = post(client, gw.url, body | {"model": OTHER_ALIAS}, unbudgeted)
     assert refused.status_code == 429 and "retry-after" not in refused.headers
     error = refused.json()["error"]
     assert error["code"] == "insufficient_quota"
     assert key.id in error["message"] and "spend budget" in error["message"]
     assert f"{yuan(3 * cost):.4f} spent" in error["message"]
-    assert free.status_code == 200
+    for refusal in (unpriced, raw):
+        assert refusal.status_code == 403, refusal.text
+        assert "no price" in refusal.json()["error"]["message"]
+    assert free.status_code == 200, free.text  # without a spend budget, unpriced is free
     assert upstream.state.calls == 4
     gw.flush()
     rows = ledger_rows(store_db)
-    assert [r["reason"] for r in rows] == ["ok"] * 3 + ["quota.key.budget_cny", "ok"]
-    assert [r["cost_micro"] for r in rows] == [cost] * 3 + [0, None]
+    assert [r["reason"] for r in rows] == ["ok"] * 3 + ["quota.key.budget_cny"] + [
+        "key.model_not_priced"
+    ] * 2 + ["ok"]
+    assert [r["cost_micro"] for r in rows] == [cost] * 3 + [0, None, None, None]
 
 
 async def test_200_concurrent_requests_against_a_tenant_spend_budget_that_admits_exactly_40(
@@ -196,3 +207,47 @@ async def test_two_replicas_sharing_redis_admit_exactly_the_spend_budget(
     for replica in replicas:
         replica.flush()
     assert sum(r["cost_micro"] or 0 for r in ledger_rows(store_db)) == 10 * cost
+
+
+def test_a_knowledge_base_answer_reserves_what_its_passages_can_cost(
+    upstream: Upstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    from heshi.apps.kb.index import E5Vectors
+    from heshi.apps.kb.ingest import ingest
+    from heshi.apps.kb.store import KnowledgeBaseStore
+
+    # answers quote long passages: each costs far more than the question and max_tokens
+    prices = home.parent / "价格.md"
+    prices.write_text(
+        "# 价格\n"
+        + "\n".join(
+            f"团队版第{i}档每人每年 {300 + i} 元，最多 {50 + i} 人，含培训。" for i in range(40)
+        ),
+        "utf-8",
+    )
+    store = KnowledgeBaseStore(store_db)
+    store.create("shop")
+    assert ingest(store, "shop", [prices], E5Vectors()).count("added") == 1
+    body = {
+        "model": "kb:shop",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "团队版多少钱"}],
+    }
+    naive = PRICE.micro_yuan(estimate_prompt_tokens(body), 1)  # the question and max_tokens
+    budget = 100 * naive
+    plaintext, _ = keys.create("acme", "kb", budget_cny=yuan(budget))
+    kb = KnowledgeConfig(model=ALIAS, min_similarity=0.0, max_doubt=1.0, answer_style="quote")
+    config = gateway_config(home, upstream.base_url).model_copy(
+        update={"kb": kb, "pricing": PricingConfig(models={"kb:shop": PRICE})}
+    )
+    gw = start_gateway(config)
+    with httpx.Client(timeout=60) as client:
+        statuses = [post(client, gw.url, body, plaintext).status_code for _ in range(10)]
+    gw.flush()
+    spent = sum(r["cost_micro"] or 0 for r in ledger_rows(store_db))
+    assert 200 in statuses and statuses[-1] == 429, statuses
+    assert naive * 8 < spent <= budget  # answers cost much more than asked; never overrun

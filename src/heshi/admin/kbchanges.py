@@ -20,7 +20,8 @@ from heshi.errors import HeshiError, InvalidRequest
 # Uploads are streamed to the route, bounded by the form reader (bounded.BoundedBody
 # passes them through): POST /kb/{name}/documents.
 UPLOAD_PATH = re.compile(r"/kb/[^/]+/documents$")
-_NAME = re.compile(r"[^\\/\x00-\x1f]{1,200}")
+# a file name: no separators, no control, bidi-override or other invisible format chars
+_NAME = re.compile(r"[^\\/\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]{1,200}")
 
 
 class NewBase(BaseModel):
@@ -42,7 +43,6 @@ def add_knowledge_changes(
     """``POST /kb``, ``POST /kb/{name}/documents``, ``POST /kb-handoffs/{id}``.
     ``embedder`` gives the gateway's own passage embedder (None, or it gives None: one is
     made on the first upload)."""
-    from heshi.apps.kb.documents import MAX_FILE_BYTES
     from heshi.apps.kb.sessions import SessionStore
     from heshi.apps.kb.store import KnowledgeBaseStore
 
@@ -50,6 +50,7 @@ def add_knowledge_changes(
     service = api.service
     db = service.db
     ingesting = asyncio.Lock()  # one upload parsed and embedded at a time: CPU-bound
+    waiting = [0]  # uploads read or waiting for the lock: each holds its file in memory
     vectors: list[Any] = []
 
     def embed() -> Any:
@@ -59,73 +60,58 @@ def add_knowledge_changes(
             vectors.append((embedder() if embedder else None) or E5Vectors())
         return vectors[0]
 
-    def audited(actor: Actor, action: str, tenant: str, params: dict[str, Any],
-                request: Request, do: Callable[[], Any]) -> Any:  # fmt: skip
-        try:
-            actor.require("admin")
-            done = do()
-        except HeshiError as exc:
-            outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
-            service.record(actor, action, tenant, params, outcome, client_ip(request))
-            raise
-        return done
+    def refused(actor: Actor, action: str, tenant: str, params: dict[str, Any],
+                request: Request, exc: HeshiError) -> None:  # fmt: skip
+        outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
+        service.record(actor, action, tenant, params, outcome, client_ip(request))
 
     @app.post("/kb", status_code=201, tags=["knowledge bases"])
     def create_base(actor: Who, body: NewBase, request: Request) -> dict[str, Any]:
         """A new, empty knowledge base (admins; audited); ``tenant`` limits it to one
         tenant's keys."""
-        params = {"name": body.name, "tenant": body.tenant}
-        tenant = body.tenant or ADMIN_TENANT
-        with db.outage_as_unavailable():
-            base = audited(
-                actor, "kb.create", tenant, params, request,
-                lambda: KnowledgeBaseStore(db).create(body.name, body.tenant),
-            )  # fmt: skip
-        service.record(actor, "kb.create", tenant, params, {"result": "ok"}, client_ip(request))
+        base = service.change(
+            actor, "kb.create", body.tenant or ADMIN_TENANT,
+            {"name": body.name, "tenant": body.tenant},
+            lambda conn: KnowledgeBaseStore(db).create(body.name, body.tenant, conn=conn),
+            lambda made: {}, client_ip(request),
+        )  # fmt: skip
         return {"name": base.name, "model": f"kb:{base.name}", "tenant": base.tenant}
 
     @app.post("/kb/{name}/documents", tags=["knowledge bases"])
     async def upload(actor: Who, name: str, request: Request) -> dict[str, Any]:
         """One document as ``multipart/form-data`` part ``file`` (admins; audited): read,
         chunked, embedded and stored; the same file name again replaces its chunks."""
-        from heshi.apps.kb.ingest import ingest_bytes
-        from heshi.gateway.forms import FormSpec, read_form
-
         store = KnowledgeBaseStore(db)
-        with db.outage_as_unavailable():
-            # refused (and recorded) before the body is read: not an admin, no such base
-            base = audited(actor, "kb.ingest", ADMIN_TENANT, {"kb": name}, request,
-                           lambda: store.get(name))  # fmt: skip
-        spec = FormSpec(MAX_FILE_BYTES + 16 * 1024, {"file": MAX_FILE_BYTES}, "MAX_FILE_BYTES")
-        part = (await read_form(request, spec)).get("file")
-        if part is None or not part.filename:
-            raise InvalidRequest("缺少文件 / the form needs a 'file' part", param="file")
-        file_name = PurePosixPath(part.filename.replace("\\", "/")).name
-        if not _NAME.fullmatch(file_name):
-            raise InvalidRequest("文件名无效 / invalid file name", param="file")
-        data = bytes(part.data)
-        part.data.clear()
-        params = {"kb": name, "file": file_name, "size": len(data)}
-        tenant = base.tenant or ADMIN_TENANT
-        async with ingesting:
-            result = await asyncio.to_thread(
-                lambda: ingest_bytes(
-                    store,
-                    name,
-                    Path(file_name),  # its name and type; never opened
-                    data,
-                    embed(),
-                    source=f"upload:{file_name}",
+        params: dict[str, Any] = {"kb": name[:64]}
+        tenant = ADMIN_TENANT
+        try:
+            actor.require("admin")
+            base = await asyncio.to_thread(store.get, name)  # before the body is read
+            tenant = base.tenant or ADMIN_TENANT
+            if waiting[0] >= _MAX_WAITING:
+                raise UploadsBusy(
+                    "正在导入其他文档，请稍后重试 / other uploads are being ingested; retry shortly"
                 )
-            )
-        outcome = {
-            "result": "ok" if result.status != "failed" else "failed",
-            "status": result.status,
-            "chunks": result.chunks,
-            "error": result.error,
-        }
-        service.record(actor, "kb.ingest", tenant, params, outcome, client_ip(request))
-        documents, chunks = store.counts(name)
+            waiting[0] += 1
+        except HeshiError as exc:
+            await asyncio.to_thread(refused, actor, "kb.ingest", tenant, params, request, exc)
+            raise
+        try:
+            file_name, data = await _read_upload(request, params)
+            async with ingesting:
+                result = await asyncio.to_thread(
+                    lambda: _ingest(
+                        service, store, embed, actor, tenant=tenant, params=params,
+                        file_name=file_name, data=data, ip=client_ip(request),
+                    )
+                )  # fmt: skip
+        except HeshiError as exc:
+            if not getattr(exc, "recorded", False):
+                await asyncio.to_thread(refused, actor, "kb.ingest", tenant, params, request, exc)
+            raise
+        finally:
+            waiting[0] -= 1
+        documents, chunks = await asyncio.to_thread(store.counts, name)
         return {
             "file": file_name, "status": result.status, "chunks": result.chunks,
             "pages": result.pages, "error": result.error or None,
@@ -138,15 +124,79 @@ def add_knowledge_changes(
         request: Request,
     ) -> dict[str, Any]:  # fmt: skip
         """Take a handoff (``open`` → ``taken``) or close it (admins; audited)."""
-        params = {"id": handoff_id[:64], "status": body.status}
-        with db.outage_as_unavailable():
-            moved = audited(
-                actor, "kb.handoff", ADMIN_TENANT, params, request,
-                lambda: SessionStore(db).move_handoff(handoff_id, body.status),
-            )  # fmt: skip
-        service.record(
-            actor, "kb.handoff", moved.tenant or ADMIN_TENANT, params, {"result": "ok"},
-            client_ip(request),
+        moved = service.change(
+            actor, "kb.handoff", ADMIN_TENANT, {"id": handoff_id[:64], "status": body.status},
+            lambda conn: SessionStore(db).move_handoff(handoff_id, body.status, conn=conn),
+            lambda handoff: {"kb": handoff.kb, "tenant": handoff.tenant}, client_ip(request),
         )  # fmt: skip
         answer: dict[str, Any] = moved.as_json()
         return answer
+
+
+_MAX_WAITING = 3  # uploads held in memory at once (each ≤ MAX_FILE_BYTES); more: 503
+
+
+class UploadsBusy(HeshiError):
+    """Too many uploads are being read or wait to be ingested (HTTP 503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "uploads_busy"
+
+
+async def _read_upload(request: Request, params: dict[str, Any]) -> tuple[str, bytes]:
+    """The ``file`` part of the form: its base name (never a path) and its bytes."""
+    from heshi.apps.kb.documents import MAX_FILE_BYTES
+    from heshi.gateway.forms import FormSpec, read_form
+
+    spec = FormSpec(MAX_FILE_BYTES + 16 * 1024, {"file": MAX_FILE_BYTES}, "MAX_FILE_BYTES")
+    part = (await read_form(request, spec)).get("file")
+    if part is None or not part.filename:
+        raise InvalidRequest("缺少文件 / the form needs a 'file' part", param="file")
+    file_name = PurePosixPath(part.filename.replace("\\", "/")).name
+    params["file"] = file_name[:200]
+    if not _NAME.fullmatch(file_name):
+        raise InvalidRequest(
+            "文件名无效（不能含控制字符或方向控制符）/ invalid file name (control or "
+            "direction-changing characters)",
+            param="file",
+        )
+    data = bytes(part.data)
+    part.data.clear()  # one copy in memory, not two
+    params["size"] = len(data)
+    return file_name, data
+
+
+def _ingest(
+    service: Any, store: Any, embed: Callable[[], Any], actor: Actor, *, tenant: str,
+    params: dict[str, Any], file_name: str, data: bytes, ip: str | None,
+) -> Any:  # fmt: skip
+    """Read, chunk and embed the upload, then store it with its audit record in one
+    transaction; a file that stores nothing (unchanged, unreadable) is recorded alone."""
+    from heshi.apps.kb.ingest import ingest_bytes
+
+    def save(put: Callable[[Any], Any]) -> Any:
+        try:
+            return service.change(
+                actor, "kb.ingest", tenant, params, put,
+                lambda doc: {"status": "stored", "chunks": doc.chunks}, ip,
+            )  # fmt: skip
+        except HeshiError as exc:
+            exc.recorded = True  # type: ignore[attr-defined]  # change() recorded it
+            raise
+
+    try:
+        result = ingest_bytes(
+            store, params["kb"], Path(file_name), data, embed(),  # the path is never opened
+            source=f"upload:{file_name}", save=save,
+        )  # fmt: skip
+    except HeshiError:
+        raise
+    except Exception as exc:  # the embedder or the store failed: still on the record
+        failure = {"result": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        service.record(actor, "kb.ingest", tenant, params, failure, ip)
+        raise
+    if result.status in ("unchanged", "failed"):
+        outcome = {"result": result.status, "error": result.error or ""}
+        service.record(actor, "kb.ingest", tenant, params, outcome, ip)
+    return result

@@ -111,6 +111,20 @@ class AdminService:
         """Append one admin action that changed nothing (a refusal, a sign-in, a check)."""
         self.audit.append(self._entry(actor, action, tenant, params, outcome, client_ip))
 
+    def change(
+        self,
+        actor: Actor,
+        action: str,
+        tenant: str,
+        params: dict[str, Any],
+        do: Callable[[Connection], T],
+        describe: Callable[[T], dict[str, Any]],
+        client_ip: str | None = None,
+    ) -> T:
+        """An admin change made elsewhere (knowledge bases): ``do`` in one transaction
+        with its audit record (see ``_change``)."""
+        return self._change(actor, action, tenant, params, do, describe, client_ip)
+
     def _change(
         self,
         actor: Actor,

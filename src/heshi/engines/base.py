@@ -86,6 +86,17 @@ class TokenCounting(Protocol):
         ...
 
 
+@runtime_checkable
+class CostBounded(Protocol):
+    """An engine whose requests cost more than their prompt and ``max_tokens`` say (a
+    knowledge base's answers read retrieved passages): admission reserves this instead."""
+
+    async def most_tokens(self, op: str, body: JSON) -> int | None:
+        """The most tokens (prompt and completion) ``body`` can be charged; None: no bound
+        beyond the usual one."""
+        ...
+
+
 def stream_usage(source: object) -> JSON | None:
     """The usage an engine stream reports (None for streams that do not count)."""
     usage = getattr(source, "usage", None)

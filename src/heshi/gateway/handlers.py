@@ -165,7 +165,8 @@ class Gateway:
         except ModelNotFound:
             if not model.startswith(KB_PREFIX) or self.kb is None:
                 raise
-            self.router.reload_names()  # a knowledge base created since the names were read
+            self.kb.forget_bases()  # a knowledge base created since the names were read
+            self.router.reload_names()
             return self.router.plan(model, body)
 
     def refusal(self, request: Request, x: Exchange, exc: HeshiError) -> Response:

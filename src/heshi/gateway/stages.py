@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from heshi.engines.base import JSON, Engine, TokenCounting, asked_completion_tokens
+from heshi.engines.base import JSON, CostBounded, Engine, TokenCounting, asked_completion_tokens
 from heshi.engines.sizing import estimate_prompt_tokens
-from heshi.errors import ContextLengthExceeded
+from heshi.errors import ContextLengthExceeded, PermissionDenied
 from heshi.gateway.exchange import Exchange, Sizing
 from heshi.gateway.governance import Governance
 from heshi.gateway.pipeline import Chunks
@@ -50,6 +50,10 @@ class Admit:
             name: engine if isinstance(engine, TokenCounting) else None
             for name, engine in engines.items()
         }
+        self._bounded: dict[str, CostBounded | None] = {
+            name: engine if isinstance(engine, CostBounded) else None
+            for name, engine in engines.items()
+        }
 
     async def before(self, x: Exchange) -> None:
         x.sizing = await self.size(x)
@@ -62,6 +66,8 @@ class Admit:
         money = self.gov.money_scopes(x.key)
         if money:
             cost = self.gov.cost(x.model, x.sizing.prompt, x.sizing.completion)
+            if cost is None and not x.internal:
+                raise _unpriced(x.model, money[0].kind)
             x.spend = await self.gov.reserve(money, 0 if x.must_run else cost or 0)
         try:
             x.reservation = await self.gov.reserve(scopes, tokens)
@@ -96,7 +102,11 @@ class Admit:
                 # An estimated prompt is never subtracted from a context: it may be far
                 # above the real count (4x for English), and a refusal must be certain.
                 completion = _completion(engine, model, counted, asked, single=len(targets) == 1)
-                sizing.completion = max(sizing.completion, completion)
+                bounded = self._bounded.get(backend)
+                most = await bounded.most_tokens(op, body) if bounded else None
+                # reserved as completion: the prompt reserved is also what a request
+                # without reported usage is charged, and that must stay the prompt's
+                sizing.completion = max(sizing.completion, completion, most or 0)
         return sizing
 
     async def after(self, x: Exchange, result: JSON) -> None:
@@ -104,6 +114,18 @@ class Admit:
 
     def stream(self, x: Exchange, chunks: Chunks) -> Chunks:
         return chunks
+
+
+def _unpriced(model: str, kind: str) -> PermissionDenied:
+    """A caller with a spend budget asked for a model whose spend cannot be counted."""
+    who = ("此 API 密钥", "this API key") if kind.startswith("key") else ("此租户", "this tenant")
+    return PermissionDenied(
+        f"{who[0]}有费用预算，而模型 '{model}' 在 pricing 中没有价格，无法计费 / {who[1]} has a"
+        f" spend budget and model '{model}' has no price in the pricing table, so its spend"
+        " could not be counted; ask an operator to price it",
+        param="model",
+        reason="key.model_not_priced",
+    )
 
 
 def _completion(

@@ -65,6 +65,10 @@ class KnowledgeEngine:
             for b in self._bases()
         ]
 
+    def forget_bases(self) -> None:
+        """Read the list of bases again next time (a base was created since)."""
+        self._names = (float("-inf"), self._names[1])
+
     def _bases(self) -> list[Any]:
         at, bases = self._names
         if time.monotonic() - at > _NAMES_TTL:
@@ -127,6 +131,23 @@ class KnowledgeEngine:
         }
         if answer.usage:
             yield {**base, "choices": [], "usage": answer.usage}
+
+    async def most_tokens(self, op: str, body: JSON) -> int | None:
+        """The most a request can be charged, tokens (:mod:`heshi.apps.kb.cost`): what
+        admission reserves, since an answer's model calls read the retrieved passages
+        and ``max_tokens`` does not bound them."""
+        if op != "chat":
+            return None
+        from heshi.apps.kb.cost import most_tokens
+
+        name = str(body["model"]).removeprefix(PREFIX)
+        tenant = body.get(TENANT_FIELD)
+        if not self.allowed(PREFIX + name, tenant):
+            raise ModelNotFound(PREFIX + name, [])
+        return await most_tokens(
+            self.bot, name, list(body.get("messages") or []), session_id=body.get("session_id"),
+            tenant=tenant,
+        )  # fmt: skip
 
     async def completion(self, body: JSON) -> JSON:
         raise _chat_only(body.get("model", ""))

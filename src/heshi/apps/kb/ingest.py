@@ -13,14 +13,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import Connection
+
 from heshi.apps.kb.chunk import chunk_blocks
 from heshi.apps.kb.documents import load_bytes, read_document, supported
 from heshi.apps.kb.index import Vectors
 from heshi.apps.kb.parse import UnreadableDocument
-from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.apps.kb.store import DocumentRow, KnowledgeBaseStore
 from heshi.errors import HeshiError
 
 _EMBED_BATCH = 32
+# Runs a document's write: given the write as a function of a transaction (or None).
+Save = Callable[[Callable[[Connection | None], DocumentRow]], object]
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,13 @@ def ingest_bytes(
     embed: Vectors | None,
     *,
     source: str,
+    save: Save | None = None,
 ) -> FileResult:
     """One document already in memory (an upload): ``path`` gives its name and type (it is
     never opened), ``source`` identifies it in the base, so sending the same source again
-    replaces its chunks, or changes nothing when its bytes are the same."""
+    replaces its chunks, or changes nothing when its bytes are the same. ``save`` runs the
+    one write, given a function of the transaction to make it in (the admin API's: the
+    write commits with its audit record); by default a transaction of its own."""
     digest = hashlib.sha256(data).hexdigest()
     before = store.document_digest(kb, source)
     if before == digest:
@@ -120,9 +127,16 @@ def ingest_bytes(
         return FileResult(path, "failed", error=str(exc))
     except Exception as exc:  # a parser's own failure on a broken file: report, go on
         return FileResult(path, "failed", error=f"{type(exc).__name__}: {exc}")
-    store.put_document(
-        kb, source=source, file_name=path.name, sha256=digest, size=len(data),
-        pages=parsed.pages, chunks=chunks, vectors=vectors,
-    )  # fmt: skip
+
+    def put(conn: Connection | None) -> DocumentRow:
+        return store.put_document(
+            kb, source=source, file_name=path.name, sha256=digest, size=len(data),
+            pages=parsed.pages, chunks=chunks, vectors=vectors, conn=conn,
+        )  # fmt: skip
+
+    if save is None:
+        put(None)
+    else:
+        save(put)
     status = "added" if before is None else "replaced"
     return FileResult(path, status, chunks=len(chunks), pages=parsed.pages)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from heshi.apps.kb.store import new_id
 from heshi.errors import HeshiError, InvalidRequest
@@ -143,10 +143,11 @@ class SessionStore:
                 update(kb_handoffs).where(kb_handoffs.c.id == handoff_id).values(webhook=outcome)
             )
 
-    def move_handoff(self, handoff_id: str, status: str) -> Handoff:
+    def move_handoff(self, handoff_id: str, status: str, conn: Connection | None = None) -> Handoff:
         """``open`` → ``taken`` (a person has the conversation), ``open``/``taken`` →
         ``closed``. ``HandoffNotFound`` (404) for an unknown id, ``HandoffStateError``
-        (409) for any other move; the check and the change are one statement."""
+        (409) for any other move; the check and the change are one statement. With
+        ``conn``, inside that transaction."""
         allowed = _MOVES.get(status)
         if allowed is None:
             raise InvalidRequest(
@@ -154,13 +155,13 @@ class SessionStore:
                 param="status",
             )
         h = kb_handoffs.c
-        with self.db.begin() as conn:
-            moved = conn.execute(
+        with self.db.writing(conn) as tx:
+            moved = tx.execute(
                 update(kb_handoffs)
                 .where(h.id == handoff_id, h.status.in_(allowed))
                 .values(status=status)
             ).rowcount
-            row = conn.execute(select(kb_handoffs).where(h.id == handoff_id)).mappings().first()
+            row = tx.execute(select(kb_handoffs).where(h.id == handoff_id)).mappings().first()
         if row is None:
             raise HandoffNotFound(
                 f"没有转人工记录 {handoff_id!r} / no handoff {handoff_id!r}", param="id"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from heshi.apps.kb.chunk import Chunk
 from heshi.errors import HeshiError, InvalidRequest
@@ -77,7 +77,7 @@ class StoredChunk:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"知识库名称无效 / invalid knowledge-base name {name!r}: 1-64 letters, digits, "
             "Chinese characters, '_', '-' or '.', starting with a letter, digit or character",
@@ -103,26 +103,35 @@ class KnowledgeBaseStore:
     # ------------------------------------------------------------------ bases
 
     def create(
-        self, name: str, tenant: str | None = None, user_words: list[str] | None = None
+        self,
+        name: str,
+        tenant: str | None = None,
+        user_words: list[str] | None = None,
+        conn: Connection | None = None,
     ) -> KnowledgeBase:
+        """A new empty base; with ``conn``, inside that transaction (an admin change
+        commits with its audit record)."""
         check_name(name)
         now = _now()
-        with self.db.begin() as conn:
-            if conn.execute(select(kb_bases.c.name).where(kb_bases.c.name == name)).first():
+        base = KnowledgeBase(
+            name, tenant, {"user_words": sorted(set(user_words or []))}, 0, now, now
+        )
+        with self.db.writing(conn) as tx:
+            if tx.execute(select(kb_bases.c.name).where(kb_bases.c.name == name)).first():
                 raise InvalidRequest(
                     f"知识库已存在 / knowledge base {name!r} already exists", param="name"
                 )
-            conn.execute(
+            tx.execute(
                 insert(kb_bases).values(
                     name=name,
                     tenant=tenant,
-                    settings={"user_words": sorted(set(user_words or []))},
+                    settings=base.settings,
                     revision=0,
                     created_at=now,
                     updated_at=now,
                 )
             )
-        return self.get(name)
+        return base
 
     def get(self, name: str) -> KnowledgeBase:
         with self.db.read() as conn:
@@ -188,8 +197,10 @@ class KnowledgeBaseStore:
         pages: int,
         chunks: list[Chunk],
         vectors: np.ndarray | None,
+        conn: Connection | None = None,
     ) -> DocumentRow:
-        """Store a document's chunks, replacing those of an earlier version of it."""
+        """Store a document's chunks, replacing those of an earlier version of it (with
+        ``conn``, inside that transaction)."""
         if vectors is not None and vectors.shape != (len(chunks), DIM):
             raise ValueError(f"vectors {vectors.shape} for {len(chunks)} chunks")
         now = _now()
@@ -208,25 +219,24 @@ class KnowledgeBaseStore:
             }
             for i, chunk in enumerate(chunks)
         ]
-        with self.db.begin() as conn:
-            if conn.execute(select(kb_bases.c.name).where(kb_bases.c.name == name)).first() is None:
+        document = DocumentRow(
+            id=doc_id, kb=name, source=source, name=file_name, sha256=sha256, size=size,
+            pages=pages, chunks=len(chunks), ingested_at=now,
+        )  # fmt: skip
+        with self.db.writing(conn) as tx:
+            if tx.execute(select(kb_bases.c.name).where(kb_bases.c.name == name)).first() is None:
                 raise _not_found(name)
-            conn.execute(delete(kb_chunks).where(kb_chunks.c.doc_id == doc_id))
-            conn.execute(delete(kb_documents).where(kb_documents.c.id == doc_id))
-            conn.execute(
-                insert(kb_documents).values(
-                    id=doc_id, kb=name, source=source, name=file_name, sha256=sha256,
-                    size=size, pages=pages, chunks=len(chunks), ingested_at=now,
-                )
-            )  # fmt: skip
+            tx.execute(delete(kb_chunks).where(kb_chunks.c.doc_id == doc_id))
+            tx.execute(delete(kb_documents).where(kb_documents.c.id == doc_id))
+            tx.execute(insert(kb_documents).values(**document.__dict__))
             if rows:
-                conn.execute(insert(kb_chunks), rows)
-            conn.execute(
+                tx.execute(insert(kb_chunks), rows)
+            tx.execute(
                 update(kb_bases)
                 .where(kb_bases.c.name == name)
                 .values(revision=kb_bases.c.revision + 1, updated_at=now)
             )
-        return next(d for d in self.documents(name) if d.id == doc_id)
+        return document
 
     def remove_document(self, name: str, source: str) -> bool:
         with self.db.begin() as conn:

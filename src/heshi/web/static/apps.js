@@ -4,7 +4,7 @@
 // build step; console.js passes in what it shares (ctx).
 
 let ctx;
-let kbSession = "";
+const kbSessions = {}; // one conversation per base: a session belongs to one base
 let docsStop = null;
 const docsRows = [];
 
@@ -21,20 +21,34 @@ export function initApps(shared) {
 
 // -- knowledge bases --------------------------------------------------------------------
 
-export function fillBases(bases) {
-  const { $ } = ctx;
-  for (const id of ["#kb-target", "#kb-ask-base"]) {
-    const select = $(id);
-    const chosen = select.value;
-    select.replaceChildren();
-    for (const base of bases) {
-      const option = document.createElement("option");
-      option.value = base.name;
-      option.textContent = `${base.name} (${base.documents})`;
-      select.appendChild(option);
-    }
-    if (bases.some((b) => b.name === chosen)) select.value = chosen;
+function fill(select, names, labels = {}) {
+  const chosen = select.value;
+  select.replaceChildren();
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = labels[name] ?? name;
+    select.appendChild(option);
   }
+  if (names.includes(chosen)) select.value = chosen;
+}
+
+// Uploads go to any base; questions only to those the playground key may ask (its
+// tenant's and the shared ones), as /v1/models lists them for that key.
+export async function fillBases(bases) {
+  const { $ } = ctx;
+  const labels = Object.fromEntries(bases.map((b) => [b.name, `${b.name} (${b.documents})`]));
+  fill($("#kb-target"), bases.map((b) => b.name), labels);
+  let askable = bases.filter((b) => b.tenant == null).map((b) => b.name);
+  const key = ctx.playgroundKey();
+  if (key) {
+    const response = await fetch("/v1/models", { headers: { authorization: "Bearer " + key } });
+    const data = await response.json().catch(() => ({}));
+    if (response.ok) {
+      askable = (data.data || []).map((m) => m.id).filter((id) => id.startsWith("kb:")).map((id) => id.slice(3));
+    }
+  }
+  fill($("#kb-ask-base"), askable, labels);
 }
 
 export function handoffActions(row, handoff, reload) {
@@ -126,14 +140,15 @@ async function askBase(event) {
   const key = await ctx.ensureKey("#kb-error");
   if (!key) return;
   const base = $("#kb-ask-base").value;
-  if (!kbSession) kbSession = "console-" + crypto.randomUUID();
+  if (!base) return;
+  kbSessions[base] ||= "console-" + crypto.randomUUID();
   $("#kb-ask").disabled = true;
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: { authorization: "Bearer " + key, "content-type": "application/json" },
       body: JSON.stringify({
-        model: "kb:" + base, session_id: kbSession,
+        model: "kb:" + base, session_id: kbSessions[base],
         messages: [{ role: "user", content: $("#kb-question").value }],
       }),
     });
@@ -163,11 +178,16 @@ async function askBase(event) {
 
 // -- document jobs ----------------------------------------------------------------------
 
-// The chat models the playground key may use (knowledge bases cannot extract documents).
+// The chat models the playground key may use (knowledge bases cannot extract documents);
+// the page makes no key of its own until a job runs.
 export async function loadDocsPage() {
+  const key = ctx.playgroundKey();
+  if (key) await fillDocModels(key);
+}
+
+async function fillDocModels(key) {
   const { $ } = ctx;
-  const key = await ctx.ensureKey("#docs-error");
-  if (!key || $("#docs-model").options.length) return;
+  if ($("#docs-model").options.length) return;
   const response = await fetch("/v1/models", { headers: { authorization: "Bearer " + key } });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) { $("#docs-error").textContent = data.error?.message || response.statusText; return; }
@@ -186,6 +206,7 @@ async function runDocs(event) {
   if (!key) return;
   const files = [...$("#docs-files").files];
   if (!files.length) return;
+  await fillDocModels(key);
   const schema = $("#docs-schema").value, model = $("#docs-model").value;
   const body = $("#docs-table tbody");
   body.replaceChildren();
@@ -244,7 +265,9 @@ const problemText = (p) => p.message || `${p.field}: ${p.reason}`;
 
 function csvCell(value) {
   let text = value == null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
-  if (/^[=+\-@\t\r]/.test(text)) text = "'" + text; // a spreadsheet must not run it as a formula
+  // a spreadsheet must not run it as a formula (Excel, WPS: also after spaces, and the
+  // full-width signs); a plain number, negative ones included, stays a number
+  if (typeof value !== "number" && /^[\s]*[=+\-@＝＋－＠\t\r\n]/.test(text)) text = "'" + text;
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
@@ -260,5 +283,5 @@ function downloadCsv() {
   link.href = URL.createObjectURL(blob);
   link.download = "heshi-documents.csv";
   link.click();
-  URL.revokeObjectURL(link.href);
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000); // after the download started
 }

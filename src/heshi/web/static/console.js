@@ -497,7 +497,7 @@ async function loadKnowledge() {
     cell(row, when(base.updated_at));
     table.appendChild(row);
   }
-  fillBases(bases);
+  await fillBases(bases);
   const queue = $("#handoffs-table tbody");
   queue.replaceChildren();
   for (const handoff of handoffs) {
@@ -626,7 +626,7 @@ async function loadPlayground() {
 async function ensureKey(errorBox) {
   if (!$("#pg-key").value) $("#pg-key").value = sessionStorage.getItem("heshi.pgkey") || "";
   if (!playgroundKey() && session.role === "admin") await newPlaygroundKey();
-  if (!playgroundKey()) $(errorBox).textContent = t("pg.nokey");
+  if (!playgroundKey()) $(errorBox).textContent = $("#pg-error").textContent || t("pg.nokey");
   return playgroundKey();
 }
 
@@ -838,6 +838,7 @@ async function start() {
   $("#pg-clear").addEventListener("click", () => { history = []; $("#pg-conversation").replaceChildren(); });
   initApps({
     $, call, cell, t, API, ensureKey, reloadKnowledge: loadKnowledge,
+    playgroundKey: () => playgroundKey() || sessionStorage.getItem("heshi.pgkey") || "",
     csrf: () => session?.csrf ?? "", role: () => session?.role,
   });
   window.addEventListener("hashchange", route);
