@@ -99,3 +99,49 @@ def test_list_rm_and_errors_name_the_problem(config: Path, docs: Path) -> None:
     assert heshi(config, "kb", "rm", "shop", "--yes")[0] == 0
     code, out, _ = heshi(config, "kb", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_every_change_is_an_audit_record_and_a_handoff_is_taken_then_closed(
+    config: Path, docs: Path
+) -> None:
+    from heshi.apps.kb.sessions import Session, SessionStore
+    from heshi.config import load_config
+    from heshi.store.db import Database
+
+    assert heshi(config, "kb", "create", "shop")[0] == 0
+    assert heshi(config, "kb", "ingest", str(docs / "sub"), "--kb", "shop")[0] == 0
+    assert heshi(config, "kb", "ingest", str(docs / "sub"), "--kb", "shop")[0] == 0  # unchanged
+    cfg = load_config(config)
+    db = Database(cfg.store.sql_url(cfg.home))
+    sessions = SessionStore(db)
+    session = Session(id="s-1", kb="shop", tenant=None)
+    session.messages = [{"role": "user", "content": "转人工"}]
+    sessions.save(session)
+    opened = sessions.hand_off(session, "asked", None)
+    code, out, _ = heshi(config, "kb", "handoffs")
+    assert code == 0 and opened.id in out and "open" in out
+    code, out, _ = heshi(config, "kb", "handoff", opened.id, "--status", "taken", "--json")
+    assert code == 0 and json.loads(out)["status"] == "taken"
+    code, _, err = heshi(config, "kb", "handoff", opened.id, "--status", "taken")
+    assert code != 0 and "cannot become taken" in err
+    assert heshi(config, "kb", "handoff", opened.id, "--status", "closed")[0] == 0
+    assert heshi(config, "kb", "rm", "shop", "--yes")[0] == 0
+    db.dispose()
+    code, out, _ = heshi(config, "audit", "export", "--format", "jsonl")
+    assert code == 0, out
+    actions = [
+        (json.loads(r["input"])["admin_action"], json.loads(r["output"])["result"])
+        for r in map(json.loads, out.splitlines())
+        if "admin_action" in (r.get("input") or "")
+    ]
+    assert actions == [
+        ("kb.create", "ok"),
+        ("kb.ingest", "ok"),
+        ("kb.ingest", "unchanged"),
+        ("kb.handoff", "ok"),
+        ("kb.handoff", "refused"),
+        ("kb.handoff", "ok"),
+        ("kb.remove", "ok"),
+    ]
+    code, out, _ = heshi(config, "audit", "verify")
+    assert code == 0, out

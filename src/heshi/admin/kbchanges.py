@@ -43,12 +43,10 @@ def add_knowledge_changes(
     """``POST /kb``, ``POST /kb/{name}/documents``, ``POST /kb-handoffs/{id}``.
     ``embedder`` gives the gateway's own passage embedder (None, or it gives None: one is
     made on the first upload)."""
-    from heshi.apps.kb.sessions import SessionStore
-    from heshi.apps.kb.store import KnowledgeBaseStore
+    from heshi.admin.kbservice import KnowledgeAdmin
 
     Who = Annotated[Actor, Depends(api.actor)]
-    service = api.service
-    db = service.db
+    kb = KnowledgeAdmin(api.service)
     ingesting = asyncio.Lock()  # one upload parsed and embedded at a time: CPU-bound
     waiting = [0]  # uploads read or waiting for the lock: each holds its file in memory
     vectors: list[Any] = []
@@ -60,58 +58,47 @@ def add_knowledge_changes(
             vectors.append((embedder() if embedder else None) or E5Vectors())
         return vectors[0]
 
-    def refused(actor: Actor, action: str, tenant: str, params: dict[str, Any],
-                request: Request, exc: HeshiError) -> None:  # fmt: skip
-        outcome = {"result": "refused", "code": exc.code or exc.reason, "error": exc.message}
-        service.record(actor, action, tenant, params, outcome, client_ip(request))
-
     @app.post("/kb", status_code=201, tags=["knowledge bases"])
     def create_base(actor: Who, body: NewBase, request: Request) -> dict[str, Any]:
         """A new, empty knowledge base (admins; audited); ``tenant`` limits it to one
         tenant's keys."""
-        base = service.change(
-            actor, "kb.create", body.tenant or ADMIN_TENANT,
-            {"name": body.name, "tenant": body.tenant},
-            lambda conn: KnowledgeBaseStore(db).create(body.name, body.tenant, conn=conn),
-            lambda made: {}, client_ip(request),
-        )  # fmt: skip
+        base = kb.create(actor, body.name, body.tenant, ip=client_ip(request))
         return {"name": base.name, "model": f"kb:{base.name}", "tenant": base.tenant}
 
     @app.post("/kb/{name}/documents", tags=["knowledge bases"])
     async def upload(actor: Who, name: str, request: Request) -> dict[str, Any]:
         """One document as ``multipart/form-data`` part ``file`` (admins; audited): read,
         chunked, embedded and stored; the same file name again replaces its chunks."""
-        store = KnowledgeBaseStore(db)
         params: dict[str, Any] = {"kb": name[:64]}
-        tenant = ADMIN_TENANT
+        tenant, ip = ADMIN_TENANT, client_ip(request)
         try:
             actor.require("admin")
-            base = await asyncio.to_thread(store.get, name)  # before the body is read
+            base = await asyncio.to_thread(kb.store.get, name)  # before the body is read
             tenant = base.tenant or ADMIN_TENANT
             if waiting[0] >= _MAX_WAITING:
                 raise UploadsBusy(
                     "正在导入其他文档，请稍后重试 / other uploads are being ingested; retry shortly"
                 )
-            waiting[0] += 1
         except HeshiError as exc:
-            await asyncio.to_thread(refused, actor, "kb.ingest", tenant, params, request, exc)
+            await asyncio.to_thread(kb.refused, actor, "kb.ingest", tenant, params, exc, ip)
             raise
+        waiting[0] += 1
         try:
-            file_name, data = await _read_upload(request, params)
+            try:
+                file_name, data = await _read_upload(request, params)
+            except HeshiError as exc:
+                await asyncio.to_thread(kb.refused, actor, "kb.ingest", tenant, params, exc, ip)
+                raise
             async with ingesting:
                 result = await asyncio.to_thread(
-                    lambda: _ingest(
-                        service, store, embed, actor, tenant=tenant, params=params,
-                        file_name=file_name, data=data, ip=client_ip(request),
+                    lambda: kb.ingest(
+                        actor, name, Path(file_name), data, embed(),  # the path is never opened
+                        source=f"upload:{file_name}", ip=ip,
                     )
                 )  # fmt: skip
-        except HeshiError as exc:
-            if not getattr(exc, "recorded", False):
-                await asyncio.to_thread(refused, actor, "kb.ingest", tenant, params, request, exc)
-            raise
         finally:
             waiting[0] -= 1
-        documents, chunks = await asyncio.to_thread(store.counts, name)
+        documents, chunks = await asyncio.to_thread(kb.store.counts, name)
         return {
             "file": file_name, "status": result.status, "chunks": result.chunks,
             "pages": result.pages, "error": result.error or None,
@@ -124,11 +111,7 @@ def add_knowledge_changes(
         request: Request,
     ) -> dict[str, Any]:  # fmt: skip
         """Take a handoff (``open`` → ``taken``) or close it (admins; audited)."""
-        moved = service.change(
-            actor, "kb.handoff", ADMIN_TENANT, {"id": handoff_id[:64], "status": body.status},
-            lambda conn: SessionStore(db).move_handoff(handoff_id, body.status, conn=conn),
-            lambda handoff: {"kb": handoff.kb, "tenant": handoff.tenant}, client_ip(request),
-        )  # fmt: skip
+        moved = kb.move_handoff(actor, handoff_id, body.status, client_ip(request))
         answer: dict[str, Any] = moved.as_json()
         return answer
 
@@ -165,38 +148,3 @@ async def _read_upload(request: Request, params: dict[str, Any]) -> tuple[str, b
     part.data.clear()  # one copy in memory, not two
     params["size"] = len(data)
     return file_name, data
-
-
-def _ingest(
-    service: Any, store: Any, embed: Callable[[], Any], actor: Actor, *, tenant: str,
-    params: dict[str, Any], file_name: str, data: bytes, ip: str | None,
-) -> Any:  # fmt: skip
-    """Read, chunk and embed the upload, then store it with its audit record in one
-    transaction; a file that stores nothing (unchanged, unreadable) is recorded alone."""
-    from heshi.apps.kb.ingest import ingest_bytes
-
-    def save(put: Callable[[Any], Any]) -> Any:
-        try:
-            return service.change(
-                actor, "kb.ingest", tenant, params, put,
-                lambda doc: {"status": "stored", "chunks": doc.chunks}, ip,
-            )  # fmt: skip
-        except HeshiError as exc:
-            exc.recorded = True  # type: ignore[attr-defined]  # change() recorded it
-            raise
-
-    try:
-        result = ingest_bytes(
-            store, params["kb"], Path(file_name), data, embed(),  # the path is never opened
-            source=f"upload:{file_name}", save=save,
-        )  # fmt: skip
-    except HeshiError:
-        raise
-    except Exception as exc:  # the embedder or the store failed: still on the record
-        failure = {"result": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
-        service.record(actor, "kb.ingest", tenant, params, failure, ip)
-        raise
-    if result.status in ("unchanged", "failed"):
-        outcome = {"result": result.status, "error": result.error or ""}
-        service.record(actor, "kb.ingest", tenant, params, outcome, ip)
-    return result

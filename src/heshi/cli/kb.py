@@ -1,4 +1,7 @@
-"""``heshi kb``: knowledge bases — create, ingest, list, show, search, remove."""
+"""``heshi kb``: knowledge bases — create, ingest, list, show, search, remove, handoffs.
+
+Changes (create, ingest, rm, handoff) go through the audited service the admin API uses
+(:class:`heshi.admin.kbservice.KnowledgeAdmin`), as ``cli:<login name>``."""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from heshi.admin.kbservice import KnowledgeAdmin
 from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
 from heshi.apps.kb.ingest import FileResult, ingest
 from heshi.apps.kb.store import KnowledgeBaseStore
+from heshi.cli.admin import admin_service, cli_actor
 from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
 from heshi.cli.kb_eval import eval_command
@@ -55,9 +60,9 @@ def create(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    with reporting_errors(), open_database(config) as db:
+    with reporting_errors(), admin_service(config) as service:
         user_words = [w for w in (words or "").split(",") if w.strip()]
-        base = KnowledgeBaseStore(db).create(name, tenant, user_words)
+        base = KnowledgeAdmin(service).create(cli_actor(), name, tenant, user_words)
     owner = base.tenant or "所有租户 / every tenant"
     typer.echo(f"已创建知识库 / created knowledge base {base.name} ({owner})")
     typer.echo(f"下一步 / next: heshi kb ingest 文档目录/ --kb {base.name}")
@@ -73,8 +78,9 @@ def ingest_command(
     config: ConfigOption = None,
 ) -> None:
     console = Console(stderr=True)
-    with reporting_errors(), open_database(config) as db:
-        store = KnowledgeBaseStore(db)
+    with reporting_errors(), admin_service(config) as service:
+        admin, actor, embed = KnowledgeAdmin(service), cli_actor(), E5Vectors()
+        store = admin.store
         store.get(kb)
         files, missing = files_below(paths, console)
         with counting(console) as progress:
@@ -90,7 +96,11 @@ def ingest_command(
                 style = "red" if result.status == "failed" else None
                 progress.console.print(line, style=style, markup=False, highlight=False)
 
-            report = ingest(store, kb, files, E5Vectors(), on_file=on_file)
+            def one(path: Path, data: bytes) -> FileResult:
+                source = str(path.resolve())
+                return admin.ingest(actor, kb, path, data, embed, source=source)
+
+            report = ingest(store, kb, files, embed, on_file=on_file, one=one)
         docs, chunks = store.counts(kb)
     rate = report.pages / report.seconds if report.seconds > 0 else 0.0
     typer.echo(
@@ -197,16 +207,17 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="不再确认 / Do not ask.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    with reporting_errors(), open_database(config) as db:
-        store = KnowledgeBaseStore(db)
-        docs, chunks = store.counts(name)
+    with reporting_errors(), admin_service(config) as service:
+        admin = KnowledgeAdmin(service)
+        admin.store.get(name)  # an unknown base: said before asking
+        docs, chunks = admin.store.counts(name)
         if not yes:
             typer.confirm(
                 f"删除知识库 {name}（{docs} 个文档，{chunks} 个分块）？/ Remove {name} "
                 f"({docs} documents, {chunks} chunks)?",
                 abort=True,
             )
-        store.remove(name)
+        admin.remove(cli_actor(), name)
     typer.echo(f"已删除 / removed {name}")
 
 
@@ -287,9 +298,33 @@ def handoffs(
         typer.echo("没有转人工记录 / no handoffs")
         return
     table = Table(
-        "时间 / at (UTC)", "知识库 / kb", "会话 / session", "原因 / reason", "最后一句 / last words"
-    )
+        "id", "时间 / at (UTC)", "知识库 / kb", "会话 / session", "原因 / reason",
+        "状态 / status", "最后一句 / last words",
+    )  # fmt: skip
     for h in rows:
         last = next((m["content"] for m in reversed(h.conversation) if m["role"] == "user"), "")
-        table.add_row(h.created_at.strftime("%m-%d %H:%M"), h.kb, h.session_id, h.reason, last[:30])
+        table.add_row(
+            h.id, h.created_at.strftime("%m-%d %H:%M"), h.kb, h.session_id, h.reason, h.status,
+            last[:30],
+        )  # fmt: skip
     Console().print(table)
+
+
+@app.command(
+    "handoff",
+    help="接手或关闭一条转人工记录。/ Take (taken) or close (closed) a handoff.",
+)
+def handoff(
+    handoff_id: Annotated[str, typer.Argument(help="记录 id（heshi kb handoffs）/ Handoff id.")],
+    status: Annotated[
+        str, typer.Option("--status", help="taken（接手）| closed（关闭）", show_default=False)
+    ],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    with reporting_errors(), admin_service(config) as service:
+        moved = KnowledgeAdmin(service).move_handoff(cli_actor(), handoff_id, status)
+    if as_json:
+        typer.echo(json.dumps(moved.as_json(), ensure_ascii=False))
+        return
+    typer.echo(f"{moved.id}: {moved.status} ({moved.kb})")

@@ -69,13 +69,16 @@ def ingest(
     embed: Vectors | None,
     *,
     on_file: Callable[[FileResult], None] | None = None,
+    one: Callable[[Path, bytes], FileResult] | None = None,
 ) -> IngestReport:
-    """Ingest ``paths`` (files or directories) into ``kb``; see the module docstring."""
+    """Ingest ``paths`` (files or directories) into ``kb``; see the module docstring.
+    ``one`` ingests one file's bytes (the audited service's, for the CLI); by default
+    :func:`ingest_bytes` with the file's absolute path as its identity."""
     store.get(kb)  # an unknown base fails before any work
     report = IngestReport()
     started = time.perf_counter()
     for path in expand(paths):
-        result = _one(store, kb, path, embed)
+        result = _one(store, kb, path, embed, one)
         report.files.append(result)
         if on_file is not None:
             on_file(result)
@@ -83,11 +86,19 @@ def ingest(
     return report
 
 
-def _one(store: KnowledgeBaseStore, kb: str, path: Path, embed: Vectors | None) -> FileResult:
+def _one(
+    store: KnowledgeBaseStore,
+    kb: str,
+    path: Path,
+    embed: Vectors | None,
+    one: Callable[[Path, bytes], FileResult] | None,
+) -> FileResult:
     try:
         data = load_bytes(path)
     except UnreadableDocument as exc:
         return FileResult(path, "failed", error=exc.message)
+    if one is not None:
+        return one(path, data)
     return ingest_bytes(store, kb, path, data, embed, source=str(path.resolve()))
 
 

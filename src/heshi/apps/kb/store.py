@@ -163,13 +163,15 @@ class KnowledgeBaseStore:
             )
         return self.get(name)
 
-    def remove(self, name: str) -> None:
-        """The base and everything in it: documents, chunks, sessions and handoffs."""
-        self.get(name)
-        with self.db.begin() as conn:
+    def remove(self, name: str, conn: Connection | None = None) -> None:
+        """The base and everything in it: documents, chunks, sessions and handoffs (with
+        ``conn``, inside that transaction)."""
+        with self.db.writing(conn) as tx:
+            if tx.execute(select(kb_bases.c.name).where(kb_bases.c.name == name)).first() is None:
+                raise _not_found(name)
             for table in (kb_chunks, kb_documents, kb_sessions, kb_handoffs):
-                conn.execute(delete(table).where(table.c.kb == name))
-            conn.execute(delete(kb_bases).where(kb_bases.c.name == name))
+                tx.execute(delete(table).where(table.c.kb == name))
+            tx.execute(delete(kb_bases).where(kb_bases.c.name == name))
 
     # ------------------------------------------------------------------ documents
 
