@@ -47,6 +47,7 @@ from heshi.admin.schemas import (
 from heshi.admin.service import ADMIN_TENANT, AdminService, KeySpec
 from heshi.admin.sessions import SESSION_HOURS, SessionStore
 from heshi.admin.spreadsheet import usage_csv
+from heshi.admin.tenants import add_tenant_routes
 from heshi.admin.tokens import Actor
 from heshi.config import HeshiConfig
 from heshi.errors import AuthenticationFailed, HeshiError, InvalidRequest, PermissionDenied
@@ -266,6 +267,7 @@ def build_admin_api(
         add_operation_routes(app, api, operations)
     if config is not None:
         add_guard_routes(app, api, config)
+        add_tenant_routes(app, api, config)
     add_knowledge_routes(app, api)
     add_knowledge_changes(app, api, embedder)
     add_calculator_routes(app, api)

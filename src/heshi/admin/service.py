@@ -121,20 +121,6 @@ class AdminService:
         describe: Callable[[T], dict[str, Any]],
         client_ip: str | None = None,
     ) -> T:
-        """An admin change made elsewhere (knowledge bases): ``do`` in one transaction
-        with its audit record (see ``_change``)."""
-        return self._change(actor, action, tenant, params, do, describe, client_ip)
-
-    def _change(
-        self,
-        actor: Actor,
-        action: str,
-        tenant: str,
-        params: dict[str, Any],
-        do: Callable[[Connection], T],
-        describe: Callable[[T], dict[str, Any]],
-        client_ip: str | None = None,
-    ) -> T:
         """Run ``do`` as ``actor`` (admins only) in one transaction with its audit record,
         so that no change is ever saved without it; a refusal is recorded on its own."""
         try:
@@ -172,7 +158,7 @@ class AdminService:
             "budget_cny": spec.budget_cny,
             "expires_at": spec.expires_at.isoformat() if spec.expires_at else None,
         }
-        return self._change(
+        return self.change(
             actor,
             "keys.create",
             spec.tenant,
@@ -222,7 +208,7 @@ class AdminService:
             "resume": lambda conn: self.keys.resume(key.id, conn),
         }
         params["key_id"] = key.id
-        return self._change(
+        return self.change(
             actor,
             f"keys.{state}",
             key.tenant,
@@ -237,7 +223,7 @@ class AdminService:
     def create_admin_token(
         self, actor: Actor, name: str, role: str, client_ip: str | None = None
     ) -> tuple[str, AdminToken]:
-        return self._change(
+        return self.change(
             actor,
             "admin_tokens.create",
             ADMIN_TENANT,
@@ -253,7 +239,7 @@ class AdminService:
     def revoke_admin_token(
         self, actor: Actor, id_or_prefix: str, client_ip: str | None = None
     ) -> AdminToken:
-        return self._change(
+        return self.change(
             actor,
             "admin_tokens.revoke",
             ADMIN_TENANT,

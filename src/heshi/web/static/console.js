@@ -49,6 +49,8 @@ const TEXT = {
     "plan.maxseqs": "最大并发", "plan.rejected": "更大的模型为何不行",
     "plan.none": "没有可行配置。", "plan.change": "最小改动：{change}",
     "kb.help": "新建知识库、上传文档，然后在这里或演练场（kb:名称）提问。", "kb.model": "模型名",
+    "tenants.title": "租户", "tenants.help": "租户的限额在 heshi.yaml 中设置；花费为累计值（含已清理的账本行）。",
+    "tenants.keys": "有效密钥", "tenants.tokens": "累计 token", "tenants.spent": "累计花费",
     "nav.docs": "单据", "kb.tenant.optional": "租户（可选）", "kb.create": "新建知识库",
     "kb.files": "文档（Markdown、TXT、HTML、PDF、DOCX、XLSX/CSV）", "kb.upload": "上传并导入",
     "kb.question": "问题", "kb.ask": "提问", "kb.progress": "{done}/{total} 正在处理 {file}",
@@ -115,6 +117,8 @@ const TEXT = {
     "plan.rejected": "Why larger models were rejected", "plan.none": "Nothing fits.",
     "plan.change": "Smallest change: {change}",
     "kb.help": "Create a base, upload documents, then ask it here or in the playground (kb:NAME).",
+    "tenants.title": "Tenants", "tenants.help": "Tenant limits are set in heshi.yaml; spend is lifetime (pruned ledger rows included).",
+    "tenants.keys": "Active keys", "tenants.tokens": "Tokens to date", "tenants.spent": "Spend to date",
     "nav.docs": "Documents", "kb.tenant.optional": "Tenant (optional)", "kb.create": "Create base",
     "kb.files": "Documents (Markdown, TXT, HTML, PDF, DOCX, XLSX/CSV)", "kb.upload": "Upload and ingest",
     "kb.question": "Question", "kb.ask": "Ask", "kb.progress": "{done}/{total}: working on {file}",
@@ -318,7 +322,25 @@ async function loadUsage(event) {
   }
 }
 
+async function loadTenants() {
+  const tenants = await call("GET", "/tenants");
+  const body = $("#tenants-table tbody");
+  body.replaceChildren();
+  const share = (used) => (used == null ? "" : ` (${Math.round(used * 100)}%)`);
+  for (const tenant of tenants) {
+    const row = document.createElement("tr");
+    row.dataset.name = tenant.name;
+    cell(row, tenant.name);
+    cell(row, limitsText(tenant));
+    cell(row, number(tenant.keys.active), "num");
+    cell(row, number(tenant.spent_tokens) + share(tenant.budget_tokens_used), "num");
+    cell(row, money(tenant.spent_cny) + share(tenant.budget_cny_used), "num");
+    body.appendChild(row);
+  }
+}
+
 async function loadKeys() {
+  loadTenants().catch((error) => { $("#key-error").textContent = error.message; });
   const keys = await call("GET", "/keys");
   const body = $("#keys-table tbody");
   body.replaceChildren();
