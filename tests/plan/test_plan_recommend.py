@@ -73,6 +73,11 @@ def test_launch_commands_carry_the_plan(engine: str) -> None:
     block = yaml.safe_load(heshi_backend(option, engine))
     config = HeshiConfig.model_validate({"home": "/tmp/x", **block})  # a valid heshi.yaml
     assert next(iter(config.aliases.values())).backend in config.backends
+    # the engine never listens where Heshi itself does, and heshi.yaml points at it
+    port = HeshiConfig.model_validate({"home": "/tmp/x"}).server.port
+    assert f"--port {port}" not in text and f":{port}/" not in heshi_backend(option, engine)
+    backend = next(iter(config.backends.values()))
+    assert backend.base_url.split(":")[-1].split("/")[0] in text or engine == "mindie"
 
 
 def test_more_devices_than_a_node_become_pipeline_stages_on_ray() -> None:
@@ -81,6 +86,7 @@ def test_more_devices_than_a_node_become_pipeline_stages_on_ray() -> None:
     big = type(option)(**{**option.__dict__, "tensor_parallel": 16})
     command = launch(big, "vllm", 8192, 8)
     assert "--pipeline-parallel-size 2" in command and "ray start --head" in command
+    assert ":6379" not in command and "port 6379" not in command  # Redis's port
     assert "--tensor-parallel-size 8" in command
 
 

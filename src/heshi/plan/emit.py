@@ -21,8 +21,11 @@ from heshi.plan.recommend import Option
 
 EMITTERS = ("vllm", "sglang", "llamacpp", "lmdeploy", "mindie", "vllm-ascend")
 DEVICES_PER_NODE = 8
-_PORTS = {"vllm": 8000, "vllm-ascend": 8000, "sglang": 30000, "llamacpp": 8080,
+# Not the engines' defaults where those collide with Heshi's own: vLLM's 8000 is Heshi's
+# default port, and Ray's 6379 is Redis's (which Heshi's replicas share quotas through).
+_PORTS = {"vllm": 8001, "vllm-ascend": 8001, "sglang": 30000, "llamacpp": 8080,
           "lmdeploy": 23333, "mindie": 1025}  # fmt: skip
+_RAY_PORT = 6380
 
 
 def _repo(option: Option) -> str:
@@ -72,8 +75,8 @@ def vllm(option: Option, context: int, concurrency: int) -> str:
     if pp > 1:
         ray = (
             f"# {pp} nodes × {tp} devices: start Ray first\n"
-            "ray start --head --port 6379                 # on the first node\n"
-            "ray start --address <first-node-ip>:6379     # on every other node\n"
+            f"ray start --head --port {_RAY_PORT}                 # on the first node\n"
+            f"ray start --address <first-node-ip>:{_RAY_PORT}     # on every other node\n"
         )
         command = ray + command
     return command
