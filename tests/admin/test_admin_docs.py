@@ -56,6 +56,7 @@ def run_curl(line: str, base: str, env: dict[str, str], cwd: Path) -> httpx.Resp
                 headers[key.strip()] = val.strip()
             elif arg == "-d":
                 data = value.encode()
+                method = "POST" if method == "GET" else method  # as curl does
             i += 2
             continue
         assert arg.startswith("http://127.0.0.1:8000/"), f"unexpected curl argument {arg!r}"

@@ -25,7 +25,7 @@ def test_migrate_creates_the_tables_and_is_idempotent(database: Database) -> Non
 
     database.migrate()  # a second gateway start must find nothing to do
     with database.read() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0010"
 
 
 def test_migrations_match_the_tables_module(database: Database) -> None:

@@ -146,11 +146,17 @@ def test_a_document_job_fills_the_results_table_and_exports_csv(
     expect(rows.nth(0)).to_contain_text("invoice_number: 25312000000123456789")
     expect(rows.nth(0)).to_contain_text("完成")
     expect(rows.nth(1)).to_contain_text("失败")
+    # the job lives on the gateway: listed, and opened again after a reload
+    page.reload()
+    page.click("a[href='#docs']")
+    expect(page.locator("#docs-jobs tbody tr")).to_have_count(1)
+    page.locator("#docs-jobs tbody tr button").click()
+    expect(page.locator("#docs-table tbody tr")).to_have_count(2)
 
     with page.expect_download() as download:
         page.click("#docs-csv")
     path = download.value.path()
     table = list(csv.DictReader(io.StringIO(Path(path).read_text("utf-8-sig"))))
     assert [r["file"] for r in table] == ["发票.md", "空白.txt"]
-    assert table[0]["total_amount"] == "12800" and table[0]["status"] == "ok"
+    assert table[0]["total_amount"] == "12800.0" and table[0]["status"] == "done"
     assert table[0]["buyer_name"] == "'=1+1"  # never a formula in a spreadsheet

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heshi.admin.audit_routes import add_audit_routes
 from heshi.admin.calculator import add_calculator_routes
+from heshi.admin.docjobs import add_docjob_routes
 from heshi.admin.kbchanges import add_knowledge_changes
 from heshi.admin.knowledge import add_knowledge_routes
 from heshi.admin.operations import GatewayOperations, add_guard_routes, add_operation_routes
@@ -270,6 +271,7 @@ def build_admin_api(
         add_tenant_routes(app, api, config)
     add_knowledge_routes(app, api)
     add_knowledge_changes(app, api, embedder)
+    add_docjob_routes(app, api)
     add_calculator_routes(app, api)
     return app
 

@@ -17,6 +17,7 @@ from heshi.engines.base import Engine
 from heshi.engines.local import LocalModels
 from heshi.errors import HeshiError
 from heshi.gateway.admin import Admin
+from heshi.gateway.docjobs import DocJobs
 from heshi.gateway.docs import DocsExtraction
 from heshi.gateway.errors import on_heshi_error, on_http_error, on_unexpected
 from heshi.gateway.governance import Governance
@@ -63,6 +64,7 @@ def create_app(
     gateway = Gateway(config, engines, governance or Governance(config))
     admin = Admin(config, gateway.engines, gateway.router, gateway.gov, gateway.metrics)
     docs = DocsExtraction(gateway)
+    jobs = DocJobs(gateway, docs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -74,6 +76,8 @@ def create_app(
             stack.push_async_callback(gateway.gov.close)
             await gateway.router.start()
             stack.push_async_callback(gateway.router.close)
+            jobs.start()
+            stack.push_async_callback(jobs.close)
             yield
 
     routes = [
@@ -83,6 +87,12 @@ def create_app(
         Route("/v1/rerank", gateway.rerank, methods=["POST"]),
         Route("/rerank", gateway.rerank, methods=["POST"]),  # Jina's and Dify's bare path
         Route("/v1/docs/extract", docs.extract, methods=["POST"]),
+        Route("/v1/docs/jobs", jobs.create, methods=["POST"]),
+        Route("/v1/docs/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/v1/docs/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/v1/docs/jobs/{job_id}/files", jobs.upload, methods=["POST"]),
+        Route("/v1/docs/jobs/{job_id}/results.csv", jobs.results, methods=["GET"]),
+        Route("/v1/docs/jobs/{job_id}/cancel", jobs.cancel, methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", gateway.retrieve_model, methods=["GET"]),
         Route("/healthz", admin.healthz, methods=["GET"]),

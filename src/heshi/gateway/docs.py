@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -192,6 +193,16 @@ class DocsExtraction:
         return Upload(data, _suffix(file), name, schema, model, max_chars)
 
     async def _run(self, request: Request, x: Exchange, upload: Upload) -> Response:
+        body = await self.process(x, upload, request.is_disconnected)
+        return json_reply(body, headers=x.response_headers())
+
+    async def process(
+        self, x: Exchange, upload: Upload, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> JSON:
+        """Read ``upload`` on a reader thread, then classify and extract it with chat calls
+        of ``x``'s key: the answer's JSON (``docs.extraction``). ``gone`` tells whether the
+        caller left while the document was read (then no model is called). Document jobs
+        (:mod:`heshi.gateway.docjobs`) process their files here too."""
         if self._queued >= self._max_queued:
             raise ReadersBusy(
                 "单据读取繁忙，请稍后重试 / every document reader is busy; retry later"
@@ -203,7 +214,7 @@ class DocsExtraction:
         finally:
             self._queued -= 1
         upload.data = b""  # the text is what the model calls need
-        if await request.is_disconnected():  # gone while its document was read: no calls
+        if gone is not None and await gone():  # left while its document was read: no calls
             raise ClientGone(
                 "客户端在读取单据时断开 / client disconnected while its document was read"
             )
@@ -231,7 +242,7 @@ class DocsExtraction:
             "model": upload.model,
             "usage": calls.usage(),
         }
-        return json_reply(body, headers=x.response_headers())
+        return body
 
 
 class _Calls:

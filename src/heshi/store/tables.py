@@ -260,3 +260,38 @@ admin_sessions = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
+
+# Document jobs (heshi.gateway.docjobs): files extracted one after another on the gateway,
+# each by the job's API key; a file's bytes wait in its row and are dropped once it is done.
+docs_jobs = Table(
+    "docs_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "job_" + 24 hex
+    Column("tenant", String(64), nullable=False, index=True),  # "-" without keys
+    Column("key_id", String(32), nullable=True),  # the key its model calls are charged to
+    Column("name", String(200), nullable=False),
+    Column("schema", String(64), nullable=False),  # a built-in schema or "auto"
+    Column("model", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # open | cancelled
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+)
+
+docs_job_files = Table(
+    "docs_job_files",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the job's id + "-" + seq
+    Column("job_id", String(32), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("file_name", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=True),  # until it is extracted
+    # queued | running | done | failed | cancelled
+    Column("status", String(16), nullable=False, index=True),
+    Column("type", String(32), nullable=True),  # the document's kind, once known
+    Column("result", JSON, nullable=True),  # fields, problems, pages, truncated, usage
+    Column("error", Text, nullable=True),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+)

@@ -1,12 +1,10 @@
 // The console's application pages: knowledge-base changes (create a base, upload documents
-// with progress, ask a base, take and close handoffs) and document jobs (files extracted
-// one after another through /v1/docs/extract, a results table, CSV). Plain ES module, no
+// with progress, ask a base, take and close handoffs) and document jobs (/v1/docs/jobs:
+// files extracted on the gateway one after another, progress, results table, CSV). Plain ES module, no
 // build step; console.js passes in what it shares (ctx).
 
 let ctx;
 const kbSessions = {}; // one conversation per base: a session belongs to one base
-let docsStop = null;
-const docsRows = [];
 
 export function initApps(shared) {
   ctx = shared;
@@ -15,7 +13,7 @@ export function initApps(shared) {
   $("#kb-upload-form").addEventListener("submit", uploadDocuments);
   $("#kb-ask-form").addEventListener("submit", askBase);
   $("#docs-form").addEventListener("submit", runDocs);
-  $("#docs-stop").addEventListener("click", () => { if (docsStop) docsStop.stopped = true; });
+  $("#docs-stop").addEventListener("click", stopJob);
   $("#docs-csv").addEventListener("click", downloadCsv);
 }
 
@@ -182,7 +180,9 @@ async function askBase(event) {
 // the page makes no key of its own until a job runs.
 export async function loadDocsPage() {
   const key = ctx.playgroundKey();
-  if (key) await fillDocModels(key);
+  if (!key) return;
+  await fillDocModels(key);
+  await listJobs(key);
 }
 
 async function fillDocModels(key) {
@@ -199,89 +199,135 @@ async function fillDocModels(key) {
   }
 }
 
+let docsJob = null; // the job shown: {id, key}
+
+async function api(key, method, path, body) {
+  const headers = { authorization: "Bearer " + key };
+  if (body && !(body instanceof FormData)) headers["content-type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, body: body instanceof FormData ? body : body && JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error?.message || response.statusText);
+  return data;
+}
+
+// A job runs on the gateway: the files are uploaded to it, then extracted one after
+// another whether or not this page stays open; the page polls its progress.
 async function runDocs(event) {
   event.preventDefault();
-  const { $, t, cell } = ctx;
+  const { $, t } = ctx;
   const key = await ctx.ensureKey("#docs-error");
   if (!key) return;
   const files = [...$("#docs-files").files];
   if (!files.length) return;
   await fillDocModels(key);
-  const schema = $("#docs-schema").value, model = $("#docs-model").value;
-  const body = $("#docs-table tbody");
-  body.replaceChildren();
-  docsRows.length = 0;
-  $("#docs-progress-box").hidden = false;
-  $("#docs-run").disabled = true;
-  $("#docs-stop").disabled = false;
-  $("#docs-csv").disabled = true;
   $("#docs-error").textContent = "";
-  const progress = $("#docs-progress");
-  progress.max = files.length;
-  progress.value = 0;
-  const job = (docsStop = { stopped: false });
-  let failed = 0;
-  for (const [i, file] of files.entries()) {
-    if (job.stopped) break;
-    $("#docs-progress-text").textContent = t("kb.progress", { done: i, total: files.length, file: file.name });
-    const row = document.createElement("tr");
-    const result = { file: file.name, type: "", status: "", fields: {}, problems: [] };
-    try {
+  $("#docs-run").disabled = true;
+  try {
+    const job = await api(key, "POST", "/v1/docs/jobs", {
+      schema: $("#docs-schema").value, model: $("#docs-model").value || undefined,
+      name: files.map((f) => f.name).join(", ").slice(0, 200),
+    });
+    docsJob = { id: job.id, key };
+    $("#docs-progress-box").hidden = false;
+    for (const [i, file] of files.entries()) {
+      $("#docs-progress-text").textContent = t("docs.uploading", { done: i, total: files.length, file: file.name });
       const form = new FormData();
       form.append("file", file, file.name);
-      form.append("schema", schema);
-      if (model) form.append("model", model);
-      const response = await fetch("/v1/docs/extract", {
-        method: "POST", body: form, headers: { authorization: "Bearer " + key },
-      });
-      const data = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(data.error?.message || response.statusText);
-      Object.assign(result, { type: data.type, status: "ok", fields: data.fields || {}, problems: data.problems || [] });
-    } catch (error) {
-      Object.assign(result, { status: "failed", problems: [{ message: error.message }] });
-      failed += 1;
+      await api(key, "POST", `/v1/docs/jobs/${job.id}/files`, form);
     }
-    docsRows.push(result);
-    cell(row, result.file);
-    cell(row, result.type || "–");
-    cell(row, t(result.status === "ok" ? "docs.ok" : "docs.failed"), result.status === "ok" ? "" : "failed");
-    const shown = Object.entries(result.fields).filter(([, v]) => v !== null && v !== "" && typeof v !== "object");
-    cell(row, shown.map(([k, v]) => `${k}: ${v}`).join("\n"), "wrap");
-    cell(row, result.problems.map(problemText).join("\n"), "wrap");
-    body.appendChild(row);
-    progress.value = i + 1;
+    $("#docs-files").value = "";
+    await followJob(job.id, key);
+  } catch (error) {
+    $("#docs-error").textContent = error.message;
+  } finally {
+    $("#docs-run").disabled = false;
   }
-  const done = docsRows.length;
-  $("#docs-progress-text").textContent = job.stopped
-    ? t("docs.stopped", { done, total: files.length })
-    : t("kb.done", { total: files.length, failed });
-  docsStop = null;
-  $("#docs-run").disabled = false;
+}
+
+async function followJob(id, key) {
+  const { $ } = ctx;
+  $("#docs-stop").disabled = false;
+  for (;;) {
+    const job = await api(key, "GET", `/v1/docs/jobs/${id}`);
+    if (docsJob?.id !== id) return; // another job was opened meanwhile
+    showJob(job);
+    if (job.finished >= job.files) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
   $("#docs-stop").disabled = true;
-  $("#docs-csv").disabled = done === 0;
+  await listJobs(key);
 }
 
-const problemText = (p) => p.message || `${p.field}: ${p.reason}`;
-
-function csvCell(value) {
-  let text = value == null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
-  // a spreadsheet must not run it as a formula (Excel, WPS: also after spaces, and the
-  // full-width signs); a plain number, negative ones included, stays a number
-  if (typeof value !== "number" && /^[\s]*[=+\-@＝＋－＠\t\r\n]/.test(text)) text = "'" + text;
-  return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
-function downloadCsv() {
-  const names = [...new Set(docsRows.flatMap((r) => Object.keys(r.fields)))];
-  const lines = [["file", "type", "status", ...names, "problems"].map(csvCell).join(",")];
-  for (const r of docsRows) {
-    const problems = r.problems.map(problemText).join("; ");
-    lines.push([r.file, r.type, r.status, ...names.map((n) => r.fields[n]), problems].map(csvCell).join(","));
+function showJob(job) {
+  const { $, t, cell } = ctx;
+  $("#docs-progress-box").hidden = false;
+  const progress = $("#docs-progress");
+  progress.max = Math.max(job.files, 1);
+  progress.value = job.finished;
+  $("#docs-progress-text").textContent = job.finished >= job.files
+    ? t("kb.done", { total: job.files, failed: job.counts.failed }) +
+      (job.counts.cancelled ? ` · ${t("docs.cancelled", { n: job.counts.cancelled })}` : "")
+    : t("docs.working", { done: job.finished, total: job.files });
+  $("#docs-csv").disabled = job.counts.done + job.counts.failed === 0;
+  const body = $("#docs-table tbody");
+  body.replaceChildren();
+  for (const file of job.data) {
+    const row = document.createElement("tr");
+    row.dataset.status = file.status;
+    cell(row, file.file);
+    cell(row, file.type || "–");
+    cell(row, t("docs.status." + file.status), file.status === "failed" ? "failed" : "");
+    const shown = Object.entries(file.fields || {}).filter(([, v]) => v !== null && v !== "" && typeof v !== "object");
+    cell(row, shown.map(([k, v]) => `${k}: ${v}`).join("\n"), "wrap");
+    const problems = (file.problems || []).map((p) => `${p.field}: ${p.reason}`);
+    if (file.error) problems.push(file.error);
+    cell(row, problems.join("\n"), "wrap");
+    body.appendChild(row);
   }
-  const blob = new Blob(["\ufeff" + lines.join("\r\n") + "\r\n"], { type: "text/csv;charset=utf-8" });
+}
+
+// The key's recent jobs: they outlive the page, so any of them can be opened again.
+async function listJobs(key) {
+  const { $, cell, t } = ctx;
+  const jobs = await api(key, "GET", "/v1/docs/jobs");
+  const body = $("#docs-jobs tbody");
+  body.replaceChildren();
+  for (const job of jobs.data) {
+    const row = document.createElement("tr");
+    row.dataset.id = job.id;
+    cell(row, new Date(job.created_at).toLocaleString());
+    cell(row, job.name || job.id, "wrap");
+    cell(row, job.schema);
+    cell(row, `${job.finished}/${job.files}`, "num");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = t("docs.open");
+    open.addEventListener("click", () => { docsJob = { id: job.id, key }; followJob(job.id, key); });
+    cell(row, "").appendChild(open);
+    body.appendChild(row);
+  }
+}
+
+async function stopJob() {
+  if (!docsJob) return;
+  try {
+    await api(docsJob.key, "POST", `/v1/docs/jobs/${docsJob.id}/cancel`);
+  } catch (error) {
+    ctx.$("#docs-error").textContent = error.message;
+  }
+}
+
+async function downloadCsv() {
+  if (!docsJob) return;
+  const response = await fetch(`/v1/docs/jobs/${docsJob.id}/results.csv`, {
+    headers: { authorization: "Bearer " + docsJob.key },
+  });
+  if (!response.ok) { ctx.$("#docs-error").textContent = response.statusText; return; }
   const link = document.createElement("a");
-  link.href = URL.createObjectURL(blob);
-  link.download = "heshi-documents.csv";
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `${docsJob.id}.csv`;
   link.click();
   setTimeout(() => URL.revokeObjectURL(link.href), 60000); // after the download started
 }

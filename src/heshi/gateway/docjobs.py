@@ -1,0 +1,267 @@
+"""Document jobs: ``/v1/docs/jobs`` — many files extracted on the gateway, one after
+another, with progress to poll and results to download; nothing lost when the page that
+started them closes or the gateway restarts.
+
+A job belongs to the API key that created it (its tenant sees it, no other tenant does) and
+every file is extracted exactly as ``POST /v1/docs/extract`` would extract it for that key:
+read on the document readers, classified and extracted by chat calls of that key through
+the public pipeline — quotas, budgets, guard, ledger, audit. A file's bytes wait in the
+store (:mod:`heshi.store.docjobs`) until a gateway takes it; any replica on the database
+may, one file at a time each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from heshi.apps.docs.classify import AUTO
+from heshi.apps.docs.schema import BUILT_IN, load_schema
+from heshi.apps.kb.engine import PREFIX as KB_PREFIX
+from heshi.errors import HeshiError, InvalidRequest
+from heshi.gateway.docs import DEFAULT_CHARS, ReadersBusy, Upload, _suffix
+from heshi.gateway.edge import parse_json, read_body
+from heshi.gateway.exchange import Exchange
+from heshi.gateway.forms import FormSpec, read_form
+from heshi.gateway.replies import json_reply
+from heshi.store.docjobs import DocJobStore, Job
+from heshi.store.keys import ApiKey
+
+if TYPE_CHECKING:
+    from heshi.gateway.docs import DocsExtraction
+    from heshi.gateway.handlers import Gateway
+
+log = logging.getLogger("heshi.gateway")
+
+IDLE_SECONDS = 1.0  # how often an idle worker looks for files another replica queued
+STALE_SECONDS = 900.0  # a file "running" this long was left by a replica that died
+_JOB_BODY_BYTES = 4096
+
+
+class DocJobs:
+    """The ``/v1/docs/jobs`` routes and the worker that extracts their files."""
+
+    def __init__(self, gateway: Gateway, docs: DocsExtraction) -> None:
+        self.gw = gateway
+        self.docs = docs
+        self.store = DocJobStore(gateway.gov.db)
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ routes
+
+    def _caller(self, request: Request) -> ApiKey | None:
+        gov = self.gw.gov
+        key = gov.auth.identify(request.headers.get("authorization"))
+        gov.auth.check_usable(key)
+        return key
+
+    async def create(self, request: Request) -> Response:
+        """``POST /v1/docs/jobs`` ``{"schema": "auto"|built-in, "model"?, "name"?}``."""
+        key = self._caller(request)
+        raw = await read_body(request, _JOB_BODY_BYTES)
+        body = parse_json(raw) if raw else {}
+        if not isinstance(body, dict) or set(body) - {"schema", "model", "name"}:
+            raise InvalidRequest(
+                "请求体须为 {schema, model, name} / the body is {schema, model, name}"
+            )
+        schema = str(body.get("schema") or AUTO)
+        if schema != AUTO and schema not in BUILT_IN:
+            raise InvalidRequest(
+                f"没有这个 schema / no such schema {schema[:64]!r} (built-in: "
+                f"{', '.join(BUILT_IN)}; auto)",
+                param="schema",
+            )
+        model = str(body.get("model") or self.gw.config.engine.name)[:128]
+        name = str(body.get("name") or "")[:200]
+        self.gw.gov.auth.permit_model(key, model)
+        if model.startswith(KB_PREFIX):
+            raise InvalidRequest("知识库不能抽取单据 / a knowledge base cannot extract documents")
+        self.gw.router.plan(model, {"model": model, "messages": []})  # 404 for an unknown one
+        tenant = key.tenant if key is not None else "-"
+        key_id = key.id if key is not None else None
+        job = await asyncio.to_thread(self.store.create, tenant, key_id, name, schema, model)
+        return json_reply(job.as_json(), status=201)
+
+    async def upload(self, request: Request) -> Response:
+        """``POST /v1/docs/jobs/{id}/files``: one file (part ``file``), queued."""
+        job = await self._job(request)
+        spec = FormSpec(
+            self.gw.config.docs.max_upload_bytes, {"file": None}, "docs.max_upload_bytes"
+        )
+        part = (await read_form(request, spec)).get("file")
+        request.state.body_read = True
+        if part is None:
+            raise InvalidRequest("缺少字段 'file' / the 'file' part is required", param="file")
+        name = PurePosixPath((part.filename or "").replace("\\", "/")).name[:200] or "upload"
+        if not _suffix(part):
+            raise InvalidRequest(
+                f"无法判断文件类型 / cannot tell the type of {name!r}: give it a suffix",
+                param="file",
+            )
+        if not name.lower().endswith(_suffix(part)):
+            name += _suffix(part)  # the type came from the declared content type
+        data = bytes(part.data)
+        part.data.clear()
+        queued = await asyncio.to_thread(self.store.add_file, job, name, data)
+        self._wake.set()
+        return json_reply(queued.as_json(), status=202)
+
+    async def list_jobs(self, request: Request) -> Response:
+        """``GET /v1/docs/jobs``: the caller's tenant's newest jobs."""
+        key = self._caller(request)
+        tenant = key.tenant if key is not None else "-"
+        jobs = await asyncio.to_thread(self.store.jobs, tenant)
+        return json_reply({"object": "list", "data": [j.as_json() for j in jobs]})
+
+    async def get_job(self, request: Request) -> Response:
+        """``GET /v1/docs/jobs/{id}``: progress and every file's outcome."""
+        job = await self._job(request)
+        files = await asyncio.to_thread(self.store.files, job.id)
+        return json_reply({**job.as_json(), "data": [f.as_json() for f in files]})
+
+    async def results(self, request: Request) -> Response:
+        """``GET /v1/docs/jobs/{id}/results.csv``: one row per file, one column per field."""
+        job = await self._job(request)
+        files = await asyncio.to_thread(self.store.files, job.id)
+        return Response(
+            results_csv([f.as_json() for f in files]),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{job.id}.csv"'},
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        """``POST /v1/docs/jobs/{id}/cancel``: waiting files are not extracted."""
+        job = await self._job(request)
+        cancelled = await asyncio.to_thread(self.store.cancel, job)
+        job = await asyncio.to_thread(self.store.get, job.id)
+        return json_reply({**job.as_json(), "cancelled_files": cancelled})
+
+    async def _job(self, request: Request) -> Job:
+        key = self._caller(request)
+        tenant = key.tenant if key is not None else "-"
+        job_id = str(request.path_params["job_id"])[:64]
+        return await asyncio.to_thread(self.store.get, job_id, tenant)
+
+    # ------------------------------------------------------------------ the worker
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="heshi-docs-jobs")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                taken = await asyncio.to_thread(self.store.take, STALE_SECONDS)
+            except Exception as exc:  # the store is down: try again later
+                log.warning("document jobs: cannot read the queue: %s", exc)
+                taken = None
+            if taken is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+                continue
+            await self._extract(*taken)
+
+    async def _extract(self, job: Job, file: Any) -> None:
+        """One file, as ``POST /v1/docs/extract`` by the job's key; its outcome stored."""
+        x = Exchange(endpoint="docs", request_id=f"req_{file.id}")
+        outcome: dict[str, Any] = {}
+        try:
+            x.key = await self._key(job)
+            x.authenticated = True
+            self.gw.gov.auth.check_usable(x.key)
+            x.model = job.model
+            self.gw.gov.auth.permit_model(x.key, job.model)
+            x.plan = self.gw.router.plan(job.model, {"model": job.model, "messages": []})
+            self.gw.recorder.started(x)
+            schema = None if job.schema == AUTO else load_schema(job.schema)
+            upload = Upload(
+                file.data, _suffix_of(file.file_name), job.schema, schema, job.model,
+                DEFAULT_CHARS,
+            )  # fmt: skip
+            outcome = await self.docs.process(x, upload)
+        except ReadersBusy:
+            x.fail(ReadersBusy("busy"))
+            await asyncio.to_thread(self.store.requeue, file.id)
+            await asyncio.sleep(1.0)
+            return
+        except HeshiError as exc:
+            x.fail(exc)
+            await asyncio.to_thread(self.store.finish, file.id, "failed", error=exc.message)
+            return
+        except Exception as exc:
+            x.fail(exc)
+            log.exception("document job %s: file %s failed", job.id, file.id)
+            error = f"内部错误 / internal error ({type(exc).__name__})"
+            await asyncio.to_thread(self.store.finish, file.id, "failed", error=error)
+            return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.gw.recorder.finish(x)
+        result = {k: outcome.get(k) for k in ("fields", "problems", "pages", "truncated", "usage")}
+        await asyncio.to_thread(
+            self.store.finish,
+            file.id,
+            "done",
+            kind=outcome.get("type") or (job.schema if job.schema != AUTO else None),
+            result=result,
+        )
+
+    async def _key(self, job: Job) -> ApiKey | None:
+        if job.key_id is None:
+            return None
+        return await asyncio.to_thread(self.gw.gov.keys.get, job.key_id)
+
+
+def _suffix_of(name: str) -> str:
+    return PurePosixPath(name).suffix.lower()
+
+
+def results_csv(files: list[dict[str, Any]]) -> str:
+    """The files' outcomes as CSV (UTF-8 with a BOM, for Excel): file, type, status, one
+    column per field, problems, error; text a spreadsheet would run as a formula is
+    prefixed with ``'``."""
+    names: list[str] = []
+    for f in files:
+        for name in f.get("fields") or {}:
+            if name not in names:
+                names.append(name)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["file", "type", "status", *names, "problems", "error"])
+    for f in files:
+        fields = f.get("fields") or {}
+        found = f.get("problems") or []
+        problems = "; ".join(f"{p.get('field')}: {p.get('reason')}" for p in found)
+        row = [f["file"], f.get("type"), f["status"], *(fields.get(n) for n in names)]
+        writer.writerow([_cell(v) for v in [*row, problems, f.get("error")]])
+    return "\ufeff" + out.getvalue()
+
+
+_FORMULA = ("=", "+", "-", "@", "＝", "＋", "－", "＠")  # full-width ones: WPS reads them too
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if text.lstrip()[:1] in _FORMULA or text[:1] in ("\t", "\r"):
+        return "'" + text
+    return text

@@ -1,0 +1,209 @@
+"""Document jobs (``/v1/docs/jobs``) on a real gateway over a fake upstream: files queued in
+the store and extracted one after another by the job's key, progress and results,
+tenants kept apart, cancellation, files that outlive the gateway that queued them, and
+the admin API's view."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+
+from heshi.config import AliasConfig
+from heshi.store.db import Database
+from heshi.store.docjobs import DocJobStore
+from heshi.store.keys import KeyStore
+from heshi.store.tables import docs_job_files
+from tests.admin.test_admin_docs import run_curl
+from tests.conftest import ADMIN
+from tests.fakes.upstream import UPSTREAM_MODEL, FakeUpstream
+from tests.governance.conftest import (
+    ALIAS,
+    GatewayFactory,
+    bearer,
+    gateway_config,
+    home,
+    keys,
+    ledger_rows,
+    open_database,
+    start_gateway,
+    store_db,
+    upstream,
+)
+
+__all__ = [
+    "home",
+    "keys",
+    "open_database",
+    "start_gateway",
+    "store_db",
+    "upstream",
+]  # fixtures used here
+SAMPLES = Path(__file__).parent / "samples"
+INVOICE = "# 电子发票\n发票号码：25312000000123456789\n价税合计：¥12800.00\n"
+FIELDS = {"invoice_number": "25312000000123456789", "total_amount": 12800.0, "buyer_name": "-1"}
+
+
+def wait_finished(client: httpx.Client, url: str, key: str, files: int) -> dict[str, Any]:
+    """The job once ``files`` of its files are finished (fails after 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = client.get(url, headers=bearer(key)).json()
+        if job["finished"] >= files:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job not finished: {job}")
+
+
+def test_a_job_extracts_its_files_in_order_for_its_key_and_tenant(
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    upstream.state.reply = json.dumps(FIELDS)
+    mine, key = keys.create("acme", "docs")
+    other, _ = keys.create("globex", "docs")
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    base = gw.url + "/v1/docs/jobs"
+    with httpx.Client(timeout=30) as client:
+        r = client.post(base, json={"schema": "invoice", "model": ALIAS, "name": "十一月发票"},
+                        headers=bearer(mine))  # fmt: skip
+        assert r.status_code == 201, r.text
+        job = r.json()
+        url = f"{base}/{job['id']}"
+        uploads = [
+            ("发票1.md", INVOICE.encode(), "text/markdown"),
+            ("空白.txt", b"", "text/plain"),
+            ("发票2.md", INVOICE.encode(), "text/markdown"),
+        ]
+        for name, data, kind in uploads:
+            queued = client.post(url + "/files", files={"file": (name, data, kind)},
+                                 headers=bearer(mine))  # fmt: skip
+            assert queued.status_code == 202 and queued.json()["status"] in ("queued", "running")
+        done = wait_finished(client, url, mine, 3)
+        assert [f["file"] for f in done["data"]] == ["发票1.md", "空白.txt", "发票2.md"]
+        assert [f["status"] for f in done["data"]] == ["done", "failed", "done"]
+        assert done["counts"]["done"] == 2 and done["counts"]["failed"] == 1
+        first = done["data"][0]
+        assert (
+            first["type"] == "invoice"
+            and first["fields"]["invoice_number"] == FIELDS["invoice_number"]
+        )
+        assert "no text" in done["data"][1]["error"]
+        # another tenant's key does not see it, neither listed nor by id
+        assert client.get(url, headers=bearer(other)).status_code == 404
+        assert client.get(base, headers=bearer(other)).json()["data"] == []
+        assert [j["id"] for j in client.get(base, headers=bearer(mine)).json()["data"]] == [
+            job["id"]
+        ]
+        table = client.get(url + "/results.csv", headers=bearer(mine))
+        rows = list(csv.DictReader(io.StringIO(table.text.lstrip("\ufeff"))))
+        assert [r["status"] for r in rows] == ["done", "failed", "done"]
+        assert rows[0]["total_amount"] == "12800.0" and rows[0]["buyer_name"] == "'-1"
+        admin = client.get(gw.url + f"/admin/v1/docs/jobs/{job['id']}", headers=ADMIN).json()
+        assert admin["tenant"] == "acme" and len(admin["data"]) == 3
+    gw.flush()
+    rows = [r for r in ledger_rows(store_db) if r["key_id"] == key.id]
+    assert sum(1 for r in rows if r["endpoint"] == "docs") == 3  # one per file, as extract
+    assert sum(1 for r in rows if r["endpoint"] == "chat" and r["status"] == 200) == 2
+    with store_db.read() as conn:  # the bytes are gone once each file is done
+        left = conn.execute(docs_job_files.select().where(docs_job_files.c.data.is_not(None)))
+        assert left.first() is None
+
+
+def test_cancel_stops_the_waiting_files_and_bad_requests_are_refused(
+    upstream: FakeUpstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    upstream.state.reply = json.dumps(FIELDS)
+    upstream.state.hold = True  # the first file's extraction waits
+    mine, _ = keys.create("acme", "docs")
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    base = gw.url + "/v1/docs/jobs"
+    with httpx.Client(timeout=30) as client:
+        assert client.post(base, json={"schema": "nope"}, headers=bearer(mine)).status_code == 400
+        assert client.post(base, json={"x": 1}, headers=bearer(mine)).status_code == 400
+        assert client.post(base, json={"model": "kb:x"}, headers=bearer(mine)).status_code in (
+            400, 404,
+        )  # fmt: skip
+        assert client.post(base, json={"schema": "invoice", "model": ALIAS}).status_code == 401
+        job = client.post(base, json={"schema": "invoice", "model": ALIAS}, headers=bearer(mine))
+        url = f"{base}/{job.json()['id']}"
+        for i in range(3):
+            file = {"file": (f"{i}.md", INVOICE.encode(), "text/markdown")}
+            assert client.post(url + "/files", files=file, headers=bearer(mine)).status_code == 202
+        deadline = time.monotonic() + 30
+        while upstream.state.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = client.post(url + "/cancel", headers=bearer(mine)).json()
+        assert cancelled["status"] == "cancelled" and cancelled["cancelled_files"] == 2
+        late = client.post(url + "/files", files={"file": ("x.md", b"x", "text/markdown")},
+                           headers=bearer(mine))  # fmt: skip
+        assert late.status_code == 409
+        upstream.state.release.set()
+        done = wait_finished(client, url, mine, 3)
+        assert [f["status"] for f in done["data"]] == ["done", "cancelled", "cancelled"]
+
+
+def test_queued_and_abandoned_files_are_extracted_by_the_next_gateway(
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    upstream.state.reply = json.dumps(FIELDS)
+    mine, key = keys.create("acme", "docs")
+    jobs = DocJobStore(store_db)
+    job = jobs.create("acme", key.id, "", "invoice", ALIAS)
+    waiting = jobs.add_file(job, "a.md", INVOICE.encode())  # queued before any gateway ran
+    dropped = jobs.add_file(job, "b.md", INVOICE.encode())
+    with store_db.begin() as conn:  # taken by a replica that died 20 minutes ago
+        conn.execute(
+            update(docs_job_files)
+            .where(docs_job_files.c.id == dropped.id)
+            .values(status="running", started_at=datetime.now(UTC) - timedelta(minutes=20))
+        )
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    with httpx.Client(timeout=30) as client:
+        done = wait_finished(client, f"{gw.url}/v1/docs/jobs/{job.id}", mine, 2)
+    assert {f["id"]: f["status"] for f in done["data"]} == {waiting.id: "done", dropped.id: "done"}
+
+
+def test_the_curl_lines_of_the_docs_work_in_order(
+    upstream: FakeUpstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    doc = (Path(__file__).parents[2] / "docs" / "docs.md").read_text("utf-8")
+    section = doc[doc.index("## HTTP: document jobs") :]
+    lines = [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", section.split("\n## ")[0], re.S)
+        for line in block.splitlines()
+        if line.strip().startswith("curl ")
+    ]
+    assert len(lines) == 4
+    upstream.state.reply = json.dumps(FIELDS)
+    plaintext, _ = keys.create("acme", "docs")
+    shutil.copy(SAMPLES / "invoice-scan.pdf", tmp_path / "invoice.pdf")
+    config = gateway_config(home, upstream.base_url)
+    # the docs' default model, the embedded engine's name, served here by the fake upstream
+    default = AliasConfig(backend="up", model=UPSTREAM_MODEL)
+    config = config.model_copy(update={"aliases": {**config.aliases, config.engine.name: default}})
+    gw = start_gateway(config)
+    env = {"KEY": plaintext}
+    for line in lines:
+        r = run_curl(line, gw.url, env, tmp_path)
+        assert r.is_success, (line, r.status_code, r.text)
+        if "JOB" not in env:
+            env["JOB"] = r.json()["id"]
