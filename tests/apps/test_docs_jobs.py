@@ -35,6 +35,7 @@ from tests.governance.conftest import (
     keys,
     ledger_rows,
     open_database,
+    pg_url,
     start_gateway,
     store_db,
     upstream,
@@ -44,11 +45,13 @@ __all__ = [
     "home",
     "keys",
     "open_database",
+    "pg_url",
     "start_gateway",
     "store_db",
     "upstream",
 ]  # fixtures used here
 SAMPLES = Path(__file__).parent / "samples"
+STALE = 120.0
 INVOICE = "# 电子发票\n发票号码：25312000000123456789\n价税合计：¥12800.00\n"
 FIELDS = {"invoice_number": "25312000000123456789", "total_amount": 12800.0, "buyer_name": "-1"}
 
@@ -166,13 +169,18 @@ def test_queued_and_abandoned_files_are_extracted_by_the_next_gateway(
     mine, key = keys.create("acme", "docs")
     jobs = DocJobStore(store_db)
     job = jobs.create("acme", key.id, "", "invoice", ALIAS)
-    waiting = jobs.add_file(job, "a.md", INVOICE.encode())  # queued before any gateway ran
-    dropped = jobs.add_file(job, "b.md", INVOICE.encode())
+    waiting = jobs.add_file(job, "a.md", INVOICE.encode(), key.id)  # before any gateway ran
+    dropped = jobs.add_file(job, "b.md", INVOICE.encode(), key.id)
     with store_db.begin() as conn:  # taken by a replica that died 20 minutes ago
         conn.execute(
             update(docs_job_files)
             .where(docs_job_files.c.id == dropped.id)
-            .values(status="running", started_at=datetime.now(UTC) - timedelta(minutes=20))
+            .values(
+                status="running",
+                claim="dead",
+                attempts=1,
+                started_at=datetime.now(UTC) - timedelta(minutes=20),
+            )
         )
     gw = start_gateway(gateway_config(home, upstream.base_url))
     with httpx.Client(timeout=30) as client:
@@ -207,3 +215,124 @@ def test_the_curl_lines_of_the_docs_work_in_order(
         assert r.is_success, (line, r.status_code, r.text)
         if "JOB" not in env:
             env["JOB"] = r.json()["id"]
+
+
+def test_files_are_charged_to_their_uploader_and_a_rate_limit_delays_not_fails(
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    upstream.state.reply = json.dumps(FIELDS)
+    owner, _ = keys.create("acme", "owner")
+    narrow, _ = keys.create("acme", "narrow", models=["qwen-max"])  # not allowed ALIAS
+    slow, slow_key = keys.create("acme", "slow", rpm=1)
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    base = gw.url + "/v1/docs/jobs"
+    with httpx.Client(timeout=30) as client:
+        job = client.post(base, json={"schema": "invoice", "model": ALIAS}, headers=bearer(owner))
+        url = f"{base}/{job.json()['id']}"
+        file = {"file": ("a.md", INVOICE.encode(), "text/markdown")}
+        # a key of the tenant may not smuggle files into a job of a model it may not use
+        assert client.post(url + "/files", files=file, headers=bearer(narrow)).status_code == 403
+        bad = {"file": ("a\u202etxt.md", INVOICE.encode(), "text/markdown")}
+        assert client.post(url + "/files", files=bad, headers=bearer(slow)).status_code == 400
+        long = {"file": ("x" * 300, INVOICE.encode(), "text/markdown")}  # type from the header
+        queued = client.post(url + "/files", files=long, headers=bearer(slow)).json()
+        assert len(queued["file"]) == 200 and queued["file"].endswith(".md")
+        client.post(url + "/files", files=file, headers=bearer(slow))
+        # rpm 1: the second file's call is refused for a minute; it waits, it does not fail
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            files = client.get(url, headers=bearer(owner)).json()["data"]
+            if files[0]["status"] == "done" and files[1]["status"] == "queued":
+                break
+            time.sleep(0.1)
+        assert [f["status"] for f in files] == ["done", "queued"], files
+    gw.flush()
+    charged = {r["key_id"] for r in ledger_rows(store_db) if r["endpoint"] == "chat"}
+    assert charged == {slow_key.id}  # the uploader's key, not the job's creator's
+
+
+def test_a_store_outage_does_not_stop_the_worker_and_retries_keep_their_ledger_rows(
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    keys: KeyStore,
+    store_db: Database,
+    home: Path,
+) -> None:
+    upstream.state.reply = json.dumps(FIELDS)
+    mine, key = keys.create("acme", "docs")
+    jobs = DocJobStore(store_db)
+    job = jobs.create("acme", key.id, "", "invoice", ALIAS)
+    first = jobs.add_file(job, "a.md", INVOICE.encode(), key.id)
+    with store_db.begin() as conn:  # attempt 1 died half-way: it wrote its ledger row
+        conn.execute(
+            update(docs_job_files)
+            .where(docs_job_files.c.id == first.id)
+            .values(status="running", claim="dead", attempts=1,
+                    started_at=datetime.now(UTC) - timedelta(minutes=20))
+        )  # fmt: skip
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    url = f"{gw.url}/v1/docs/jobs/{job.id}"
+    with httpx.Client(timeout=30) as client:
+        wait_finished(client, url, mine, 1)
+        # the store goes away while a file is extracted, longer than its busy timeout: the
+        # outcome is kept until it can be written, and the worker carries on
+        upstream.state.hold = True
+        upstream.state.release.clear()
+        file = {"file": ("b.md", INVOICE.encode(), "text/markdown")}
+        assert client.post(url + "/files", files=file, headers=bearer(mine)).status_code == 202
+        deadline = time.monotonic() + 30
+        while upstream.state.calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        locker = store_db.engine.raw_connection()
+        locker.execute("BEGIN EXCLUSIVE")
+        upstream.state.release.set()
+        time.sleep(7)  # past the 5 s busy timeout: the outcome's first writes fail
+        locker.rollback()
+        locker.close()
+        upstream.state.hold = False
+        done = wait_finished(client, url, mine, 2)
+        third = {"file": ("c.md", INVOICE.encode(), "text/markdown")}
+        assert client.post(url + "/files", files=third, headers=bearer(mine)).status_code == 202
+        done = wait_finished(client, url, mine, 3)
+    assert [f["status"] for f in done["data"]] == ["done", "done", "done"]
+    gw.flush()
+    ids = {r["request_id"] for r in ledger_rows(store_db) if r["endpoint"] == "docs"}
+    assert f"req_{first.id}.a2" in ids  # the retry's own row, not lost to the first's id
+
+
+def test_jobs_take_turns_so_one_long_queue_does_not_hold_up_another(store_db: Database) -> None:
+    jobs = DocJobStore(store_db)
+    big = jobs.create("acme", None, "", "invoice", ALIAS)
+    for i in range(5):
+        jobs.add_file(big, f"{i}.md", b"x", None)
+    small = jobs.create("globex", None, "", "invoice", ALIAS)
+    jobs.add_file(small, "only.md", b"x", None)
+    order = []
+    while (taken := jobs.take(STALE)) is not None:
+        job, file = taken
+        order.append(job.id)
+        assert jobs.finish(file, "done")
+        assert not jobs.finish(file, "done")  # the claim is spent: a second finish is refused
+    assert len(order) == 6 and small.id in order[:2]  # not after the five of the big job
+    jobs.cancel(big)
+    assert jobs.add_file(small, "later.md", b"x", None).seq == 2
+
+
+def test_parallel_uploads_to_one_job_on_postgresql_all_get_their_own_number(pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = Database(pg_url)
+    db.migrate()
+    try:
+        jobs = DocJobStore(db)
+        job = jobs.create("acme", None, "", "invoice", ALIAS)
+        with ThreadPoolExecutor(16) as pool:
+            added = list(pool.map(lambda i: jobs.add_file(job, f"{i}.md", b"x", None), range(48)))
+        assert sorted(f.seq for f in added) == list(range(1, 49))
+        assert jobs.get(job.id).counts == {"queued": 48}
+    finally:
+        db.dispose()

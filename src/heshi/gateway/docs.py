@@ -148,6 +148,10 @@ class DocsExtraction:
         self._queued = 0
         self._max_queued = 5 * slots  # those reading, and four times as many waiting
 
+    def busy(self) -> bool:
+        """Every reader busy and the queue for them full: an upload now would be a 503."""
+        return self._queued >= self._max_queued
+
     async def extract(self, request: Request) -> Response:
         """``POST /v1/docs/extract``; recorded once however it ends."""
         x = Exchange(endpoint="docs", client_ip=request.client.host if request.client else None)

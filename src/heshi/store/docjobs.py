@@ -1,10 +1,11 @@
 """Document jobs in the store: a job and its files, queued until a gateway extracts them.
 
 Any gateway replica on the database may take the next queued file: taking it is one
-conditional UPDATE (``queued`` → ``running``), so two replicas never take the same file. A
-file left ``running`` by a replica that died is taken again after ``stale_seconds``. Every
-read filters by tenant in SQL when a tenant is given, so one tenant never sees another's
-jobs.
+conditional UPDATE (``queued`` → ``running``, with a claim token), so two replicas never
+take the same file, and only the claim's holder can finish or requeue it. The holder
+refreshes its claim while it works; a file whose holder went silent (a replica that died)
+is taken again after ``stale_seconds``. Every read filters by tenant in SQL when a tenant
+is given, so one tenant never sees another's jobs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.store.db import Database
@@ -48,6 +48,7 @@ class QueueFull(HeshiError):
     error_type = "rate_limit_error"
     code = "docs_queue_full"
     reason = "docs.queue_full"
+    retry_after = 30.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class JobFile:
     id: str
     job_id: str
     seq: int
+    key_id: str | None
     file_name: str
     size: int
     sha256: str
@@ -86,6 +88,9 @@ class JobFile:
     result: dict[str, Any] | None
     error: str | None
     queued_at: datetime
+    not_before: datetime | None
+    attempts: int
+    claim: str | None
     started_at: datetime | None
     finished_at: datetime | None
     data: bytes | None = field(default=None, repr=False)
@@ -104,6 +109,10 @@ class JobFile:
 
 
 _FILE_COLUMNS = [c for c in docs_job_files.c if c.name != "data"]
+
+
+def _job_fields(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k != "next_seq"}
 
 
 def _now() -> datetime:
@@ -134,7 +143,7 @@ class DocJobStore:
             row = conn.execute(query).mappings().first()
             if row is None:
                 raise JobNotFound(f"没有这个单据任务 / no document job {job_id!r}", param="id")
-            return Job(**dict(row), counts=self._counts(conn, [job_id]).get(job_id, {}))
+            return Job(**_job_fields(row), counts=self._counts(conn, [job_id]).get(job_id, {}))
 
     def jobs(self, tenant: str | None = None, limit: int = 50) -> list[Job]:
         """The newest jobs (of ``tenant``), with their file counts."""
@@ -142,7 +151,7 @@ class DocJobStore:
         if tenant is not None:
             query = query.where(docs_jobs.c.tenant == tenant)
         with self.db.outage_as_unavailable(), self.db.read() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = [_job_fields(r) for r in conn.execute(query).mappings()]
             counts = self._counts(conn, [r["id"] for r in rows])
         return [Job(**r, counts=counts.get(r["id"], {})) for r in rows]
 
@@ -158,43 +167,42 @@ class DocJobStore:
             out.setdefault(job_id, {})[status] = int(n)
         return out
 
-    def add_file(self, job: Job, file_name: str, data: bytes) -> JobFile:
-        """Queue one file of ``job`` (``QueueFull`` past MAX_WAITING_FILES of its tenant,
-        ``JobClosed`` once it was cancelled)."""
-        if job.status != "open":
-            raise JobClosed(f"单据任务已取消 / document job {job.id} was cancelled")
+    def add_file(self, job: Job, file_name: str, data: bytes, key_id: str | None) -> JobFile:
+        """Queue one file of ``job``, to be extracted with the key ``key_id`` that sent it
+        (``QueueFull`` past MAX_WAITING_FILES of the tenant, ``JobClosed`` once the job
+        was cancelled — checked in the same transaction that numbers the file)."""
         f, j = docs_job_files.c, docs_jobs.c
         waiting = (
             select(func.count())
             .select_from(docs_job_files.join(docs_jobs, f.job_id == j.id))
             .where(j.tenant == job.tenant, f.status.in_(("queued", "running")))
         )
-        for _ in range(5):  # two uploads to one job may pick the same seq: try the next
-            try:
-                with self.db.writing() as tx:
-                    if tx.execute(waiting).scalar_one() >= MAX_WAITING_FILES:
-                        raise QueueFull(
-                            f"等待处理的文件已达 {MAX_WAITING_FILES} 个，请稍后再传 / "
-                            f"{MAX_WAITING_FILES} files are waiting already; upload more later"
-                        )
-                    seq = (
-                        1
-                        + tx.execute(
-                            select(func.coalesce(func.max(f.seq), 0)).where(f.job_id == job.id)
-                        ).scalar_one()
-                    )
-                    row = {
-                        "id": f"{job.id}-{seq}", "job_id": job.id, "seq": seq,
-                        "file_name": file_name, "size": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest(), "data": data,
-                        "status": "queued", "type": None, "result": None, "error": None,
-                        "queued_at": _now(), "started_at": None, "finished_at": None,
-                    }  # fmt: skip
-                    tx.execute(insert(docs_job_files).values(**row))
-                return JobFile(**row)
-            except IntegrityError:
-                continue
-        raise QueueFull("单据任务繁忙，请重试 / the job is busy; retry")
+        with self.db.writing() as tx:
+            # the job's row is locked by this update until the file is in: numbers never
+            # collide, and a cancel cannot slip between the check and the insert
+            seq = tx.execute(
+                update(docs_jobs)
+                .where(j.id == job.id, j.status == "open")
+                .values(next_seq=j.next_seq + 1)
+                .returning(j.next_seq)
+            ).scalar_one_or_none()
+            if seq is None:
+                raise JobClosed(f"单据任务已取消 / document job {job.id} was cancelled")
+            if tx.execute(waiting).scalar_one() >= MAX_WAITING_FILES:
+                raise QueueFull(
+                    f"等待处理的文件已达 {MAX_WAITING_FILES} 个，请稍后再传 / "
+                    f"{MAX_WAITING_FILES} files are waiting already; upload more later"
+                )
+            row = {
+                "id": f"{job.id}-{seq}", "job_id": job.id, "seq": seq, "key_id": key_id,
+                "file_name": file_name, "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(), "data": data, "status": "queued",
+                "type": None, "result": None, "error": None, "queued_at": _now(),
+                "not_before": None, "attempts": 0, "claim": None, "started_at": None,
+                "finished_at": None,
+            }  # fmt: skip
+            tx.execute(insert(docs_job_files).values(**row))
+        return JobFile(**row)
 
     def files(self, job_id: str) -> list[JobFile]:
         """A job's files in upload order, without their bytes."""
@@ -207,17 +215,28 @@ class DocJobStore:
             return [JobFile(**dict(r)) for r in conn.execute(query).mappings()]
 
     def take(self, stale_seconds: float) -> tuple[Job, JobFile] | None:
-        """The oldest waiting file (or one left running longer than ``stale_seconds``),
-        now ``running`` for this caller alone; None when there is none."""
-        f = docs_job_files.c
+        """The next file to extract, now ``running`` for this caller alone (its ``claim``);
+        None when there is none. Jobs take turns — the job served longest ago goes first —
+        so one tenant's long queue does not hold up another's file. A file whose taker
+        has not been heard of for ``stale_seconds`` (:meth:`heartbeat`) is taken again."""
+        f, j = docs_job_files.c, docs_jobs.c
         now = _now()
         stale = now - timedelta(seconds=stale_seconds)
+        ready = ((f.status == "queued") & ((f.not_before.is_(None)) | (f.not_before <= now))) | (
+            (f.status == "running") & (f.started_at < stale)
+        )
+        served = (
+            select(f.job_id, func.max(f.started_at).label("last")).group_by(f.job_id).subquery()
+        )
         candidates = (
             select(f.id)
-            .where((f.status == "queued") | ((f.status == "running") & (f.started_at < stale)))
-            .order_by(f.queued_at, f.seq)
+            .join(docs_jobs, j.id == f.job_id)
+            .outerjoin(served, served.c.job_id == f.job_id)
+            .where(ready, j.status == "open")
+            .order_by(served.c.last.asc().nulls_first(), f.seq)
             .limit(5)
         )
+        claim = secrets.token_hex(8)
         with self.db.outage_as_unavailable():
             with self.db.read() as conn:
                 ids = list(conn.execute(candidates).scalars())
@@ -225,53 +244,86 @@ class DocJobStore:
                 with self.db.begin() as tx:
                     taken = tx.execute(
                         update(docs_job_files)
-                        .where(
-                            f.id == file_id,
-                            (f.status == "queued")
-                            | ((f.status == "running") & (f.started_at < stale)),
+                        .where(f.id == file_id, ready)
+                        .values(
+                            status="running",
+                            started_at=now,
+                            claim=claim,
+                            attempts=f.attempts + 1,
                         )
-                        .values(status="running", started_at=now)
                     ).rowcount
                     if not taken:
                         continue  # another replica took it first
                     row = tx.execute(select(docs_job_files).where(f.id == file_id)).mappings()
                     file = JobFile(**dict(row.one()))
-                    job_row = tx.execute(select(docs_jobs).where(docs_jobs.c.id == file.job_id))
-                    return Job(**dict(job_row.mappings().one())), file
+                    job_row = tx.execute(select(docs_jobs).where(j.id == file.job_id))
+                    return Job(**_job_fields(job_row.mappings().one())), file
         return None
+
+    def heartbeat(self, file: JobFile) -> bool:
+        """The taker of ``file`` is still at it; False when the file is no longer its own."""
+        f = docs_job_files.c
+        with self.db.writing() as tx:
+            return bool(
+                tx.execute(
+                    update(docs_job_files)
+                    .where(f.id == file.id, f.claim == file.claim, f.status == "running")
+                    .values(started_at=_now())
+                ).rowcount
+            )
 
     def finish(
         self,
-        file_id: str,
+        file: JobFile,
         status: str,
         *,
         kind: str | None = None,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
-        """Record a file's outcome and drop its bytes."""
+    ) -> bool:
+        """Record a file's outcome and drop its bytes, if the caller still holds it."""
+        f = docs_job_files.c
         with self.db.writing() as tx:
-            tx.execute(
-                update(docs_job_files)
-                .where(docs_job_files.c.id == file_id)
-                .values(
-                    status=status,
-                    type=kind,
-                    result=result,
-                    error=error,
-                    data=None,
-                    finished_at=_now(),
-                )
+            return bool(
+                tx.execute(
+                    update(docs_job_files)
+                    .where(f.id == file.id, f.claim == file.claim, f.status == "running")
+                    .values(
+                        status=status,
+                        type=kind,
+                        result=result,
+                        error=error,
+                        data=None,
+                        claim=None,
+                        finished_at=_now(),
+                    )
+                ).rowcount
             )
 
-    def requeue(self, file_id: str) -> None:
-        """Put a taken file back in the queue (no reader was free)."""
+    def requeue(self, file: JobFile, not_before: datetime | None = None) -> None:
+        """Give a taken file back (no reader was free, a rate limit, a shutdown), to be
+        taken again — not before ``not_before`` when given."""
+        f = docs_job_files.c
         with self.db.writing() as tx:
             tx.execute(
                 update(docs_job_files)
-                .where(docs_job_files.c.id == file_id)
-                .values(status="queued", started_at=None)
+                .where(f.id == file.id, f.claim == file.claim, f.status == "running")
+                .values(status="queued", started_at=None, claim=None, not_before=not_before)
             )
+
+    def prune(self, older_than_days: int) -> int:
+        """Jobs created more than ``older_than_days`` ago with nothing left to do, and
+        their files; returns how many jobs went."""
+        f, j = docs_job_files.c, docs_jobs.c
+        cutoff = _now() - timedelta(days=older_than_days)
+        busy = select(f.job_id).where(f.status.in_(("queued", "running")))
+        old = select(j.id).where(j.created_at < cutoff, j.id.not_in(busy))
+        with self.db.writing() as tx:
+            ids = list(tx.execute(old).scalars())
+            if ids:
+                tx.execute(docs_job_files.delete().where(f.job_id.in_(ids)))
+                tx.execute(docs_jobs.delete().where(j.id.in_(ids)))
+        return len(ids)
 
     def cancel(self, job: Job) -> int:
         """Stop ``job``: its waiting files are cancelled (and their bytes dropped), it takes

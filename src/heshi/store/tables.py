@@ -274,6 +274,7 @@ docs_jobs = Table(
     Column("model", String(128), nullable=False),
     Column("status", String(16), nullable=False),  # open | cancelled
     Column("created_at", UtcDateTime, nullable=False, index=True),
+    Column("next_seq", Integer, nullable=False, server_default="0"),  # files numbered 1, 2, …
 )
 
 docs_job_files = Table(
@@ -282,6 +283,7 @@ docs_job_files = Table(
     Column("id", String(40), primary_key=True),  # the job's id + "-" + seq
     Column("job_id", String(32), nullable=False, index=True),
     Column("seq", Integer, nullable=False),
+    Column("key_id", String(32), nullable=True),  # who uploaded it: its calls are charged there
     Column("file_name", String(200), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
@@ -292,6 +294,9 @@ docs_job_files = Table(
     Column("result", JSON, nullable=True),  # fields, problems, pages, truncated, usage
     Column("error", Text, nullable=True),
     Column("queued_at", UtcDateTime, nullable=False),
-    Column("started_at", UtcDateTime, nullable=True),
+    Column("not_before", UtcDateTime, nullable=True),  # a rate limit said: not before then
+    Column("attempts", Integer, nullable=False, server_default="0"),  # takes, for request ids
+    Column("claim", String(32), nullable=True),  # the taker's token; refreshed while it works
+    Column("started_at", UtcDateTime, nullable=True),  # taken, or last heard of the taker
     Column("finished_at", UtcDateTime, nullable=True),
 )

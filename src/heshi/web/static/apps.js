@@ -200,6 +200,7 @@ async function fillDocModels(key) {
 }
 
 let docsJob = null; // the job shown: {id, key}
+let following = 0; // the newest poll loop's number: older loops stop
 
 async function api(key, method, path, body) {
   const headers = { authorization: "Bearer " + key };
@@ -248,10 +249,11 @@ async function runDocs(event) {
 
 async function followJob(id, key) {
   const { $ } = ctx;
+  const mine = ++following;
   $("#docs-stop").disabled = false;
   for (;;) {
     const job = await api(key, "GET", `/v1/docs/jobs/${id}`);
-    if (docsJob?.id !== id) return; // another job was opened meanwhile
+    if (mine !== following) return; // another job (or this one again) was opened since
     showJob(job);
     if (job.finished >= job.files) break;
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -304,7 +306,10 @@ async function listJobs(key) {
     const open = document.createElement("button");
     open.type = "button";
     open.textContent = t("docs.open");
-    open.addEventListener("click", () => { docsJob = { id: job.id, key }; followJob(job.id, key); });
+    open.addEventListener("click", () => {
+      docsJob = { id: job.id, key };
+      followJob(job.id, key).catch((error) => { $("#docs-error").textContent = error.message; });
+    });
     cell(row, "").appendChild(open);
     body.appendChild(row);
   }
