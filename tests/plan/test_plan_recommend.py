@@ -111,3 +111,12 @@ def test_cli_prints_a_table_and_json() -> None:
     assert data["options"] and data["launch"].startswith("vllm serve")
     bad = CliRunner().invoke(app, ["plan", "--hardware", "2x v100", "--workload", "chat"])
     assert bad.exit_code == 1 and "unknown workload" in bad.stderr
+
+
+def test_published_gguf_checkpoints_are_pulled_not_converted() -> None:
+    # Qwen publishes Qwen/Qwen3-8B-GGUF with Q4_K_M (catalog/data/SOURCES.md)
+    ranked, _ = recommend(_request("1x nvidia-t4", concurrency=8))
+    option = next(o for o in ranked if o.engine == "llamacpp" and o.spec.id == "Qwen/Qwen3-8B")
+    command = launch(option, "llamacpp", 8192, 8)
+    assert f"-hf Qwen/Qwen3-8B-GGUF:{option.q.name}" in command
+    assert "no published" not in command
