@@ -260,17 +260,21 @@ class DocJobStore:
                     return Job(**_job_fields(job_row.mappings().one())), file
         return None
 
-    def heartbeat(self, file: JobFile) -> bool:
-        """The taker of ``file`` is still at it; False when the file is no longer its own."""
+    def _held(self, file: JobFile, **values: Any) -> bool:
+        """Change ``file`` only while its caller's claim on it stands."""
         f = docs_job_files.c
         with self.db.writing() as tx:
             return bool(
                 tx.execute(
                     update(docs_job_files)
                     .where(f.id == file.id, f.claim == file.claim, f.status == "running")
-                    .values(started_at=_now())
+                    .values(**values)
                 ).rowcount
             )
+
+    def heartbeat(self, file: JobFile) -> bool:
+        """The taker of ``file`` is still at it; False when the file is no longer its own."""
+        return self._held(file, started_at=_now())
 
     def finish(
         self,
@@ -282,34 +286,15 @@ class DocJobStore:
         error: str | None = None,
     ) -> bool:
         """Record a file's outcome and drop its bytes, if the caller still holds it."""
-        f = docs_job_files.c
-        with self.db.writing() as tx:
-            return bool(
-                tx.execute(
-                    update(docs_job_files)
-                    .where(f.id == file.id, f.claim == file.claim, f.status == "running")
-                    .values(
-                        status=status,
-                        type=kind,
-                        result=result,
-                        error=error,
-                        data=None,
-                        claim=None,
-                        finished_at=_now(),
-                    )
-                ).rowcount
-            )
+        return self._held(
+            file, status=status, type=kind, result=result, error=error, data=None, claim=None,
+            finished_at=_now(),
+        )  # fmt: skip
 
     def requeue(self, file: JobFile, not_before: datetime | None = None) -> None:
         """Give a taken file back (no reader was free, a rate limit, a shutdown), to be
         taken again — not before ``not_before`` when given."""
-        f = docs_job_files.c
-        with self.db.writing() as tx:
-            tx.execute(
-                update(docs_job_files)
-                .where(f.id == file.id, f.claim == file.claim, f.status == "running")
-                .values(status="queued", started_at=None, claim=None, not_before=not_before)
-            )
+        self._held(file, status="queued", started_at=None, claim=None, not_before=not_before)
 
     def prune(self, older_than_days: int) -> int:
         """Jobs created more than ``older_than_days`` ago with nothing left to do, and
