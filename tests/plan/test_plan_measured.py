@@ -130,7 +130,8 @@ def _plan(*args: str) -> dict[str, object]:
 def test_q8_0_kv_cache_fits_more_sequences_and_is_in_the_launch_command(bench_home: Path) -> None:
     measured.write_result(_result())
     common = ("--hardware", "local", "--model", "Qwen/Qwen2.5-7B-Instruct",
-              "--context", "32768", "--concurrency", "2")  # fmt: skip
+              "--context", "32768", "--concurrency", "2",
+              "--min-tokens-per-s", "0", "--ttft-p95", "0")  # memory, not speed  # fmt: skip
     f16 = _plan(*common)
     q8 = _plan(*common, "--kv-cache", "q8_0", "--emit", "llamacpp")
     pick = {o["quant"]: o for o in f16["options"]}  # type: ignore[attr-defined]
@@ -160,3 +161,30 @@ def test_a_bad_kv_format_is_one_clear_line() -> None:
               "--engine", "llamacpp", "--hardware", "local", "--kv-cache", "int4"],
     )  # fmt: skip
     assert result.exit_code == 1 and "--kv-cache" in result.stderr
+
+
+def test_on_this_machine_only_what_meets_the_service_level_is_recommended(
+    bench_home: Path,
+) -> None:
+    # measured here: 1.5B Q4_K_M prefills at 70 tokens/s, decodes ~30 tokens/s alone
+    measured.write_result(_result())
+    chat = _plan("--hardware", "local", "--concurrency", "4")
+    assert chat["service_level"] == {"min_tokens_per_s": 8.0, "ttft_p95_s": 3.0}
+    for option in chat["options"]:  # type: ignore[attr-defined]
+        assert option["per_user_tokens_per_s"] >= 8 and option["ttft_p95_s"] <= 3
+    # a 1,500-token prompt at 70 tokens/s alone takes 21 s: no chat here, and it says
+    # which GPU would do instead of offering a model nobody could wait for
+    assert chat["options"] == []
+    assert "service level" in str(chat["smallest_change"])
+    assert "nvidia" in str(chat["smallest_change"])
+    reasons = [r for o in chat["rejected"] for r in o["reasons"]]  # type: ignore[attr-defined]
+    assert reasons and all("TTFT" in r or "per user" in r or "GB" in r for r in reasons)
+    # without a service level the same machine "fits" models — the old, dishonest answer
+    loose = _plan("--hardware", "local", "--concurrency", "4",
+                  "--min-tokens-per-s", "0", "--ttft-p95", "0")  # fmt: skip
+    assert loose["options"]
+    # batch extraction tolerates a minute to the first token; a small model qualifies
+    small = "Qwen/Qwen2.5-0.5B-Instruct"
+    batch = _plan("--hardware", "local", "--workload", "document-extraction",
+                  "--concurrency", "1", "--model", small)  # fmt: skip
+    assert [o["model"] for o in batch["options"]][:1] == [small]  # type: ignore[index]

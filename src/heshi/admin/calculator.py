@@ -20,7 +20,8 @@ class PlanQuery(BaseModel):
     workload: Annotated[str, Field(max_length=40)] = "customer-service"
     concurrency: Annotated[int, Field(ge=1, le=100_000)] = 8
     context: Annotated[int, Field(ge=256, le=10_000_000)] | None = None
-    ttft_p95: Annotated[str, Field(max_length=20)] | None = None  # "2s", "500ms"
+    ttft_p95: Annotated[str, Field(max_length=20)] | None = None  # "2s", "500ms"; "0": none
+    min_tokens_per_s: Annotated[float, Field(ge=0, le=10_000)] | None = None  # per user
     min_quality: Annotated[str, Field(max_length=40)] | None = None  # "ceval=75"
     models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=50)] = []
     kv_cache: Literal["f16", "q8_0"] = "f16"
@@ -48,7 +49,7 @@ def add_calculator_routes(app: FastAPI, api: Any) -> None:
             req = build_request(
                 hardware=body.hardware, workload=body.workload, concurrency=body.concurrency,
                 context=body.context, ttft_p95=body.ttft_p95, min_quality=body.min_quality,
-                models=body.models, kv_cache=body.kv_cache,
+                models=body.models, kv_cache=body.kv_cache, min_tokens_per_s=body.min_tokens_per_s,
             )  # fmt: skip
             return plan_json(req, body.top, body.emit)
 

@@ -51,7 +51,20 @@ def plan(
         int | None, typer.Option("--context", help="每用户上下文 token / context per user")
     ] = None,
     ttft_p95: Annotated[
-        str | None, typer.Option("--ttft-p95", help="首 token 延迟上限，如 2s / e.g. 2s")
+        str | None,
+        typer.Option(
+            "--ttft-p95",
+            help="首 token 延迟 p95 上限，如 2s（默认按负载；0 不限）/ e.g. 2s (default: the "
+            "workload's; 0: none)",
+        ),
+    ] = None,
+    min_tokens_per_s: Annotated[
+        float | None,
+        typer.Option(
+            "--min-tokens-per-s",
+            help="每用户最低 token/s（默认按负载；0 不限）/ tokens/s each user needs "
+            "(default: the workload's; 0: none)",
+        ),
     ] = None,
     min_quality: Annotated[
         str | None, typer.Option("--min-quality", help="e.g. ceval=75 / 最低公开分数")
@@ -85,6 +98,7 @@ def plan(
         req = build_request(
             hardware=hardware, workload=workload, concurrency=concurrency, context=context,
             ttft_p95=ttft_p95, min_quality=min_quality, models=model or (), kv_cache=kv_cache,
+            min_tokens_per_s=min_tokens_per_s,
         )  # fmt: skip
         if json_output:
             typer.echo(json.dumps(plan_json(req, top, emit), ensure_ascii=False, indent=1))

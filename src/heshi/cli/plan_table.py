@@ -23,6 +23,15 @@ def print_plan(
         + (f" · llama.cpp KV {req.kv_cache}" if req.kv_cache != "f16" else ""),
         markup=False,
     )
+    floor, ttft = req.speed_floor, req.ttft_limit
+    if floor or ttft:
+        console.print(
+            "服务要求 / service level: "
+            + (f"≥ {floor:g} tokens/s per user" if floor else "any speed")
+            + (f", TTFT p95 ≤ {ttft:g} s" if ttft else "")
+            + " (--min-tokens-per-s, --ttft-p95; 0 = none)",
+            markup=False,
+        )
     if req.hardware.device.id == "local":
         console.print(f"本机 / this machine: {req.hardware.device.notes}", markup=False)
     if ranked:
@@ -57,7 +66,12 @@ def print_plan(
         if change:
             console.print(f"最小改动 / smallest change: {change}", markup=False)
     if rejected:
-        console.print("\n更大的模型为何不行 / why larger models were rejected:")
+        heading = (
+            "更大的模型为何不行 / why larger models were rejected"
+            if ranked
+            else "为何不行 / why each was rejected"
+        )
+        console.print(f"\n{heading}:")
         for o in rejected:
             console.print(
                 f"• {o.spec.id} {o.q.name} on {o.engine} ×{o.tensor_parallel}: "

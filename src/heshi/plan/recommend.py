@@ -30,18 +30,31 @@ class Preset:
     input_tokens: int  # typical prompt, retrieved context included
     output_tokens: int  # typical answer
     context: int  # default --context
+    # The service level the workload implies: tokens/s each user needs, and the p95 time
+    # to the first token (both 0: no floor). See docs/plan.md for where they come from.
+    min_tokens_per_s: float = 0.0
+    ttft_p95_s: float = 0.0
 
 
-# Token profiles: what each kind of traffic typically sends and receives.
+# Token profiles: what each kind of traffic typically sends and receives, and the service
+# level it needs. Chat is read as it streams: silent reading of Chinese runs at about 260
+# characters a minute (Brysbaert 2019 for English; Chinese reading studies put it at
+# 250–300 characters/min), ~3–5 Qwen tokens/s, so 8 tokens/s stays ahead of the reader
+# with a margin; 3 s to the first token is what a chat user waits before it feels broken.
+# Extraction is not read as it streams: 3 tokens/s finishes a 600-token record in ~3 min.
 PRESETS = {
     p.name: p
     for p in (
-        Preset("customer-service", "客服问答：知识库片段 + 多轮对话，短回答", 1500, 250, 8192),
-        Preset("document-extraction", "文档抽取：长文档输入，结构化短输出", 6000, 600, 16384),
-        Preset("reasoning", "推理：短问题，长思维链输出", 600, 4000, 16384),
-        Preset("code", "代码助手：代码上下文输入，中等长度输出", 3000, 800, 16384),
+        Preset("customer-service", "客服问答：知识库片段 + 多轮对话，短回答", 1500, 250, 8192,
+               min_tokens_per_s=8.0, ttft_p95_s=3.0),
+        Preset("document-extraction", "文档抽取：长文档输入，结构化短输出", 6000, 600, 16384,
+               min_tokens_per_s=3.0, ttft_p95_s=60.0),
+        Preset("reasoning", "推理：短问题，长思维链输出", 600, 4000, 16384,
+               min_tokens_per_s=10.0, ttft_p95_s=5.0),
+        Preset("code", "代码助手：代码上下文输入，中等长度输出", 3000, 800, 16384,
+               min_tokens_per_s=10.0, ttft_p95_s=3.0),
     )
-}
+}  # fmt: skip
 SERVING_ENGINES = ("vllm", "sglang", "lmdeploy", "mindie", "vllm-ascend", "llamacpp")
 _GGUF_DEFAULTS = ("Q4_K_M", "Q8_0")  # llama.cpp can convert any supported dense model
 _REJECTED_SHOWN = 6  # the next-larger models that did not fit, smallest first
@@ -98,10 +111,23 @@ class Request:
     preset: Preset
     concurrency: int
     context: int
-    ttft_p95_s: float | None = None
+    ttft_p95_s: float | None = None  # None: the preset's; 0: no limit
     min_quality: tuple[str, float] | None = None  # (metric, value), e.g. ("ceval", 75)
     models: tuple[str, ...] = ()  # restrict to these (ids); empty = every Qwen model
     kv_cache: str = "f16"  # llama.cpp's KV cache format: f16 or q8_0 (others keep 16-bit)
+    min_tokens_per_s: float | None = None  # per user; None: the preset's; 0: no floor
+
+    @property
+    def ttft_limit(self) -> float:
+        """The TTFT p95 an option must meet (0: none)."""
+        return self.preset.ttft_p95_s if self.ttft_p95_s is None else self.ttft_p95_s
+
+    @property
+    def speed_floor(self) -> float:
+        """The tokens/s each user must get (0: none)."""
+        return (
+            self.preset.min_tokens_per_s if self.min_tokens_per_s is None else self.min_tokens_per_s
+        )
 
 
 def parse_quality(text: str | None) -> tuple[str, float] | None:
@@ -185,9 +211,18 @@ def _evaluate(
             f"device ({need:.1f} GB with weights, {at_load.usable_memory_gb:.1f} GB usable); "
             f"{max_sequences} sequences fit"
         )
-    ttft = single.prefill_seconds * _TTFT_QUEUE_FACTOR
-    if req.ttft_p95_s is not None and ttft > req.ttft_p95_s and not reasons:
-        reasons.append(f"TTFT p95 ≈ {ttft:.2f} s > {req.ttft_p95_s:g} s")
+    # one request alone waits for nobody; under load, about one prefill is ahead of it
+    ttft = single.prefill_seconds * (_TTFT_QUEUE_FACTOR if req.concurrency > 1 else 1.0)
+    if req.ttft_limit and ttft > req.ttft_limit and not reasons:
+        limit = f"{ttft:.2f} s > {req.ttft_limit:g} s"
+        reasons.append(f"首 token p95 ≈ {limit} / TTFT p95 ≈ {limit}")
+    decode = at_load.as_json()["decode_tokens_per_s"]
+    per_user = (decode or 0.0) / req.concurrency
+    if req.speed_floor and decode is not None and per_user < req.speed_floor and not reasons:
+        reasons.append(
+            f"每用户 {per_user:.1f} token/s < 服务要求 {req.speed_floor:g} / "
+            f"{per_user:.1f} tokens/s per user < the {req.speed_floor:g} the workload needs"
+        )
     quality = spec.quality.get(req.min_quality[0]) if req.min_quality else None
     if req.min_quality and not reasons:
         metric, floor = req.min_quality
@@ -195,7 +230,7 @@ def _evaluate(
             reasons.append(f"无公开 {metric} 分数 / no published {metric} score")
         elif quality < floor:
             reasons.append(f"{metric} {quality:g} < {floor:g}")
-    decode = at_load.as_json()["decode_tokens_per_s"] or 0.0
+    decode = decode or 0.0
     return Option(
         spec=spec,
         q=q,
@@ -204,7 +239,7 @@ def _evaluate(
         hardware=hw,
         prediction=at_load,
         max_sequences=max_sequences,
-        per_user_tokens_per_s=decode / req.concurrency,
+        per_user_tokens_per_s=per_user,
         aggregate_tokens_per_s=decode,
         ttft_p95_s=ttft,
         quality=quality,
@@ -269,8 +304,13 @@ def recommend(req: Request) -> tuple[list[Option], list[Option]]:
     return ranked, rejected
 
 
+# What to suggest when a CPU box serves nothing at the service level: the cheapest GPUs first.
+_GPU_STEPS = ("1x nvidia-t4", "1x nvidia-l20", "1x nvidia-a100-80gb")
+
+
 def smallest_change(req: Request, rejected: list[Option]) -> str | None:
-    """When nothing fits: the least disruptive change that would make something fit."""
+    """When nothing fits: the least disruptive change that would make something fit —
+    fewer users, a shorter context, more devices, or (on a CPU) a GPU."""
     fits_fewer = [o for o in rejected if 0 < o.max_sequences < req.concurrency]
     if fits_fewer:
         best = max(fits_fewer, key=lambda o: o.max_sequences)
@@ -278,11 +318,46 @@ def smallest_change(req: Request, rejected: list[Option]) -> str | None:
             f"减少并发到 {best.max_sequences} / serve {best.max_sequences} users at once "
             f"instead of {req.concurrency} ({best.spec.id} {best.q.name} on {best.engine})"
         )
+    return _fewer_users(req) or _shorter_context(req) or _other_hardware(req)
+
+
+def _fewer_users(req: Request) -> str | None:
+    """Too slow for this many users at once: how many would be served well."""
+    fewer = req.concurrency // 2
+    while fewer >= 1:
+        trial = recommend(Request(**{**req.__dict__, "concurrency": fewer}))[0]
+        if trial:
+            return (
+                f"减少并发到 {fewer} / serve {fewer} users at once instead of "
+                f"{req.concurrency} ({trial[0].spec.id} {trial[0].q.name} on {trial[0].engine})"
+            )
+        fewer //= 2
+    return None
+
+
+def _shorter_context(req: Request) -> str | None:
     for shorter in (req.context // 2, req.context // 4):
         if shorter >= 1024:
             trial = recommend(Request(**{**req.__dict__, "context": shorter}))[0]
             if trial:
                 return f"缩短上下文到 {shorter} / use a {shorter}-token context"
+    return None
+
+
+def _other_hardware(req: Request) -> str | None:
+    if req.hardware.device.kind == "cpu":
+        from heshi.plan import resolve_hardware
+
+        for name in _GPU_STEPS:
+            gpu = resolve_hardware(name)
+            trial = recommend(Request(**{**req.__dict__, "hardware": gpu}))[0]
+            if trial:
+                return (
+                    f"这台 CPU 达不到服务要求；{gpu} 可以 / no CPU configuration here meets the "
+                    f"service level; a {gpu} would ({trial[0].spec.id} {trial[0].q.name} on "
+                    f"{trial[0].engine})"
+                )
+        return None
     more = Request(
         **{**req.__dict__, "hardware": Hardware(req.hardware.count * 2, req.hardware.device)}
     )

@@ -23,6 +23,7 @@ def build_request(
     min_quality: str | None = None,
     models: Sequence[str] = (),
     kv_cache: str = "f16",
+    min_tokens_per_s: float | None = None,
 ) -> Request:
     """A ``Request`` from ``heshi plan``'s options; ``InvalidRequest`` naming a bad one."""
     if not hardware:
@@ -42,7 +43,17 @@ def build_request(
         min_quality=parse_quality(min_quality),
         models=tuple(catalog.model(m).id for m in models),
         kv_cache=kv_cache.strip().lower(),
+        min_tokens_per_s=_rate(min_tokens_per_s),
     )
+
+
+def _rate(value: float | None) -> float | None:
+    if value is not None and not (0 <= value <= 10_000):
+        raise InvalidRequest(
+            "--min-tokens-per-s 须在 0 到 10000 之间 / --min-tokens-per-s must be 0–10000",
+            param="min_tokens_per_s",
+        )
+    return value
 
 
 def seconds(text: str) -> float:
@@ -83,6 +94,10 @@ def plan_json(req: Request, top: int = 10, emit: str | None = None) -> dict[str,
         "hardware_notes": req.hardware.device.notes,
         "concurrency": req.concurrency,
         "context": req.context,
+        "service_level": {
+            "min_tokens_per_s": req.speed_floor or None,
+            "ttft_p95_s": req.ttft_limit or None,
+        },
         "options": [o.as_json() for o in ranked[:top]],
         "rejected": [o.as_json() for o in rejected],
         "smallest_change": change,
