@@ -236,6 +236,8 @@ def test_files_are_charged_to_their_uploader_and_a_rate_limit_delays_not_fails(
         file = {"file": ("a.md", INVOICE.encode(), "text/markdown")}
         # a key of the tenant may not smuggle files into a job of a model it may not use
         assert client.post(url + "/files", files=file, headers=bearer(narrow)).status_code == 403
+        odd = {"file": ("a.xyz", b"x", "application/octet-stream")}  # refused at once
+        assert client.post(url + "/files", files=odd, headers=bearer(slow)).status_code == 400
         bad = {"file": ("a\u202etxt.md", INVOICE.encode(), "text/markdown")}
         assert client.post(url + "/files", files=bad, headers=bearer(slow)).status_code == 400
         long = {"file": ("x" * 300, INVOICE.encode(), "text/markdown")}  # type from the header

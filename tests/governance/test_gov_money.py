@@ -89,6 +89,7 @@ def test_a_key_spend_budget_admits_what_it_can_pay_for_then_refuses_with_the_amo
     assert f"{yuan(3 * cost):.4f} spent" in error["message"]
     for refusal in (unpriced, raw):
         assert refusal.status_code == 403, refusal.text
+        assert refusal.json()["error"]["code"] == "model_not_priced"
         assert "no price" in refusal.json()["error"]["message"]
     assert free.status_code == 200, free.text  # without a spend budget, unpriced is free
     assert upstream.state.calls == 4

@@ -97,6 +97,8 @@ def test_ascend_gets_mindie_config_and_memory_only_checks() -> None:
     fields = json.loads(text[text.index("\n{") :])
     assert fields["BackendConfig"]["ModelDeployConfig"]["maxSeqLen"] == 8192
     assert any("speed unknown" in n for n in option.prediction.notes)  # no bandwidth figure
+    unknown = option.as_json()  # said as unknown, not as 0 tokens/s in 0 s
+    assert unknown["per_user_tokens_per_s"] is None and unknown["ttft_p95_s"] is None
     assert "mindie" in EMITTERS
 
 

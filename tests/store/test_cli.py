@@ -36,7 +36,7 @@ def heshi(*args: str) -> tuple[int, str, str]:
 
 
 def test_create_json_is_exactly_key_id_tenant(config: Path, database: Database) -> None:
-    code, out, _ = heshi(
+    code, out, err = heshi(
         "keys",
         "create",
         "--tenant",
@@ -62,6 +62,8 @@ def test_create_json_is_exactly_key_id_tenant(config: Path, database: Database) 
     assert code == 0, out
     created = json.loads(out)
     assert set(created) == {"key", "id", "tenant"}
+    # a spend budget with models the config does not price: said, on stderr (not the JSON)
+    assert "qwen-7b" in err and "spend budget" in err
     assert created["tenant"] == "acme" and created["key"].startswith("hs-")
     key = KeyStore(database).get(created["id"])
     assert key.models == ("qwen-7b", "auto")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from heshi.admin.kbservice import KnowledgeAdmin
 from heshi.apps.kb.index import E5Vectors, KnowledgeIndex
@@ -298,9 +298,12 @@ def handoffs(
         typer.echo("没有转人工记录 / no handoffs")
         return
     table = Table(
-        "id", "时间 / at (UTC)", "知识库 / kb", "会话 / session", "原因 / reason",
+        "时间 / at (UTC)", "知识库 / kb", "会话 / session", "原因 / reason",
         "状态 / status", "最后一句 / last words",
     )  # fmt: skip
+    # the id first, whole, on a column the table cannot squeeze: it is what `heshi kb
+    # handoff` takes (a unique start of it will do)
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=27))
     for h in rows:
         last = next((m["content"] for m in reversed(h.conversation) if m["role"] == "user"), "")
         table.add_row(

@@ -106,6 +106,29 @@ def create(
             plaintext, key = service.create_key(cli_actor(), spec)
     _print_created(plaintext, key, json_output)
     _say_keys_required(first)
+    if budget_cny is not None:
+        _say_unpriced(config, allowed)
+
+
+def _say_unpriced(config: Any, allowed: list[str] | None) -> None:
+    """A key with a spend budget is refused every model without a price: say which."""
+    from heshi.config import load_config
+
+    priced = set(load_config(config).pricing.models)
+    missing = [m for m in allowed if m not in priced] if allowed is not None else None
+    if missing == []:
+        return
+    which = (
+        "、".join(missing)
+        if missing
+        else "除 pricing 中的模型外的所有模型 / every model but those in pricing"
+    )
+    typer.echo(
+        f"注意：此密钥有费用预算，没有价格的模型会被拒绝：{which}。在 heshi.yaml 的 pricing 中为其"
+        f"定价 / note: this key has a spend budget, so models without a price are refused to it:"
+        f" {which}. Price them under pricing in heshi.yaml",
+        err=True,
+    )
 
 
 def _say_keys_required(first: bool) -> None:

@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from heshi.apps.docs.classify import AUTO
 from heshi.apps.docs.schema import BUILT_IN, load_schema
+from heshi.apps.kb.documents import READERS
 from heshi.apps.kb.engine import PREFIX as KB_PREFIX
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.gateway.docs import DEFAULT_CHARS, ReadersBusy, Upload, _suffix
@@ -55,6 +56,7 @@ STALE_SECONDS = 120.0  # a claim not refreshed for this long: its replica died
 PRUNE_SECONDS = 3600.0  # finished jobs past store.ledger_retention_days are removed hourly
 _JOB_BODY_BYTES = 4096
 _NAME_CHARS = 200
+READABLE = frozenset(READERS) | {".pdf"}  # what the document readers read
 
 
 class DocJobs:
@@ -87,8 +89,9 @@ class DocJobs:
         schema = str(body.get("schema") or AUTO)
         if schema != AUTO and schema not in BUILT_IN:
             raise InvalidRequest(
-                f"没有这个 schema / no such schema {schema[:64]!r} (built-in: "
-                f"{', '.join(BUILT_IN)}; auto)",
+                f"单据任务只接受内置字段定义或 auto / a document job takes a built-in schema "
+                f"name ({', '.join(BUILT_IN)}) or auto; for a JSON Schema of your own use "
+                "POST /v1/docs/extract",
                 param="schema",
             )
         model = str(body.get("model") or self.gw.config.engine.name)[:128]
@@ -120,6 +123,12 @@ class DocJobs:
         if not suffix:
             raise InvalidRequest(
                 f"无法判断文件类型 / cannot tell the type of {name[:64]!r}: give it a suffix",
+                param="file",
+            )
+        if suffix not in READABLE:
+            raise InvalidRequest(
+                f"不支持的文件类型 / unsupported file type {suffix}: supported: "
+                f"{', '.join(sorted(READABLE))}",
                 param="file",
             )
         if not name.lower().endswith(suffix):

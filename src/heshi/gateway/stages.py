@@ -119,13 +119,15 @@ class Admit:
 def _unpriced(model: str, kind: str) -> PermissionDenied:
     """A caller with a spend budget asked for a model whose spend cannot be counted."""
     who = ("此 API 密钥", "this API key") if kind.startswith("key") else ("此租户", "this tenant")
-    return PermissionDenied(
+    refusal = PermissionDenied(
         f"{who[0]}有费用预算，而模型 '{model}' 在 pricing 中没有价格，无法计费 / {who[1]} has a"
         f" spend budget and model '{model}' has no price in the pricing table, so its spend"
         " could not be counted; ask an operator to price it",
         param="model",
         reason="key.model_not_priced",
     )
+    refusal.code = "model_not_priced"
+    return refusal
 
 
 def _completion(

@@ -82,6 +82,7 @@ class Option:
     kv_cache: str = "f16"  # the KV cache's number format (llama.cpp: f16 or q8_0)
 
     def as_json(self) -> dict[str, Any]:
+        known = self.prediction.as_json()["decode_tokens_per_s"] is not None
         return {
             "model": self.spec.id,
             "quant": self.q.name,
@@ -94,9 +95,10 @@ class Option:
             ),
             "max_concurrent_sequences": self.max_sequences,
             "kv_cache": self.kv_cache,
-            "per_user_tokens_per_s": round(self.per_user_tokens_per_s, 1),
-            "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1),
-            "ttft_p95_s": round(self.ttft_p95_s, 3),
+            # null when the device has no speed figures (the notes say so)
+            "per_user_tokens_per_s": round(self.per_user_tokens_per_s, 1) if known else None,
+            "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1) if known else None,
+            "ttft_p95_s": round(self.ttft_p95_s, 3) if known else None,
             "quality": self.quality,
             "published_checkpoint": self.published,
             "feasible": self.feasible,

@@ -1,6 +1,6 @@
 """The web console at ``/console``: static pages shipped in the package, no build step.
 
-The page is one HTML file, one stylesheet and one plain ES module (``static/``); it signs
+The page is one HTML file, one stylesheet and two plain ES modules (``static/``); it signs
 in with an admin token and then calls the admin API (``/admin/v1``) with a session cookie
 (docs/console.md). A strict Content-Security-Policy allows only the console's own files:
 no inline script, nothing from another origin, no framing.

@@ -156,6 +156,11 @@ class SessionStore:
             )
         h = kb_handoffs.c
         with self.db.writing(conn) as tx:
+            # a unique prefix will do, as for keys: listings show the start of an id
+            prefix = select(h.id).where(h.id.startswith(handoff_id, autoescape=True)).limit(2)
+            found = list(tx.execute(prefix).scalars())
+            if len(found) == 1 and len(handoff_id) >= 6:
+                handoff_id = found[0]
             moved = tx.execute(
                 update(kb_handoffs)
                 .where(h.id == handoff_id, h.status.in_(allowed))

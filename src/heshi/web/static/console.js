@@ -46,13 +46,13 @@ const TEXT = {
     "plan.hardware": "硬件", "plan.workload": "负载", "plan.users": "同时在线用户",
     "plan.context": "上下文 token（可选）", "plan.ttft": "首 token p95 上限（如 2s）", "plan.run": "计算",
     "plan.quant": "量化", "plan.engine": "引擎", "plan.peruser": "单用户 token/s", "plan.total": "总吞吐",
-    "plan.maxseqs": "最大并发", "plan.rejected": "更大的模型为何不行",
+    "plan.maxseqs": "最大并发", "plan.rejected": "更大的模型为何不行", "plan.rejected.all": "为何不行",
     "plan.none": "没有可行配置。", "plan.change": "最小改动：{change}",
     "kb.help": "新建知识库、上传文档，然后在这里或演练场（kb:名称）提问。", "kb.model": "模型名",
     "tenants.title": "租户", "tenants.help": "租户的限额在 heshi.yaml 中设置；花费为累计值（含已清理的账本行）。",
     "tenants.keys": "有效密钥", "tenants.tokens": "累计 token", "tenants.spent": "累计花费",
     "nav.docs": "单据", "kb.tenant.optional": "租户（可选）", "kb.create": "新建知识库",
-    "kb.files": "文档（Markdown、TXT、HTML、PDF、DOCX、XLSX/CSV）", "kb.upload": "上传并导入",
+    "kb.files": "文档（Markdown、TXT、HTML、PDF、OFD、DOCX、XLSX/CSV、图片）", "kb.upload": "上传并导入",
     "kb.question": "问题", "kb.ask": "提问", "kb.progress": "{done}/{total} 正在处理 {file}",
     "kb.done": "完成：{total} 个文件，{failed} 个失败", "kb.status.added": "已新增",
     "kb.status.replaced": "已更新", "kb.status.unchanged": "未变", "kb.status.failed": "失败",
@@ -118,13 +118,13 @@ const TEXT = {
     "plan.context": "Context tokens (optional)", "plan.ttft": "TTFT p95 limit (e.g. 2s)", "plan.run": "Calculate",
     "plan.quant": "Quantization", "plan.engine": "Engine", "plan.peruser": "tokens/s per user",
     "plan.total": "Total tokens/s", "plan.maxseqs": "Max sequences",
-    "plan.rejected": "Why larger models were rejected", "plan.none": "Nothing fits.",
+    "plan.rejected": "Why larger models were rejected", "plan.rejected.all": "Why each was rejected", "plan.none": "Nothing fits.",
     "plan.change": "Smallest change: {change}",
     "kb.help": "Create a base, upload documents, then ask it here or in the playground (kb:NAME).",
     "tenants.title": "Tenants", "tenants.help": "Tenant limits are set in heshi.yaml; spend is lifetime (pruned ledger rows included).",
     "tenants.keys": "Active keys", "tenants.tokens": "Tokens to date", "tenants.spent": "Spend to date",
     "nav.docs": "Documents", "kb.tenant.optional": "Tenant (optional)", "kb.create": "Create base",
-    "kb.files": "Documents (Markdown, TXT, HTML, PDF, DOCX, XLSX/CSV)", "kb.upload": "Upload and ingest",
+    "kb.files": "Documents (Markdown, TXT, HTML, PDF, OFD, DOCX, XLSX/CSV, images)", "kb.upload": "Upload and ingest",
     "kb.question": "Question", "kb.ask": "Ask", "kb.progress": "{done}/{total}: working on {file}",
     "kb.done": "Done: {total} files, {failed} failed", "kb.status.added": "added",
     "kb.status.replaced": "replaced", "kb.status.unchanged": "unchanged", "kb.status.failed": "failed",
@@ -566,7 +566,10 @@ async function runPlan(event) {
   $("#plan-summary").textContent = "…";
   try {
     const result = await call("POST", "/plan", body);
+    const level = result.service_level || {};
     $("#plan-summary").textContent = `${result.hardware} · ${result.workload.name} · ${result.concurrency} × ${result.context}`
+      + (level.min_tokens_per_s ? ` · ≥ ${level.min_tokens_per_s} tok/s/user` : "")
+      + (level.ttft_p95_s ? ` · TTFT p95 ≤ ${level.ttft_p95_s} s` : "")
       + (result.options.length ? "" : " · " + t("plan.none"))
       + (result.smallest_change ? " · " + t("plan.change", { change: result.smallest_change }) : "");
     const rows = $("#plan-options tbody");
@@ -577,12 +580,16 @@ async function runPlan(event) {
       cell(row, option.quant);
       cell(row, option.engine);
       cell(row, String(option.tensor_parallel), "num");
-      cell(row, option.per_user_tokens_per_s.toFixed(1), "num");
-      cell(row, option.aggregate_tokens_per_s.toFixed(1), "num");
-      cell(row, option.ttft_p95_s.toFixed(2), "num");
+      const fixed = (value, digits) => (value == null ? "?" : value.toFixed(digits));
+      cell(row, fixed(option.per_user_tokens_per_s, 1), "num");
+      cell(row, fixed(option.aggregate_tokens_per_s, 1), "num");
+      cell(row, fixed(option.ttft_p95_s, 2), "num");
       cell(row, String(option.max_concurrent_sequences), "num");
       rows.appendChild(row);
     }
+    const title = $("#plan-rejected-title");
+    title.dataset.i18n = result.options.length ? "plan.rejected" : "plan.rejected.all";
+    title.textContent = t(title.dataset.i18n);
     const list = $("#plan-rejected");
     list.replaceChildren();
     for (const option of result.rejected) {
