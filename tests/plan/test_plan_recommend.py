@@ -31,7 +31,7 @@ def test_two_v100s_get_ranked_options_that_fit_and_reasons_for_larger_models() -
     assert ranked
     for option in ranked:
         assert option.feasible and not option.reasons
-        assert option.max_sequences >= 50
+        assert option.max_sequences * option.replicas >= 50  # copies share the users
         assert option.engine in catalog.accelerator("nvidia-v100-32gb").engines
         assert option.q.kind not in ("awq", "fp8")  # no such kernels on sm70
     best = ranked[0]
@@ -72,12 +72,15 @@ def test_launch_commands_carry_the_plan(engine: str) -> None:
     assert "8192" in text or engine == "llamacpp"
     block = yaml.safe_load(heshi_backend(option, engine))
     config = HeshiConfig.model_validate({"home": "/tmp/x", **block})  # a valid heshi.yaml
-    assert next(iter(config.aliases.values())).backend in config.backends
+    targets = [a.backend for a in config.aliases.values()] + [
+        t.backend for r in config.routing.routes.values() for t in r.targets
+    ]
+    assert targets and all(t in config.backends for t in targets)
     # the engine never listens where Heshi itself does, and heshi.yaml points at it
     port = HeshiConfig.model_validate({"home": "/tmp/x"}).server.port
     assert f"--port {port}" not in text and f":{port}/" not in heshi_backend(option, engine)
-    backend = next(iter(config.backends.values()))
-    assert backend.base_url.split(":")[-1].split("/")[0] in text or engine == "mindie"
+    for backend in config.backends.values():  # every server launched is one heshi.yaml names
+        assert backend.base_url.split(":")[-1].split("/")[0] in command or engine == "mindie"
 
 
 def test_more_devices_than_a_node_become_pipeline_stages_on_ray() -> None:
@@ -122,3 +125,28 @@ def test_published_gguf_checkpoints_are_pulled_not_converted() -> None:
     command = launch(option, "llamacpp", 8192, 8)
     assert f"-hf Qwen/Qwen3-8B-GGUF:{option.q.name}" in command
     assert "no published" not in command
+
+
+def test_data_parallel_copies_are_an_option_beside_tensor_parallelism() -> None:
+    ranked, _ = recommend(_request("2x nvidia-a100-80gb", concurrency=64))
+    copies = [o for o in ranked if o.replicas == 2]
+    assert copies, "no data-parallel option on two devices"
+    option = copies[0]
+    assert option.tensor_parallel == 1 and option.as_json()["replicas"] == 2
+    # each copy serves half the users: its per-user speed is a copy's at 32 users, and
+    # the aggregate is two copies'
+    alone, _ = recommend(_request("1x nvidia-a100-80gb", concurrency=32))
+    same = next(
+        o for o in alone
+        if (o.spec.id, o.q.name, o.engine) == (option.spec.id, option.q.name, option.engine)
+    )  # fmt: skip
+    assert option.per_user_tokens_per_s == pytest.approx(same.per_user_tokens_per_s)
+    assert option.aggregate_tokens_per_s == pytest.approx(2 * same.aggregate_tokens_per_s)
+    command = launch(option, option.engine, 8192, 64)
+    assert command.count("CUDA_VISIBLE_DEVICES=") == 2
+    block = yaml.safe_load(heshi_backend(option, option.engine))
+    config = HeshiConfig.model_validate({"home": "/tmp/x", **block})
+    route = next(iter(config.routing.routes.values()))
+    assert len(route.targets) == 2 and len(config.backends) == 2
+    ports = {b.base_url.split(":")[-1].split("/")[0] for b in config.backends.values()}
+    assert len(ports) == 2 and all(p in command for p in ports)

@@ -37,7 +37,7 @@ def print_plan(
     if ranked:
         table = Table(title="可行配置 / feasible configurations (best first)")
         for header in (
-            "model\n模型", "quant\n量化", "engine\n引擎", "TP", "headroom GB\n余量",
+            "model\n模型", "quant\n量化", "engine\n引擎", "TP\n×copies", "headroom GB\n余量",
             "tok/s per user\n单用户", "tok/s total\n总吞吐", "TTFT p95 s", "max seqs\n最大并发",
             "quality\n质量",
         ):  # fmt: skip
@@ -48,7 +48,7 @@ def print_plan(
                 o.spec.id + ("" if o.published else " *"),
                 o.q.name,
                 o.engine,
-                str(o.tensor_parallel),
+                str(o.tensor_parallel) + (f" ×{o.replicas}" if o.replicas > 1 else ""),
                 f"{data['memory_headroom_gb']:.1f}",
                 _rate(o.per_user_tokens_per_s),
                 _rate(o.aggregate_tokens_per_s),

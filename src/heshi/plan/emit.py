@@ -178,31 +178,56 @@ _EMIT = {
 
 
 def launch(option: Option, engine: str, context: int, concurrency: int) -> str:
-    """The launch command (or config) of ``option`` on ``engine``."""
+    """The launch command (or config) of ``option`` on ``engine``; for data-parallel
+    copies, one command per copy, each on its own devices and port."""
     if engine not in _EMIT:
         raise InvalidRequest(
             f"未知引擎 / unknown engine {engine!r} for --emit: one of {', '.join(EMITTERS)}",
             param="emit",
         )
-    return _EMIT[engine](option, context, concurrency)
+    if option.replicas == 1:
+        return _EMIT[engine](option, context, concurrency)
+    share = -(-concurrency // option.replicas)
+    one = _EMIT[engine](option, context, share)
+    visible = "ASCEND_RT_VISIBLE_DEVICES" if engine == "vllm-ascend" else "CUDA_VISIBLE_DEVICES"
+    tp = option.tensor_parallel
+    copies = [f"# {option.replicas} copies of {tp} device(s) each, {share} users apiece"]
+    for i in range(option.replicas):
+        devices = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
+        port = _PORTS[engine] + i
+        command = re.sub(rf"(--(?:server-)?port) {_PORTS[engine]}\b", rf"\1 {port}", one)
+        copies.append(f"{visible}={devices} {command}")
+    return "\n".join(copies)
 
 
 def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
-    """The ``heshi.yaml`` lines that put the launched server behind Heshi's gateway."""
+    """The ``heshi.yaml`` lines that put the launched server(s) behind Heshi's gateway:
+    a backend and an alias, or for copies a backend each and a route sharing them."""
     name = re.sub(r"[^a-z0-9]+", "-", f"{engine}-{option.spec.name}".lower()).strip("-")
-    upstream = option.spec.id
-    if engine == "llamacpp":
-        upstream = option.spec.id  # llama-server answers to any model name
-    block = {
-        "backends": {
-            name: {
-                "base_url": f"http://{host}:{_PORTS[engine]}/v1",
-                "models": [upstream],
-                "timeout": 300,
-            }
-        },
-        "aliases": {
-            option.spec.name.lower(): {"backend": name, "model": upstream},
-        },
-    }
+    upstream = option.spec.id  # llama-server answers to any model name; the others to this
+    public = option.spec.name.lower()
+    if option.replicas == 1:
+        block: dict[str, object] = {
+            "backends": {name: _backend(host, _PORTS[engine], upstream)},
+            "aliases": {public: {"backend": name, "model": upstream}},
+        }
+    else:
+        names = [f"{name}-{i}" for i in range(option.replicas)]
+        block = {
+            "backends": {
+                n: _backend(host, _PORTS[engine] + i, upstream) for i, n in enumerate(names)
+            },
+            "routing": {
+                "routes": {
+                    public: {
+                        "targets": [{"backend": n, "model": upstream} for n in names],
+                        "balance": "least-busy",
+                    }
+                }
+            },
+        }
     return yaml.safe_dump(block, sort_keys=False, allow_unicode=True)
+
+
+def _backend(host: str, port: int, model: str) -> dict[str, object]:
+    return {"base_url": f"http://{host}:{port}/v1", "models": [model], "timeout": 300}

@@ -80,6 +80,9 @@ class Option:
     reasons: list[str] = field(default_factory=list)
     published: bool = True  # a published checkpoint exists in this quantization
     kv_cache: str = "f16"  # the KV cache's number format (llama.cpp: f16 or q8_0)
+    # data-parallel copies, each on ``tensor_parallel`` devices and serving its share of the
+    # users; ``max_sequences`` and the speeds above are one copy's, but for the aggregate
+    replicas: int = 1
 
     def as_json(self) -> dict[str, Any]:
         known = self.prediction.as_json()["decode_tokens_per_s"] is not None
@@ -88,12 +91,15 @@ class Option:
             "quant": self.q.name,
             "engine": self.engine,
             "tensor_parallel": self.tensor_parallel,
-            "devices": str(self.hardware),
+            "replicas": self.replicas,
+            "devices": str(self.hardware)
+            if self.replicas == 1
+            else f"{self.replicas}× {self.hardware}",
             "weights_gb": round(self.prediction.weights_gb, 2),
             "memory_headroom_gb": round(
                 self.prediction.usable_memory_gb - self.prediction.required_memory_gb, 2
             ),
-            "max_concurrent_sequences": self.max_sequences,
+            "max_concurrent_sequences": self.max_sequences * self.replicas,
             "kv_cache": self.kv_cache,
             # null when the device has no speed figures (the notes say so)
             "per_user_tokens_per_s": round(self.per_user_tokens_per_s, 1) if known else None,
@@ -252,6 +258,22 @@ def _evaluate(
     )
 
 
+# Engines whose servers can run side by side on their own devices behind one route.
+REPLICABLE = ("vllm", "sglang", "lmdeploy", "llamacpp", "vllm-ascend")
+
+
+def _replicated(
+    req: Request, spec: ModelSpec, q: Quant, engine: str, tp: int, published: bool, copies: int
+) -> Option:
+    """``copies`` servers of ``tp`` devices each, the users shared out evenly."""
+    share = Request(**{**req.__dict__, "concurrency": math.ceil(req.concurrency / copies)})
+    option = _evaluate(share, spec, q, engine, tp, published)
+    option.replicas = copies
+    option.aggregate_tokens_per_s *= copies
+    option.reasons = [f"{r}（每份副本 / per copy of {copies}）" for r in option.reasons]
+    return option
+
+
 def _capability(option: Option) -> tuple[float, float, float]:
     size = parameter_counts(option.spec).total
     return (option.quality or 0.0, size, option.per_user_tokens_per_s)
@@ -280,11 +302,15 @@ def recommend(req: Request) -> tuple[list[Option], list[Option]]:
                     if engine == "llamacpp" and tp > 1 and req.hardware.device.kind == "cpu":
                         continue
                     options.append(_evaluate(req, spec, q, engine, tp, published))
+                    copies = req.hardware.count // tp
+                    if copies > 1 and engine in REPLICABLE and req.hardware.device.kind != "cpu":
+                        options.append(_replicated(req, spec, q, engine, tp, published, copies))
     feasible = [o for o in options if o.feasible]
-    # Per model, keep the best variant: smallest TP that fits, then fastest.
-    best: dict[tuple[str, str, str], Option] = {}
+    # Per model, keep the best variant: smallest TP that fits, then fastest — one with
+    # tensor parallelism over the devices and one with data-parallel copies, when both fit.
+    best: dict[tuple[str, str, str, bool], Option] = {}
     for o in sorted(feasible, key=lambda o: (o.tensor_parallel, -o.per_user_tokens_per_s)):
-        best.setdefault((o.spec.id, o.q.name, o.engine), o)
+        best.setdefault((o.spec.id, o.q.name, o.engine, o.replicas > 1), o)
     ranked = sorted(best.values(), key=_capability, reverse=True)
     top_size = max((parameter_counts(o.spec).total for o in ranked), default=0)
     rejected_by_model: dict[str, Option] = {}
@@ -313,7 +339,7 @@ _GPU_STEPS = ("1x nvidia-t4", "1x nvidia-l20", "1x nvidia-a100-80gb")
 def smallest_change(req: Request, rejected: list[Option]) -> str | None:
     """When nothing fits: the least disruptive change that would make something fit —
     fewer users, a shorter context, more devices, or (on a CPU) a GPU."""
-    fits_fewer = [o for o in rejected if 0 < o.max_sequences < req.concurrency]
+    fits_fewer = [o for o in rejected if o.replicas == 1 and 0 < o.max_sequences < req.concurrency]
     if fits_fewer:
         best = max(fits_fewer, key=lambda o: o.max_sequences)
         return (

@@ -579,7 +579,7 @@ async function runPlan(event) {
       cell(row, option.model + (option.published_checkpoint ? "" : " *"));
       cell(row, option.quant);
       cell(row, option.engine);
-      cell(row, String(option.tensor_parallel), "num");
+      cell(row, String(option.tensor_parallel) + (option.replicas > 1 ? ` ×${option.replicas}` : ""), "num");
       const fixed = (value, digits) => (value == null ? "?" : value.toFixed(digits));
       cell(row, fixed(option.per_user_tokens_per_s, 1), "num");
       cell(row, fixed(option.aggregate_tokens_per_s, 1), "num");
