@@ -12,8 +12,11 @@ from typer.testing import CliRunner
 from heshi import catalog
 from heshi.cli.main import app
 from heshi.config import HeshiConfig
+from heshi.plan.advice import smallest_change
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
-from heshi.plan.recommend import PRESETS, Request, recommend, smallest_change
+from heshi.plan.memory import Workload
+from heshi.plan.predict import predict
+from heshi.plan.recommend import PRESETS, Request, recommend
 
 
 def _request(hardware: str, concurrency: int = 50, context: int = 8192, **kw: object) -> Request:
@@ -150,3 +153,14 @@ def test_data_parallel_copies_are_an_option_beside_tensor_parallelism() -> None:
     assert len(route.targets) == 2 and len(config.backends) == 2
     ports = {b.base_url.split(":")[-1].split("/")[0] for b in config.backends.values()}
     assert len(ports) == 2 and all(p in command for p in ports)
+
+
+def test_a_shared_system_prompt_is_prefilled_once_on_engines_with_a_prefix_cache() -> None:
+    cached, _ = recommend(_request("1x nvidia-t4", concurrency=8))
+    option = next(o for o in cached if o.engine == "vllm")
+    work = Workload(1500 - 400, 1, 1)  # customer-service: 1,500 tokens, 400 of them shared
+    fresh = predict(option.spec, option.q, "vllm", option.hardware, work)
+    assert option.ttft_p95_s == pytest.approx(2 * fresh.prefill_seconds)
+    assert "--enable-prefix-caching" in launch(
+        next(o for o in cached if o.engine == "lmdeploy"), "lmdeploy", 8192, 8
+    )

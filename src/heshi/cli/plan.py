@@ -16,13 +16,14 @@ from heshi.cli.plan_table import print_plan
 from heshi.cli.reporting import reporting_errors
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.plan import resolve_hardware
+from heshi.plan.advice import smallest_change
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.fit import resolve_row
 from heshi.plan.gguf import spec_from_gguf
 from heshi.plan.memory import KV_BYTES
 from heshi.plan.predict import ENGINES, predict
 from heshi.plan.quant import Quant, quant
-from heshi.plan.recommend import PRESETS, recommend, smallest_change
+from heshi.plan.recommend import PRESETS, recommend
 from heshi.plan.report import build_request, chosen, plan_json
 from heshi.plan.speed import Workload
 

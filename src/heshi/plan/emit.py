@@ -127,6 +127,7 @@ def lmdeploy(option: Option, context: int, concurrency: int) -> str:
     argv += ["--tp", str(option.tensor_parallel if option.tensor_parallel <= 8 else tp)]
     argv += ["--session-len", str(_context(option, context))]
     argv += ["--max-batch-size", str(concurrency), "--cache-max-entry-count", "0.8"]
+    argv += ["--enable-prefix-caching"]  # the plan counts on it (shared system prompts)
     if option.q.kind in ("awq", "gptq"):
         argv += ["--model-format", "awq" if option.q.kind == "awq" else "gptq"]
     argv += ["--server-port", str(_PORTS["lmdeploy"])]

@@ -34,6 +34,9 @@ class Preset:
     # to the first token (both 0: no floor). See docs/plan.md for where they come from.
     min_tokens_per_s: float = 0.0
     ttft_p95_s: float = 0.0
+    # the start every request shares (system prompt, instructions, a schema): an engine
+    # with a prefix cache prefills it once, not per request
+    shared_prefix_tokens: int = 0
 
 
 # Token profiles: what each kind of traffic typically sends and receives, and the service
@@ -46,13 +49,13 @@ PRESETS = {
     p.name: p
     for p in (
         Preset("customer-service", "客服问答：知识库片段 + 多轮对话，短回答", 1500, 250, 8192,
-               min_tokens_per_s=8.0, ttft_p95_s=3.0),
+               min_tokens_per_s=8.0, ttft_p95_s=3.0, shared_prefix_tokens=400),
         Preset("document-extraction", "文档抽取：长文档输入，结构化短输出", 6000, 600, 16384,
-               min_tokens_per_s=3.0, ttft_p95_s=60.0),
+               min_tokens_per_s=3.0, ttft_p95_s=60.0, shared_prefix_tokens=300),
         Preset("reasoning", "推理：短问题，长思维链输出", 600, 4000, 16384,
                min_tokens_per_s=10.0, ttft_p95_s=5.0),
         Preset("code", "代码助手：代码上下文输入，中等长度输出", 3000, 800, 16384,
-               min_tokens_per_s=10.0, ttft_p95_s=3.0),
+               min_tokens_per_s=10.0, ttft_p95_s=3.0, shared_prefix_tokens=200),
     )
 }  # fmt: skip
 SERVING_ENGINES = ("vllm", "sglang", "lmdeploy", "mindie", "vllm-ascend", "llamacpp")
@@ -197,6 +200,10 @@ def _evaluate(
     work = Workload(n_in, preset.output_tokens, req.concurrency, kv)
     at_load = predict(spec, q, engine, hw, work)
     single = predict(spec, q, engine, hw, Workload(n_in, 1, 1, kv))
+    # The shared start is in the engine's prefix cache: a request prefills the rest (the
+    # attention over the cached part is left out: small beside the matrix work).
+    cached = min(preset.shared_prefix_tokens, n_in - 1) if engine in PREFIX_CACHING else 0
+    fresh = predict(spec, q, engine, hw, Workload(n_in - cached, 1, 1, kv)) if cached else single
     reasons = [p for p in single.problems if "per device" not in p]
     # Memory: weights plus the cache of every concurrent sequence at full context.
     per_sequence = kv_bytes_per_token(spec, kv) * context / tp
@@ -220,7 +227,7 @@ def _evaluate(
             f"{max_sequences} sequences fit"
         )
     # one request alone waits for nobody; under load, about one prefill is ahead of it
-    ttft = single.prefill_seconds * (_TTFT_QUEUE_FACTOR if req.concurrency > 1 else 1.0)
+    ttft = fresh.prefill_seconds * (_TTFT_QUEUE_FACTOR if req.concurrency > 1 else 1.0)
     if req.ttft_limit and ttft > req.ttft_limit and not reasons:
         limit = f"{ttft:.2f} s > {req.ttft_limit:g} s"
         reasons.append(f"首 token p95 ≈ {limit} / TTFT p95 ≈ {limit}")
@@ -258,6 +265,10 @@ def _evaluate(
     )
 
 
+# Engines that keep a prefix cache across requests as Heshi launches them: vLLM (automatic
+# prefix caching), SGLang (RadixAttention), llama.cpp (a slot's cached prompt), LMDeploy
+# (--enable-prefix-caching, which --emit sets). MindIE's is left out: off unless configured.
+PREFIX_CACHING = ("vllm", "vllm-ascend", "sglang", "llamacpp", "lmdeploy")
 # Engines whose servers can run side by side on their own devices behind one route.
 REPLICABLE = ("vllm", "sglang", "lmdeploy", "llamacpp", "vllm-ascend")
 
@@ -330,65 +341,3 @@ def recommend(req: Request) -> tuple[list[Option], list[Option]]:
         :_REJECTED_SHOWN
     ]
     return ranked, rejected
-
-
-# What to suggest when a CPU box serves nothing at the service level: the cheapest GPUs first.
-_GPU_STEPS = ("1x nvidia-t4", "1x nvidia-l20", "1x nvidia-a100-80gb")
-
-
-def smallest_change(req: Request, rejected: list[Option]) -> str | None:
-    """When nothing fits: the least disruptive change that would make something fit —
-    fewer users, a shorter context, more devices, or (on a CPU) a GPU."""
-    fits_fewer = [o for o in rejected if o.replicas == 1 and 0 < o.max_sequences < req.concurrency]
-    if fits_fewer:
-        best = max(fits_fewer, key=lambda o: o.max_sequences)
-        return (
-            f"减少并发到 {best.max_sequences} / serve {best.max_sequences} users at once "
-            f"instead of {req.concurrency} ({best.spec.id} {best.q.name} on {best.engine})"
-        )
-    return _fewer_users(req) or _shorter_context(req) or _other_hardware(req)
-
-
-def _fewer_users(req: Request) -> str | None:
-    """Too slow for this many users at once: how many would be served well."""
-    fewer = req.concurrency // 2
-    while fewer >= 1:
-        trial = recommend(Request(**{**req.__dict__, "concurrency": fewer}))[0]
-        if trial:
-            return (
-                f"减少并发到 {fewer} / serve {fewer} users at once instead of "
-                f"{req.concurrency} ({trial[0].spec.id} {trial[0].q.name} on {trial[0].engine})"
-            )
-        fewer //= 2
-    return None
-
-
-def _shorter_context(req: Request) -> str | None:
-    for shorter in (req.context // 2, req.context // 4):
-        if shorter >= 1024:
-            trial = recommend(Request(**{**req.__dict__, "context": shorter}))[0]
-            if trial:
-                return f"缩短上下文到 {shorter} / use a {shorter}-token context"
-    return None
-
-
-def _other_hardware(req: Request) -> str | None:
-    if req.hardware.device.kind == "cpu":
-        from heshi.plan import resolve_hardware
-
-        for name in _GPU_STEPS:
-            gpu = resolve_hardware(name)
-            trial = recommend(Request(**{**req.__dict__, "hardware": gpu}))[0]
-            if trial:
-                return (
-                    f"这台 CPU 达不到服务要求；{gpu} 可以 / no CPU configuration here meets the "
-                    f"service level; a {gpu} would ({trial[0].spec.id} {trial[0].q.name} on "
-                    f"{trial[0].engine})"
-                )
-        return None
-    more = Request(
-        **{**req.__dict__, "hardware": Hardware(req.hardware.count * 2, req.hardware.device)}
-    )
-    if req.hardware.count < 64 and recommend(more)[0]:
-        return f"增加到 {more.hardware.count} 张卡 / use {more.hardware}"
-    return None

@@ -9,8 +9,9 @@ from typing import Any
 from heshi import catalog
 from heshi.errors import InvalidRequest
 from heshi.plan import resolve_hardware
+from heshi.plan.advice import smallest_change
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
-from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend, smallest_change
+from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend
 
 
 def build_request(
