@@ -328,8 +328,8 @@ def test_parallel_uploads_to_one_job_on_postgresql_all_get_their_own_number(pg_u
     from concurrent.futures import ThreadPoolExecutor
 
     db = Database(pg_url)
-    db.migrate()
     try:
+        db.migrate()
         jobs = DocJobStore(db)
         job = jobs.create("acme", None, "", "invoice", ALIAS)
         with ThreadPoolExecutor(16) as pool:

@@ -1,9 +1,10 @@
-"""Usage as CSV that a spreadsheet opens safely and reads right."""
+"""CSV that a spreadsheet opens safely and reads right: usage, and document-job results."""
 
 from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from heshi.store.usage import UsageRow
 
@@ -17,14 +18,44 @@ def usage_csv(rows: list[UsageRow], by: str) -> str:
         values = [getattr(row, c) for c in _USAGE_COLUMNS]
         cost = row.cost
         values[-1] = "" if cost is None else f"{cost:.6f}"
-        writer.writerow([_cell(row.group or ""), *values])
+        writer.writerow([cell(row.group or ""), *values])
     return "\ufeff" + out.getvalue()
 
 
-def _cell(text: str) -> str:
-    """A text cell a spreadsheet will not run: model and tenant names come from clients,
-    and one starting with = + - @ (or a tab or return) would be read as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+def results_csv(files: list[dict[str, Any]]) -> str:
+    """Document-job files' outcomes (their ``as_json``) as CSV, a BOM first: file, type,
+    status, one column per field, problems, error."""
+    names: list[str] = []
+    for f in files:
+        names += [n for n in f.get("fields") or {} if n not in names]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["file", "type", "status", *names, "problems", "error"])
+    for f in files:
+        fields = f.get("fields") or {}
+        found = f.get("problems") or []
+        problems = "; ".join(f"{p.get('field')}: {p.get('reason')}" for p in found)
+        row = [f["file"], f.get("type"), f["status"], *(fields.get(n) for n in names)]
+        writer.writerow([cell(v) for v in [*row, problems, f.get("error")]])
+    return "\ufeff" + out.getvalue()
+
+
+# What makes a spreadsheet read a cell as a formula (the full-width signs: WPS too).
+_FORMULA = ("=", "+", "-", "@", "＝", "＋", "－", "＠")
+
+
+def cell(value: Any) -> str:
+    """A cell a spreadsheet will not run: names and extracted fields come from clients and
+    documents, and text starting with = + - @ (after spaces too), a tab or a return would
+    be read as a formula. Numbers stay numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return str(value)
+    text = str(value)
+    if text.lstrip()[:1] in _FORMULA or text[:1] in ("\t", "\r"):
+        return "'" + text
+    return text
 
 
 _USAGE_COLUMNS = (

@@ -118,15 +118,15 @@ def _say_unpriced(config: Any, allowed: list[str] | None) -> None:
     missing = [m for m in allowed if m not in priced] if allowed is not None else None
     if missing == []:
         return
-    which = (
-        "、".join(missing)
+    zh, en = (
+        ("、".join(missing), ", ".join(missing))
         if missing
-        else "除 pricing 中的模型外的所有模型 / every model but those in pricing"
+        else ("除 pricing 中的模型外的所有模型", "every model but those in pricing")
     )
     typer.echo(
-        f"注意：此密钥有费用预算，没有价格的模型会被拒绝：{which}。在 heshi.yaml 的 pricing 中为其"
+        f"注意：此密钥有费用预算，没有价格的模型会被拒绝：{zh}。在 heshi.yaml 的 pricing 中为其"
         f"定价 / note: this key has a spend budget, so models without a price are refused to it:"
-        f" {which}. Price them under pricing in heshi.yaml",
+        f" {en}. Price them under pricing in heshi.yaml",
         err=True,
     )
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import logging
 import time
 import unicodedata
@@ -31,6 +29,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from heshi.admin.spreadsheet import results_csv
 from heshi.apps.docs.classify import AUTO
 from heshi.apps.docs.schema import BUILT_IN, load_schema
 from heshi.apps.kb.documents import READERS
@@ -312,39 +311,4 @@ def _printable(text: str, param: str) -> str:
         raise InvalidRequest(
             f"{param} 含控制字符 / {param} contains control or format characters", param=param
         )
-    return text
-
-
-def results_csv(files: list[dict[str, Any]]) -> str:
-    """The files' outcomes as CSV (UTF-8 with a BOM, for Excel): file, type, status, one
-    column per field, problems, error; text a spreadsheet would run as a formula is
-    prefixed with ``'``."""
-    names: list[str] = []
-    for f in files:
-        for name in f.get("fields") or {}:
-            if name not in names:
-                names.append(name)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["file", "type", "status", *names, "problems", "error"])
-    for f in files:
-        fields = f.get("fields") or {}
-        found = f.get("problems") or []
-        problems = "; ".join(f"{p.get('field')}: {p.get('reason')}" for p in found)
-        row = [f["file"], f.get("type"), f["status"], *(fields.get(n) for n in names)]
-        writer.writerow([_cell(v) for v in [*row, problems, f.get("error")]])
-    return "\ufeff" + out.getvalue()
-
-
-_FORMULA = ("=", "+", "-", "@", "＝", "＋", "－", "＠")  # full-width ones: WPS reads them too
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool | int | float):
-        return str(value)
-    text = value if isinstance(value, str) else str(value)
-    if text.lstrip()[:1] in _FORMULA or text[:1] in ("\t", "\r"):
-        return "'" + text
     return text

@@ -56,14 +56,16 @@ class Admit:
         }
 
     async def before(self, x: Exchange) -> None:
-        x.sizing = await self.size(x)
         scopes = self.gov.scopes(x.key, internal=x.internal)
+        money = self.gov.money_scopes(x.key)
+        # An engine's cost bound (a knowledge base's: a read of its store) matters only when
+        # a limit will count the reservation.
+        x.sizing = await self.size(x, bound=bool(money) or any(s.limits.any for s in scopes))
         # A must-run request reserves nothing (it is still refused when a limit is already
         # used up) and is charged what it used when it settles.
         tokens = 0 if x.must_run else x.sizing.total
         # Money first: when the token scopes then refuse, settling the money at 0 undoes it
         # completely (a money scope has a budget only; an rpm entry could not be undone).
-        money = self.gov.money_scopes(x.key)
         if money:
             cost = self.gov.cost(x.model, x.sizing.prompt, x.sizing.completion)
             if cost is None and not x.internal:
@@ -77,7 +79,7 @@ class Admit:
                 await self.gov.settle(spend, 0)
             raise
 
-    async def size(self, x: Exchange) -> Sizing:
+    async def size(self, x: Exchange, *, bound: bool = True) -> Sizing:
         """The tokens to reserve for ``x`` (``ContextLengthExceeded`` when its counted
         prompt cannot fit the only engine that could answer it)."""
         op = "chat" if x.endpoint == "guard" else x.endpoint
@@ -102,7 +104,7 @@ class Admit:
                 # An estimated prompt is never subtracted from a context: it may be far
                 # above the real count (4x for English), and a refusal must be certain.
                 completion = _completion(engine, model, counted, asked, single=len(targets) == 1)
-                bounded = self._bounded.get(backend)
+                bounded = self._bounded.get(backend) if bound else None
                 most = await bounded.most_tokens(op, body) if bounded else None
                 # reserved as completion: the prompt reserved is also what a request
                 # without reported usage is charged, and that must stay the prompt's

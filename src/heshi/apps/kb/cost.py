@@ -26,7 +26,6 @@ from heshi.apps.kb.answer import (
     SYSTEM,
     _turns,
 )
-from heshi.apps.kb.index import KnowledgeIndex
 from heshi.engines.base import JSON, content_text
 from heshi.engines.sizing import text_tokens
 
@@ -35,17 +34,6 @@ if TYPE_CHECKING:
 
 # What a chat template adds: per request, and per message (as heshi.engines.sizing counts)
 _TEMPLATE, _PER_MESSAGE, _PER_CHUNK = 48, 8, 8  # a chunk's "[n]（heading）" and its gap
-_LONGEST: dict[tuple[int, int], int] = {}  # (index id, revision) -> longest chunk, tokens
-
-
-def longest_chunk(index: KnowledgeIndex) -> int:
-    """Tokens of the base's longest chunk with its headings (computed once per index)."""
-    key = (id(index), index.revision)
-    if key not in _LONGEST:
-        if len(_LONGEST) > 256:
-            _LONGEST.clear()
-        _LONGEST[key] = max((text_tokens(c.indexed) for c in index.chunks), default=0)
-    return _LONGEST[key]
 
 
 async def most_tokens(
@@ -74,12 +62,12 @@ async def most_tokens(
         + sum(text_tokens(str(m.get("content") or "")) for m in earlier)
         + text_tokens(CONTEXT.format(materials="", question=question))
         + max(text_tokens(a) for a in asks)
-        + config.chunks * (longest_chunk(index) + _PER_CHUNK)
+        + config.chunks * (index.longest_chunk_tokens + _PER_CHUNK)
     )
     # the answer's own text, charged as text when no model call reported usage (a quote,
     # a decline, a handoff)
     said = max(
-        config.chunks * (longest_chunk(index) + _PER_CHUNK),
+        config.chunks * (index.longest_chunk_tokens + _PER_CHUNK),
         text_tokens(DECLINE),
         *(text_tokens(t) for t in HANDOFF_TEXT.values()),
     )

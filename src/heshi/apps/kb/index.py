@@ -80,6 +80,7 @@ class KnowledgeIndex:
         self.segmenter = segmenter
         self.embed = embed
         self._bm25: Any = None
+        self._longest: int | None = None
         corpus = [segmenter.terms(c.indexed) for c in chunks]
         if any(corpus):
             self._bm25 = bm25s.BM25(k1=1.2, b=0.75)
@@ -90,6 +91,16 @@ class KnowledgeIndex:
         base = store.get(name)
         revision, chunks, vectors = store.chunks(name)
         return cls(revision, chunks, vectors, Segmenter(base.user_words), embed)
+
+    @property
+    def longest_chunk_tokens(self) -> int:
+        """Tokens (an upper estimate) of the longest chunk with its headings: what one
+        retrieved passage can add to a prompt. Counted once per index (per revision)."""
+        if self._longest is None:
+            from heshi.engines.sizing import text_tokens
+
+            self._longest = max((text_tokens(c.indexed) for c in self.chunks), default=0)
+        return self._longest
 
     def keyword_scores(self, query: str) -> np.ndarray:
         scores = np.zeros(len(self.chunks), dtype=np.float32)
