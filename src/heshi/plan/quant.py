@@ -8,7 +8,8 @@ add per-group scales and zeros:
   zero point of the same bit width, plus ``g_idx`` (one int32 per input row).
 - AWQ (``Qwen/*-AWQ``, 4-bit): group size 128, fp16 scales, 4-bit packed zeros.
 - FP8: one byte per weight, per-channel or per-tensor scales (negligible).
-- GGUF: every tensor, embeddings included, in a llama.cpp block format. The effective
+- GGUF: every tensor, embeddings included, in a llama.cpp block format. Q4_0 stores
+  blocks of 32 weights as 16 bytes of 4-bit values plus an fp16 scale: 4.5 bits. The effective
   bits per weight of the k-quant mixes are derived from the sizes llama.cpp's
   ``tools/quantize/quantize.cpp`` prints for Llama-3-8B (8.03 B parameters): Q4_K_M
   4.58 GiB, Q5_K_M 5.33 GiB, Q6_K 6.14 GiB, Q8_0 7.96 GiB
@@ -65,6 +66,7 @@ QUANTS: dict[str, Quant] = {
         Quant("Q6_K", _gguf_bits(6.14), _gguf_bits(6.14), "gguf"),
         Quant("Q5_K_M", _gguf_bits(5.33), _gguf_bits(5.33), "gguf"),
         Quant("Q4_K_M", _gguf_bits(4.58), _gguf_bits(4.58), "gguf"),
+        Quant("Q4_0", 4.5, 4.5, "gguf"),
     )
 }
 
