@@ -91,7 +91,7 @@ def test_missing_options_and_unknown_names_are_one_clear_line() -> None:
     assert code == 1 and "--engine" in err and "--hardware" in err
     code, _, err = _run(
         "--model", "Qwen/Qwen3-8B", "--quant", "bf16", "--engine", "vllm",
-        "--hardware", "3x nvidia-h100",
+        "--hardware", "3x nvidia-h101",
     )  # fmt: skip
     assert code == 1 and "nearest" in err
     code, _, err = _run(

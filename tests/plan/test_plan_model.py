@@ -164,3 +164,28 @@ def test_every_published_row_resolves_and_is_predicted() -> None:
 def test_latent_attention_caches_the_compressed_latent() -> None:
     spec = catalog.model("deepseek-ai/DeepSeek-V3")
     assert kv_bytes_per_token(spec) == 61 * (512 + 64) * 2  # kv_lora_rank + rope dims
+
+
+def test_llamacpp_splits_layers_so_a_second_gpu_adds_memory_not_decode_speed() -> None:
+    spec, q = catalog.model("Qwen/Qwen2.5-7B-Instruct"), quant("Q4_K_M")
+    work = Workload(500, 200)
+    one = predict(spec, q, "llamacpp", catalog.hardware("1x nvidia-a10-24gb"), work).as_json()
+    two = predict(spec, q, "llamacpp", catalog.hardware("2x nvidia-a10-24gb"), work).as_json()
+    assert two["decode_tokens_per_s"] <= one["decode_tokens_per_s"]
+    assert two["required_memory_gb"] < one["required_memory_gb"]  # the layers are shared out
+
+
+def test_a_batch_of_moe_sequences_reads_more_experts_than_one() -> None:
+    """32 streams of a 128-expert, top-8 MoE touch nearly every expert in each layer, so
+    the step reads close to all the weights; a dense model's step reads the same bytes."""
+    moe, dense = catalog.model("Qwen/Qwen3-30B-A3B"), catalog.model("Qwen/Qwen3-32B")
+    q = quant("Q4_K_M")
+    from heshi.plan.memory import weight_bytes_read_per_step
+
+    assert weight_bytes_read_per_step(moe, q, 32) > 5 * weight_bytes_read_per_step(moe, q, 1)
+    assert weight_bytes_read_per_step(moe, q, 32) < weight_bytes(moe, q)
+    assert weight_bytes_read_per_step(dense, q, 32) == weight_bytes_read_per_step(dense, q, 1)
+    hw = catalog.hardware("1x nvidia-l40s-48gb")
+    one = predict(moe, q, "llamacpp", hw, Workload(500, 100, 1)).as_json()
+    many = predict(moe, q, "llamacpp", hw, Workload(500, 100, 32)).as_json()
+    assert many["decode_tokens_per_s"] / 32 < one["decode_tokens_per_s"] / 3

@@ -1,4 +1,4 @@
-"""llama.cpp speed: on CPUs from memory bandwidth and compute, on GPUs from the roofline.
+"""llama.cpp speed: on CPUs from memory bandwidth and compute, on GPUs from its fitted profile.
 
 A decode step streams every weight once (plus the KV cache) and does 2 FLOPs per active
 parameter per sequence, so its time is the larger of bytes / bandwidth and FLOPs / compute
@@ -33,7 +33,7 @@ from heshi.plan.memory import (
     kv_bytes_per_token,
     parameter_counts,
     prefill_flops,
-    weight_bytes_read_per_token,
+    weight_bytes_read_per_step,
 )
 from heshi.plan.quant import Quant
 
@@ -43,8 +43,6 @@ _PREFILL_EFFICIENCY = 0.5  # of the float32 GEMM rate its quantized matmuls reac
 # do several times the float32 FMA work per instruction: the compute bound is loose.
 _INT8_DOT_SPEEDUP = 2.0
 _CATALOG_BANDWIDTH_FRACTION = 0.7
-_GPU_BANDWIDTH_EFFICIENCY = 0.7  # llama.cpp CUDA decode, uncalibrated
-_GPU_COMPUTE_EFFICIENCY = 0.4
 _COMPUTE_BUFFER_GIB = 0.5  # llama.cpp compute buffers at default batch sizes
 _OS_RESERVE_GIB = 2.0  # a CPU server keeps this much for the OS and the rest
 
@@ -56,6 +54,7 @@ class EngineEstimate:
     required_bytes: float
     usable_bytes: float
     notes: list[str] = field(default_factory=list)
+    borrowed: bool = False  # the speed comes from another engine's or kernel's calibration
 
 
 def _measure_read_bandwidth(threads: int, megabytes: int = 512) -> float:
@@ -144,7 +143,7 @@ def _measured_for(device: Accelerator) -> Measured | None:
 def predict_llamacpp(
     spec: ModelSpec, q: Quant, hw: Hardware, work: Workload, weights: float, kv: float
 ) -> EngineEstimate:
-    """llama.cpp on ``hw``: CPU (bandwidth and compute) or GPU (roofline, uncalibrated)."""
+    """llama.cpp on ``hw``: CPU (bandwidth and compute) or GPU (the calibrated profile)."""
     device = hw.device
     n_in: int = work.input_tokens
     n_out: int = work.output_tokens
@@ -152,30 +151,24 @@ def predict_llamacpp(
     notes: list[str] = []
     bandwidth = (device.bandwidth_gb_s or 0.0) * 1e9
     compute = (device.compute_tflops or 0.0) * 1e12
+    if device.kind != "cpu":
+        return _on_gpu(spec, q, hw, work, weights, kv)
     measured = _measured_for(device)
     if measured is not None:
         return _from_measured(spec, q, hw, work, weights, kv, measured)
     if device.id == "local":
         notes.append(device.notes)  # how this machine's figures were got (no heshi bench)
-    if device.kind == "cpu":
-        if device.id != "local":
-            bandwidth *= _CATALOG_BANDWIDTH_FRACTION
-        bandwidth *= _DECODE_EFFICIENCY
-        decode_compute = compute * _INT8_DOT_SPEEDUP
-        compute *= _INT8_DOT_SPEEDUP * _PREFILL_EFFICIENCY
-        usable = max(((device.memory_gb or 0.0) - _OS_RESERVE_GIB) * GIB, 0.0) * hw.count
     else:
-        bandwidth *= _GPU_BANDWIDTH_EFFICIENCY * hw.count
-        compute *= _GPU_COMPUTE_EFFICIENCY * hw.count
-        usable = (device.memory_gb or 0.0) * GIB  # per device: layers split across them
-        decode_compute = compute
-        notes.append("llama.cpp on GPU: roofline with assumed efficiencies (not calibrated)")
+        bandwidth *= _CATALOG_BANDWIDTH_FRACTION
+    bandwidth *= _DECODE_EFFICIENCY
+    decode_compute = compute * _INT8_DOT_SPEEDUP
+    compute *= _INT8_DOT_SPEEDUP * _PREFILL_EFFICIENCY
+    usable = max(((device.memory_gb or 0.0) - _OS_RESERVE_GIB) * GIB, 0.0) * hw.count
     if bandwidth <= 0:
         notes.append(f"{device.id}: 无内存带宽数据 / no memory-bandwidth figure: speed unknown")
-        per_device = 1 if device.kind == "cpu" else hw.count
-        return EngineEstimate(0.0, 0.0, (weights + kv) / per_device, usable, notes)
+        return EngineEstimate(0.0, 0.0, weights + kv, usable, notes)
     active = parameter_counts(spec).active_linear
-    per_step_bytes = weight_bytes_read_per_token(spec, q)
+    per_step_bytes = weight_bytes_read_per_step(spec, q, batch)
     kv_token = kv_bytes_per_token(spec, work.kv_bytes)
     mean_context = n_in + n_out / 2
     step_time = (per_step_bytes + batch * kv_token * mean_context) / bandwidth
@@ -185,9 +178,44 @@ def predict_llamacpp(
     prefill = batch * prefill_flops(spec, n_in) / compute if compute > 0 and n_in else 0.0
     if compute <= 0 and n_in:
         notes.append(f"{device.id}: 无算力数据 / no compute figure: prefill time unknown")
-    per_device = 1 if device.kind == "cpu" else hw.count
-    required = (weights + kv) / per_device + _COMPUTE_BUFFER_GIB * GIB
+    required = weights + kv + _COMPUTE_BUFFER_GIB * GIB
     return EngineEstimate(prefill, decode, required, usable, notes)
+
+
+def _on_gpu(
+    spec: ModelSpec, q: Quant, hw: Hardware, work: Workload, weights: float, kv: float
+) -> EngineEstimate:
+    """llama.cpp's CUDA/ROCm/CANN build from the fitted llama.cpp profile. It splits the
+    layers across GPUs (``--split-mode layer``, its default): a token passes through them
+    one after another, so one device's rate applies and each holds its share."""
+    from heshi.plan.speed import Placement, predict_time
+
+    device = hw.device
+    usable = (device.memory_gb or 0.0) * GIB
+    required = (weights + kv) / hw.count + _COMPUTE_BUFFER_GIB * GIB
+    if not device.bandwidth_gb_s or not device.compute_tflops:
+        note = f"{device.id}: 无带宽或算力数据 / no bandwidth or compute figure: speed unknown"
+        return EngineEstimate(0.0, 0.0, required, usable, [note])
+    timing = predict_time(spec, q, hw, Placement(hw.count, tensor_parallel=False), work, "llamacpp")
+    notes = []
+    if timing.coefficients.borrowed_from:
+        notes.append(
+            f"llama.cpp GPU 无实测校准，借用 {timing.coefficients.borrowed_from} / no published "
+            f"llama.cpp GPU measurements for this: speed uses {timing.coefficients.borrowed_from}"
+        )
+    if work.batch > 1:
+        notes.append(
+            "llama.cpp 多路并发速度未经实测校准 / llama.cpp's speed with several streams is "
+            "not calibrated (published figures are single-stream): the aggregate is optimistic"
+        )
+    return EngineEstimate(
+        timing.prefill_seconds,
+        timing.decode_seconds,
+        required,
+        usable,
+        notes,
+        borrowed=bool(timing.coefficients.borrowed_from) or work.batch > 1,
+    )
 
 
 def _from_measured(
@@ -204,7 +232,7 @@ def _from_measured(
     device = hw.device
     bandwidth = measured.read_bandwidth_gb_s * 1e9
     step_time = (
-        weight_bytes_read_per_token(spec, q)
+        weight_bytes_read_per_step(spec, q, work.batch)
         + work.batch
         * kv_bytes_per_token(spec, work.kv_bytes)
         * (work.input_tokens + work.output_tokens / 2)

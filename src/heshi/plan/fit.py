@@ -22,7 +22,7 @@ import csv
 import itertools
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +32,7 @@ import numpy as np
 
 from heshi import catalog
 from heshi.catalog import Hardware, ModelSpec
+from heshi.plan import sources
 from heshi.plan.memory import (
     GIB,
     LEGACY_TRANSFORMERS,
@@ -40,7 +41,17 @@ from heshi.plan.memory import (
     weights_and_kv,
 )
 from heshi.plan.quant import Quant, quant
-from heshi.plan.speed import FEATURES, Placement, Workload, features, quant_group
+from heshi.plan.sources import Measurement
+from heshi.plan.speed import (
+    FEATURES,
+    MOE_FEATURES,
+    Placement,
+    Workload,
+    _dense_entry,
+    coefficients,
+    quant_class,
+    quant_group,
+)
 
 LEGACY_PROFILES = {"transformers": LEGACY_TRANSFORMERS, "vllm": "vllm-0.4"}
 
@@ -136,22 +147,190 @@ def nonnegative_relative_fit(
             residual = float(np.sum((scaled @ x - ones) ** 2))
             if best is None or residual < best[0]:
                 best = (residual, x)
-    if best is None:
-        raise ValueError("no non-negative fit")
-    x = best[1]
+    # No support with a non-negative solution: the known part and the floors already
+    # exceed the target, so nothing more is added.
+    x = np.zeros(design.shape[1]) if best is None else best[1]
     return x + floor, float(np.mean(np.abs((known + design @ x) / target - 1)))
 
 
+_DENSE = [f for f in FEATURES if f not in MOE_FEATURES]
 _SPEED_FLOOR = np.array(
-    [1.0 if f in ("weight_reads", "kv_reads", "prefill") else 0.0 for f in FEATURES]
+    [1.0 if f in ("weight_reads", "kv_reads", "prefill") else 0.0 for f in _DENSE]
 )
 
 
-def speed_matrix(rows: Sequence[CalibrationRow]) -> tuple[np.ndarray, np.ndarray]:
-    design = np.array(
-        [[features(r.spec, r.q, r.hw, r.placement, r.work)[f] for f in FEATURES] for r in rows]
+def measurement(row: CalibrationRow) -> Measurement:
+    """A row of Qwen's own tables as a measurement (one source per table)."""
+    legacy = "/en/v2.0/" in row.raw.get("source_url", "")
+    return Measurement(
+        source="qwen2-speed-a100" if legacy else "qwen2.5-speed-a100",
+        spec=row.spec,
+        q=row.q,
+        engine=row.engine,
+        hw=row.hw,
+        tensor_parallel=row.placement.tensor_parallel,
+        work=row.work,
+        metric="e2e_tok_s_per_seq",
+        value=row.speed or 0.0,
+        url=row.raw.get("source_url", ""),
     )
-    return design, np.array([r.seconds for r in rows])
+
+
+def all_measurements() -> list[Measurement]:
+    """Every speed measurement the fit uses: Qwen's tables and the published file."""
+    return [measurement(r) for r in load_rows() if r.speed] + sources.load()
+
+
+def _matrix(rows: Sequence[Measurement], names: Sequence[str]) -> np.ndarray:
+    return np.array([[m.terms()[f] for f in names] for m in rows])
+
+
+_RICH_ROWS = 8  # a group with fewer rows scales a related group's profile instead
+
+
+def fit_dense(rows: Iterable[Measurement]) -> dict[str, dict[str, Any]]:
+    """Coefficients per engine and quantization group, on dense models' measurements.
+
+    A group with many measurements gets its own coefficients. A thin one (a few rows from
+    one source) cannot pin down six of them, so it keeps the shape of the profile it would
+    otherwise borrow and fits one scale on it: "this engine is k times that one"."""
+    grouped: dict[tuple[str, str], list[Measurement]] = {}
+    for m in rows:
+        if m.arch == "dense":
+            grouped.setdefault(m.group[:2], []).append(m)
+    rich = {k: v for k, v in grouped.items() if len(v) >= _RICH_ROWS}
+    out: dict[str, dict[str, Any]] = {}
+    for (engine, group), members in sorted(rich.items()):
+        out.setdefault(engine, {})[group] = _own_fit(members)
+    base_table = {engine: dict(groups) for engine, groups in out.items()}
+    for (engine, group), members in sorted(grouped.items()):
+        if (engine, group) in rich:
+            continue
+        try:
+            base, used = _dense_entry(base_table, engine, group)
+        except ValueError:  # nothing related to scale: the group's own rows decide
+            out.setdefault(engine, {})[group] = _own_fit(members)
+            continue
+        out.setdefault(engine, {})[group] = _scaled_fit(members, base, used)
+    return out
+
+
+def _own_fit(members: Sequence[Measurement]) -> dict[str, Any]:
+    seconds = np.array([m.seconds for m in members])
+    # No engine beats the roofline: weights, KV cache and prefill cost at least their
+    # peak-rate time (coefficient ≥ 1); overheads are ≥ 0.
+    x, mape = nonnegative_relative_fit(_matrix(members, _DENSE), seconds, lower=_SPEED_FLOOR)
+    return {
+        "values": {f: float(v) for f, v in zip(_DENSE, x, strict=True)},
+        "rows": len(members),
+        "sources": sorted({m.source for m in members}),
+        "mape": round(mape, 4),
+    }
+
+
+def _scaled_fit(members: Sequence[Measurement], base: dict[str, Any], used: str) -> dict[str, Any]:
+    """``base``'s coefficients times the one factor that best fits ``members``."""
+    values = base["values"]
+    predicted = np.array([sum(values.get(f, 0.0) * m.terms()[f] for f in _DENSE) for m in members])
+    ratio = predicted / np.array([m.seconds for m in members])
+    k = float(np.sum(ratio) / np.sum(ratio**2))  # least squares of k·ratio − 1
+    floors = dict(zip(_DENSE, _SPEED_FLOOR, strict=True))
+    return {
+        "values": {f: max(v * k, floors.get(f, 0.0)) for f, v in values.items()},
+        "rows": len(members),
+        "sources": sorted({m.source for m in members}),
+        "mape": round(float(np.mean(np.abs(k * ratio - 1))), 4),
+        "scaled_from": used,
+        "scale": round(k, 4),
+    }
+
+
+def _moe_parts(
+    dense: dict[str, Any], rows: Sequence[Measurement]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For MoE rows: time from the dense terms, the expert-read time at the dense weight
+    coefficient, the expert-loop term, and the published seconds."""
+    known, design, floor = [], [], []
+    for m in rows:
+        entry, _ = _dense_entry(dense, m.engine, quant_group(m.q))
+        values = entry["values"]
+        terms = m.terms()
+        known.append(sum(values.get(f, 0.0) * terms[f] for f in _DENSE))
+        b = values.get("weight_reads", 1.0)
+        design.append([b * terms["expert_reads"], terms["expert_steps"], terms["seq_steps"]])
+        floor.append(1.0 / b)  # expert kernels do not beat peak bandwidth either
+    return np.array(known), np.array(design), np.array(floor), np.array([m.seconds for m in rows])
+
+
+_MOE_GROUP_ROWS = 4  # fewer MoE rows than this for an engine × group: use the pooled fit
+_MOE_FIT_USABLE = 0.5  # a MoE fit that misses its own rows by more than this is not used
+
+
+def _loops_experts(engine: str) -> bool:
+    """``transformers`` runs a MoE's experts one after another in Python."""
+    return engine.startswith("transformers")
+
+
+def _fit_moe_factor(dense: dict[str, Any], rows: Sequence[Measurement]) -> dict[str, Any]:
+    known, design, floor, seconds = _moe_parts(dense, rows)
+    if not all(_loops_experts(m.engine) for m in rows):
+        design[:, 1] = 0.0  # serving engines run fused MoE kernels: no per-expert loop
+    lower = np.array([float(floor.max()), 0.0, 0.0])
+    x, mape = nonnegative_relative_fit(design, seconds, known, lower=lower)
+    return {
+        "expert_factor": float(x[0]),
+        "expert_steps": float(x[1]),
+        "routing_seq_steps": float(x[2]),  # each token's routing and permutation
+        "rows": len(rows),
+        "sources": sorted({m.source for m in rows}),
+        "mape": round(mape, 4),
+    }
+
+
+def fit_moe(dense: dict[str, Any], rows: Iterable[Measurement]) -> dict[str, Any]:
+    """How much slower than the dense weight reads a MoE's expert reads run: per engine and
+    quantization group with ≥ 2 measurements, pooled per kind of quantization, and over
+    all; each on top of the dense coefficients the same engine and group use."""
+    moe = [m for m in rows if m.arch == "moe"]
+    groups: dict[str, dict[str, Any]] = {}
+    by_group: dict[tuple[str, str], list[Measurement]] = {}
+    by_class: dict[str, list[Measurement]] = {}
+    for m in moe:
+        by_group.setdefault(m.group[:2], []).append(m)
+        if not _loops_experts(m.engine):  # pooled: serving engines' fused kernels only
+            by_class.setdefault(quant_class(m.q), []).append(m)
+    for (engine, group), members in sorted(by_group.items()):
+        if len(members) >= _MOE_GROUP_ROWS:
+            fitted = _fit_moe_factor(dense, members)
+            if fitted["mape"] <= _MOE_FIT_USABLE:
+                groups.setdefault(engine, {})[group] = fitted
+    pooled = {}
+    for kind, members in sorted(by_class.items()):
+        fitted = _fit_moe_factor(dense, members)
+        if fitted["mape"] <= _MOE_FIT_USABLE:
+            pooled[kind] = fitted
+    serving = [m for m in moe if not _loops_experts(m.engine)]
+    pooled["all"] = (
+        _fit_moe_factor(dense, serving)
+        if serving
+        else {"expert_factor": 1.0, "expert_steps": 0.0, "rows": 0}
+    )
+    return {"groups": groups, "pooled": pooled}
+
+
+def fit_calibration(
+    rows: Sequence[Measurement], memory_rows: Sequence[CalibrationRow]
+) -> dict[str, Any]:
+    """The whole ``calibration.json`` body fitted on ``rows`` (speed) and ``memory_rows``."""
+    dense = fit_dense(rows)
+    memory: dict[str, dict[str, Any]] = {}
+    grouped: dict[tuple[str, str], list[CalibrationRow]] = {}
+    for row in memory_rows:
+        if row.memory_gib is not None:
+            grouped.setdefault(row.group, []).append(row)
+    for (engine, group), members in sorted(grouped.items()):
+        memory.setdefault(engine, {})[group] = fit_memory(members)
+    return {"speed": dense, "moe": fit_moe(dense, rows), "memory": memory}
 
 
 def memory_matrix(rows: Sequence[CalibrationRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,32 +339,6 @@ def memory_matrix(rows: Sequence[CalibrationRow]) -> tuple[np.ndarray, np.ndarra
     design = np.array([memory_terms(r.spec, r.engine, r.work, r.hw.count) for r in rows])
     measured = np.array([(r.memory_gib or 0.0) * GIB for r in rows])
     return known, design, measured
-
-
-def fit_groups(
-    rows: Iterable[CalibrationRow],
-    key: Callable[[CalibrationRow], tuple[str, str]] = lambda r: r.group,
-) -> dict[str, dict[str, Any]]:
-    """Speed (and, for transformers, memory) coefficients per (engine, quant group)."""
-    grouped: dict[tuple[str, str], list[CalibrationRow]] = {}
-    for row in rows:
-        grouped.setdefault(key(row), []).append(row)
-    out: dict[str, dict[str, Any]] = {}
-    for (engine, group), members in sorted(grouped.items()):
-        design, seconds = speed_matrix(members)
-        # No engine beats the roofline: weights, KV cache and prefill cost at least their
-        # peak-rate time (coefficient ≥ 1); launch and expert-loop overheads are ≥ 0.
-        x, mape = nonnegative_relative_fit(design, seconds, lower=_SPEED_FLOOR)
-        entry: dict[str, Any] = {
-            "values": {f: float(v) for f, v in zip(FEATURES, x, strict=True)},
-            "rows": len(members),
-            "mape": round(mape, 4),
-        }
-        with_memory = [m for m in members if m.memory_gib is not None]
-        if with_memory:
-            entry["memory"] = fit_memory(with_memory)
-        out.setdefault(engine, {})[group] = entry
-    return out
 
 
 def fit_memory(rows: Sequence[CalibrationRow]) -> dict[str, Any]:
@@ -198,28 +351,44 @@ def fit_memory(rows: Sequence[CalibrationRow]) -> dict[str, Any]:
     }
 
 
+def predicted_seconds(cal: dict[str, Any], m: Measurement) -> float:
+    """What the fit ``cal`` predicts for the part of the request ``m`` measured."""
+    coef = coefficients(m.engine, m.q, moe=m.arch == "moe", cal=cal)
+    return coef.time(m.terms())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     out = Path(args[0]) if args else calibration_csv().with_name("calibration.json")
-    rows = load_rows()
+    rows = all_measurements()
+    fitted = fit_calibration(rows, load_rows())
     result: dict[str, Any] = {
         "_meta": {
-            "source": "Qwen speed benchmark tables (qwen_speed_calibration.csv, per-row URLs)",
+            "source": "qwen_speed_calibration.csv (Qwen's A100 tables) and published_speed.csv "
+            "(other published measurements); every row carries its URL",
             "fitted_by": "python -m heshi.plan.fit",
             "rows": len(rows),
+            "sources": len({m.source for m in rows}),
             "features": list(FEATURES),
             "memory_features": list(MEMORY_FEATURES),
         },
-        "coefficients": fit_groups(rows),
+        **fitted,
     }
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    for engine, groups in result["coefficients"].items():
+    for engine, groups in fitted["speed"].items():
         for group, entry in groups.items():
-            memory = entry.get("memory", {}).get("mape")
+            print(f"{engine:<17}{group:<11}dense {entry['rows']:>4} rows  MAPE {entry['mape']:.1%}")
+    for engine, groups in fitted["moe"]["groups"].items():
+        for group, entry in groups.items():
             print(
-                f"{engine:<13}{group:<11}{entry['rows']:>4} rows  speed MAPE {entry['mape']:.1%}"
-                + (f"  memory MAPE {memory:.1%}" if memory is not None else "")
+                f"{engine:<17}{group:<11}MoE   {entry['rows']:>4} rows  experts ×"
+                f"{entry['expert_factor']:.2f}  MAPE {entry['mape']:.1%}"
             )
+    for kind, entry in fitted["moe"]["pooled"].items():
+        print(
+            f"{'MoE pooled':<17}{kind:<11}      {entry.get('rows', 0):>4} rows  experts ×"
+            f"{entry['expert_factor']:.2f}"
+        )
     return 0
 
 

@@ -120,6 +120,39 @@ def weight_bytes_read_per_token(spec: ModelSpec, q: Quant) -> float:
     return p.active_linear * q.linear_bits / 8 + head * q.embedding_bits / 8 + p.small * 2
 
 
+def experts_touched(spec: ModelSpec, batch: int = 1) -> float:
+    """Expected distinct routed experts per layer in a decode step of ``batch`` tokens,
+    each picking ``experts_per_token`` of ``experts`` uniformly (0 for dense models)."""
+    moe = spec.moe
+    if moe is None:
+        return 0.0
+    if batch <= 1:
+        return float(moe.experts_per_token)
+    return moe.experts * (1 - (1 - moe.experts_per_token / moe.experts) ** batch)
+
+
+def routed_expert_bytes_per_step(spec: ModelSpec, q: Quant, batch: int = 1) -> float:
+    """Bytes of the routed experts a decode step of ``batch`` sequences reads."""
+    moe = spec.moe
+    if moe is None:
+        return 0.0
+    expert = 3 * spec.hidden_size * moe.moe_intermediate_size
+    return experts_touched(spec, batch) * expert * spec.layers * q.linear_bits / 8
+
+
+def weight_bytes_read_per_step(spec: ModelSpec, q: Quant, batch: int = 1) -> float:
+    """Weight bytes a decode step of ``batch`` sequences reads: the weights once, and for a
+    MoE every expert some sequence routes to (:func:`experts_touched`)."""
+    weights = weight_bytes_read_per_token(spec, q)
+    if spec.moe is None or batch <= 1:
+        return weights
+    return (
+        weights
+        + routed_expert_bytes_per_step(spec, q, batch)
+        - (routed_expert_bytes_per_step(spec, q, 1))
+    )
+
+
 def kv_bytes_per_token(spec: ModelSpec, kv_bytes: float = 2.0) -> float:
     """KV cache of one token over all layers (GQA: KV heads, not attention heads)."""
     if spec.mla_cache_dim is not None:

@@ -55,6 +55,9 @@ class Prediction:
     fits: bool
     notes: list[str] = field(default_factory=list)  # every reason and assumption
     problems: list[str] = field(default_factory=list)  # the notes that make it not run
+    # the speed is not this engine's own measured profile (borrowed, or llama.cpp's
+    # single-stream figures stretched to several streams)
+    speed_borrowed: bool = False
 
     @property
     def total_seconds(self) -> float:
@@ -94,12 +97,10 @@ def _rate(tokens: int, seconds: float) -> float | None:
 def _memory_fit_values(engine: str, q: Quant) -> dict[str, float]:
     from heshi.plan.speed import quant_group
 
-    table = calibration()["coefficients"]
-    profile = engine if engine in table else "transformers"
-    group = quant_group(q)
-    entry = table.get(profile, {}).get(group) or table.get(profile, {}).get("BF16", {})
-    memory = entry.get("memory") or table["transformers"]["BF16"]["memory"]
-    return dict(memory["values"])
+    table = calibration()["memory"]  # fitted on transformers' published peaks
+    own = table.get(engine, {})
+    entry = own.get(quant_group(q)) or own.get("BF16") or table["transformers"]["BF16"]
+    return dict(entry["values"])
 
 
 def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list[str]:
@@ -116,8 +117,18 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
         problems.append(f"GGUF {q.name} 需 llama.cpp / GGUF {q.name} needs llama.cpp")
     if not q.is_gguf and base_engine == "llamacpp":
         problems.append(f"llama.cpp 需 GGUF 量化 / llama.cpp runs GGUF files, not {q.name}")
-    if q.kind == "fp8" and not device.has("fp8") and not device.has("marlin"):
-        problems.append(f"{device.name} 无 FP8 / no FP8 support (needs sm89+, or Marlin on sm80+)")
+    if q.kind == "fp8" and not device.has("fp8"):
+        if not device.has("marlin"):
+            problems.append(
+                f"{device.name} 无 FP8 / no FP8 support (needs sm89+, or Marlin on sm80+)"
+            )
+        elif base_engine not in ("vllm", "sglang"):
+            # vLLM and SGLang run FP8 checkpoints on sm80 as weight-only FP8 (Marlin);
+            # the other engines need hardware FP8.
+            problems.append(
+                f"{engine} 在 {device.name} 上不支持 FP8 / {engine} needs hardware FP8 (sm89+); "
+                "on sm80 only vLLM and SGLang run FP8 weights (Marlin)"
+            )
     if q.kind == "awq" and device.kind != "cpu" and not device.has("awq"):
         problems.append(
             f"{device.name} 不支持 AWQ 内核 / no AWQ kernels on {device.name} (they need sm75+)"
@@ -154,6 +165,17 @@ def _accelerator_estimate(
         timing = None
     else:
         timing = predict_time(spec, q, hw, Placement(devices, not layer_split), work, engine)
+    moe_fit = timing.coefficients.moe_fit or "" if timing is not None else ""
+    if moe_fit.startswith("pooled over all") and q.weight_only_int:
+        # No published measurement of 4-bit MoE kernels to fit: users report them far
+        # slower than the roofline (sgl-project/sglang#9574; vLLM falling back from Marlin
+        # MoE to WNA16 kernels), so no number is better than a wrong one.
+        notes.append(
+            f"{q.name} MoE 内核无公开实测，速度未知 / no published measurement of {q.name} "
+            "MoE kernels to calibrate on (reported far slower than 16-bit): speed unknown, "
+            "memory still checked"
+        )
+        timing = None
     if timing is not None and timing.coefficients.borrowed_from:
         notes.append(
             f"{engine} 无实测校准，借用 {timing.coefficients.borrowed_from} / "
@@ -181,7 +203,8 @@ def _accelerator_estimate(
         else:
             usable, peak = capacity, required
     prefill_s, decode_s = (timing.prefill_seconds, timing.decode_seconds) if timing else (0, 0)
-    estimate = cpu.EngineEstimate(prefill_s, decode_s, required, usable, notes)
+    borrowed = bool(timing and timing.coefficients.borrowed_from)
+    estimate = cpu.EngineEstimate(prefill_s, decode_s, required, usable, notes, borrowed)
     return estimate, peak
 
 
@@ -252,4 +275,5 @@ def predict(
         fits=fits,
         notes=notes,
         problems=problems,
+        speed_borrowed=est.borrowed,
     )

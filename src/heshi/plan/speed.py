@@ -3,22 +3,35 @@
 One request of ``n_in`` prompt tokens and ``n_out`` generated tokens takes
 
     T = a · (layers · n_out)                       per-layer fixed cost of a decode step
-      + b · (weights read per step · n_out) / BW     decode: weights streamed from memory
+      + s · (batch · n_out)                          per-sequence cost of a step: scheduling,
+                                                     sampling, detokenizing (CPU side)
+      + b · (dense weights read per step · n_out) / BW   attention, shared experts, head
+      + m · (routed experts read per step · n_out) / BW  MoE expert kernels
       + c · (KV bytes read over all steps) / BW      decode: attention reads the cache
       + d · prefill FLOPs / FLOPS                    prefill: compute-bound
+      + r                                            fixed cost of a request (HTTP, tokenizing,
+                                                     scheduling it): part of its TTFT
       + e · (layers · n_out · experts)               MoE implementations that loop experts
 
 where BW and FLOPS are the devices' peak memory bandwidth and dense 16-bit tensor rate
-(times the tensor-parallel degree; layer-split "pipeline" placement, as ``transformers``'
-``device_map="auto"`` does, runs one device at a time). ``1/b``, ``1/c`` and ``1/d`` are
-the fractions of peak an engine reaches, ``a`` its launch and framework overhead. T is
-linear in (a, b, c, d, e), so they are fitted per engine and quantization by non-negative
-least squares on relative error against Qwen's published measurements
-(:mod:`heshi.plan.fit`); the fitted values live in ``heshi/plan/data/calibration.json``.
+(times the tensor-parallel degree; layer-split placement — ``transformers``'
+``device_map="auto"``, llama.cpp's default — runs one device at a time). ``1/b``, ``1/c``,
+``1/d`` are the fractions of peak an engine's kernels reach for a quantization, ``a`` its
+launch and framework overhead. T is linear in the coefficients, so they are fitted by
+non-negative least squares on relative error against published measurements
+(:mod:`heshi.plan.fit`, sources in :mod:`heshi.plan.sources`); the fitted values live in
+``heshi/plan/data/calibration.json``.
+
+Kernels differ by architecture: a MoE's routed experts run in fused-MoE kernels whose
+efficiency is not the dense GEMV's (quantized MoE kernels especially), so ``m`` and
+``e`` are fitted on MoE measurements only — per engine and quantization where those
+exist, else pooled over the engines for that kind of quantization — on top of the dense
+coefficients of the same engine and quantization.
 
 Batching: a decode step of B sequences reads the weights once and every sequence's KV
 cache, so the aggregate rate grows with B until the step turns compute-bound
-(2 · active parameters · B FLOPs per step).
+(2 · active parameters · B FLOPs per step); a MoE step reads every expert some sequence
+routes to (:func:`heshi.plan.memory.experts_touched`).
 """
 
 from __future__ import annotations
@@ -35,13 +48,28 @@ from heshi.plan.memory import (
     kv_bytes_per_token,
     parameter_counts,
     prefill_flops,
-    weight_bytes_read_per_token,
+    routed_expert_bytes_per_step,
+    weight_bytes_read_per_step,
 )
 from heshi.plan.quant import Quant
 
 __all__ = ["Workload"]  # re-exported: callers build workloads from here
 
-FEATURES = ("layer_steps", "weight_reads", "kv_reads", "prefill", "expert_steps")
+FEATURES = (
+    "layer_steps",
+    "seq_steps",
+    "weight_reads",
+    "expert_reads",
+    "kv_reads",
+    "prefill",
+    "request",
+    "expert_steps",
+)
+MOE_FEATURES = ("expert_reads", "expert_steps")
+PREFILL_FEATURES = (
+    "prefill",
+    "request",
+)  # what happens before the first token  # fitted on MoE measurements only
 
 
 @dataclass(frozen=True)
@@ -69,22 +97,20 @@ def features(
     kv_token = kv_bytes_per_token(spec, work.kv_bytes)
     # Sum over steps i of the cache each sequence reads: (n_in + i) tokens, i < n_out.
     kv_read = batch * kv_token * (n_in * n_out + n_out * (n_out - 1) / 2)
-    weights = weight_bytes_read_per_token(spec, q)
-    if spec.moe is not None and batch > 1:
-        # More sequences touch more experts: expected distinct experts per layer.
-        p = parameter_counts(spec)
-        moe = spec.moe
-        touched = moe.experts * (1 - (1 - moe.experts_per_token / moe.experts) ** batch)
-        extra = (touched - moe.experts_per_token) / moe.experts * (p.linear - p.active_linear)
-        weights += max(extra, 0.0) * q.linear_bits / 8
+    weights = weight_bytes_read_per_step(spec, q, batch)
+    experts = routed_expert_bytes_per_step(spec, q, batch)
     # A step is bounded by compute once the batch is large: 2 FLOPs/param/sequence.
     step_flops = 2.0 * parameter_counts(spec).active_linear * batch
-    weight_time = max(weights / bandwidth, step_flops / flops)
+    weight_time = max(weights / bandwidth, step_flops / flops) * n_out
+    expert_share = experts / weights if weights else 0.0
     return {
         "layer_steps": float(spec.layers * n_out),
-        "weight_reads": weight_time * n_out,
+        "seq_steps": float(batch * n_out),
+        "weight_reads": weight_time * (1 - expert_share),
+        "expert_reads": weight_time * expert_share,
         "kv_reads": kv_read / bandwidth,
         "prefill": batch * prefill_flops(spec, n_in) / flops,
+        "request": 1.0,
         "expert_steps": float(spec.layers * n_out * spec.moe.experts) if spec.moe else 0.0,
     }
 
@@ -97,6 +123,7 @@ class Coefficients:
     rows: int  # calibration rows they were fitted on (0 = borrowed from another engine)
     mape: float | None  # in-sample mean absolute percentage error of T
     borrowed_from: str | None = None
+    moe_fit: str | None = None  # where a MoE's expert terms come from
 
     def time(self, terms: dict[str, float]) -> float:
         return sum(self.values.get(name, 0.0) * terms[name] for name in FEATURES)
@@ -116,29 +143,86 @@ def calibration() -> dict[str, Any]:
 
 
 def quant_group(q: Quant) -> str:
-    """Quantizations that share kernels share coefficients."""
+    """Quantizations that share kernels share coefficients (llama.cpp: its block formats)."""
+    if q.is_gguf:
+        return "GGUF"
     return {"gptq": "GPTQ-Int4" if q.linear_bits < 8 else "GPTQ-Int8"}.get(q.kind, q.name)
 
 
-# Engines without published Qwen measurements borrow the closest calibrated profile.
-_BORROW = {"sglang": "vllm", "lmdeploy": "vllm", "mindie": "vllm", "vllm-ascend": "vllm"}
-_GROUP_FALLBACK = {"FP16": "BF16", "FP8": "GPTQ-Int8"}
+def quant_class(q: Quant) -> str:
+    """Kernel families across engines, for pooling MoE fits: 16-bit, 8-bit or 4-bit."""
+    if q.is_gguf:
+        return "gguf"
+    return "16-bit" if q.kind == "float" else ("8-bit" if q.linear_bits >= 8 else "4-bit")
 
 
-def coefficients(engine: str, q: Quant) -> Coefficients:
-    """Calibrated coefficients for ``engine`` and ``q`` (borrowed where none exist)."""
-    table = calibration()["coefficients"]
-    source = engine if engine in table else _BORROW.get(engine, "")
+# Engines without measurements of their own borrow the closest calibrated profile.
+_BORROW = {"lmdeploy": ("vllm",), "mindie": ("vllm-ascend", "vllm"), "vllm-ascend": ("vllm",),
+           "sglang": ("vllm",), "vllm-0.4": ("vllm",), "vllm": ("vllm-0.4",),
+           "transformers-4.38": ("transformers",), "transformers": ("transformers-4.38",),
+           "llamacpp": ()}  # fmt: skip
+_GROUP_FALLBACK = {"FP16": "BF16", "FP8": "GPTQ-Int8", "AWQ": "GPTQ-Int4", "GPTQ-Int8": "BF16",
+                   "GPTQ-Int4": "BF16", "BF16": "GGUF"}  # fmt: skip
+
+
+def _chains(engine: str, group: str) -> tuple[list[str], list[str]]:
+    engines = [engine, *_BORROW.get(engine, ())]
+    groups = [group]
+    while groups[-1] in _GROUP_FALLBACK:
+        groups.append(_GROUP_FALLBACK[groups[-1]])
+    return engines, groups
+
+
+def _dense_entry(table: dict[str, Any], engine: str, group: str) -> tuple[dict[str, Any], str]:
+    """The dense fit for ``engine`` × ``group``: the engine's own, else a borrowed one."""
+    engines, groups = _chains(engine, group)
+    for g in groups:  # the right kernels on a related engine beat the wrong kernels
+        for source in engines:
+            entry = table.get(source, {}).get(g)
+            if entry is not None:
+                return entry, f"{source}/{g}"
+    raise ValueError(f"no speed calibration for engine {engine!r}")
+
+
+def _moe_entry(fits: dict[str, Any], engine: str, q: Quant) -> tuple[dict[str, Any], str]:
+    """The MoE expert terms: fitted for this engine (or the one it borrows from) and
+    quantization group, else pooled over serving engines for the kind of quantization."""
+    engines, groups = _chains(engine, quant_group(q))
+    # An engine that loops experts in Python is nothing like the fused kernels pooled
+    # below: a related quantization of its own is the better guess.
+    for g in groups if engine.startswith("transformers") else groups[:1]:
+        for source in engines:
+            entry = fits["groups"].get(source, {}).get(g)
+            if entry is not None:
+                return entry, f"{source}/{g}"
+    pool = quant_class(q) if quant_class(q) in fits["pooled"] else "all"
+    return fits["pooled"][pool], f"pooled over {pool}"
+
+
+def coefficients(
+    engine: str, q: Quant, moe: bool = False, cal: dict[str, Any] | None = None
+) -> Coefficients:
+    """Calibrated coefficients for ``engine`` and ``q`` (borrowed where none exist); for a
+    MoE, the expert-kernel terms from MoE measurements. ``cal``: another fit's body (the
+    benchmark's cross-validation), else the shipped one."""
+    cal = cal or calibration()
     group = quant_group(q)
-    profile = table.get(source, {})
-    if group not in profile:
-        group = _GROUP_FALLBACK.get(group, "BF16")
-    entry = profile.get(group)
-    if entry is None:
-        raise ValueError(f"no speed calibration for engine {engine!r}")
-    borrowed = None if source == engine and group == quant_group(q) else f"{source}/{group}"
+    entry, used = _dense_entry(cal["speed"], engine, group)
+    values = {f: v for f, v in entry["values"].items() if f not in MOE_FEATURES}
+    values["expert_reads"] = values.get("weight_reads", 1.0)
+    borrowed = None if used == f"{engine}/{group}" else used
+    moe_note = None
+    if moe:
+        chosen, moe_note = _moe_entry(cal["moe"], engine, q)
+        values["expert_reads"] = values["weight_reads"] * chosen["expert_factor"]
+        values["expert_steps"] = chosen.get("expert_steps", 0.0)
+        values["seq_steps"] = values.get("seq_steps", 0.0) + chosen.get("routing_seq_steps", 0.0)
     return Coefficients(
-        values=dict(entry["values"]), rows=entry["rows"], mape=entry["mape"], borrowed_from=borrowed
+        values=values,
+        rows=entry["rows"],
+        mape=entry["mape"],
+        borrowed_from=borrowed,
+        moe_fit=moe_note,
     )
 
 
@@ -157,7 +241,7 @@ def predict_time(
     spec: ModelSpec, q: Quant, hw: Hardware, place: Placement, work: Workload, engine: str
 ) -> SpeedPrediction:
     """Prefill and decode wall time of one batch of ``work`` on ``engine``."""
-    coef = coefficients(engine, q)
+    coef = coefficients(engine, q, moe=spec.moe is not None)
     terms = features(spec, q, hw, place, work)
-    prefill = coef.values.get("prefill", 0.0) * terms["prefill"]
+    prefill = sum(coef.values.get(f, 0.0) * terms[f] for f in PREFILL_FEATURES)
     return SpeedPrediction(prefill, coef.time(terms) - prefill, coef)
