@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 
@@ -48,7 +49,7 @@ def test_a_ttft_bound_and_a_quality_floor_filter_options() -> None:
     ranked, _ = recommend(
         _request("1x nvidia-a100-80gb", concurrency=8, min_quality=("ceval", 80.0))
     )
-    assert ranked and all(o.quality is not None and o.quality >= 80 for o in ranked)
+    assert ranked and all(o.floor_score is not None and o.floor_score >= 80 for o in ranked)
     tight, _ = recommend(_request("1x nvidia-a100-80gb", concurrency=8, ttft_p95_s=0.05))
     loose, _ = recommend(_request("1x nvidia-a100-80gb", concurrency=8, ttft_p95_s=10.0))
     assert len(tight) < len(loose)
@@ -164,3 +165,53 @@ def test_a_shared_system_prompt_is_prefilled_once_on_engines_with_a_prefix_cache
     assert "--enable-prefix-caching" in launch(
         next(o for o in cached if o.engine == "lmdeploy"), "lmdeploy", 8192, 8
     )
+
+
+def test_ranking_is_service_level_then_published_quality_then_generation_then_cost() -> None:
+    """Options checked against the service level come first; quality (MMLU-Redux in the
+    workload's mode) decides, a point counting as equal; among equals a published
+    checkpoint, then the newer generation, then fewer devices."""
+    ranked, _ = recommend(_request("2x nvidia-a100-80gb", concurrency=32))
+    known = [o for o in ranked if o.speed_known]
+    assert known and ranked[: len(known)] == known
+    assert known[0].as_json()["quality_basis"] == "mmlu_redux (non-thinking)"
+    for part in (known, ranked[len(known) :]):
+        for i, a in enumerate(part):
+            later = [b.quality for b in part[i + 1 :] if b.quality is not None]
+            assert a.quality is None or all(q <= a.quality + 1.0 for q in later)
+    from heshi.plan import quality
+
+    for a, b in itertools.pairwise(known):
+        if a.quality is None or b.quality is None or abs(a.quality - b.quality) > 0.5:
+            continue  # clearly different quality: the order says nothing about the rest
+        if a.published != b.published:
+            assert a.published
+        elif quality.generation(a.spec) != quality.generation(b.spec):
+            assert quality.generation(a.spec) > quality.generation(b.spec)  # type: ignore[operator]
+
+
+def test_equal_quality_goes_to_fewer_devices() -> None:
+    ranked, _ = recommend(_request("8x nvidia-h20-96gb", concurrency=16, models=("Qwen/Qwen3-8B",)))
+    same = [o for o in ranked if o.q.name == ranked[0].q.name and o.engine == ranked[0].engine]
+    assert same[0].devices == min(o.devices for o in same)
+
+
+def test_published_scores_carry_sources_and_the_workload_picks_the_mode() -> None:
+    from heshi.plan import quality
+
+    spec = catalog.model("Qwen/Qwen3-8B")
+    fast, slow = (
+        quality.score(spec, "mmlu_redux", "non-thinking"),
+        quality.score(spec, "mmlu_redux", "thinking"),
+    )
+    assert fast is not None and slow is not None and slow.value > fast.value  # 87.5 vs 79.5
+    assert fast.source_url.startswith("https://")
+    assert quality.mode_for("reasoning") == "thinking"
+    assert quality.mode_for("customer-service") == "non-thinking"
+    # Qwen3.5 publishes thinking only: it stands in for both modes
+    q35 = quality.score(catalog.model("Qwen/Qwen3.5-27B"), "mmlu_redux", "non-thinking")
+    assert q35 is not None and q35.mode == "thinking"
+    newer = quality.generation(catalog.model("Qwen/Qwen3-8B"))
+    older = quality.generation(catalog.model("Qwen/Qwen2.5-7B-Instruct"))
+    assert newer and older and newer > older
+    assert quality.generation(catalog.model("Qwen/Qwen3.5-27B")) > newer

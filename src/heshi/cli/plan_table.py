@@ -39,7 +39,7 @@ def print_plan(
         for header in (
             "model\n模型", "quant\n量化", "engine\n引擎", "TP\n×copies", "headroom GB\n余量",
             "tok/s per user\n单用户", "tok/s total\n总吞吐", "TTFT p95 s", "max seqs\n最大并发",
-            "quality\n质量",
+            "MMLU-Redux\n质量", "C-Eval",
         ):  # fmt: skip
             table.add_column(header, overflow="fold")
         for o in ranked:
@@ -55,6 +55,7 @@ def print_plan(
                 f"{o.ttft_p95_s:.2f}" if o.ttft_p95_s else "?",
                 str(o.max_sequences),
                 "—" if o.quality is None else f"{o.quality:g}",
+                "—" if o.ceval is None else f"{o.ceval:g}",
             )
         console.print(table)
         for note in ranked[0].prediction.notes:

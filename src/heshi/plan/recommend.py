@@ -3,10 +3,15 @@
 A configuration is model × quantization × engine × tensor-parallel degree on the given
 devices. It is feasible when the engine runs there, the kernels exist, and the weights
 plus the KV cache of ``concurrency`` sequences of ``context`` tokens fit the memory the
-engine may use; it must also meet ``ttft_p95`` and ``min_quality`` when given. Feasible
-ones are ranked by capability (published quality score when asked for, else parameter
-count), then per-user speed. For larger models that were rejected, the reason is kept in
-plain words with the smallest change that would make them fit.
+engine may use; it must meet the workload's service level (tokens/s per user and TTFT
+p95) and ``min_quality`` when given. Feasible ones are ranked by published quality
+(:mod:`heshi.plan.quality`: MMLU-Redux in the workload's mode), equal quality (within a
+point of the best) going to a published checkpoint, then the newer generation, then an
+engine with measurements of its own, then the cheaper deployment (fewer devices, more
+memory headroom), then the faster. Options whose speed
+cannot be predicted (no bandwidth figure for the device) come after those checked
+against the service level. For larger models that were rejected, the
+reason is kept in plain words with the smallest change that would make them fit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from heshi import catalog
 from heshi.catalog import Hardware, ModelSpec
 from heshi.errors import InvalidRequest
+from heshi.plan import quality as scores
 from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_bytes_per_token, parameter_counts
 from heshi.plan.predict import Prediction, predict
 from heshi.plan.quant import QUANTS, Quant, quant
@@ -78,7 +84,7 @@ class Option:
     per_user_tokens_per_s: float
     aggregate_tokens_per_s: float
     ttft_p95_s: float
-    quality: float | None
+    quality: float | None  # the ranking score (MMLU-Redux in the workload's mode)
     feasible: bool
     reasons: list[str] = field(default_factory=list)
     published: bool = True  # a published checkpoint exists in this quantization
@@ -86,9 +92,29 @@ class Option:
     # data-parallel copies, each on ``tensor_parallel`` devices and serving its share of the
     # users; ``max_sequences`` and the speeds above are one copy's, but for the aggregate
     replicas: int = 1
+    floor_score: float | None = None  # the --min-quality benchmark's score, when asked
+    mode: str = "non-thinking"
+
+    @property
+    def ceval(self) -> float | None:
+        found = scores.score(self.spec, "ceval", self.mode)
+        return found.value if found else None
+
+    @property
+    def speed_known(self) -> bool:
+        return self.prediction.as_json()["decode_tokens_per_s"] is not None
+
+    @property
+    def devices(self) -> int:
+        return self.tensor_parallel * self.replicas
+
+    @property
+    def headroom_gb(self) -> float:
+        return self.prediction.usable_memory_gb - self.prediction.required_memory_gb
 
     def as_json(self) -> dict[str, Any]:
-        known = self.prediction.as_json()["decode_tokens_per_s"] is not None
+        known = self.speed_known
+        released = scores.generation(self.spec)
         return {
             "model": self.spec.id,
             "quant": self.q.name,
@@ -109,6 +135,9 @@ class Option:
             "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1) if known else None,
             "ttft_p95_s": round(self.ttft_p95_s, 3) if known else None,
             "quality": self.quality,
+            "quality_basis": f"{scores.RANK_BY} ({self.mode})",
+            "ceval": self.ceval,
+            "released": released.isoformat() if released else None,
             "published_checkpoint": self.published,
             "feasible": self.feasible,
             "reasons": self.reasons,
@@ -141,21 +170,25 @@ class Request:
         )
 
 
+_METRIC_ALIASES = {"c_eval": "ceval", "mmluredux": "mmlu_redux", "mmlupro": "mmlu_pro",
+                   "math_500": "math500", "arenahard": "arena_hard"}  # fmt: skip
+
+
 def parse_quality(text: str | None) -> tuple[str, float] | None:
-    """``"ceval=75"`` → ("ceval", 75.0)."""
+    """``"ceval=75"`` → ("ceval", 75.0); ``mmlu-redux=85`` → ("mmlu_redux", 85.0)."""
     if not text:
         return None
     metric, sep, value = text.partition("=")
-    metrics = ("ceval", "cmmlu", "mmlu", "gsm8k", "humaneval")
-    metric = metric.strip().lower().replace("-", "")
+    metric = metric.strip().lower().replace("-", "_")
+    metric = _METRIC_ALIASES.get(metric, metric)
     try:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not sep or metric not in metrics or math.isnan(number):
+    if not sep or metric not in scores.BENCHMARKS or math.isnan(number):
         raise InvalidRequest(
             f"--min-quality 格式为 指标=分数 / --min-quality takes METRIC=SCORE, METRIC one of "
-            f"{', '.join(metrics)} (e.g. ceval=75), got {text!r}",
+            f"{', '.join(scores.BENCHMARKS)} (e.g. ceval=75), got {text!r}",
             param="min_quality",
         )
     return metric, number
@@ -238,13 +271,17 @@ def _evaluate(
             f"每用户 {per_user:.1f} token/s < 服务要求 {req.speed_floor:g} / "
             f"{per_user:.1f} tokens/s per user < the {req.speed_floor:g} the workload needs"
         )
-    quality = spec.quality.get(req.min_quality[0]) if req.min_quality else None
-    if req.min_quality and not reasons:
+    mode = scores.mode_for(preset.name)
+    ranked_by = scores.score(spec, scores.RANK_BY, mode)
+    floor_score = None
+    if req.min_quality:
         metric, floor = req.min_quality
-        if quality is None:
+        found = scores.score(spec, metric, mode)
+        floor_score = found.value if found else None
+        if not reasons and floor_score is None:  # the first reason is the one to act on
             reasons.append(f"无公开 {metric} 分数 / no published {metric} score")
-        elif quality < floor:
-            reasons.append(f"{metric} {quality:g} < {floor:g}")
+        elif not reasons and floor_score is not None and floor_score < floor:
+            reasons.append(f"{metric} {floor_score:g} < {floor:g}")
     decode = decode or 0.0
     return Option(
         spec=spec,
@@ -257,11 +294,13 @@ def _evaluate(
         per_user_tokens_per_s=per_user,
         aggregate_tokens_per_s=decode,
         ttft_p95_s=ttft,
-        quality=quality,
+        quality=ranked_by.value if ranked_by else None,
         feasible=not reasons,
         reasons=reasons,
         published=published,
         kv_cache=kv_cache,
+        floor_score=floor_score,
+        mode=mode,
     )
 
 
@@ -285,9 +324,46 @@ def _replicated(
     return option
 
 
-def _capability(option: Option) -> tuple[float, float, float]:
-    size = parameter_counts(option.spec).total
-    return (option.quality or 0.0, size, option.per_user_tokens_per_s)
+def _rank(options: list[Option]) -> list[Option]:
+    """Best first: options whose speed was checked against the service level; then
+    quality, options within ``SAME_QUALITY`` points of the best of their group counting as
+    equal; among equals a published checkpoint, the newer generation, an engine with
+    measurements of its own (not a borrowed profile), fewer devices, more headroom, and
+    the faster per user."""
+    by_quality = sorted(
+        options,
+        key=lambda o: (o.speed_known, -math.inf if o.quality is None else o.quality),
+        reverse=True,
+    )
+    group: dict[int, int] = {}
+    top: float | None = None
+    known: bool | None = None
+    count = 0
+    for option in by_quality:
+        score = option.quality
+        if (
+            option.speed_known != known
+            or score is None
+            or top is None
+            or top - score > scores.SAME_QUALITY
+        ):
+            count += 1
+            top, known = score, option.speed_known
+        group[id(option)] = count
+
+    def key(o: Option) -> tuple[float, ...]:
+        released = scores.generation(o.spec)
+        return (
+            -group[id(o)],
+            float(o.published),
+            float(released.toordinal()) if released else 0.0,
+            float(not o.prediction.speed_borrowed),
+            -float(o.devices),
+            round(o.headroom_gb, 1),
+            o.per_user_tokens_per_s,
+        )
+
+    return sorted(options, key=key, reverse=True)
 
 
 def recommend(req: Request) -> tuple[list[Option], list[Option]]:
@@ -322,7 +398,7 @@ def recommend(req: Request) -> tuple[list[Option], list[Option]]:
     best: dict[tuple[str, str, str, bool], Option] = {}
     for o in sorted(feasible, key=lambda o: (o.tensor_parallel, -o.per_user_tokens_per_s)):
         best.setdefault((o.spec.id, o.q.name, o.engine, o.replicas > 1), o)
-    ranked = sorted(best.values(), key=_capability, reverse=True)
+    ranked = _rank(list(best.values()))
     top_size = max((parameter_counts(o.spec).total for o in ranked), default=0)
     rejected_by_model: dict[str, Option] = {}
     for o in options:
