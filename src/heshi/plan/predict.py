@@ -103,6 +103,34 @@ def _memory_fit_values(engine: str, q: Quant) -> dict[str, float]:
     return dict(entry["values"])
 
 
+def _ascend_problems(spec: ModelSpec, q: Quant, engine: str, kind: str) -> list[str]:
+    """What the Ascend engines are documented not to run."""
+    problems: list[str] = []
+    if engine == "llamacpp" and kind == "npu":
+        # llama.cpp's CANN backend multiplies F16, Q8_0 and Q4_0 only and has no Gated
+        # DeltaNet operation (docs/backend/CANN.md, ggml-cann supports_op).
+        if q.name not in ("Q8_0", "Q4_0", "FP16"):
+            problems.append(
+                f"llama.cpp CANN 不支持 {q.name} / llama.cpp's CANN backend runs F16, Q8_0 and "
+                f"Q4_0 only, not {q.name}"
+            )
+        if spec.hybrid is not None:
+            problems.append(
+                "llama.cpp CANN 无 Gated DeltaNet 算子 / llama.cpp's CANN backend has no Gated "
+                "DeltaNet operation (Qwen3.5/3.6 layers would run on the host CPU)"
+            )
+    if engine == "mindie" and spec.hybrid is not None:
+        # Ascend announced Qwen3.5 support for vLLM-Ascend and SGLang, not MindIE; vLLM-Ascend
+        # documents Qwen3.5 from v0.17.0rc1 and Qwen3.6 from v0.18.0rc1 (its Qwen3.5-27B /
+        # Qwen3.6-27B tutorial).
+        problems.append(
+            "MindIE 未支持 Qwen3.5/3.6 混合注意力 / MindIE support for the Qwen3.5/3.6 hybrid "
+            "architecture is not established: use vllm-ascend (≥ 0.17.0rc1 for Qwen3.5, "
+            "≥ 0.18.0rc1 for Qwen3.6)"
+        )
+    return problems
+
+
 def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list[str]:
     """Reasons this combination cannot run (empty when it can)."""
     device = hw.device
@@ -135,6 +163,7 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
         )
     if q.kind == "gptq" and device.kind != "cpu" and not device.has("gptq"):
         problems.append(f"{device.name} 不支持 GPTQ 内核 / no GPTQ kernels on {device.name}")
+    problems += _ascend_problems(spec, q, engine, device.kind)
     if spec.moe is not None and q.weight_only_int and not device.has("marlin"):
         # vLLM/SGLang run GPTQ/AWQ MoE layers only through the Marlin MoE kernels.
         problems.append(
@@ -235,6 +264,11 @@ def predict(
         notes.append(
             f"Marlin 内核需 sm80+，{q.name} 在 {device.name} 上用较慢内核 / Marlin kernels need "
             f"sm80+: {q.name} runs on slower kernels on {device.name}"
+        )
+    if engine.split("-", maxsplit=1)[0] in ("vllm", "sglang") and device.arch == "sm70":
+        notes.append(
+            "vLLM 0.21 起需算力 7.5，V100 需固定旧版本 / vLLM 0.21 and later need compute "
+            "capability 7.5: on V100 pin an earlier release (its docs list 7.0 up to 0.20)"
         )
     if q.name == "BF16" and device.kind == "gpu" and not device.has("bf16"):
         notes.append(

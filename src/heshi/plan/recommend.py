@@ -24,7 +24,14 @@ from heshi import catalog
 from heshi.catalog import Hardware, ModelSpec
 from heshi.errors import InvalidRequest
 from heshi.plan import quality as scores
-from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_bytes_per_token, parameter_counts
+from heshi.plan.memory import (
+    GIB,
+    KV_BYTES,
+    Workload,
+    kv_bytes_per_token,
+    parameter_counts,
+    state_bytes_per_sequence,
+)
 from heshi.plan.predict import Prediction, predict
 from heshi.plan.quant import QUANTS, Quant, quant
 
@@ -93,7 +100,8 @@ class Option:
     # users; ``max_sequences`` and the speeds above are one copy's, but for the aggregate
     replicas: int = 1
     floor_score: float | None = None  # the --min-quality benchmark's score, when asked
-    mode: str = "non-thinking"
+    mode: str = "non-thinking"  # the mode the workload runs
+    quality_mode: str | None = None  # the mode the ranking score was published for
 
     @property
     def ceval(self) -> float | None:
@@ -135,7 +143,7 @@ class Option:
             "aggregate_tokens_per_s": round(self.aggregate_tokens_per_s, 1) if known else None,
             "ttft_p95_s": round(self.ttft_p95_s, 3) if known else None,
             "quality": self.quality,
-            "quality_basis": f"{scores.RANK_BY} ({self.mode})",
+            "quality_basis": f"{scores.RANK_BY} ({self.quality_mode or self.mode})",
             "ceval": self.ceval,
             "released": released.isoformat() if released else None,
             "published_checkpoint": self.published,
@@ -238,10 +246,20 @@ def _evaluate(
     cached = min(preset.shared_prefix_tokens, n_in - 1) if engine in PREFIX_CACHING else 0
     fresh = predict(spec, q, engine, hw, Workload(n_in - cached, 1, 1, kv)) if cached else single
     reasons = [p for p in single.problems if "per device" not in p]
-    # Memory: weights plus the cache of every concurrent sequence at full context.
-    per_sequence = kv_bytes_per_token(spec, kv) * context / tp
+    # Memory: weights plus each concurrent sequence's cache (and a hybrid model's recurrent
+    # state). llama.cpp gives every slot its full context up front; the paged engines
+    # (vLLM, SGLang, LMDeploy, MindIE) hold the tokens a sequence has — the workload's
+    # typical prompt and answer — and only need one sequence of the full context to fit.
+    typical = min(context, n_in + preset.output_tokens)
+    held = context if engine == "llamacpp" else typical
+    state = state_bytes_per_sequence(spec) / tp
+    token = kv_bytes_per_token(spec, kv) / tp
+    per_sequence = token * held + state
     free = (at_load.usable_memory_gb - single.required_memory_gb) * GIB
+    longest = token * context + state
     max_sequences = max(int(free // per_sequence), 0) if per_sequence else req.concurrency
+    if free < longest:
+        max_sequences = 0  # not even one sequence of the full context fits
     if not reasons and free <= 0:
         reasons.append(
             f"权重等每卡需 {single.required_memory_gb:.1f} GB，可用 "
@@ -251,11 +269,12 @@ def _evaluate(
         )
     elif not reasons and max_sequences < req.concurrency:
         need = (single.required_memory_gb * GIB + per_sequence * req.concurrency) / GIB
+        held_text = f"{context // 1024}k" if held == context else f"~{held:,}"
         reasons.append(
-            f"{req.concurrency}×{context // 1024}k 上下文的 KV 缓存需 "
+            f"{req.concurrency}×{held_text} token 的 KV 缓存需 "
             f"{per_sequence * req.concurrency / GIB:.1f} GB，每卡共需 {need:.1f} GB、可用 "
             f"{at_load.usable_memory_gb:.1f} GB / KV cache for {req.concurrency}×"
-            f"{context // 1024}k tokens needs {per_sequence * req.concurrency / GIB:.1f} GB per "
+            f"{held_text} tokens needs {per_sequence * req.concurrency / GIB:.1f} GB per "
             f"device ({need:.1f} GB with weights, {at_load.usable_memory_gb:.1f} GB usable); "
             f"{max_sequences} sequences fit"
         )
@@ -265,7 +284,12 @@ def _evaluate(
         limit = f"{ttft:.2f} s > {req.ttft_limit:g} s"
         reasons.append(f"首 token p95 ≈ {limit} / TTFT p95 ≈ {limit}")
     decode = at_load.as_json()["decode_tokens_per_s"]
-    per_user = (decode or 0.0) / req.concurrency
+    # Steady state: while N users each send a request and read its answer, the devices
+    # also prefill every new prompt, and decoding waits meanwhile. Over one round the
+    # answers' tokens take N prefills plus the decode steps of N streams.
+    step = at_load.decode_seconds / preset.output_tokens if decode else 0.0
+    round_s = req.concurrency * fresh.prefill_seconds + preset.output_tokens * step
+    per_user = preset.output_tokens / round_s if decode and round_s > 0 else 0.0
     if req.speed_floor and decode is not None and per_user < req.speed_floor and not reasons:
         reasons.append(
             f"每用户 {per_user:.1f} token/s < 服务要求 {req.speed_floor:g} / "
@@ -282,7 +306,6 @@ def _evaluate(
             reasons.append(f"无公开 {metric} 分数 / no published {metric} score")
         elif not reasons and floor_score is not None and floor_score < floor:
             reasons.append(f"{metric} {floor_score:g} < {floor:g}")
-    decode = decode or 0.0
     return Option(
         spec=spec,
         q=q,
@@ -292,7 +315,7 @@ def _evaluate(
         prediction=at_load,
         max_sequences=max_sequences,
         per_user_tokens_per_s=per_user,
-        aggregate_tokens_per_s=decode,
+        aggregate_tokens_per_s=per_user * req.concurrency,
         ttft_p95_s=ttft,
         quality=ranked_by.value if ranked_by else None,
         feasible=not reasons,
@@ -301,6 +324,7 @@ def _evaluate(
         kv_cache=kv_cache,
         floor_score=floor_score,
         mode=mode,
+        quality_mode=ranked_by.mode if ranked_by else None,
     )
 
 

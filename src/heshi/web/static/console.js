@@ -585,6 +585,8 @@ async function runPlan(event) {
       cell(row, fixed(option.aggregate_tokens_per_s, 1), "num");
       cell(row, fixed(option.ttft_p95_s, 2), "num");
       cell(row, String(option.max_concurrent_sequences), "num");
+      cell(row, fixed(option.quality, 1), "num");
+      cell(row, fixed(option.ceval, 1), "num");
       rows.appendChild(row);
     }
     const title = $("#plan-rejected-title");
