@@ -3,8 +3,8 @@
 One request of ``n_in`` prompt tokens and ``n_out`` generated tokens takes
 
     T = a · (layers · n_out)                       per-layer fixed cost of a decode step
-      + s · (batch · n_out)                          per-sequence cost of a step: scheduling,
-                                                     sampling, detokenizing (CPU side)
+      + s · ((batch − 1) · n_out)                    per-sequence cost of a step beyond the
+                                                     first: scheduling, sampling (CPU side)
       + b · (dense weights read per step · n_out) / BW   attention, shared experts, head
       + m · (routed experts read per step · n_out) / BW  MoE expert kernels
       + c · (KV bytes read over all steps) / BW      decode: attention reads the cache
@@ -105,7 +105,9 @@ def features(
     expert_share = experts / weights if weights else 0.0
     return {
         "layer_steps": float(spec.layers * n_out),
-        "seq_steps": float(batch * n_out),
+        # each sequence beyond the first: a batch-1 measurement cannot tell this cost from
+        # the per-layer one, so it is fitted where several sequences ran together only
+        "seq_steps": float((batch - 1) * n_out),
         "weight_reads": weight_time * (1 - expert_share),
         "expert_reads": weight_time * expert_share,
         "kv_reads": kv_read / bandwidth,
