@@ -103,7 +103,10 @@ class Measurement:
         place = Placement(self.hw.count, self.tensor_parallel)
         full = features(self.spec, self.q, self.hw, place, work)
         if self.part == "whole":
-            return full
+            # a request's fixed cost is tens of milliseconds: beside a whole request's time
+            # it cannot be identified (a fit would trade seconds of it against the rest),
+            # so only time-to-first-token and prefill measurements fit it
+            return {**full, "request": 0.0}
         if self.part == "prefill":
             return {f: (full[f] if f in PREFILL_FEATURES else 0.0) for f in FEATURES}
         return {f: (0.0 if f in PREFILL_FEATURES else full[f]) for f in FEATURES}
