@@ -197,6 +197,7 @@ def _matrix(rows: Sequence[Measurement], names: Sequence[str]) -> np.ndarray:
 
 
 _RICH_ROWS = 8  # a group with fewer rows scales a related group's profile instead
+_SCALE_ROWS = 4  # ...and with fewer than this, borrows it unchanged
 
 
 def fit_dense(rows: Iterable[Measurement]) -> dict[str, dict[str, Any]]:
@@ -222,7 +223,9 @@ def fit_dense(rows: Iterable[Measurement]) -> dict[str, dict[str, Any]]:
         except ValueError:  # nothing related to scale: the group's own rows decide
             out.setdefault(engine, {})[group] = _own_fit(members)
             continue
-        out.setdefault(engine, {})[group] = _scaled_fit(members, base, used)
+        if len(members) >= _SCALE_ROWS:
+            out.setdefault(engine, {})[group] = _scaled_fit(members, base, used)
+        # fewer: too few to move a whole profile; the lookup borrows the related one
     return out
 
 
