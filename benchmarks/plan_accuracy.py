@@ -151,9 +151,14 @@ def validation(cal: dict[str, Any]) -> dict[str, Any]:
 def _local(skip: bool) -> dict[str, Any] | None:
     if skip:
         return None
+    from heshi.errors import ModelFileError
     from local_engine import default_model, raw_xllamacpp
 
-    model = default_model()
+    try:
+        model = default_model()
+    except ModelFileError as error:
+        print(f"{error} (or pass --skip-local)", file=sys.stderr)
+        return None
     if not model.exists():
         print(f"default model missing ({model}); run `make model` first", file=sys.stderr)
         return None

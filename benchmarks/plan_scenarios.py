@@ -34,11 +34,15 @@ def _short(option: dict[str, Any] | None) -> str:
     if option is None:
         return "—"
     rate = option["per_user_tokens_per_s"]
-    speed = "speed ?" if rate is None else f"{rate:g} tok/s/user"
+    speed = (
+        "speed unknown (service level not checked)"
+        if rate is None
+        else f"{rate:g} tok/s/user, TTFT p95 {option['ttft_p95_s']} s"
+    )
     copies = f" ×{option['replicas']}" if option["replicas"] > 1 else ""
     return (
         f"{option['model'].split('/')[-1]} {option['quant']} on {option['engine']} "
-        f"TP{option['tensor_parallel']}{copies}; {speed}, TTFT p95 {option['ttft_p95_s']} s; "
+        f"TP{option['tensor_parallel']}{copies}; {speed}; "
         f"MMLU-Redux {option['quality']}, C-Eval {option['ceval']}"
     )
 
@@ -49,7 +53,7 @@ def run() -> list[dict[str, Any]]:
         req = build_request(
             hardware=hardware, workload=workload, concurrency=users, context=context
         )
-        plan = plan_json(req, top=5)
+        plan = plan_json(req, top=50)
         options = plan["options"]
         out.append(
             {

@@ -85,7 +85,7 @@ def plan(
             "format: f16 | q8_0 (q8_0 takes about half the memory)",
         ),
     ] = "f16",
-    top: Annotated[int, typer.Option("--top", help="显示前 N 个 / show N options")] = 10,
+    top: Annotated[int, typer.Option("--top", min=1, help="显示前 N 个 / show N options")] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="以 JSON 输出 / Print JSON.")] = False,
 ) -> None:
     """推荐适合该硬件与负载的配置 / Rank the configurations that fit hardware and workload.
@@ -252,7 +252,8 @@ def _print_prediction(result: dict[str, object]) -> None:
         "ttft_s",
         "fits",
     ):
-        table.add_row(key, str(result[key]))
+        value = result[key]
+        table.add_row(key, "? (unknown / 未知)" if value is None else str(value))
     console = Console()
     console.print(table)
     for note in result["notes"] or []:  # type: ignore[attr-defined]

@@ -12,14 +12,30 @@ _GPU_STEPS = ("1x nvidia-t4", "1x nvidia-l20", "1x nvidia-a100-80gb")
 def smallest_change(req: Request, rejected: list[Option]) -> str | None:
     """When nothing fits: the least disruptive change that would make something fit —
     fewer users, a shorter context, more devices, or (on a CPU) a GPU."""
-    fits_fewer = [o for o in rejected if o.replicas == 1 and 0 < o.max_sequences < req.concurrency]
-    if fits_fewer:
-        best = max(fits_fewer, key=lambda o: o.max_sequences)
-        return (
-            f"减少并发到 {best.max_sequences} / serve {best.max_sequences} users at once "
-            f"instead of {req.concurrency} ({best.spec.id} {best.q.name} on {best.engine})"
-        )
+    fits_fewer = [
+        o
+        for o in rejected
+        if o.replicas == 1 and 0 < o.max_sequences < req.concurrency and _only_memory(o)
+    ]
+    for best in sorted(fits_fewer, key=lambda o: o.max_sequences, reverse=True):
+        fewer = best.max_sequences
+        trial = recommend(Request(**{**req.__dict__, "concurrency": fewer}))[0]
+        if trial:  # checked: something does serve that many
+            return _serve(fewer, req.concurrency, trial[0])
     return _fewer_users(req) or _shorter_context(req) or _other_hardware(req)
+
+
+def _only_memory(option: Option) -> bool:
+    """Rejected for the KV cache alone (fewer users would fit), not for missing kernels."""
+    return bool(option.reasons) and all("KV" in r for r in option.reasons)
+
+
+def _serve(fewer: int, asked: int, option: Option) -> str:
+    users = "user" if fewer == 1 else "users"
+    return (
+        f"减少并发到 {fewer} / serve {fewer} {users} at once instead of {asked} "
+        f"({option.spec.id} {option.q.name} on {option.engine})"
+    )
 
 
 def _fewer_users(req: Request) -> str | None:
@@ -28,10 +44,7 @@ def _fewer_users(req: Request) -> str | None:
     while fewer >= 1:
         trial = recommend(Request(**{**req.__dict__, "concurrency": fewer}))[0]
         if trial:
-            return (
-                f"减少并发到 {fewer} / serve {fewer} users at once instead of "
-                f"{req.concurrency} ({trial[0].spec.id} {trial[0].q.name} on {trial[0].engine})"
-            )
+            return _serve(fewer, req.concurrency, trial[0])
         fewer //= 2
     return None
 

@@ -232,7 +232,7 @@ def fit_dense(rows: Iterable[Measurement]) -> dict[str, dict[str, Any]]:
 # Serving engines' paged-attention decode kernels stream the KV cache at about 80% of the
 # memory bandwidth; fixed, not fitted: on one GPU type, reading a long prompt's cache and
 # prefilling it both grow with the prompt, so a fit trades one for the other and the split
-# then fails on a device with another FLOPS-to-bandwidth ratio (H20: compute-poor).
+# then fails on a device with another FLOPS-to-bandwidth ratio.
 _KV_READ_FIXED = 1 / 0.8
 
 
@@ -319,7 +319,7 @@ def _fit_moe_factor(dense: dict[str, Any], rows: Sequence[Measurement]) -> dict[
 
 def fit_moe(dense: dict[str, Any], rows: Iterable[Measurement]) -> dict[str, Any]:
     """How much slower than the dense weight reads a MoE's expert reads run: per engine and
-    quantization group with ≥ 2 measurements, pooled per kind of quantization, and over
+    quantization group with ≥ 4 measurements, pooled per kind of quantization, and over
     all; each on top of the dense coefficients the same engine and group use."""
     moe = [m for m in rows if m.arch == "moe"]
     groups: dict[str, dict[str, Any]] = {}

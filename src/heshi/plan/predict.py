@@ -83,8 +83,9 @@ class Prediction:
             "decode_tokens_per_s": _rate(n_out * b, self.decode_seconds),
             "end_to_end_tokens_per_s": _rate((n_in + n_out) * b, total),
             "generation_tokens_per_s": _rate(n_out * b, total),
-            "ttft_s": round(self.prefill_seconds, 4),
-            "total_seconds": round(total, 4),
+            # null with the speeds when they are unknown (the notes say why)
+            "ttft_s": round(self.prefill_seconds, 4) if self.decode_seconds > 0 else None,
+            "total_seconds": round(total, 4) if self.decode_seconds > 0 else None,
             "fits": self.fits,
             "notes": self.notes,
         }

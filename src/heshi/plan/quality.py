@@ -27,6 +27,17 @@ from importlib import resources
 from heshi.catalog import ModelSpec
 
 RANK_BY = "mmlu_redux"
+# Models with no non-thinking mode: every answer starts with a long chain of thought
+ALWAYS_THINKING = frozenset(
+    {
+        "Qwen/QwQ-32B",
+        "deepseek-ai/DeepSeek-R1",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+    }
+)
 SAME_QUALITY = 1.0  # points of MMLU-Redux within which two models count as equal
 BENCHMARKS = (
     "ceval",

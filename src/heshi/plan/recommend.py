@@ -148,6 +148,8 @@ class Option:
             "released": released.isoformat() if released else None,
             "published_checkpoint": self.published,
             "feasible": self.feasible,
+            # false: speed unknown, so only memory and kernels were checked
+            "service_level_checked": known,
             "reasons": self.reasons,
             "notes": self.prediction.notes,
         }
@@ -193,10 +195,10 @@ def parse_quality(text: str | None) -> tuple[str, float] | None:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not sep or metric not in scores.BENCHMARKS or math.isnan(number):
+    if not sep or metric not in scores.BENCHMARKS or not 0 <= number <= 100:
         raise InvalidRequest(
             f"--min-quality 格式为 指标=分数 / --min-quality takes METRIC=SCORE, METRIC one of "
-            f"{', '.join(scores.BENCHMARKS)} (e.g. ceval=75), got {text!r}",
+            f"{', '.join(scores.BENCHMARKS)} and SCORE 0–100 (e.g. ceval=75), got {text!r}",
             param="min_quality",
         )
     return metric, number
@@ -296,6 +298,16 @@ def _evaluate(
             f"{per_user:.1f} tokens/s per user < the {req.speed_floor:g} the workload needs"
         )
     mode = scores.mode_for(preset.name)
+    if mode == "non-thinking" and spec.id in scores.ALWAYS_THINKING and not reasons:
+        reasons.append(
+            f"{spec.name} 总是先推理再回答 / {spec.name} always reasons before it answers: "
+            f"its answers run far past the workload's {preset.output_tokens} tokens"
+        )
+    if req.context > context:
+        at_load.notes.append(
+            f"上下文按模型上限 {context} 计 / context limited to the model's {context} tokens "
+            f"(asked {req.context})"
+        )
     ranked_by = scores.score(spec, scores.RANK_BY, mode)
     floor_score = None
     if req.min_quality:
@@ -365,7 +377,8 @@ def _rank(options: list[Option]) -> list[Option]:
     count = 0
     for option in by_quality:
         score = option.quality
-        if (
+        same_unscored = score is None and top is None and count and option.speed_known == known
+        if not same_unscored and (
             option.speed_known != known
             or score is None
             or top is None

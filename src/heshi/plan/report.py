@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,11 +62,16 @@ def seconds(text: str) -> float:
     raw = text.strip().lower()
     scale = 1e-3 if raw.endswith("ms") else 1.0
     try:
-        return float(raw.removesuffix("ms").removesuffix("s")) * scale
+        value = float(raw.removesuffix("ms").removesuffix("s")) * scale
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
         raise InvalidRequest(
-            f"时长格式如 2s、500ms / durations look like 2s or 500ms: {text!r}", param="ttft_p95"
-        ) from None
+            f"时长须为非负数，如 2s、500ms / durations are non-negative, like 2s or 500ms: "
+            f"{text!r}",
+            param="ttft_p95",
+        )
+    return value
 
 
 def chosen(ranked: list[Option], emit: str | None) -> Option | None:
