@@ -74,6 +74,8 @@ def create_app(
                 stack.push_async_callback(engine.close)
             await gateway.gov.start()
             stack.push_async_callback(gateway.gov.close)
+            gateway.state.start()
+            stack.push_async_callback(gateway.state.close)
             await gateway.router.start()
             stack.push_async_callback(gateway.router.close)
             jobs.start()

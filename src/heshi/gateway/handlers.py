@@ -28,6 +28,7 @@ from heshi.gateway.exchange import Endpoint, Exchange
 from heshi.gateway.governance import Governance
 from heshi.gateway.logs import Throttle
 from heshi.gateway.metrics import GatewayMetrics
+from heshi.gateway.observe import StateCollector
 from heshi.gateway.pipeline import OpenStream, Pipeline, Stage
 from heshi.gateway.record import Recorder
 from heshi.gateway.replies import Kind, Refusal, SSEReply, error_reply, json_reply
@@ -65,6 +66,9 @@ class Gateway:
             self.kb.attach(self.router)
         self.gov = governance
         self.metrics = GatewayMetrics()
+        # engines, breakers, ledger and tenant spend, read when /metrics is scraped
+        self.state = StateCollector(self.engines, self.router, governance, config)
+        self.state.register(self.metrics.registry)
         self.started = time.time()
         self._log_throttle = Throttle()  # failing backends: a line per reason per 10 s
         self.guard = GuardStage(config, suspend=self._suspend_key)

@@ -60,6 +60,13 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.guard_blocks = Counter(
+            "heshi_guard_blocks",
+            "Requests the compliance guard blocked, by direction (in: the prompt, out: the "
+            "answer) and TC260-003 risk id (classifier: blocked by the guard model alone).",
+            ["direction", "risk"],
+            registry=self.registry,
+        )
         # Cached children; their keys are bounded like the labels (resolved models only).
         self._series: dict[tuple[str, str], Series] = {}
         self._requests: dict[tuple[str, str, int, str], Any] = {}

@@ -109,3 +109,18 @@ class Recorder:
             series.tokens_in.inc(prompt)
         if completion:
             series.tokens_out.inc(completion)
+        if x.guard is not None and x.guard.config.enabled:
+            self._guard_metrics(x)
+
+    def _guard_metrics(self, x: Exchange) -> None:
+        inbound = x.guard
+        assert inbound is not None
+        blocks = self.metrics.guard_blocks
+        if inbound.blocked:
+            risks = {h.risk for h in inbound.hits if h.action == "block"} or {"classifier"}
+            for risk in risks:
+                blocks.labels("in", risk or "unknown").inc()
+        out = {h.risk for h in inbound.out_hits if h.action == "block"}
+        if out or (x.guard_header == "block" and not inbound.blocked):
+            for risk in out or {"classifier"}:
+                blocks.labels("out", risk or "unknown").inc()

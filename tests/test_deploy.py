@@ -1,0 +1,83 @@
+"""The Grafana dashboard and the Prometheus alert rules in deploy/ read only series a
+gateway's ``/metrics`` exposes, and are well-formed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.conftest import ADMIN, RunningGateway
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+_NAME = re.compile(r"\bheshi_[a-z_]+")
+
+
+def _exposed(text: str) -> set[str]:
+    return set(re.findall(r"^# HELP (\S+)", text, re.MULTILINE))
+
+
+def _known(name: str, exposed: set[str]) -> bool:
+    base = re.sub(r"_(bucket|count|sum)$", "", name)
+    return name in exposed or base in exposed
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads((DEPLOY / "grafana" / "heshi-dashboard.json").read_text("utf-8"))
+    exprs = []
+    for panel in dash["panels"]:
+        assert panel["title"] and panel["targets"], panel
+        assert panel["datasource"]["type"] == "prometheus"
+        exprs += [t["expr"] for t in panel["targets"]]
+    return exprs
+
+
+def _alert_rules() -> list[dict[str, object]]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "heshi-alerts.yaml").read_text("utf-8"))
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_dashboard_and_alerts_read_only_exposed_series(tiny_gateway: RunningGateway) -> None:
+    exposed = _exposed(httpx.get(tiny_gateway.url + "/metrics", headers=ADMIN).text)
+    exprs = _dashboard_exprs() + [str(r["expr"]) for r in _alert_rules()]
+    referenced = {name for expr in exprs for name in _NAME.findall(expr)}
+    assert len(referenced) >= 12
+    unknown = sorted(n for n in referenced if not _known(n, exposed))
+    assert not unknown, f"not in /metrics: {unknown}"
+
+
+def test_the_dashboard_covers_what_an_sre_watches() -> None:
+    text = " ".join(_dashboard_exprs())
+    for needle in (
+        "heshi_requests_total",  # requests and errors by reason
+        "heshi_request_duration_seconds_bucket",  # latency percentiles
+        "heshi_time_to_first_token_seconds_bucket",
+        'heshi_tokens_total{direction="out"}',  # tokens/s per model
+        "heshi_engine_slots_busy",
+        "heshi_engine_requests_waiting",  # queue depth
+        "heshi_backend_breaker_state",
+        'reason=~"quota.*"',  # quota refusals
+        "heshi_ledger_lag_seconds",
+        "heshi_guard_blocks_total",  # guard blocks by risk
+        "heshi_tenant_spent_yuan",  # spend per tenant
+    ):
+        assert needle in text, needle
+
+
+def test_alert_rules_cover_the_failure_modes_and_are_complete() -> None:
+    rules = _alert_rules()
+    names = {str(r["alert"]) for r in rules}
+    assert {
+        "HeshiGatewayDown",
+        "HeshiBackendBreakerOpen",
+        "HeshiLedgerLag",
+        "HeshiDatabaseUnreachable",
+        "HeshiBudgetNearlyExhausted",
+    } <= names
+    for rule in rules:
+        assert rule["expr"] and rule["for"], rule
+        assert rule["labels"]["severity"] in ("warning", "critical")  # type: ignore[index]
+        assert rule["annotations"]["summary"]  # type: ignore[index]
