@@ -591,11 +591,14 @@ def start_heshi(
     tmp: Path,
     stack: contextlib.ExitStack,
     store_url: str | None = None,
+    extra_settings: dict[str, Any] | None = None,
+    name: str = "heshi",
 ) -> Target:
-    """``heshi serve`` in front of the mock, with an API key when ``heshi keys`` exists."""
-    home = tmp / "heshi-home"
+    """``heshi serve`` in front of the mock, with an API key when ``heshi keys`` exists;
+    ``extra_settings`` are merged into its heshi.yaml (e.g. ``tracing``)."""
+    home = tmp / f"{name}-home"
     home.mkdir()
-    config = tmp / "heshi.yaml"
+    config = tmp / f"{name}.yaml"
     backend = {"base_url": f"http://{LOOPBACK}:{mock_port}/v1", "models": [MODEL]}
     settings: dict[str, Any] = {
         "home": str(home),
@@ -604,6 +607,7 @@ def start_heshi(
     }
     if store_url:
         settings["store"] = {"url": store_url}
+    settings.update(extra_settings or {})
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     env = child_env({"HESHI_HOME": str(home)})
     extra: list[str] = []
@@ -630,11 +634,11 @@ def start_heshi(
     port = free_port()
     argv = [python, "-m", "heshi", "serve", "--config", str(config), "--no-local"]
     argv += ["--port", str(port), "--log-level", "warning", *extra]
-    service = Service("heshi", argv, env, tmp / "heshi.log")
+    service = Service(name, argv, env, tmp / f"{name}.log")
     stack.callback(service.stop)
     wait_healthy(service, port, "/healthz", timeout=60)
     pid = serving_pid(service.proc.pid, port)
-    target = Target("heshi", port, headers, pid, notes=notes, warnings=warnings)
+    target = Target(name, port, headers, pid, notes=notes, warnings=warnings)
     target.service, target.heshi_config = service, config
     return target
 

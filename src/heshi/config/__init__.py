@@ -220,6 +220,20 @@ class KnowledgeConfig(Strict):
         return DOUBT_LIMITS[self.answer_style] if self.max_doubt is None else self.max_doubt
 
 
+class TracingConfig(Strict):
+    """OpenTelemetry traces of each request (docs/serving.md, "Tracing"); off by default."""
+
+    enabled: bool = False
+    # OTLP over HTTP: a collector (OpenTelemetry Collector, Jaeger, Tempo) on this URL
+    endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", max_length=2000)
+    service_name: str = Field(default="heshi", min_length=1, max_length=100)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of traces a client did not start
+    export_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_queue_spans: int = Field(default=8192, ge=64, le=1_000_000)  # beyond: dropped
+    export_batch_spans: int = Field(default=64, ge=1, le=8192)
+    export_interval_ms: int = Field(default=200, ge=10, le=60_000)
+
+
 class HeshiConfig(Strict):
     """The whole of ``heshi.yaml``."""
 
@@ -241,6 +255,7 @@ class HeshiConfig(Strict):
     kb: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     docs: DocsConfig = Field(default_factory=DocsConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @field_validator("home")
     @classmethod

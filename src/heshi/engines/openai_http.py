@@ -22,6 +22,7 @@ from heshi.engines.base import JSON, ServedModel, asked_completion_tokens
 from heshi.engines.http_stream import HTTPStream
 from heshi.engines.sse import ServerSentEvent
 from heshi.errors import ConfigError, HeshiError, UpstreamError, UpstreamRejected, UpstreamTimeout
+from heshi.tracing import inject
 
 _ERROR_BODY_LIMIT = 64 * 1024  # enough for any error JSON; an HTML error page is cut
 _SNIPPET = 200  # characters of an unparseable body quoted back in a message
@@ -165,6 +166,7 @@ class OpenAIHTTPEngine:
     async def _post_json(self, path: str, body: JSON) -> JSON:
         session = self._require_session()
         headers = {**self._headers, "Accept": "application/json"}
+        inject(headers)  # W3C traceparent of the routing attempt, when tracing is on
         try:
             async with session.post(
                 self.config.base_url + path,
@@ -187,6 +189,7 @@ class OpenAIHTTPEngine:
     def _stream(self, path: str, body: JSON) -> HTTPStream:
         session = self._require_session()
         headers = {**self._headers, "Accept": "text/event-stream"}
+        inject(headers)
         payload = orjson.dumps({**self._limited(body), "stream": True})
         return HTTPStream(self, session, self.config.base_url + path, payload, headers)
 

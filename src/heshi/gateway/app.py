@@ -76,6 +76,7 @@ def create_app(
             stack.push_async_callback(gateway.gov.close)
             gateway.state.start()
             stack.push_async_callback(gateway.state.close)
+            stack.callback(gateway.tracing.shutdown)  # the last spans exported
             await gateway.router.start()
             stack.push_async_callback(gateway.router.close)
             jobs.start()

@@ -107,6 +107,7 @@ class Exchange:
     finished: bool = False
     in_flight: bool = False  # counted in the in-flight gauge
     children: int = 0  # internal requests made for this one (guard-model calls)
+    span: Any = None  # the request's trace span, when tracing is enabled
 
     @property
     def tenant(self) -> str:

@@ -43,6 +43,7 @@ from heshi.gateway.stages import Admit, Guard, Label
 from heshi.guard.labels import Labeller
 from heshi.guard.stage import GuardStage
 from heshi.routing.router import RoutePlan, Router
+from heshi.tracing import Tracing
 
 log = logging.getLogger("heshi.gateway")
 
@@ -62,6 +63,8 @@ class Gateway:
             kb = self.engines["kb"] = KnowledgeEngine(config, governance.db)
         self.kb = kb if isinstance(kb, KnowledgeEngine) else None
         self.router = Router(config, self.engines)
+        self.tracing = Tracing.from_config(config.tracing)
+        self.router.tracing = self.tracing
         if self.kb is not None:
             self.kb.attach(self.router)
         self.gov = governance
@@ -73,15 +76,20 @@ class Gateway:
         self._log_throttle = Throttle()  # failing backends: a line per reason per 10 s
         self.guard = GuardStage(config, suspend=self._suspend_key)
         self.guard.load()
-        self.recorder = Recorder(governance, self.metrics, self.guard)
+        self.recorder = Recorder(governance, self.metrics, self.guard, self.tracing)
         admit = Admit(governance, self.engines)
         stages: list[Stage] = [admit]
         if config.aigc.enabled:
             stages.append(Label(Labeller(config.aigc)))
-        stages.append(Guard(self.guard, self._ask))
-        self.pipeline = Pipeline(stages, self.router, self.recorder)
+        guard = Guard(self.guard, self._ask)
+        if not config.guard.enabled and not any(
+            (t.guard or {}).get("enabled") for t in config.tenants.values()
+        ):
+            guard.span_in = guard.span_out = None  # off for everyone: nothing to trace
+        stages.append(guard)
+        self.pipeline = Pipeline(stages, self.router, self.recorder, self.tracing)
         # Requests Heshi makes itself (the guard model's): admitted and metered, no more.
-        self.internal = Pipeline([admit], self.router, self.recorder)
+        self.internal = Pipeline([admit], self.router, self.recorder, self.tracing)
 
     def _suspend_key(self, key_id: str, reason: str) -> None:
         """Store the suspension and reload the key cache so it takes effect at once."""
@@ -121,6 +129,7 @@ class Gateway:
     ) -> Response:
         client = request.client.host if request.client else None
         x = Exchange(endpoint=endpoint, client_ip=client)
+        self.tracing.start(x, request.headers)
         try:
             await self._accept(request, schema, x)
         except HeshiError as exc:

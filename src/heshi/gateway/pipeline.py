@@ -27,6 +27,7 @@ from heshi.gateway.record import Recorder
 from heshi.gateway.replies import Refusal
 from heshi.routing.router import Op, RoutePlan, Router, StreamOp
 from heshi.routing.stream import RoutedStream
+from heshi.tracing import Tracing
 
 Chunks = AsyncGenerator[JSON, None]  # closed with ``aclose()`` however it ends
 
@@ -41,6 +42,9 @@ _UNARY_OPS: dict[str, Op] = {
 
 class Stage(Protocol):
     """One step of the request path; see the module docstring for the order."""
+
+    span_in: str | None  # the trace span of ``before`` (None: none, it does no work)
+    span_out: str | None  # of ``after`` / ``stream``
 
     async def before(self, x: Exchange) -> Refusal | None:
         """Before the backend is called; a reply answers the request instead."""
@@ -60,12 +64,18 @@ class OpenStream:
     :meth:`close` that stops the backend and records the request."""
 
     def __init__(
-        self, x: Exchange, chunks: Chunks, source: RoutedStream, recorder: Recorder
+        self,
+        x: Exchange,
+        chunks: Chunks,
+        source: RoutedStream,
+        recorder: Recorder,
+        span: Any = None,
     ) -> None:
         self.x = x
         self.chunks = chunks
         self._source = source
         self._recorder = recorder
+        self._span = span  # the stream's ``generate`` span, ended with the stream
         self._closed = False
 
     def abort(self) -> None:
@@ -84,30 +94,42 @@ class OpenStream:
                 await self.chunks.aclose()
             finally:
                 await _close_source(self.x, self._source)
+                Tracing.close(self._span)
                 await self._recorder.finish(self.x)
 
 
 class Pipeline:
     """``stages`` around routing and generation; ``recorder`` records every request."""
 
-    def __init__(self, stages: Sequence[Stage], router: Router, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        router: Router,
+        recorder: Recorder,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.stages = tuple(stages)
         self.router = router
         self.recorder = recorder
+        self.tracing = tracing or Tracing.disabled()
 
     async def unary(self, x: Exchange) -> JSON | Refusal:
         """Answer a request whose answer is sent whole; recorded before it returns."""
+        trace = self.tracing
         try:
             for stage in self.stages:
-                reply = await stage.before(x)
+                with trace.stage(x, stage.span_in):
+                    reply = await stage.before(x)
                 if reply is not None:
                     return reply
-            result = await self._generate(x)
+            with trace.stage(x, "generate"):
+                result = await self._generate(x)
             # The usage is known: give back what was reserved and not used before the
             # answer is screened (the guard model's own call must fit beside it).
             await self.recorder.settle(x)
             for stage in reversed(self.stages):
-                await stage.after(x, result)
+                with trace.stage(x, stage.span_out):
+                    await stage.after(x, result)
             return result
         except BaseException as exc:
             x.fail(exc)
@@ -119,27 +141,34 @@ class Pipeline:
         """Open a streamed answer: everything up to its first chunk happens here (errors
         are plain HTTP errors); the caller must :meth:`OpenStream.close` what it gets."""
         source: RoutedStream | None = None
+        trace = self.tracing
+        span = None
         try:
             for stage in self.stages:
-                reply = await stage.before(x)
+                with trace.stage(x, stage.span_in):
+                    reply = await stage.before(x)
                 if reply is not None:
                     await self.recorder.finish(x)
                     return reply
             op: StreamOp = "chat" if x.endpoint == "chat" else "completion"
             # Always ask for usage, so streams are charged what the backend counted.
             body = {**x.body, "stream_options": {"include_usage": True}}
-            routed = await self.router.open_stream(_plan(x), op, body, x.route)
+            span = trace.open(x, "generate")  # ends when the stream is closed
+            with trace.current(span):
+                routed = await self.router.open_stream(_plan(x), op, body, x.route)
+            trace.event(span, "first_token")
             x.generated = True
             source = routed.value.rest
             chunks: Chunks = _metered(x, routed.value.first, source)
             for stage in reversed(self.stages):
                 chunks = stage.stream(x, chunks)
-            return OpenStream(x, chunks, source, self.recorder)
+            return OpenStream(x, chunks, source, self.recorder, span)
         except BaseException as exc:
             x.fail(exc)
             with anyio.CancelScope(shield=True):
                 if source is not None:
                     await _close_source(x, source)
+                Tracing.close(span, exc)
                 await self.recorder.finish(x)
             raise
 

@@ -14,6 +14,7 @@ from heshi.gateway.governance import Governance
 from heshi.gateway.metrics import GatewayMetrics
 from heshi.guard.stage import GuardStage
 from heshi.store.ledger import UsageRecord
+from heshi.tracing import Tracing
 
 log = logging.getLogger("heshi.gateway")
 
@@ -21,7 +22,14 @@ log = logging.getLogger("heshi.gateway")
 class Recorder:
     """Turns a finished :class:`Exchange` into its ledger row, metrics and audit record."""
 
-    def __init__(self, gov: Governance, metrics: GatewayMetrics, guard: GuardStage) -> None:
+    def __init__(
+        self,
+        gov: Governance,
+        metrics: GatewayMetrics,
+        guard: GuardStage,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.tracing = tracing or Tracing.disabled()
         self.gov = gov
         self.metrics = metrics
         self.guard = guard
@@ -50,6 +58,13 @@ class Recorder:
         if x.finished:
             return
         x.finished = True
+        try:
+            with self.tracing.stage(x, "record"):
+                await self._record(x)
+        finally:
+            self.tracing.finish(x)
+
+    async def _record(self, x: Exchange) -> None:
         prompt, completion = x.charged()
         if x.authenticated:
             self._ledger(x, prompt, completion)  # before the settle: Redis may be down

@@ -42,6 +42,9 @@ class Admit:
     cap of them is reserved.
     """
 
+    span_in: str | None = "admission"  # trace span names (heshi.tracing)
+    span_out: str | None = None  # nothing happens on the way out
+
     def __init__(self, gov: Governance, engines: Mapping[str, Engine]) -> None:
         self.gov = gov
         self.engines = engines
@@ -161,6 +164,9 @@ class Guard:
     before the call, answers restored and screened after it. Its guard-model calls go
     through ``ask`` — admitted and metered as internal requests of the caller."""
 
+    span_in: str | None = "guard.in"
+    span_out: str | None = "guard.out"
+
     def __init__(self, guard: GuardStage, ask: Ask) -> None:
         self.guard = guard
         self.ask = ask
@@ -203,6 +209,9 @@ class Guard:
 
 class Label:
     """GB 45438 AIGC labels on generated text (:mod:`heshi.guard.labels`)."""
+
+    span_in: str | None = None
+    span_out: str | None = "label"
 
     def __init__(self, labeller: Labeller) -> None:
         self.labeller = labeller

@@ -54,6 +54,7 @@ from heshi.routing.health import HealthChecker, Probes, default_probes
 from heshi.routing.names import AUTO, NameEntry, NameTable, PublicModel, Target, header_label
 from heshi.routing.stream import Lease, RoutedStream, StreamStart, close_source, verdict
 from heshi.routing.walk import RouteLog, TargetWalk
+from heshi.tracing import Tracing
 
 T = TypeVar("T")
 Op = Literal["chat", "completion", "embeddings", "rerank"]
@@ -124,6 +125,7 @@ class Router:
         routing = config.routing
         self._config = config
         self._engines = dict(engines)
+        self.tracing = Tracing.disabled()  # the gateway sets its own
         self._names = NameTable(config, self._engines)
         self._rule = ComplexityRule(routing.auto) if routing.auto is not None else None
         self._attempts = 1 + routing.retries
@@ -270,19 +272,21 @@ class Router:
             if pick.again:
                 await asyncio.sleep(self._delay(number))
             lease = Lease(backend, self._balancer, self._breakers[backend])
-            try:
-                value = await attempt(
-                    self._engines[backend], {**body, "model": pick.target.model}, lease
-                )
-            except UpstreamError as exc:
-                lease.finish(False)
-                log.failed(backend, exc.status_code)
-                facts.route = log.header()
-                last = exc
-                continue
-            except BaseException as exc:
-                lease.finish(verdict(exc))
-                raise
+            with self.tracing.attempt(backend, number + 1) as span:
+                try:
+                    value = await attempt(
+                        self._engines[backend], {**body, "model": pick.target.model}, lease
+                    )
+                except UpstreamError as exc:
+                    lease.finish(False)
+                    log.failed(backend, exc.status_code)
+                    facts.route = log.header()
+                    last = exc
+                    self.tracing.failed(span, exc)
+                    continue
+                except BaseException as exc:
+                    lease.finish(verdict(exc))
+                    raise
             return Routed(value, pick.target, log.header(), self._labels[backend], number + 1)
         error = self._exhausted(plan, last, log)
         facts.route = log.header()

@@ -1,0 +1,78 @@
+"""OpenTelemetry traces through a real gateway, a real fake upstream and a real OTLP
+collector on loopback: a span per stage, the request id is the trace id, a client's
+traceparent is continued and the attempt's own goes to the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from heshi.config import TracingConfig
+from heshi.engines.openai_http import OpenAIHTTPEngine
+from heshi.gateway.app import create_app
+from heshi.gateway.governance import Governance
+from tests.fakes.collector import otlp_collector
+from tests.fakes.upstream import FakeUpstream
+from tests.fakes.waiting import wait_until
+from tests.governance.conftest import ALIAS, gateway_config, upstream
+from tests.loopback import serve_app
+
+__all__ = ["upstream"]  # fixture used here
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_spans_per_stage_request_id_and_traceparent(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with otlp_collector() as (endpoint, got):
+        config = gateway_config(tmp_path / "home", upstream.base_url, open_mode=True)
+        config = config.model_copy(
+            update={"tracing": TracingConfig(enabled=True, endpoint=endpoint)}
+        )
+        engines = {n: OpenAIHTTPEngine(n, b) for n, b in config.backends.items()}
+        app = create_app(config, engines, Governance(config))  # type: ignore[arg-type]
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+            plain = client.post("/v1/chat/completions", json=chat)
+            assert plain.status_code == 200
+            parent = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}
+            with client.stream(
+                "POST", "/v1/chat/completions", json=chat | {"stream": True}, headers=parent
+            ) as streamed:
+                streamed.read()
+            assert streamed.headers["x-request-id"] == f"req_{CLIENT_TRACE}"
+        # the app's shutdown exported the last batch
+        wait_until(lambda: len(got.named("heshi.request")) >= 2, timeout=10, interval=0.05)
+    request_id = plain.headers["x-request-id"]
+    trace_id = request_id.removeprefix("req_")
+    assert len(trace_id) == 32 and trace_id != CLIENT_TRACE
+    spans = [s for s in got.spans if s.trace_id.hex() == trace_id]
+    names = {s.name for s in spans}
+    assert {"heshi.request", "admission", "generate", "route.attempt", "record"} <= names
+    root = next(s for s in spans if s.name == "heshi.request")
+    by_id = {s.span_id: s for s in spans}
+    attempt = next(s for s in spans if s.name == "route.attempt")
+    assert by_id[attempt.parent_span_id].name == "generate"
+    assert by_id[by_id[attempt.parent_span_id].parent_span_id].span_id == root.span_id
+    assert {a.key for a in attempt.attributes} >= {"heshi.backend", "heshi.attempt"}
+    # the streamed request continued the client's trace and marked its first token
+    continued = [s for s in got.spans if s.trace_id.hex() == CLIENT_TRACE]
+    generate = next(s for s in continued if s.name == "generate")
+    assert any(e.name == "first_token" for e in generate.events)
+    # each attempt told the backend which span it was
+    sent = [r.headers.get("traceparent", "") for r in upstream.state.requests]
+    assert any(trace_id in t for t in sent) and any(CLIENT_TRACE in t for t in sent)
+
+
+def test_tracing_is_off_by_default_and_imports_nothing(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    config = gateway_config(tmp_path / "home", upstream.base_url, open_mode=True)
+    assert config.tracing.enabled is False
+    engines = {n: OpenAIHTTPEngine(n, b) for n, b in config.backends.items()}
+    app = create_app(config, engines, Governance(config))  # type: ignore[arg-type]
+    with serve_app(app) as url:
+        chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+        r = httpx.post(url + "/v1/chat/completions", json=chat, timeout=30)
+        assert r.status_code == 200 and r.headers["x-request-id"].startswith("req_")
+    assert all("traceparent" not in r.headers for r in upstream.state.requests)
