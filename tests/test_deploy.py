@@ -81,3 +81,52 @@ def test_alert_rules_cover_the_failure_modes_and_are_complete() -> None:
         assert rule["expr"] and rule["for"], rule
         assert rule["labels"]["severity"] in ("warning", "critical")  # type: ignore[index]
         assert rule["annotations"]["summary"]  # type: ignore[index]
+
+
+REPO = DEPLOY.parent
+
+
+def test_compose_runs_replicas_on_shared_state_with_secrets_not_inline() -> None:
+    from heshi.config import HeshiConfig
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text("utf-8"))
+    services = compose["services"]
+    assert {"postgres", "redis", "heshi", "lb", "vllm"} <= set(services)
+    heshi = services["heshi"]
+    assert heshi["deploy"]["replicas"] >= 2
+    assert heshi["healthcheck"]["test"] and "readyz" in " ".join(heshi["healthcheck"]["test"])
+    assert heshi["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert heshi["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert set(heshi["secrets"]) == {"admin_token", "postgres_password"}
+    assert all("file" in s for s in compose["secrets"].values())  # never a literal value
+    assert "gpu" in services["vllm"]["profiles"]
+    for item in compose["configs"].values():
+        assert (DEPLOY / item["file"]).exists(), item
+    for item in compose["secrets"].values():
+        assert item["file"].startswith("./secrets/")
+    text = (DEPLOY / "compose.yaml").read_text("utf-8")
+    assert "PASSWORD:" not in text.replace("POSTGRES_PASSWORD_FILE:", "")
+    # the gateway's own config: shared PostgreSQL and Redis, no embedded engine
+    config = HeshiConfig.model_validate(
+        yaml.safe_load((DEPLOY / "heshi.compose.yaml").read_text("utf-8"))
+    )
+    assert config.store.url is not None and config.store.url.startswith("postgresql")
+    assert config.store.redis_url and not config.engine.enabled
+    assert ":" not in config.store.url.split("@")[0].split("//")[1]  # no password in it
+    nginx = (DEPLOY / "nginx.conf").read_text("utf-8")
+    assert "server heshi:8000" in nginx and "proxy_buffering off" in nginx
+
+
+def test_the_image_is_multi_stage_non_root_and_without_compilers() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text("utf-8")
+    stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
+    assert len(stages) >= 2
+    final = stages[-1]
+    assert "COPY --from=build" in final
+    user = re.search(r"^USER (\S+)", final, re.MULTILINE)
+    assert user and user.group(1) not in ("root", "0")
+    for compiler in ("build-essential", "gcc", "g++", "cmake", "apt-get install"):
+        assert compiler not in final, compiler
+    assert "HEALTHCHECK" in final and 'ENTRYPOINT ["heshi"]' in final
+    ignored = (REPO / ".dockerignore").read_text("utf-8").split()
+    assert ".venv" in ignored and ".git" in ignored
