@@ -13,7 +13,12 @@ RUN python -m venv /opt/heshi \
  && /opt/heshi/bin/pip install --no-cache-dir ".[postgres,otel]"
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --gid 0 --home-dir /var/lib/heshi --create-home heshi \
+# libgomp1: the OpenMP runtime the embedded engine's wheel links against (a library, not
+# a compiler)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --gid 0 --home-dir /var/lib/heshi --create-home heshi \
  && mkdir -p /etc/heshi && chown 10001:0 /var/lib/heshi && chmod g+rwX /var/lib/heshi
 COPY --from=build /opt/heshi /opt/heshi
 ENV PATH=/opt/heshi/bin:$PATH \

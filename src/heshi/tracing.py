@@ -1,13 +1,14 @@
 """OpenTelemetry traces of the request path (``tracing.enabled``; off by default).
 
 One trace a request: a ``heshi.request`` span from the moment the gateway reads it to the
-moment it is recorded, and a child span per pipeline stage — ``admission``, ``guard.in``,
-``label`` (and ``guard.out``/``label.out`` on the way back), ``generate`` (from the call
+moment it is recorded, and a child span per pipeline stage — ``admission``, ``guard.in``
+(and ``guard.out``, ``label`` on the way back), ``generate`` (from the call
 to the last chunk, with a ``first_token`` event), one ``route.attempt`` per backend tried
 (retries and fallbacks included, with the backend and the outcome), and ``record``
-(ledger, settlement, audit). The request id is the trace id (``x-request-id: req_<trace
-id>``), so a log line or a ledger row leads to its trace; a W3C ``traceparent`` the
-client sends is continued, and the attempt's own is sent on to remote backends.
+(ledger, settlement, audit). The request id carries the trace id (``x-request-id:
+req_<trace id>_<span id>``), so a failure's log line or a ledger row leads to its trace;
+a W3C ``traceparent`` the client sends is continued, and the attempt's own is sent on to
+remote backends.
 
 Spans are batched and exported over OTLP/HTTP (``tracing.endpoint``) from a background
 thread. Disabled, every call here is a cheap no-op and no OpenTelemetry module is
@@ -62,7 +63,11 @@ class Tracing:
             ) from exc
         provider = TracerProvider(
             resource=Resource.create({"service.name": config.service_name}),
-            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+            # a client's "sampled" flag does not decide: the ratio does, for every trace
+            sampler=ParentBased(
+                TraceIdRatioBased(config.sample_ratio),
+                remote_parent_sampled=TraceIdRatioBased(config.sample_ratio),
+            ),
         )
         exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=config.export_timeout_s)
         # Small batches often: each export holds the interpreter while it encodes, so a
@@ -82,10 +87,16 @@ class Tracing:
     def enabled(self) -> bool:
         return self._tracer is not None
 
-    def shutdown(self) -> None:
-        """Export what is queued (bounded by the exporter's timeout) and stop."""
-        if self._provider is not None:
-            self._provider.shutdown()
+    def shutdown(self, wait_s: float = 5.0) -> None:
+        """Export what is queued and stop, waiting at most ``wait_s``: a collector that is
+        down must not hold the gateway's shutdown (the SDK itself waits up to 30 s)."""
+        if self._provider is None:
+            return
+        worker = threading.Thread(target=self._provider.shutdown, daemon=True)
+        worker.start()
+        worker.join(wait_s)
+        if worker.is_alive():
+            log.warning("trace export did not finish in %.0f s: the last spans are dropped", wait_s)
 
     # ------------------------------------------------------------------ a request
 
@@ -101,9 +112,11 @@ class Tracing:
             "heshi.request", context=parent, attributes={"heshi.endpoint": x.endpoint}
         )
         x.span = span
-        trace_id = span.get_span_context().trace_id
-        if trace_id:
-            x.request_id = f"req_{trace_id:032x}"
+        context = span.get_span_context()
+        if context.trace_id:
+            # The trace id alone would let a client choose the ledger's key (a traceparent
+            # repeated on every call of one trace): Heshi's own span id keeps it unique.
+            x.request_id = f"req_{context.trace_id:032x}_{context.span_id:016x}"
 
     @contextlib.contextmanager
     def stage(self, x: Exchange, name: str | None, **attributes: Any) -> Iterator[Any]:

@@ -40,11 +40,11 @@ def test_spans_per_stage_request_id_and_traceparent(tmp_path: Path, upstream: Fa
                 "POST", "/v1/chat/completions", json=chat | {"stream": True}, headers=parent
             ) as streamed:
                 streamed.read()
-            assert streamed.headers["x-request-id"] == f"req_{CLIENT_TRACE}"
+            assert streamed.headers["x-request-id"].startswith(f"req_{CLIENT_TRACE}_")
         # the app's shutdown exported the last batch
         wait_until(lambda: len(got.named("heshi.request")) >= 2, timeout=10, interval=0.05)
     request_id = plain.headers["x-request-id"]
-    trace_id = request_id.removeprefix("req_")
+    trace_id = request_id.removeprefix("req_").split("_")[0]
     assert len(trace_id) == 32 and trace_id != CLIENT_TRACE
     spans = [s for s in got.spans if s.trace_id.hex() == trace_id]
     names = {s.name for s in spans}
@@ -76,3 +76,36 @@ def test_tracing_is_off_by_default_and_imports_nothing(
         r = httpx.post(url + "/v1/chat/completions", json=chat, timeout=30)
         assert r.status_code == 200 and r.headers["x-request-id"].startswith("req_")
     assert all("traceparent" not in r.headers for r in upstream.state.requests)
+
+
+def test_a_repeated_traceparent_never_merges_ledger_rows(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """An instrumented client sends the same trace id on every call of one trace; each
+    call is still its own request id and its own ledger row (no metering bypass)."""
+    from sqlalchemy import func, select
+
+    from heshi.store.tables import usage_ledger
+
+    with otlp_collector() as (endpoint, _):
+        config = gateway_config(tmp_path / "home", upstream.base_url, open_mode=True)
+        config = config.model_copy(
+            update={"tracing": TracingConfig(enabled=True, endpoint=endpoint, sample_ratio=0)}
+        )
+        engines = {n: OpenAIHTTPEngine(n, b) for n, b in config.backends.items()}
+        gov = Governance(config)
+        app = create_app(config, engines, gov)  # type: ignore[arg-type]
+        parent = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}
+        chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            ids = {
+                client.post("/v1/chat/completions", json=chat, headers=parent).headers[
+                    "x-request-id"
+                ]
+                for _ in range(4)
+            }
+            assert gov.ledger.flush()
+            with gov.db.engine.connect() as conn:
+                rows = conn.execute(select(func.count()).select_from(usage_ledger)).scalar()
+    assert len(ids) == 4 and all(i.startswith(f"req_{CLIENT_TRACE}_") for i in ids)
+    assert rows == 4

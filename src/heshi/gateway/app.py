@@ -72,11 +72,12 @@ def create_app(
             for engine in gateway.engines.values():
                 await engine.start()
                 stack.push_async_callback(engine.close)
+            # unwound last: the ledger and the audit log are closed before spans export
+            stack.callback(gateway.tracing.shutdown, config.tracing.export_timeout_s)
             await gateway.gov.start()
             stack.push_async_callback(gateway.gov.close)
             gateway.state.start()
             stack.push_async_callback(gateway.state.close)
-            stack.callback(gateway.tracing.shutdown)  # the last spans exported
             await gateway.router.start()
             stack.push_async_callback(gateway.router.close)
             jobs.start()

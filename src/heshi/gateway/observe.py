@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -44,6 +45,8 @@ class StateCollector(Collector):
         self._config = config
         self._spent_tokens: dict[str, int] = {}
         self._spent_micro: dict[str, int] = {}
+        self._refreshed_at = 0.0  # unix time of the last spend refresh that worked
+        self._refresh_ok = True  # the last refresh reached the database
         self._task: asyncio.Task[None] | None = None
 
     def register(self, registry: CollectorRegistry) -> None:
@@ -119,8 +122,9 @@ class StateCollector(Collector):
             ("heshi_ledger_rejected_rows", "Usage rows the database refused.", stats.rejected),
             (
                 "heshi_database_up",
-                "1 while the ledger's database takes rows, 0 while it fails or stalls.",
-                1.0 if stats.healthy else 0.0,
+                "1 while the database takes ledger rows and answers the minutely spend "
+                "query, 0 while either fails or stalls (also when no requests arrive).",
+                1.0 if stats.healthy and self._refresh_ok else 0.0,
             ),
         ):
             yield GaugeMetricFamily(name, help_text, value=float(value))
@@ -151,6 +155,11 @@ class StateCollector(Collector):
                 tokens = self._spent_tokens.get(tenant, 0)
                 used.add_metric([tenant, "tokens"], tokens / settings.budget_tokens)
         yield from (spent_cny, spent_tokens, used)
+        yield GaugeMetricFamily(
+            "heshi_tenant_spend_refreshed_timestamp_seconds",
+            "When the tenant spend series were last read from the ledger (0: never).",
+            value=self._refreshed_at,
+        )
 
     # ------------------------------------------------------------------ spend
 
@@ -158,9 +167,15 @@ class StateCollector(Collector):
         """Lifetime spend per tenant from the ledger (blocking: call from a thread)."""
         from heshi.store.usage import spent_tokens
 
-        spent = spent_tokens(self._gov.db)
+        try:
+            spent = spent_tokens(self._gov.db)
+        except Exception:
+            self._refresh_ok = False
+            raise
         self._spent_tokens = dict(spent.by_tenant)
         self._spent_micro = dict(spent.cost_by_tenant)
+        self._refresh_ok = True
+        self._refreshed_at = time.time()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever(), name="heshi-metrics-spend")
