@@ -8,13 +8,13 @@ outage of the database is not an outage of the gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from heshi.errors import AuthenticationFailed, HeshiError, PermissionDenied
 from heshi.store.keys import ApiKey, KeyStore, hash_key
+from heshi.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,8 @@ class KeyAuthenticator:
 
     async def close(self) -> None:
         """Stop the background refresh."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel(task)
 
     @property
     def ready(self) -> bool:

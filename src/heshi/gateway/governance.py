@@ -32,6 +32,7 @@ from heshi.gateway.quota import (
 from heshi.store.db import Database
 from heshi.store.keys import MICRO, ApiKey, KeyStore
 from heshi.store.ledger import LedgerWriter, prune, spent_tokens
+from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.gateway")
 
@@ -123,10 +124,7 @@ class Governance:
 
     async def close(self) -> None:
         """Flush the ledger and release connections."""
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        await cancel(self._pruner)
         await self.auth.close()
         self.ledger.close()
         self.audit.close()

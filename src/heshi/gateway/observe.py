@@ -19,7 +19,6 @@ Series (all ``heshi_``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,8 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.gateway")
 
@@ -61,16 +62,11 @@ class StateCollector(Collector):
         yield from self._tenant_families()
 
     def _engine_families(self) -> Iterator[GaugeMetricFamily]:
-        slots = GaugeMetricFamily(
-            "heshi_engine_slots", "Parallel slots of each embedded model.", labels=["model"]
-        )
-        busy = GaugeMetricFamily(
-            "heshi_engine_slots_busy", "Slots decoding or prefilling now.", labels=["model"]
-        )
-        waiting = GaugeMetricFamily(
-            "heshi_engine_requests_waiting",
-            "Requests waiting for a free slot (the engine's queue).",
-            labels=["model"],
+        slots, busy, waiting = _gauges(
+            ["model"],
+            ("heshi_engine_slots", "Parallel slots of each embedded model."),
+            ("heshi_engine_slots_busy", "Slots decoding or prefilling now."),
+            ("heshi_engine_requests_waiting", "Requests waiting for a free slot (its queue)."),
         )
         for engine in self._engines.values():
             status = getattr(engine, "status", None)
@@ -94,13 +90,10 @@ class StateCollector(Collector):
             "1 for the circuit breaker state each backend is in (closed, open, half-open).",
             labels=["backend", "state"],
         )
-        in_flight = GaugeMetricFamily(
-            "heshi_backend_in_flight", "Requests at each backend now.", labels=["backend"]
-        )
-        failures = GaugeMetricFamily(
-            "heshi_backend_consecutive_failures",
-            "Failures since each backend's last success.",
-            labels=["backend"],
+        in_flight, failures = _gauges(
+            ["backend"],
+            ("heshi_backend_in_flight", "Requests at each backend now."),
+            ("heshi_backend_consecutive_failures", "Failures since each backend's last success."),
         )
         for name, status in self._router.status().items():
             for s in _STATES:
@@ -182,10 +175,7 @@ class StateCollector(Collector):
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -194,3 +184,8 @@ class StateCollector(Collector):
             except Exception as exc:  # a database outage: keep the last figures
                 log.warning("tenant spend for /metrics not refreshed: %s", exc)
             await asyncio.sleep(SPEND_REFRESH_SECONDS)
+
+
+def _gauges(labels: list[str], *specs: tuple[str, str]) -> list[GaugeMetricFamily]:
+    """Gauge families sharing ``labels``, one per (name, help)."""
+    return [GaugeMetricFamily(name, text, labels=labels) for name, text in specs]

@@ -14,7 +14,6 @@ broken, so is the process serving the probe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -24,6 +23,7 @@ from heshi.engines.base import Engine
 from heshi.engines.openai_http import OpenAIHTTPEngine
 from heshi.errors import UpstreamError
 from heshi.routing.breaker import Breaker
+from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.routing")
 Probe = Callable[[Engine], Awaitable[None]]
@@ -128,10 +128,7 @@ class HealthChecker:
     async def close(self) -> None:
         """Stop the loop and wait for it. Safe to call twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _loop(self) -> None:
         while True:
