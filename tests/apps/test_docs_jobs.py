@@ -158,6 +158,17 @@ def test_cancel_stops_the_waiting_files_and_bad_requests_are_refused(
         assert [f["status"] for f in done["data"]] == ["done", "cancelled", "cancelled"]
 
 
+def _invoice_job(
+    upstream: FakeUpstream, keys: KeyStore, store_db: Database
+) -> tuple[str, Any, DocJobStore, Any]:
+    """An upstream answering the invoice fields, a key of tenant acme, and an empty
+    invoice job of that key in the store (the raw key, the key, the store, the job)."""
+    upstream.state.reply = json.dumps(FIELDS)
+    mine, key = keys.create("acme", "docs")
+    jobs = DocJobStore(store_db)
+    return mine, key, jobs, jobs.create("acme", key.id, "", "invoice", ALIAS)
+
+
 def test_queued_and_abandoned_files_are_extracted_by_the_next_gateway(
     upstream: FakeUpstream,
     start_gateway: GatewayFactory,
@@ -165,10 +176,7 @@ def test_queued_and_abandoned_files_are_extracted_by_the_next_gateway(
     store_db: Database,
     home: Path,
 ) -> None:
-    upstream.state.reply = json.dumps(FIELDS)
-    mine, key = keys.create("acme", "docs")
-    jobs = DocJobStore(store_db)
-    job = jobs.create("acme", key.id, "", "invoice", ALIAS)
+    mine, key, jobs, job = _invoice_job(upstream, keys, store_db)
     waiting = jobs.add_file(job, "a.md", INVOICE.encode(), key.id)  # before any gateway ran
     dropped = jobs.add_file(job, "b.md", INVOICE.encode(), key.id)
     with store_db.begin() as conn:  # taken by a replica that died 20 minutes ago
@@ -264,10 +272,7 @@ def test_a_store_outage_does_not_stop_the_worker_and_retries_keep_their_ledger_r
     store_db: Database,
     home: Path,
 ) -> None:
-    upstream.state.reply = json.dumps(FIELDS)
-    mine, key = keys.create("acme", "docs")
-    jobs = DocJobStore(store_db)
-    job = jobs.create("acme", key.id, "", "invoice", ALIAS)
+    mine, key, jobs, job = _invoice_job(upstream, keys, store_db)
     first = jobs.add_file(job, "a.md", INVOICE.encode(), key.id)
     with store_db.begin() as conn:  # attempt 1 died half-way: it wrote its ledger row
         conn.execute(

@@ -13,8 +13,9 @@ from heshi import catalog
 from heshi.cli.main import app
 from heshi.plan.advice import smallest_change
 from heshi.plan.predict import predict
+from heshi.plan.presets import PRESETS
 from heshi.plan.quant import quant
-from heshi.plan.recommend import PRESETS, Request, recommend
+from heshi.plan.recommend import Request, recommend
 from heshi.plan.speed import Workload
 
 

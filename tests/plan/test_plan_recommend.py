@@ -17,7 +17,8 @@ from heshi.plan.advice import smallest_change
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.memory import Workload
 from heshi.plan.predict import predict
-from heshi.plan.recommend import PRESETS, Request, recommend
+from heshi.plan.presets import PRESETS
+from heshi.plan.recommend import Request, recommend
 
 
 def _request(hardware: str, concurrency: int = 50, context: int = 8192, **kw: object) -> Request:

@@ -123,7 +123,8 @@ def test_engines_refuse_what_they_cannot_run_on_ascend() -> None:
 
 
 def test_paged_engines_hold_the_typical_sequence_and_llamacpp_the_full_context() -> None:
-    from heshi.plan.recommend import PRESETS, Request, recommend
+    from heshi.plan.presets import PRESETS
+    from heshi.plan.recommend import Request, recommend
 
     req = Request(
         hardware=catalog.hardware("1x nvidia-t4-16gb"),
@@ -139,7 +140,8 @@ def test_paged_engines_hold_the_typical_sequence_and_llamacpp_the_full_context()
 
 
 def test_per_user_speed_pays_for_the_prompts_of_arriving_requests() -> None:
-    from heshi.plan.recommend import PRESETS, Request, recommend
+    from heshi.plan.presets import PRESETS
+    from heshi.plan.recommend import Request, recommend
 
     def best(users: int) -> float:
         req = Request(

@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from heshi.admin.tokens import Actor
-from heshi.plan.recommend import PRESETS
+from heshi.plan.presets import PRESETS
 
 
 class PlanQuery(BaseModel):

@@ -22,8 +22,9 @@ from heshi.plan.fit import resolve_row
 from heshi.plan.gguf import spec_from_gguf
 from heshi.plan.memory import KV_BYTES
 from heshi.plan.predict import ENGINES, predict
+from heshi.plan.presets import PRESETS
 from heshi.plan.quant import Quant, quant
-from heshi.plan.recommend import PRESETS, recommend
+from heshi.plan.recommend import recommend
 from heshi.plan.report import build_request, chosen, plan_json
 from heshi.plan.speed import Workload
 

@@ -1,11 +1,12 @@
-"""Fit the speed and memory coefficients on Qwen's published measurements.
+"""Fit the speed and memory coefficients on published measurements.
 
 ``python -m heshi.plan.fit`` reads ``heshi/plan/data/qwen_speed_calibration.csv`` (Qwen's
-speed-benchmark tables for Qwen2 and Qwen2.5 on A100 80GB, one source URL per row) and
-writes ``heshi/plan/data/calibration.json``. The fit is non-negative least squares on
-*relative* error, per engine and quantization group, so a 0.5 B model's rows weigh as
-much as a 72 B model's. ``benchmarks/plan_accuracy.py`` reports the error, in sample and
-leaving each model out of its own fit.
+speed-benchmark tables for Qwen2 and Qwen2.5 on A100 80GB, with peak memory) and
+``published_speed.csv`` (:mod:`heshi.plan.sources`), and writes
+``heshi/plan/data/calibration.json``. The fit is non-negative least squares on *relative*
+error (:mod:`heshi.plan.nnls`), per engine and quantization group on dense models, then
+the MoE stage (:mod:`heshi.plan.fit_moe`), so a 0.5 B model's rows weigh as much as a
+72 B model's. ``benchmarks/plan_accuracy.py`` reports the error, each source left out.
 
 How the published numbers are read (checked against the rows themselves):
 
@@ -19,7 +20,6 @@ How the published numbers are read (checked against the rows themselves):
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -33,6 +33,7 @@ import numpy as np
 from heshi import catalog
 from heshi.catalog import Hardware, ModelSpec
 from heshi.plan import sources
+from heshi.plan.fit_moe import fit_moe
 from heshi.plan.memory import (
     GIB,
     LEGACY_TRANSFORMERS,
@@ -40,16 +41,16 @@ from heshi.plan.memory import (
     memory_terms,
     weights_and_kv,
 )
+from heshi.plan.nnls import nonnegative_relative_fit
 from heshi.plan.quant import Quant, quant
 from heshi.plan.sources import Measurement
 from heshi.plan.speed import (
+    DENSE_FEATURES,
     FEATURES,
-    MOE_FEATURES,
     Placement,
     Workload,
-    _dense_entry,
     coefficients,
-    quant_class,
+    dense_entry,
     quant_group,
 )
 
@@ -119,41 +120,6 @@ def load_rows(path: Path | None = None) -> list[CalibrationRow]:
         return [resolve_row(raw) for raw in csv.DictReader(handle)]
 
 
-def nonnegative_relative_fit(
-    design: np.ndarray,
-    target: np.ndarray,
-    offset: np.ndarray | None = None,
-    lower: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """min Σ((o + X·x)/y − 1)² subject to x ≥ lower (default 0), by trying every support.
-
-    ``offset`` o is a known part of the target (e.g. weights, for memory). Returns the
-    coefficients and the in-sample MAPE (fraction).
-    """
-    floor = np.zeros(design.shape[1]) if lower is None else lower
-    known = (np.zeros(len(target)) if offset is None else offset) + design @ floor
-    scaled = design / target[:, None]
-    ones = 1 - known / target
-    best: tuple[float, np.ndarray] | None = None
-    columns = [j for j in range(design.shape[1]) if np.any(design[:, j])]
-    for size in range(1, len(columns) + 1):
-        for support in itertools.combinations(columns, size):
-            sub = scaled[:, support]
-            solution, *_ = np.linalg.lstsq(sub, ones, rcond=None)
-            if np.any(solution < 0):
-                continue
-            x = np.zeros(design.shape[1])
-            x[list(support)] = solution
-            residual = float(np.sum((scaled @ x - ones) ** 2))
-            if best is None or residual < best[0]:
-                best = (residual, x)
-    # No support with a non-negative solution: the known part and the floors already
-    # exceed the target, so nothing more is added.
-    x = np.zeros(design.shape[1]) if best is None else best[1]
-    return x + floor, float(np.mean(np.abs((known + design @ x) / target - 1)))
-
-
-_DENSE = [f for f in FEATURES if f not in MOE_FEATURES]
 # No engine beats the roofline: weights and the KV cache cost at least their peak-rate
 # time (coefficient ≥ 1), and prefill GEMMs reach at most 75% of the tensor peak (a bound,
 # not a fit: batch-1 rows with short prompts cannot separate prefill from fixed costs).
@@ -165,7 +131,7 @@ _SPEED_FLOOR = np.array(
         else 1.0
         if f in ("weight_reads", "kv_reads")
         else 0.0
-        for f in _DENSE
+        for f in DENSE_FEATURES
     ]
 )
 
@@ -219,7 +185,7 @@ def fit_dense(rows: Iterable[Measurement]) -> dict[str, dict[str, Any]]:
         if (engine, group) in rich:
             continue
         try:
-            base, used = _dense_entry(base_table, engine, group)
+            base, used = dense_entry(base_table, engine, group)
         except ValueError:  # nothing related to scale: the group's own rows decide
             out.setdefault(engine, {})[group] = _own_fit(members)
             continue
@@ -238,20 +204,20 @@ _KV_READ_FIXED = 1 / 0.8
 
 def _own_fit(members: Sequence[Measurement]) -> dict[str, Any]:
     seconds = np.array([m.seconds for m in members])
-    design = _matrix(members, _DENSE)
+    design = _matrix(members, DENSE_FEATURES)
     floor = _SPEED_FLOOR.copy()
     offset = None
     if not members[0].engine.startswith("transformers"):
-        kv = _DENSE.index("kv_reads")
+        kv = DENSE_FEATURES.index("kv_reads")
         offset = design[:, kv] * _KV_READ_FIXED
         design = design.copy()
         design[:, kv] = 0.0
         floor[kv] = 0.0
     x, mape = nonnegative_relative_fit(design, seconds, offset, lower=floor)
     if offset is not None:
-        x[_DENSE.index("kv_reads")] = _KV_READ_FIXED
+        x[DENSE_FEATURES.index("kv_reads")] = _KV_READ_FIXED
     return {
-        "values": {f: float(v) for f, v in zip(_DENSE, x, strict=True)},
+        "values": {f: float(v) for f, v in zip(DENSE_FEATURES, x, strict=True)},
         "rows": len(members),
         "sources": sorted({m.source for m in members}),
         "mape": round(mape, 4),
@@ -261,10 +227,12 @@ def _own_fit(members: Sequence[Measurement]) -> dict[str, Any]:
 def _scaled_fit(members: Sequence[Measurement], base: dict[str, Any], used: str) -> dict[str, Any]:
     """``base``'s coefficients times the one factor that best fits ``members``."""
     values = base["values"]
-    predicted = np.array([sum(values.get(f, 0.0) * m.terms()[f] for f in _DENSE) for m in members])
+    predicted = np.array(
+        [sum(values.get(f, 0.0) * m.terms()[f] for f in DENSE_FEATURES) for m in members]
+    )
     ratio = predicted / np.array([m.seconds for m in members])
     k = float(np.sum(ratio) / np.sum(ratio**2))  # least squares of k·ratio − 1
-    floors = dict(zip(_DENSE, _SPEED_FLOOR, strict=True))
+    floors = dict(zip(DENSE_FEATURES, _SPEED_FLOOR, strict=True))
     return {
         "values": {f: max(v * k, floors.get(f, 0.0)) for f, v in values.items()},
         "rows": len(members),
@@ -273,79 +241,6 @@ def _scaled_fit(members: Sequence[Measurement], base: dict[str, Any], used: str)
         "scaled_from": used,
         "scale": round(k, 4),
     }
-
-
-def _moe_parts(
-    dense: dict[str, Any], rows: Sequence[Measurement]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For MoE rows: time from the dense terms, the expert-read time at the dense weight
-    coefficient, the expert-loop term, and the published seconds."""
-    known, design, floor = [], [], []
-    for m in rows:
-        entry, _ = _dense_entry(dense, m.engine, quant_group(m.q))
-        values = entry["values"]
-        terms = m.terms()
-        known.append(sum(values.get(f, 0.0) * terms[f] for f in _DENSE))
-        b = values.get("weight_reads", 1.0)
-        design.append([b * terms["expert_reads"], terms["expert_steps"], terms["seq_steps"]])
-        floor.append(1.0 / b)  # expert kernels do not beat peak bandwidth either
-    return np.array(known), np.array(design), np.array(floor), np.array([m.seconds for m in rows])
-
-
-_MOE_GROUP_ROWS = 4  # fewer MoE rows than this for an engine × group: use the pooled fit
-_MOE_FIT_USABLE = 0.5  # a MoE fit that misses its own rows by more than this is not used
-
-
-def _loops_experts(engine: str) -> bool:
-    """``transformers`` runs a MoE's experts one after another in Python."""
-    return engine.startswith("transformers")
-
-
-def _fit_moe_factor(dense: dict[str, Any], rows: Sequence[Measurement]) -> dict[str, Any]:
-    known, design, floor, seconds = _moe_parts(dense, rows)
-    if not all(_loops_experts(m.engine) for m in rows):
-        design[:, 1] = 0.0  # serving engines run fused MoE kernels: no per-expert loop
-    lower = np.array([float(floor.max()), 0.0, 0.0])
-    x, mape = nonnegative_relative_fit(design, seconds, known, lower=lower)
-    return {
-        "expert_factor": float(x[0]),
-        "expert_steps": float(x[1]),
-        "routing_seq_steps": float(x[2]),  # each token's routing and permutation
-        "rows": len(rows),
-        "sources": sorted({m.source for m in rows}),
-        "mape": round(mape, 4),
-    }
-
-
-def fit_moe(dense: dict[str, Any], rows: Iterable[Measurement]) -> dict[str, Any]:
-    """How much slower than the dense weight reads a MoE's expert reads run: per engine and
-    quantization group with ≥ 4 measurements, pooled per kind of quantization, and over
-    all; each on top of the dense coefficients the same engine and group use."""
-    moe = [m for m in rows if m.arch == "moe"]
-    groups: dict[str, dict[str, Any]] = {}
-    by_group: dict[tuple[str, str], list[Measurement]] = {}
-    by_class: dict[str, list[Measurement]] = {}
-    for m in moe:
-        by_group.setdefault(m.group[:2], []).append(m)
-        if not _loops_experts(m.engine):  # pooled: serving engines' fused kernels only
-            by_class.setdefault(quant_class(m.q), []).append(m)
-    for (engine, group), members in sorted(by_group.items()):
-        if len(members) >= _MOE_GROUP_ROWS:
-            fitted = _fit_moe_factor(dense, members)
-            if fitted["mape"] <= _MOE_FIT_USABLE:
-                groups.setdefault(engine, {})[group] = fitted
-    pooled = {}
-    for kind, members in sorted(by_class.items()):
-        fitted = _fit_moe_factor(dense, members)
-        if fitted["mape"] <= _MOE_FIT_USABLE:
-            pooled[kind] = fitted
-    serving = [m for m in moe if not _loops_experts(m.engine)]
-    pooled["all"] = (
-        _fit_moe_factor(dense, serving)
-        if serving
-        else {"expert_factor": 1.0, "expert_steps": 0.0, "rows": 0}
-    )
-    return {"groups": groups, "pooled": pooled}
 
 
 def fit_calibration(

@@ -19,12 +19,14 @@ then the cheaper deployment.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from importlib import resources
 
 from heshi.catalog import ModelSpec
+from heshi.errors import InvalidRequest
 
 RANK_BY = "mmlu_redux"
 # Models with no non-thinking mode: every answer starts with a long chain of thought
@@ -115,3 +117,27 @@ def generation(spec: ModelSpec) -> date | None:
 def mode_for(workload: str) -> str:
     """The mode a workload runs Qwen3-style hybrid models in."""
     return "thinking" if workload == "reasoning" else "non-thinking"
+
+
+_METRIC_ALIASES = {"c_eval": "ceval", "mmluredux": "mmlu_redux", "mmlupro": "mmlu_pro",
+                   "math_500": "math500", "arenahard": "arena_hard"}  # fmt: skip
+
+
+def parse_quality(text: str | None) -> tuple[str, float] | None:
+    """``"ceval=75"`` → ("ceval", 75.0); ``mmlu-redux=85`` → ("mmlu_redux", 85.0)."""
+    if not text:
+        return None
+    metric, sep, value = text.partition("=")
+    metric = metric.strip().lower().replace("-", "_")
+    metric = _METRIC_ALIASES.get(metric, metric)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or metric not in BENCHMARKS or not 0 <= number <= 100:
+        raise InvalidRequest(
+            f"--min-quality 格式为 指标=分数 / --min-quality takes METRIC=SCORE, METRIC one of "
+            f"{', '.join(BENCHMARKS)} and SCORE 0–100 (e.g. ceval=75), got {text!r}",
+            param="min_quality",
+        )
+    return metric, number

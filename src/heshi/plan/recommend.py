@@ -33,44 +33,9 @@ from heshi.plan.memory import (
     state_bytes_per_sequence,
 )
 from heshi.plan.predict import Prediction, predict
+from heshi.plan.presets import Preset
 from heshi.plan.quant import QUANTS, Quant, quant
 
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    input_tokens: int  # typical prompt, retrieved context included
-    output_tokens: int  # typical answer
-    context: int  # default --context
-    # The service level the workload implies: tokens/s each user needs, and the p95 time
-    # to the first token (both 0: no floor). See docs/plan.md for where they come from.
-    min_tokens_per_s: float = 0.0
-    ttft_p95_s: float = 0.0
-    # the start every request shares (system prompt, instructions, a schema): an engine
-    # with a prefix cache prefills it once, not per request
-    shared_prefix_tokens: int = 0
-
-
-# Token profiles: what each kind of traffic typically sends and receives, and the service
-# level it needs. Chat is read as it streams: silent reading of Chinese runs at about 260
-# characters a minute (Brysbaert 2019 for English; Chinese reading studies put it at
-# 250–300 characters/min), ~3–5 Qwen tokens/s, so 8 tokens/s stays ahead of the reader
-# with a margin; 3 s to the first token is what a chat user waits before it feels broken.
-# Extraction is not read as it streams: 3 tokens/s finishes a 600-token record in ~3 min.
-PRESETS = {
-    p.name: p
-    for p in (
-        Preset("customer-service", "客服问答：知识库片段 + 多轮对话，短回答", 1500, 250, 8192,
-               min_tokens_per_s=8.0, ttft_p95_s=3.0, shared_prefix_tokens=400),
-        Preset("document-extraction", "文档抽取：长文档输入，结构化短输出", 6000, 600, 16384,
-               min_tokens_per_s=3.0, ttft_p95_s=60.0, shared_prefix_tokens=300),
-        Preset("reasoning", "推理：短问题，长思维链输出", 600, 4000, 16384,
-               min_tokens_per_s=10.0, ttft_p95_s=5.0),
-        Preset("code", "代码助手：代码上下文输入，中等长度输出", 3000, 800, 16384,
-               min_tokens_per_s=10.0, ttft_p95_s=3.0, shared_prefix_tokens=200),
-    )
-}  # fmt: skip
 SERVING_ENGINES = ("vllm", "sglang", "lmdeploy", "mindie", "vllm-ascend", "llamacpp")
 _GGUF_DEFAULTS = ("Q4_K_M", "Q8_0")  # llama.cpp can convert any supported dense model
 _REJECTED_SHOWN = 6  # the next-larger models that did not fit, smallest first
@@ -178,30 +143,6 @@ class Request:
         return (
             self.preset.min_tokens_per_s if self.min_tokens_per_s is None else self.min_tokens_per_s
         )
-
-
-_METRIC_ALIASES = {"c_eval": "ceval", "mmluredux": "mmlu_redux", "mmlupro": "mmlu_pro",
-                   "math_500": "math500", "arenahard": "arena_hard"}  # fmt: skip
-
-
-def parse_quality(text: str | None) -> tuple[str, float] | None:
-    """``"ceval=75"`` → ("ceval", 75.0); ``mmlu-redux=85`` → ("mmlu_redux", 85.0)."""
-    if not text:
-        return None
-    metric, sep, value = text.partition("=")
-    metric = metric.strip().lower().replace("-", "_")
-    metric = _METRIC_ALIASES.get(metric, metric)
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not sep or metric not in scores.BENCHMARKS or not 0 <= number <= 100:
-        raise InvalidRequest(
-            f"--min-quality 格式为 指标=分数 / --min-quality takes METRIC=SCORE, METRIC one of "
-            f"{', '.join(scores.BENCHMARKS)} and SCORE 0–100 (e.g. ceval=75), got {text!r}",
-            param="min_quality",
-        )
-    return metric, number
 
 
 def _tp_degrees(spec: ModelSpec, devices: int) -> list[int]:

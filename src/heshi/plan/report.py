@@ -12,7 +12,9 @@ from heshi.errors import InvalidRequest
 from heshi.plan import resolve_hardware
 from heshi.plan.advice import smallest_change
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
-from heshi.plan.recommend import PRESETS, Option, Request, parse_quality, recommend
+from heshi.plan.presets import PRESETS
+from heshi.plan.quality import parse_quality
+from heshi.plan.recommend import Option, Request, recommend
 
 
 def build_request(

@@ -65,11 +65,9 @@ FEATURES = (
     "request",
     "expert_steps",
 )
-MOE_FEATURES = ("expert_reads", "expert_steps")
-PREFILL_FEATURES = (
-    "prefill",
-    "request",
-)  # what happens before the first token  # fitted on MoE measurements only
+MOE_FEATURES = ("expert_reads", "expert_steps")  # fitted on MoE measurements only
+PREFILL_FEATURES = ("prefill", "request")  # what happens before the first token
+DENSE_FEATURES = tuple(f for f in FEATURES if f not in MOE_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,7 @@ def _chains(engine: str, group: str) -> tuple[list[str], list[str]]:
     return engines, groups
 
 
-def _dense_entry(table: dict[str, Any], engine: str, group: str) -> tuple[dict[str, Any], str]:
+def dense_entry(table: dict[str, Any], engine: str, group: str) -> tuple[dict[str, Any], str]:
     """The dense fit for ``engine`` × ``group``: the engine's own, else a borrowed one."""
     engines, groups = _chains(engine, group)
     for g in groups:  # the right kernels on a related engine beat the wrong kernels
@@ -209,7 +207,7 @@ def coefficients(
     benchmark's cross-validation), else the shipped one."""
     cal = cal or calibration()
     group = quant_group(q)
-    entry, used = _dense_entry(cal["speed"], engine, group)
+    entry, used = dense_entry(cal["speed"], engine, group)
     values = {f: v for f, v in entry["values"].items() if f not in MOE_FEATURES}
     values["expert_reads"] = values.get("weight_reads", 1.0)
     borrowed = None if used == f"{engine}/{group}" else used
