@@ -73,14 +73,18 @@ def gateway_config(
     """A gateway serving only the fake upstream, as ``qwen`` and ``qwen-max``.
 
     Health checks run once at start (then hourly), so a test decides when a backend
-    looks down; the ledger flushes every 50 ms.
+    looks down; the ledger flushes every 50 ms. The connect timeout is generous: the
+    gateway, the upstream and the client share one process, and on a loaded CI machine a
+    stall under a 200-way burst once held the loops past a 2 s connect timeout (every
+    admitted request became a 504; cause not reproduced here). No test here needs a short
+    one: a stopped upstream refuses connections at once.
     """
     return HeshiConfig(
         home=home,
         engine=LocalEngineConfig(enabled=False),
         backends={
             "up": BackendConfig(
-                base_url=base_url, models=[UPSTREAM_MODEL], timeout=timeout, connect_timeout=2
+                base_url=base_url, models=[UPSTREAM_MODEL], timeout=timeout, connect_timeout=15
             )
         },
         aliases={

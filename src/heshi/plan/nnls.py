@@ -7,6 +7,8 @@ import itertools
 
 import numpy as np
 
+_TIE = 1e-7  # relative: residual differences below this are rounding
+
 
 def nonnegative_relative_fit(
     design: np.ndarray,
@@ -34,7 +36,10 @@ def nonnegative_relative_fit(
             x = np.zeros(design.shape[1])
             x[list(support)] = solution
             residual = float(np.sum((scaled @ x - ones) ** 2))
-            if best is None or residual < best[0]:
+            # A larger support must fit better by more than rounding: where two explain
+            # the data equally (collinear columns), the smaller one wins on every machine
+            # (BLAS builds round differently, and a tie went either way).
+            if best is None or residual < best[0] * (1 - _TIE) - 1e-15:
                 best = (residual, x)
     # No support with a non-negative solution: the known part and the floors already
     # exceed the target, so nothing more is added.
