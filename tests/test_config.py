@@ -86,3 +86,27 @@ def test_example_file_routes_resolve(tmp_path: Path) -> None:
     assert router.plan("auto", {"messages": [{"role": "user", "content": "你好"}]}).resolved == (
         cfg.engine.name
     )
+
+
+def test_store_urls_can_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Secret holds the URLs with their passwords; heshi.yaml only names the variables."""
+    path = tmp_path / "heshi.yaml"
+    path.write_text("store:\n  url_env: DB_URL\n  redis_url_env: QUOTA_REDIS\n", "utf-8")
+    config = load_config(path)
+    monkeypatch.delenv("DB_URL", raising=False)
+    monkeypatch.delenv("QUOTA_REDIS", raising=False)
+    with pytest.raises(ConfigError, match="DB_URL"):
+        config.store.sql_url(config.home)
+    with pytest.raises(ConfigError, match="QUOTA_REDIS"):
+        config.store.redis_address()
+    monkeypatch.setenv("DB_URL", "postgresql+psycopg://heshi:s3cret@db:5432/heshi")
+    monkeypatch.setenv("QUOTA_REDIS", "redis://:s3cret@redis:6379/0")
+    assert config.store.sql_url(config.home) == "postgresql+psycopg://heshi:s3cret@db:5432/heshi"
+    assert config.store.redis_address() == "redis://:s3cret@redis:6379/0"
+    assert "s3cret" not in path.read_text("utf-8")
+    both = tmp_path / "both.yaml"
+    both.write_text("store:\n  redis_url: redis://r:6379/0\n  redis_url_env: QUOTA_REDIS\n")
+    with pytest.raises(ConfigError, match="redis_url_env"):
+        load_config(both)

@@ -103,8 +103,11 @@ def test_compose_runs_replicas_on_shared_state_with_secrets_not_inline() -> None
     assert set(heshi["secrets"]) == {"admin_token", "postgres_password"}
     assert all("file" in s for s in compose["secrets"].values())  # never a literal value
     assert "gpu" in services["vllm"]["profiles"]
-    for item in compose["configs"].values():
-        assert (DEPLOY / item["file"]).exists(), item
+    for service in services.values():  # bind-mounted files exist and are read-only
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                source, _, rest = volume.partition(":")
+                assert (DEPLOY / source).is_file() and rest.endswith(":ro"), volume
     for item in compose["secrets"].values():
         assert item["file"].startswith("./secrets/")
     text = (DEPLOY / "compose.yaml").read_text("utf-8")

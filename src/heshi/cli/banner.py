@@ -24,7 +24,7 @@ def banner(config: HeshiConfig, app: Starlette) -> list[str]:
     lines.append("  模型 models: " + (", ".join(models) or "(none)"))
     lines.append("  认证 auth:   " + _auth(config, gateway))
     store = make_url(config.store.sql_url(config.home)).render_as_string(hide_password=True)
-    redis = " + Redis (shared quotas)" if config.store.redis_url else ""
+    redis = " + Redis (shared quotas)" if config.store.redis_address() else ""
     lines.append(f"  存储 store:  {store}{redis}")
     lines.append("  防护 guard:  " + _guard(config))
     aigc = "on (显式 explicit " + config.aigc.explicit + ")" if config.aigc.enabled else "off"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -17,6 +18,7 @@ from heshi.cli.reporting import reporting_errors
 from heshi.errors import HeshiError, InvalidRequest
 from heshi.plan import resolve_hardware
 from heshi.plan.advice import smallest_change
+from heshi.plan.containers import TARGETS, render
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.fit import resolve_row
 from heshi.plan.gguf import spec_from_gguf
@@ -76,7 +78,12 @@ def plan(
     ] = None,
     emit: Annotated[
         str | None,
-        typer.Option("--emit", help=f"{' | '.join(EMITTERS)}: launch command of the best fit"),
+        typer.Option(
+            "--emit",
+            help=f"{' | '.join(EMITTERS)}: launch command of the best fit; compose | helm: "
+            "its backend services for deploy/compose.yaml or values for deploy/helm/heshi "
+            "(only the YAML goes to stdout) / 启动命令或容器编排",
+        ),
     ] = None,
     kv_cache: Annotated[
         str,
@@ -108,6 +115,11 @@ def plan(
         ranked, rejected = recommend(req)
         change = None if ranked else smallest_change(req, rejected)
         best = chosen(ranked, emit)
+        if best is not None and emit in TARGETS:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout: the YAML alone
+                print_plan(req, ranked[:top], rejected, change)
+            typer.echo(render(emit, best, req.context, concurrency), nl=False)
+            return
         print_plan(req, ranked[:top], rejected, change)
         if best is not None and emit:
             typer.echo(f"\n# {emit}: {best.spec.id} {best.q.name}, {best.hardware}")

@@ -122,6 +122,8 @@ def check_environment(config: HeshiConfig) -> None:
 
     for name, backend in config.backends.items():
         OpenAIHTTPEngine(name, backend).api_key()
+    config.store.sql_url(config.home)
+    config.store.redis_address()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

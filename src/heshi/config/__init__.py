@@ -99,6 +99,10 @@ class StoreConfig(Strict):
 
     url: str | None = None  # SQLAlchemy URL; None = sqlite file heshi.db under ``home``
     redis_url: str | None = None  # set when several gateway replicas share quotas
+    # Or the name of an environment variable holding that URL (with its password), so a
+    # Kubernetes Secret or Docker secret provides it and heshi.yaml holds no credentials.
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    redis_url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # Namespace of Heshi's Redis keys (``<prefix>:quota:…``); for Redis Cluster use a hash
     # tag such as "{heshi}" so one admission script's keys share a slot.
     redis_prefix: str = Field(default="heshi", pattern=r"^[!-~]{1,64}$")
@@ -117,9 +121,38 @@ class StoreConfig(Strict):
     statement_timeout_seconds: float = Field(default=15.0, gt=0)
     key_refresh_seconds: float = Field(default=5.0, gt=0)  # key cache reload period
 
+    @model_validator(mode="after")
+    def _one_source_each(self) -> StoreConfig:
+        for plain, env in (("url", "url_env"), ("redis_url", "redis_url_env")):
+            if getattr(self, plain) is not None and getattr(self, env) is not None:
+                raise ValueError(
+                    f"store.{plain} 与 store.{env} 只能设一个 / set store.{plain} or "
+                    f"store.{env}, not both"
+                )
+        return self
+
     def sql_url(self, home: Path) -> str:
-        """The effective SQLAlchemy URL."""
+        """The effective SQLAlchemy URL (``url_env`` read now; ConfigError when unset)."""
+        if self.url_env is not None:
+            return _from_env(self.url_env, "store.url_env")
         return self.url or f"sqlite:///{home / 'heshi.db'}"
+
+    def redis_address(self) -> str | None:
+        """The Redis URL, from ``redis_url`` or the variable ``redis_url_env`` names
+        (ConfigError when that is unset); None: no Redis (quotas in this process)."""
+        if self.redis_url_env is not None:
+            return _from_env(self.redis_url_env, "store.redis_url_env")
+        return self.redis_url
+
+
+def _from_env(name: str, field: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(
+            f"{field} 指定的环境变量 {name} 未设置 / environment variable {name} "
+            f"({field}) is not set"
+        )
+    return value
 
 
 class AuthConfig(Strict):

@@ -52,7 +52,7 @@ class Governance:
         self.auth = KeyAuthenticator(
             self.keys, refresh_seconds=store.key_refresh_seconds, open_mode=config.auth.open
         )
-        self.admission: Admission = make_admission(store.redis_url, prefix=store.redis_prefix)
+        self.admission: Admission = make_admission(store.redis_address(), prefix=store.redis_prefix)
         self._admission_down = False  # Redis unreachable at the last admission call
         self.ledger = LedgerWriter(
             self.db,
@@ -201,7 +201,7 @@ class Governance:
 
     def admission_status(self) -> dict[str, Any]:
         """For ``/healthz``: where counters live and whether that store answered last time."""
-        store = "redis" if self.config.store.redis_url else "memory"
+        store = "redis" if self.config.store.redis_address() else "memory"
         return {
             "store": store,
             "reachable": not self._admission_down,

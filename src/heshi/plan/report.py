@@ -11,6 +11,7 @@ from heshi import catalog
 from heshi.errors import InvalidRequest
 from heshi.plan import resolve_hardware
 from heshi.plan.advice import smallest_change
+from heshi.plan.containers import TARGETS, container_choice, render
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
 from heshi.plan.presets import PRESETS
 from heshi.plan.quality import parse_quality
@@ -80,9 +81,11 @@ def chosen(ranked: list[Option], emit: str | None) -> Option | None:
     """The best feasible option on engine ``emit`` (None without ``emit``)."""
     if not emit:
         return None
+    if emit in TARGETS:
+        return container_choice(ranked)
     if emit not in EMITTERS:
         raise InvalidRequest(
-            f"--emit 的取值 / --emit takes one of {', '.join(EMITTERS)}, got {emit!r}",
+            f"--emit 的取值 / --emit takes one of {', '.join((*EMITTERS, *TARGETS))}, got {emit!r}",
             param="emit",
         )
     for option in ranked:
@@ -111,7 +114,10 @@ def plan_json(req: Request, top: int = 10, emit: str | None = None) -> dict[str,
         "rejected": [o.as_json() for o in rejected],
         "smallest_change": change,
     }
-    if best is not None and emit:
+    if best is not None and emit in TARGETS:
+        payload["emitted"] = {"engine": best.engine, "model": best.spec.id, "quant": best.q.name}
+        payload[emit] = render(emit, best, req.context, req.concurrency)
+    elif best is not None and emit:
         payload["launch"] = launch(best, emit, req.context, req.concurrency)
         payload["heshi_yaml"] = heshi_backend(best, emit)
     return payload

@@ -1,0 +1,293 @@
+"""The planner's choice as containers: Docker Compose services (``--emit compose``) or
+values for the Helm chart ``deploy/helm/heshi`` (``--emit helm``).
+
+The best feasible option on an engine with a published image is taken: vLLM or SGLang
+on NVIDIA GPUs, vLLM-Ascend on Ascend NPUs, and on CPU nodes Heshi's own embedded
+llama.cpp engine (the ``heshi`` image serving one GGUF). MindIE and LMDeploy are left
+to ``--emit mindie|lmdeploy`` (MindIE is configured by editing a file inside its image).
+Each backend gets the devices, tensor-parallel size, memory and health check the plan
+chose; data-parallel copies become several services (Compose) or replicas (Helm).
+
+Image tags are pinned to releases named in the engines' own documentation; the
+calibration's measurements came from engines of that age or older.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from heshi.errors import InvalidRequest
+from heshi.hub.names import lookup
+from heshi.plan.emit import _PORTS, DEVICES_PER_NODE, _context, _repo
+from heshi.plan.recommend import Option
+
+TARGETS = ("compose", "helm")
+IMAGES = {
+    "vllm": "vllm/vllm-openai:v0.28.0",
+    "sglang": "lmsysorg/sglang:v0.5.18",
+    # the Atlas A2 image of docs.vllm.ai/projects/ascend/zh-cn/latest/getting_started/
+    # quick_start.html
+    "vllm-ascend": "quay.io/ascend/vllm-ascend:v0.23.0",
+}
+# vLLM's docs list compute capability 7.0 (V100) up to 0.20; later releases need 7.5
+VLLM_SM70_IMAGE = "vllm/vllm-openai:v0.20.0"
+HESHI_IMAGE = "heshi:0.1.0"  # built from the repository's Dockerfile
+_ASCEND_DEVICES = ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
+# the host's driver, as vLLM-Ascend's quick start mounts it into the container
+_ASCEND_MOUNTS = [
+    "/usr/local/dcmi:/usr/local/dcmi",
+    "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi",
+    "/usr/local/Ascend/driver/lib64/:/usr/local/Ascend/driver/lib64/",
+    "/usr/local/Ascend/driver/version.info:/usr/local/Ascend/driver/version.info",
+    "/etc/ascend_install.info:/etc/ascend_install.info",
+]
+_HESHI_PORT = 8000
+# the engines fetch weights from ModelScope (reachable in China) instead of Hugging Face
+_MODELSCOPE = [
+    {"name": "VLLM_USE_MODELSCOPE", "value": "true"},
+    {"name": "SGLANG_USE_MODELSCOPE", "value": "true"},
+]
+
+
+def containerized(option: Option) -> bool:
+    """Whether ``option`` runs on an engine this module writes services for."""
+    kind, vendor = option.hardware.device.kind, option.hardware.device.vendor
+    if option.tensor_parallel > DEVICES_PER_NODE:
+        return False  # several nodes: Ray or SGLang's multi-node launch, not one service
+    if option.engine in ("vllm", "sglang"):
+        return kind == "gpu" and vendor == "NVIDIA"
+    if option.engine == "vllm-ascend":
+        return vendor == "Huawei" and kind == "npu"
+    return option.engine == "llamacpp" and kind == "cpu" and _short_name(option) is not None
+
+
+def container_choice(ranked: list[Option]) -> Option:
+    """The best feasible option that runs in a container here (InvalidRequest if none)."""
+    for option in ranked:
+        if option.feasible and containerized(option):
+            return option
+    if not any(option.feasible for option in ranked):
+        raise InvalidRequest(
+            "没有可行配置，见上表 / no configuration is feasible here (see the table above)",
+            param="emit",
+        )
+    raise InvalidRequest(
+        "没有可容器化部署的可行配置（vLLM/SGLang 于 NVIDIA GPU，vLLM-Ascend 于昇腾，"
+        "CPU 上的内置引擎）/ no feasible configuration runs in a container here (vLLM or "
+        "SGLang on NVIDIA GPUs, vLLM-Ascend on Ascend, the embedded engine on CPUs); "
+        "--emit mindie|lmdeploy|llamacpp prints launch commands instead",
+        param="emit",
+    )
+
+
+def _short_name(option: Option) -> str | None:
+    """The ``heshi models`` short name of the option's GGUF (e.g. ``qwen3:8b-q4_k_m``)."""
+    stem = option.spec.name.lower().removesuffix("-instruct")
+    family, _, size = stem.rpartition("-")
+    name = f"{family}:{size}-{option.q.name.lower()}"
+    return name if lookup(name) is not None else None
+
+
+def _service_name(option: Option) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"{option.engine}-{option.spec.name}".lower()).strip("-")
+
+
+def _port(option: Option) -> int:
+    return _HESHI_PORT if option.engine == "llamacpp" else _PORTS[option.engine]
+
+
+def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], list[str]]:
+    """(command, args) of one copy, listening on all interfaces."""
+    share = -(-concurrency // option.replicas)
+    slots = max(1, min(share, option.max_sequences or share))
+    ctx = str(_context(option, context))
+    port = str(_port(option))
+    if option.engine in ("vllm", "vllm-ascend"):
+        args = [_repo(option), "--served-model-name", option.spec.id]
+        args += ["--tensor-parallel-size", str(option.tensor_parallel), "--max-model-len", ctx]
+        args += ["--max-num-seqs", str(slots), "--gpu-memory-utilization", "0.9"]
+        if option.engine == "vllm" and not option.hardware.device.has("bf16"):
+            args += ["--dtype", "float16"]
+        return ["vllm", "serve"], [*args, "--host", "0.0.0.0", "--port", port]
+    if option.engine == "sglang":
+        args = ["--model-path", _repo(option), "--served-model-name", option.spec.id]
+        args += ["--tp", str(option.tensor_parallel), "--context-length", ctx]
+        args += ["--max-running-requests", str(share), "--mem-fraction-static", "0.88"]
+        args += ["--host", "0.0.0.0", "--port", port]
+        return ["python3", "-m", "sglang.launch_server"], args
+    args = ["serve", "--open", "--host", "0.0.0.0", "--port", port]
+    args += ["--model", str(_short_name(option)), "--name", option.spec.id]
+    args += ["--parallel", str(slots), "--ctx", ctx]
+    return ["heshi"], args
+
+
+def _health(option: Option) -> str:
+    return "/healthz" if option.engine == "llamacpp" else "/health"
+
+
+def _image(option: Option) -> str:
+    if option.engine == "llamacpp":
+        return HESHI_IMAGE
+    if option.engine == "vllm" and option.hardware.device.arch == "sm70":
+        return VLLM_SM70_IMAGE
+    return IMAGES[option.engine]
+
+
+def _gib(value: float) -> int:
+    return max(1, int(-(-value // 1)))
+
+
+def _host_memory_gib(option: Option) -> int:
+    """Memory the container needs on the host: the weights pass through it while loading
+    (GPU engines), or live in it (the CPU engine) with the KV cache."""
+    p = option.prediction
+    if option.hardware.device.kind == "cpu":
+        return _gib(p.required_memory_gb * 1.1 + 1)
+    return max(16, _gib(p.weights_gb * 1.2 + 4))
+
+
+def _heshi_block(option: Option, hosts: list[str]) -> dict[str, Any]:
+    """heshi.yaml's backends (one per copy) and the public name routed to them."""
+    upstream = option.spec.id
+    public = option.spec.name.lower()
+    port = _port(option)
+    backends = {
+        host: {"base_url": f"http://{host}:{port}/v1", "models": [upstream], "timeout": 300}
+        for host in hosts
+    }
+    if len(hosts) == 1:
+        alias = {"backend": hosts[0], "model": upstream}
+        return {"backends": backends, "aliases": {public: alias}}
+    targets = [{"backend": h, "model": upstream} for h in hosts]
+    return {
+        "backends": backends,
+        "routing": {"routes": {public: {"targets": targets, "balance": "least-busy"}}},
+    }
+
+
+def compose(option: Option, context: int, concurrency: int) -> str:
+    """A Compose file of the backend services, to use beside ``deploy/compose.yaml``;
+    its ``x-heshi-yaml`` block goes into the gateways' heshi.yaml."""
+    command, args = _argv(option, context, concurrency)
+    name = _service_name(option)
+    hosts = [name] if option.replicas == 1 else [f"{name}-{i}" for i in range(option.replicas)]
+    port = _port(option)
+    services: dict[str, Any] = {}
+    tp = option.tensor_parallel
+    for i, host in enumerate(hosts):
+        devices = [str(d) for d in range(i * tp, (i + 1) * tp)]
+        service: dict[str, Any] = {
+            "image": _image(option),
+            "entrypoint": command,
+            "command": args,
+            "healthcheck": {
+                "test": [
+                    "CMD",
+                    "python3",
+                    "-c",
+                    "import urllib.request; urllib.request."
+                    f"urlopen('http://127.0.0.1:{port}{_health(option)}', timeout=4)",
+                ],
+                "interval": "15s",
+                "timeout": "5s",
+                "start_period": "1800s" if option.engine != "llamacpp" else "600s",
+                "retries": 3,
+            },
+            "restart": "unless-stopped",
+        }
+        memory = f"{_host_memory_gib(option)}g"
+        if option.engine == "llamacpp":
+            service["volumes"] = [f"{host}-home:/var/lib/heshi"]
+            service["deploy"] = {"resources": {"limits": {"memory": memory}}}
+        else:
+            service["volumes"] = ["models:/root/.cache"]
+            service["environment"] = {e["name"]: e["value"] for e in _MODELSCOPE}
+        if option.engine in ("vllm", "sglang"):
+            service["ipc"] = "host"  # tensor-parallel workers share tensors through it
+            service["deploy"] = {
+                "resources": {
+                    "limits": {"memory": memory},
+                    "reservations": {
+                        "devices": [
+                            {"driver": "nvidia", "device_ids": devices, "capabilities": ["gpu"]}
+                        ]
+                    },
+                }
+            }
+        elif option.engine == "vllm-ascend":
+            service["devices"] = [f"/dev/davinci{d}" for d in devices] + _ASCEND_DEVICES
+            service["shm_size"] = "16g"  # tensor-parallel workers share tensors through it
+            service["volumes"] = [*_ASCEND_MOUNTS, "models:/root/.cache"]
+            service["deploy"] = {"resources": {"limits": {"memory": memory}}}
+        services[host] = service
+    names = [f"{h}-home" for h in hosts] if option.engine == "llamacpp" else ["models"]
+    volumes: dict[str, dict[str, Any]] = {name: {} for name in names}
+    document = {
+        "services": services,
+        "volumes": volumes,
+        "x-heshi-yaml": _heshi_block(option, hosts),
+    }
+    head = (
+        f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
+        f"tensor parallel {tp}, {option.replicas} cop{'y' if option.replicas == 1 else 'ies'})\n"
+        "#   heshi plan ... --emit compose > deploy/backends.compose.yaml\n"
+        "#   docker compose -f deploy/compose.yaml -f deploy/backends.compose.yaml up -d\n"
+        "# and put x-heshi-yaml's backends and aliases (or routes) in deploy/heshi.compose.yaml\n"
+    )
+    return head + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+
+
+def helm(option: Option, context: int, concurrency: int) -> str:
+    """Values for ``deploy/helm/heshi``: the backend (copies as its replicas, behind one
+    Service) with its devices, memory, startup allowance and health path."""
+    command, args = _argv(option, context, concurrency)
+    tp = option.tensor_parallel
+    memory = f"{_host_memory_gib(option)}Gi"
+    limits: dict[str, Any] = {"memory": memory}
+    requests: dict[str, Any] = {"memory": memory}
+    if option.engine in ("vllm", "sglang"):
+        limits["nvidia.com/gpu"] = tp
+        requests["cpu"] = str(max(2, 2 * tp))
+    elif option.engine == "vllm-ascend":
+        limits["huawei.com/Ascend910"] = tp
+        requests["cpu"] = str(max(2, 2 * tp))
+    else:
+        cpu = option.hardware.device.cpu
+        requests["cpu"] = str((cpu.cores if cpu else None) or 4)
+    backend: dict[str, Any] = {
+        "name": _service_name(option),
+        "engine": "heshi" if option.engine == "llamacpp" else option.engine,
+        "image": _image(option),
+        "command": command,
+        "args": args,
+        "port": _port(option),
+        "model": option.spec.id,
+        "alias": option.spec.name.lower(),
+        "replicas": option.replicas,
+        "resources": {"requests": requests, "limits": limits},
+        "healthPath": _health(option),
+        "startupSeconds": 600 if option.engine == "llamacpp" else 1800,
+        "modelCache": {"size": f"{_gib(option.prediction.weights_gb * 1.5 + 2)}Gi"},
+    }
+    if option.engine == "llamacpp":
+        backend["modelPath"] = "/var/lib/heshi"
+        backend["shmSize"] = "1Gi"
+    else:
+        backend["env"] = _MODELSCOPE
+        backend["shmSize"] = "16Gi"
+    head = (
+        f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
+        f"tensor parallel {tp}, {option.replicas} replica(s))\n"
+        "#   heshi plan ... --emit helm > backends.yaml\n"
+        "#   helm install heshi deploy/helm/heshi -f backends.yaml --set secrets.adminToken=...\n"
+    )
+    return head + yaml.safe_dump({"backends": [backend]}, sort_keys=False, allow_unicode=True)
+
+
+def render(target: str, option: Option, context: int, concurrency: int) -> str:
+    """``compose`` or ``helm`` output for ``option``."""
+    write = compose if target == "compose" else helm
+    return write(option, context, concurrency)
