@@ -138,3 +138,12 @@ def test_the_image_is_multi_stage_non_root_and_without_compilers() -> None:
     assert "HEALTHCHECK" in final and 'ENTRYPOINT ["heshi"]' in final
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_the_adapter_rule_serves_the_metric_the_autoscaler_reads() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text("utf-8"))
+    (rule,) = rules["rules"]["custom"]
+    hpa = (DEPLOY / "helm" / "heshi" / "templates" / "hpa.yaml").read_text("utf-8")
+    assert f"name: {rule['name']['as']}" in hpa
+    assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
