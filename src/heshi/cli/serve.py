@@ -6,6 +6,9 @@ import asyncio
 import gc
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,10 +19,19 @@ from heshi.cli.banner import banner
 from heshi.cli.reporting import reporting_errors
 from heshi.config import HeshiConfig, load_config
 from heshi.engines.base import Engine
-from heshi.errors import ConfigError
+from heshi.errors import ConfigError, HeshiError
 from heshi.gateway.server import GatewayServer, server_config
+from heshi.logs import LogFormat, configure_logging
 
 err_console = Console(stderr=True)
+log = logging.getLogger("heshi.serve")
+
+
+class LogFormatOption(StrEnum):
+    """``--log-format``: what the log lines on stderr look like."""
+
+    text = "text"
+    json = "json"
 
 
 def build_engines(config: HeshiConfig) -> dict[str, Engine]:
@@ -69,14 +81,22 @@ def serve(
         bool, typer.Option("--no-local", help="Serve remote backends only / 不启动本地引擎")
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug|info|warning")] = "info",
+    log_format: Annotated[
+        LogFormatOption | None,
+        typer.Option(
+            "--log-format",
+            help="Log lines: text, or one JSON object a line (server.log_format) / "
+            "日志格式：文本，或每行一个 JSON 对象",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway. / 启动 OpenAI 兼容网关。"""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    fmt: LogFormat = "json" if log_format is LogFormatOption.json else "text"
+    configure_logging(log_level, fmt)
     from heshi.gateway.app import create_app
 
-    with reporting_errors():
+    with _reporting(fmt):
         config = load_config(config_path).with_overrides(
             **{
                 "engine.model": model,
@@ -88,8 +108,13 @@ def serve(
                 "auth.open": True if open_mode else None,
                 "server.host": host,
                 "server.port": port,
+                "server.log_format": log_format.value if log_format else None,
             }
         )
+    if config.server.log_format != fmt:  # asked for by heshi.yaml
+        fmt = config.server.log_format
+        configure_logging(log_level, fmt)
+    with _reporting(fmt):
         # Everything that can be wrong with the configuration is found before the model
         # loads (seconds to minutes): API-key variables, the port, the model file, model
         # names and routes, lexicons, labels.
@@ -97,23 +122,51 @@ def serve(
         sock = bind_listener(config.server.host, config.server.port)
         engines = build_engines(config)
         app = create_app(config, engines)
-        _preload_local(engines)
+        _preload_local(engines, spinner=fmt == "text")
     _tune_gc()
 
     def announce() -> None:
         for line in banner(config, app):
-            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+            _say(fmt, line)
 
-    options = {"log_level": log_level, "loop": "auto", "timeout_graceful_shutdown": 5}
+    options: dict[str, Any] = {
+        "log_level": log_level,
+        "loop": "auto",
+        "timeout_graceful_shutdown": 5,
+    }
+    if fmt == "json":  # uvicorn's loggers keep writing through our handler
+        options["log_config"] = None
     server = GatewayServer(server_config(app, config.server, **options), on_started=announce)
     server.run(sockets=[sock])
     if not server.started:
-        err_console.print(
-            "网关未能启动 / the gateway failed to start (see the log above)",
-            style="red",
-            markup=False,
-        )
+        _say(fmt, "网关未能启动 / the gateway failed to start (see the log above)", error=True)
         raise typer.Exit(1)
+
+
+@contextmanager
+def _reporting(fmt: str) -> Iterator[None]:
+    """A HeshiError as one red line (text) or one ERROR log line (json); exit status 1."""
+    if fmt == "text":
+        with reporting_errors():
+            yield
+        return
+    try:
+        yield
+    except HeshiError as exc:
+        log.error("%s", exc.message)
+        raise typer.Exit(1) from exc
+
+
+def _say(fmt: str, line: str, *, error: bool = False) -> None:
+    """A line for the operator: printed as it is (text), or a log line (json) — written
+    whatever ``--log-level`` says, as the printed one would be."""
+    if fmt == "text":
+        style = "red" if error else None
+        err_console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
+        return
+    level = logging.ERROR if error else logging.INFO
+    # handled directly: a logger's level check would drop it under --log-level warning
+    log.handle(log.makeRecord(log.name, level, __file__, 0, "%s", (line.strip(),), None))
 
 
 def check_environment(config: HeshiConfig) -> None:
@@ -152,11 +205,15 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _preload_local(engines: dict[str, Engine]) -> None:
+def _preload_local(engines: dict[str, Engine], *, spinner: bool = True) -> None:
     # Load the model before the server starts, so a broken file is one clear line and
     # exit code 1 rather than a traceback from inside uvicorn's startup.
     local = engines.get("local")
     if local is None:
+        return
+    if not spinner:  # JSON logs: a line, not a terminal animation
+        log.info("加载模型 / loading models …")
+        asyncio.run(local.start())
         return
     with err_console.status("加载模型 / loading models …"):
         asyncio.run(local.start())

@@ -60,6 +60,9 @@ class ServerConfig(Strict):
     write_timeout_seconds: float = Field(default=30.0, gt=0)
     keep_alive_seconds: float = Field(default=5.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)
+    # stderr's log lines: "text", or "json" (one object a line: ts, level, logger, msg,
+    # request_id, trace_id, …) for a log collector; ``heshi serve --log-format`` wins
+    log_format: Literal["text", "json"] = "text"
 
 
 class BackendConfig(Strict):

@@ -111,6 +111,7 @@ def client_gone_note(request: Request, request_id: str) -> None:
         request.method,
         request.url.path,
         request_id,
+        extra={"request_id": request_id},
     )
 
 
@@ -131,5 +132,11 @@ def note_failure(request: Request, x_request_id: str, exc: HeshiError, throttle:
         message = masked(str(exc))
         more = f" (+{held} more like it)" if held else ""
         log.warning(
-            "%s %s -> %d: %s%s", request.method, request.url.path, exc.status_code, message, more
+            "%s %s -> %d: %s%s",
+            request.method,
+            request.url.path,
+            exc.status_code,
+            message,
+            more,
+            extra={"request_id": x_request_id},
         )
