@@ -100,7 +100,8 @@ def test_compose_runs_replicas_on_shared_state_with_secrets_not_inline() -> None
     assert heshi["healthcheck"]["test"] and "readyz" in " ".join(heshi["healthcheck"]["test"])
     assert heshi["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert heshi["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert set(heshi["secrets"]) == {"admin_token", "postgres_password"}
+    assert set(heshi["secrets"]) == {"admin_token", "postgres_password", "audit_key"}
+    assert "HESHI_AUDIT_KEY=" in " ".join(heshi["command"])  # one signing key for all
     assert all("file" in s for s in compose["secrets"].values())  # never a literal value
     assert "gpu" in services["vllm"]["profiles"]
     for service in services.values():  # bind-mounted files exist and are read-only

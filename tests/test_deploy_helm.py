@@ -25,8 +25,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from heshi import catalog
 from heshi.cli.main import app
 from heshi.config import HeshiConfig
+from heshi.plan.memory import kv_bytes_per_token
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "deploy" / "helm" / "heshi"
@@ -126,10 +128,18 @@ def test_the_chart_renders_what_a_reviewer_would_deploy(render: Render) -> None:
     assert pod["automountServiceAccountToken"] is False
     # every credential comes from the Secret; no value of it appears anywhere else
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-    assert set(refs) == {"HESHI_ADMIN_TOKEN", "HESHI_DATABASE_URL", "HESHI_REDIS_URL"}
+    assert set(refs) == {
+        "HESHI_ADMIN_TOKEN",
+        "HESHI_DATABASE_URL",
+        "HESHI_REDIS_URL",
+        "HESHI_AUDIT_KEY",  # one signing key for every replica, or `verify` fails
+    }
+    # X-Forwarded-For is trusted from nobody until told whom (audit keeps real addresses)
+    assert "FORWARDED_ALLOW_IPS" not in {e["name"] for e in container["env"]}
     assert {r["name"] for r in refs.values()} == {"heshi-secrets"}
     secret = _one(docs, "Secret")
     assert secret["stringData"]["admin-token"] == "admin-tok-3f9"
+    assert len(secret["stringData"]["audit-key"]) >= 32
     assert "pg%2Fp%40ss-77" in secret["stringData"]["database-url"]  # quoted in the URL
     others = yaml.safe_dump_all([d for d in docs if d["kind"] != "Secret"])
     assert "admin-tok-3f9" not in others and "pg/p@ss-77" not in others
@@ -138,6 +148,10 @@ def test_the_chart_renders_what_a_reviewer_would_deploy(render: Render) -> None:
     assert config.store.url_env == "HESHI_DATABASE_URL"
     assert config.store.redis_url_env == "HESHI_REDIS_URL"
     assert config.server.host == "0.0.0.0" and not config.engine.enabled
+    # requests in flight finish inside the pod's grace period, after the preStop pause
+    grace = pod["terminationGracePeriodSeconds"]
+    assert 0 < config.server.shutdown_grace_seconds <= grace - 5 - 5
+    assert "checksum/secret" in gateway["spec"]["template"]["metadata"]["annotations"]
     # each replica keeps its own home; the pod restarts when heshi.yaml changes
     assert gateway["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "home"
     tenants = {"gateway": {"config": {"tenants": {"acme": {"budget_cny": 500}}}}}
@@ -146,7 +160,7 @@ def test_the_chart_renders_what_a_reviewer_would_deploy(render: Render) -> None:
     annotations = gateway["spec"]["template"]["metadata"]["annotations"]
     assert changed["spec"]["template"]["metadata"]["annotations"][key] != annotations[key]
     pdb = _one(docs, "PodDisruptionBudget")
-    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["maxUnavailable"] == 1  # a one-replica install still drains
     assert pdb["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert {p["metadata"]["name"] for p in policies} == {
@@ -177,6 +191,25 @@ def test_the_chart_refuses_to_render_without_its_secrets_and_takes_an_existing_o
     }
 
 
+def test_a_url_in_gateway_config_replaces_the_secrets_and_a_minimal_backend_renders(
+    render: Render,
+) -> None:
+    store = {"url": "postgresql+psycopg://heshi@db.internal:5432/heshi"}
+    minimal = {"name": "qwen", "engine": "vllm", "image": "vllm/vllm-openai:v0.28.0"}
+    minimal |= {"args": ["Qwen/Qwen3-8B"], "model": "Qwen/Qwen3-8B"}
+    values = {"gateway": {"config": {"store": store}}, "backends": [minimal]}
+    docs = render(SECRETS, values)
+    _validate(docs)
+    config = _gateway_config(docs)  # a heshi.yaml with both url and url_env is refused
+    assert config.store.url == store["url"] and config.store.url_env is None
+    assert config.store.redis_url_env == "HESHI_REDIS_URL"
+    deployment = _one(docs, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # nothing in a backend's pod changes with the chart's version (no restart on upgrade)
+    assert "helm.sh/chart" not in labels and "app.kubernetes.io/version" not in labels
+    assert deployment["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]
+
+
 def test_autoscaling_follows_in_flight_requests_per_replica(render: Render) -> None:
     scaled = {
         "gateway": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
@@ -187,8 +220,17 @@ def test_autoscaling_follows_in_flight_requests_per_replica(render: Render) -> N
     _validate(docs)
     ingress = _one(docs, "Ingress")
     assert ingress["spec"]["tls"][0]["secretName"] == "heshi-tls"
-    monitor = _one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    spec = _one(docs, "ServiceMonitor")["spec"]
+    monitor = spec["endpoints"][0]
     assert monitor["path"] == "/metrics"
+    # it selects one Service per gateway pod, or every replica is scraped twice
+    wanted = spec["selector"]["matchLabels"].items()
+    selected = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "Service" and wanted <= d["metadata"]["labels"].items()
+    ]
+    assert selected == ["heshi-gateway-headless"]
     assert monitor["authorization"]["credentials"] == {
         "name": "heshi-secrets",
         "key": "admin-token",
@@ -254,6 +296,22 @@ def test_plan_emit_helm_renders_the_chosen_backend_and_the_gateway_routes_to_it(
         assert container["args"][i + 1] == str(tp)
     else:
         assert container["command"] == ["heshi"] and "--open" in container["args"]
+        pod = deployment["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]  # the GGUF is pulled before heshi serve opens it
+        assert init["args"][:2] == ["models", "pull"] and init["image"] == container["image"]
+        assert container["image"] == "heshi:0.1.0"  # the chart's own image
+        # the memory limit holds the weights and the KV pool llama.cpp allocates at load
+        ctx = int(container["args"][container["args"].index("--ctx") + 1])
+        slots = int(container["args"][container["args"].index("--parallel") + 1])
+        spec = catalog.model(option["model"])
+        kv_gb = kv_bytes_per_token(spec) * ctx * slots / 1e9
+        limit = container["resources"]["limits"]["memory"]
+        assert int(limit.removesuffix("Gi")) >= kv_gb + option["weights_gb"], limit
+    if option["replicas"] == 1:  # the weights survive restarts and upgrades
+        claims = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        assert [c["metadata"]["name"] for c in claims] == [
+            f"{deployment['metadata']['name']}-models"
+        ]
     assert deployment["spec"]["replicas"] == option["replicas"]
     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
     startup = container["startupProbe"]
@@ -280,7 +338,7 @@ def test_compose_files_and_emitted_backends_pass_docker_compose_config(tmp_path:
     deploy = tmp_path / "deploy"
     shutil.copytree(REPO / "deploy", deploy, ignore=shutil.ignore_patterns("helm"))
     (deploy / "secrets").mkdir(exist_ok=True)
-    for name in ("admin_token", "postgres_password"):
+    for name in ("admin_token", "postgres_password", "audit_key"):
         (deploy / "secrets" / name).write_text("x\n")
     done = _compose(["-f", "compose.yaml", "--profile", "gpu", "config"], deploy)
     assert done.returncode == 0, done.stderr
@@ -299,8 +357,15 @@ def test_compose_files_and_emitted_backends_pass_docker_compose_config(tmp_path:
         assert done.returncode == 0, done.stderr
         services = yaml.safe_load(done.stdout)["services"]
         emitted = yaml.safe_load(text)
-        names = set(emitted["services"])
+        names = {n for n in emitted["services"] if not n.endswith("-pull")}
         assert len(names) == option["replicas"] and names <= set(services)
+        if engine == "llamacpp":  # serve opens only pulled models: a one-shot pull first
+            for name in names:
+                pull = services[f"{name}-pull"]
+                assert pull["command"][:2] == ["models", "pull"]
+                assert services[name]["depends_on"][f"{name}-pull"] == {
+                    "condition": "service_completed_successfully"
+                }
         for name in names:
             service = services[name]
             assert service["healthcheck"]["test"]

@@ -71,6 +71,10 @@ def serve(
     ] = None,
     ctx: Annotated[int | None, typer.Option(help="Context tokens per request / 上下文")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads / CPU 线程数")] = None,
+    kv_cache: Annotated[
+        str | None,
+        typer.Option("--kv-cache", help="f16 | q8_0: KV cache format / KV 缓存格式"),
+    ] = None,
     open_mode: Annotated[
         bool,
         typer.Option(
@@ -104,6 +108,7 @@ def serve(
                 "engine.parallel": parallel,
                 "engine.ctx": ctx,
                 "engine.threads": threads,
+                "engine.kv_cache_type": kv_cache,
                 "engine.enabled": False if no_local else None,
                 "auth.open": True if open_mode else None,
                 "server.host": host,
@@ -132,7 +137,8 @@ def serve(
     options: dict[str, Any] = {
         "log_level": log_level,
         "loop": "auto",
-        "timeout_graceful_shutdown": 5,
+        # requests in flight at SIGTERM get this long, then are cut (a rollout, a drain)
+        "timeout_graceful_shutdown": config.server.shutdown_grace_seconds,
     }
     if fmt == "json":  # uvicorn's loggers keep writing through our handler
         options["log_config"] = None

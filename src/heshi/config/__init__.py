@@ -59,6 +59,7 @@ class ServerConfig(Strict):
     # long is disconnected: it must not hold a backend connection and a reservation.
     write_timeout_seconds: float = Field(default=30.0, gt=0)
     keep_alive_seconds: float = Field(default=5.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=5.0, gt=0)  # in-flight requests' time on SIGTERM
     max_connections: int | None = Field(default=None, ge=1)
     # stderr's log lines: "text", or "json" (one object a line: ts, level, logger, msg,
     # request_id, trace_id, …) for a log collector; ``heshi serve --log-format`` wins

@@ -22,6 +22,7 @@ import yaml
 from heshi.errors import InvalidRequest
 from heshi.hub.names import lookup
 from heshi.plan.emit import _PORTS, DEVICES_PER_NODE, _context, _repo
+from heshi.plan.memory import KV_BYTES, kv_bytes_per_token
 from heshi.plan.recommend import Option
 
 TARGETS = ("compose", "helm")
@@ -34,7 +35,8 @@ IMAGES = {
 }
 # vLLM's docs list compute capability 7.0 (V100) up to 0.20; later releases need 7.5
 VLLM_SM70_IMAGE = "vllm/vllm-openai:v0.20.0"
-HESHI_IMAGE = "heshi:0.1.0"  # built from the repository's Dockerfile
+HESHI_IMAGE = "heshi:latest"  # what deploy/compose.yaml builds from the Dockerfile
+_SHM_GIB = 16  # tensor-parallel workers exchange tensors through /dev/shm (memory-backed)
 _ASCEND_DEVICES = ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
 # the host's driver, as vLLM-Ascend's quick start mounts it into the container
 _ASCEND_MOUNTS = [
@@ -99,10 +101,15 @@ def _port(option: Option) -> int:
     return _HESHI_PORT if option.engine == "llamacpp" else _PORTS[option.engine]
 
 
+def _slots(option: Option, concurrency: int) -> int:
+    share = -(-concurrency // option.replicas)
+    return max(1, min(share, option.max_sequences or share))
+
+
 def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], list[str]]:
     """(command, args) of one copy, listening on all interfaces."""
     share = -(-concurrency // option.replicas)
-    slots = max(1, min(share, option.max_sequences or share))
+    slots = _slots(option, concurrency)
     ctx = str(_context(option, context))
     port = str(_port(option))
     if option.engine in ("vllm", "vllm-ascend"):
@@ -121,7 +128,15 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
     args = ["serve", "--open", "--host", "0.0.0.0", "--port", port]
     args += ["--model", str(_short_name(option)), "--name", option.spec.id]
     args += ["--parallel", str(slots), "--ctx", ctx]
+    if option.kv_cache != "f16":
+        args += ["--kv-cache", option.kv_cache]
     return ["heshi"], args
+
+
+def _pull(option: Option) -> list[str]:
+    """What fetches the CPU engine's GGUF into its home before it serves (``heshi serve``
+    only opens models already pulled)."""
+    return ["models", "pull", str(_short_name(option))]
 
 
 def _health(option: Option) -> str:
@@ -140,13 +155,17 @@ def _gib(value: float) -> int:
     return max(1, int(-(-value // 1)))
 
 
-def _host_memory_gib(option: Option) -> int:
-    """Memory the container needs on the host: the weights pass through it while loading
-    (GPU engines), or live in it (the CPU engine) with the KV cache."""
+def _host_memory_gib(option: Option, context: int, concurrency: int) -> int:
+    """Memory the container needs on the host. The CPU engine holds the weights and the
+    KV cache it allocates at load: every slot's full context (llama.cpp's pool is
+    ctx × parallel), in the format it is given. A GPU engine's weights pass through host
+    memory while loading, and /dev/shm (memory-backed) counts against the limit too."""
     p = option.prediction
     if option.hardware.device.kind == "cpu":
-        return _gib(p.required_memory_gb * 1.1 + 1)
-    return max(16, _gib(p.weights_gb * 1.2 + 4))
+        tokens = _context(option, context) * _slots(option, concurrency)
+        kv = kv_bytes_per_token(option.spec, KV_BYTES[option.kv_cache]) * tokens / 1e9
+        return _gib((p.weights_gb + kv) * 1.1 + 1.5)
+    return max(16, _gib(p.weights_gb * 1.2 + 4)) + _SHM_GIB
 
 
 def _heshi_block(option: Option, hosts: list[str]) -> dict[str, Any]:
@@ -198,10 +217,20 @@ def compose(option: Option, context: int, concurrency: int) -> str:
             },
             "restart": "unless-stopped",
         }
-        memory = f"{_host_memory_gib(option)}g"
+        memory = f"{_host_memory_gib(option, context, concurrency)}g"
         if option.engine == "llamacpp":
             service["volumes"] = [f"{host}-home:/var/lib/heshi"]
             service["deploy"] = {"resources": {"limits": {"memory": memory}}}
+            # the GGUF is pulled into the home first (once: later runs find it there)
+            done = {"condition": "service_completed_successfully"}
+            service["depends_on"] = {f"{host}-pull": done}
+            services[f"{host}-pull"] = {
+                "image": _image(option),
+                "entrypoint": list(command),
+                "command": _pull(option),
+                "volumes": list(service["volumes"]),
+                "restart": "no",
+            }
         else:
             service["volumes"] = ["models:/root/.cache"]
             service["environment"] = {e["name"]: e["value"] for e in _MODELSCOPE}
@@ -219,7 +248,7 @@ def compose(option: Option, context: int, concurrency: int) -> str:
             }
         elif option.engine == "vllm-ascend":
             service["devices"] = [f"/dev/davinci{d}" for d in devices] + _ASCEND_DEVICES
-            service["shm_size"] = "16g"  # tensor-parallel workers share tensors through it
+            service["shm_size"] = f"{_SHM_GIB}g"  # tensor-parallel workers share tensors
             service["volumes"] = [*_ASCEND_MOUNTS, "models:/root/.cache"]
             service["deploy"] = {"resources": {"limits": {"memory": memory}}}
         services[host] = service
@@ -245,7 +274,7 @@ def helm(option: Option, context: int, concurrency: int) -> str:
     Service) with its devices, memory, startup allowance and health path."""
     command, args = _argv(option, context, concurrency)
     tp = option.tensor_parallel
-    memory = f"{_host_memory_gib(option)}Gi"
+    memory = f"{_host_memory_gib(option, context, concurrency)}Gi"
     limits: dict[str, Any] = {"memory": memory}
     requests: dict[str, Any] = {"memory": memory}
     if option.engine in ("vllm", "sglang"):
@@ -257,10 +286,15 @@ def helm(option: Option, context: int, concurrency: int) -> str:
     else:
         cpu = option.hardware.device.cpu
         requests["cpu"] = str((cpu.cores if cpu else None) or 4)
+    size = f"{_gib(option.prediction.weights_gb * 1.5 + 2)}Gi"
+    # weights on a volume that outlives pods and upgrades; several copies would each need
+    # one (ReadWriteOnce), so they download into their own emptyDir instead
+    cache: dict[str, Any] = {"persistent": option.replicas == 1, "size": size}
+    if option.replicas > 1:
+        requests["ephemeral-storage"] = size
     backend: dict[str, Any] = {
         "name": _service_name(option),
         "engine": "heshi" if option.engine == "llamacpp" else option.engine,
-        "image": _image(option),
         "command": command,
         "args": args,
         "port": _port(option),
@@ -270,14 +304,23 @@ def helm(option: Option, context: int, concurrency: int) -> str:
         "resources": {"requests": requests, "limits": limits},
         "healthPath": _health(option),
         "startupSeconds": 600 if option.engine == "llamacpp" else 1800,
-        "modelCache": {"size": f"{_gib(option.prediction.weights_gb * 1.5 + 2)}Gi"},
+        "modelCache": cache,
     }
-    if option.engine == "llamacpp":
-        backend["modelPath"] = "/var/lib/heshi"
+    if option.engine == "llamacpp":  # the chart's own image, pulling its GGUF first
+        backend["init"] = {"command": command, "args": _pull(option)}
+        backend["modelPath"] = "/var/lib/heshi"  # HESHI_HOME in the image
+        backend["podSecurityContext"] = {"runAsUser": 10001, "runAsGroup": 0, "fsGroup": 0}
         backend["shmSize"] = "1Gi"
     else:
+        backend["image"] = _image(option)
         backend["env"] = _MODELSCOPE
-        backend["shmSize"] = "16Gi"
+        backend["shmSize"] = f"{_SHM_GIB}Gi"
+    if option.engine == "vllm-ascend":  # the host's driver, as on Docker (no-op with
+        # Ascend Docker Runtime, which mounts the same paths)
+        paths = [m.split(":")[0].rstrip("/") for m in _ASCEND_MOUNTS]
+        backend["hostMounts"] = [
+            {"name": f"ascend-{i}", "path": path} for i, path in enumerate(paths)
+        ]
     head = (
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
         f"tensor parallel {tp}, {option.replicas} replica(s))\n"

@@ -36,6 +36,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* Pod labels: the selector's and the app's name, nothing that changes with a chart
+     upgrade (a new chart version must not restart backends that load for minutes). */}}
+{{- define "heshi.podLabels" -}}
+{{- include "heshi.selector" . }}
+app.kubernetes.io/part-of: heshi
+{{- end -}}
+
 {{- define "heshi.secretName" -}}
 {{- default (printf "%s-secrets" (include "heshi.fullname" .)) .Values.secrets.existingSecret -}}
 {{- end -}}
@@ -56,11 +63,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $backends .name (dict "base_url" $url "models" (list .model) "timeout" 300 "connect_timeout" 5) -}}
 {{- $_ := set $aliases (default .name .alias) (dict "backend" .name "model" .model) -}}
 {{- end -}}
+{{- /* in-flight requests finish within the pod's grace period, after the preStop pause */ -}}
+{{- $grace := max 5 (sub (int .Values.gateway.terminationGracePeriodSeconds) 15) -}}
 {{- $base := dict
-  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "admin_token_env" "HESHI_ADMIN_TOKEN")
+  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "admin_token_env" "HESHI_ADMIN_TOKEN" "shutdown_grace_seconds" $grace)
   "engine" (dict "enabled" false)
   "store" (dict "url_env" "HESHI_DATABASE_URL" "redis_url_env" "HESHI_REDIS_URL")
   "backends" $backends
   "aliases" $aliases -}}
-{{- toYaml (mergeOverwrite $base (deepCopy .Values.gateway.config)) -}}
+{{- $config := mergeOverwrite $base (deepCopy .Values.gateway.config) -}}
+{{- /* a URL given in gateway.config replaces the Secret's (heshi takes one or the other) */ -}}
+{{- if hasKey $config.store "url" }}{{ $_ := unset $config.store "url_env" }}{{ end -}}
+{{- if hasKey $config.store "redis_url" }}{{ $_ := unset $config.store "redis_url_env" }}{{ end -}}
+{{- toYaml $config -}}
 {{- end -}}
