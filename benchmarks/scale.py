@@ -13,7 +13,11 @@
    load generator, two replicas cannot be expected to double anything: the point is
    that sharing state costs little, not that cores appear.
 
-    .venv/bin/python benchmarks/scale.py [--quick] [--json results.json]
+    .venv/bin/python benchmarks/scale.py [--quick] [--json results.json] [--baseline REF]
+
+``--baseline REF`` adds a third gateway, traced, running the code of git commit REF (a
+worktree, on the same virtualenv): an earlier tracing implementation measured side by
+side with this one in the same run.
 
 Needs ``wrk`` (installed with apt-get when missing, as root), PostgreSQL and Redis on
 loopback (``HESHI_TEST_PG_URL``/``HESHI_TEST_REDIS_URL``, or the local defaults).
@@ -80,6 +84,19 @@ def scratch_database() -> Any:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def worktree(ref: str, tmp: Path) -> Any:
+    """A checkout of ``ref`` (removed after)."""
+    path = tmp / "baseline-src"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), ref],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
+                       check=False, capture_output=True)  # fmt: skip
+
+
 def c1_latency(targets: list[go.Target], n: int, rounds: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {t.name: [] for t in targets}
     for rnd in range(rounds):
@@ -123,6 +140,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--baseline", help="git ref whose traced gateway runs beside this one")
     args = p.parse_args()
     n, rounds, seconds = (500, 2, 5) if args.quick else (3000, 4, 15)
     python = str(REPO / ".venv" / "bin" / "python")
@@ -146,12 +164,27 @@ def main() -> int:
             extra_settings={"tracing": {"enabled": True, "endpoint": url}},
             name="traced",
         )
-        samples = c1_latency([off, on], n, rounds)
+        targets = [off, on]
+        if args.baseline:
+            source = stack.enter_context(worktree(args.baseline, tmp))
+            old = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = str(source / "src")  # the children import REF's code
+            try:
+                targets.append(
+                    go.start_heshi(python, mock.port, tmp, stack, name="baseline",
+                                   extra_settings={"tracing": {"enabled": True, "endpoint": url}})
+                )  # fmt: skip
+            finally:
+                if old is None:
+                    del os.environ["PYTHONPATH"]
+                else:
+                    os.environ["PYTHONPATH"] = old
+        samples = c1_latency(targets, n, rounds)
         added = {
             q: (go.pct(samples["traced"], q) - go.pct(samples["untraced"], q)) * 1e3
             for q in (0.5, 0.99)
         }
-        load = {t.name: wrk_together(wrk, [t], 8, seconds, tmp) for t in (off, on)}
+        load = {t.name: wrk_together(wrk, [t], 8, seconds, tmp) for t in targets}
         on.service.stop()  # type: ignore[union-attr]  # flushes the last spans
         off.service.stop()  # type: ignore[union-attr]
         out["tracing"] = {
@@ -163,6 +196,19 @@ def main() -> int:
             "added_p99_ms": added[0.99],
             "rps_c8": {name: r["rps"] for name, r in load.items()},
         }
+        if args.baseline:
+            base, none = samples["baseline"], samples["untraced"]
+            out["tracing"]["baseline"] = {
+                "ref": args.baseline,
+                "added_p50_ms": (go.pct(base, 0.5) - go.pct(none, 0.5)) * 1e3,
+                "added_p99_ms": (go.pct(base, 0.99) - go.pct(none, 0.99)) * 1e3,
+            }
+            b = out["tracing"]["baseline"]
+            print(
+                f"  baseline {args.baseline}: added p50 {b['added_p50_ms']:+.3f} ms, p99 "
+                f"{b['added_p99_ms']:+.3f} ms; req/s at c=8 {load['baseline']['rps']:.0f}",
+                flush=True,
+            )
         print(
             f"  added by tracing: p50 {added[0.5]:+.3f} ms, p99 {added[0.99]:+.3f} ms "
             f"(target ≤ {TARGET_TRACING_P99_MS} ms) "

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces of the request path (``tracing.enabled``; off by default).
+"""Traces of the request path (``tracing.enabled``; off by default), in OpenTelemetry's
+model and wire format (OTLP/HTTP).
 
 One trace a request: a ``heshi.request`` span from the moment the gateway reads it to the
 moment it is recorded, and a child span per pipeline stage — ``admission``, ``guard.in``
@@ -10,16 +11,32 @@ req_<trace id>_<span id>``), so a failure's log line or a ledger row leads to it
 a W3C ``traceparent`` the client sends is continued, and the attempt's own is sent on to
 remote backends.
 
-Spans are batched and exported over OTLP/HTTP (``tracing.endpoint``) from a background
-thread. Disabled, every call here is a cheap no-op and no OpenTelemetry module is
-imported.
+Spans are recorded here without the OpenTelemetry SDK (a few microseconds each, where
+the SDK took about 20) and handed in batches to a child process
+(``heshi.tracing_export``) that encodes and posts them: the gateway's interpreter is
+never held for an export while requests wait. Sampling follows the SDK's
+``ParentBased(TraceIdRatioBased)``: a trace is kept when its id falls under
+``sample_ratio``, a client's unsampled ``traceparent`` is respected, and its sampled
+flag does not override the ratio. Disabled, every call here is a cheap no-op and no
+OpenTelemetry module is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import importlib.util
 import logging
+import marshal
+import queue
+import random
+import re
+import struct
+import subprocess
+import sys
 import threading
+import time
+import traceback
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +48,162 @@ log = logging.getLogger("heshi.gateway")
 
 # Set once a tracer exists in this process: outgoing calls then carry ``traceparent``
 _EXPORTING = threading.Event()
+_CURRENT: contextvars.ContextVar[Span | None] = contextvars.ContextVar("heshi_span", default=None)
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ERROR = 2  # OTLP Status.code ERROR
+_BOUND = 1 << 64
+
+
+class Span:
+    """One span; ``sink`` is None when the trace is not sampled (ids only, for
+    propagation)."""
+
+    __slots__ = ("attributes", "end_ns", "events", "kind", "name", "parent_id", "sink",
+                 "span_id", "start_ns", "status", "trace_id")  # fmt: skip
+
+    def __init__(
+        self, name: str, trace_id: int, parent_id: int, sink: _Sink | None, kind: str = ""
+    ) -> None:
+        self.name = name
+        self.trace_id = trace_id
+        self.span_id = random.getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.sink = sink
+        self.kind = kind
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.attributes: dict[str, Any] = {}
+        self.events: list[tuple[str, int, dict[str, Any] | None]] = []
+        self.status: tuple[int, str] | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.sink is not None
+
+    def child(self, name: str, kind: str = "") -> Span:
+        return Span(name, self.trace_id, self.span_id, self.sink, kind)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self.sink is not None:
+            self.attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self.sink is not None:
+            self.events.append((name, time.time_ns(), attributes))
+
+    def record_exception(self, error: BaseException) -> None:
+        if self.sink is None:
+            return
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        attributes = {
+            "exception.type": type(error).__name__,
+            "exception.message": str(error),
+            "exception.stacktrace": stack,
+        }
+        self.events.append(("exception", time.time_ns(), attributes))
+
+    def set_error(self, description: str) -> None:
+        self.status = (_ERROR, description)
+
+    def end(self) -> None:
+        if self.end_ns or self.sink is None:
+            return
+        self.end_ns = time.time_ns()
+        self.sink.add(
+            (self.trace_id, self.span_id, self.parent_id, self.name, self.kind,
+             self.start_ns, self.end_ns, self.attributes, self.events, self.status)
+        )  # fmt: skip
+
+    def traceparent(self) -> str:
+        flags = "01" if self.sink is not None else "00"
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"
+
+
+class _Sink:
+    """Finished spans, batched and written to the exporter process by a writer thread.
+
+    A batch is ``batch`` spans or whatever ``interval_s`` gathered; at most ``max_spans``
+    wait (more are dropped and counted: a collector that is down must not grow memory).
+    """
+
+    def __init__(self, config: TracingConfig) -> None:
+        self.batch = config.export_batch_spans
+        self.interval_s = config.export_interval_ms / 1000
+        self.dropped = 0
+        self._spans: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._frames: queue.Queue[bytes | None] = queue.Queue(
+            maxsize=max(1, config.max_queue_spans // self.batch)
+        )
+        command = [sys.executable, "-m", "heshi.tracing_export", config.endpoint]
+        command += [config.service_name, str(config.export_timeout_s)]
+        self._child = subprocess.Popen(command, stdin=subprocess.PIPE, close_fds=True)
+        self._writer = threading.Thread(target=self._write, name="heshi-trace-export", daemon=True)
+        self._writer.start()
+
+    def add(self, span: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._spans.append(span)
+            if len(self._spans) < self.batch:
+                return
+            full, self._spans = self._spans, []
+        self._send(full)
+
+    def _send(self, spans: list[tuple[Any, ...]]) -> None:
+        data = marshal.dumps(spans)
+        try:
+            self._frames.put_nowait(struct.pack("<I", len(data)) + data)
+        except queue.Full:
+            self.dropped += len(spans)
+
+    def _flush(self) -> None:
+        with self._lock:
+            spans, self._spans = self._spans, []
+        if spans:
+            self._send(spans)
+
+    def _write(self) -> None:
+        stdin = self._child.stdin
+        assert stdin is not None
+        while True:
+            try:
+                frame = self._frames.get(timeout=self.interval_s)
+            except queue.Empty:
+                self._flush()  # a quiet gateway's spans still leave within the interval
+                continue
+            if frame is None:
+                break
+            try:
+                stdin.write(frame)
+                stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                log.warning("the trace exporter process exited: spans are dropped from now on")
+                return
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def close(self, wait_s: float) -> bool:
+        """Send what is held, end the exporter; True when it finished within ``wait_s``."""
+        self._flush()
+        deadline = time.monotonic() + wait_s
+        with contextlib.suppress(queue.Full):
+            self._frames.put(None, timeout=wait_s)
+        self._writer.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._child.wait(max(0.01, deadline - time.monotonic()))
+            return not self._writer.is_alive()
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+            return False
 
 
 class Tracing:
     """The gateway's tracer; :meth:`disabled` when ``tracing.enabled`` is false."""
 
-    def __init__(self, tracer: Any = None, provider: Any = None) -> None:
-        self._tracer = tracer
-        self._provider = provider
+    def __init__(self, sink: _Sink | None = None, ratio: float = 1.0) -> None:
+        self._sink = sink
+        self._threshold = int(ratio * _BOUND)
 
     @classmethod
     def disabled(cls) -> Tracing:
@@ -48,54 +213,29 @@ class Tracing:
     def from_config(cls, config: TracingConfig) -> Tracing:
         if not config.enabled:
             return cls.disabled()
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-        except ImportError as exc:
+        if importlib.util.find_spec("opentelemetry.proto") is None:
             from heshi.errors import ConfigError
 
             raise ConfigError(
                 "tracing.enabled 需要 OpenTelemetry：pip install 'heshi[otel]' / tracing "
-                f"needs OpenTelemetry: pip install 'heshi[otel]' ({exc})"
-            ) from exc
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": config.service_name}),
-            # a client's "sampled" flag does not decide: the ratio does, for every trace
-            sampler=ParentBased(
-                TraceIdRatioBased(config.sample_ratio),
-                remote_parent_sampled=TraceIdRatioBased(config.sample_ratio),
-            ),
-        )
-        exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=config.export_timeout_s)
-        # Small batches often: each export holds the interpreter while it encodes, so a
-        # big batch is a pause every request in flight waits through.
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                exporter,
-                max_queue_size=config.max_queue_spans,
-                max_export_batch_size=config.export_batch_spans,
-                schedule_delay_millis=config.export_interval_ms,
+                "needs OpenTelemetry: pip install 'heshi[otel]' (opentelemetry-proto)"
             )
-        )
         _EXPORTING.set()
-        return cls(provider.get_tracer("heshi.gateway"), provider)
+        return cls(_Sink(config), config.sample_ratio)
 
     @property
     def enabled(self) -> bool:
-        return self._tracer is not None
+        return self._sink is not None
+
+    @property
+    def dropped(self) -> int:
+        """Spans dropped because the exporter fell behind."""
+        return self._sink.dropped if self._sink is not None else 0
 
     def shutdown(self, wait_s: float = 5.0) -> None:
-        """Export what is queued and stop, waiting at most ``wait_s``: a collector that is
-        down must not hold the gateway's shutdown (the SDK itself waits up to 30 s)."""
-        if self._provider is None:
-            return
-        worker = threading.Thread(target=self._provider.shutdown, daemon=True)
-        worker.start()
-        worker.join(wait_s)
-        if worker.is_alive():
+        """Export what is held and stop, waiting at most ``wait_s``: a collector that is
+        down must not hold the gateway's shutdown."""
+        if self._sink is not None and not self._sink.close(wait_s):
             log.warning("trace export did not finish in %.0f s: the last spans are dropped", wait_s)
 
     # ------------------------------------------------------------------ a request
@@ -103,44 +243,42 @@ class Tracing:
     def start(self, x: Exchange, headers: Mapping[str, str]) -> None:
         """Open the request's span (continuing a client's ``traceparent``) and make the
         request id the trace id."""
-        if self._tracer is None:
+        if self._sink is None:
             return
-        from opentelemetry.propagate import extract
-
-        parent = extract(dict(headers)) if "traceparent" in headers else None
-        span = self._tracer.start_span(
-            "heshi.request", context=parent, attributes={"heshi.endpoint": x.endpoint}
-        )
+        trace_id, parent, sampled = 0, 0, True
+        match = _TRACEPARENT.match(headers.get("traceparent", ""))
+        if match and match.group(1) != "ff":  # version ff is invalid; ids of zero too
+            remote, remote_parent = int(match.group(2), 16), int(match.group(3), 16)
+            if remote and remote_parent:
+                trace_id, parent = remote, remote_parent
+                sampled = int(match.group(4), 16) & 1 == 1  # a client's "not sampled" holds
+        trace_id = trace_id or (random.getrandbits(128) or 1)
+        keep = sampled and (trace_id & (_BOUND - 1)) < self._threshold
+        span = Span("heshi.request", trace_id, parent, self._sink if keep else None, "server")
+        span.set_attributes({"heshi.endpoint": x.endpoint})
         x.span = span
-        context = span.get_span_context()
-        if context.trace_id:
-            # The trace id alone would let a client choose the ledger's key (a traceparent
-            # repeated on every call of one trace): Heshi's own span id keeps it unique.
-            x.request_id = f"req_{context.trace_id:032x}_{context.span_id:016x}"
+        # The trace id alone would let a client choose the ledger's key (a traceparent
+        # repeated on every call of one trace): Heshi's own span id keeps it unique.
+        x.request_id = f"req_{trace_id:032x}_{span.span_id:016x}"
 
     @contextlib.contextmanager
     def stage(self, x: Exchange, name: str | None, **attributes: Any) -> Iterator[Any]:
         """A child span of ``x``'s request, current while the block runs (so routing
         attempts and outgoing calls inside nest under it); none when ``name`` is None."""
-        if self._tracer is None or x.span is None or name is None:
+        if self._sink is None or x.span is None or name is None:
             yield None
             return
-        from opentelemetry import trace
-
-        context = trace.set_span_in_context(x.span)
-        with self._tracer.start_as_current_span(
-            name, context=context, attributes=attributes
-        ) as span:
+        span = x.span.child(name)
+        span.set_attributes(attributes)
+        with _ending(span):
             yield span
 
     def open(self, x: Exchange, name: str) -> Any:
         """A child span that outlives the block it starts in (a stream's ``generate``):
         the caller ends it with :meth:`close`."""
-        if self._tracer is None or x.span is None:
+        if self._sink is None or x.span is None:
             return None
-        from opentelemetry import trace
-
-        return self._tracer.start_span(name, context=trace.set_span_in_context(x.span))
+        return x.span.child(name)
 
     @contextlib.contextmanager
     def current(self, span: Any) -> Iterator[None]:
@@ -148,10 +286,11 @@ class Tracing:
         if span is None:
             yield
             return
-        from opentelemetry import trace
-
-        with trace.use_span(span, end_on_exit=False):
+        token = _CURRENT.set(span)
+        try:
             yield
+        finally:
+            _CURRENT.reset(token)
 
     @staticmethod
     def event(span: Any, name: str) -> None:
@@ -163,7 +302,7 @@ class Tracing:
         """Mark ``span`` failed with ``error`` (it still ends where it was opened)."""
         if span is not None:
             span.record_exception(error)
-            _failed(span, error)
+            span.set_error(type(error).__name__)
 
     @staticmethod
     def close(span: Any, error: BaseException | None = None) -> None:
@@ -171,17 +310,19 @@ class Tracing:
             return
         if error is not None:
             span.record_exception(error)
-            _failed(span, error)
+            span.set_error(type(error).__name__)
         span.end()
 
     @contextlib.contextmanager
     def attempt(self, backend: str, number: int) -> Iterator[Any]:
         """One routing attempt, under whatever span is current (``generate``)."""
-        if self._tracer is None:
+        parent = _CURRENT.get()
+        if self._sink is None or parent is None:
             yield None
             return
-        attributes = {"heshi.backend": backend, "heshi.attempt": number}
-        with self._tracer.start_as_current_span("route.attempt", attributes=attributes) as span:
+        span = parent.child("route.attempt", "client")
+        span.set_attributes({"heshi.backend": backend, "heshi.attempt": number})
+        with _ending(span):
             yield span
 
     def finish(self, x: Exchange) -> None:
@@ -201,16 +342,23 @@ class Tracing:
             }
         )
         if x.status >= 500:
-            from opentelemetry.trace import Status, StatusCode
-
-            span.set_status(Status(StatusCode.ERROR, x.reason))
+            span.set_error(x.reason)
         span.end()
 
 
-def _failed(span: Any, error: BaseException) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
-    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+@contextlib.contextmanager
+def _ending(span: Span) -> Iterator[None]:
+    """``span`` current while the block runs, failed if it raises, ended after."""
+    token = _CURRENT.set(span)
+    try:
+        yield
+    except Exception as error:
+        span.record_exception(error)
+        span.set_error(f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        _CURRENT.reset(token)
+        span.end()
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
@@ -218,6 +366,6 @@ def inject(headers: MutableMapping[str, str]) -> None:
     tracing is off or no span is current)."""
     if not _EXPORTING.is_set():
         return
-    from opentelemetry.propagate import inject as otel_inject
-
-    otel_inject(headers)
+    span = _CURRENT.get()
+    if span is not None:
+        headers["traceparent"] = span.traceparent()

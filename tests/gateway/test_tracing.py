@@ -109,3 +109,56 @@ def test_a_repeated_traceparent_never_merges_ledger_rows(
                 rows = conn.execute(select(func.count()).select_from(usage_ledger)).scalar()
     assert len(ids) == 4 and all(i.startswith(f"req_{CLIENT_TRACE}_") for i in ids)
     assert rows == 4
+
+
+def _traced_app(tmp_path: Path, upstream: FakeUpstream, tracing: TracingConfig) -> object:
+    config = gateway_config(tmp_path / "home", upstream.base_url, open_mode=True)
+    config = config.model_copy(update={"tracing": tracing})
+    engines = {n: OpenAIHTTPEngine(n, b) for n, b in config.backends.items()}
+    return create_app(config, engines, Governance(config))  # type: ignore[arg-type]
+
+
+def test_unsampled_traces_export_nothing_but_still_propagate(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+    with otlp_collector() as (endpoint, got):
+        # ratio 0: nothing is exported, whatever a client's flag says
+        never = TracingConfig(enabled=True, endpoint=endpoint, sample_ratio=0)
+        app = _traced_app(tmp_path, upstream, never)
+        sampled = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            for headers in ({}, sampled):
+                r = client.post("/v1/chat/completions", json=chat, headers=headers)
+                assert r.status_code == 200
+        assert got.spans == []
+        # ratio 1, but the client said "not sampled": that holds
+        always = TracingConfig(enabled=True, endpoint=endpoint)
+        app = _traced_app(tmp_path / "b", upstream, always)
+        unsampled = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-00"}
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            r = client.post("/v1/chat/completions", json=chat, headers=unsampled)
+            assert r.status_code == 200
+            assert r.headers["x-request-id"].startswith(f"req_{CLIENT_TRACE}_")
+        assert got.spans == []
+    # the backends were still told the trace, marked not sampled
+    calls = [r for r in upstream.state.requests if r.method == "POST"]
+    sent = [r.headers.get("traceparent", "") for r in calls]
+    assert len(sent) == 3 and all(t.startswith("00-") and t.endswith("-00") for t in sent)
+    assert sum(CLIENT_TRACE in t for t in sent) == 2
+
+
+def test_a_dead_collector_costs_requests_nothing_and_shutdown_ends(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/traces"
+    tracing = TracingConfig(enabled=True, endpoint=dead, export_timeout_s=1, export_batch_spans=8)
+    app = _traced_app(tmp_path, upstream, tracing)
+    chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+    with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        statuses = [client.post("/v1/chat/completions", json=chat).status_code for _ in range(20)]
+    assert statuses == [200] * 20  # and leaving the block shut the exporter down
