@@ -125,24 +125,15 @@ def _field(value: Any) -> Any:
 
 
 def _trace_ids(request_id: Any) -> dict[str, str]:
-    """The trace and span ids of the current OpenTelemetry span when one is recording,
-    else those a traced request id carries; none otherwise.
+    """The trace and span ids of the span current where the line is logged (a stage, a
+    routing attempt), else those a traced request id carries; none otherwise.
 
-    OpenTelemetry is never imported here: with tracing off nothing has imported it, and
-    then no span can be current either.
+    ``heshi.tracing`` is looked up, not imported: the gateway has it when it traces.
     """
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is not None:
-        try:
-            span = trace.get_current_span()
-            if span.is_recording():
-                context = span.get_span_context()
-                return {
-                    "trace_id": f"{context.trace_id:032x}",
-                    "span_id": f"{context.span_id:016x}",
-                }
-        except Exception:  # a log line must never fail for want of a trace id
-            pass
+    tracing = sys.modules.get("heshi.tracing")
+    span = tracing.current_span() if tracing is not None else None
+    if span is not None:
+        return {"trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}"}
     if isinstance(request_id, str):
         match = _TRACED_ID.fullmatch(request_id)
         if match:

@@ -27,13 +27,8 @@ import contextlib
 import contextvars
 import importlib.util
 import logging
-import marshal
-import queue
 import random
 import re
-import struct
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -43,13 +38,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from heshi.config import TracingConfig
     from heshi.gateway.exchange import Exchange
+    from heshi.tracing_export import SpanSink
 
 log = logging.getLogger("heshi.gateway")
 
 # Set once a tracer exists in this process: outgoing calls then carry ``traceparent``
 _EXPORTING = threading.Event()
 _CURRENT: contextvars.ContextVar[Span | None] = contextvars.ContextVar("heshi_span", default=None)
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# W3C trace context: version 00 has exactly four fields; a later version may add more
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$"
+)
+_TRACESTATE_MAX = 512  # bytes of a client's tracestate passed on (the spec's limit)
 _ERROR = 2  # OTLP Status.code ERROR
 _BOUND = 1 << 64
 
@@ -59,10 +59,10 @@ class Span:
     propagation)."""
 
     __slots__ = ("attributes", "end_ns", "events", "kind", "name", "parent_id", "sink",
-                 "span_id", "start_ns", "status", "trace_id")  # fmt: skip
+                 "span_id", "start_ns", "state", "status", "trace_id")  # fmt: skip
 
     def __init__(
-        self, name: str, trace_id: int, parent_id: int, sink: _Sink | None, kind: str = ""
+        self, name: str, trace_id: int, parent_id: int, sink: SpanSink | None, kind: str = ""
     ) -> None:
         self.name = name
         self.trace_id = trace_id
@@ -75,17 +75,27 @@ class Span:
         self.attributes: dict[str, Any] = {}
         self.events: list[tuple[str, int, dict[str, Any] | None]] = []
         self.status: tuple[int, str] | None = None
+        self.state = ""  # the W3C tracestate a client sent, passed on unchanged
 
     @property
     def sampled(self) -> bool:
         return self.sink is not None
 
     def child(self, name: str, kind: str = "") -> Span:
-        return Span(name, self.trace_id, self.span_id, self.sink, kind)
+        span = Span(name, self.trace_id, self.span_id, self.sink, kind)
+        span.state = self.state
+        return span
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if self.sink is not None:
-            self.attributes.update(attributes)
+        """Values kept as OTLP can carry them: bool, int, float, str (anything else as
+        its ``str``; None left out), so every span can be sent."""
+        if self.sink is None:
+            return
+        for key, value in attributes.items():
+            if value is None:
+                continue
+            kind = type(value)
+            self.attributes[key] = value if kind in (bool, int, float, str) else str(value)
 
     def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
         if self.sink is not None:
@@ -119,89 +129,10 @@ class Span:
         return f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"
 
 
-class _Sink:
-    """Finished spans, batched and written to the exporter process by a writer thread.
-
-    A batch is ``batch`` spans or whatever ``interval_s`` gathered; at most ``max_spans``
-    wait (more are dropped and counted: a collector that is down must not grow memory).
-    """
-
-    def __init__(self, config: TracingConfig) -> None:
-        self.batch = config.export_batch_spans
-        self.interval_s = config.export_interval_ms / 1000
-        self.dropped = 0
-        self._spans: list[tuple[Any, ...]] = []
-        self._lock = threading.Lock()
-        self._frames: queue.Queue[bytes | None] = queue.Queue(
-            maxsize=max(1, config.max_queue_spans // self.batch)
-        )
-        command = [sys.executable, "-m", "heshi.tracing_export", config.endpoint]
-        command += [config.service_name, str(config.export_timeout_s)]
-        self._child = subprocess.Popen(command, stdin=subprocess.PIPE, close_fds=True)
-        self._writer = threading.Thread(target=self._write, name="heshi-trace-export", daemon=True)
-        self._writer.start()
-
-    def add(self, span: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._spans.append(span)
-            if len(self._spans) < self.batch:
-                return
-            full, self._spans = self._spans, []
-        self._send(full)
-
-    def _send(self, spans: list[tuple[Any, ...]]) -> None:
-        data = marshal.dumps(spans)
-        try:
-            self._frames.put_nowait(struct.pack("<I", len(data)) + data)
-        except queue.Full:
-            self.dropped += len(spans)
-
-    def _flush(self) -> None:
-        with self._lock:
-            spans, self._spans = self._spans, []
-        if spans:
-            self._send(spans)
-
-    def _write(self) -> None:
-        stdin = self._child.stdin
-        assert stdin is not None
-        while True:
-            try:
-                frame = self._frames.get(timeout=self.interval_s)
-            except queue.Empty:
-                self._flush()  # a quiet gateway's spans still leave within the interval
-                continue
-            if frame is None:
-                break
-            try:
-                stdin.write(frame)
-                stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                log.warning("the trace exporter process exited: spans are dropped from now on")
-                return
-        with contextlib.suppress(OSError):
-            stdin.close()
-
-    def close(self, wait_s: float) -> bool:
-        """Send what is held, end the exporter; True when it finished within ``wait_s``."""
-        self._flush()
-        deadline = time.monotonic() + wait_s
-        with contextlib.suppress(queue.Full):
-            self._frames.put(None, timeout=wait_s)
-        self._writer.join(max(0.0, deadline - time.monotonic()))
-        try:
-            self._child.wait(max(0.01, deadline - time.monotonic()))
-            return not self._writer.is_alive()
-        except subprocess.TimeoutExpired:
-            self._child.kill()
-            self._child.wait()
-            return False
-
-
 class Tracing:
     """The gateway's tracer; :meth:`disabled` when ``tracing.enabled`` is false."""
 
-    def __init__(self, sink: _Sink | None = None, ratio: float = 1.0) -> None:
+    def __init__(self, sink: SpanSink | None = None, ratio: float = 1.0) -> None:
         self._sink = sink
         self._threshold = int(ratio * _BOUND)
 
@@ -210,7 +141,7 @@ class Tracing:
         return cls()
 
     @classmethod
-    def from_config(cls, config: TracingConfig) -> Tracing:
+    def from_config(cls, config: TracingConfig, log_format: str = "text") -> Tracing:
         if not config.enabled:
             return cls.disabled()
         if importlib.util.find_spec("opentelemetry.proto") is None:
@@ -220,8 +151,10 @@ class Tracing:
                 "tracing.enabled 需要 OpenTelemetry：pip install 'heshi[otel]' / tracing "
                 "needs OpenTelemetry: pip install 'heshi[otel]' (opentelemetry-proto)"
             )
+        from heshi.tracing_export import SpanSink
+
         _EXPORTING.set()
-        return cls(_Sink(config), config.sample_ratio)
+        return cls(SpanSink(config, log_format), config.sample_ratio)
 
     @property
     def enabled(self) -> bool:
@@ -247,7 +180,9 @@ class Tracing:
             return
         trace_id, parent, sampled = 0, 0, True
         match = _TRACEPARENT.match(headers.get("traceparent", ""))
-        if match and match.group(1) != "ff":  # version ff is invalid; ids of zero too
+        if match and (match.group(1) == "ff" or (match.group(1) == "00" and match.group(5))):
+            match = None  # version ff is invalid, and version 00 has no fifth field
+        if match:  # ids of zero are invalid too
             remote, remote_parent = int(match.group(2), 16), int(match.group(3), 16)
             if remote and remote_parent:
                 trace_id, parent = remote, remote_parent
@@ -255,6 +190,8 @@ class Tracing:
         trace_id = trace_id or (random.getrandbits(128) or 1)
         keep = sampled and (trace_id & (_BOUND - 1)) < self._threshold
         span = Span("heshi.request", trace_id, parent, self._sink if keep else None, "server")
+        state = headers.get("tracestate", "") if parent else ""  # with the client's trace
+        span.state = state if len(state) <= _TRACESTATE_MAX else ""
         span.set_attributes({"heshi.endpoint": x.endpoint})
         x.span = span
         # The trace id alone would let a client choose the ledger's key (a traceparent
@@ -369,3 +306,10 @@ def inject(headers: MutableMapping[str, str]) -> None:
     span = _CURRENT.get()
     if span is not None:
         headers["traceparent"] = span.traceparent()
+        if span.state:
+            headers["tracestate"] = span.state
+
+
+def current_span() -> Span | None:
+    """The span current in this context (log lines carry its ids), or None."""
+    return _CURRENT.get()

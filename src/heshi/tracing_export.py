@@ -1,5 +1,7 @@
-"""The trace exporter: a child process of ``heshi serve`` (``tracing.enabled``) that turns
-finished spans into OTLP/HTTP protobuf requests and posts them to ``tracing.endpoint``.
+"""The trace exporter: :class:`SpanSink`, the gateway's side, batches finished spans and
+writes them to a child process of ``heshi serve`` (``tracing.enabled``, this module's
+``main``) that turns them into OTLP/HTTP protobuf requests and posts them to
+``tracing.endpoint``.
 
 Encoding and sending run here, in a process of their own, so they never hold the
 gateway's interpreter while a request waits (measured in benchmarks/scale.py). The
@@ -8,26 +10,187 @@ gateway writes frames on this process's stdin: a 4-byte little-endian length, th
 (the gateway stopped or died) ends this process after the last frame is sent. It runs
 at a lower CPU priority than the gateway (``nice`` 10).
 
-    python -m heshi.tracing_export ENDPOINT SERVICE_NAME TIMEOUT_S
+Set by the gateway: ``HESHI_TRACE_ENDPOINT``, ``HESHI_TRACE_SERVICE``,
+``HESHI_TRACE_TIMEOUT``, ``HESHI_LOG_FORMAT``. The OpenTelemetry variables an SDK exporter
+reads are honoured too: ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` / ``OTEL_EXPORTER_OTLP_HEADERS``
+(``key=value,…``, e.g. a collector's auth token), ``…_COMPRESSION=gzip`` and
+``OTEL_RESOURCE_ATTRIBUTES``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import marshal
 import os
+import queue
 import select
+import signal
 import struct
+import subprocess
 import sys
+import threading
+import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from heshi.config import TracingConfig
 
 log = logging.getLogger("heshi.tracing")
 _KIND = {"server": 2, "client": 3}  # OTLP Span.SpanKind; anything else is INTERNAL (1)
+
+
+class SpanSink:
+    """Finished spans, batched and written to the exporter process by a writer thread.
+
+    A batch is ``batch`` spans or whatever ``interval_s`` gathered; at most ``max_spans``
+    wait (more are dropped and counted: a collector that is down must not grow memory).
+    """
+
+    def __init__(self, config: TracingConfig, log_format: str = "text") -> None:
+        self.batch = config.export_batch_spans
+        self.interval_s = config.export_interval_ms / 1000
+        self.dropped = 0
+        self._spans: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._frames: queue.Queue[tuple[int, bytes] | None] = queue.Queue(
+            maxsize=max(1, config.max_queue_spans // self.batch)
+        )
+        self._dead = False  # the exporter exited: spans are counted and dropped
+        self._warned = -60.0
+        # -P: nothing from the working directory on the child's path. Its own session: a
+        # Ctrl-C or a signal to the gateway's process group does not stop it before the
+        # gateway has handed over its last spans (it ends at the end of its input). The
+        # endpoint and log format go in the environment, not on a command line ``ps``
+        # shows (a URL may hold credentials).
+        env = dict(os.environ)
+        env.update(
+            HESHI_TRACE_ENDPOINT=config.endpoint,
+            HESHI_TRACE_SERVICE=config.service_name,
+            HESHI_TRACE_TIMEOUT=str(config.export_timeout_s),
+            HESHI_LOG_FORMAT=log_format,
+        )
+        self._child = subprocess.Popen(
+            [sys.executable, "-P", "-m", "heshi.tracing_export"],
+            stdin=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
+            env=env,
+        )
+        self._writer = threading.Thread(target=self._write, name="heshi-trace-export", daemon=True)
+        self._writer.start()
+
+    def add(self, span: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._spans.append(span)
+            if len(self._spans) < self.batch:
+                return
+            full, self._spans = self._spans, []
+        self._send(full)
+
+    def _send(self, spans: list[tuple[Any, ...]]) -> None:
+        if self._dead:
+            self._drop(len(spans))
+            return
+        try:
+            data = marshal.dumps(spans)
+        except ValueError:  # a value marshal cannot hold: never fail a request for it
+            self._drop(len(spans))
+            return
+        try:
+            self._frames.put_nowait((len(spans), struct.pack("<I", len(data)) + data))
+        except queue.Full:
+            self._drop(len(spans))
+
+    def _drop(self, count: int) -> None:
+        with self._lock:
+            self.dropped += count
+            now = time.monotonic()
+            if now - self._warned < 60:
+                return
+            self._warned = now
+        log.warning(
+            "追踪导出跟不上，已丢弃 %d 个 span / trace export is behind or stopped: %d spans "
+            "dropped so far",
+            self.dropped,
+            self.dropped,
+        )
+
+    def _flush(self) -> None:
+        with self._lock:
+            spans, self._spans = self._spans, []
+        if spans:
+            self._send(spans)
+
+    def _write(self) -> None:
+        stdin = self._child.stdin
+        assert stdin is not None
+        while True:
+            try:
+                frame = self._frames.get(timeout=self.interval_s)
+            except queue.Empty:
+                self._flush()  # a quiet gateway's spans still leave within the interval
+                continue
+            if frame is None:
+                break
+            try:
+                stdin.write(frame[1])
+                stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._exporter_died(frame[0])
+                return
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def _exporter_died(self, lost: int) -> None:
+        self._dead = True
+        if self._child.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._child.stdin.close()
+        self._child.wait()  # reaped, not left a zombie
+        log.warning(
+            "追踪导出进程已退出（%s），此后的 span 将被丢弃 / the trace exporter process exited "
+            "(status %s): spans are dropped from now on",
+            self._child.returncode,
+            self._child.returncode,
+        )
+        self._drop(lost + self._drain())
+
+    def _drain(self) -> int:
+        """Spans in frames nobody will send now."""
+        count = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                frame = self._frames.get_nowait()
+                count += frame[0] if frame is not None else 0
+        return count
+
+    def close(self, wait_s: float) -> bool:
+        """Send what is held, end the exporter; True when it finished within ``wait_s``."""
+        self._flush()
+        deadline = time.monotonic() + wait_s
+        if self._dead or not self._writer.is_alive():
+            self._drop(self._drain())
+            return False
+        with contextlib.suppress(queue.Full):
+            self._frames.put(None, timeout=wait_s)
+        self._writer.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._child.wait(max(0.01, deadline - time.monotonic()))
+            return not self._writer.is_alive()
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+            return False
+
+
+# ---------------------------------------------------------------- the exporter process
 
 
 def _value(value: Any) -> Any:
@@ -42,6 +205,23 @@ def _value(value: Any) -> Any:
     return AnyValue(string_value=str(value))
 
 
+def _pairs(text: str) -> dict[str, str]:
+    """``key=value,key2=value2`` (values URL-encoded), as OTEL_* variables hold them."""
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return out
+
+
+def _otel(name: str) -> str:
+    """``OTEL_EXPORTER_OTLP_TRACES_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``."""
+    return os.environ.get(
+        f"OTEL_EXPORTER_OTLP_TRACES_{name}", os.environ.get(f"OTEL_EXPORTER_OTLP_{name}", "")
+    )
+
+
 def _attributes(attributes: dict[str, Any] | None) -> list[Any]:
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
@@ -49,7 +229,8 @@ def _attributes(attributes: dict[str, Any] | None) -> list[Any]:
 
 
 def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
-    """An ``ExportTraceServiceRequest`` of ``spans`` from service ``service``."""
+    """An ``ExportTraceServiceRequest`` of ``spans`` from service ``service`` (with
+    ``OTEL_RESOURCE_ATTRIBUTES``; ``service.name`` is ``service``)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -76,7 +257,8 @@ def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
         if status is not None:  # (code, message): 2 = ERROR
             span.status.CopyFrom(Status(code=status[0], message=status[1]))
         out.append(span)
-    resource = Resource(attributes=_attributes({"service.name": service}))
+    described = _pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    resource = Resource(attributes=_attributes(described | {"service.name": service}))
     scope = ScopeSpans(scope=InstrumentationScope(name="heshi.gateway"), spans=out)
     request = ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])]
@@ -84,26 +266,48 @@ def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
     return bytes(request.SerializeToString())
 
 
+class _Failures:
+    """Export failures, logged at most once a minute with how many there were."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = -60.0
+
+    def note(self, what: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= 60:
+            self.last = now
+            log.warning(
+                "追踪导出失败 / trace export failed (%s); %d batch(es) dropped so far",
+                what,
+                self.count,
+            )
+
+
+FAILURES = _Failures()
+
+
 def post(endpoint: str, body: bytes, timeout: float) -> bool:
     """Send one request (one retry after a 429/5xx or a connection error)."""
+    headers = {"Content-Type": "application/x-protobuf", "User-Agent": "heshi"}
+    headers |= _pairs(_otel("HEADERS"))
+    if _otel("COMPRESSION").strip().lower() == "gzip":
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
     for attempt in range(2):
-        request = urllib.request.Request(
-            endpoint,
-            data=body,
-            headers={"Content-Type": "application/x-protobuf", "User-Agent": "heshi"},
-            method="POST",
-        )
+        request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
                 return True
         except urllib.error.HTTPError as exc:
             if exc.code not in (429, 502, 503, 504) or attempt:
-                log.warning("trace collector %s answered %s: spans dropped", endpoint, exc.code)
+                FAILURES.note(f"the collector answered {exc.code}")
                 return False
         except (OSError, ValueError) as exc:
             if attempt:
-                log.warning("trace collector %s unreachable (%s): spans dropped", endpoint, exc)
+                FAILURES.note(f"the collector is unreachable: {type(exc).__name__}")
                 return False
     return False
 
@@ -136,10 +340,19 @@ def batches(fd: int, most: int = 2048) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    endpoint, service, timeout = (sys.argv[1:] if argv is None else list(argv))[:3]
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ
+    endpoint = env.get("HESHI_TRACE_ENDPOINT") or args[0]
+    service = env.get("HESHI_TRACE_SERVICE") or (args[1] if len(args) > 1 else "heshi")
+    timeout = env.get("HESHI_TRACE_TIMEOUT") or (args[2] if len(args) > 2 else "5")
+    from heshi.logs import configure_logging
+
+    fmt: Literal["text", "json"] = "json" if env.get("HESHI_LOG_FORMAT") == "json" else "text"
+    configure_logging("warning", fmt)  # the gateway's format, on its stderr
+    # The gateway ends this process by closing its input, after its last spans: a
+    # Ctrl-C or SIGTERM meant for the gateway must not cut the hand-over short.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # below the gateway: requests come before export
         os.nice(10)
     for spans in batches(sys.stdin.fileno()):

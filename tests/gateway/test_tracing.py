@@ -162,3 +162,84 @@ def test_a_dead_collector_costs_requests_nothing_and_shutdown_ends(
     with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         statuses = [client.post("/v1/chat/completions", json=chat).status_code for _ in range(20)]
     assert statuses == [200] * 20  # and leaving the block shut the exporter down
+
+
+def test_only_well_formed_traceparents_are_continued(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """W3C trace context as the SDK read it: version 00 has four fields, lowercase hex,
+    no zero ids, no version ff; a future version may carry more fields."""
+    ids = "-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    cases = {
+        "00" + ids: True,
+        "cc" + ids + "-what-comes-later": True,  # a later version's extra fields
+        "00" + ids + "-extra": False,
+        "00" + ids + "xyz": False,
+        "cc" + ids + "xyz": False,
+        "ff" + ids: False,
+        "00" + ids.upper(): False,
+        "00-" + "0" * 32 + "-00f067aa0ba902b7-01": False,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01": False,
+    }
+    with otlp_collector() as (endpoint, _):
+        app = _traced_app(tmp_path, upstream, TracingConfig(enabled=True, endpoint=endpoint))
+        chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            for header, continued in cases.items():
+                r = client.post(
+                    "/v1/chat/completions",
+                    json=chat,
+                    headers={"traceparent": header, "tracestate": "vendor=1"},
+                )
+                assert r.status_code == 200
+                got = r.headers["x-request-id"].startswith(f"req_{CLIENT_TRACE}_")
+                assert got is continued, header
+    # a continued trace passes the client's tracestate on; a new one does not
+    calls = [r for r in upstream.state.requests if r.method == "POST"]
+    for call in calls:
+        ours = CLIENT_TRACE in call.headers["traceparent"]
+        assert call.headers.get("tracestate") == ("vendor=1" if ours else None)
+
+
+def _exporter_pid() -> int:
+    """The trace exporter child of this process."""
+    import os
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"heshi.tracing_export" in cmdline and ppid == os.getpid():
+            return int(entry.name)
+    raise AssertionError("no trace exporter process")
+
+
+def test_an_exporter_that_dies_costs_requests_nothing_and_is_counted(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    import os
+    import signal
+
+    from tests.conftest import ADMIN
+
+    with otlp_collector() as (endpoint, _):
+        tracing = TracingConfig(enabled=True, endpoint=endpoint, export_batch_spans=4)
+        app = _traced_app(tmp_path, upstream, tracing)
+        chat = {"model": ALIAS, "messages": [{"role": "user", "content": "你好"}]}
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            os.kill(_exporter_pid(), signal.SIGKILL)
+            statuses = [
+                client.post("/v1/chat/completions", json=chat).status_code for _ in range(20)
+            ]
+            metrics = client.get("/metrics", headers=ADMIN).text
+        assert statuses == [200] * 20
+        dropped = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("heshi_trace_spans_dropped ")
+        )
+        assert dropped >= 20 * 4  # every request's spans, counted, none sent

@@ -63,7 +63,7 @@ class Gateway:
             kb = self.engines["kb"] = KnowledgeEngine(config, governance.db)
         self.kb = kb if isinstance(kb, KnowledgeEngine) else None
         self.router = Router(config, self.engines)
-        self.tracing = Tracing.from_config(config.tracing)
+        self.tracing = Tracing.from_config(config.tracing, config.server.log_format)
         self.router.tracing = self.tracing
         if self.kb is not None:
             self.kb.attach(self.router)

@@ -119,6 +119,12 @@ class StateCollector(Collector):
                 "query, 0 while either fails or stalls (also when no requests arrive).",
                 1.0 if stats.healthy and self._refresh_ok else 0.0,
             ),
+            (
+                "heshi_trace_spans_dropped",
+                "Trace spans dropped since start because the exporter fell behind or exited "
+                "(0 with tracing off).",
+                getattr(getattr(self._router, "tracing", None), "dropped", 0),
+            ),
         ):
             yield GaugeMetricFamily(name, help_text, value=float(value))
 
