@@ -74,6 +74,7 @@ class SpanSink:
             HESHI_TRACE_ENDPOINT=config.endpoint,
             HESHI_TRACE_SERVICE=config.service_name,
             HESHI_TRACE_TIMEOUT=str(config.export_timeout_s),
+            HESHI_TRACE_INTERVAL=str(config.export_interval_ms / 1000),
             HESHI_LOG_FORMAT=log_format,
         )
         self._child = subprocess.Popen(
@@ -312,31 +313,35 @@ def post(endpoint: str, body: bytes, timeout: float) -> bool:
     return False
 
 
-def batches(fd: int, most: int = 2048) -> Any:
-    """Span lists from the gateway, until end of input. Frames that have already arrived
-    are sent together (up to ``most`` spans), so a busy gateway costs fewer requests."""
+def batches(fd: int, most: int = 2048, linger: float = 0.2) -> Any:
+    """Span lists from the gateway, until end of input. What arrives within ``linger``
+    seconds of a batch's first spans is sent with them (up to ``most`` spans): a busy
+    gateway costs a few export requests a second, not one per frame, and so does the
+    collector."""
     buffer = bytearray()
+    spans: list[Any] = []
+    deadline = 0.0
+    ended = False
     while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        buffer += chunk
-        spans: list[Any] = []
-        while True:
-            while len(buffer) >= 4:
-                (size,) = struct.unpack_from("<I", buffer)
-                if len(buffer) < 4 + size:
-                    break
-                spans += marshal.loads(bytes(buffer[4 : 4 + size]))
-                del buffer[: 4 + size]
-            if len(spans) >= most or not select.select([fd], [], [], 0)[0]:
+        while len(buffer) >= 4 and len(spans) < most:  # the complete frames, in order
+            (size,) = struct.unpack_from("<I", buffer)
+            if len(buffer) < 4 + size:
                 break
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            buffer += chunk
-        if spans:
+            if not spans:
+                deadline = time.monotonic() + linger
+            spans += marshal.loads(bytes(buffer[4 : 4 + size]))
+            del buffer[: 4 + size]
+        if spans and (ended or len(spans) >= most or time.monotonic() >= deadline):
             yield spans
+            spans = []
+            continue
+        if ended:  # end of input: everything has gone, this process ends
+            return
+        wait = max(0.0, deadline - time.monotonic()) if spans else None
+        if select.select([fd], [], [], wait)[0]:
+            chunk = os.read(fd, 1 << 16)
+            buffer += chunk
+            ended = not chunk
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -355,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # below the gateway: requests come before export
         os.nice(10)
-    for spans in batches(sys.stdin.fileno()):
+    linger = float(env.get("HESHI_TRACE_INTERVAL", "0.2"))
+    for spans in batches(sys.stdin.fileno(), linger=linger):
         try:
             post(endpoint, encode(spans, service), float(timeout))
         except Exception:  # a malformed span must not end tracing for the process

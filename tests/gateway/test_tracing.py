@@ -243,3 +243,25 @@ def test_an_exporter_that_dies_costs_requests_nothing_and_is_counted(
             if line.startswith("heshi_trace_spans_dropped ")
         )
         assert dropped >= 20 * 4  # every request's spans, counted, none sent
+
+
+def test_the_exporter_sends_what_has_arrived_together_and_everything_at_the_end() -> None:
+    import marshal
+    import os
+    import struct
+
+    from heshi.tracing_export import batches
+
+    def frame(spans: list[tuple[int, ...]]) -> bytes:
+        data = marshal.dumps(spans)
+        return struct.pack("<I", len(data)) + data
+
+    read, write = os.pipe()
+    whole = b"".join(frame([(i,)]) for i in range(5))
+    os.write(write, whole[:7])  # a frame split across writes is put back together
+    os.write(write, whole[7:])
+    os.close(write)  # the gateway is done: nothing may be left behind
+    got = list(batches(read, most=3, linger=60))
+    os.close(read)
+    assert [len(b) for b in got] == [3, 2]  # no more than ``most`` a batch, none waits
+    assert [s for b in got for s in b] == [(i,) for i in range(5)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,31 +89,25 @@ async def _load(url: str, key: str, kill: Callable[[], None]) -> list[Any]:
     return outcomes
 
 
+@pytest.fixture
+def shared_db(pg_url: str) -> Iterator[Database]:
+    """The replicas' PostgreSQL database (this test's own), migrated; disposed after."""
+    db = Database(pg_url)
+    db.migrate()
+    yield db
+    db.dispose()
+
+
 async def test_a_replica_killed_mid_run_loses_only_its_in_flight_requests(
     upstream: Upstream,
     spawn_gateway: ProcessFactory,
+    shared_db: Database,
     pg_url: str,
     redis_cleanup: Callable[[str], None],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db = Database(pg_url)
-    try:
-        await _run(db, upstream, spawn_gateway, pg_url, redis_cleanup, tmp_path, monkeypatch)
-    finally:
-        db.dispose()
-
-
-async def _run(
-    db: Database,
-    upstream: Upstream,
-    spawn_gateway: ProcessFactory,
-    pg_url: str,
-    redis_cleanup: Callable[[str], None],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    db.migrate()
+    db = shared_db
     body = chat_body("请问退货要几天", max_tokens=MAX_TOKENS)
     cost = estimate_prompt_tokens(body) + MAX_TOKENS  # reserved, then reported exactly
     plaintext, key = KeyStore(db).create("acme", "scale", budget_tokens=ADMITS * cost)
