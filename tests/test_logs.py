@@ -226,3 +226,29 @@ def test_a_config_error_is_one_json_line(tmp_path: Path) -> None:
     (record,) = json_lines(err.read_text("utf-8"))
     assert record["level"] == "ERROR" and record["logger"] == "heshi.serve"
     assert "server.port" in record["msg"] and "配置无效" in record["msg"]
+
+
+def test_the_embedded_engine_keeps_its_own_lines_off_json_logs(tmp_path: Path) -> None:
+    """llama.cpp writes its diagnostics on stderr by itself; in JSON mode it is told not
+    to, so a log collector sees JSON only."""
+    from tests.tinymodel import build_tiny_qwen2_gguf
+
+    model = build_tiny_qwen2_gguf(tmp_path / "tiny.gguf")
+    port = free_port()
+    err = tmp_path / "stderr.log"
+    command = [sys.executable, "-m", "heshi", "serve", "--model", str(model), "--open"]
+    command += ["--port", str(port), "--ctx", "256", "--parallel", "1", "--log-format", "json"]
+    env = {**os.environ, "HESHI_HOME": str(tmp_path / "home")}
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_serving(proc, url)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(url + "/v1/chat/completions", json=body | {"max_tokens": 4}, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert r.status_code == 200, r.text
+    records = json_lines(err.read_text("utf-8"))  # fails on any line that is not JSON
+    assert any(x["logger"] == "uvicorn.access" for x in records)

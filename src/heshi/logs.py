@@ -80,6 +80,15 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+_FORMAT: list[LogFormat] = ["text"]  # what configure_logging set in this process
+
+
+def json_logs() -> bool:
+    """Whether this process logs JSON (native libraries then keep their own lines off
+    stderr)."""
+    return _FORMAT[0] == "json"
+
+
 def configure_logging(level: str, fmt: LogFormat) -> logging.Handler:
     """Make one stderr handler in ``fmt`` the root logger's only one, at ``level``.
 
@@ -87,6 +96,7 @@ def configure_logging(level: str, fmt: LogFormat) -> logging.Handler:
     (start uvicorn with ``log_config=None`` so it does not install them again), and
     Python's warnings are logged too. Returns the handler.
     """
+    _FORMAT[0] = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else RedactingFormatter(TEXT_FORMAT))
     root = logging.getLogger()

@@ -47,7 +47,11 @@ def server_params(
     locks llama-server's own loopback listener."""
     import xllamacpp
 
+    from heshi.logs import json_logs
+
     params = xllamacpp.CommonParams()
+    if json_logs():  # llama.cpp writes its own lines on stderr: none among JSON ones
+        params.verbosity = -1
     params.model.path = str(model_path)
     params.model_alias = {name}
     params.n_parallel = cfg.parallel

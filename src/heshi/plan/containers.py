@@ -263,7 +263,7 @@ def compose(option: Option, context: int, concurrency: int) -> str:
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
         f"tensor parallel {tp}, {option.replicas} cop{'y' if option.replicas == 1 else 'ies'})\n"
         "#   heshi plan ... --emit compose > deploy/backends.compose.yaml\n"
-        "#   docker compose -f deploy/compose.yaml -f deploy/backends.compose.yaml up -d\n"
+        "#   docker compose -p heshi -f deploy/compose.yaml -f deploy/backends.compose.yaml up -d\n"
         "# and put x-heshi-yaml's backends and aliases (or routes) in deploy/heshi.compose.yaml\n"
     )
     return head + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
@@ -325,7 +325,8 @@ def helm(option: Option, context: int, concurrency: int) -> str:
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
         f"tensor parallel {tp}, {option.replicas} replica(s))\n"
         "#   heshi plan ... --emit helm > backends.yaml\n"
-        "#   helm install heshi deploy/helm/heshi -f backends.yaml --set secrets.adminToken=...\n"
+        "#   helm install heshi deploy/helm/heshi -f backends.yaml \\\n"
+        "#     --set secrets.adminToken=... --set secrets.postgresPassword=...\n"
     )
     return head + yaml.safe_dump({"backends": [backend]}, sort_keys=False, allow_unicode=True)
 
