@@ -21,7 +21,7 @@ import yaml
 
 from heshi.errors import InvalidRequest
 from heshi.hub.names import lookup
-from heshi.plan.emit import _PORTS, DEVICES_PER_NODE, _context, _repo
+from heshi.plan.emit import _PORTS, DEVICES_PER_NODE, _context, _repo, parser_flags
 from heshi.plan.memory import KV_BYTES, kv_bytes_per_token
 from heshi.plan.recommend import Option
 
@@ -118,11 +118,13 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
         args += ["--max-num-seqs", str(slots), "--gpu-memory-utilization", "0.9"]
         if option.engine == "vllm" and not option.hardware.device.has("bf16"):
             args += ["--dtype", "float16"]
+        args += parser_flags(option.spec.id, option.engine)
         return ["vllm", "serve"], [*args, "--host", "0.0.0.0", "--port", port]
     if option.engine == "sglang":
         args = ["--model-path", _repo(option), "--served-model-name", option.spec.id]
         args += ["--tp", str(option.tensor_parallel), "--context-length", ctx]
         args += ["--max-running-requests", str(share), "--mem-fraction-static", "0.88"]
+        args += parser_flags(option.spec.id, "sglang")
         args += ["--host", "0.0.0.0", "--port", port]
         return ["python3", "-m", "sglang.launch_server"], args
     args = ["serve", "--open", "--host", "0.0.0.0", "--port", port]

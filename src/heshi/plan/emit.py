@@ -45,6 +45,35 @@ def _context(option: Option, context: int) -> int:
     return min(context, option.spec.context or context)
 
 
+def parser_flags(model_id: str, engine: str) -> list[str]:
+    """The flags that turn a model's reasoning and tool calls into OpenAI fields on vLLM
+    (vLLM-Ascend) and SGLang: without them ``<think>`` stays inside ``content`` and tool
+    calls never fill ``tool_calls`` (vLLM also refuses ``tool_choice: auto``).
+
+    Qwen2/2.5/3 and QwQ call tools in the Hermes format (``<tool_call>{json}``); Qwen3.5
+    and 3.6 in Qwen3-Coder's XML format. vLLM's ``qwen3`` reasoning parser covers Qwen3
+    and Qwen3.5 (docs.vllm.ai, vllm.reasoning.qwen3_reasoning_parser); QwQ and the R1
+    distillations think in DeepSeek-R1's format.
+    """
+    name = model_id.lower()
+    sglang = engine == "sglang"
+    reasoning = tools = None
+    if "qwq" in name or "deepseek-r1" in name:
+        reasoning = "deepseek-r1" if sglang else "deepseek_r1"
+    elif "qwen3" in name:
+        reasoning = "qwen3"
+    if "qwen3.5" in name or "qwen3.6" in name:
+        tools = "qwen3_coder"
+    elif any(f in name for f in ("qwen2", "qwen3", "qwq")) and "deepseek" not in name:
+        tools = "qwen25" if sglang else "hermes"
+    flags = ["--reasoning-parser", reasoning] if reasoning else []
+    if tools and sglang:
+        flags += ["--tool-call-parser", tools]
+    elif tools:
+        flags += ["--enable-auto-tool-choice", "--tool-call-parser", tools]
+    return flags
+
+
 def _join(argv: list[str]) -> str:
     """The command on several lines: the program and positionals, then one flag per line."""
     first = next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))
@@ -70,6 +99,7 @@ def vllm(option: Option, context: int, concurrency: int) -> str:
     argv += ["--gpu-memory-utilization", "0.9"]
     if not option.hardware.device.has("bf16"):
         argv += ["--dtype", "float16"]
+    argv += parser_flags(option.spec.id, "vllm")
     argv += ["--port", str(_PORTS["vllm"])]
     command = _join(argv)
     if pp > 1:
@@ -92,6 +122,7 @@ def sglang(option: Option, context: int, concurrency: int) -> str:
         argv[argv.index("--tp") + 1] = str(tp * pp)
     argv += ["--context-length", str(_context(option, context))]
     argv += ["--max-running-requests", str(concurrency), "--mem-fraction-static", "0.88"]
+    argv += parser_flags(option.spec.id, "sglang")
     argv += ["--port", str(_PORTS["sglang"])]
     return _join(argv)
 
