@@ -53,7 +53,9 @@ def parser_flags(model_id: str, engine: str) -> list[str]:
     Qwen2/2.5/3 and QwQ call tools in the Hermes format (``<tool_call>{json}``); Qwen3.5
     and 3.6 in Qwen3-Coder's XML format. vLLM's ``qwen3`` reasoning parser covers Qwen3
     and Qwen3.5 (docs.vllm.ai, vllm.reasoning.qwen3_reasoning_parser); QwQ and the R1
-    distillations think in DeepSeek-R1's format.
+    distillations think in DeepSeek-R1's format (SGLang's ``deepseek-r1`` covers R1 and
+    R1-Distill, ``qwen3`` the Qwen3 family: docs.sglang.io/docs/advanced_features/
+    separate_reasoning).
     """
     name = model_id.lower()
     sglang = engine == "sglang"
