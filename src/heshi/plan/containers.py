@@ -14,15 +14,22 @@ calibration's measurements came from engines of that age or older.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
 
 from heshi.errors import InvalidRequest
-from heshi.hub.names import lookup
-from heshi.plan.emit import _PORTS, DEVICES_PER_NODE, _context, _repo, parser_flags
-from heshi.plan.memory import KV_BYTES, kv_bytes_per_token
+from heshi.hub.names import short_names
+from heshi.plan.emit import (
+    _PORTS,
+    DEVICES_PER_NODE,
+    _context,
+    _repo,
+    backend_block,
+    backend_name,
+    parser_flags,
+)
+from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_cache_bytes
 from heshi.plan.recommend import Option
 
 TARGETS = ("compose", "helm")
@@ -86,15 +93,13 @@ def container_choice(ranked: list[Option]) -> Option:
 
 
 def _short_name(option: Option) -> str | None:
-    """The ``heshi models`` short name of the option's GGUF (e.g. ``qwen3:8b-q4_k_m``)."""
-    stem = option.spec.name.lower().removesuffix("-instruct")
-    family, _, size = stem.rpartition("-")
-    name = f"{family}:{size}-{option.q.name.lower()}"
-    return name if lookup(name) is not None else None
-
-
-def _service_name(option: Option) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", f"{option.engine}-{option.spec.name}".lower()).strip("-")
+    """The ``heshi models`` short name of the option's GGUF (e.g. ``qwen3:8b-q4_k_m``):
+    the catalog GGUF of this model at this quantization, if one is published."""
+    tag = option.q.name.lower()
+    for name in short_names():
+        if name.model.catalog_id == option.spec.id and name.quant.tag == tag:
+            return name.name
+    return None
 
 
 def _port(option: Option) -> int:
@@ -164,36 +169,19 @@ def _host_memory_gib(option: Option, context: int, concurrency: int) -> int:
     memory while loading, and /dev/shm (memory-backed) counts against the limit too."""
     p = option.prediction
     if option.hardware.device.kind == "cpu":
-        tokens = _context(option, context) * _slots(option, concurrency)
-        kv = kv_bytes_per_token(option.spec, KV_BYTES[option.kv_cache]) * tokens / 1e9
+        slots, ctx = _slots(option, concurrency), _context(option, context)
+        kv_bytes = KV_BYTES[option.kv_cache]
+        pool = Workload(input_tokens=ctx, output_tokens=0, batch=slots, kv_bytes=kv_bytes)
+        kv = kv_cache_bytes(option.spec, pool) / GIB
         return _gib((p.weights_gb + kv) * 1.1 + 1.5)
     return max(16, _gib(p.weights_gb * 1.2 + 4)) + _SHM_GIB
-
-
-def _heshi_block(option: Option, hosts: list[str]) -> dict[str, Any]:
-    """heshi.yaml's backends (one per copy) and the public name routed to them."""
-    upstream = option.spec.id
-    public = option.spec.name.lower()
-    port = _port(option)
-    backends = {
-        host: {"base_url": f"http://{host}:{port}/v1", "models": [upstream], "timeout": 300}
-        for host in hosts
-    }
-    if len(hosts) == 1:
-        alias = {"backend": hosts[0], "model": upstream}
-        return {"backends": backends, "aliases": {public: alias}}
-    targets = [{"backend": h, "model": upstream} for h in hosts]
-    return {
-        "backends": backends,
-        "routing": {"routes": {public: {"targets": targets, "balance": "least-busy"}}},
-    }
 
 
 def compose(option: Option, context: int, concurrency: int) -> str:
     """A Compose file of the backend services, to use beside ``deploy/compose.yaml``;
     its ``x-heshi-yaml`` block goes into the gateways' heshi.yaml."""
     command, args = _argv(option, context, concurrency)
-    name = _service_name(option)
+    name = backend_name(option, option.engine)
     hosts = [name] if option.replicas == 1 else [f"{name}-{i}" for i in range(option.replicas)]
     port = _port(option)
     services: dict[str, Any] = {}
@@ -259,7 +247,7 @@ def compose(option: Option, context: int, concurrency: int) -> str:
     document = {
         "services": services,
         "volumes": volumes,
-        "x-heshi-yaml": _heshi_block(option, hosts),
+        "x-heshi-yaml": backend_block(option, [(h, h, port) for h in hosts]),
     }
     head = (
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
@@ -295,7 +283,7 @@ def helm(option: Option, context: int, concurrency: int) -> str:
     if option.replicas > 1:
         requests["ephemeral-storage"] = size
     backend: dict[str, Any] = {
-        "name": _service_name(option),
+        "name": backend_name(option, option.engine),
         "engine": "heshi" if option.engine == "llamacpp" else option.engine,
         "command": command,
         "args": args,

@@ -234,34 +234,37 @@ def launch(option: Option, engine: str, context: int, concurrency: int) -> str:
     return "\n".join(copies)
 
 
+def backend_name(option: Option, engine: str) -> str:
+    """The name of ``option``'s backend on ``engine`` (a heshi.yaml key, a service name)."""
+    return re.sub(r"[^a-z0-9]+", "-", f"{engine}-{option.spec.name}".lower()).strip("-")
+
+
+def backend_block(option: Option, servers: list[tuple[str, str, int]]) -> dict[str, object]:
+    """heshi.yaml's backends for ``servers`` ((backend name, host, port) each) and the
+    public name: an alias for one, a least-busy route for several copies."""
+    upstream = option.spec.id  # llama-server answers to any model name; the others to this
+    public = option.spec.name.lower()
+    backends = {
+        name: {"base_url": f"http://{host}:{port}/v1", "models": [upstream], "timeout": 300}
+        for name, host, port in servers
+    }
+    names = [name for name, _, _ in servers]
+    if len(names) == 1:
+        alias = {"backend": names[0], "model": upstream}
+        return {"backends": backends, "aliases": {public: alias}}
+    targets = [{"backend": n, "model": upstream} for n in names]
+    return {
+        "backends": backends,
+        "routing": {"routes": {public: {"targets": targets, "balance": "least-busy"}}},
+    }
+
+
 def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
     """The ``heshi.yaml`` lines that put the launched server(s) behind Heshi's gateway:
     a backend and an alias, or for copies a backend each and a route sharing them."""
-    name = re.sub(r"[^a-z0-9]+", "-", f"{engine}-{option.spec.name}".lower()).strip("-")
-    upstream = option.spec.id  # llama-server answers to any model name; the others to this
-    public = option.spec.name.lower()
+    name = backend_name(option, engine)
     if option.replicas == 1:
-        block: dict[str, object] = {
-            "backends": {name: _backend(host, _PORTS[engine], upstream)},
-            "aliases": {public: {"backend": name, "model": upstream}},
-        }
+        servers = [(name, host, _PORTS[engine])]
     else:
-        names = [f"{name}-{i}" for i in range(option.replicas)]
-        block = {
-            "backends": {
-                n: _backend(host, _PORTS[engine] + i, upstream) for i, n in enumerate(names)
-            },
-            "routing": {
-                "routes": {
-                    public: {
-                        "targets": [{"backend": n, "model": upstream} for n in names],
-                        "balance": "least-busy",
-                    }
-                }
-            },
-        }
-    return yaml.safe_dump(block, sort_keys=False, allow_unicode=True)
-
-
-def _backend(host: str, port: int, model: str) -> dict[str, object]:
-    return {"base_url": f"http://{host}:{port}/v1", "models": [model], "timeout": 300}
+        servers = [(f"{name}-{i}", host, _PORTS[engine] + i) for i in range(option.replicas)]
+    return yaml.safe_dump(backend_block(option, servers), sort_keys=False, allow_unicode=True)
