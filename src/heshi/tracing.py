@@ -29,7 +29,6 @@ import importlib.util
 import logging
 import random
 import re
-import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -42,8 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("heshi.gateway")
 
-# Set once a tracer exists in this process: outgoing calls then carry ``traceparent``
-_EXPORTING = threading.Event()
+_UNTRACED = contextlib.nullcontext()  # reusable: what stage() and attempt() give untraced
 _CURRENT: contextvars.ContextVar[Span | None] = contextvars.ContextVar("heshi_span", default=None)
 # W3C trace context: version 00 has exactly four fields; a later version may add more
 _TRACEPARENT = re.compile(
@@ -112,6 +110,11 @@ class Span:
         }
         self.events.append(("exception", time.time_ns(), attributes))
 
+    def fail(self, error: BaseException, description: str | None = None) -> None:
+        """Record ``error`` and mark the span failed (by default with its type's name)."""
+        self.record_exception(error)
+        self.set_error(description or type(error).__name__)
+
     def set_error(self, description: str) -> None:
         self.status = (_ERROR, description)
 
@@ -153,12 +156,7 @@ class Tracing:
             )
         from heshi.tracing_export import SpanSink
 
-        _EXPORTING.set()
         return cls(SpanSink(config, log_format), config.sample_ratio)
-
-    @property
-    def enabled(self) -> bool:
-        return self._sink is not None
 
     @property
     def dropped(self) -> int:
@@ -198,17 +196,17 @@ class Tracing:
         # repeated on every call of one trace): Heshi's own span id keeps it unique.
         x.request_id = f"req_{trace_id:032x}_{span.span_id:016x}"
 
-    @contextlib.contextmanager
-    def stage(self, x: Exchange, name: str | None, **attributes: Any) -> Iterator[Any]:
+    def stage(
+        self, x: Exchange, name: str | None, **attributes: Any
+    ) -> contextlib.AbstractContextManager[Any]:
         """A child span of ``x``'s request, current while the block runs (so routing
-        attempts and outgoing calls inside nest under it); none when ``name`` is None."""
+        attempts and outgoing calls inside nest under it); none when ``name`` is None.
+        Untraced, a shared no-op (every request passes several stages)."""
         if self._sink is None or x.span is None or name is None:
-            yield None
-            return
+            return _UNTRACED
         span = x.span.child(name)
         span.set_attributes(attributes)
-        with _ending(span):
-            yield span
+        return _ending(span)
 
     def open(self, x: Exchange, name: str) -> Any:
         """A child span that outlives the block it starts in (a stream's ``generate``):
@@ -238,29 +236,24 @@ class Tracing:
     def failed(span: Any, error: BaseException) -> None:
         """Mark ``span`` failed with ``error`` (it still ends where it was opened)."""
         if span is not None:
-            span.record_exception(error)
-            span.set_error(type(error).__name__)
+            span.fail(error)
 
     @staticmethod
     def close(span: Any, error: BaseException | None = None) -> None:
         if span is None:
             return
         if error is not None:
-            span.record_exception(error)
-            span.set_error(type(error).__name__)
+            span.fail(error)
         span.end()
 
-    @contextlib.contextmanager
-    def attempt(self, backend: str, number: int) -> Iterator[Any]:
+    def attempt(self, backend: str, number: int) -> contextlib.AbstractContextManager[Any]:
         """One routing attempt, under whatever span is current (``generate``)."""
         parent = _CURRENT.get()
         if self._sink is None or parent is None:
-            yield None
-            return
+            return _UNTRACED
         span = parent.child("route.attempt", "client")
         span.set_attributes({"heshi.backend": backend, "heshi.attempt": number})
-        with _ending(span):
-            yield span
+        return _ending(span)
 
     def finish(self, x: Exchange) -> None:
         """End the request's span with what became of it."""
@@ -284,14 +277,13 @@ class Tracing:
 
 
 @contextlib.contextmanager
-def _ending(span: Span) -> Iterator[None]:
+def _ending(span: Span) -> Iterator[Span]:
     """``span`` current while the block runs, failed if it raises, ended after."""
     token = _CURRENT.set(span)
     try:
-        yield
+        yield span
     except Exception as error:
-        span.record_exception(error)
-        span.set_error(f"{type(error).__name__}: {error}")
+        span.fail(error, f"{type(error).__name__}: {error}")
         raise
     finally:
         _CURRENT.reset(token)
@@ -301,9 +293,7 @@ def _ending(span: Span) -> Iterator[None]:
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current span's W3C ``traceparent`` to outgoing ``headers`` (nothing when
     tracing is off or no span is current)."""
-    if not _EXPORTING.is_set():
-        return
-    span = _CURRENT.get()
+    span = _CURRENT.get()  # only ever set while a request is traced
     if span is not None:
         headers["traceparent"] = span.traceparent()
         if span.state:

@@ -20,6 +20,7 @@ reads are honoured too: ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` / ``OTEL_EXPORTER_
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import logging
 import marshal
@@ -193,9 +194,16 @@ class SpanSink:
 # ---------------------------------------------------------------- the exporter process
 
 
-def _value(value: Any) -> Any:
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+@functools.cache
+def _common() -> Any:
+    """OTLP's common messages, imported once (in the exporter process only)."""
+    from opentelemetry.proto.common.v1 import common_pb2
 
+    return common_pb2
+
+
+def _value(value: Any) -> Any:
+    AnyValue = _common().AnyValue
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -223,8 +231,7 @@ def _otel(name: str) -> str:
 
 
 def _attributes(attributes: dict[str, Any] | None) -> list[Any]:
-    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
+    KeyValue = _common().KeyValue
     return [KeyValue(key=k, value=_value(v)) for k, v in (attributes or {}).items()]
 
 
@@ -288,13 +295,23 @@ class _Failures:
 FAILURES = _Failures()
 
 
-def post(endpoint: str, body: bytes, timeout: float) -> bool:
-    """Send one request (one retry after a 429/5xx or a connection error)."""
+@functools.cache
+def _request_headers() -> tuple[dict[str, str], bool]:
+    """The export request's headers (``OTEL_…_HEADERS`` included) and whether the body
+    is gzipped (``OTEL_…_COMPRESSION``): read once, as an SDK exporter reads them."""
     headers = {"Content-Type": "application/x-protobuf", "User-Agent": "heshi"}
     headers |= _pairs(_otel("HEADERS"))
-    if _otel("COMPRESSION").strip().lower() == "gzip":
-        body = gzip.compress(body)
+    gzipped = _otel("COMPRESSION").strip().lower() == "gzip"
+    if gzipped:
         headers["Content-Encoding"] = "gzip"
+    return headers, gzipped
+
+
+def post(endpoint: str, body: bytes, timeout: float) -> bool:
+    """Send one request (one retry after a 429/5xx or a connection error)."""
+    headers, gzipped = _request_headers()
+    if gzipped:
+        body = gzip.compress(body)
     for attempt in range(2):
         request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
         try:
@@ -350,12 +367,13 @@ def batches(fd: int, most: int = 2048, linger: float = 0.0) -> Any:
             ended = not chunk
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+def main() -> int:
+    """Export what the gateway (:class:`SpanSink`) writes on stdin; settings from the
+    environment it sets."""
     env = os.environ
-    endpoint = env.get("HESHI_TRACE_ENDPOINT") or args[0]
-    service = env.get("HESHI_TRACE_SERVICE") or (args[1] if len(args) > 1 else "heshi")
-    timeout = env.get("HESHI_TRACE_TIMEOUT") or (args[2] if len(args) > 2 else "5")
+    endpoint = env["HESHI_TRACE_ENDPOINT"]
+    service = env.get("HESHI_TRACE_SERVICE", "heshi")
+    timeout = env.get("HESHI_TRACE_TIMEOUT", "5")
     from heshi.logs import configure_logging
 
     fmt: Literal["text", "json"] = "json" if env.get("HESHI_LOG_FORMAT") == "json" else "text"

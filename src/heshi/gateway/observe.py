@@ -27,11 +27,11 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from heshi.store.keys import MICRO
 from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.gateway")
 
-MICRO = 1_000_000
 SPEND_REFRESH_SECONDS = 60.0  # an aggregate over the ledger: cheap, but not per scrape
 _STATES = ("closed", "open", "half-open")
 
