@@ -4,6 +4,10 @@ thought in ``reasoning_content``, switched off per request, metered, never label
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from heshi.config import AigcConfig, HeshiConfig
 from heshi.gateway.app import create_app
 from tests.compat.test_tools import LABEL, WEATHER, client
 from tests.conftest import TINY_NAME, local_engines, tiny_engine_config
-from tests.loopback import serve_app
+from tests.loopback import free_port, serve_app, wait_serving
 from tests.tinymodel import THINKING_TEMPLATE, THINKING_TEXT, build_tiny_qwen2_gguf
 
 ASK = [{"role": "user", "content": "hi"}]
@@ -146,3 +150,32 @@ def test_a_thinking_model_thinks_then_answers_in_json(thinking_url: str) -> None
     message = resp.choices[0].message
     assert (message.model_extra or {}).get("reasoning_content") == "R"
     assert isinstance(json.loads(message.content or "")["ok"], bool)  # no label either
+
+
+def test_heshi_serve_no_thinking_makes_answers_plain_unless_a_request_asks(
+    thinking_gguf: Path, tmp_path: Path
+) -> None:
+    """``heshi serve --no-thinking`` (what ``heshi plan --emit compose`` gives a CPU
+    service for a chat workload) is ``engine.thinking: false``: a request without a switch
+    gets the empty block in its prompt; one that asks still thinks."""
+    port = free_port()
+    command = [sys.executable, "-m", "heshi", "serve", "--model", str(thinking_gguf), "--open",
+               "--port", str(port), "--ctx", "256", "--parallel", "1", "--no-thinking",
+               "--name", TINY_NAME]  # fmt: skip
+    env = {**os.environ, "HESHI_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_serving(proc, url)
+        base = {"model": TINY_NAME, "messages": ASK, "max_tokens": N, "temperature": 0}
+        plain = client(url).chat.completions.create(**base)  # type: ignore[call-overload]
+        asked = client(url).chat.completions.create(
+            **base, extra_body={"chat_template_kwargs": {"enable_thinking": True}}
+        )  # type: ignore[call-overload]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert not (plain.choices[0].message.model_extra or {}).get("reasoning_content")
+    assert (plain.choices[0].message.content or "").startswith("R</think>OK")
+    assert (asked.choices[0].message.model_extra or {}).get("reasoning_content") == "R"
+    assert plain.usage.prompt_tokens > asked.usage.prompt_tokens  # the empty block

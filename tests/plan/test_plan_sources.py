@@ -132,6 +132,7 @@ def test_paged_engines_hold_the_typical_sequence_and_llamacpp_the_full_context()
         concurrency=20,
         context=8192,
         models=("Qwen/Qwen3-8B", "Qwen/Qwen2.5-7B-Instruct"),
+        ttft_p95_s=0,  # memory is what is checked here
     )
     ranked, _ = recommend(req)
     by_engine = {o.engine: o for o in ranked}

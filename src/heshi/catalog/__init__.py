@@ -71,7 +71,9 @@ class ModelSpec:
     mla_cache_dim: int | None = None
     params_total_b: float | None = None  # as officially stated
     params_active_b: float | None = None
-    quantizations: dict[str, str] = field(default_factory=dict)  # name -> HF repo
+    # name -> repo id; Qwen's own repos carry the same id on Hugging Face and ModelScope
+    quantizations: dict[str, str] = field(default_factory=dict)
+    modelscope_only: frozenset[str] = frozenset()  # repos published on ModelScope alone
     quality: dict[str, float | None] = field(default_factory=dict)
     quality_source: str | None = None
     source_url: str = ""
@@ -176,6 +178,7 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
         params_total_b=raw.get("params_total_b"),
         params_active_b=raw.get("params_active_b"),
         quantizations=dict(raw.get("quantizations") or {}),
+        modelscope_only=frozenset(raw.get("modelscope_only") or ()),
         quality={k: v for k, v in quality.items() if isinstance(v, int | float) or v is None},
         quality_source=quality_source,
         source_url=raw.get("source_url", ""),

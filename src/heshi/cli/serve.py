@@ -75,6 +75,14 @@ def serve(
         str | None,
         typer.Option("--kv-cache", help="f16 | q8_0: KV cache format / KV 缓存格式"),
     ] = None,
+    no_thinking: Annotated[
+        bool,
+        typer.Option(
+            "--no-thinking",
+            help="Thinking models answer without thinking unless a request asks "
+            "(engine.thinking: false) / 思考模型默认不思考",
+        ),
+    ] = False,
     open_mode: Annotated[
         bool,
         typer.Option(
@@ -109,6 +117,7 @@ def serve(
                 "engine.ctx": ctx,
                 "engine.threads": threads,
                 "engine.kv_cache_type": kv_cache,
+                "engine.thinking": False if no_thinking else None,
                 "engine.enabled": False if no_local else None,
                 "auth.open": True if open_mode else None,
                 "server.host": host,

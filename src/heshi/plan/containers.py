@@ -27,7 +27,8 @@ from heshi.plan.emit import (
     _repo,
     backend_block,
     backend_name,
-    parser_flags,
+    model_flags,
+    thinks_by_default,
 )
 from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_cache_bytes
 from heshi.plan.recommend import Option
@@ -123,13 +124,13 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
         args += ["--max-num-seqs", str(slots), "--gpu-memory-utilization", "0.9"]
         if option.engine == "vllm" and not option.hardware.device.has("bf16"):
             args += ["--dtype", "float16"]
-        args += parser_flags(option.spec.id, option.engine)
+        args += model_flags(option, option.engine)
         return ["vllm", "serve"], [*args, "--host", "0.0.0.0", "--port", port]
     if option.engine == "sglang":
         args = ["--model-path", _repo(option), "--served-model-name", option.spec.id]
         args += ["--tp", str(option.tensor_parallel), "--context-length", ctx]
         args += ["--max-running-requests", str(share), "--mem-fraction-static", "0.88"]
-        args += parser_flags(option.spec.id, "sglang")
+        args += model_flags(option, "sglang")
         args += ["--host", "0.0.0.0", "--port", port]
         return ["python3", "-m", "sglang.launch_server"], args
     args = ["serve", "--open", "--host", "0.0.0.0", "--port", port]
@@ -137,6 +138,8 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
     args += ["--parallel", str(slots), "--ctx", ctx]
     if option.kv_cache != "f16":
         args += ["--kv-cache", option.kv_cache]
+    if option.mode == "non-thinking" and thinks_by_default(option.spec.id):
+        args += ["--no-thinking"]
     return ["heshi"], args
 
 

@@ -17,6 +17,7 @@ import shlex
 import yaml
 
 from heshi.errors import InvalidRequest
+from heshi.plan.memory import vision_parameters
 from heshi.plan.recommend import Option
 
 EMITTERS = ("vllm", "sglang", "llamacpp", "lmdeploy", "mindie", "vllm-ascend")
@@ -29,8 +30,40 @@ _RAY_PORT = 6380
 
 
 def _repo(option: Option) -> str:
-    """The checkpoint to serve: the published repo of that quantization, else the base."""
+    """The checkpoint to serve: the published repo of that quantization, a W8A8 converted
+    here (:func:`w8a8_note`), else the base."""
+    if option.q.kind == "w8a8" and option.q.name not in option.spec.quantizations:
+        return _converted_w8a8(option)
     return option.spec.quantizations.get(option.q.name, option.spec.id)
+
+
+def _converted_w8a8(option: Option) -> str:
+    return f"/data/models/{option.spec.name}-W8A8"
+
+
+def w8a8_note(option: Option) -> str:
+    """How a W8A8 checkpoint that is not published is made (msModelSlim, on an Ascend
+    node: Ascend/MindIE-LLM docs/zh/user_guide/feature/w8a8.md) and, for MindIE, marked."""
+    if option.q.kind != "w8a8":
+        return ""
+    mark = (
+        f'# MindIE: add "quantize": "w8a8" to {_repo(option)}/config.json\n'
+        if option.engine == "mindie"
+        else ""
+    )
+    if option.q.name in option.spec.quantizations:
+        return mark
+    return (
+        f"# no published W8A8 of {option.spec.id}: quantize it with msModelSlim first\n"
+        f"#   msmodelslim quant --model_path {option.spec.id} --save_path {_repo(option)} "
+        f"--device npu --model_type {option.spec.name} --quant_type w8a8 "
+        "--trust_remote_code True\n" + mark
+    )
+
+
+def _hub_env(option: Option) -> str:
+    """vLLM reads ModelScope ids when told to: for repos published there alone."""
+    return "VLLM_USE_MODELSCOPE=true " if _repo(option) in option.spec.modelscope_only else ""
 
 
 def _split(option: Option) -> tuple[int, int]:
@@ -76,6 +109,49 @@ def parser_flags(model_id: str, engine: str) -> list[str]:
     return flags
 
 
+def thinks_by_default(model_id: str) -> bool:
+    """Qwen3 and Qwen3.5/3.6 think unless the chat template is told not to (their model
+    cards: "operate in thinking mode by default"; off with ``enable_thinking: false``)."""
+    name = model_id.lower()
+    return name.startswith("qwen/qwen3") and "2507" not in name and "coder" not in name
+
+
+_NO_THINKING = json.dumps({"enable_thinking": False})
+
+
+def model_flags(option: Option, engine: str) -> list[str]:
+    """The flags a model needs beyond its size: reasoning and tool-call parsers, thinking
+    off for a workload that runs without it (vLLM's ``--default-chat-template-kwargs``,
+    vLLM ≥ 0.14; llama.cpp's ``--chat-template-kwargs``; a request can still turn it on),
+    and a text-only server that leaves the vision encoder of Qwen3.5/3.6 unloaded (vLLM's
+    ``--language-model-only``, which the model cards name for text-only serving;
+    llama-server's ``--no-mmproj``, as ``-hf`` would fetch the projector too)."""
+    vision = vision_parameters(option.spec) > 0
+    quiet = option.mode == "non-thinking" and thinks_by_default(option.spec.id)
+    if engine == "llamacpp":
+        flags = ["--chat-template-kwargs", _NO_THINKING] if quiet else []
+        return flags + (["--no-mmproj"] if vision else [])
+    flags = parser_flags(option.spec.id, engine)
+    if option.q.kind == "w8a8":
+        flags += ["--quantization", "ascend"]  # vLLM-Ascend's msModelSlim loader
+    if engine in ("vllm", "vllm-ascend"):
+        flags += ["--default-chat-template-kwargs", _NO_THINKING] if quiet else []
+        flags += ["--language-model-only"] if vision else []
+    return flags
+
+
+def thinking_note(option: Option, engine: str) -> str:
+    """For engines without a server-wide switch: how this workload turns thinking off."""
+    if option.mode != "non-thinking" or not thinks_by_default(option.spec.id):
+        return ""
+    if engine in ("vllm", "vllm-ascend", "llamacpp"):
+        return ""
+    return (
+        f"# {option.spec.name} 默认先思考：请求里带 chat_template_kwargs {_NO_THINKING} 关闭 / "
+        f"thinks by default: requests turn it off with chat_template_kwargs {_NO_THINKING}\n"
+    )
+
+
 def _join(argv: list[str]) -> str:
     """The command on several lines: the program and positionals, then one flag per line."""
     first = next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))
@@ -101,7 +177,7 @@ def vllm(option: Option, context: int, concurrency: int) -> str:
     argv += ["--gpu-memory-utilization", "0.9"]
     if not option.hardware.device.has("bf16"):
         argv += ["--dtype", "float16"]
-    argv += parser_flags(option.spec.id, "vllm")
+    argv += model_flags(option, "vllm")
     argv += ["--port", str(_PORTS["vllm"])]
     command = _join(argv)
     if pp > 1:
@@ -124,9 +200,9 @@ def sglang(option: Option, context: int, concurrency: int) -> str:
         argv[argv.index("--tp") + 1] = str(tp * pp)
     argv += ["--context-length", str(_context(option, context))]
     argv += ["--max-running-requests", str(concurrency), "--mem-fraction-static", "0.88"]
-    argv += parser_flags(option.spec.id, "sglang")
+    argv += model_flags(option, "sglang")
     argv += ["--port", str(_PORTS["sglang"])]
-    return _join(argv)
+    return thinking_note(option, "sglang") + _join(argv)
 
 
 def llamacpp(option: Option, context: int, concurrency: int) -> str:
@@ -144,6 +220,7 @@ def llamacpp(option: Option, context: int, concurrency: int) -> str:
         argv += ["-ngl", "999"]
     if option.kv_cache != "f16":  # a quantized V cache needs flash attention
         argv += ["-fa", "on", "-ctk", option.kv_cache, "-ctv", option.kv_cache]
+    argv += model_flags(option, "llamacpp")
     argv += ["--host", "0.0.0.0", "--port", str(_PORTS["llamacpp"])]
     command = " ".join(shlex.quote(a) for a in argv)
     if not repo:
@@ -164,41 +241,71 @@ def lmdeploy(option: Option, context: int, concurrency: int) -> str:
     if option.q.kind in ("awq", "gptq"):
         argv += ["--model-format", "awq" if option.q.kind == "awq" else "gptq"]
     argv += ["--server-port", str(_PORTS["lmdeploy"])]
-    return _join(argv)
+    return thinking_note(option, "lmdeploy") + _join(argv)
 
 
 def mindie(option: Option, context: int, concurrency: int) -> str:
+    """The fields of MindIE Service's config.json this plan sets (its nesting: ServerConfig
+    and BackendConfig at the top, ModelDeployConfig/ScheduleConfig inside BackendConfig,
+    ModelConfig a list). Plain HTTP on the node, as the heshi.yaml block reaches it:
+    MindIE's default is HTTPS with certificates to provide. ``maxIterTimes`` caps every
+    answer's tokens (default 512: a reasoning answer would be cut), so it is the context;
+    ``npuMemSize`` -1 sizes the KV cache from what the weights leave."""
     devices = list(range(min(option.tensor_parallel, DEVICES_PER_NODE)))
-    name = re.sub(r"[^a-z0-9]+", "-", option.spec.name.lower()).strip("-")
+    name = served_name(option, "mindie")
+    ctx = _context(option, context)
     fields = {
+        "ServerConfig": {
+            "ipAddress": "127.0.0.1",
+            "port": _PORTS["mindie"],
+            "httpsEnabled": False,
+            "interCommTLSEnabled": False,
+        },
         "BackendConfig": {
             "npuDeviceIds": [devices],
             "ModelDeployConfig": {
-                "maxSeqLen": _context(option, context),
-                "maxInputTokenLen": _context(option, context),
+                "maxSeqLen": ctx,
+                "maxInputTokenLen": ctx,
+                "truncation": False,
                 "ModelConfig": [
                     {
                         "modelName": name,
-                        "modelWeightPath": f"/data/models/{option.spec.id}",
+                        "modelWeightPath": _weights_path(option),
                         "worldSize": len(devices),
                         "backendType": "atb",
+                        "npuMemSize": -1,
                     }
                 ],
             },
-            "ScheduleConfig": {"maxBatchSize": concurrency},
-        }
+            "ScheduleConfig": {
+                "maxBatchSize": concurrency,
+                "maxPrefillTokens": ctx,
+                "maxIterTimes": ctx,
+            },
+        },
     }
     return (
         "# set these fields in {MindIE}/latest/mindie-service/conf/config.json, then:\n"
         "#   cd {MindIE}/latest/mindie-service && ./bin/mindieservice_daemon\n"
+        "# httpsEnabled false: Heshi on this node reaches it over plain HTTP on 127.0.0.1; "
+        "across a network keep HTTPS and point base_url at https:// with its certificates\n"
+        + thinking_note(option, "mindie")
+        + w8a8_note(option)
         + json.dumps(fields, indent=2, ensure_ascii=False)
     )
 
 
+def _weights_path(option: Option) -> str:
+    """Where MindIE reads the weights: a local directory (it loads no hub ids)."""
+    if option.q.kind == "w8a8":
+        return _repo(option) if _repo(option).startswith("/") else f"/data/models/{_repo(option)}"
+    return f"/data/models/{option.spec.id}"
+
+
 def vllm_ascend(option: Option, context: int, concurrency: int) -> str:
-    return "# vLLM-Ascend (the vllm-ascend plugin on CANN) takes vLLM's flags:\n" + vllm(
-        option, context, concurrency
-    )
+    command = vllm(option, context, concurrency)
+    head = "# vLLM-Ascend (the vllm-ascend plugin on CANN) takes vLLM's flags:\n"
+    return head + w8a8_note(option) + _hub_env(option) + command
 
 
 _EMIT = {
@@ -222,10 +329,13 @@ def launch(option: Option, engine: str, context: int, concurrency: int) -> str:
     if option.replicas == 1:
         return _EMIT[engine](option, context, concurrency)
     share = -(-concurrency // option.replicas)
-    one = _EMIT[engine](option, context, share)
+    lines = _EMIT[engine](option, context, share).split("\n")
+    # the comments (what to run first, how thinking goes off) once, before the copies
+    first = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    notes, one = lines[:first], "\n".join(lines[first:])
     visible = "ASCEND_RT_VISIBLE_DEVICES" if engine == "vllm-ascend" else "CUDA_VISIBLE_DEVICES"
     tp = option.tensor_parallel
-    copies = [f"# {option.replicas} copies of {tp} device(s) each, {share} users apiece"]
+    copies = [f"# {option.replicas} copies of {tp} device(s) each, {share} users apiece", *notes]
     for i in range(option.replicas):
         devices = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
         port = _PORTS[engine] + i
@@ -239,10 +349,20 @@ def backend_name(option: Option, engine: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{engine}-{option.spec.name}".lower()).strip("-")
 
 
-def backend_block(option: Option, servers: list[tuple[str, str, int]]) -> dict[str, object]:
+def served_name(option: Option, engine: str) -> str:
+    """The model name the launched server answers to: MindIE its config's ``modelName``,
+    the others the catalog id (``--served-model-name``; llama-server answers to any)."""
+    if engine == "mindie":
+        return re.sub(r"[^a-z0-9]+", "-", option.spec.name.lower()).strip("-")
+    return option.spec.id
+
+
+def backend_block(
+    option: Option, servers: list[tuple[str, str, int]], engine: str = ""
+) -> dict[str, object]:
     """heshi.yaml's backends for ``servers`` ((backend name, host, port) each) and the
     public name: an alias for one, a least-busy route for several copies."""
-    upstream = option.spec.id  # llama-server answers to any model name; the others to this
+    upstream = served_name(option, engine)
     public = option.spec.name.lower()
     backends = {
         name: {"base_url": f"http://{host}:{port}/v1", "models": [upstream], "timeout": 300}
@@ -267,4 +387,5 @@ def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
         servers = [(name, host, _PORTS[engine])]
     else:
         servers = [(f"{name}-{i}", host, _PORTS[engine] + i) for i in range(option.replicas)]
-    return yaml.safe_dump(backend_block(option, servers), sort_keys=False, allow_unicode=True)
+    block = backend_block(option, servers, engine)
+    return yaml.safe_dump(block, sort_keys=False, allow_unicode=True)

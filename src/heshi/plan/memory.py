@@ -113,6 +113,40 @@ def weight_bytes(spec: ModelSpec, q: Quant) -> float:
     )
 
 
+# Qwen3.5/3.6 checkpoints carry a vision encoder beside the language model their names
+# count ("Causal Language Model with Vision Encoder", the model cards). Its config.json
+# vision_config: depth 27, hidden_size 1152, intermediate_size 4304, patch 16 over 2
+# frames, 2,304 position embeddings, a 2×2 patch merger into the text hidden size
+# (huggingface.co/Qwen/Qwen3.5-397B-A17B/blob/main/config.json). The count below gives
+# 460.7 M for the 27B and 446.6 M for the 35B-A3B (~0.9 GB in BF16; an SGLang PR measured
+# 0.88 GiB for a tower of this shape). Quantized checkpoints keep it in 16 bits.
+_VIT_DEPTH, _VIT_HIDDEN, _VIT_MLP, _VIT_POSITIONS = 27, 1152, 4304, 2304
+_VIT_MERGE = 4 * _VIT_HIDDEN  # 2×2 patches merged into one token
+
+
+def vision_parameters(spec: ModelSpec) -> int:
+    """Parameters of the model's vision encoder (0 for text-only checkpoints)."""
+    if not spec.family.startswith("Qwen3.5"):
+        return 0
+    h, i = _VIT_HIDDEN, _VIT_MLP
+    block = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h  # qkv+proj, MLP, two LayerNorms
+    patches = 3 * 2 * 16 * 16 * h + h + _VIT_POSITIONS * h
+    merger = 2 * h + _VIT_MERGE * _VIT_MERGE + _VIT_MERGE + _VIT_MERGE * spec.hidden_size
+    return _VIT_DEPTH * block + patches + merger + spec.hidden_size
+
+
+# Engines that load a checkpoint's vision encoder when serving text: vLLM is launched with
+# --language-model-only (heshi plan --emit does) and llama.cpp loads it only from a
+# separate mmproj file (--emit passes --no-mmproj); the others keep it resident.
+LOADS_VISION = ("sglang", "lmdeploy", "mindie", "transformers")
+
+
+def vision_bytes(spec: ModelSpec, engine: str) -> float:
+    """Bytes of the vision encoder that ``engine`` holds beside the weights (16-bit)."""
+    loads = engine.split("-", maxsplit=1)[0] in LOADS_VISION
+    return vision_parameters(spec) * 2.0 if loads else 0.0
+
+
 def weight_bytes_read_per_token(spec: ModelSpec, q: Quant) -> float:
     """Weight bytes one decode step reads: active linears, lm_head, one embedding row."""
     p = parameter_counts(spec)

@@ -20,6 +20,7 @@ from heshi.plan.memory import (
     LEGACY_TRANSFORMERS,
     kv_cache_bytes,
     memory_terms,
+    vision_bytes,
     weight_bytes,
 )
 from heshi.plan.quant import Quant
@@ -104,6 +105,15 @@ def _memory_fit_values(engine: str, q: Quant) -> dict[str, float]:
     return dict(entry["values"])
 
 
+ASCEND_W8A8_ENGINES = ("vllm-ascend", "mindie")
+# The Qwen models MindIE's support list marks W8A8 ✅ (Ascend/MindIE-LLM docs/zh/user_guide/
+# model_support_list.md; Qwen3-8B and Qwen2.5-72B-Instruct are marked ❌).
+MINDIE_W8A8 = frozenset(
+    {"Qwen/Qwen3-14B", "Qwen/Qwen3-32B", "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
+     "Qwen/Qwen2.5-32B-Instruct"}
+)  # fmt: skip
+
+
 def _ascend_problems(spec: ModelSpec, q: Quant, engine: str, kind: str) -> list[str]:
     """What the Ascend engines are documented not to run."""
     problems: list[str] = []
@@ -120,6 +130,11 @@ def _ascend_problems(spec: ModelSpec, q: Quant, engine: str, kind: str) -> list[
                 "llama.cpp CANN 无 Gated DeltaNet 算子 / llama.cpp's CANN backend has no Gated "
                 "DeltaNet operation (Qwen3.5/3.6 layers would run on the host CPU)"
             )
+    if engine == "mindie" and q.kind == "w8a8" and spec.id not in MINDIE_W8A8:
+        problems.append(
+            f"MindIE 未列出 {spec.name} 的 W8A8 / MindIE's model list does not mark W8A8 for "
+            f"{spec.name}: use vllm-ascend"
+        )
     if engine == "mindie" and spec.hybrid is not None:
         # Ascend announced Qwen3.5 support for vLLM-Ascend and SGLang, not MindIE; vLLM-Ascend
         # documents Qwen3.5 from v0.17.0rc1 and Qwen3.6 from v0.18.0rc1 (its Qwen3.5-27B /
@@ -147,7 +162,12 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
     if not q.is_gguf and base_engine == "llamacpp":
         problems.append(f"llama.cpp 需 GGUF 量化 / llama.cpp runs GGUF files, not {q.name}")
     if q.kind == "fp8" and not device.has("fp8"):
-        if not device.has("marlin"):
+        if device.kind == "npu":
+            problems.append(
+                f"昇腾无 FP8，用 msModelSlim W8A8 / no FP8 on {device.name}: its engines run "
+                "msModelSlim's W8A8"
+            )
+        elif not device.has("marlin"):
             problems.append(
                 f"{device.name} 无 FP8 / no FP8 support (needs sm89+, or Marlin on sm80+)"
             )
@@ -158,12 +178,22 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
                 f"{engine} 在 {device.name} 上不支持 FP8 / {engine} needs hardware FP8 (sm89+); "
                 "on sm80 only vLLM and SGLang run FP8 weights (Marlin)"
             )
-    if q.kind == "awq" and device.kind != "cpu" and not device.has("awq"):
+    if q.weight_only_int and device.kind == "npu":
+        problems.append(
+            f"昇腾无 {q.name} 内核，用 msModelSlim W8A8 / no {q.name} kernels on Ascend: its "
+            "engines run msModelSlim's W8A8"
+        )
+    elif q.kind == "awq" and device.kind != "cpu" and not device.has("awq"):
         problems.append(
             f"{device.name} 不支持 AWQ 内核 / no AWQ kernels on {device.name} (they need sm75+)"
         )
-    if q.kind == "gptq" and device.kind != "cpu" and not device.has("gptq"):
+    elif q.kind == "gptq" and device.kind != "cpu" and not device.has("gptq"):
         problems.append(f"{device.name} 不支持 GPTQ 内核 / no GPTQ kernels on {device.name}")
+    if q.kind == "w8a8" and engine not in ASCEND_W8A8_ENGINES:
+        problems.append(
+            f"W8A8 仅昇腾 vLLM-Ascend / MindIE / msModelSlim W8A8 runs on vLLM-Ascend and "
+            f"MindIE only, not {engine}"
+        )
     problems += _ascend_problems(spec, q, engine, device.kind)
     if spec.moe is not None and q.weight_only_int and not device.has("marlin"):
         # vLLM/SGLang run GPTQ/AWQ MoE layers only through the Marlin MoE kernels.
@@ -275,7 +305,7 @@ def predict(
         notes.append(
             f"{device.name} 无 bf16，按 fp16 运行 / no bf16 on {device.name}: runs in fp16"
         )
-    weights = weight_bytes(spec, q)
+    weights = weight_bytes(spec, q) + vision_bytes(spec, engine)
     kv = kv_cache_bytes(spec, work)
     if device.kind == "cpu" or engine == "llamacpp":
         est = cpu.predict_llamacpp(spec, q, hw, work, weights, kv)

@@ -8,6 +8,11 @@ add per-group scales and zeros:
   zero point of the same bit width, plus ``g_idx`` (one int32 per input row).
 - AWQ (``Qwen/*-AWQ``, 4-bit): group size 128, fp16 scales, 4-bit packed zeros.
 - FP8: one byte per weight, per-channel or per-tensor scales (negligible).
+- W8A8 (Ascend, made with msModelSlim: ``msmodelslim quant … --quant_type w8a8``): int8
+  weights with per-channel scales and int8 activations, for vLLM-Ascend
+  (``--quantization ascend``) and MindIE only (Ascend/MindIE-LLM docs/zh/user_guide/
+  feature/w8a8.md; vllm-project/vllm-ascend docs/source/user_guide/feature_guide/
+  quantization.md).
 - GGUF: every tensor, embeddings included, in a llama.cpp block format. Q4_0 stores
   blocks of 32 weights as 16 bytes of 4-bit values plus an fp16 scale: 4.5 bits. The effective
   bits per weight of the k-quant mixes are derived from the sizes llama.cpp's
@@ -36,7 +41,7 @@ class Quant:
     name: str  # canonical spelling, e.g. "GPTQ-Int4"
     linear_bits: float  # bits per weight of the block linears, overhead included
     embedding_bits: float  # bits per weight of embeddings and lm_head
-    kind: str  # "float" | "gptq" | "awq" | "fp8" | "gguf"
+    kind: str  # "float" | "gptq" | "awq" | "fp8" | "w8a8" | "gguf"
     group_size: int | None = None
 
     @property
@@ -59,6 +64,7 @@ QUANTS: dict[str, Quant] = {
         Quant("BF16", 16, 16, "float"),
         Quant("FP16", 16, 16, "float"),
         Quant("FP8", 8, 16, "fp8"),
+        Quant("W8A8", 8, 16, "w8a8"),
         Quant("GPTQ-Int8", _grouped(8, 128, 8), 16, "gptq", 128),
         Quant("GPTQ-Int4", _grouped(4, 128, 4), 16, "gptq", 128),
         Quant("AWQ", _grouped(4, 128, 4), 16, "awq", 128),
@@ -83,6 +89,7 @@ _ALIASES = {
     "F16": "FP16",
     "Q4_K": "Q4_K_M",
     "Q5_K": "Q5_K_M",
+    "W8A8-DYNAMIC": "W8A8",
 }
 
 

@@ -32,14 +32,14 @@ from heshi.plan.memory import (
     parameter_counts,
     state_bytes_per_sequence,
 )
-from heshi.plan.predict import Prediction, predict
+from heshi.plan.predict import ASCEND_W8A8_ENGINES, MINDIE_W8A8, Prediction, predict
 from heshi.plan.presets import Preset
 from heshi.plan.quant import QUANTS, Quant, quant
+from heshi.plan.queueing import ttft_quantile
 
 SERVING_ENGINES = ("vllm", "sglang", "lmdeploy", "mindie", "vllm-ascend", "llamacpp")
 _GGUF_DEFAULTS = ("Q4_K_M", "Q8_0")  # llama.cpp can convert any supported dense model
 _REJECTED_SHOWN = 6  # the next-larger models that did not fit, smallest first
-_TTFT_QUEUE_FACTOR = 2.0  # p95 TTFT under load ≈ twice one prefill (one ahead in queue)
 
 
 @dataclass
@@ -156,16 +156,22 @@ def _tp_degrees(spec: ModelSpec, devices: int) -> list[int]:
 
 
 def _quants_for(spec: ModelSpec, engine: str) -> list[tuple[Quant, bool]]:
-    """Quantizations to try: the published ones, plus GGUF conversions for llama.cpp."""
+    """Quantizations to try: the published ones, plus GGUF conversions for llama.cpp and,
+    for the Ascend engines, msModelSlim W8A8 conversions of the models MindIE lists."""
     published = [quant(name) for name in spec.quantizations if name in QUANTS]
     if engine == "llamacpp":
         gguf = [q for q in published if q.is_gguf]
         names = {q.name for q in gguf}
         extra = [quant(n) for n in _GGUF_DEFAULTS if n not in names and spec.moe is None]
         return [(q, True) for q in gguf] + [(q, False) for q in extra]
+    ascend = engine in ASCEND_W8A8_ENGINES
     if not published:
         published = [quant("BF16")]
-    return [(q, True) for q in published if not q.is_gguf]
+    out = [(q, True) for q in published if not q.is_gguf and (ascend or q.kind != "w8a8")]
+    if ascend and spec.id in MINDIE_W8A8 and all(q.kind != "w8a8" for q, _ in out):
+        # msmodelslim quant … --quant_type w8a8: offered where Ascend documents the recipe
+        out.append((quant("W8A8"), False))
+    return out
 
 
 def _engines(hw: Hardware) -> list[str]:
@@ -221,8 +227,9 @@ def _evaluate(
             f"device ({need:.1f} GB with weights, {at_load.usable_memory_gb:.1f} GB usable); "
             f"{max_sequences} sequences fit"
         )
-    # one request alone waits for nobody; under load, about one prefill is ahead of it
-    ttft = fresh.prefill_seconds * (_TTFT_QUEUE_FACTOR if req.concurrency > 1 else 1.0)
+    # one request alone waits for nobody; under load, for the prompts ahead of it (the
+    # finite-source queue of heshi.plan.queueing: the others decode or wait to prefill)
+    ttft = ttft_quantile(req.concurrency, fresh.prefill_seconds, at_load.decode_seconds)
     if req.ttft_limit and ttft > req.ttft_limit and not reasons:
         limit = f"{ttft:.2f} s > {req.ttft_limit:g} s"
         reasons.append(f"首 token p95 ≈ {limit} / TTFT p95 ≈ {limit}")

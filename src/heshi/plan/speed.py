@@ -161,8 +161,8 @@ _BORROW = {"lmdeploy": ("vllm",), "mindie": ("vllm-ascend", "vllm"), "vllm-ascen
            "sglang": ("vllm",), "vllm-0.4": ("vllm",), "vllm": ("vllm-0.4",),
            "transformers-4.38": ("transformers",), "transformers": ("transformers-4.38",),
            "llamacpp": ()}  # fmt: skip
-_GROUP_FALLBACK = {"FP16": "BF16", "FP8": "GPTQ-Int8", "AWQ": "GPTQ-Int4", "GPTQ-Int8": "BF16",
-                   "GPTQ-Int4": "BF16", "BF16": "GGUF"}  # fmt: skip
+_GROUP_FALLBACK = {"FP16": "BF16", "W8A8": "FP8", "FP8": "GPTQ-Int8", "AWQ": "GPTQ-Int4",
+                   "GPTQ-Int8": "BF16", "GPTQ-Int4": "BF16", "BF16": "GGUF"}  # fmt: skip
 
 
 def _chains(engine: str, group: str) -> tuple[list[str], list[str]]:

@@ -1,0 +1,153 @@
+"""What a model needs from its launch command beyond its size: thinking off for workloads
+that run without it, the vision encoder left out of a text service (and counted where an
+engine keeps it), and on Ascend the W8A8 checkpoints and MindIE's own config fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from heshi import catalog
+from heshi.cli.main import app
+from heshi.config import HeshiConfig
+from heshi.plan.emit import heshi_backend, launch
+from heshi.plan.memory import vision_bytes, vision_parameters
+from heshi.plan.predict import predict
+from heshi.plan.presets import PRESETS
+from heshi.plan.quant import quant
+from heshi.plan.recommend import Request, recommend
+from heshi.plan.speed import Workload
+
+runner = CliRunner()
+
+
+def _plan(*args: str) -> str:
+    out = runner.invoke(app, ["plan", *args])
+    assert out.exit_code == 0, out.output
+    return out.stdout
+
+
+def _best(hardware: str, workload: str, model: str, engine: str, users: int = 16, q: str = ""):
+    request = Request(
+        hardware=catalog.hardware(hardware), preset=PRESETS[workload], concurrency=users,
+        context=8192, models=(model,),
+    )  # fmt: skip
+    ranked, _ = recommend(request)
+    return next(o for o in ranked if o.engine == engine and o.q.name == (q or o.q.name))
+
+
+def test_a_chat_workload_turns_thinking_off_where_the_engine_has_a_server_switch() -> None:
+    flag = """--default-chat-template-kwargs '{"enable_thinking": false}'"""
+    chat = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
+                 "--emit", "vllm")  # fmt: skip
+    assert flag in chat
+    thinking = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
+                     "--workload", "reasoning", "--emit", "vllm")  # fmt: skip
+    assert "enable_thinking" not in thinking  # the reasoning workload keeps it
+    older = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                  "--emit", "vllm")  # fmt: skip
+    assert "enable_thinking" not in older  # Qwen2.5 never thinks
+    gguf = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
+                 "--emit", "llamacpp")  # fmt: skip
+    assert """--chat-template-kwargs '{"enable_thinking": false}'""" in gguf
+    # no server-wide switch (LMDeploy) or none to pin (SGLang): say how requests do it
+    for engine in ("sglang", "lmdeploy"):
+        text = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
+                     "--emit", engine)  # fmt: skip
+        assert "chat_template_kwargs" in text and "--default-chat-template-kwargs" not in text
+    compose = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
+                    "--emit", "compose")  # fmt: skip
+    service = next(iter(yaml.safe_load(compose)["services"].values()))
+    assert "--default-chat-template-kwargs" in service["command"]
+
+
+def test_the_vision_encoder_is_counted_from_the_config_and_left_out_of_text_services() -> None:
+    # from vision_config (depth 27, 1152 wide, 4304 MLP, 2x2 merger into the text width)
+    assert vision_parameters(catalog.model("Qwen/Qwen3.5-27B")) == pytest.approx(460.7e6, rel=1e-3)
+    assert vision_parameters(catalog.model("Qwen/Qwen3.6-35B-A3B")) == pytest.approx(
+        446.6e6, rel=1e-3
+    )
+    assert vision_parameters(catalog.model("Qwen/Qwen3-32B")) == 0  # text-only checkpoint
+    spec = catalog.model("Qwen/Qwen3.5-27B")
+    assert vision_bytes(spec, "sglang") == 2 * vision_parameters(spec)
+    assert vision_bytes(spec, "vllm") == vision_bytes(spec, "vllm-ascend") == 0
+    # the engine that keeps it needs that much more memory for the same weights and work
+    hw, work = catalog.hardware("1x nvidia-h100-80gb"), Workload(1000, 100, 1)
+    kept = predict(spec, quant("BF16"), "lmdeploy", hw, work).required_memory_gb
+    spec_text = type(spec)(**{**spec.__dict__, "family": "Qwen3 (text)"})
+    text_only = predict(spec_text, quant("BF16"), "lmdeploy", hw, work).required_memory_gb
+    assert kept - text_only == pytest.approx(vision_bytes(spec, "lmdeploy") / 2**30, rel=1e-6)
+    vllm = _plan("--hardware", "1x nvidia-h100-80gb", "--model", "Qwen/Qwen3.5-27B",
+                 "--emit", "vllm")  # fmt: skip
+    assert "--language-model-only" in vllm
+    sglang = _plan("--hardware", "1x nvidia-h100-80gb", "--model", "Qwen/Qwen3.5-27B",
+                   "--emit", "sglang")  # fmt: skip
+    assert "--language-model-only" not in sglang
+
+
+def test_ascend_serves_w8a8_from_modelscope_with_vllm_ascends_loader() -> None:
+    option = _best("1x huawei-ascend-910b", "customer-service", "Qwen/Qwen3-8B", "vllm-ascend")
+    assert option.q.name == "W8A8" and option.published
+    assert option.speed_known  # the 910B now has bandwidth and FLOPS figures
+    command = launch(option, "vllm-ascend", 8192, 16)
+    assert "VLLM_USE_MODELSCOPE=true vllm serve vllm-ascend/Qwen3-8B-W8A8" in command
+    assert "--quantization ascend" in command
+    # a model MindIE lists for W8A8 but nobody publishes: convert first, then mark it
+    converted = _best("1x huawei-ascend-910b", "customer-service", "Qwen/Qwen2.5-14B-Instruct",
+                      "mindie", q="W8A8")  # fmt: skip
+    assert not converted.published
+    text = launch(converted, "mindie", 8192, 16)
+    assert "msmodelslim quant --model_path Qwen/Qwen2.5-14B-Instruct" in text
+    assert '"quantize": "w8a8"' in text
+    fields = json.loads(text[text.index("\n{") :])
+    path = fields["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["modelWeightPath"]
+    assert path == "/data/models/Qwen2.5-14B-Instruct-W8A8" and f"--save_path {path}" in text
+
+
+def test_quantizations_go_where_their_kernels_are() -> None:
+    npu, gpu = catalog.hardware("1x huawei-ascend-910b"), catalog.hardware("1x nvidia-a100-80gb")
+    work = Workload(1000, 100, 1)
+    qwen3 = catalog.model("Qwen/Qwen3-8B")
+    awq = predict(qwen3, quant("AWQ"), "vllm-ascend", npu, work)
+    assert not awq.fits and any("W8A8" in n for n in awq.notes)  # not "needs sm75+"
+    on_gpu = predict(qwen3, quant("W8A8"), "vllm", gpu, work)
+    assert not on_gpu.fits and any("vLLM-Ascend" in n for n in on_gpu.notes)
+    # MindIE's model list marks Qwen3-8B ✗ for W8A8: vLLM-Ascend runs it
+    assert not predict(qwen3, quant("W8A8"), "mindie", npu, work).fits
+    assert predict(qwen3, quant("W8A8"), "vllm-ascend", npu, work).fits
+
+
+def test_mindie_config_serves_plain_http_under_the_name_heshi_asks_for() -> None:
+    option = _best("1x huawei-ascend-910b", "reasoning", "Qwen/Qwen3-14B", "mindie", users=8)
+    text = launch(option, "mindie", 16384, 8)
+    fields = json.loads(text[text.index("\n{") :])
+    server = fields["ServerConfig"]
+    assert server["httpsEnabled"] is False and server["port"] == 1025
+    schedule = fields["BackendConfig"]["ScheduleConfig"]
+    assert schedule["maxIterTimes"] == 16384  # not MindIE's 512: a reasoning answer is longer
+    assert (
+        schedule["maxPrefillTokens"]
+        >= fields["BackendConfig"]["ModelDeployConfig"]["maxInputTokenLen"]
+    )
+    model = fields["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
+    assert model["npuMemSize"] == -1
+    block = yaml.safe_load(heshi_backend(option, "mindie"))
+    config = HeshiConfig.model_validate({"home": "/tmp/x", **block})
+    backend = next(iter(config.backends.values()))
+    assert backend.base_url == "http://127.0.0.1:1025/v1"
+    assert backend.models == [model["modelName"]]  # the name MindIE serves
+    assert next(iter(config.aliases.values())).model == model["modelName"]
+
+
+def test_copies_put_the_notes_once_and_each_command_on_its_own_devices() -> None:
+    option = _best("2x huawei-ascend-910b", "customer-service", "Qwen/Qwen3-8B", "vllm-ascend")
+    copies = type(option)(**{**option.__dict__, "replicas": 2, "tensor_parallel": 1})
+    text = launch(copies, "vllm-ascend", 8192, 64)
+    starts = [line for line in text.split("\n") if line and not line.startswith(("#", "  "))]
+    assert len(starts) == 2, text
+    assert starts[0].startswith("ASCEND_RT_VISIBLE_DEVICES=0 VLLM_USE_MODELSCOPE=true vllm serve")
+    assert starts[1].startswith("ASCEND_RT_VISIBLE_DEVICES=1 VLLM_USE_MODELSCOPE=true vllm serve")
+    assert text.count("# vLLM-Ascend") == 1
