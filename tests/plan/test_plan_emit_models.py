@@ -92,6 +92,7 @@ def test_ascend_serves_w8a8_from_modelscope_with_vllm_ascends_loader() -> None:
     option = _best("1x huawei-ascend-910b", "customer-service", "Qwen/Qwen3-8B", "vllm-ascend")
     assert option.q.name == "W8A8" and option.published
     assert option.speed_known  # the 910B now has bandwidth and FLOPS figures
+    assert any("not calibrated" in n for n in option.prediction.notes)  # and says how far
     command = launch(option, "vllm-ascend", 8192, 16)
     assert "VLLM_USE_MODELSCOPE=true vllm serve vllm-ascend/Qwen3-8B-W8A8" in command
     assert "--quantization ascend" in command

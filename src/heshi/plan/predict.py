@@ -236,6 +236,14 @@ def _accelerator_estimate(
             "memory still checked"
         )
         timing = None
+    if timing is not None and hw.device.kind == "npu":
+        # Held out, not fitted (docs/benchmarks.md): MindIE's quick-start run of Qwen2-7B on
+        # 4 NPUs (TPOT 10.7 ms) and vLLM-Ascend's nightly Qwen3-32B-W8A8 TP4 baseline at 72
+        # streams (1,065 tok/s) are 1.9x and 1.3x slower than this model predicts.
+        notes.append(
+            "昇腾速度未校准：两次公开实测比预测慢 1.3–1.9 倍 / Ascend speed is not calibrated: "
+            "two published MindIE / vLLM-Ascend runs were 1.3-1.9x slower than predicted"
+        )
     if timing is not None and timing.coefficients.borrowed_from:
         notes.append(
             f"{engine} 无实测校准，借用 {timing.coefficients.borrowed_from} / "
