@@ -123,7 +123,9 @@ def test_cli_prints_a_table_and_json() -> None:
     assert "feasible configurations" in result.stdout and "rejected" in result.stdout
     result = CliRunner().invoke(app, [*args, "--json", "--emit", "vllm"])
     data = json.loads(result.stdout)
-    assert data["options"] and data["launch"].startswith("vllm serve")
+    commands = [line for line in data["launch"].split("\n") if not line.startswith("#")]
+    assert data["options"] and commands[0].startswith("vllm serve")
+    assert data["launch"].startswith("# vllm 0.")  # the release its flags are written for
     bad = CliRunner().invoke(app, ["plan", "--hardware", "2x v100", "--workload", "chat"])
     assert bad.exit_code == 1 and "unknown workload" in bad.stderr
 

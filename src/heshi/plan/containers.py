@@ -23,6 +23,8 @@ from heshi.hub.names import short_names
 from heshi.plan.emit import (
     _PORTS,
     DEVICES_PER_NODE,
+    IMAGES,
+    VLLM_SM70_IMAGE,
     _context,
     _repo,
     backend_block,
@@ -34,15 +36,6 @@ from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_cache_bytes
 from heshi.plan.recommend import Option
 
 TARGETS = ("compose", "helm")
-IMAGES = {
-    "vllm": "vllm/vllm-openai:v0.28.0",
-    "sglang": "lmsysorg/sglang:v0.5.18",
-    # the Atlas A2 image of docs.vllm.ai/projects/ascend/zh-cn/latest/getting_started/
-    # quick_start.html
-    "vllm-ascend": "quay.io/ascend/vllm-ascend:v0.23.0",
-}
-# vLLM's docs list compute capability 7.0 (V100) up to 0.20; later releases need 7.5
-VLLM_SM70_IMAGE = "vllm/vllm-openai:v0.20.0"
 HESHI_IMAGE = "heshi:latest"  # what deploy/compose.yaml builds from the Dockerfile
 _SHM_GIB = 16  # tensor-parallel workers exchange tensors through /dev/shm (memory-backed)
 _ASCEND_DEVICES = ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]

@@ -27,6 +27,28 @@ DEVICES_PER_NODE = 8
 _PORTS = {"vllm": 8001, "vllm-ascend": 8001, "sglang": 30000, "llamacpp": 8080,
           "lmdeploy": 23333, "mindie": 1025}  # fmt: skip
 _RAY_PORT = 6380
+# The releases the commands are written for (and the images --emit compose|helm runs).
+IMAGES = {
+    "vllm": "vllm/vllm-openai:v0.28.0",
+    "sglang": "lmsysorg/sglang:v0.5.18",
+    # the Atlas A2 image of docs.vllm.ai/projects/ascend/zh-cn/latest/getting_started/
+    # quick_start.html
+    "vllm-ascend": "quay.io/ascend/vllm-ascend:v0.23.0",
+}
+# vLLM's docs list compute capability 7.0 (V100) up to 0.20; later releases need 7.5
+VLLM_SM70_IMAGE = "vllm/vllm-openai:v0.20.0"
+
+
+def pinned(option: Option, engine: str) -> str:
+    """A comment naming the release the command's flags were written for."""
+    image = IMAGES.get(engine)
+    if engine == "vllm" and option.hardware.device.arch == "sm70":
+        image = VLLM_SM70_IMAGE
+    if image is None:
+        return ""
+    version = image.rsplit(":v", maxsplit=1)[-1]
+    package = {"vllm": "vllm", "sglang": "sglang", "vllm-ascend": "vllm-ascend"}[engine]
+    return f"# {package} {version}（镜像 / image {image}）\n"
 
 
 def _repo(option: Option) -> str:
@@ -187,7 +209,7 @@ def vllm(option: Option, context: int, concurrency: int) -> str:
             f"ray start --address <first-node-ip>:{_RAY_PORT}     # on every other node\n"
         )
         command = ray + command
-    return command
+    return pinned(option, "vllm") + command
 
 
 def sglang(option: Option, context: int, concurrency: int) -> str:
@@ -202,7 +224,7 @@ def sglang(option: Option, context: int, concurrency: int) -> str:
     argv += ["--max-running-requests", str(concurrency), "--mem-fraction-static", "0.88"]
     argv += model_flags(option, "sglang")
     argv += ["--port", str(_PORTS["sglang"])]
-    return thinking_note(option, "sglang") + _join(argv)
+    return pinned(option, "sglang") + thinking_note(option, "sglang") + _join(argv)
 
 
 def llamacpp(option: Option, context: int, concurrency: int) -> str:
@@ -303,9 +325,9 @@ def _weights_path(option: Option) -> str:
 
 
 def vllm_ascend(option: Option, context: int, concurrency: int) -> str:
-    command = vllm(option, context, concurrency)
+    command = vllm(option, context, concurrency).split("\n", 1)[1]  # not vLLM's pin
     head = "# vLLM-Ascend (the vllm-ascend plugin on CANN) takes vLLM's flags:\n"
-    return head + w8a8_note(option) + _hub_env(option) + command
+    return pinned(option, "vllm-ascend") + head + w8a8_note(option) + _hub_env(option) + command
 
 
 _EMIT = {
