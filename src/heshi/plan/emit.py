@@ -52,35 +52,37 @@ def pinned(option: Option, engine: str) -> str:
 
 
 def _repo(option: Option) -> str:
-    """The checkpoint to serve: the published repo of that quantization, a W8A8 converted
-    here (:func:`w8a8_note`), else the base."""
-    if option.q.kind == "w8a8" and option.q.name not in option.spec.quantizations:
+    """The checkpoint to serve: a MindIE W8A8 converted here (:func:`weights_note`), the
+    published repo of that quantization, else the base."""
+    if option.q.kind == "w8a8" and option.engine == "mindie":
         return _converted_w8a8(option)
     return option.spec.quantizations.get(option.q.name, option.spec.id)
+
+
+def _local(repo: str) -> str:
+    """Where a node keeps a downloaded checkpoint (MindIE and msModelSlim read no hub ids)."""
+    return repo if repo.startswith("/") else f"/data/models/{repo}"
 
 
 def _converted_w8a8(option: Option) -> str:
     return f"/data/models/{option.spec.name}-W8A8"
 
 
-def w8a8_note(option: Option) -> str:
-    """How a W8A8 checkpoint that is not published is made (msModelSlim, on an Ascend
-    node: Ascend/MindIE-LLM docs/zh/user_guide/feature/w8a8.md) and, for MindIE, marked."""
+def weights_note(option: Option) -> str:
+    """For MindIE, which reads a local directory: how the weights get there — downloaded
+    from ModelScope, and for W8A8 quantized with msModelSlim and marked, as MindIE's W8A8
+    guide does (Ascend/MindIE-LLM docs/zh/user_guide/feature/w8a8.md)."""
+    base = _local(option.spec.id)
+    download = f"#   modelscope download --model {option.spec.id} --local_dir {base}\n"
     if option.q.kind != "w8a8":
-        return ""
-    mark = (
-        f'# MindIE: add "quantize": "w8a8" to {_repo(option)}/config.json\n'
-        if option.engine == "mindie"
-        else ""
-    )
-    if option.q.name in option.spec.quantizations:
-        return mark
+        return "# 权重 / weights:\n" + download
+    target = _repo(option)
     return (
-        f"# no published W8A8 of {option.spec.id}: quantize it with msModelSlim first\n"
-        f"#   msmodelslim quant --model_path {option.spec.id} --save_path {_repo(option)} "
-        f"--device npu --model_type {option.spec.name} --quant_type w8a8 "
-        "--trust_remote_code True\n" + mark
-    )
+        "# 权重 / weights: download, quantize with msModelSlim, mark it W8A8\n" + download
+        + f"#   msmodelslim quant --model_path {base} --save_path {target} --device npu "
+        f"--model_type {option.spec.name} --quant_type w8a8 --trust_remote_code True\n"
+        + f'#   then add "quantize": "w8a8" to {target}/config.json\n'
+    )  # fmt: skip
 
 
 def _hub_env(option: Option) -> str:
@@ -292,7 +294,7 @@ def mindie(option: Option, context: int, concurrency: int) -> str:
                 "ModelConfig": [
                     {
                         "modelName": name,
-                        "modelWeightPath": _weights_path(option),
+                        "modelWeightPath": _local(_repo(option)),
                         "worldSize": len(devices),
                         "backendType": "atb",
                         "npuMemSize": -1,
@@ -312,22 +314,15 @@ def mindie(option: Option, context: int, concurrency: int) -> str:
         "# httpsEnabled false: Heshi on this node reaches it over plain HTTP on 127.0.0.1; "
         "across a network keep HTTPS and point base_url at https:// with its certificates\n"
         + thinking_note(option, "mindie")
-        + w8a8_note(option)
+        + weights_note(option)
         + json.dumps(fields, indent=2, ensure_ascii=False)
     )
-
-
-def _weights_path(option: Option) -> str:
-    """Where MindIE reads the weights: a local directory (it loads no hub ids)."""
-    if option.q.kind == "w8a8":
-        return _repo(option) if _repo(option).startswith("/") else f"/data/models/{_repo(option)}"
-    return f"/data/models/{option.spec.id}"
 
 
 def vllm_ascend(option: Option, context: int, concurrency: int) -> str:
     command = vllm(option, context, concurrency).split("\n", 1)[1]  # not vLLM's pin
     head = "# vLLM-Ascend (the vllm-ascend plugin on CANN) takes vLLM's flags:\n"
-    return pinned(option, "vllm-ascend") + head + w8a8_note(option) + _hub_env(option) + command
+    return pinned(option, "vllm-ascend") + head + _hub_env(option) + command
 
 
 _EMIT = {

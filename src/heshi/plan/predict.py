@@ -162,7 +162,7 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
     if not q.is_gguf and base_engine == "llamacpp":
         problems.append(f"llama.cpp 需 GGUF 量化 / llama.cpp runs GGUF files, not {q.name}")
     if q.kind == "fp8" and not device.has("fp8"):
-        if device.kind == "npu":
+        if device.arch.startswith("ascend"):
             problems.append(
                 f"昇腾无 FP8，用 msModelSlim W8A8 / no FP8 on {device.name}: its engines run "
                 "msModelSlim's W8A8"
@@ -178,7 +178,7 @@ def _check_support(spec: ModelSpec, q: Quant, engine: str, hw: Hardware) -> list
                 f"{engine} 在 {device.name} 上不支持 FP8 / {engine} needs hardware FP8 (sm89+); "
                 "on sm80 only vLLM and SGLang run FP8 weights (Marlin)"
             )
-    if q.weight_only_int and device.kind == "npu":
+    if q.weight_only_int and device.arch.startswith("ascend"):
         problems.append(
             f"昇腾无 {q.name} 内核，用 msModelSlim W8A8 / no {q.name} kernels on Ascend: its "
             "engines run msModelSlim's W8A8"
@@ -236,14 +236,6 @@ def _accelerator_estimate(
             "memory still checked"
         )
         timing = None
-    if timing is not None and hw.device.kind == "npu":
-        # Held out, not fitted (docs/benchmarks.md): MindIE's quick-start run of Qwen2-7B on
-        # 4 NPUs (TPOT 10.7 ms) and vLLM-Ascend's nightly Qwen3-32B-W8A8 TP4 baseline at 72
-        # streams (1,065 tok/s) are 1.9x and 1.3x slower than this model predicts.
-        notes.append(
-            "昇腾速度未校准：两次公开实测比预测慢 1.3–1.9 倍 / Ascend speed is not calibrated: "
-            "two published MindIE / vLLM-Ascend runs were 1.3-1.9x slower than predicted"
-        )
     if timing is not None and timing.coefficients.borrowed_from:
         notes.append(
             f"{engine} 无实测校准，借用 {timing.coefficients.borrowed_from} / "
@@ -321,6 +313,14 @@ def predict(
     else:
         est, peak = _accelerator_estimate(spec, q, engine, hw, work, weights, kv)
     notes.extend(est.notes)
+    if device.arch.startswith("ascend") and est.decode_seconds > 0:
+        # Held out, not fitted (docs/benchmarks.md): MindIE's quick-start run of Qwen2-7B on
+        # 4 NPUs (TPOT 10.7 ms) and vLLM-Ascend's nightly Qwen3-32B-W8A8 TP4 baseline at 72
+        # streams (1,065 tok/s) are 1.9x and 1.3x slower than this model predicts.
+        notes.append(
+            "昇腾速度未校准：两次公开实测比预测慢 1.3–1.9 倍 / Ascend speed is not calibrated: "
+            "two published MindIE / vLLM-Ascend runs were 1.3-1.9x slower than predicted"
+        )
     required, usable = est.required_bytes, est.usable_bytes
     prefill_s, decode_s = est.prefill_seconds, est.decode_seconds
     fits = supported and required <= usable

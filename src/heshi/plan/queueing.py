@@ -22,9 +22,10 @@ planner used before, which was right for neither.
 
 The closed form is exact for exponential prefill times; prompts of one workload take
 about the same time, and against a simulation of that (fixed prefill, exponential decode
-times; tests/plan/test_plan_queueing.py) its p95 is 3% low to 30% high — highest with many
-users at light load. Against the embedded engine it was 15% low to 52% high, the rule it
-replaced 63% low to 54% high (docs/benchmarks.md).
+times; tests/plan/test_plan_queueing.py) its p95 is 3% low to about 40% high — highest with
+many users at light load (+37% at 20 users with half the prefill capacity in use). Against
+the embedded engine it was 15% low to 52% high, the rule it replaced 63% low to 54% high
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from heshi.plan.memory import (
     parameter_counts,
     state_bytes_per_sequence,
 )
-from heshi.plan.predict import ASCEND_W8A8_ENGINES, MINDIE_W8A8, Prediction, predict
+from heshi.plan.predict import MINDIE_W8A8, Prediction, predict
 from heshi.plan.presets import Preset
 from heshi.plan.quant import QUANTS, Quant, quant
 from heshi.plan.queueing import ttft_quantile
@@ -156,20 +156,22 @@ def _tp_degrees(spec: ModelSpec, devices: int) -> list[int]:
 
 
 def _quants_for(spec: ModelSpec, engine: str) -> list[tuple[Quant, bool]]:
-    """Quantizations to try: the published ones, plus GGUF conversions for llama.cpp and,
-    for the Ascend engines, msModelSlim W8A8 conversions of the models MindIE lists."""
+    """Quantizations to try: the published ones, plus GGUF conversions for llama.cpp and
+    msModelSlim W8A8 conversions of the models MindIE lists, for MindIE."""
     published = [quant(name) for name in spec.quantizations if name in QUANTS]
     if engine == "llamacpp":
         gguf = [q for q in published if q.is_gguf]
         names = {q.name for q in gguf}
         extra = [quant(n) for n in _GGUF_DEFAULTS if n not in names and spec.moe is None]
         return [(q, True) for q in gguf] + [(q, False) for q in extra]
-    ascend = engine in ASCEND_W8A8_ENGINES
     if not published:
         published = [quant("BF16")]
-    out = [(q, True) for q in published if not q.is_gguf and (ascend or q.kind != "w8a8")]
-    if ascend and spec.id in MINDIE_W8A8 and all(q.kind != "w8a8" for q, _ in out):
-        # msmodelslim quant … --quant_type w8a8: offered where Ascend documents the recipe
+    # W8A8 on Ascend: vLLM-Ascend serves the msModelSlim checkpoints it publishes; MindIE
+    # the models its support list marks W8A8, converted by the user (msModelSlim marks its
+    # Qwen3-14B/32B recipe MindIE-only), as MindIE's W8A8 guide does it
+    keep = engine == "vllm-ascend"
+    out = [(q, True) for q in published if not q.is_gguf and (keep or q.kind != "w8a8")]
+    if engine == "mindie" and spec.id in MINDIE_W8A8:
         out.append((quant("W8A8"), False))
     return out
 

@@ -161,7 +161,9 @@ _BORROW = {"lmdeploy": ("vllm",), "mindie": ("vllm-ascend", "vllm"), "vllm-ascen
            "sglang": ("vllm",), "vllm-0.4": ("vllm",), "vllm": ("vllm-0.4",),
            "transformers-4.38": ("transformers",), "transformers": ("transformers-4.38",),
            "llamacpp": ()}  # fmt: skip
-_GROUP_FALLBACK = {"FP16": "BF16", "W8A8": "FP8", "FP8": "GPTQ-Int8", "AWQ": "GPTQ-Int4",
+# W8A8 computes on int8 tensor units: the 16-bit profile over its 8-bit weights (never a
+# weight-only kernel's, which dequantizes to 16 bits on every step)
+_GROUP_FALLBACK = {"FP16": "BF16", "W8A8": "BF16", "FP8": "GPTQ-Int8", "AWQ": "GPTQ-Int4",
                    "GPTQ-Int8": "BF16", "GPTQ-Int4": "BF16", "BF16": "GGUF"}  # fmt: skip
 
 
