@@ -5,6 +5,7 @@ engine keeps it), and on Ascend the W8A8 checkpoints and MindIE's own config fie
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import yaml
@@ -180,3 +181,37 @@ def test_copies_put_the_notes_once_and_each_command_on_its_own_devices() -> None
     assert starts[0].startswith("ASCEND_RT_VISIBLE_DEVICES=0 VLLM_USE_MODELSCOPE=true vllm serve")
     assert starts[1].startswith("ASCEND_RT_VISIBLE_DEVICES=1 VLLM_USE_MODELSCOPE=true vllm serve")
     assert text.count("# vLLM-Ascend") == 1
+
+
+@pytest.mark.parametrize(
+    ("hardware", "model", "engine"),
+    [("1x nvidia-a100-80gb", "Qwen/Qwen3.5-27B", "vllm"),
+     ("1x nvidia-a100-80gb", "Qwen/Qwen3-8B", "sglang"),
+     ("1x huawei-ascend-310p-duo", "Qwen/Qwen2.5-7B-Instruct", "vllm-ascend"),
+     ("1x huawei-ascend-910b", "Qwen/Qwen3-8B", "vllm-ascend")],
+)  # fmt: skip
+def test_a_container_service_runs_the_command_the_launch_line_prints(
+    hardware: str, model: str, engine: str
+) -> None:
+    """One argument list for both: the compose service's flags are the launch command's
+    (a vLLM-Ascend service on a chip without bf16 gets --dtype float16 too)."""
+    from heshi.plan.containers import compose
+
+    option = _best(hardware, "customer-service", model, engine, users=8)
+    lines = launch(option, engine, 8192, 8).replace("\\\n", " ").split("\n")
+    printed = shlex.split(next(line for line in lines if not line.startswith("#")))
+    service = next(iter(yaml.safe_load(compose(option, 8192, 8))["services"].values()))
+    ran = (
+        service["command"]
+        if isinstance(service["command"], list)
+        else shlex.split(service["command"])
+    )
+    drop = {"--host", "--port"}
+
+    def pairs(argv: list[str]) -> set[tuple[str, str]]:
+        flags = [i for i, a in enumerate(argv) if a.startswith("--") and a not in drop]
+        value = [a if not a.startswith("--") else "" for a in [*argv[1:], ""]]
+        return {(argv[i], value[i]) for i in flags}
+
+    assert pairs(ran) <= pairs(printed) | {("--max-num-seqs", "8")}, (ran, printed)
+    assert {f for f, _ in pairs(printed)} == {f for f, _ in pairs(ran)}

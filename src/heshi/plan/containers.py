@@ -26,11 +26,11 @@ from heshi.plan.emit import (
     IMAGES,
     VLLM_SM70_IMAGE,
     _context,
-    _repo,
     backend_block,
     backend_name,
-    model_flags,
+    sglang_args,
     thinks_by_default,
+    vllm_args,
 )
 from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_cache_bytes
 from heshi.plan.recommend import Option
@@ -111,21 +111,13 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
     slots = _slots(option, concurrency)
     ctx = str(_context(option, context))
     port = str(_port(option))
+    listen = ["--host", "0.0.0.0", "--port", port]
     if option.engine in ("vllm", "vllm-ascend"):
-        args = [_repo(option), "--served-model-name", option.spec.id]
-        args += ["--tensor-parallel-size", str(option.tensor_parallel), "--max-model-len", ctx]
-        args += ["--max-num-seqs", str(slots), "--gpu-memory-utilization", "0.9"]
-        if option.engine == "vllm" and not option.hardware.device.has("bf16"):
-            args += ["--dtype", "float16"]
-        args += model_flags(option, option.engine)
-        return ["vllm", "serve"], [*args, "--host", "0.0.0.0", "--port", port]
+        args = vllm_args(option, option.tensor_parallel, slots, context)
+        return ["vllm", "serve"], [*args, *listen]
     if option.engine == "sglang":
-        args = ["--model-path", _repo(option), "--served-model-name", option.spec.id]
-        args += ["--tp", str(option.tensor_parallel), "--context-length", ctx]
-        args += ["--max-running-requests", str(share), "--mem-fraction-static", "0.88"]
-        args += model_flags(option, "sglang")
-        args += ["--host", "0.0.0.0", "--port", port]
-        return ["python3", "-m", "sglang.launch_server"], args
+        args = sglang_args(option, option.tensor_parallel, share, context)
+        return ["python3", "-m", "sglang.launch_server"], [*args, *listen]
     args = ["serve", "--open", "--host", "0.0.0.0", "--port", port]
     args += ["--model", str(_short_name(option)), "--name", option.spec.id]
     args += ["--parallel", str(slots), "--ctx", ctx]

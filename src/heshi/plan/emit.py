@@ -190,18 +190,31 @@ def _join(argv: list[str]) -> str:
     return " \\\n  ".join(lines)
 
 
+def vllm_args(option: Option, tp: int, sequences: int, context: int) -> list[str]:
+    """``vllm serve``'s arguments for one server (launch commands and container services
+    alike), without the listening address."""
+    args = [_repo(option), "--served-model-name", option.spec.id]
+    args += ["--tensor-parallel-size", str(tp), "--max-model-len", str(_context(option, context))]
+    args += ["--max-num-seqs", str(sequences), "--gpu-memory-utilization", "0.9"]
+    if not option.hardware.device.has("bf16"):
+        args += ["--dtype", "float16"]
+    return args + model_flags(option, "vllm")
+
+
+def sglang_args(option: Option, tp: int, running: int, context: int) -> list[str]:
+    """``sglang.launch_server``'s arguments for one server, without the listening address."""
+    args = ["--model-path", _repo(option), "--served-model-name", option.spec.id]
+    args += ["--tp", str(tp), "--context-length", str(_context(option, context))]
+    args += ["--max-running-requests", str(running), "--mem-fraction-static", "0.88"]
+    return args + model_flags(option, "sglang")
+
+
 def vllm(option: Option, context: int, concurrency: int) -> str:
     tp, pp = _split(option)
-    argv = ["vllm", "serve", _repo(option), "--served-model-name", option.spec.id]
-    argv += ["--tensor-parallel-size", str(tp)]
+    sequences = max(1, min(concurrency, option.max_sequences or concurrency))
+    argv = ["vllm", "serve", *vllm_args(option, tp, sequences, context)]
     if pp > 1:
         argv += ["--pipeline-parallel-size", str(pp), "--distributed-executor-backend", "ray"]
-    argv += ["--max-model-len", str(_context(option, context))]
-    argv += ["--max-num-seqs", str(max(1, min(concurrency, option.max_sequences or concurrency)))]
-    argv += ["--gpu-memory-utilization", "0.9"]
-    if not option.hardware.device.has("bf16"):
-        argv += ["--dtype", "float16"]
-    argv += model_flags(option, "vllm")
     argv += ["--port", str(_PORTS["vllm"])]
     command = _join(argv)
     if pp > 1:
@@ -216,15 +229,11 @@ def vllm(option: Option, context: int, concurrency: int) -> str:
 
 def sglang(option: Option, context: int, concurrency: int) -> str:
     tp, pp = _split(option)
-    argv = ["python", "-m", "sglang.launch_server", "--model-path", _repo(option)]
-    argv += ["--served-model-name", option.spec.id, "--tp", str(tp)]
+    argv = ["python", "-m", "sglang.launch_server", *sglang_args(option, tp * pp, concurrency,
+                                                                 context)]  # fmt: skip
     if pp > 1:
         argv += ["--nnodes", str(pp), "--node-rank", "<0..n-1>", "--dist-init-addr",
                  "<first-node-ip>:5000"]  # fmt: skip
-        argv[argv.index("--tp") + 1] = str(tp * pp)
-    argv += ["--context-length", str(_context(option, context))]
-    argv += ["--max-running-requests", str(concurrency), "--mem-fraction-static", "0.88"]
-    argv += model_flags(option, "sglang")
     argv += ["--port", str(_PORTS["sglang"])]
     return pinned(option, "sglang") + thinking_note(option, "sglang") + _join(argv)
 
