@@ -323,6 +323,13 @@ def test_plan_emit_helm_renders_the_chosen_backend_and_the_gateway_routes_to_it(
     config = _gateway_config(docs)
     (backend,) = config.backends.values()
     assert backend.base_url == f"http://{service['metadata']['name']}:{port}/v1"
+    # the gateway knows the server's window: no request without max_tokens asks for more
+    # than the server holds (vLLM refuses prompt + max_tokens beyond --max-model-len)
+    if device_resource is not None:
+        window = int(container["args"][container["args"].index("--max-model-len") + 1])
+    else:
+        window = int(container["args"][container["args"].index("--ctx") + 1])
+    assert backend.context == window and backend.max_output_tokens == window // 2
     alias = config.aliases[option["model"].split("/")[-1].lower()]
     assert alias.model == option["model"]
 

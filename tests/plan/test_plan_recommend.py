@@ -87,6 +87,10 @@ def test_launch_commands_carry_the_plan(engine: str) -> None:
     assert f"--port {port}" not in text and f":{port}/" not in heshi_backend(option, engine)
     for backend in config.backends.values():  # every server launched is one heshi.yaml names
         assert backend.base_url.split(":")[-1].split("/")[0] in command or engine == "mindie"
+    # told the server's window, the gateway never sends prompt + max_tokens past it
+    sized = yaml.safe_load(heshi_backend(option, engine, context=8192))
+    for backend in sized["backends"].values():
+        assert backend["context"] == 8192 and backend["max_output_tokens"] == 4096
 
 
 def test_more_devices_than_a_node_become_pipeline_stages_on_ray() -> None:
@@ -156,6 +160,8 @@ def test_data_parallel_copies_are_an_option_beside_tensor_parallelism() -> None:
     assert option.aggregate_tokens_per_s == pytest.approx(2 * same.aggregate_tokens_per_s)
     command = launch(option, option.engine, 8192, 64)
     assert command.count("CUDA_VISIBLE_DEVICES=") == 2
+    # pasted into a shell, both start (each in the background), and the shell waits
+    assert command.count(" &\n") == 2 and command.endswith("\nwait")
     block = yaml.safe_load(heshi_backend(option, option.engine))
     config = HeshiConfig.model_validate({"home": "/tmp/x", **block})
     route = next(iter(config.routing.routes.values()))

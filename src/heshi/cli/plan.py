@@ -125,7 +125,7 @@ def plan(
             typer.echo(f"\n# {emit}: {best.spec.id} {best.q.name}, {best.hardware}")
             typer.echo(launch(best, emit, req.context, concurrency))
             typer.echo("\n# heshi.yaml")
-            typer.echo(heshi_backend(best, emit))
+            typer.echo(heshi_backend(best, emit, context=req.context))
 
 
 @app.command("predict")

@@ -235,7 +235,7 @@ def compose(option: Option, context: int, concurrency: int) -> str:
     document = {
         "services": services,
         "volumes": volumes,
-        "x-heshi-yaml": backend_block(option, [(h, h, port) for h in hosts]),
+        "x-heshi-yaml": backend_block(option, [(h, h, port) for h in hosts], context=context),
     }
     head = (
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "
@@ -273,6 +273,7 @@ def helm(option: Option, context: int, concurrency: int) -> str:
     backend: dict[str, Any] = {
         "name": backend_name(option, option.engine),
         "engine": "heshi" if option.engine == "llamacpp" else option.engine,
+        "context": _context(option, context),
         "command": command,
         "args": args,
         "port": _port(option),

@@ -366,8 +366,8 @@ def launch(option: Option, engine: str, context: int, concurrency: int) -> str:
         devices = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
         port = _PORTS[engine] + i
         command = re.sub(rf"(--(?:server-)?port) {_PORTS[engine]}\b", rf"\1 {port}", one)
-        copies.append(f"{visible}={devices} {command}")
-    return "\n".join(copies)
+        copies.append(f"{visible}={devices} {command} &")  # all copies run at once
+    return "\n".join([*copies, "wait"])
 
 
 def backend_name(option: Option, engine: str) -> str:
@@ -384,14 +384,27 @@ def served_name(option: Option, engine: str) -> str:
 
 
 def backend_block(
-    option: Option, servers: list[tuple[str, str, int]], engine: str = ""
+    option: Option, servers: list[tuple[str, str, int]], engine: str = "", context: int = 0
 ) -> dict[str, object]:
     """heshi.yaml's backends for ``servers`` ((backend name, host, port) each) and the
-    public name: an alias for one, a least-busy route for several copies."""
+    public name: an alias for one, a least-busy route for several copies.
+
+    With the server's ``context`` (its --max-model-len) the gateway knows the window: a
+    request that sets no ``max_tokens`` is sent half of it, not 8,192 — vLLM refuses
+    (400) a request whose prompt plus ``max_tokens`` passes --max-model-len."""
     upstream = served_name(option, engine)
     public = option.spec.name.lower()
+    window = {}
+    if context:
+        ctx = _context(option, context)
+        window = {"context": ctx, "max_output_tokens": max(1, ctx // 2)}
     backends = {
-        name: {"base_url": f"http://{host}:{port}/v1", "models": [upstream], "timeout": 300}
+        name: {
+            "base_url": f"http://{host}:{port}/v1",
+            "models": [upstream],
+            "timeout": 300,
+            **window,
+        }
         for name, host, port in servers
     }
     names = [name for name, _, _ in servers]
@@ -405,7 +418,7 @@ def backend_block(
     }
 
 
-def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
+def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1", context: int = 0) -> str:
     """The ``heshi.yaml`` lines that put the launched server(s) behind Heshi's gateway:
     a backend and an alias, or for copies a backend each and a route sharing them."""
     name = backend_name(option, engine)
@@ -413,5 +426,5 @@ def heshi_backend(option: Option, engine: str, host: str = "127.0.0.1") -> str:
         servers = [(name, host, _PORTS[engine])]
     else:
         servers = [(f"{name}-{i}", host, _PORTS[engine] + i) for i in range(option.replicas)]
-    block = backend_block(option, servers, engine)
+    block = backend_block(option, servers, engine, context)
     return yaml.safe_dump(block, sort_keys=False, allow_unicode=True)

@@ -119,5 +119,5 @@ def plan_json(req: Request, top: int = 10, emit: str | None = None) -> dict[str,
         payload[emit] = render(emit, best, req.context, req.concurrency)
     elif best is not None and emit:
         payload["launch"] = launch(best, emit, req.context, req.concurrency)
-        payload["heshi_yaml"] = heshi_backend(best, emit)
+        payload["heshi_yaml"] = heshi_backend(best, emit, context=req.context)
     return payload

@@ -60,7 +60,12 @@ app.kubernetes.io/part-of: heshi
 {{- $aliases := dict -}}
 {{- range .Values.backends -}}
 {{- $url := printf "http://%s:%d/v1" (include "heshi.backendName" (dict "root" $root "backend" .)) (int (default 8000 .port)) -}}
-{{- $_ := set $backends .name (dict "base_url" $url "models" (list .model) "timeout" 300 "connect_timeout" 5) -}}
+{{- $entry := dict "base_url" $url "models" (list .model) "timeout" 300 "connect_timeout" 5 -}}
+{{- if .context -}}
+{{- $_ := set $entry "context" (int .context) -}}
+{{- $_ := set $entry "max_output_tokens" (div (int .context) 2) -}}
+{{- end -}}
+{{- $_ := set $backends .name $entry -}}
 {{- $_ := set $aliases (default .name .alias) (dict "backend" .name "model" .model) -}}
 {{- end -}}
 {{- /* in-flight requests finish within the pod's grace period, after the preStop pause */ -}}
