@@ -210,6 +210,32 @@ async def test_every_request_upstream_carries_an_output_limit(
     assert await capped.count_prompt_tokens("chat", CHAT_BODY) is None
 
 
+async def test_the_backends_chat_template_defaults_go_under_the_requests_own(
+    fake: FakeUpstream, make_engine: MakeEngine
+) -> None:
+    """``chat_template_kwargs`` in heshi.yaml (thinking off for a customer-service bot on an
+    engine without a server switch) reaches the upstream with every chat request, streamed
+    or not; what a request sets itself wins, key by key; /completions is left alone."""
+    seen = fake.state.bodies
+    quiet = await make_engine(
+        fake.base_url, chat_template_kwargs={"enable_thinking": False, "x": 1}
+    )
+    await quiet.chat(CHAT_BODY)
+    await quiet.chat(CHAT_BODY | {"chat_template_kwargs": {"enable_thinking": True}})
+    await collect(quiet.stream_chat(CHAT_BODY))
+    await quiet.completion({"model": MODEL, "prompt": "1+1="})
+    kwargs = [b.get("chat_template_kwargs") for b in seen]
+    assert kwargs == [
+        {"enable_thinking": False, "x": 1},
+        {"enable_thinking": True, "x": 1},
+        {"enable_thinking": False, "x": 1},
+        None,
+    ]
+    plain = await make_engine(fake.base_url)
+    await plain.chat(CHAT_BODY)
+    assert "chat_template_kwargs" not in seen[-1]
+
+
 async def test_no_authorization_header_without_api_key_env(
     fake: FakeUpstream, make_engine: MakeEngine
 ) -> None:

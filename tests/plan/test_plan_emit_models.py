@@ -54,11 +54,16 @@ def test_a_chat_workload_turns_thinking_off_where_the_engine_has_a_server_switch
     gguf = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
                  "--emit", "llamacpp")  # fmt: skip
     assert """--chat-template-kwargs '{"enable_thinking": false}'""" in gguf
-    # no server-wide switch (LMDeploy) or none to pin (SGLang): say how requests do it
+    # no server-wide switch (LMDeploy) or none to pin (SGLang): Heshi sends it with every
+    # request (the heshi.yaml block), and the comment says other clients must
     for engine in ("sglang", "lmdeploy"):
         text = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
                      "--emit", engine)  # fmt: skip
         assert "chat_template_kwargs" in text and "--default-chat-template-kwargs" not in text
+        block = yaml.safe_load(text[text.index("# heshi.yaml") :])
+        config = HeshiConfig.model_validate({"home": "/tmp/x", **block})
+        (backend,) = config.backends.values()
+        assert backend.chat_template_kwargs == {"enable_thinking": False}
     compose = _plan("--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B",
                     "--emit", "compose")  # fmt: skip
     service = next(iter(yaml.safe_load(compose)["services"].values()))

@@ -82,6 +82,12 @@ class BackendConfig(Strict):
     # max_tokens set to this (or the rest of ``context``), and admission reserves exactly
     # that: a backend can never be made to generate more than a budget holds.
     max_output_tokens: int = Field(default=8192, ge=1)
+    # Defaults for the chat template, sent with every chat request that does not set them
+    # itself: {"enable_thinking": false} turns a Qwen3/3.5 backend's thinking off for a
+    # customer-service bot on engines without a server-wide switch (SGLang, LMDeploy)
+    chat_template_kwargs: dict[str, bool | int | float | str] | None = Field(
+        default=None, max_length=16
+    )
 
     @field_validator("base_url")
     @classmethod

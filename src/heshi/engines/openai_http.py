@@ -105,7 +105,7 @@ class OpenAIHTTPEngine:
 
     async def chat(self, body: JSON) -> JSON:
         """POST ``body`` to ``/chat/completions`` and return the upstream's JSON object."""
-        return await self._post_json("/chat/completions", self._limited(body))
+        return await self._post_json("/chat/completions", self._limited(self._templated(body)))
 
     async def completion(self, body: JSON) -> JSON:
         """POST ``body`` to ``/completions`` and return the upstream's JSON object."""
@@ -127,6 +127,16 @@ class OpenAIHTTPEngine:
         context = self.config.context
         limit = self.config.max_output_tokens
         return limit if context is None else min(limit, context)
+
+    def _templated(self, body: JSON) -> JSON:
+        """``body`` with the backend's ``chat_template_kwargs`` under the request's own
+        (the request's value wins, key by key)."""
+        defaults = self.config.chat_template_kwargs
+        if not defaults:
+            return body
+        asked = body.get("chat_template_kwargs")
+        own = asked if isinstance(asked, dict) else {}
+        return {**body, "chat_template_kwargs": {**defaults, **own}}
 
     def _limited(self, body: JSON) -> JSON:
         """``body`` with an output limit: a request that sets none gets ``max_tokens`` =
@@ -150,7 +160,7 @@ class OpenAIHTTPEngine:
         Upstream status errors are raised before the first chunk. Closing the generator
         (``aclose()``) closes the upstream connection so the backend stops generating.
         """
-        return self._stream("/chat/completions", body)
+        return self._stream("/chat/completions", self._templated(body))
 
     def stream_completion(self, body: JSON) -> HTTPStream:
         """Stream ``/completions``; same promises as :meth:`stream_chat`."""

@@ -235,7 +235,9 @@ def compose(option: Option, context: int, concurrency: int) -> str:
     document = {
         "services": services,
         "volumes": volumes,
-        "x-heshi-yaml": backend_block(option, [(h, h, port) for h in hosts], context=context),
+        "x-heshi-yaml": backend_block(
+            option, [(h, h, port) for h in hosts], option.engine, context
+        ),
     }
     head = (
         f"# {option.spec.id} {option.q.name} on {option.hardware} ({option.engine}, "

@@ -151,7 +151,7 @@ def model_flags(option: Option, engine: str) -> list[str]:
     ``--language-model-only``, which the model cards name for text-only serving;
     llama-server's ``--no-mmproj``, as ``-hf`` would fetch the projector too)."""
     vision = vision_parameters(option.spec) > 0
-    quiet = option.mode == "non-thinking" and thinks_by_default(option.spec.id)
+    quiet = _quiet(option)
     if engine == "llamacpp":
         flags = ["--chat-template-kwargs", _NO_THINKING] if quiet else []
         return flags + (["--no-mmproj"] if vision else [])
@@ -164,15 +164,29 @@ def model_flags(option: Option, engine: str) -> list[str]:
     return flags
 
 
+def _quiet(option: Option) -> bool:
+    """The workload runs without thinking on a model that thinks unless told not to."""
+    return option.mode == "non-thinking" and thinks_by_default(option.spec.id)
+
+
+# Engines whose requests take chat_template_kwargs but whose servers have no switch to pin:
+# the heshi.yaml block sends {"enable_thinking": false} with every request Heshi forwards
+_TEMPLATE_SWITCH = ("sglang", "lmdeploy")
+
+
 def thinking_note(option: Option, engine: str) -> str:
     """For engines without a server-wide switch: how this workload turns thinking off."""
-    if option.mode != "non-thinking" or not thinks_by_default(option.spec.id):
+    if not _quiet(option) or engine in ("vllm", "vllm-ascend", "llamacpp"):
         return ""
-    if engine in ("vllm", "vllm-ascend", "llamacpp"):
-        return ""
+    via = (
+        "Heshi 按 heshi.yaml 代发 / the heshi.yaml block below sends it for requests through "
+        "Heshi; other clients"
+        if engine in _TEMPLATE_SWITCH
+        else "requests"
+    )
     return (
-        f"# {option.spec.name} 默认先思考：请求里带 chat_template_kwargs {_NO_THINKING} 关闭 / "
-        f"thinks by default: requests turn it off with chat_template_kwargs {_NO_THINKING}\n"
+        f"# {option.spec.name} 默认先思考 / thinks by default: {via} turn it off with "
+        f"chat_template_kwargs {_NO_THINKING}\n"
     )
 
 
@@ -394,10 +408,12 @@ def backend_block(
     (400) a request whose prompt plus ``max_tokens`` passes --max-model-len."""
     upstream = served_name(option, engine)
     public = option.spec.name.lower()
-    window = {}
+    window: dict[str, object] = {}
     if context:
         ctx = _context(option, context)
         window = {"context": ctx, "max_output_tokens": max(1, ctx // 2)}
+    if engine in _TEMPLATE_SWITCH and _quiet(option):
+        window["chat_template_kwargs"] = {"enable_thinking": False}  # no server-wide switch
     backends = {
         name: {
             "base_url": f"http://{host}:{port}/v1",
