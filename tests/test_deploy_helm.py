@@ -334,6 +334,28 @@ def test_plan_emit_helm_renders_the_chosen_backend_and_the_gateway_routes_to_it(
     assert alias.model == option["model"]
 
 
+def test_an_sglang_backend_for_a_chat_workload_gets_thinking_off_through_the_gateway(
+    render: Render,
+) -> None:
+    """SGLang has no server switch to pin: the gateways' heshi.yaml sends the backend's
+    chat_template_kwargs ({enable_thinking: false}) with every request to a Qwen3 model."""
+    from heshi.plan.containers import helm
+    from heshi.plan.presets import PRESETS
+    from heshi.plan.recommend import Request, recommend
+
+    request = Request(
+        hardware=catalog.hardware("1x nvidia-a100-80gb"), preset=PRESETS["customer-service"],
+        concurrency=16, context=8192, models=("Qwen/Qwen3-8B",),
+    )  # fmt: skip
+    ranked, _ = recommend(request)
+    option = next(o for o in ranked if o.engine == "sglang")
+    docs = render(SECRETS, helm(option, 8192, 16))
+    _validate(docs)
+    (backend,) = _gateway_config(docs).backends.values()
+    assert backend.chat_template_kwargs == {"enable_thinking": False}
+    assert backend.context == 8192
+
+
 def _compose(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("docker-compose")
     if tool is None:

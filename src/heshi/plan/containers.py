@@ -29,6 +29,7 @@ from heshi.plan.emit import (
     backend_block,
     backend_name,
     sglang_args,
+    template_defaults,
     thinks_by_default,
     vllm_args,
 )
@@ -276,6 +277,7 @@ def helm(option: Option, context: int, concurrency: int) -> str:
         "name": backend_name(option, option.engine),
         "engine": "heshi" if option.engine == "llamacpp" else option.engine,
         "context": _context(option, context),
+        **({"chatTemplateKwargs": template_defaults(option)} if template_defaults(option) else {}),
         "command": command,
         "args": args,
         "port": _port(option),

@@ -164,6 +164,14 @@ def model_flags(option: Option, engine: str) -> list[str]:
     return flags
 
 
+def template_defaults(option: Option) -> dict[str, object] | None:
+    """The ``chat_template_kwargs`` a backend's heshi.yaml entry sends with every request:
+    thinking off where the workload runs without it and the engine has no switch."""
+    if option.engine in _TEMPLATE_SWITCH and _quiet(option):
+        return {"enable_thinking": False}
+    return None
+
+
 def _quiet(option: Option) -> bool:
     """The workload runs without thinking on a model that thinks unless told not to."""
     return option.mode == "non-thinking" and thinks_by_default(option.spec.id)
@@ -412,8 +420,9 @@ def backend_block(
     if context:
         ctx = _context(option, context)
         window = {"context": ctx, "max_output_tokens": max(1, ctx // 2)}
-    if engine in _TEMPLATE_SWITCH and _quiet(option):
-        window["chat_template_kwargs"] = {"enable_thinking": False}  # no server-wide switch
+    defaults = template_defaults(option) if engine in _TEMPLATE_SWITCH else None
+    if defaults:
+        window["chat_template_kwargs"] = defaults  # no server-wide switch
     backends = {
         name: {
             "base_url": f"http://{host}:{port}/v1",

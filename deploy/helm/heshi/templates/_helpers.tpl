@@ -65,6 +65,9 @@ app.kubernetes.io/part-of: heshi
 {{- $_ := set $entry "context" (int .context) -}}
 {{- $_ := set $entry "max_output_tokens" (div (int .context) 2) -}}
 {{- end -}}
+{{- if .chatTemplateKwargs -}}
+{{- $_ := set $entry "chat_template_kwargs" .chatTemplateKwargs -}}
+{{- end -}}
 {{- $_ := set $backends .name $entry -}}
 {{- $_ := set $aliases (default .name .alias) (dict "backend" .name "model" .model) -}}
 {{- end -}}
