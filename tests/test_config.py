@@ -55,6 +55,22 @@ def test_overrides_ignore_unset_flags_and_validate() -> None:
         ("server:\n  prot: 80\n", "server.prot"),
         ("backends:\n  x:\n    base_url: ftp://h\n", "backends.x.base_url"),
         ("engine:\n  name: 'bad name!'\n", "engine.name"),
+        (
+            "backends:\n  x:\n    base_url: http://h/v1\n    chat_template_kwargs:\n"
+            "      enable_thinking: 'false'\n",
+            "write false without quotes",
+        ),
+        (
+            "backends:\n  x:\n    base_url: http://h/v1\n    chat_template_kwargs:\n"
+            "      a: {b: 1}\n",
+            "chat_template_kwargs.a .*must be true, false, a number or a string",
+        ),
+        (
+            "backends:\n  x:\n    base_url: http://h/v1\n    chat_template_kwargs: {"
+            + ", ".join(f"k{i}: 1" for i in range(17))
+            + "}\n",
+            "至多 16 项.*at most 16 keys",
+        ),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:

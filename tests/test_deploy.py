@@ -120,6 +120,11 @@ def test_compose_runs_replicas_on_shared_state_with_secrets_not_inline() -> None
     assert config.store.url is not None and config.store.url.startswith("postgresql")
     assert config.store.redis_url and not config.engine.enabled
     assert ":" not in config.store.url.split("@")[0].split("//")[1]  # no password in it
+    # the gateway knows vLLM's window: no request is sent prompt + max_tokens past it
+    vllm = compose["services"]["vllm"]["command"]
+    window = int(vllm[vllm.index("--max-model-len") + 1])
+    backend = config.backends["vllm"]
+    assert backend.context == window and backend.max_output_tokens < window
     nginx = (DEPLOY / "nginx.conf").read_text("utf-8")
     assert "server heshi1:8000" in nginx and "server heshi2:8000" in nginx
     assert "proxy_buffering off" in nginx

@@ -132,6 +132,7 @@ def test_ascend_serves_w8a8_from_modelscope_with_vllm_ascends_loader() -> None:
 
 def test_quantizations_go_where_their_kernels_are() -> None:
     npu, gpu = catalog.hardware("1x huawei-ascend-910b"), catalog.hardware("1x nvidia-a100-80gb")
+    assert catalog.hardware("1x huawei-ascend-910b4").device.id == "huawei-ascend-910b-32gb"
     work = Workload(1000, 100, 1)
     qwen3 = catalog.model("Qwen/Qwen3-8B")
     awq = predict(qwen3, quant("AWQ"), "vllm-ascend", npu, work)
@@ -173,8 +174,8 @@ def test_mindie_config_serves_plain_http_under_the_name_heshi_asks_for() -> None
     config = HeshiConfig.model_validate({"home": "/tmp/x", **block})
     backend = next(iter(config.backends.values()))
     assert backend.base_url == "http://127.0.0.1:1025/v1"
-    assert backend.models == [model["modelName"]]  # the name MindIE serves
-    assert next(iter(config.aliases.values())).model == model["modelName"]
+    # the name MindIE serves is the public one: declared once, by the backend
+    assert backend.models == [model["modelName"]] == ["qwen3-14b"] and not config.aliases
 
 
 def test_copies_put_the_notes_once_and_each_command_on_its_own_devices() -> None:
@@ -220,3 +221,51 @@ def test_a_container_service_runs_the_command_the_launch_line_prints(
 
     assert pairs(ran) <= pairs(printed) | {("--max-num-seqs", "8")}, (ran, printed)
     assert {f for f, _ in pairs(printed)} == {f for f, _ in pairs(ran)}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--hardware", "8x huawei-ascend-910b", "--workload", "reasoning", "--concurrency", "16",
+         "--emit", "mindie"],
+        ["--hardware", "6x nvidia-a100-80gb", "--concurrency", "600", "--model",
+         "Qwen/Qwen3-8B", "--emit", "vllm"],
+        ["--hardware", "1x nvidia-a100-80gb", "--model", "Qwen/Qwen3-8B", "--emit", "sglang"],
+        ["--hardware", "6x nvidia-a100-80gb", "--concurrency", "600", "--model",
+         "Qwen/Qwen3-8B", "--emit", "compose"],
+    ],
+)  # fmt: skip
+def test_the_printed_heshi_yaml_block_is_one_heshi_serve_starts_with(args: list[str]) -> None:
+    """The gateway's own start-up checks (every public name declared once, every alias and
+    route on a known backend), not only the schema — a MindIE served name equal to its alias,
+    or copies each declaring the same model, made `heshi serve` refuse the block."""
+    from heshi.cli.serve import build_engines
+    from heshi.routing.names import NameTable
+
+    text = _plan(*args)
+    if "--emit" in args and args[args.index("--emit") + 1] == "compose":
+        block = yaml.safe_load(text)["x-heshi-yaml"]
+    else:
+        block = yaml.safe_load(text[text.index("# heshi.yaml") :])
+    config = HeshiConfig.model_validate({"home": "/tmp/x", "engine": {"enabled": False}, **block})
+    names = NameTable(config, build_engines(config))
+    public = [m.id for m in names.public_models()]
+    assert public and all(names.chain(name) for name in public)
+    wanted = {"qwen3-8b"} if "Qwen/Qwen3-8B" in args else set()
+    assert wanted <= set(public), public
+    targets = {t.backend for name in public for t in names.chain(name)[0].targets}
+    assert targets == set(config.backends)  # every server launched is reachable by a name
+
+
+def test_emit_with_nothing_feasible_on_that_engine_still_says_why() -> None:
+    args = ["plan", "--hardware", "1x nvidia-t4-16gb", "--concurrency", "5000", "--emit", "vllm"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 1
+    assert "no feasible configuration runs on vllm" in out.stderr
+    assert "rejected" in out.stderr or "smallest" in out.stderr or "instead" in out.stderr
+    assert out.stdout == ""  # nothing a script would take for a command
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 1
+    payload = json.loads(as_json.stdout)
+    assert "no feasible configuration runs on vllm" in payload["error"]
+    assert "launch" not in payload and "rejected" in payload

@@ -109,12 +109,28 @@ def plan(
             ttft_p95=ttft_p95, min_quality=min_quality, models=model or (), kv_cache=kv_cache,
             min_tokens_per_s=min_tokens_per_s,
         )  # fmt: skip
+        known = emit in (*EMITTERS, *TARGETS)
         if json_output:
-            typer.echo(json.dumps(plan_json(req, top, emit), ensure_ascii=False, indent=1))
+            try:
+                payload = plan_json(req, top, emit)
+            except InvalidRequest as exc:
+                if not known:
+                    raise
+                # nothing runs on that engine: the plan still says why, then the error
+                payload = {**plan_json(req, top, None), "error": exc.message}
+                typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
+                raise
+            typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
             return
         ranked, rejected = recommend(req)
         change = None if ranked else smallest_change(req, rejected)
-        best = chosen(ranked, emit)
+        try:
+            best = chosen(ranked, emit)
+        except InvalidRequest:
+            if known:  # the table, the reasons and the smallest change before the error
+                with contextlib.redirect_stdout(sys.stderr):
+                    print_plan(req, ranked[:top], rejected, change)
+            raise
         if best is not None and emit in TARGETS:
             with contextlib.redirect_stdout(sys.stderr):  # stdout: the YAML alone
                 print_plan(req, ranked[:top], rejected, change)

@@ -128,6 +128,13 @@ def serve(
     if config.server.log_format != fmt:  # asked for by heshi.yaml
         fmt = config.server.log_format
         configure_logging(log_level, fmt)
+    if no_thinking and not config.engine.enabled:
+        _say(
+            fmt,
+            "--no-thinking 只作用于内置引擎；远程后端请在 heshi.yaml 设置 chat_template_kwargs / "
+            "--no-thinking applies to the embedded engine; for a remote backend set "
+            "chat_template_kwargs: {enable_thinking: false} on it in heshi.yaml",
+        )
     with _reporting(fmt):
         # Everything that can be wrong with the configuration is found before the model
         # loads (seconds to minutes): API-key variables, the port, the model file, model

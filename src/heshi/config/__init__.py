@@ -85,9 +85,31 @@ class BackendConfig(Strict):
     # Defaults for the chat template, sent with every chat request that does not set them
     # itself: {"enable_thinking": false} turns a Qwen3/3.5 backend's thinking off for a
     # customer-service bot on engines without a server-wide switch (SGLang, LMDeploy)
-    chat_template_kwargs: dict[str, bool | int | float | str] | None = Field(
-        default=None, max_length=16
-    )
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _check_template_kwargs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        if len(v) > 16:
+            raise ValueError(
+                f"chat_template_kwargs 至多 16 项（现有 {len(v)}）/ "
+                f"at most 16 keys ({len(v)} given)"
+            )
+        for key, value in v.items():
+            if not isinstance(value, bool | int | float | str):
+                raise ValueError(
+                    f"chat_template_kwargs.{key} 须为 true/false、数字或字符串 / must be true, "
+                    f"false, a number or a string, not {type(value).__name__}"
+                )
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                raise ValueError(
+                    f"chat_template_kwargs.{key}: 写 {value.strip().lower()}，不要加引号 / write "
+                    f'{value.strip().lower()} without quotes: the string "{value}" is true to a '
+                    "template"
+                )
+        return v
 
     @field_validator("base_url")
     @classmethod

@@ -423,17 +423,23 @@ def backend_block(
     defaults = template_defaults(option) if engine in _TEMPLATE_SWITCH else None
     if defaults:
         window["chat_template_kwargs"] = defaults  # no server-wide switch
+    names = [name for name, _, _ in servers]
+    # One server also answers to its upstream name (``models``) beside the public alias;
+    # where the two are the same name (MindIE serves the short one) the name is declared
+    # once, by the backend. Copies serve one name each: only the route declares it.
+    solo = len(names) == 1
     backends = {
         name: {
             "base_url": f"http://{host}:{port}/v1",
-            "models": [upstream],
+            **({"models": [upstream]} if solo else {}),
             "timeout": 300,
             **window,
         }
         for name, host, port in servers
     }
-    names = [name for name, _, _ in servers]
-    if len(names) == 1:
+    if solo and upstream == public:
+        return {"backends": backends}
+    if solo:
         alias = {"backend": names[0], "model": upstream}
         return {"backends": backends, "aliases": {public: alias}}
     targets = [{"backend": n, "model": upstream} for n in names]
