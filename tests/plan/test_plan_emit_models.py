@@ -255,6 +255,9 @@ def test_the_printed_heshi_yaml_block_is_one_heshi_serve_starts_with(args: list[
     assert wanted <= set(public), public
     targets = {t.backend for name in public for t in names.chain(name)[0].targets}
     assert targets == set(config.backends)  # every server launched is reachable by a name
+    # /v1/models tells clients each name's window, routes onto copies included
+    windows = {b.context for b in config.backends.values()}
+    assert all(m.context_length in windows for m in names.public_models()), windows
 
 
 def test_emit_with_nothing_feasible_on_that_engine_still_says_why() -> None:

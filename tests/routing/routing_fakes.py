@@ -59,6 +59,9 @@ class ScriptedEngine:
     def served_models(self) -> list[ServedModel]:
         return [ServedModel(name=m, owned_by=self.name, context_length=4096) for m in self.models]
 
+    def completion_cap(self, prompt_tokens: int, model: str | None = None) -> int | None:
+        return None  # a backend that does not say its window
+
     async def start(self) -> None:
         return None
 

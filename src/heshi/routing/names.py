@@ -130,7 +130,13 @@ class NameTable:
 
     def _public(self, entry: NameEntry) -> PublicModel:
         served = [self._served.get((t.backend, t.model)) for t in entry.targets]
-        known = [s.context_length for s in served if s is not None and s.context_length]
+        # a target its backend does not list by name (an alias or route onto a backend
+        # without ``models``) still has that backend's window
+        windows = [
+            s.context_length if s is not None else self._window(t)
+            for s, t in zip(served, entry.targets, strict=True)
+        ]
+        known = [w for w in windows if w]
         # A route is only as roomy as its smallest target: any of them may answer.
         context = min(known) if known and len(known) == len(served) else None
         if entry.kind == "model" and served[0] is not None:
@@ -142,6 +148,12 @@ class NameTable:
         return PublicModel(
             entry.name, entry.kind, owner, context, _unique(t.backend for t in entry.targets)
         )
+
+    def _window(self, target: Target) -> int | None:
+        """A backend's window for a model it does not list (None: not said)."""
+        cap = getattr(self._engines[target.backend], "completion_cap", None)
+        window = cap(0, target.model) if cap is not None else None
+        return window if isinstance(window, int) and window > 0 else None
 
     # ------------------------------------------------------------------ building
 
