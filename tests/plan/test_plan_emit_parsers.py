@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from heshi.cli.main import app
-from heshi.plan.emit import parser_flags
+from heshi.plan.modelflags import parser_flags
 
 
 @pytest.mark.parametrize(

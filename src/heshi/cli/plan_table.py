@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from heshi.plan.recommend import Option, Request
+from heshi.plan.option import Option, Request
 
 
 def _rate(value: float) -> str:

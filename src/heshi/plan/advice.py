@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from heshi.catalog import Hardware
-from heshi.plan.recommend import Option, Request, recommend
+from heshi.plan.option import Option, Request
+from heshi.plan.recommend import recommend
 
 # What to suggest when a CPU box serves nothing at the service level: the cheapest GPUs first.
 _GPU_STEPS = ("1x nvidia-t4", "1x nvidia-l20", "1x nvidia-a100-80gb")

@@ -29,12 +29,11 @@ from heshi.plan.emit import (
     backend_block,
     backend_name,
     sglang_args,
-    template_defaults,
-    thinks_by_default,
     vllm_args,
 )
 from heshi.plan.memory import GIB, KV_BYTES, Workload, kv_cache_bytes
-from heshi.plan.recommend import Option
+from heshi.plan.modelflags import template_defaults, thinking_off
+from heshi.plan.option import Option
 
 TARGETS = ("compose", "helm")
 HESHI_IMAGE = "heshi:latest"  # what deploy/compose.yaml builds from the Dockerfile
@@ -124,7 +123,7 @@ def _argv(option: Option, context: int, concurrency: int) -> tuple[list[str], li
     args += ["--parallel", str(slots), "--ctx", ctx]
     if option.kv_cache != "f16":
         args += ["--kv-cache", option.kv_cache]
-    if option.mode == "non-thinking" and thinks_by_default(option.spec.id):
+    if thinking_off(option):
         args += ["--no-thinking"]
     return ["heshi"], args
 
@@ -277,7 +276,6 @@ def helm(option: Option, context: int, concurrency: int) -> str:
         "name": backend_name(option, option.engine),
         "engine": "heshi" if option.engine == "llamacpp" else option.engine,
         "context": _context(option, context),
-        **({"chatTemplateKwargs": template_defaults(option)} if template_defaults(option) else {}),
         "command": command,
         "args": args,
         "port": _port(option),
@@ -298,6 +296,9 @@ def helm(option: Option, context: int, concurrency: int) -> str:
         backend["image"] = _image(option)
         backend["env"] = _MODELSCOPE
         backend["shmSize"] = f"{_SHM_GIB}Gi"
+    defaults = template_defaults(option)
+    if defaults:  # sent by the gateways with every request (no server switch to pin)
+        backend["chatTemplateKwargs"] = defaults
     if option.engine == "vllm-ascend":  # the host's driver, as on Docker (no-op with
         # Ascend Docker Runtime, which mounts the same paths)
         paths = [m.split(":")[0].rstrip("/") for m in _ASCEND_MOUNTS]

@@ -13,9 +13,10 @@ from heshi.plan import resolve_hardware
 from heshi.plan.advice import smallest_change
 from heshi.plan.containers import TARGETS, container_choice, render
 from heshi.plan.emit import EMITTERS, heshi_backend, launch
+from heshi.plan.option import Option, Request
 from heshi.plan.presets import PRESETS
 from heshi.plan.quality import parse_quality
-from heshi.plan.recommend import Option, Request, recommend
+from heshi.plan.recommend import recommend
 
 
 def build_request(
