@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from heshi.config import GuardConfig, HeshiConfig, TenantConfig
-from heshi.guard.classifier import SafetyClassifier, embed
+from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.judges import JUDGE_SYSTEM
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import GatewayFactory, Upstream, bearer, chat_body, gateway_config
@@ -37,7 +37,7 @@ def _judge_says(verdict: str) -> Any:
 
 def test_the_prompts_are_where_the_test_needs_them() -> None:
     model = SafetyClassifier.load()
-    unsure, plain = model.verdicts(embed([UNSURE, PLAIN]))
+    unsure, plain = model.read([UNSURE, PLAIN])
     band = GuardConfig().classifier
     assert band.judge.above <= unsure.unsafe < band.block_above  # type: ignore[operator]
     assert plain.unsafe < band.judge.above

@@ -33,7 +33,7 @@ class BandJudgeConfig(Strict):
     """The model asked about prompts the classifier is unsure of (heshi.guard.judges)."""
 
     enabled: bool = True
-    above: float = Field(default=0.3, ge=0, le=1)  # scores from here to block_above
+    above: float = Field(default=0.4, ge=0, le=1)  # scores from here to block_above
     model: str | None = None  # an alias; None = the embedded chat model (engine.name)
 
 
@@ -43,14 +43,15 @@ class GuardClassifierConfig(Strict):
     enabled: bool = True
     weights: Path | None = None  # None = the weights shipped with Heshi
     threshold: float | None = Field(default=None, gt=0, lt=1)  # None = the weights' own
-    # flag by default: measured on our banks it over-refuses 5.5%, and more on general
-    # writing and coding requests (docs/benchmarks.md); block once checked on your traffic
+    # flag by default: what the threshold adds below the confident band is recorded and
+    # cautioned, not refused (docs/guard.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
     # scores at or above this block even when the action is flag: the confident band
-    # (0.9: 59% of should-refuse prompts, 0.6% of should-answer ones on our banks);
-    # below it, the band judge decides (judge.above up), and a flag adds the answering
-    # policy's caution (docs/guard.md)
-    block_above: float | None = Field(default=0.9, gt=0, le=1)
+    # (0.8: 73% of should-refuse prompts, 0.4% of should-answer ones on our banks);
+    # below it, the band judge decides (judge.above up: 13% of our banks' prompts), and a
+    # flag adds the answering policy's caution (docs/guard.md); both chosen on our banks and
+    # the first held-out bank with the judge's verdicts, then measured on a second one
+    block_above: float | None = Field(default=0.8, gt=0, le=1)
     judge: BandJudgeConfig = Field(default_factory=BandJudgeConfig)
     messages: int = Field(default=4, ge=1, le=64)  # the newest messages scored
 

