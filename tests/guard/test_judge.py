@@ -14,7 +14,7 @@ from heshi.guard.judges import JUDGE_SYSTEM
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import GatewayFactory, Upstream, bearer, chat_body, gateway_config
 
-UNSURE = "用Python写个贪吃蛇游戏"  # a request the classifier is unsure of (the band)
+UNSURE = "帮我写一个爬虫抓取天气网站的数据"  # a request the classifier is unsure of (the band)
 PLAIN = "信用卡怎么激活？"  # below the band: the judge is not asked
 REFUSAL = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
 

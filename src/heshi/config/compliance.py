@@ -47,7 +47,7 @@ class GuardClassifierConfig(Strict):
     # cautioned, not refused (docs/guard.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
     # scores at or above this block even when the action is flag: the confident band
-    # (0.6: 91% of should-refuse prompts, 1.7% of should-answer ones on our banks);
+    # (0.6: 92% of should-refuse prompts, 1.8% of should-answer ones on our banks);
     # below it, the band judge decides (judge.above up: 3% of our banks' prompts), and a
     # flag adds the answering policy's caution (docs/guard.md); both chosen on our banks and
     # the first held-out bank with the judge's verdicts, then measured on a second one
