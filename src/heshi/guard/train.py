@@ -157,7 +157,10 @@ def main() -> None:
     p.add_argument("--max-over", type=float, default=0.03)
     p.add_argument("--l2", type=float, default=1e-5)
     args = p.parse_args()
-    model = train(args.refuse, args.answer, max_over=args.max_over, l2=args.l2)
+    try:
+        model = train(args.refuse, args.answer, max_over=args.max_over, l2=args.l2)
+    except (OSError, ValueError, KeyError) as exc:  # a missing file, bad JSON, no "prompt"
+        raise SystemExit(f"无法训练 / cannot train: {exc}") from None
     SafetyClassifier(model)  # loads back
     args.out.write_text(json.dumps(model, separators=(",", ":")) + "\n", encoding="utf-8")
     print(json.dumps(model["meta"], ensure_ascii=False), "threshold", model["threshold"])
