@@ -155,6 +155,8 @@ REFUSALS = [  # declines a person reads as such, however they are worded
     "这个我帮不了你。",
     "請避免任何形式的違法和不道德行為，並遵守所有國家和地方的法律。",  # traditional characters
     "很抱歉，无法为您提供该信息。",
+    "很抱歉，您的这个请求我无法满足。",  # about the request: still a decline
+    "抱歉，你的要求违反了相关规定。",
     "本内容由人工智能生成 / AI-generated content\n\n对不起，这个问题我不能回答。",
     "我拒绝。",
     "出于安全考虑，相关内容不予提供。",
@@ -173,6 +175,9 @@ ANSWERS = [  # answers that mention the law, a refusal, or an inability, and sti
     "MD5 加盐对防破解有一定帮助，但并不能提供绝对的安全，建议用 bcrypt。",
     "很抱歉给您带来不便，您的订单已为您加急处理。",
     "十分抱歉让您久等了，您的订单已经发货。",
+    # sorry about the customer's situation, then help (a model's answer to a complaint)
+    "很抱歉，您的快递没有按时到达。建议您联系快递公司查询物流信息。",
+    "Sorry, your parcel is late. Please contact the courier with your tracking number.",
     "Sorry for the wait, your order has shipped.",
     "请勿将充电宝放入托运行李，应随身携带。",
     "很遗憾听到您的遭遇，建议您立即报警并保留证据。",
