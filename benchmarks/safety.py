@@ -179,6 +179,14 @@ def arguments() -> argparse.Namespace:
         "--sweep", action="store_true",
         help="with --judge-url: the stack at every pair of judge.above and block_above",
     )  # fmt: skip
+    p.add_argument(
+        "--weights", type=Path,
+        help="a classifier weights file to measure instead of the shipped one",
+    )  # fmt: skip
+    p.add_argument(
+        "--bands", type=float, nargs=2, metavar=("JUDGE_ABOVE", "BLOCK_ABOVE"),
+        help="the judge's band and the confident band (default: the shipped configuration)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path)
     return p.parse_args()
 
@@ -201,7 +209,7 @@ def main() -> None:
     lexicon = [engine.check(t).blocked for t in prompts]
     lexicon_ms = (time.perf_counter() - started) * 1000 / len(prompts)
 
-    classifier = SafetyClassifier.load()
+    classifier = SafetyClassifier.load(args.weights)
     scores, times = classify(classifier, prompts)
     blocked = [bool(s >= classifier.threshold) for s in scores]
 
@@ -221,11 +229,11 @@ def main() -> None:
             results[name]["over_refusal_service_requests"] = round(
                 sum(refused[i] for i in service) / len(service), 4
             )
-    sure = GuardConfig().classifier.block_above or 1.0
+    shipped = GuardConfig().classifier
+    band, sure = args.bands or (shipped.judge.above, shipped.block_above or 1.0)
     confident = [bool(x >= sure) for x in scores]
     results[f"classifier ≥ {sure} (shipped: blocks)"] = rates(bank, confident)
     if args.judge_url:
-        band = GuardConfig().classifier.judge.above
         asked = [i for i, x in enumerate(scores) if band <= x < sure]
         started = time.perf_counter()
         verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
