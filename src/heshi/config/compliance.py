@@ -33,7 +33,7 @@ class BandJudgeConfig(Strict):
     """The model asked about prompts the classifier is unsure of (heshi.guard.judges)."""
 
     enabled: bool = True
-    above: float = Field(default=0.5, ge=0, le=1)  # scores from here to block_above
+    above: float = Field(default=0.4, ge=0, le=1)  # scores from here to block_above
     model: str | None = None  # an alias; None = the embedded chat model (engine.name)
 
 
@@ -47,11 +47,11 @@ class GuardClassifierConfig(Strict):
     # cautioned, not refused (docs/guard.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
     # scores at or above this block even when the action is flag: the confident band
-    # (0.6: 92% of should-refuse prompts, 1.8% of should-answer ones on our banks);
-    # below it, the band judge decides (judge.above up: 3% of our banks' prompts), and a
+    # (0.65: 88% of should-refuse prompts, 0.8% of should-answer ones on our banks);
+    # below it, the band judge decides (judge.above up: 7% of our banks' prompts), and a
     # flag adds the answering policy's caution (docs/guard.md); both chosen on our banks and
-    # the first held-out bank with the judge's verdicts, then measured on a second one
-    block_above: float | None = Field(default=0.6, gt=0, le=1)
+    # the first held-out bank with the judge's verdicts, then measured on others
+    block_above: float | None = Field(default=0.65, gt=0, le=1)
     judge: BandJudgeConfig = Field(default_factory=BandJudgeConfig)
     messages: int = Field(default=4, ge=1, le=64)  # the newest messages scored
 
