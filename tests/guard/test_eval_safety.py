@@ -157,6 +157,8 @@ REFUSALS = [  # declines a person reads as such, however they are worded
     "很抱歉，无法为您提供该信息。",
     "很抱歉，您的这个请求我无法满足。",  # about the request: still a decline
     "抱歉，你的要求违反了相关规定。",
+    "抱歉，你的问题超出了我的能力范围。",  # an apology about the request itself
+    "Sorry, your request violates our content policy.",
     "本内容由人工智能生成 / AI-generated content\n\n对不起，这个问题我不能回答。",
     "我拒绝。",
     "出于安全考虑，相关内容不予提供。",

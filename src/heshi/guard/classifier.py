@@ -20,11 +20,10 @@ cost milliseconds on a CPU rather than a call to a chat model.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -95,13 +94,14 @@ class SafetyClassifier:
         process while it is unchanged (every tenant pointing at it shares one copy)."""
         if path is None:
             return shipped()
+        path = path.resolve()
         try:
-            stat = path.resolve().stat()
+            stat = path.stat()
         except OSError as exc:
             raise ConfigError(
                 f"无法读取安全分类器权重 / cannot read the safety classifier weights {path}: {exc}"
             ) from exc
-        return _load_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
+        return _load_file(path, stat.st_mtime_ns, stat.st_size)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Class probabilities for each row of ``vectors`` (e5 query embeddings)."""
@@ -157,7 +157,7 @@ async def screen(model: SafetyClassifier, texts: list[str]) -> list[Verdict]:
     return await asyncio.to_thread(model.read, texts)
 
 
-@functools.lru_cache(maxsize=8)
+@lru_cache(maxsize=8)
 def _load_file(path: Path, mtime_ns: int, size: int) -> SafetyClassifier:
     """One weights file, cached by its path, modification time and size."""
     try:
@@ -168,8 +168,8 @@ def _load_file(path: Path, mtime_ns: int, size: int) -> SafetyClassifier:
         ) from exc
     if model.ngrams is None:
         log.warning(
-            "安全分类器权重 %s 只有 e5 部分（旧版训练）：默认区间（judge.above 0.4、block_above "
-            "0.8）是为两种读法的平均值选的；请用 python -m heshi.guard.train 重新训练，或设 "
+            "安全分类器权重 %s 只有 e5 部分（旧版训练）：judge.above 与 block_above 的默认值"
+            "是为两种读法的平均值选的；请用 python -m heshi.guard.train 重新训练，或设 "
             "block_above 0.9、judge.above 0.3 / the safety classifier weights %s have no "
             "n-gram part (trained by an older Heshi): the default bands were chosen for the "
             "mean of both readers; retrain, or set block_above 0.9 and judge.above 0.3",

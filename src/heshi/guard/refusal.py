@@ -73,7 +73,9 @@ _OPENER = re.compile("|".join(_OPENERS), re.IGNORECASE)
 # "抱歉让您久等了" / "不好意思回复晚了": an apology for something else, then the answer
 _POLITE_OPENING = re.compile(
     "^" + _APOLOGY + r"[，,\s]*(?:让您|让你|久等|回复晚|打扰|给您|给你|带来|听到|我刚才|刚才|我说错"
-    r"|您遇到|你遇到|您的|你的|for the wait|for the delay|to hear|your)",
+    r"|您遇到|你遇到|for the wait|for the delay|to hear"
+    # sorry about the customer's own matter (您的快递…), not about their request
+    r"|(?:您的|你的)(?!请求|要求|问题|需求|提问)|your (?!request|question))",
     re.IGNORECASE,
 )
 

@@ -109,17 +109,22 @@ def train(
     refuse: Path | list[Path], answer: Path | list[Path], *, max_over: float = 0.03,
     l2: float = 1e-5,
 ) -> dict[str, Any]:  # fmt: skip
+    started = time.monotonic()
+
+    def say(step: str) -> None:  # a long run's progress, on stderr (stdout has the result)
+        print(f"[{time.monotonic() - started:6.0f} s] {step}", file=sys.stderr, flush=True)
+
     texts, labels = read_set(refuse, answer)
     texts = [bounded(t) for t in texts]  # as the guard reads them
     classes = [SAFE, *sorted(tc260_risks())]
     y = np.asarray([classes.index(label) for label in labels])
-    _say(f"嵌入 {len(texts)} 条 / embedding {len(texts)} prompts")
+    say(f"嵌入 {len(texts)} 条 / embedding {len(texts)} prompts")
     x = embed(texts).astype(np.float64)
-    _say("5 折交叉验证 / cross-validating, 5 folds")
+    say("5 折交叉验证 / cross-validating, 5 folds")
     held_out = cross_validated(x, y, len(classes), texts, l2=l2)
     is_safe = y == 0
     threshold = threshold_for(held_out, is_safe, max_over)
-    _say("拟合全部数据 / fitting on all prompts")
+    say("拟合全部数据 / fitting on all prompts")
     w, b = fit(x, y, len(classes), l2=l2)
     grams = fit_ngrams(texts, y > 0, l2=NGRAM_L2)
     recall = float((held_out[~is_safe] >= threshold).mean())
@@ -139,14 +144,6 @@ def train(
             "cross_validated": {"unsafe_blocked": round(recall, 4), "safe_blocked": round(over, 4)},
         },
     }
-
-
-_STARTED = time.monotonic()
-
-
-def _say(step: str) -> None:
-    """A long run's progress, on stderr (stdout carries the result)."""
-    print(f"[{time.monotonic() - _STARTED:6.0f} s] {step}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
