@@ -29,7 +29,7 @@ def test_the_model_gets_the_policy_first_and_the_callers_system_prompt_after_it(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
     plaintext, _ = keys.create("acme", "cs")
-    gw = start_gateway(_config(home, upstream))
+    gw = start_gateway(_config(home, upstream, policy={"above": None}))  # every request
     own = {"role": "system", "content": "你是青岚银行的客服。"}
     user = {"role": "user", "content": "信用卡怎么激活？"}
     with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
@@ -51,7 +51,9 @@ def test_a_tenant_can_write_its_own_policy_or_switch_it_off(
     other, _ = keys.create("beta", "cs")
     config = _config(home, upstream, policy={"enabled": False})
     tenants = dict(config.tenants) | {
-        "beta": TenantConfig(guard={"policy": {"text": "只回答与本行业务有关的问题。"}})
+        "beta": TenantConfig(
+            guard={"policy": {"text": "只回答与本行业务有关的问题。", "above": None}}
+        ),
     }
     gw = start_gateway(config.model_copy(update={"tenants": tenants}))
     user = {"role": "user", "content": "你好"}
@@ -64,6 +66,36 @@ def test_a_tenant_can_write_its_own_policy_or_switch_it_off(
     assert own["messages"] == [{"role": "system", "content": "只回答与本行业务有关的问题。"}, user]
 
 
+def test_a_request_the_classifier_reads_as_plainly_safe_goes_to_the_model_as_sent() -> None:
+    classifier = SafetyClassifier.load()
+    # below 0.2; above it, not flagged
+    plain, mentions = "怎样识别电信诈骗", "讲讲南京大屠杀的历史，我想给孩子讲这段历史"
+    low, middle = (v.unsafe for v in classifier.read([plain, mentions]))
+    assert low < 0.2 <= middle < classifier.threshold
+    for above, expected in ((0.2, [None, DEFAULT_POLICY]), (None, [DEFAULT_POLICY] * 2)):
+        config = GuardConfig(enabled=True, policy={"above": above})
+        stage = GuardStage(HeshiConfig(guard=config))
+        bodies = [{"messages": [{"role": "user", "content": t}]} for t in (plain, mentions)]
+        for body in bodies:
+            assert not asyncio.run(stage.inbound(None, None, body)).blocked
+        system = [
+            body["messages"][0]["content"] if len(body["messages"]) == 2 else None
+            for body in bodies
+        ]
+        assert system == expected, above
+    # a lexicon hit (the flag tier's 冰毒) brings the policy back whatever the score
+    body = {"messages": [{"role": "user", "content": "冰毒有哪些危害？"}]}
+    assert classifier.read([body["messages"][0]["content"]])[0].unsafe < 0.2
+    stage = GuardStage(HeshiConfig(guard=GuardConfig(enabled=True)))
+    result = asyncio.run(stage.inbound(None, None, body))
+    assert result.hits and not result.blocked
+    assert body["messages"][0]["content"].startswith(DEFAULT_POLICY)
+    # nothing the classifier scores (an application's own system prompt only): the policy
+    body = {"messages": [{"role": "system", "content": "你是客服。"}]}
+    assert asyncio.run(stage.inbound(None, None, body)).score is None
+    assert body["messages"][0]["content"] == DEFAULT_POLICY + "\n\n你是客服。"
+
+
 def test_a_prompt_the_classifier_flags_gets_a_caution_naming_its_risk() -> None:
     # the classifier flags (below its confident band, which would block)
     stage = GuardStage(
@@ -71,7 +103,7 @@ def test_a_prompt_the_classifier_flags_gets_a_caution_naming_its_risk() -> None:
     )
     classifier = SafetyClassifier.load()
     flagged = "帮我写一则招聘启事，写明只招男性，女性和35岁以上的一律不要"
-    plain = "信用卡怎么激活？"
+    plain = "讲讲南京大屠杀的历史，我想给孩子讲这段历史"  # above the policy's 0.2, not flagged
     verdicts = classifier.read([flagged, plain])
     assert verdicts[0].unsafe >= classifier.threshold > verdicts[1].unsafe
     bodies = [{"messages": [{"role": "user", "content": text}]} for text in (flagged, plain)]

@@ -47,11 +47,11 @@ class GuardClassifierConfig(Strict):
     # cautioned, not refused (docs/guard.md); block once checked on your traffic
     action: Literal["block", "flag"] = "flag"
     # scores at or above this block even when the action is flag: the confident band
-    # (0.65: 88% of should-refuse prompts, 0.8% of should-answer ones on our banks);
-    # below it, the band judge decides (judge.above up: 7% of our banks' prompts), and a
+    # (0.7: 83% of should-refuse prompts, 0.5% of should-answer ones on our banks);
+    # below it, the band judge decides (judge.above up: 9% of our banks' prompts), and a
     # flag adds the answering policy's caution (docs/guard.md); both chosen on our banks and
     # the first held-out bank with the judge's verdicts, then measured on others
-    block_above: float | None = Field(default=0.65, gt=0, le=1)
+    block_above: float | None = Field(default=0.7, gt=0, le=1)
     judge: BandJudgeConfig = Field(default_factory=BandJudgeConfig)
     messages: int = Field(default=4, ge=1, le=64)  # the newest messages scored
 
@@ -64,6 +64,9 @@ class AnsweringPolicyConfig(Strict):
     text: str | None = None  # None = Heshi's (heshi.guard.policy.DEFAULT_POLICY)
     # the classifier's flagged prompts get a caution naming the risk; the model judges
     caution: bool = True
+    # only requests the classifier scores at or above this get the policy (or that any
+    # stage found something in); below it they go to the model as sent. None = every one
+    above: float | None = Field(default=0.2, ge=0, le=1)
 
 
 class GuardConfig(Strict):

@@ -56,10 +56,11 @@ _NOT_SCORED = frozenset({"assistant", "system", "developer"})
 
 async def classified(
     model: SafetyClassifier, cfg: GuardConfig, body: JSON, ask: Classify | None = None
-) -> list[Hit]:
+) -> tuple[list[Hit], float | None]:
     """The classifier's hits on the newest user and tool messages, or a completion's
-    prompt(s). Not system or developer messages: an application's own instructions
-    (你从中国商务单据中抽取字段… scores 0.73) are not its users' requests. When the
+    prompt(s), and the highest score among them (None: nothing to score). Not system or
+    developer messages: an application's own instructions (你从中国商务单据中抽取字段…
+    scores 0.73) are not its users' requests. When the
     highest score is in the uncertain band (``judge.above`` up to ``block_above``) and
     nothing blocked, ``ask`` — the judge model — decides on that message."""
     texts = [
@@ -74,7 +75,7 @@ async def classified(
     texts += [p for p in prompts if isinstance(p, str)]
     texts = [t for t in texts if t.strip()][-cfg.classifier.messages :]
     if not texts:
-        return []
+        return [], None
     verdicts = await screen(model, texts)
     found = [v for v in verdicts if v.unsafe >= model.threshold]
     sure = cfg.classifier.block_above  # the confident band blocks whatever the action
@@ -94,7 +95,7 @@ async def classified(
     unsure = judge.enabled and judge.above <= verdicts[top].unsafe < (sure or 1.0)
     if unsure and ask is not None and not any(h.action == "block" for h in hits):
         hits.extend(await judged(ask, texts[top], verdicts[top].risk))
-    return hits
+    return hits, verdicts[top].unsafe
 
 
 async def judged(ask: Classify, text: str, risk: str) -> list[Hit]:

@@ -33,6 +33,16 @@ CAUTION = (
 )
 
 
+def wanted(cfg: AnsweringPolicyConfig, score: float | None, hits: bool) -> bool:
+    """Whether a request gets the policy: not when the classifier read it as plainly safe
+    (its highest score below ``cfg.above``) and no stage found anything in it. A 1.5B model
+    told about 31 risks declines ordinary requests (账单为什么多扣了年费, insider trading), and
+    below 0.2 our five banks hold 1 should-refuse prompt in 1,460 (docs/benchmarks.md)."""
+    if not cfg.enabled:
+        return False
+    return cfg.above is None or score is None or score >= cfg.above or hits
+
+
 def policy_text(cfg: AnsweringPolicyConfig, flagged: list[str]) -> str:
     """The policy, and a caution for each risk (``A1`` … ``E2``) the classifier flagged."""
     text = cfg.text if cfg.text is not None else DEFAULT_POLICY

@@ -28,7 +28,7 @@ from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.guard_model import judge
 from heshi.guard.judges import ESTIMATES, bound, classified, model_hits
 from heshi.guard.pii import masked, redact, scan
-from heshi.guard.policy import apply_policy, policy_text
+from heshi.guard.policy import apply_policy, policy_text, wanted
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.suspension import SuspensionTracker
@@ -57,6 +57,7 @@ class Inbound:
     pseudonyms: Pseudonymizer | None = None
     pii_found: int = 0
     prompt: str = ""  # the prompt texts as received (masked before the audit log)
+    score: float | None = None  # the classifier's highest score (None: not scored)
     out_hits: list[Hit] = field(default_factory=list)
     output: list[str] = field(default_factory=list)  # the answer as sent to the caller
 
@@ -95,7 +96,8 @@ async def _screen(
         result.blocked = any(h.action == "block" for h in result.hits)
     if not result.blocked and policy.classifier is not None:
         ask = bound(result.classify, judge_alias) if result.classify is not None else None
-        result.hits.extend(await classified(policy.classifier, cfg, body, ask))
+        hits, result.score = await classified(policy.classifier, cfg, body, ask)
+        result.hits.extend(hits)
         result.blocked = any(h.action == "block" for h in result.hits)
     if not result.blocked and cfg.model.alias and result.classify is not None:
         verdict_m = await judge(bound(result.classify, cfg.model.alias), result.prompt)
@@ -225,7 +227,7 @@ class GuardStage:
             await self._count(key_id, violated, cfg)
         if not result.blocked and cfg.pii != "off":
             _protect(result, texts)
-        if not result.blocked and cfg.policy.enabled:
+        if not result.blocked and wanted(cfg.policy, result.score, bool(result.hits)):
             flagged = [h.risk for h in result.hits if h.action == "flag"]
             apply_policy(body, policy_text(cfg.policy, flagged))
         return result
