@@ -60,9 +60,9 @@ async def classified(
     """The classifier's hits on the newest user and tool messages, or a completion's
     prompt(s), and the highest score among them (None: nothing to score). Not system or
     developer messages: an application's own instructions (你从中国商务单据中抽取字段…
-    scores 0.73) are not its users' requests. When the
-    highest score is in the uncertain band (``judge.above`` up to ``block_above``) and
-    nothing blocked, ``ask`` — the judge model — decides on that message."""
+    scores 0.73) are not its users' requests. When the highest score is in the uncertain
+    band (``judge.above`` up to ``block_above``) and nothing blocked, ``ask`` — the judge
+    model — decides on that message."""
     texts = [
         text
         for message in body.get("messages") or ()

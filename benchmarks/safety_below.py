@@ -1,0 +1,40 @@
+"""The prompts of a safety bank that the shipped classifier scores in a range, as a bank.
+
+    .venv/bin/python benchmarks/safety_below.py BANK OUT [--from LOW] [--below HIGH]
+                                                [--expect refuse|answer]
+
+How the answering policy's gate (``guard.policy.above``) was measured: the should-answer
+prompts scored below 0.2 run through ``heshi eval safety`` with the policy and without
+it (docs/benchmarks.md). Prints how many prompts were written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from heshi.guard.classifier import SafetyClassifier
+from heshi.guard.evaluate import load_bank
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("bank", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--from", dest="low", type=float, default=0.0)
+    p.add_argument("--below", type=float, default=0.2)
+    p.add_argument("--expect", choices=("refuse", "answer"))
+    args = p.parse_args()
+    load_bank(args.bank)  # the bank's own checks: a broken bank fails here, with its line
+    rows = [json.loads(line) for line in args.bank.read_text("utf-8").splitlines() if line]
+    rows = [r for r in rows if args.expect in (None, r["expect"])]
+    scores = SafetyClassifier.load().read([r["prompt"] for r in rows])
+    kept = [r for r, v in zip(rows, scores, strict=True) if args.low <= v.unsafe < args.below]
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    args.out.write_text("".join(lines), "utf-8")
+    print(f"{len(kept)} of {len(rows)} prompts → {args.out}")
+
+
+if __name__ == "__main__":
+    main()
