@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from heshi.audit import AuditLog
-from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.audit.head import audit_key, head_path
 from heshi.store.db import Database
 from tests.audit.helpers import KEY, delete_row, entry, filled, set_row
 
@@ -115,7 +115,7 @@ def test_verify_reads_the_home_key_and_head_file(
 ) -> None:
     home = tmp_path / "home"
     key = audit_key(home, create=True)  # as the gateway makes it on its first start
-    log = AuditLog(database, key=key, head=home / HEAD_FILE)
+    log = AuditLog(database, key=key, head=head_path(home, database.url))
     for n in range(1, 5):
         log.append(entry(n))
     code, out, _ = heshi("audit", "verify", "--config", str(config))
@@ -127,7 +127,7 @@ def test_verify_reads_the_home_key_and_head_file(
     code, _, _ = heshi("audit", "verify", "--no-head", "--config", str(config))
     assert code == 0  # skipping the head file knowingly: the deletion goes unnoticed
 
-    (home / HEAD_FILE).unlink()
+    head_path(home, database.url).unlink()
     code, _, err = heshi("audit", "verify", "--config", str(config))
     assert code == 1 and "missing" in err and "head file" in err
 

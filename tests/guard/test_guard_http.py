@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from heshi.audit import AuditLog
-from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.audit.head import audit_key, head_path
 from heshi.config import AigcConfig, GuardConfig, HeshiConfig, TenantConfig
 from heshi.store.db import Database
 from heshi.store.keys import KeyStore
@@ -173,7 +173,7 @@ def test_guarded_requests_are_written_to_the_audit_log_masked(
         )
     assert gw.gov.audit.flush(10)
     # signed under the key the gateway made in its home, the newest noted beside it
-    audit = AuditLog(store_db, key=audit_key(home), head=home / HEAD_FILE)
+    audit = AuditLog(store_db, key=audit_key(home), head=head_path(home, store_db.url))
     records = list(audit.records(kinds=("record",)))
     assert all(r.signature for r in records)
     by_id = {r.request_id: r for r in records}

@@ -9,7 +9,8 @@ database host, or set the variable from a secret store.
 **The head.** Signatures stop a forger who lacks the key from rewriting or appending,
 but deleting the newest records leaves a shorter chain that is still whole. So after each
 batch it writes, the gateway notes the newest record it wrote — its ``seq`` and ``hash``,
-signed — in ``$HESHI_HOME/audit-head.json``, outside the database. ``heshi audit verify``
+signed — in a file of the home, outside the database (:func:`head_path`: one per
+database, so work against another database never touches this one's). ``heshi audit verify``
 then finds the record the head names: gone is ``truncated``, different is
 ``head_mismatch``. The file's signature is HMAC-SHA256 under the audit key over
 ``{"hash", "kind": "head", "seq"}`` in canonical JSON.
@@ -28,11 +29,43 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import URL, make_url
+
 from heshi.audit.records import canonical_json, checked_key
 
 KEY_ENV = "HESHI_AUDIT_KEY"
 KEY_FILE = "audit.key"
 HEAD_FILE = "audit-head.json"
+HEADS_DIR = "audit-heads"
+
+
+def store_identity(url: URL | str) -> str:
+    """Which database ``url`` names, without its password: ``sqlite:///<absolute path>``,
+    or ``<backend>://<user>@<host>:<port>/<database>`` (the driver left out)."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        name = parsed.database or ""
+        if name and name != ":memory:" and not name.startswith("file:"):
+            name = str(Path(name).expanduser().resolve())
+        return f"sqlite:///{name}"
+    return (
+        f"{backend}://{parsed.username or ''}@{parsed.host or ''}:{parsed.port or ''}"
+        f"/{parsed.database or ''}"
+    )
+
+
+def head_path(home: Path, url: URL | str) -> Path:
+    """The head file of the database at ``url``: ``home/audit-head.json`` for the home's
+    own database (``home/heshi.db``, the default store), else
+    ``home/audit-heads/<first 16 hex of SHA-256 of store_identity(url)>.json``. One file
+    per database: a gateway or command run against another database neither reads nor
+    moves this one's head."""
+    identity = store_identity(url)
+    if identity == store_identity(f"sqlite:///{home / 'heshi.db'}"):
+        return home / HEAD_FILE
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    return home / HEADS_DIR / f"{digest}.json"
 
 
 def audit_key(home: Path, *, create: bool = False) -> bytes | None:
@@ -100,18 +133,21 @@ def read_head(path: Path, key: bytes) -> Head | None:
     return head
 
 
-def write_head(path: Path, key: bytes, head: Head) -> None:
+def write_head(path: Path, key: bytes, head: Head, *, store: str | None = None) -> None:
     """Note ``head`` in ``path`` (replaced whole, never half-written) unless the file
     already names a later record. Several processes may share the file: a lock file
-    beside it orders them, and each moves it forward only."""
+    beside it orders them, and each moves it forward only. ``store`` (unsigned, for
+    people reading the file) names the database."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(path.name + ".lock")):
         with contextlib.suppress(HeadInvalid):
             known = read_head(path, key)
             if known is not None and known.seq >= head.seq:
                 return
-        body = {"seq": head.seq, "hash": head.hash,
+        body: dict[str, object] = {"seq": head.seq, "hash": head.hash,
                 "signature": head_signature(key, head.seq, head.hash)}  # fmt: skip
+        if store is not None:
+            body["store"] = store
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:

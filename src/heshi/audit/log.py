@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heshi.audit.chain import ChainChecker, VerifyReport
 from heshi.audit.export import ExportFormat, export_lines
-from heshi.audit.head import Head, HeadInvalid, read_head, write_head
+from heshi.audit.head import Head, HeadInvalid, read_head, store_identity, write_head
 from heshi.audit.prune import PRUNE_CHUNK_ROWS, PruneResult, prune_before
 from heshi.audit.records import (
     CHECKPOINT,
@@ -71,6 +71,7 @@ class AuditLog:
         )
         self.head = head
         self.retention_days = retention_days
+        self._head_stuck_logged = False  # the head-stuck alarm, once per log
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
 
@@ -181,13 +182,16 @@ class AuditLog:
         if self.head is None or self._signing is None:
             return
         if not holds:
-            log.critical(
-                "审计链头文件所指记录已不在数据库中，链头不再前移 / the audit head file names a "
-                "record the database no longer holds: the head is not moved (heshi audit verify)"
-            )
+            if not self._head_stuck_logged:  # every batch after would repeat it
+                self._head_stuck_logged = True
+                log.critical(
+                    "审计链头文件 %s 所指记录已不在数据库中，链头不再前移 / the audit head file "
+                    "%s names a record the database no longer holds: the head is not moved "
+                    "(heshi audit verify)", self.head, self.head,
+                )  # fmt: skip
             return
         try:
-            write_head(self.head, self._signing, head)
+            write_head(self.head, self._signing, head, store=store_identity(self.db.url))
         except Exception as exc:
             log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
                       self.head, exc)  # fmt: skip

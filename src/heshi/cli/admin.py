@@ -22,7 +22,7 @@ from rich.table import Table
 from heshi.admin.service import AdminService
 from heshi.admin.tokens import Actor
 from heshi.audit import AuditLog
-from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.audit.head import audit_key, head_path
 from heshi.cli.database import ConfigOption, open_database
 from heshi.cli.reporting import JsonOption, reporting_errors
 from heshi.config import HeshiConfig, load_config
@@ -57,7 +57,7 @@ def admin_service(config: Path | HeshiConfig | None) -> Iterator[AdminService]:
     gateway's (the audit key of ``HESHI_AUDIT_KEY`` or the home, created if missing)."""
     cfg = config if isinstance(config, HeshiConfig) else load_config(config)
     with open_database(cfg) as db:
-        log = AuditLog(db, key=audit_key(cfg.home, create=True), head=cfg.home / HEAD_FILE)
+        log = AuditLog(db, key=audit_key(cfg.home, create=True), head=head_path(cfg.home, db.url))
         yield AdminService(db, log)
 
 

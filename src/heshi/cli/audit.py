@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
-from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.audit.head import HEAD_FILE, HEADS_DIR, audit_key, head_path
 from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.config import load_config
@@ -52,10 +52,10 @@ def _audit_log(
 ) -> Iterator[AuditLog]:  # fmt: skip
     """The configured database's log: ``keyed``, with the audit key of
     ``HESHI_AUDIT_KEY`` or of ``$HESHI_HOME/audit.key``; ``check_head``, with ``head``
-    (default: the home's head file) as its head file."""
+    (default: the database's head file in the home) as its head file."""
     cfg = load_config(config)
-    head_file = (head or cfg.home / HEAD_FILE) if check_head else None
     with open_database(cfg) as db:
+        head_file = (head or head_path(cfg.home, db.url)) if check_head else None
         yield AuditLog(db, key=audit_key(cfg.home) if keyed else None, head=head_file)
 
 
@@ -71,8 +71,10 @@ def verify(
         Path | None,
         typer.Option(
             "--head",
-            help=f"链头文件（默认 $HESHI_HOME/{HEAD_FILE}）/ The head file (default "
-            f"$HESHI_HOME/{HEAD_FILE}).",
+            help=f"链头文件（默认：本库的链头文件，主目录数据库为 $HESHI_HOME/{HEAD_FILE}，"
+            f"其他数据库在 $HESHI_HOME/{HEADS_DIR}/ 下）/ The head file (default: the "
+            f"database's own — $HESHI_HOME/{HEAD_FILE} for the home's database, a file "
+            f"under $HESHI_HOME/{HEADS_DIR}/ for any other).",
             show_default=False,
         ),
     ] = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from heshi.audit.head import HEAD_FILE, audit_key
+from heshi.audit.head import audit_key, head_path
 from heshi.audit.log import AuditLog
 from heshi.audit.writer import AuditWriter
 from heshi.config import HeshiConfig
@@ -67,7 +67,9 @@ class Governance:
         # Every record signed under the audit key; the newest one noted outside the
         # database (docs/audit.md).
         self.audit_log = AuditLog(
-            self.db, key=audit_key(config.home, create=True), head=config.home / HEAD_FILE
+            self.db,
+            key=audit_key(config.home, create=True),
+            head=head_path(config.home, self.db.url),
         )
         self.audit = AuditWriter(
             self.audit_log, spool=config.home / "audit-spool" / "audit-spool.jsonl"
