@@ -24,6 +24,9 @@ Stages measured on every prompt of the banks (``benchmarks/data/safety_bank_zh.j
 - **band sweep** — with ``--judge-url`` and ``--sweep``: the lexicon, the confident band
   and the judge at every pair of ``judge.above`` (0.2–0.5) and ``block_above`` (0.6–0.9),
   the prompts between judged once — how the bands were chosen;
+- **judge.min_probability sweep** — with ``--judge-url``: the stack at the bands with the
+  judge blocking at each probability of 有害 from 0.5 to 0.8, alone and, with
+  ``--stack``, together with the model's own refusals — how the probability was chosen;
 - **full stack** — with ``--shipped``, the report of ``heshi eval safety`` through the
   gateway with the shipped guard (lexicon, classifier with its confident band, the band
   judge, the answering policy): what a deployment does.
@@ -51,9 +54,9 @@ import numpy as np
 from heshi.config import GuardConfig
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
-from heshi.guard.judges import judged
+from heshi.guard.judges import JUDGE_OPTIONS, judged
 from heshi.guard.refusal import is_refusal
-from heshi.guard.safety import Lexicon, SafetyEngine
+from heshi.guard.safety import Hit, Lexicon, SafetyEngine
 
 BANKS = [
     Path(__file__).parent / "data" / "safety_bank_zh.jsonl",
@@ -104,20 +107,55 @@ def model_refusals(path: Path, bank: list[Question]) -> dict[str, tuple[bool, st
 
 async def judge_all(
     url: str, model: str, bank: list[Question], asked: list[int]
-) -> dict[int, bool]:
-    """The band judge's verdict (True: 有害) on each of ``asked``, 4 at a time."""
+) -> dict[int, float]:
+    """The band judge's probability of 有害 on each of ``asked`` (0 when it answered
+    neither word or failed), asked as the guard asks it, 4 at a time."""
     gate = asyncio.Semaphore(4)
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
-        async def ask(messages: list[dict[str, Any]]) -> str:
-            body = {"model": model, "messages": messages, "max_tokens": 64, "temperature": 0}
+        async def ask(messages: list[dict[str, Any]]) -> dict[str, Any]:
+            body = {"model": model, "messages": messages, "temperature": 0, **JUDGE_OPTIONS}
             async with gate:
                 r = await client.post("/v1/chat/completions", json=body)
             r.raise_for_status()
-            return str(r.json()["choices"][0]["message"]["content"])
+            return dict(r.json()["choices"][0])
 
-        found = await asyncio.gather(*(judged(ask, bank[i].prompt, "A8") for i in asked))
-    return {i: bool(hits) for i, hits in zip(asked, found, strict=True)}
+        found = await asyncio.gather(*(judged(ask, bank[i].prompt, "A8", 1e-9) for i in asked))
+    return {i: _probability(hits) for i, hits in zip(asked, found, strict=True)}
+
+
+def _probability(hits: list[Hit]) -> float:
+    """The judge's P(有害) written in its hit (``有害 p=0.83``); 0 without a hit."""
+    return float(hits[0].term.split("p=")[1]) if hits else 0.0
+
+
+SWEEP_PROBABILITY = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+
+
+def probability_sweep(
+    bank: list[Question], refused_before: np.ndarray, band: np.ndarray, probs: np.ndarray,
+    model: dict[str, tuple[bool, str | None]] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The stack at each ``judge.min_probability``: the guard alone (``refused_before``:
+    lexicon or confident band; the band's prompts blocked at ``p ≥ t``) and, with a
+    ``--stack`` report, with the model's own refusals of what the guard let through."""
+    positive = np.asarray([q.expect == "refuse" for q in bank])
+    declined = np.asarray([bool(model and model.get(q.id, (False,))[0]) for q in bank])
+    table: dict[str, Any] = {}
+    print("\njudge.min_probability: guard alone" + (" | with the model" if model else ""))
+    for t in SWEEP_PROBABILITY:
+        guard = refused_before | (band & (probs >= t))
+        row = {"refusal": float(guard[positive].mean()),
+               "over_refusal": float(guard[~positive].mean())}  # fmt: skip
+        line = f"  {t:<5} {row['refusal']:.3f}/{row['over_refusal']:.3f}"
+        if model:
+            full = guard | declined
+            row |= {"with_model_refusal": float(full[positive].mean()),
+                    "with_model_over_refusal": float(full[~positive].mean())}  # fmt: skip
+            line += f" | {row['with_model_refusal']:.3f}/{row['with_model_over_refusal']:.3f}"
+        table[str(t)] = row
+        print(line)
+    return table
 
 
 SWEEP_ABOVE = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
@@ -134,10 +172,11 @@ def sweep(
     low, high = min(SWEEP_ABOVE), max(SWEEP_BLOCK)
     asked = [i for i, x in enumerate(scores) if low <= x < high]
     verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
-    judged = np.asarray([verdicts.get(i, False) for i in range(len(bank))])
+    least = args.judge_min
+    judged = np.asarray([verdicts.get(i, 0.0) >= least for i in range(len(bank))])
     lex = np.asarray(lexicon)
     grid: dict[str, Any] = {}
-    print(f"\nband sweep ({len(asked)} prompts judged): refused / over-refused")
+    print(f"\nband sweep ({len(asked)} prompts judged, p ≥ {least}): refused / over-refused")
     for above in SWEEP_ABOVE:
         cells = []
         for block in SWEEP_BLOCK:
@@ -175,6 +214,10 @@ def arguments() -> argparse.Namespace:
         "--judge-url", help="a gateway serving the judge model, guard off (http://host:port)"
     )
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b-instruct")
+    p.add_argument(
+        "--judge-min", type=float, default=GuardConfig().classifier.judge.min_probability,
+        help="the judge blocks at this probability of 有害 (default: the shipped one)",
+    )  # fmt: skip
     p.add_argument(
         "--sweep", action="store_true",
         help="with --judge-url: the stack at every pair of judge.above and block_above",
@@ -238,10 +281,17 @@ def main() -> None:
         started = time.perf_counter()
         verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
         per_call = (time.perf_counter() - started) / max(len(asked), 1)
-        judged_block = [verdicts.get(i, False) for i in range(len(bank))]
+        probs = np.asarray([verdicts.get(i, 0.0) for i in range(len(bank))])
+        judged_block = [bool(p >= args.judge_min) for p in probs]
         results["lexicon + classifier ≥ block_above + judge"] = rates(
             bank, [a or b or c for a, b, c in zip(lexicon, confident, judged_block, strict=True)]
-        ) | {"judged": len(asked), "s_per_judgement_4_at_a_time": round(per_call, 2)}
+        ) | {"judged": len(asked), "s_per_judgement_4_at_a_time": round(per_call, 2),
+             "min_probability": args.judge_min}  # fmt: skip
+        in_band = np.asarray([band <= x < sure for x in scores])
+        stack = model_refusals(args.stack, bank) if args.stack else None
+        results["judge.min_probability sweep"] = probability_sweep(
+            bank, np.asarray(lexicon) | np.asarray(confident), in_band, probs, stack
+        )
     if args.judge_url and args.sweep:
         results["band sweep"] = sweep(args, bank, scores, lexicon, positive)
     if args.alone:

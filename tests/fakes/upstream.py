@@ -77,6 +77,8 @@ class UpstreamState:
     mode: str = "ok"  # see MODES above; "400", "500" etc. answer with that status
     error_message: str | None = None  # of error answers and error events
     respond: Callable[[JSON], str] | None = None  # answer with the text computed from a body
+    # chat answers: the choice's ``logprobs`` computed from a body (None: the choice has none)
+    logprobs: Callable[[JSON], JSON | None] | None = None
     deltas: list[str] | None = None  # streams: exactly these content pieces
     # answer with these calls ({"name", "arguments"}) and finish_reason "tool_calls"; streams
     # send each call as OpenAI does: id and name first, then the arguments in two pieces
@@ -357,6 +359,9 @@ class FakeUpstream:
             if state.tool_calls:
                 message = {"role": "assistant", "content": None, "tool_calls": _calls(state)}
             choice = {"index": 0, "message": message}
+            logprobs = state.logprobs(body) if state.logprobs is not None else None
+            if logprobs is not None:
+                choice["logprobs"] = logprobs
             kind = "chat.completion"
         finish = "tool_calls" if state.tool_calls and kind == "chat.completion" else "stop"
         return self._json(

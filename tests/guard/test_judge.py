@@ -3,14 +3,16 @@ real gateway, with a real HTTP server standing in for the model."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from heshi.config import GuardConfig, HeshiConfig, TenantConfig
 from heshi.guard.classifier import SafetyClassifier
-from heshi.guard.judges import JUDGE_SYSTEM
+from heshi.guard.judges import JUDGE_SYSTEM, harm_probability
 from heshi.store.keys import KeyStore
 from tests.governance.conftest import GatewayFactory, Upstream, bearer, chat_body, gateway_config
 
@@ -93,3 +95,58 @@ def test_the_judge_can_be_switched_off_or_its_band_moved(
             r = client.post("/v1/chat/completions", json=chat_body(UNSURE))
             assert r.headers["x-heshi-guard"] != "block", r.text
     assert not [b for b in upstream.state.bodies if b["messages"][0]["content"] == JUDGE_SYSTEM]
+
+
+def _judge_weighs(harmful: float) -> Any:
+    """A judge that answers 有害 or 无害 by the larger mass, with logprobs giving 有害
+    ``harmful`` of it (the rest to 无害, split over two tokens as Qwen's vocabulary does)."""
+
+    def logprobs(body: dict[str, Any]) -> dict[str, Any] | None:
+        if body["messages"][0]["content"] != JUDGE_SYSTEM or not body.get("logprobs"):
+            return None
+        top = [("有害", harmful), ("无", (1 - harmful) * 0.9), ("无害", (1 - harmful) * 0.1)]
+        top += [("安全", 0.0001)]  # neither word: not counted
+        return {"content": [{"token": "有害" if harmful > 0.5 else "无", "logprob": -0.1,
+                             "top_logprobs": [{"token": t, "logprob": math.log(p)}
+                                              for t, p in top]}]}  # fmt: skip
+
+    return logprobs
+
+
+def test_the_judge_blocks_by_its_probability_of_harmful(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    plaintext, _ = keys.create("acme", "cs")
+    upstream.state.respond = _judge_says("有害")  # its word says harmful each time
+    upstream.state.logprobs = _judge_weighs(0.62)  # but it is 62% sure
+    for least, blocked in ((0.5, True), (0.6, True), (0.65, False), (0.8, False)):
+        gw = start_gateway(
+            _config(home, upstream, judge={"model": "qwen", "min_probability": least})
+        )
+        with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
+            r = client.post("/v1/chat/completions", json=chat_body(UNSURE))
+        assert (r.headers["x-heshi-guard"] == "block") is blocked, (least, r.text)
+    asked = [b for b in upstream.state.bodies if b["messages"][0]["content"] == JUDGE_SYSTEM]
+    assert len(asked) == 4  # one token, with the ten likeliest in its place
+    assert all(b["max_tokens"] == 1 and b["logprobs"] is True for b in asked)
+    assert all(b["top_logprobs"] == 10 and b["temperature"] == 0 for b in asked)
+
+
+def test_the_judges_probability_is_read_from_its_logprobs_or_else_its_word() -> None:
+    def choice(text: str, top: list[tuple[str, float]] | None) -> dict[str, Any]:
+        made: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
+        if top is not None:
+            entries = [{"token": t, "logprob": math.log(p)} for t, p in top]
+            made["logprobs"] = {"content": [{"token": text, "top_logprobs": entries}]}
+        return made
+
+    assert harm_probability(choice("有害", [("有害", 0.3), ("无", 0.1)])) == pytest.approx(0.75)
+    # a vocabulary that splits the word: its first piece carries the mass
+    assert harm_probability(choice("有", [("有", 0.2), ("无", 0.6)])) == pytest.approx(0.25)
+    assert harm_probability(choice("有害", None)) == 1.0  # a backend without logprobs
+    assert harm_probability(choice("无害", None)) == 0.0
+    assert harm_probability(choice("不确定", None)) is None  # neither: blocks nothing
+    assert harm_probability(choice("无害", [("安全", 0.9)])) == 0.0  # no mass on either word
+    odd = [{"token": "有害", "logprob": float("nan")}, {"token": 5, "logprob": "x"}, "junk"]
+    broken = {"message": {"content": "有害"}, "logprobs": {"content": [{"top_logprobs": odd}]}}
+    assert harm_probability(broken) == 1.0  # unreadable logprobs: the word decides

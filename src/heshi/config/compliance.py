@@ -35,6 +35,9 @@ class BandJudgeConfig(Strict):
     enabled: bool = True
     above: float = Field(default=0.4, ge=0, le=1)  # scores from here to block_above
     model: str | None = None  # an alias; None = the embedded chat model (engine.name)
+    # blocks when the probability the judge gives 有害 (its first token's logprobs; 1 or 0
+    # from its text when the backend returns none) is at least this (docs/guard.md)
+    min_probability: float = Field(default=0.6, gt=0, le=1)
 
 
 class GuardClassifierConfig(Strict):

@@ -96,17 +96,21 @@ class Gateway:
         self.gov.keys.suspend(key_id, reason)
         self.gov.auth.refresh_now()
 
-    async def _ask(self, parent: Exchange, alias: str, messages: list[JSON]) -> str:
-        """Ask the guard model (any alias the router serves) on ``parent``'s behalf."""
+    async def _ask(
+        self, parent: Exchange, alias: str, messages: list[JSON], options: JSON | None = None
+    ) -> JSON:
+        """Ask a guard model (any alias the router serves) on ``parent``'s behalf; the
+        answer's first choice. ``options``: more body fields (the band judge's logprobs)."""
         x = parent.child("guard")
-        x.body = {"model": alias, "messages": messages, **_GUARD_MODEL_BODY}
+        x.body = {"model": alias, "messages": messages, **_GUARD_MODEL_BODY, **(options or {})}
         x.model = alias
         x.plan = self.router.plan(alias, x.body)
         self.recorder.started(x)
         result = await self.internal.unary(x)
         assert isinstance(result, dict)
         choices = result.get("choices") or [{}]
-        return str((choices[0].get("message") or {}).get("content") or "")
+        first = choices[0] if choices else {}
+        return first if isinstance(first, dict) else {}
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``."""

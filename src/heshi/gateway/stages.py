@@ -25,7 +25,7 @@ from heshi.routing.router import RouteFacts
 # engine Heshi ships states its own cap).
 _UNKNOWN_ENGINE_COMPLETION = 1024
 
-Ask = Callable[[Exchange, str, list[JSON]], Awaitable[str]]
+Ask = Callable[[Exchange, str, list[JSON], JSON | None], Awaitable[JSON]]
 
 
 class Admit:
@@ -175,8 +175,8 @@ class Guard:
         if x.endpoint not in {"chat", "completions"}:
             return None
 
-        async def classify(alias: str, messages: list[JSON]) -> str:
-            return await self.ask(x, alias, messages)
+        async def classify(alias: str, messages: list[JSON], options: JSON | None = None) -> JSON:
+            return await self.ask(x, alias, messages, options)
 
         # ``classify`` refers to ``x`` and is kept on x.guard: a reference cycle, broken
         # when the request is recorded (so each request does not wait for the cyclic GC).

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, content_text
 from heshi.errors import AdmissionUnavailable, QuotaExceeded
 
 CATEGORY_RISKS = {
@@ -36,6 +37,21 @@ _SAFETY = re.compile(r"Safety:\s*(Safe|Unsafe|Controversial)", re.IGNORECASE)
 _CATEGORIES = re.compile(r"Categories:\s*(.+)", re.IGNORECASE)
 
 Classify = Callable[[list[JSON]], Awaitable[str]]
+
+
+class Consult(Protocol):
+    """Ask the model ``alias`` about ``messages`` on a request's behalf (``options``: more
+    fields of the chat body, e.g. ``logprobs``); the answer's first choice."""
+
+    def __call__(
+        self, alias: str, messages: list[JSON], options: JSON | None = None
+    ) -> Awaitable[JSON]: ...
+
+
+def choice_text(choice: JSON) -> str:
+    """The text of a chat completion's choice (empty when it has none)."""
+    message = choice.get("message")
+    return content_text(message.get("content")) if isinstance(message, dict) else ""
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,24 @@
 """Judges of a prompt beside the lexicons: the trained classifier, the model that judges
-the classifier's uncertain band, and the guard model — their verdicts as the guard's hits."""
+the classifier's uncertain band, and the guard model — their verdicts as the guard's hits.
+
+The band judge answers 有害 (harmful) or 无害 (harmless). It is asked for one token with
+its ``top_logprobs``, and blocks when the probability it gives 有害 — that token's mass
+against 无害's — reaches ``judge.min_probability``: a 1.5B judge's argmax (0.5) blocks a
+fifth of the should-answer prompts in the band (victims asking for help, crime fiction),
+and its probability ranks them better than its word (docs/benchmarks.md). A backend that
+returns no logprobs is read by its text: 有害 is 1, anything else 0."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from heshi.config import GuardConfig
 from heshi.engines.base import JSON, content_text
 from heshi.errors import HeshiError
 from heshi.guard.classifier import SAFE, SafetyClassifier, screen
-from heshi.guard.guard_model import Classify, ModelVerdict
+from heshi.guard.guard_model import Classify, Consult, ModelVerdict, choice_text
 from heshi.guard.safety import Hit
 
 log = logging.getLogger("heshi.guard")
@@ -52,10 +60,13 @@ _JUDGE_PREFIX: tuple[JSON, ...] = (
     ),
 )
 _NOT_SCORED = frozenset({"assistant", "system", "developer"})
+# one token, and the likeliest ten in its place: 有害 and 无害 are among them
+JUDGE_OPTIONS: JSON = {"max_tokens": 1, "logprobs": True, "top_logprobs": 10}
+Scored = Callable[[list[JSON]], Awaitable[JSON]]  # messages → the answer's first choice
 
 
 async def classified(
-    model: SafetyClassifier, cfg: GuardConfig, body: JSON, ask: Classify | None = None
+    model: SafetyClassifier, cfg: GuardConfig, body: JSON, ask: Scored | None = None
 ) -> tuple[list[Hit], float | None]:
     """The classifier's hits on the newest user and tool messages, or a completion's
     prompt(s), and the highest score among them (None: nothing to score). Not system or
@@ -94,23 +105,51 @@ async def classified(
     top = max(range(len(texts)), key=lambda i: verdicts[i].unsafe)
     unsure = judge.enabled and judge.above <= verdicts[top].unsafe < (sure or 1.0)
     if unsure and ask is not None and not any(h.action == "block" for h in hits):
-        hits.extend(await judged(ask, texts[top], verdicts[top].risk))
+        hits.extend(await judged(ask, texts[top], verdicts[top].risk, judge.min_probability))
     return hits, verdicts[top].unsafe
 
 
-async def judged(ask: Classify, text: str, risk: str) -> list[Hit]:
-    """The model's judgement of a request the classifier is unsure of: a block hit when it
-    answers 有害 (harmful). A judge that fails or answers anything else blocks nothing."""
+async def judged(ask: Scored, text: str, risk: str, least: float = 0.5) -> list[Hit]:
+    """The model's judgement of a request the classifier is unsure of: a block hit when
+    the probability it gives 有害 (harmful) is at least ``least``. A judge that fails or
+    answers neither word blocks nothing."""
     # copies: a pipeline may edit a request's messages in place (the answering policy)
     messages = [*map(dict, _JUDGE_PREFIX), {"role": "user", "content": f"请求：{text}"}]
     try:
-        answer = (await ask(messages)).strip()
+        harm = harm_probability(await ask(messages))
     except HeshiError as exc:
         log.warning("安全裁判不可用 / the band judge failed: %s", exc)
         return []
-    if not answer.startswith("有害"):
+    if harm is None or harm < least:
         return []
-    return [Hit("有害", JUDGE, risk if risk != SAFE else "A8", "block", 0, 0)]
+    return [Hit(f"有害 p={harm:.2f}", JUDGE, risk if risk != SAFE else "A8", "block", 0, 0)]
+
+
+def harm_probability(choice: JSON) -> float | None:
+    """P(有害) in a judge's answer: the first token's probability mass on 有害 (or its
+    first piece, 有) against that on 无害 (无…), from ``logprobs.content[0].top_logprobs``;
+    without logprobs, 1.0 when the text starts with 有害 and 0.0 when with 无害. None: the
+    answer is neither."""
+    harmful = harmless = 0.0
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    first = content[0] if isinstance(content, list) and content else None
+    candidates = first.get("top_logprobs") if isinstance(first, dict) else None
+    for candidate in candidates if isinstance(candidates, list) else ():
+        token = str(candidate.get("token", "")).strip() if isinstance(candidate, dict) else ""
+        value = candidate.get("logprob") if isinstance(candidate, dict) else None
+        if not token or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        if token.startswith("有害") or "有害".startswith(token):
+            harmful += math.exp(min(value, 0.0))
+        elif token.startswith("无") or "无害".startswith(token):
+            harmless += math.exp(min(value, 0.0))
+    if harmful + harmless > 0:
+        return harmful / (harmful + harmless)
+    text = choice_text(choice).strip()
+    if text.startswith("有害") or text == "有":
+        return 1.0
+    return 0.0 if text.startswith("无") else None
 
 
 def model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
@@ -133,8 +172,19 @@ def model_hits(verdict: ModelVerdict, cfg: GuardConfig) -> list[Hit]:
     ]
 
 
-def bound(classify: Callable[[str, list[JSON]], Awaitable[str]], alias: str) -> Classify:
+def bound(classify: Consult, alias: str) -> Classify:
+    """``classify`` asking ``alias``, for the answer's text (the guard model)."""
+
     async def ask(messages: list[JSON]) -> str:
-        return await classify(alias, messages)
+        return choice_text(await classify(alias, messages))
+
+    return ask
+
+
+def scored(classify: Consult, alias: str) -> Scored:
+    """``classify`` asking ``alias`` for one token with its logprobs (the band judge)."""
+
+    async def ask(messages: list[JSON]) -> JSON:
+        return await classify(alias, messages, JUDGE_OPTIONS)
 
     return ask

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +25,8 @@ from heshi.audit.records import AuditEntry
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.engines.base import JSON, prepend
 from heshi.guard.classifier import SafetyClassifier
-from heshi.guard.guard_model import judge
-from heshi.guard.judges import ESTIMATES, bound, classified, model_hits
+from heshi.guard.guard_model import Consult, judge
+from heshi.guard.judges import ESTIMATES, bound, classified, model_hits, scored
 from heshi.guard.pii import masked, redact, scan
 from heshi.guard.policy import apply_policy, policy_text, wanted
 from heshi.guard.pseudonym import Pseudonymizer
@@ -63,8 +63,8 @@ class Inbound:
 
     policy_version: str = ""  # hash of the tenant's guard settings (audit)
     lexicon_version: str | None = None  # name@version#sha256 of the lists (audit)
-    # (alias, messages) → the guard model's answer, asked on this request's behalf
-    classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None
+    # (alias, messages, options) → a guard model's answer, asked on this request's behalf
+    classify: Consult | None = None
 
     @property
     def action(self) -> str | None:
@@ -95,7 +95,7 @@ async def _screen(
                 texts[i] = (setter, verdict.text)
         result.blocked = any(h.action == "block" for h in result.hits)
     if not result.blocked and policy.classifier is not None:
-        ask = bound(result.classify, judge_alias) if result.classify is not None else None
+        ask = scored(result.classify, judge_alias) if result.classify is not None else None
         hits, result.score = await classified(policy.classifier, cfg, body, ask)
         result.hits.extend(hits)
         result.blocked = any(h.action == "block" for h in result.hits)
@@ -195,11 +195,12 @@ class GuardStage:
         key_id: str | None,
         body: JSON,
         *,
-        classify: Callable[[str, list[JSON]], Awaitable[str]] | None = None,
+        classify: Consult | None = None,
     ) -> Inbound:
         """Screen and transform ``body`` in place; ``blocked`` means: answer with refusal.
 
-        ``classify(alias, messages)`` asks the guard model (when the tenant has one)."""
+        ``classify(alias, messages, options)`` asks the guard model (when the tenant has
+        one) and the band judge; it returns the answer's first choice."""
         policy = self._policy(tenant)
         cfg = policy.config
         result = Inbound(
