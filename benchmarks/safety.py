@@ -54,9 +54,9 @@ import numpy as np
 from heshi.config import GuardConfig
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
-from heshi.guard.judges import JUDGE_OPTIONS, judged
+from heshi.guard.judges import JUDGE_OPTIONS, harm_probability, judge_messages
 from heshi.guard.refusal import is_refusal
-from heshi.guard.safety import Hit, Lexicon, SafetyEngine
+from heshi.guard.safety import Lexicon, SafetyEngine
 
 BANKS = [
     Path(__file__).parent / "data" / "safety_bank_zh.jsonl",
@@ -109,24 +109,19 @@ async def judge_all(
     url: str, model: str, bank: list[Question], asked: list[int]
 ) -> dict[int, float]:
     """The band judge's probability of 有害 on each of ``asked`` (0 when it answered
-    neither word or failed), asked as the guard asks it, 4 at a time."""
+    neither word), asked as the guard asks it, 4 at a time."""
     gate = asyncio.Semaphore(4)
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
-        async def ask(messages: list[dict[str, Any]]) -> dict[str, Any]:
-            body = {"model": model, "messages": messages, "temperature": 0, **JUDGE_OPTIONS}
+        async def ask(text: str) -> float:
+            body = {"model": model, "messages": judge_messages(text), "temperature": 0}
             async with gate:
-                r = await client.post("/v1/chat/completions", json=body)
+                r = await client.post("/v1/chat/completions", json=body | JUDGE_OPTIONS)
             r.raise_for_status()
-            return dict(r.json()["choices"][0])
+            return harm_probability(r.json()["choices"][0]) or 0.0
 
-        found = await asyncio.gather(*(judged(ask, bank[i].prompt, "A8", 1e-9) for i in asked))
-    return {i: _probability(hits) for i, hits in zip(asked, found, strict=True)}
-
-
-def _probability(hits: list[Hit]) -> float:
-    """The judge's P(有害) written in its hit (``有害 p=0.83``); 0 without a hit."""
-    return float(hits[0].term.split("p=")[1]) if hits else 0.0
+        found = await asyncio.gather(*(ask(bank[i].prompt) for i in asked))
+    return dict(zip(asked, found, strict=True))
 
 
 SWEEP_PROBABILITY = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)

@@ -32,6 +32,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 
 from heshi.audit.records import canonical_json, checked_key
+from heshi.config import home_database_url
 
 KEY_ENV = "HESHI_AUDIT_KEY"
 KEY_FILE = "audit.key"
@@ -62,7 +63,7 @@ def head_path(home: Path, url: URL | str) -> Path:
     per database: a gateway or command run against another database neither reads nor
     moves this one's head."""
     identity = store_identity(url)
-    if identity == store_identity(f"sqlite:///{home / 'heshi.db'}"):
+    if identity == store_identity(home_database_url(home)):
         return home / HEAD_FILE
     digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
     return home / HEADS_DIR / f"{digest}.json"

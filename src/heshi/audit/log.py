@@ -72,6 +72,7 @@ class AuditLog:
         self.head = head
         self.retention_days = retention_days
         self._head_stuck_logged = False  # the head-stuck alarm, once per log
+        self._store = store_identity(db.url)  # named in the head file, for people
         with _locks_guard:
             self._lock = _locks.setdefault(db, threading.Lock())
 
@@ -191,7 +192,7 @@ class AuditLog:
                 )  # fmt: skip
             return
         try:
-            write_head(self.head, self._signing, head, store=store_identity(self.db.url))
+            write_head(self.head, self._signing, head, store=self._store)
         except Exception as exc:
             log.error("无法写入审计链头文件 / cannot write the audit head file %s: %s",
                       self.head, exc)  # fmt: skip

@@ -113,7 +113,7 @@ class StoreConfig(Strict):
         """The effective SQLAlchemy URL (``url_env`` read now; ConfigError when unset)."""
         if self.url_env is not None:
             return _from_env(self.url_env, "store.url_env")
-        return self.url or f"sqlite:///{home / 'heshi.db'}"
+        return self.url or home_database_url(home)
 
     def redis_address(self) -> str | None:
         """The Redis URL, from ``redis_url`` or the variable ``redis_url_env`` names
@@ -121,6 +121,11 @@ class StoreConfig(Strict):
         if self.redis_url_env is not None:
             return _from_env(self.redis_url_env, "store.redis_url_env")
         return self.redis_url
+
+
+def home_database_url(home: Path) -> str:
+    """The default store: ``heshi.db`` in the home."""
+    return f"sqlite:///{home / 'heshi.db'}"
 
 
 def _from_env(name: str, field: str) -> str:

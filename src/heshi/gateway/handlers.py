@@ -108,8 +108,7 @@ class Gateway:
         self.recorder.started(x)
         result = await self.internal.unary(x)
         assert isinstance(result, dict)
-        choices = result.get("choices") or [{}]
-        first = choices[0] if choices else {}
+        first = (result.get("choices") or [{}])[0]
         return first if isinstance(first, dict) else {}
 
     async def chat_completions(self, request: Request) -> Response:

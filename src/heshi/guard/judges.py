@@ -113,16 +113,20 @@ async def judged(ask: Scored, text: str, risk: str, least: float = 0.5) -> list[
     """The model's judgement of a request the classifier is unsure of: a block hit when
     the probability it gives 有害 (harmful) is at least ``least``. A judge that fails or
     answers neither word blocks nothing."""
-    # copies: a pipeline may edit a request's messages in place (the answering policy)
-    messages = [*map(dict, _JUDGE_PREFIX), {"role": "user", "content": f"请求：{text}"}]
     try:
-        harm = harm_probability(await ask(messages))
+        harm = harm_probability(await ask(judge_messages(text)))
     except HeshiError as exc:
         log.warning("安全裁判不可用 / the band judge failed: %s", exc)
         return []
     if harm is None or harm < least:
         return []
     return [Hit(f"有害 p={harm:.2f}", JUDGE, risk if risk != SAFE else "A8", "block", 0, 0)]
+
+
+def judge_messages(text: str) -> list[JSON]:
+    """The judge's conversation about ``text``: its instruction, its examples, the request.
+    Copies: a pipeline may edit a request's messages in place (the answering policy)."""
+    return [*map(dict, _JUDGE_PREFIX), {"role": "user", "content": f"请求：{text}"}]
 
 
 def harm_probability(choice: JSON) -> float | None:
