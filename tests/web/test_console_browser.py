@@ -256,6 +256,8 @@ def test_a_session_ended_elsewhere_returns_to_sign_in(console: tuple[Page, str])
     sign_in(page, url, made["token"])
     page.click("a[href='#keys']")
     expect(page.locator("#page-keys")).to_be_visible()
+    # the page's own calls finish first: one answered 401 would end the session by itself
+    expect(page.locator("body")).to_have_attribute("aria-busy", "false")
     httpx.post(url + f"/admin/v1/admin-tokens/{made['id']}/revoke", headers=ADMIN)
     page.click("a[href='#audit']")
     expect(page.locator("#page-signin")).to_be_visible()

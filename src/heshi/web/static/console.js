@@ -164,7 +164,23 @@ function applyLanguage() {
   if (session) $("#who").textContent = `${session.name} · ${t("role." + session.role)}`;
 }
 
+// calls in flight: the page says aria-busy (and shows a progress cursor) until the last returns
+let pending = 0;
+function busy(step) {
+  pending += step;
+  document.body.setAttribute("aria-busy", String(pending > 0));
+}
+
 async function call(method, path, body) {
+  busy(1);
+  try {
+    return await request(method, path, body);
+  } finally {
+    busy(-1);
+  }
+}
+
+async function request(method, path, body) {
   const headers = {};
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method !== "GET" && session) headers["x-heshi-csrf"] = session.csrf;
