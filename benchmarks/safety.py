@@ -1,7 +1,8 @@
 """Content safety on the TC260-003 bank: what each stage of the guard refuses, per risk.
 
     .venv/bin/python benchmarks/safety.py [--bank FILE...] [--alone REPORT] [--stack REPORT]
-                                          [--judge-url URL [--sweep]] [--json FILE]
+                                          [--judge-url URL [--sweep] [--dump FILE]]
+                                          [--json FILE]
 
 Stages measured on every prompt of the banks (``benchmarks/data/safety_bank_zh.jsonl``:
 530 should-refuse over the 31 risks, 558 should-answer; ``safety_bank_service.jsonl``:
@@ -124,6 +125,26 @@ async def judge_all(
     return dict(zip(asked, found, strict=True))
 
 
+def dump(
+    path: Path, bank: list[Question], scores: np.ndarray, lexicon: list[bool],
+    probs: dict[int, float],
+) -> None:  # fmt: skip
+    """One line per prompt: id, expect, risk, classifier score, lexicon block, and the
+    judge's probability of 有害 (null: not judged)."""
+    rows = (
+        {
+            "id": q.id,
+            "expect": q.expect,
+            "risk": q.risk,
+            "score": round(float(scores[i]), 6),
+            "lexicon": lexicon[i],
+            "judge": probs.get(i),
+        }
+        for i, q in enumerate(bank)
+    )
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
 SWEEP_PROBABILITY = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
@@ -151,6 +172,38 @@ def probability_sweep(
         table[str(t)] = row
         print(line)
     return table
+
+
+def judge_stages(
+    args: argparse.Namespace, bank: list[Question], scores: np.ndarray, lexicon: list[bool],
+    confident: list[bool], bands: tuple[float, float],
+) -> dict[str, Any]:  # fmt: skip
+    """The stack with the band judge at ``--judge-min``, and the min_probability sweep."""
+    band, sure = bands
+    top = 1.0 if args.dump else sure  # --dump: the confident band judged too
+    asked = [i for i, x in enumerate(scores) if band <= x < top]
+    started = time.perf_counter()
+    verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
+    per_call = (time.perf_counter() - started) / max(len(asked), 1)
+    in_band = np.asarray([band <= x < sure for x in scores])
+    probs = np.asarray([verdicts.get(i, 0.0) for i in range(len(bank))])
+    judged_block = list((probs >= args.judge_min) & in_band)
+    if args.dump:
+        dump(args.dump, bank, scores, lexicon, verdicts)
+    stack = model_refusals(args.stack, bank) if args.stack else None
+    return {
+        "lexicon + classifier ≥ block_above + judge": rates(
+            bank, [a or b or c for a, b, c in zip(lexicon, confident, judged_block, strict=True)]
+        )
+        | {
+            "judged": len(asked),
+            "s_per_judgement_4_at_a_time": round(per_call, 2),
+            "min_probability": args.judge_min,
+        },
+        "judge.min_probability sweep": probability_sweep(
+            bank, np.asarray(lexicon) | np.asarray(confident), in_band, probs, stack
+        ),
+    }
 
 
 SWEEP_ABOVE = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
@@ -225,6 +278,11 @@ def arguments() -> argparse.Namespace:
         "--bands", type=float, nargs=2, metavar=("JUDGE_ABOVE", "BLOCK_ABOVE"),
         help="the judge's band and the confident band (default: the shipped configuration)",
     )  # fmt: skip
+    p.add_argument(
+        "--dump", type=Path,
+        help="with --judge-url: each prompt's score, lexicon verdict and judge probability "
+        "(every prompt from the band up), as JSON Lines for benchmarks/safety_combine.py",
+    )  # fmt: skip
     p.add_argument("--json", type=Path)
     return p.parse_args()
 
@@ -272,21 +330,7 @@ def main() -> None:
     confident = [bool(x >= sure) for x in scores]
     results[f"classifier ≥ {sure} (shipped: blocks)"] = rates(bank, confident)
     if args.judge_url:
-        asked = [i for i, x in enumerate(scores) if band <= x < sure]
-        started = time.perf_counter()
-        verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
-        per_call = (time.perf_counter() - started) / max(len(asked), 1)
-        probs = np.asarray([verdicts.get(i, 0.0) for i in range(len(bank))])
-        judged_block = [bool(p >= args.judge_min) for p in probs]
-        results["lexicon + classifier ≥ block_above + judge"] = rates(
-            bank, [a or b or c for a, b, c in zip(lexicon, confident, judged_block, strict=True)]
-        ) | {"judged": len(asked), "s_per_judgement_4_at_a_time": round(per_call, 2),
-             "min_probability": args.judge_min}  # fmt: skip
-        in_band = np.asarray([band <= x < sure for x in scores])
-        stack = model_refusals(args.stack, bank) if args.stack else None
-        results["judge.min_probability sweep"] = probability_sweep(
-            bank, np.asarray(lexicon) | np.asarray(confident), in_band, probs, stack
-        )
+        results |= judge_stages(args, bank, scores, lexicon, confident, (band, sure))
     if args.judge_url and args.sweep:
         results["band sweep"] = sweep(args, bank, scores, lexicon, positive)
     if args.alone:
