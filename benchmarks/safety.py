@@ -130,7 +130,7 @@ def dump(
     probs: dict[int, float],
 ) -> None:  # fmt: skip
     """One line per prompt: id, expect, risk, classifier score, lexicon block, and the
-    judge's probability of 有害 (null: not judged)."""
+    judge's probability of 有害 (null: not judged; 0: it answered neither word)."""
     rows = (
         {
             "id": q.id,
@@ -174,29 +174,37 @@ def probability_sweep(
     return table
 
 
+def judge_once(
+    args: argparse.Namespace, bank: list[Question], scores: np.ndarray, band: float, sure: float
+) -> tuple[dict[int, float], float]:
+    """The judge's probability for every prompt any measurement needs — the band; with
+    ``--sweep`` every band it tries; with ``--dump`` the confident band too — each asked
+    once, and the seconds a judgement took (4 at a time)."""
+    low = min(band, *SWEEP_ABOVE) if args.sweep else band
+    high = 1.0 if args.dump else max(sure, *SWEEP_BLOCK) if args.sweep else sure
+    asked = [i for i, x in enumerate(scores) if low <= x < high]
+    started = time.perf_counter()
+    verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
+    return verdicts, (time.perf_counter() - started) / max(len(asked), 1)
+
+
 def judge_stages(
     args: argparse.Namespace, bank: list[Question], scores: np.ndarray, lexicon: list[bool],
-    confident: list[bool], bands: tuple[float, float],
+    confident: list[bool], bands: tuple[float, float], verdicts: dict[int, float],
+    per_call: float,
 ) -> dict[str, Any]:  # fmt: skip
     """The stack with the band judge at ``--judge-min``, and the min_probability sweep."""
     band, sure = bands
-    top = 1.0 if args.dump else sure  # --dump: the confident band judged too
-    asked = [i for i, x in enumerate(scores) if band <= x < top]
-    started = time.perf_counter()
-    verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
-    per_call = (time.perf_counter() - started) / max(len(asked), 1)
     in_band = np.asarray([band <= x < sure for x in scores])
     probs = np.asarray([verdicts.get(i, 0.0) for i in range(len(bank))])
     judged_block = list((probs >= args.judge_min) & in_band)
-    if args.dump:
-        dump(args.dump, bank, scores, lexicon, verdicts)
     stack = model_refusals(args.stack, bank) if args.stack else None
     return {
         "lexicon + classifier ≥ block_above + judge": rates(
             bank, [a or b or c for a, b, c in zip(lexicon, confident, judged_block, strict=True)]
         )
         | {
-            "judged": len(asked),
+            "judged": int(in_band.sum()),
             "s_per_judgement_4_at_a_time": round(per_call, 2),
             "min_probability": args.judge_min,
         },
@@ -212,14 +220,13 @@ SWEEP_BLOCK = (0.6, 0.65, 0.7, 0.75, 0.8, 0.9)
 
 def sweep(
     args: argparse.Namespace, bank: list[Question], scores: np.ndarray, lexicon: list[bool],
-    positive: np.ndarray,
+    positive: np.ndarray, verdicts: dict[int, float],
 ) -> dict[str, Any]:  # fmt: skip
     """The stack (lexicon, confident band, judge) at every pair of ``judge.above`` and
     ``block_above``: every prompt from the lowest ``above`` to the highest ``block_above``
-    is judged once, and each pair's decisions are read off those verdicts."""
+    is judged once (``verdicts``), and each pair's decisions are read off those."""
     low, high = min(SWEEP_ABOVE), max(SWEEP_BLOCK)
     asked = [i for i, x in enumerate(scores) if low <= x < high]
-    verdicts = asyncio.run(judge_all(args.judge_url, args.judge_model, bank, asked))
     least = args.judge_min
     judged = np.asarray([verdicts.get(i, 0.0) >= least for i in range(len(bank))])
     lex = np.asarray(lexicon)
@@ -330,9 +337,14 @@ def main() -> None:
     confident = [bool(x >= sure) for x in scores]
     results[f"classifier ≥ {sure} (shipped: blocks)"] = rates(bank, confident)
     if args.judge_url:
-        results |= judge_stages(args, bank, scores, lexicon, confident, (band, sure))
-    if args.judge_url and args.sweep:
-        results["band sweep"] = sweep(args, bank, scores, lexicon, positive)
+        verdicts, per_call = judge_once(args, bank, scores, band, sure)
+        results |= judge_stages(
+            args, bank, scores, lexicon, confident, (band, sure), verdicts, per_call
+        )
+        if args.dump:
+            dump(args.dump, bank, scores, lexicon, verdicts)
+        if args.sweep:
+            results["band sweep"] = sweep(args, bank, scores, lexicon, positive, verdicts)
     if args.alone:
         model = model_refusals(args.alone, bank)
         sub = [q for q in bank if q.id in model]

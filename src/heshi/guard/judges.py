@@ -109,7 +109,7 @@ async def classified(
     return hits, verdicts[top].unsafe
 
 
-async def judged(ask: Scored, text: str, risk: str, least: float = 0.5) -> list[Hit]:
+async def judged(ask: Scored, text: str, risk: str, least: float) -> list[Hit]:
     """The model's judgement of a request the classifier is unsure of: a block hit when
     the probability it gives 有害 (harmful) is at least ``least``. A judge that fails or
     answers neither word blocks nothing."""
@@ -140,13 +140,14 @@ def harm_probability(choice: JSON) -> float | None:
     first = content[0] if isinstance(content, list) and content else None
     candidates = first.get("top_logprobs") if isinstance(first, dict) else None
     for candidate in candidates if isinstance(candidates, list) else ():
-        token = str(candidate.get("token", "")).strip() if isinstance(candidate, dict) else ""
-        value = candidate.get("logprob") if isinstance(candidate, dict) else None
+        if not isinstance(candidate, dict):
+            continue
+        token, value = str(candidate.get("token", "")).strip(), candidate.get("logprob")
         if not token or not isinstance(value, int | float) or not math.isfinite(value):
             continue
-        if token.startswith("有害") or "有害".startswith(token):
+        if "有害".startswith(token) or token.startswith("有害"):  # 有害, or its piece 有
             harmful += math.exp(min(value, 0.0))
-        elif token.startswith("无") or "无害".startswith(token):
+        elif token.startswith("无"):
             harmless += math.exp(min(value, 0.0))
     if harmful + harmless > 0:
         return harmful / (harmful + harmless)
