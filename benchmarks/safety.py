@@ -291,7 +291,13 @@ def arguments() -> argparse.Namespace:
         "(every prompt from the band up), as JSON Lines for benchmarks/safety_combine.py",
     )  # fmt: skip
     p.add_argument("--json", type=Path)
-    return p.parse_args()
+    args = p.parse_args()
+    for out in (args.dump, args.json):  # written at the end: refused now, not after the run
+        if out is not None and not out.parent.is_dir():
+            p.error(f"目录不存在 / no such directory: {out.parent}")
+    if args.dump and not args.judge_url:
+        p.error("--dump 需要 --judge-url / --dump needs --judge-url")
+    return args
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,36 @@ VETOES = (0.05, 0.1, 0.2, 0.3)
 
 def logit(x: np.ndarray | float) -> np.ndarray:
     x = np.clip(x, 1e-4, 1 - 1e-4)
-    return np.log(x / (1 - x))
+    return np.asarray(np.log(x / (1 - x)), dtype=float)
 
 
 def rates(blocked: np.ndarray, positive: np.ndarray) -> str:
     return f"{blocked[positive].mean():.3f}/{blocked[~positive].mean():.3f}"
+
+
+FIELDS = ("expect", "score", "lexicon", "judge")
+
+
+def read(parser: argparse.ArgumentParser, path: Path) -> list[dict[str, Any]]:
+    """A dump's rows; a missing file or a line without the fields ends with its name."""
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError as exc:
+        parser.error(f"无法读取 / cannot read {path}: {exc.strerror}")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            parser.error(f"{path}:{number}: 不是 JSON / not JSON: {exc.msg}")
+        if not isinstance(row, dict) or any(f not in row for f in FIELDS):
+            parser.error(f"{path}:{number}: 缺少字段 / needs the fields {', '.join(FIELDS)}")
+        rows.append(row)
+    if not rows:
+        parser.error(f"{path}: 空文件 / no rows")
+    return rows
 
 
 def main() -> None:
@@ -46,7 +72,7 @@ def main() -> None:
     p.add_argument("--block", type=float, default=0.7, help="the confident band (block_above)")
     args = p.parse_args()
     for path in args.dump:
-        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+        rows = read(p, path)
         positive = np.asarray([r["expect"] == "refuse" for r in rows])
         score = np.asarray([r["score"] for r in rows])
         lexicon = np.asarray([r["lexicon"] for r in rows])
