@@ -23,11 +23,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_app(app: Any, *, startup_timeout: float = 60.0) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 and yield its base URL; stop it on exit."""
-    port = free_port()
+    """Serve ``app`` on 127.0.0.1 and yield its base URL; stop it on exit.
+
+    The listening socket is bound before the app starts: an app whose startup opens
+    ports of its own (the embedded llama.cpp engine binds an ephemeral one) could
+    otherwise be handed the very port chosen here, and uvicorn would fail to bind.
+    """
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
 
     def started() -> bool:
@@ -39,14 +45,16 @@ def serve_app(app: Any, *, startup_timeout: float = 60.0) -> Iterator[str]:
 
     try:
         wait_until(started, timeout=startup_timeout, message="uvicorn did not start")
-    except AssertionError:
+    except BaseException:
         server.should_exit = True
+        sock.close()
         raise
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
 
 
 class TcpRelay:
