@@ -16,10 +16,11 @@ from heshi.store.keys import MICRO
 
 def add_tenant_routes(app: FastAPI, api: Any, config: HeshiConfig) -> None:
     """``GET /tenants``."""
-    from heshi.store.usage import spent_tokens
+    from heshi.store.tally import SpendTally
 
     Who = Annotated[Actor, Depends(api.actor)]
     service = api.service
+    tally = SpendTally(service.db)  # calls minutes apart read only the last minutes' rows
 
     @app.get("/tenants", tags=["tenants"])
     def tenants(actor: Who) -> list[dict[str, Any]]:
@@ -27,7 +28,7 @@ def add_tenant_routes(app: FastAPI, api: Any, config: HeshiConfig) -> None:
         tokens and spend, and the share of each budget used."""
         keys = service.keys.list()
         with service.db.outage_as_unavailable():
-            spent = spent_tokens(service.db)
+            spent = tally.refresh()
         names = sorted({*config.tenants, *(k.tenant for k in keys)})
         out = []
         for name in names:

@@ -32,7 +32,7 @@ from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.gateway")
 
-SPEND_REFRESH_SECONDS = 60.0  # an aggregate over the ledger: cheap, but not per scrape
+SPEND_REFRESH_SECONDS = 60.0  # reads the ledger rows added since: cheap, but not per scrape
 _STATES = ("closed", "open", "half-open")
 
 
@@ -49,6 +49,7 @@ class StateCollector(Collector):
         self._refreshed_at = 0.0  # unix time of the last spend refresh that worked
         self._refresh_ok = True  # the last refresh reached the database
         self._task: asyncio.Task[None] | None = None
+        self._tally: Any = None  # a SpendTally once the first refresh runs
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(self)
@@ -163,11 +164,14 @@ class StateCollector(Collector):
     # ------------------------------------------------------------------ spend
 
     def refresh_spend(self) -> None:
-        """Lifetime spend per tenant from the ledger (blocking: call from a thread)."""
-        from heshi.store.usage import spent_tokens
+        """Lifetime spend per tenant from the ledger (blocking: call from a thread): the
+        rows added since the last refresh, not the whole ledger (:mod:`heshi.store.tally`)."""
+        if self._tally is None:
+            from heshi.store.tally import SpendTally
 
+            self._tally = SpendTally(self._gov.db)
         try:
-            spent = spent_tokens(self._gov.db)
+            spent = self._tally.refresh()
         except Exception:
             self._refresh_ok = False
             raise

@@ -111,9 +111,18 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only transaction: one consistent snapshot that never blocks writers."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read-only transaction: one consistent snapshot that never blocks writers.
+
+        On PostgreSQL it is REPEATABLE READ (READ COMMITTED, the default, takes a new
+        snapshot per statement: a prune committing between two reads would show rows
+        both in the ledger and in the pruned totals). Read-only, it never fails to
+        serialize. SQLite's read transaction is one snapshot already.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect_name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent).

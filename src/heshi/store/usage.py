@@ -7,7 +7,7 @@ answer to another tenant's question.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -116,10 +116,6 @@ def spent_tokens(db: Database) -> SpentTokens:
 
     The gateway calls this at start-up to restore lifetime budgets.
     """
-    by_key: defaultdict[str, int] = defaultdict(int)
-    by_tenant: defaultdict[str, int] = defaultdict(int)
-    cost_by_key: defaultdict[str, int] = defaultdict(int)
-    cost_by_tenant: defaultdict[str, int] = defaultdict(int)
     t, p = usage_ledger.c, usage_pruned_totals.c
     ledger = select(
         t.tenant,
@@ -135,13 +131,22 @@ def spent_tokens(db: Database) -> SpentTokens:
     )
     with db.outage_as_unavailable(), db.read() as conn:
         rows = [*conn.execute(ledger), *conn.execute(pruned)]
-    for row in rows:
-        tokens, cost = int(row.tokens or 0), int(row.cost or 0)
-        by_tenant[row.tenant] += tokens
-        cost_by_tenant[row.tenant] += cost
-        if row.key_id:
-            by_key[row.key_id] += tokens
-            cost_by_key[row.key_id] += cost
+    return spent_from((row.tenant, row.key_id, row.tokens, row.cost) for row in rows)
+
+
+def spent_from(rows: Iterable[tuple[str, str | None, Any, Any]]) -> SpentTokens:
+    """``SpentTokens`` from (tenant, key id, tokens, micro-yuan) rows, summed; a tenant or
+    key whose spend is 0 has no cost entry."""
+    by_key: defaultdict[str, int] = defaultdict(int)
+    by_tenant: defaultdict[str, int] = defaultdict(int)
+    cost_by_key: defaultdict[str, int] = defaultdict(int)
+    cost_by_tenant: defaultdict[str, int] = defaultdict(int)
+    for tenant, key_id, tokens, cost in rows:
+        by_tenant[tenant] += int(tokens or 0)
+        cost_by_tenant[tenant] += int(cost or 0)
+        if key_id:
+            by_key[key_id] += int(tokens or 0)
+            cost_by_key[key_id] += int(cost or 0)
     return SpentTokens(
         by_key=dict(by_key),
         by_tenant=dict(by_tenant),
