@@ -37,11 +37,10 @@ from sqlalchemy import Connection, Select, func, select
 
 from heshi.store.db import Database
 from heshi.store.tables import usage_ledger, usage_pruned_totals
-from heshi.store.usage import SpentTokens, spent_from
+from heshi.store.usage import MAX_ID, SpentTokens, spent_from
 
 SETTLE_SECONDS = 120.0
 RECOUNT_SECONDS = 3600.0
-_MAX_ID = (1 << 63) - 1  # BIGINT's largest
 
 Totals = dict[tuple[str, str | None], tuple[int, int]]  # (tenant, key id) → (tokens, µ¥)
 
@@ -148,7 +147,7 @@ def ids_query(above: int, upto: int | None) -> Select[Any]:
         )
         # Both ends, always: with only ``id > above`` SQLite's planner walks the whole
         # (tenant, ts) index for the GROUP BY instead of the new rows' id range.
-        .where(t.id > above, t.id <= (_MAX_ID if upto is None else upto))
+        .where(t.id > above, t.id <= (MAX_ID if upto is None else upto))
         .group_by(t.tenant, t.key_id)
     )
 

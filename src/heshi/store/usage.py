@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, delete, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, case, delete, func, literal_column, select
 
 from heshi.store.db import Database
 from heshi.store.tables import usage_ledger, usage_pruned_totals
 
 GroupBy = Literal["model", "key", "day", "endpoint", "reason", "tenant"]
+MAX_ID = (1 << 63) - 1  # BIGINT's largest: a condition that keeps every ledger row
 PRUNE_CHUNK_ROWS = 5000  # rows deleted per transaction: short locks, bounded WAL growth
 
 
@@ -116,13 +117,8 @@ def spent_tokens(db: Database) -> SpentTokens:
 
     The gateway calls this at start-up to restore lifetime budgets.
     """
-    t, p = usage_ledger.c, usage_pruned_totals.c
-    ledger = select(
-        t.tenant,
-        t.key_id,
-        func.sum(t.prompt_tokens + t.completion_tokens).label("tokens"),
-        func.sum(t.cost_micro).label("cost"),
-    ).group_by(t.tenant, t.key_id)
+    p = usage_pruned_totals.c
+    ledger = ledger_totals_query(db.dialect_name)
     pruned = select(
         p.tenant,
         p.key_id,
@@ -132,6 +128,23 @@ def spent_tokens(db: Database) -> SpentTokens:
     with db.outage_as_unavailable(), db.read() as conn:
         rows = [*conn.execute(ledger), *conn.execute(pruned)]
     return spent_from((row.tenant, row.key_id, row.tokens, row.cost) for row in rows)
+
+
+def ledger_totals_query(dialect: str) -> Select[Any]:
+    """Tokens and micro-yuan of every ledger row, per (tenant, key)."""
+    t = usage_ledger.c
+    query = select(
+        t.tenant,
+        t.key_id,
+        func.sum(t.prompt_tokens + t.completion_tokens).label("tokens"),
+        func.sum(t.cost_micro).label("cost"),
+    ).group_by(t.tenant, t.key_id)
+    if dialect == "sqlite":
+        # Every row, read in id order: without a range on the id SQLite walks the
+        # (tenant, ts) index for the GROUP BY and fetches each row from the table by its
+        # id — 5.4 s instead of 2.3 s on 2 million rows (benchmarks/spend_refresh.py).
+        query = query.where(t.id.between(0, MAX_ID))
+    return query
 
 
 def spent_from(rows: Iterable[tuple[str, str | None, Any, Any]]) -> SpentTokens:
