@@ -34,12 +34,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 
 from heshi.store.db import Database
 from heshi.store.tally import SpendTally
 from heshi.store.usage import spent_tokens
-from scale import scratch_database
+from scale import PG_ADMIN, scratch_database
 
 _WARM = 2  # rounds before the first settled id (settling 120 s, a round 60 s)
 
@@ -116,7 +117,14 @@ def run(kind: str, rows: int, new: int, rounds: int) -> dict[str, Any]:
             ms_full, expected = timed(lambda: spent_tokens(db))
             ms_tally, got = timed(tally.refresh)
             if got != expected:
-                raise SystemExit(f"[{kind}] round {round_no}: the tally differs from a recount")
+                raise SystemExit(
+                    f"[{kind}] 第 {round_no} 轮累计与全量统计不符 / round {round_no}: the tally "
+                    "differs from a full recount"
+                )
+            print(
+                f"[{kind}] {round_no + 1}/{_WARM + rounds}: {ms_full:.0f} / {ms_tally:.1f} ms",
+                file=sys.stderr,
+            )
             full_ms.append(ms_full)
             tally_ms.append(ms_tally)
             tally_rows.append(tally.last_rows_read)
@@ -124,7 +132,7 @@ def run(kind: str, rows: int, new: int, rounds: int) -> dict[str, Any]:
         clock[0] += 3600.0  # the hourly recount: the whole ledger, read once
         recount_ms, got = timed(tally.refresh)
         if got != spent_tokens(db):
-            raise SystemExit(f"[{kind}] the recount differs from spent_tokens")
+            raise SystemExit(f"[{kind}] 重新统计不符 / the recount differs from spent_tokens")
         return {
             "db": kind,
             "ledger_rows": rows,
@@ -153,9 +161,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.rows < 1 or args.new < 1 or args.rounds < 1:
-        parser.error("--rows, --new and --rounds must be ≥ 1")
+        parser.error("--rows、--new、--rounds 须 ≥ 1 / --rows, --new and --rounds must be ≥ 1")
+    if args.json is not None and not args.json.parent.is_dir():  # refused now, not at the end
+        parser.error(f"目录不存在 / no such directory: {args.json.parent}")
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    results = [run(kind, args.rows, args.new, args.rounds) for kind in kinds]
+    try:
+        results = [run(kind, args.rows, args.new, args.rounds) for kind in kinds]
+    except OperationalError as exc:  # PostgreSQL down or refusing: one line, not a traceback
+        where = make_url(PG_ADMIN).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise SystemExit(f"无法连接数据库 / cannot reach the database {where}: {reason}") from None
     head = ("db", "ledger rows", "full recount", "tally", "rows read", "×", "per hour", "×")
     print("{:<11}{:>12}{:>14}{:>10}{:>11}{:>7}{:>18}{:>6}".format(*head))
     for r in results:

@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from heshi.store.keys import MICRO
+from heshi.store.tally import SpendTally
 from heshi.tasks import cancel
 
 log = logging.getLogger("heshi.gateway")
@@ -49,7 +50,7 @@ class StateCollector(Collector):
         self._refreshed_at = 0.0  # unix time of the last spend refresh that worked
         self._refresh_ok = True  # the last refresh reached the database
         self._task: asyncio.Task[None] | None = None
-        self._tally: Any = None  # a SpendTally once the first refresh runs
+        self._tally = SpendTally(gov.db)
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(self)
@@ -166,10 +167,6 @@ class StateCollector(Collector):
     def refresh_spend(self) -> None:
         """Lifetime spend per tenant from the ledger (blocking: call from a thread): the
         rows added since the last refresh, not the whole ledger (:mod:`heshi.store.tally`)."""
-        if self._tally is None:
-            from heshi.store.tally import SpendTally
-
-            self._tally = SpendTally(self._gov.db)
         try:
             spent = self._tally.refresh()
         except Exception:

@@ -33,11 +33,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, func, select
 
 from heshi.store.db import Database
-from heshi.store.tables import usage_ledger, usage_pruned_totals
-from heshi.store.usage import MAX_ID, SpentTokens, spent_from
+from heshi.store.tables import usage_ledger
+from heshi.store.usage import (
+    SpentTokens,
+    ledger_totals_query,
+    pruned_totals_query,
+    spent_from,
+)
 
 SETTLE_SECONDS = 120.0
 RECOUNT_SECONDS = 3600.0
@@ -109,13 +114,10 @@ class SpendTally:
 
 
 def _pruned_rows(conn: Connection) -> tuple[Any, ...]:
-    """(tenant, key, tokens, micro-yuan, requests) of ``usage_pruned_totals``: every
-    pruned row adds a request, so any prune changes it, even of rows that cost nothing."""
-    p = usage_pruned_totals.c
-    query = select(
-        p.tenant, p.key_id, p.prompt_tokens + p.completion_tokens, p.cost_micro, p.requests
-    )
-    return tuple(sorted((tuple(row) for row in conn.execute(query)), key=repr))
+    """``usage_pruned_totals`` in a comparable form: every pruned row adds a request, so
+    any prune changes it, even of rows that cost nothing."""
+    rows = conn.execute(pruned_totals_query())
+    return tuple(sorted((tuple(row) for row in rows), key=repr))
 
 
 def _highest_id(conn: Connection) -> int:
@@ -127,29 +129,11 @@ def _sum_ids(conn: Connection, above: int, upto: int | None) -> tuple[Totals, in
     the highest id among them (``above`` if none) and how many rows they were."""
     totals: Totals = {}
     highest, rows = above, 0
-    for tenant, key_id, tokens, cost, top, count in conn.execute(ids_query(above, upto)):
+    query = ledger_totals_query(conn.dialect.name, above, upto)
+    for tenant, key_id, tokens, cost, top, count in conn.execute(query):
         totals[(tenant, key_id)] = (int(tokens or 0), int(cost or 0))
         highest, rows = max(highest, int(top)), rows + int(count)
     return totals, highest, rows
-
-
-def ids_query(above: int, upto: int | None) -> Select[Any]:
-    """Per (tenant, key): tokens, micro-yuan, highest id and rows, of ``above < id ≤ upto``."""
-    t = usage_ledger.c
-    return (
-        select(
-            t.tenant,
-            t.key_id,
-            func.sum(t.prompt_tokens + t.completion_tokens),
-            func.sum(t.cost_micro),
-            func.max(t.id),
-            func.count(),
-        )
-        # Both ends, always: with only ``id > above`` SQLite's planner walks the whole
-        # (tenant, ts) index for the GROUP BY instead of the new rows' id range.
-        .where(t.id > above, t.id <= (MAX_ID if upto is None else upto))
-        .group_by(t.tenant, t.key_id)
-    )
 
 
 def _added(base: Totals, more: Totals) -> Totals:
