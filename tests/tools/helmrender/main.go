@@ -21,6 +21,7 @@ import (
 	"text/template"
 
 	"github.com/Masterminds/sprig"
+	yamlv2 "gopkg.in/yaml.v2"
 	"gopkg.in/yaml.v3"
 )
 
@@ -66,14 +67,15 @@ func merge(base, over map[string]interface{}) map[string]interface{} {
 	return base
 }
 
+// toYAML writes as Helm's toYaml does (sigs.k8s.io/yaml, which is go-yaml v2): two-space
+// indents, list items not indented under their key, keys sorted — so a checksum of a
+// rendered block is the one Helm computes.
 func toYAML(v interface{}) string {
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
+	data, err := yamlv2.Marshal(v)
+	if err != nil {
 		return ""
 	}
-	return strings.TrimSuffix(buf.String(), "\n")
+	return strings.TrimSuffix(string(data), "\n")
 }
 
 func fromYAML(s string) map[string]interface{} {
