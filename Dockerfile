@@ -10,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/heshi \
  && /opt/heshi/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/heshi/bin/pip install --no-cache-dir ".[postgres,otel]"
+ && /opt/heshi/bin/pip install --no-cache-dir ".[postgres]"
 
 FROM python:3.11-slim-bookworm
 # libgomp1: the OpenMP runtime the embedded engine's wheel links against (a library, not

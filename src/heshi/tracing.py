@@ -13,7 +13,8 @@ remote backends.
 
 Spans are recorded here without the OpenTelemetry SDK (a few microseconds each, where
 the SDK took about 20) and handed in batches to a child process
-(``heshi.tracing_export``) that encodes and posts them: the gateway's interpreter is
+(``heshi.tracing_export``) that encodes them (``heshi.otlp_wire``: protobuf written
+directly, no OpenTelemetry package needed) and posts them: the gateway's interpreter is
 never held for an export while requests wait. Sampling follows the SDK's
 ``ParentBased(TraceIdRatioBased)``: a trace is kept when its id falls under
 ``sample_ratio``, a client's unsampled ``traceparent`` is respected, and its sampled
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib.util
 import logging
 import random
 import re
@@ -147,13 +147,6 @@ class Tracing:
     def from_config(cls, config: TracingConfig, log_format: str = "text") -> Tracing:
         if not config.enabled:
             return cls.disabled()
-        if importlib.util.find_spec("opentelemetry.proto") is None:
-            from heshi.errors import ConfigError
-
-            raise ConfigError(
-                "tracing.enabled 需要 OpenTelemetry：pip install 'heshi[otel]' / tracing "
-                "needs OpenTelemetry: pip install 'heshi[otel]' (opentelemetry-proto)"
-            )
         from heshi.tracing_export import SpanSink
 
         return cls(SpanSink(config, log_format), config.sample_ratio)

@@ -40,6 +40,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from heshi import otlp_wire
+
 if TYPE_CHECKING:
     from heshi.config import TracingConfig
 
@@ -194,25 +196,6 @@ class SpanSink:
 # ---------------------------------------------------------------- the exporter process
 
 
-@functools.cache
-def _common() -> Any:
-    """OTLP's common messages, imported once (in the exporter process only)."""
-    from opentelemetry.proto.common.v1 import common_pb2
-
-    return common_pb2
-
-
-def _value(value: Any) -> Any:
-    AnyValue = _common().AnyValue
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    return AnyValue(string_value=str(value))
-
-
 def _pairs(text: str) -> dict[str, str]:
     """``key=value,key2=value2`` (values URL-encoded), as OTEL_* variables hold them."""
     out = {}
@@ -230,47 +213,12 @@ def _otel(name: str) -> str:
     )
 
 
-def _attributes(attributes: dict[str, Any] | None) -> list[Any]:
-    KeyValue = _common().KeyValue
-    return [KeyValue(key=k, value=_value(v)) for k, v in (attributes or {}).items()]
-
-
 def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
     """An ``ExportTraceServiceRequest`` of ``spans`` from service ``service`` (with
     ``OTEL_RESOURCE_ATTRIBUTES``; ``service.name`` is ``service``)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-
-    out = []
-    for trace_id, span_id, parent, name, kind, start, end, attrs, events, status in spans:
-        span = Span(
-            trace_id=trace_id.to_bytes(16, "big"),
-            span_id=span_id.to_bytes(8, "big"),
-            parent_span_id=parent.to_bytes(8, "big") if parent else b"",
-            name=name,
-            kind=_KIND.get(kind, 1),  # type: ignore[arg-type]
-            start_time_unix_nano=start,
-            end_time_unix_nano=end,
-            attributes=_attributes(attrs),
-            events=[
-                Span.Event(time_unix_nano=t, name=n, attributes=_attributes(a))
-                for n, t, a in events
-            ],
-        )
-        if status is not None:  # (code, message): 2 = ERROR
-            span.status.CopyFrom(Status(code=status[0], message=status[1]))
-        out.append(span)
+    out = [otlp_wire.span(record, _KIND) for record in spans]
     described = _pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
-    resource = Resource(attributes=_attributes(described | {"service.name": service}))
-    scope = ScopeSpans(scope=InstrumentationScope(name="heshi.gateway"), spans=out)
-    request = ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])]
-    )
-    return bytes(request.SerializeToString())
+    return otlp_wire.export_request(out, described | {"service.name": service}, "heshi.gateway")
 
 
 class _Failures:
