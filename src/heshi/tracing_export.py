@@ -315,17 +315,6 @@ def batches(fd: int, most: int = 2048, linger: float = 0.0) -> Any:
             ended = not chunk
 
 
-def _step_aside() -> None:
-    """Below the gateway: requests come before export. SCHED_IDLE (Linux) runs this
-    process only on CPU nobody else wants and gives way the moment a request needs it;
-    elsewhere ``nice`` 10."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(10)
-
-
 def main() -> int:
     """Export what the gateway (:class:`SpanSink`) writes on stdin; settings from the
     environment it sets."""
@@ -341,7 +330,8 @@ def main() -> int:
     # Ctrl-C or SIGTERM meant for the gateway must not cut the hand-over short.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    _step_aside()
+    with contextlib.suppress(OSError):  # below the gateway: requests come before export
+        os.nice(10)
     for spans in batches(sys.stdin.fileno()):
         try:
             post(endpoint, encode(spans, service), float(timeout))
