@@ -99,13 +99,17 @@ def worktree(ref: str, tmp: Path) -> Any:
                        check=False, capture_output=True)  # fmt: skip
 
 
-def c1_latency(targets: list[go.Target], n: int, rounds: int) -> dict[str, list[float]]:
+def c1_latency(
+    targets: list[go.Target], n: int, rounds: int
+) -> tuple[dict[str, list[float]], list[dict[str, list[float]]]]:
     """Sequential requests (concurrency 1), the targets interleaved request by request
     (each takes each place in turn), so a slow spell of this shared host falls on all of
-    them alike instead of on whichever round it hit."""
+    them alike instead of on whichever round it hit. Returns the samples of each target
+    and each round's [p50, p99] in ms per target."""
     clients = {t.name: go.LoopbackClient(t.port, t.headers) for t in targets}
     raw = {name: client.build(go.PATH, go.CHAT_BODY) for name, client in clients.items()}
     samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    per_round: list[dict[str, list[float]]] = []
     try:
         for target in targets:
             for _ in range(200):  # warm-up
@@ -129,12 +133,15 @@ def c1_latency(targets: list[go.Target], n: int, rounds: int) -> dict[str, list[
             print(f"  round {rnd + 1} (ms): {line}", flush=True)
             for name, values in got.items():
                 samples[name] += values
+            per_round.append(
+                {k: [go.pct(v, 0.5) * 1e3, go.pct(v, 0.99) * 1e3] for k, v in got.items()}
+            )
     finally:
         for client in clients.values():
             client.close()
     for target in targets:
         target.sent += 200 + n * rounds
-    return samples
+    return samples, per_round
 
 
 def wrk_together(
@@ -221,7 +228,7 @@ def main() -> int:
                     del os.environ["PYTHONPATH"]
                 else:
                     os.environ["PYTHONPATH"] = old
-        samples = c1_latency(targets, n, rounds)
+        samples, rounds_ms = c1_latency(targets, n, rounds)
         added = {
             q: (go.pct(samples["traced"], q) - go.pct(samples["untraced"], q)) * 1e3
             for q in (0.5, 0.99)
@@ -237,6 +244,8 @@ def main() -> int:
             "added_p50_ms": added[0.5],
             "added_p99_ms": added[0.99],
             "rps_c8": {name: r["rps"] for name, r in load.items()},
+            "rps_c8_turns": {name: r["turns_rps"] for name, r in load.items()},
+            "rounds_ms": rounds_ms,
         }
         if args.baseline:
             base, none = samples["baseline"], samples["untraced"]

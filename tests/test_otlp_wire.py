@@ -64,14 +64,14 @@ def _random_spans(rng: random.Random, count: int) -> list[tuple[Any, ...]]:
             for i in range(rng.randint(0, 9))
         }
         events = [
-            (rng.choice(["first_token", "exception"]), rng.getrandbits(63) + 1,
+            (rng.choice(["first_token", "exception"]), rng.choice([0, rng.getrandbits(63)]),
              rng.choice([None, {}, {"exception.message": rng.choice(words), "n": -3}]))
             for _ in range(rng.randint(0, 3))
         ]  # fmt: skip
         ids = (rng.getrandbits(128) or 1, rng.getrandbits(64) or 1)
         parent = rng.choice([0, rng.getrandbits(64) or 1])
         status = rng.choice([None, (2, ""), (2, "ValueError: 出错"), (0, "")])
-        times = (rng.getrandbits(63), rng.getrandbits(63))
+        times = (rng.choice([0, rng.getrandbits(63)]), rng.choice([0, rng.getrandbits(63)]))
         name, kind = rng.choice(words[:5]), rng.choice(list(KINDS))
         spans.append((*ids, parent, name, kind, *times, attributes, events, status))
     return spans
@@ -107,3 +107,44 @@ def test_a_remembered_attribute_keeps_its_type() -> None:
     assert otlp_wire.key_values(9, {"k": 1}) != first
     assert otlp_wire.key_values(9, {"k": 1.0}) != otlp_wire.key_values(9, {"k": 1})
     assert otlp_wire.key_values(9, {"k": True}) == first
+
+
+def test_one_bad_span_is_left_out_not_the_batch() -> None:
+    good = (1, 2, 0, "admission", "", 5, 6, {"k": "v"}, [], None)
+    bad = (1, 3, 0, "broken", "", -5, 6, {}, [], None)  # a negative time: not a fixed64
+    parsed = ExportTraceServiceRequest()
+    parsed.ParseFromString(encode([good, bad, good], "heshi"))
+    names = [s.name for s in parsed.resource_spans[0].scope_spans[0].spans]
+    assert names == ["admission", "admission"]
+
+
+def test_values_of_other_types_are_sent_as_they_read_and_never_remembered() -> None:
+    """Event attributes are not normalized: an IntEnum is an int, numpy-like float
+    subclasses are doubles, a list its text — and none of them, nor a long text, is kept
+    in the memory of pairs (so two values that compare equal never share bytes)."""
+    import enum
+    from decimal import Decimal
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Double(float):
+        pass
+
+    span = (1, 2, 0, "e", "", 5, 6, {}, [("x", 7, {
+        "level": Level.HIGH, "d": Double(0.5), "list": [1, 2], "dec": Decimal("1.0"),
+        "trace": "t" * 5000,
+    })], None)  # fmt: skip
+    otlp_wire._PAIRS.clear()
+    parsed = ExportTraceServiceRequest()
+    parsed.ParseFromString(encode([span], "heshi"))
+    (event,) = parsed.resource_spans[0].scope_spans[0].spans[0].events
+    got = {kv.key: kv.value for kv in event.attributes}
+    assert got["level"].int_value == 3 and got["d"].double_value == 0.5
+    assert got["list"].string_value == "[1, 2]" and got["dec"].string_value == "1.0"
+    assert got["trace"].string_value == "t" * 5000
+    assert not any(key in {"level", "d", "list", "dec", "trace"} for key, _, _ in otlp_wire._PAIRS)
+    # Decimal("1") == Decimal("1.0"): had it been remembered, the second would read "1"
+    assert otlp_wire.key_values(3, {"dec": Decimal("1")}) != otlp_wire.key_values(
+        3, {"dec": Decimal("1.0")}
+    )

@@ -215,8 +215,14 @@ def _otel(name: str) -> str:
 
 def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
     """An ``ExportTraceServiceRequest`` of ``spans`` from service ``service`` (with
-    ``OTEL_RESOURCE_ATTRIBUTES``; ``service.name`` is ``service``)."""
-    out = [otlp_wire.span(record, _KIND) for record in spans]
+    ``OTEL_RESOURCE_ATTRIBUTES``; ``service.name`` is ``service``). A span that cannot be
+    written (a malformed record) is left out and logged, not the whole batch."""
+    out = []
+    for record in spans:
+        try:
+            out.append(otlp_wire.span(record, _KIND))
+        except Exception as exc:  # one bad span must not cost the batch
+            MALFORMED.note(f"{type(exc).__name__}: {exc}"[:200])
     described = _pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
     return otlp_wire.export_request(out, described | {"service.name": service}, "heshi.gateway")
 
@@ -224,7 +230,10 @@ def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
 class _Failures:
     """Export failures, logged at most once a minute with how many there were."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, message: str = "追踪导出失败 / trace export failed (%s); %d batch(es) dropped so far"
+    ) -> None:
+        self.message = message
         self.count = 0
         self.last = -60.0
 
@@ -233,14 +242,13 @@ class _Failures:
         now = time.monotonic()
         if now - self.last >= 60:
             self.last = now
-            log.warning(
-                "追踪导出失败 / trace export failed (%s); %d batch(es) dropped so far",
-                what,
-                self.count,
-            )
+            log.warning(self.message, what, self.count)
 
 
 FAILURES = _Failures()
+MALFORMED = _Failures(
+    "span 无法编码，已略去 / a span could not be encoded and was left out (%s); %d so far"
+)
 
 
 @functools.cache

@@ -22,28 +22,56 @@ import (
 
 	"github.com/Masterminds/sprig"
 	yamlv2 "gopkg.in/yaml.v2"
-	"gopkg.in/yaml.v3"
 )
+
+// viaJSON reads YAML as Helm does (sigs.k8s.io/yaml): go-yaml v2, so YAML 1.1 scalars
+// (on/yes are true), then through JSON, so every number is a float64.
+func viaJSON(data []byte) (interface{}, error) {
+	var raw interface{}
+	if err := yamlv2.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	asJSON, err := json.Marshal(jsonable(raw))
+	if err != nil {
+		return nil, err
+	}
+	var out interface{}
+	err = json.Unmarshal(asJSON, &out)
+	return out, err
+}
+
+// jsonable turns go-yaml v2's map[interface{}]interface{} into string-keyed maps.
+func jsonable(v interface{}) interface{} {
+	switch t := v.(type) {
+	case map[interface{}]interface{}:
+		out := make(map[string]interface{}, len(t))
+		for k, item := range t {
+			out[fmt.Sprint(k)] = jsonable(item)
+		}
+		return out
+	case []interface{}:
+		for i, item := range t {
+			t[i] = jsonable(item)
+		}
+	}
+	return v
+}
 
 func readYAML(path string) (map[string]interface{}, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var raw interface{}
-	if err := yaml.Unmarshal(data, &raw); err != nil {
+	raw, err := viaJSON(data)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if raw == nil {
 		return map[string]interface{}{}, nil
 	}
-	asJSON, err := json.Marshal(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	out := map[string]interface{}{}
-	if err := json.Unmarshal(asJSON, &out); err != nil {
-		return nil, fmt.Errorf("%s: not a mapping: %w", path, err)
+	out, ok := raw.(map[string]interface{})
+	if !ok {
+		return nil, fmt.Errorf("%s: not a mapping", path)
 	}
 	return out, nil
 }
@@ -67,11 +95,19 @@ func merge(base, over map[string]interface{}) map[string]interface{} {
 	return base
 }
 
-// toYAML writes as Helm's toYaml does (sigs.k8s.io/yaml, which is go-yaml v2): two-space
-// indents, list items not indented under their key, keys sorted — so a checksum of a
-// rendered block is the one Helm computes.
+// toYAML writes as Helm's toYaml does (sigs.k8s.io/yaml): through JSON, then go-yaml v2 —
+// two-space indents, list items not indented under their key, keys sorted, round floats
+// as integers — so a checksum of a rendered block is the one Helm computes.
 func toYAML(v interface{}) string {
-	data, err := yamlv2.Marshal(v)
+	asJSON, err := json.Marshal(jsonable(v))
+	if err != nil {
+		return ""
+	}
+	var generic interface{}
+	if err := yamlv2.Unmarshal(asJSON, &generic); err != nil {
+		return ""
+	}
+	data, err := yamlv2.Marshal(generic)
 	if err != nil {
 		return ""
 	}
@@ -80,8 +116,11 @@ func toYAML(v interface{}) string {
 
 func fromYAML(s string) map[string]interface{} {
 	out := map[string]interface{}{}
-	if err := yaml.Unmarshal([]byte(s), &out); err != nil {
+	raw, err := viaJSON([]byte(s))
+	if err != nil {
 		out["Error"] = err.Error()
+	} else if m, ok := raw.(map[string]interface{}); ok {
+		out = m
 	}
 	return out
 }
