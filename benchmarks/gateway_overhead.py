@@ -245,22 +245,36 @@ def _check(reply: Reply, target: str, stream: bool) -> None:
 def timed_calls(target: Target, n: int, warmup: int, stream: bool) -> list[float]:
     """``n`` sequential requests (concurrency 1) after ``warmup`` untimed ones: seconds to
     the whole JSON body, or to the first SSE event when ``stream``."""
-    client = LoopbackClient(target.port, target.headers)
-    raw = client.build(PATH, STREAM_BODY if stream else CHAT_BODY)
-    samples: list[float] = []
+    return interleaved_calls([target], n, warmup, stream)[target.name]
+
+
+def interleaved_calls(
+    targets: list[Target], n: int, warmup: int, stream: bool
+) -> dict[str, list[float]]:
+    """:func:`timed_calls` against several targets at once, interleaved request by
+    request (each target takes each place in turn), so a slow spell of the host falls on
+    all of them alike: per target, ``n`` timings after ``warmup`` untimed requests."""
+    clients = {t.name: LoopbackClient(t.port, t.headers) for t in targets}
+    body = STREAM_BODY if stream else CHAT_BODY
+    raw = {name: client.build(PATH, body) for name, client in clients.items()}
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
     try:
-        for _ in range(warmup):
-            _check(client.call(raw), target.name, stream)
+        for target in targets:
+            for _ in range(warmup):
+                _check(clients[target.name].call(raw[target.name]), target.name, stream)
         gc.collect()
         gc.disable()  # no collector pause inside the client's own timing
-        for _ in range(n):
-            reply = client.call(raw)
-            _check(reply, target.name, stream)
-            samples.append(reply.first if stream else reply.total)
+        for i in range(n):
+            for target in rotated(targets, i):
+                reply = clients[target.name].call(raw[target.name])
+                _check(reply, target.name, stream)
+                samples[target.name].append(reply.first if stream else reply.total)
     finally:
         gc.enable()
-        client.close()
-    target.sent += n + warmup
+        for client in clients.values():
+            client.close()
+    for target in targets:
+        target.sent += n + warmup
     return samples
 
 

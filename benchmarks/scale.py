@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import platform
@@ -106,41 +105,18 @@ def c1_latency(
     (each takes each place in turn), so a slow spell of this shared host falls on all of
     them alike instead of on whichever round it hit. Returns the samples of each target
     and each round's [p50, p99] in ms per target."""
-    clients = {t.name: go.LoopbackClient(t.port, t.headers) for t in targets}
-    raw = {name: client.build(go.PATH, go.CHAT_BODY) for name, client in clients.items()}
     samples: dict[str, list[float]] = {t.name: [] for t in targets}
     per_round: list[dict[str, list[float]]] = []
-    try:
-        for target in targets:
-            for _ in range(200):  # warm-up
-                go._check(clients[target.name].call(raw[target.name]), target.name, False)
-        for rnd in range(rounds):
-            got: dict[str, list[float]] = {t.name: [] for t in targets}
-            gc.collect()
-            gc.disable()  # no collector pause inside the client's own timing
-            try:
-                for i in range(n):
-                    for target in go.rotated(targets, i):
-                        reply = clients[target.name].call(raw[target.name])
-                        go._check(reply, target.name, False)
-                        got[target.name].append(reply.total)
-            finally:
-                gc.enable()
-            line = "  ".join(
-                f"{name} p50 {go.pct(v, 0.5) * 1e3:.3f} p99 {go.pct(v, 0.99) * 1e3:.3f}"
-                for name, v in got.items()
-            )
-            print(f"  round {rnd + 1} (ms): {line}", flush=True)
-            for name, values in got.items():
-                samples[name] += values
-            per_round.append(
-                {k: [go.pct(v, 0.5) * 1e3, go.pct(v, 0.99) * 1e3] for k, v in got.items()}
-            )
-    finally:
-        for client in clients.values():
-            client.close()
-    for target in targets:
-        target.sent += 200 + n * rounds
+    for rnd in range(rounds):
+        got = go.interleaved_calls(targets, n, 200 if rnd == 0 else 0, False)
+        line = "  ".join(
+            f"{name} p50 {go.pct(v, 0.5) * 1e3:.3f} p99 {go.pct(v, 0.99) * 1e3:.3f}"
+            for name, v in got.items()
+        )
+        print(f"  round {rnd + 1} (ms): {line}", flush=True)
+        for name, values in got.items():
+            samples[name] += values
+        per_round.append({k: [go.pct(v, 0.5) * 1e3, go.pct(v, 0.99) * 1e3] for k, v in got.items()})
     return samples, per_round
 
 

@@ -89,14 +89,9 @@ def key_values(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     """``repeated KeyValue`` as field ``number`` (None values left out)."""
     if not attributes:
         return b""
-    tag = _TAGS[number]
-    out = []
-    for key, value in attributes.items():
-        if value is not None:
-            pair = _pair(key, value)
-            size = len(pair)
-            out.append(tag + (bytes((size,)) if size < 0x80 else _varint(size)) + pair)
-    return b"".join(out)
+    return b"".join(
+        _field(number, _pair(key, value)) for key, value in attributes.items() if value is not None
+    )
 
 
 def span(record: Sequence[Any], kinds: Mapping[str, int]) -> bytes:

@@ -223,8 +223,15 @@ def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
             out.append(otlp_wire.span(record, _KIND))
         except Exception as exc:  # one bad span must not cost the batch
             MALFORMED.note(f"{type(exc).__name__}: {exc}"[:200])
-    described = _pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
-    return otlp_wire.export_request(out, described | {"service.name": service}, "heshi.gateway")
+    resource = _resource(service, os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    return otlp_wire.export_request(out, resource, "heshi.gateway")
+
+
+@functools.cache
+def _resource(service: str, described: str) -> dict[str, str]:
+    """The resource's attributes (``OTEL_RESOURCE_ATTRIBUTES``, then ``service.name``),
+    read once per value rather than for every batch."""
+    return _pairs(described) | {"service.name": service}
 
 
 class _Failures:
