@@ -1,5 +1,6 @@
 """A minimal OTLP/HTTP trace sink for benchmarks: answers 200 to every export and counts
-them. Prints its port on the first line; exits when its stdin closes."""
+them, keeping connections open between exports (HTTP/1.1) as a real collector does.
+Prints its port on the first line; exits when its stdin closes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ received = {"exports": 0, "bytes": 0}
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections kept open between exports, as a collector does
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         received["exports"] += 1

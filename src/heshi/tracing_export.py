@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import logging
 import marshal
 import os
@@ -34,13 +33,11 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from heshi import otlp_wire
+from heshi.tracing_post import Failures, Poster, pairs
 
 if TYPE_CHECKING:
     from heshi.config import TracingConfig
@@ -196,23 +193,6 @@ class SpanSink:
 # ---------------------------------------------------------------- the exporter process
 
 
-def _pairs(text: str) -> dict[str, str]:
-    """``key=value,key2=value2`` (values URL-encoded), as OTEL_* variables hold them."""
-    out = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
-    return out
-
-
-def _otel(name: str) -> str:
-    """``OTEL_EXPORTER_OTLP_TRACES_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``."""
-    return os.environ.get(
-        f"OTEL_EXPORTER_OTLP_TRACES_{name}", os.environ.get(f"OTEL_EXPORTER_OTLP_{name}", "")
-    )
-
-
 def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
     """An ``ExportTraceServiceRequest`` of ``spans`` from service ``service`` (with
     ``OTEL_RESOURCE_ATTRIBUTES``; ``service.name`` is ``service``). A span that cannot be
@@ -231,65 +211,12 @@ def encode(spans: Sequence[tuple[Any, ...]], service: str) -> bytes:
 def _resource(service: str, described: str) -> dict[str, str]:
     """The resource's attributes (``OTEL_RESOURCE_ATTRIBUTES``, then ``service.name``),
     read once per value rather than for every batch."""
-    return _pairs(described) | {"service.name": service}
+    return pairs(described) | {"service.name": service}
 
 
-class _Failures:
-    """Export failures, logged at most once a minute with how many there were."""
-
-    def __init__(
-        self, message: str = "追踪导出失败 / trace export failed (%s); %d batch(es) dropped so far"
-    ) -> None:
-        self.message = message
-        self.count = 0
-        self.last = -60.0
-
-    def note(self, what: str) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last >= 60:
-            self.last = now
-            log.warning(self.message, what, self.count)
-
-
-FAILURES = _Failures()
-MALFORMED = _Failures(
+MALFORMED = Failures(
     "span 无法编码，已略去 / a span could not be encoded and was left out (%s); %d so far"
 )
-
-
-@functools.cache
-def _request_headers() -> tuple[dict[str, str], bool]:
-    """The export request's headers (``OTEL_…_HEADERS`` included) and whether the body
-    is gzipped (``OTEL_…_COMPRESSION``): read once, as an SDK exporter reads them."""
-    headers = {"Content-Type": "application/x-protobuf", "User-Agent": "heshi"}
-    headers |= _pairs(_otel("HEADERS"))
-    gzipped = _otel("COMPRESSION").strip().lower() == "gzip"
-    if gzipped:
-        headers["Content-Encoding"] = "gzip"
-    return headers, gzipped
-
-
-def post(endpoint: str, body: bytes, timeout: float) -> bool:
-    """Send one request (one retry after a 429/5xx or a connection error)."""
-    headers, gzipped = _request_headers()
-    if gzipped:
-        body = gzip.compress(body)
-    for attempt in range(2):
-        request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 502, 503, 504) or attempt:
-                FAILURES.note(f"the collector answered {exc.code}")
-                return False
-        except (OSError, ValueError) as exc:
-            if attempt:
-                FAILURES.note(f"the collector is unreachable: {type(exc).__name__}")
-                return False
-    return False
 
 
 def batches(fd: int, most: int = 2048, linger: float = 0.0) -> Any:
@@ -347,11 +274,13 @@ def main() -> int:
         signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # below the gateway: requests come before export
         os.nice(10)
+    poster = Poster(endpoint, float(timeout))
     for spans in batches(sys.stdin.fileno()):
         try:
-            post(endpoint, encode(spans, service), float(timeout))
+            poster.post(encode(spans, service))
         except Exception:  # a malformed span must not end tracing for the process
             log.warning("could not export a batch of spans:\n%s", traceback.format_exc())
+    poster.close()
     return 0
 
 

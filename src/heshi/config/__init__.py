@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -209,6 +210,21 @@ class TracingConfig(Strict):
     max_queue_spans: int = Field(default=8192, ge=64, le=1_000_000)  # beyond: dropped
     export_batch_spans: int = Field(default=64, ge=1, le=8192)
     export_interval_ms: int = Field(default=200, ge=10, le=60_000)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        url = urlsplit(v)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                "tracing.endpoint 须是 http:// 或 https:// 地址 / must be an http:// or https:// "
+                "URL, e.g. http://127.0.0.1:4318/v1/traces"
+            )
+        try:
+            url.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError as exc:
+            raise ValueError(f"tracing.endpoint: {exc}") from None
+        return v
 
 
 class HeshiConfig(Strict):
