@@ -28,6 +28,7 @@ class Seen:
     paths: list[str] = field(default_factory=list)
     connections: set[int] = field(default_factory=set)
     answers: list[int] = field(default_factory=list)  # statuses to give first, then 200
+    reply: bytes = b""  # the body of each answer
 
 
 @contextlib.contextmanager
@@ -49,8 +50,11 @@ def collector(close_silently: bool = False) -> Iterator[tuple[str, Seen]]:
                 seen.connections.add(id(self.connection))
                 status = seen.answers.pop(0) if seen.answers else 200
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(seen.reply)))
             self.end_headers()
+            if seen.reply:
+                with contextlib.suppress(OSError):  # the exporter stops reading
+                    self.wfile.write(seen.reply)
             self.close_connection = close_silently
 
         def log_message(self, *args: Any) -> None:
@@ -115,6 +119,17 @@ def test_busy_answers_are_tried_once_more_and_refusals_are_not() -> None:
         assert poster.post(b"d")  # the connection still serves
         poster.close()
     assert poster.connections == 1
+
+
+def test_an_endless_answer_is_not_read_into_memory() -> None:
+    with collector() as (url, seen):
+        poster = Poster(url, 5)
+        seen.reply = b"x" * (8 << 20)  # not a collector's answer: 8 MiB
+        assert poster.post(b"a")  # taken (a 200), the rest of the answer left unread
+        seen.reply = b""
+        assert poster.post(b"b")  # on a fresh connection: the old one was not reusable
+        poster.close()
+    assert seen.bodies == [b"a", b"b"] and poster.connections == 2
 
 
 def test_an_unreachable_collector_is_counted_not_raised() -> None:

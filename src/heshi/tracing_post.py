@@ -23,6 +23,7 @@ import urllib.request
 
 log = logging.getLogger("heshi.tracing")
 _RETRIED = (429, 502, 503, 504)
+_ANSWER_MOST = 1 << 16  # bytes of a collector's answer read (an OTLP answer is a few)
 
 
 def pairs(text: str) -> dict[str, str]:
@@ -135,16 +136,16 @@ class Poster:
             self.connections += 1
         self._conn.request("POST", self.target, body=body, headers=headers)
         response = self._conn.getresponse()
-        response.read()  # the whole answer, so the connection can carry the next
-        if response.will_close:
-            self.close()
+        response.read(_ANSWER_MOST)  # the answer, so the connection can carry the next
+        if response.will_close or not response.isclosed():
+            self.close()  # an answer longer than a collector's is not read into memory
         return response.status
 
     def _urllib(self, body: bytes, headers: dict[str, str]) -> int:
         request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
+                response.read(_ANSWER_MOST)
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return exc.code
