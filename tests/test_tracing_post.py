@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,8 @@ class Seen:
     connections: set[int] = field(default_factory=set)
     answers: list[int] = field(default_factory=list)  # statuses to give first, then 200
     reply: bytes = b""  # the body of each answer
+    interim: bool = False  # a 103 Early Hints before each answer
+    stray: bytes = b""  # written after each answer, though nobody asked
 
 
 @contextlib.contextmanager
@@ -49,12 +52,16 @@ def collector(close_silently: bool = False) -> Iterator[tuple[str, Seen]]:
                 seen.paths.append(self.path)
                 seen.connections.add(id(self.connection))
                 status = seen.answers.pop(0) if seen.answers else 200
+            if seen.interim:
+                self.send_response_only(103)
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(0.05)
             self.send_response(status)
             self.send_header("Content-Length", str(len(seen.reply)))
             self.end_headers()
-            if seen.reply:
-                with contextlib.suppress(OSError):  # the exporter stops reading
-                    self.wfile.write(seen.reply)
+            with contextlib.suppress(OSError):  # the exporter may stop reading
+                self.wfile.write(seen.reply + seen.stray)
             self.close_connection = close_silently
 
         def log_message(self, *args: Any) -> None:
@@ -91,18 +98,56 @@ def test_many_batches_go_over_one_kept_connection() -> None:
     assert seen.headers[0]["Content-Type"] == "application/x-protobuf"
 
 
+def _posted_after_a_pause(poster: Poster, body: bytes) -> bool:
+    time.sleep(0.05)  # idle: the collector's close has arrived
+    return poster.post(body)
+
+
 def test_a_connection_the_collector_closed_while_idle_is_reopened_without_loss() -> None:
     before = tracing_post.FAILURES.count
     with collector(close_silently=True) as (url, seen):
         poster = Poster(url, 5)
-        assert all(poster.post(f"batch {i}".encode()) for i in range(6))
+        assert all(_posted_after_a_pause(poster, f"batch {i}".encode()) for i in range(6))
         seen.answers = [503]  # the one retry is still there for a busy collector
-        assert poster.post(b"batch 6")
+        assert _posted_after_a_pause(poster, b"batch 6")
         poster.close()
     assert seen.bodies[:6] == [f"batch {i}".encode() for i in range(6)]  # once each, in order
     assert seen.bodies[6:] == [b"batch 6"] * 2
     assert poster.connections == 8
     assert tracing_post.FAILURES.count == before  # not a failure, not the one retry
+
+
+def test_a_connection_holding_bytes_nobody_asked_for_is_not_reused() -> None:
+    with collector() as (url, seen):
+        seen.stray = b"\r\n"  # after each answer: the next would be misread on it
+        poster = Poster(url, 5)
+        assert all(_posted_after_a_pause(poster, f"b{i}".encode()) for i in range(4))
+        poster.close()
+    assert seen.bodies == [b"b0", b"b1", b"b2", b"b3"]  # each batch once
+    assert poster.connections == 4
+
+
+def test_an_interim_answer_never_stands_for_the_next_batch() -> None:
+    with collector() as (url, seen):
+        poster = Poster(url, 5)
+        seen.interim = True  # 103, then the real answer on the same line
+        assert not poster.post(b"first")  # not an answer: dropped, the connection too
+        seen.interim = False
+        assert poster.post(b"second")
+        seen.answers = [400]
+        assert not poster.post(b"refused")
+        assert poster.post(b"third")  # its own answer, not one left over
+        poster.close()
+
+
+def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing_post, "_IDLE_MOST_S", 0.02)  # a balancer's idle timeout
+    with collector() as (url, seen):
+        poster = Poster(url, 5)
+        assert poster.post(b"a") and poster.post(b"b")  # back to back: one connection
+        assert _posted_after_a_pause(poster, b"c")
+        poster.close()
+    assert seen.bodies == [b"a", b"b", b"c"] and poster.connections == 2
 
 
 def test_busy_answers_are_tried_once_more_and_refusals_are_not() -> None:
@@ -172,9 +217,14 @@ def test_a_proxy_named_by_the_environment_carries_the_export(
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["localhost:4318/v1/traces", "ftp://collector/v1/traces", "http://", "http://h:x/"]
-)
+    "endpoint",
+    ["localhost:4318/v1/traces", "ftp://collector/v1/traces", "http://", "http://h:x/",
+     "http://user:secret@collector:4318/v1/traces"],
+)  # fmt: skip
 def test_a_tracing_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
     with pytest.raises(ValidationError, match=r"tracing\.endpoint"):
-        TracingConfig(endpoint=endpoint)
-    assert TracingConfig(endpoint="https://otel.example.cn/v1/traces").endpoint
+        TracingConfig(enabled=True, endpoint=endpoint)
+    assert TracingConfig(enabled=False, endpoint=endpoint)  # unused while tracing is off
+    padded = TracingConfig(enabled=True, endpoint=" HTTPS://otel.example.cn/v1/traces\n")
+    assert padded.endpoint == "HTTPS://otel.example.cn/v1/traces"
+    assert Poster(padded.endpoint, 5).target == "/v1/traces"

@@ -284,10 +284,12 @@ class _ending:
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         span = self.span
-        if isinstance(error, Exception):
-            span.fail(error, f"{type(error).__name__}: {error}")
-        _CURRENT.reset(self.token)
-        span.end()
+        try:
+            if isinstance(error, Exception):
+                span.fail(error, f"{type(error).__name__}: {error}")
+        finally:  # even when the error cannot be described (its str() raises)
+            _CURRENT.reset(self.token)
+            span.end()
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -5,8 +5,10 @@ every batch. With ``HTTP(S)_PROXY`` set for the endpoint (and ``NO_PROXY`` not s
 it) the request goes through ``urllib`` and the proxy, a connection each time.
 
 The collector's answer decides: 2xx sent; 429, 502, 503 or 504 (or a connection error)
-tried once more; anything else dropped and counted. A kept connection the collector has
-closed while idle is reopened without counting as that one retry.
+tried once more; anything else dropped and counted, so a batch is sent at most twice. A
+kept connection is looked at before it carries a batch: one the collector has closed (or
+that holds bytes nobody asked for), or that has been idle longer than a load balancer or
+NAT may keep it, is replaced by a new one before anything is sent on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import gzip
 import http.client
 import logging
 import os
+import select
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +27,7 @@ import urllib.request
 log = logging.getLogger("heshi.tracing")
 _RETRIED = (429, 502, 503, 504)
 _ANSWER_MOST = 1 << 16  # bytes of a collector's answer read (an OTLP answer is a few)
+_IDLE_MOST_S = 30.0  # a connection idle longer is not reused (balancers drop them at 60 s)
 
 
 def pairs(text: str) -> dict[str, str]:
@@ -80,16 +84,20 @@ class Poster:
     """Export requests to one endpoint (``http://`` or ``https://``), on a kept connection."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
+        endpoint = endpoint.strip()
         url = urllib.parse.urlsplit(endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if url.scheme.lower() not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {endpoint!r}")
         self.endpoint = endpoint
         self.timeout = timeout
         self.target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        self._host, self._port, self._tls = url.hostname, url.port, url.scheme == "https"
-        proxy = urllib.request.getproxies().get(url.scheme)
+        # an IPv6 zone (fe80::1%25eth0) is written escaped in a URL, bare on a socket
+        self._host, self._port = urllib.parse.unquote(url.hostname), url.port
+        self._tls = url.scheme.lower() == "https"
+        proxy = urllib.request.getproxies().get(url.scheme.lower())
         self.proxied = bool(proxy) and not urllib.request.proxy_bypass(url.netloc)
         self._conn: http.client.HTTPConnection | None = None
+        self._idle_since = 0.0
         self.connections = 0  # opened so far (a kept connection shows as one)
 
     def close(self) -> None:
@@ -119,17 +127,21 @@ class Poster:
                 return False
         return False
 
-    def _kept(self, body: bytes, headers: dict[str, str]) -> int:
-        reused = self._conn is not None
+    def _usable(self) -> bool:
+        """Whether the kept connection can carry a batch: still open at the other end
+        (nothing to read on an idle HTTP connection but its end), and not idle so long
+        that something in between may have dropped it without a word."""
+        sock = self._conn.sock if self._conn is not None else None
+        if sock is None or time.monotonic() - self._idle_since > _IDLE_MOST_S:
+            return False
         try:
-            return self._exchange(body, headers)
-        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
-            if not reused:
-                raise
-            self.close()  # closed by the collector while idle: a fresh one, same attempt
-            return self._exchange(body, headers)
+            return not select.select([sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
 
-    def _exchange(self, body: bytes, headers: dict[str, str]) -> int:
+    def _kept(self, body: bytes, headers: dict[str, str]) -> int:
+        if self._conn is not None and not self._usable():
+            self.close()  # before anything is sent on it: no batch goes out twice for this
         if self._conn is None:
             kind = http.client.HTTPSConnection if self._tls else http.client.HTTPConnection
             self._conn = kind(self._host, self._port, timeout=self.timeout)
@@ -137,8 +149,11 @@ class Poster:
         self._conn.request("POST", self.target, body=body, headers=headers)
         response = self._conn.getresponse()
         response.read(_ANSWER_MOST)  # the answer, so the connection can carry the next
-        if response.will_close or not response.isclosed():
-            self.close()  # an answer longer than a collector's is not read into memory
+        if response.status < 200 or response.will_close or not response.isclosed():
+            # an interim answer (103) leaves the real one on the line, and an answer
+            # longer than a collector's is not read into memory: the connection goes
+            self.close()
+        self._idle_since = time.monotonic()
         return response.status
 
     def _urllib(self, body: bytes, headers: dict[str, str]) -> int:

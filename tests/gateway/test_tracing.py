@@ -265,3 +265,26 @@ def test_the_exporter_sends_what_has_arrived_together_and_everything_at_the_end(
     os.close(read)
     assert [len(b) for b in got] == [3, 2]  # no more than ``most`` a batch, none waits
     assert [s for b in got for s in b] == [(i,) for i in range(5)]
+
+
+def test_a_stage_whose_error_cannot_be_described_still_ends_and_is_exported() -> None:
+    from heshi.tracing import Span, _ending, current_span
+    from heshi.tracing_export import SpanSink
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no description")
+
+    with otlp_collector() as (endpoint, got):
+        sink = SpanSink(TracingConfig(enabled=True, endpoint=endpoint))
+        root = Span("heshi.request", 7, 0, sink)
+        try:
+            with _ending(root.child("guard.in")):
+                raise Unprintable
+        except (Unprintable, RuntimeError):
+            pass
+        assert current_span() is None  # not left current for the rest of the task
+        root.end()
+        assert sink.close(10)
+        wait_until(lambda: len(got.named("heshi.request")) == 1, timeout=10, interval=0.05)
+    assert len(got.named("guard.in")) == 1  # ended, and exported

@@ -213,18 +213,31 @@ class TracingConfig(Strict):
 
     @field_validator("endpoint")
     @classmethod
-    def _check_endpoint(cls, v: str) -> str:
-        url = urlsplit(v)
-        if url.scheme not in ("http", "https") or not url.hostname:
+    def _strip_endpoint(cls, v: str) -> str:
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> TracingConfig:
+        """The endpoint (used only when tracing is on) is an http(s) URL without
+        credentials: a collector's token goes in ``OTEL_EXPORTER_OTLP_HEADERS``."""
+        if not self.enabled:
+            return self
+        url = urlsplit(self.endpoint)
+        if url.scheme.lower() not in ("http", "https") or not url.hostname:
             raise ValueError(
                 "tracing.endpoint 须是 http:// 或 https:// 地址 / must be an http:// or https:// "
                 "URL, e.g. http://127.0.0.1:4318/v1/traces"
+            )
+        if url.username is not None or url.password is not None:
+            raise ValueError(
+                "tracing.endpoint 不能含用户名密码，请用 OTEL_EXPORTER_OTLP_HEADERS 传令牌 / must "
+                "not hold credentials: put a collector's token in OTEL_EXPORTER_OTLP_HEADERS"
             )
         try:
             url.port  # noqa: B018 - a port that is not a number raises here
         except ValueError as exc:
             raise ValueError(f"tracing.endpoint: {exc}") from None
-        return v
+        return self
 
 
 class HeshiConfig(Strict):
