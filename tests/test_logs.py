@@ -157,6 +157,17 @@ def serve(config: Path, home: Path, err: Path, *args: str) -> subprocess.Popen[b
         return subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=stderr)
 
 
+def accepts(base_url: str) -> bool:
+    """Whether something listens on ``base_url``'s port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base_url)
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((url.hostname or "127.0.0.1", url.port or 80)) == 0
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     """Every non-empty line of ``text`` as a JSON object with ts, level, logger and msg."""
     out = []
@@ -191,7 +202,13 @@ def test_heshi_serve_writes_json_lines_with_the_failures_request_id(tmp_path: Pa
         try:
             wait_serving(proc, url)
             body = {"model": "qwen", "messages": [{"role": "user", "content": "你好"}]}
-            r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+            try:
+                r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+            except httpx.TimeoutException:  # say what the gateway was doing (seen once in CI)
+                pytest.fail(
+                    f"no answer in 30 s; the dead backend's port accepts connections: "
+                    f"{accepts(dead)}; the gateway's log so far:\n{err.read_text('utf-8')}"
+                )
         finally:
             proc.send_signal(signal.SIGTERM)
             stdout, _ = proc.communicate(timeout=60)
