@@ -5,7 +5,8 @@ every batch. With ``HTTP(S)_PROXY`` set for the endpoint (and ``NO_PROXY`` not s
 it) the request goes through ``urllib`` and the proxy, a connection each time.
 
 The collector's answer decides: 2xx sent; 429, 502, 503 or 504 (or a connection error)
-tried once more; anything else dropped and counted, so a batch is sent at most twice. A
+tried once more, on a new connection; anything else dropped and counted, so a batch is
+sent at most twice. A
 kept connection is looked at before it carries a batch: one the collector has closed (or
 that holds bytes nobody asked for), or that has been idle longer than a load balancer or
 NAT may keep it, is replaced by a new one before anything is sent on it.
@@ -125,6 +126,7 @@ class Poster:
             if status not in _RETRIED or attempt:
                 FAILURES.note(f"the collector answered {status}")
                 return False
+            self.close()  # the retry on a new connection: a busy collector may be closing this
         return False
 
     def _usable(self) -> bool:
