@@ -85,7 +85,6 @@ class Poster:
     """Export requests to one endpoint (``http://`` or ``https://``), on a kept connection."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
-        endpoint = endpoint.strip()
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme.lower() not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {endpoint!r}")
