@@ -162,3 +162,22 @@ def test_score_counts_each_outcome_once() -> None:
     assert scored["unanswerable_declined"] == 0.5  # a failed request is no decline
     assert scored["handoffs_found"] is None and scored["errors"] == 1
     assert scored["cited_right_doc"] == 0.5
+
+
+def test_gold_and_held_out_sets_pass_their_checks_and_a_repeat_is_caught(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    kb = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "kb"
+    check = [sys.executable, str(kb / "check_gold.py")]
+    for path in (kb / "questions.json", kb / "holdout.json"):
+        done = subprocess.run([*check, str(path)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and "0 problems" in done.stdout, done.stdout
+    held = json.loads((kb / "holdout.json").read_text("utf-8"))
+    gold = json.loads((kb / "questions.json").read_text("utf-8"))["questions"]
+    repeated = next(q for q in gold if q["kind"] == "direct")
+    held["questions"].append({**repeated, "id": "ho-repeat"})
+    path = tmp_path / "holdout.json"
+    path.write_text(json.dumps(held, ensure_ascii=False), "utf-8")
+    done = subprocess.run([*check, str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "ho-repeat: also a question of questions.json" in done.stdout

@@ -1,6 +1,10 @@
 """Validate the kb_zh gold set (questions.json + docs/). Standard library only.
 
 Usage: python benchmarks/data/kb/check_gold.py [path/to/questions.json]
+       python benchmarks/data/kb/check_gold.py benchmarks/data/kb/holdout.json
+
+The held-out set (name ``kb_zh_holdout``: no handoff questions, smaller minimums) must
+also share no question with the gold set.
 Prints the counts per kind and every problem found; exits 1 if there is any problem.
 """
 
@@ -29,6 +33,9 @@ MINIMUMS = {
     "handoff": 20,
     "not_handoff": 12,
 }
+HOLDOUT_MINIMUMS = {
+    "direct": 15, "paraphrase": 15, "typo": 8, "pinyin": 8, "followup": 8, "unanswerable": 30,
+}  # fmt: skip
 ANSWERABLE = {"direct", "paraphrase", "typo", "pinyin", "followup", "not_handoff"}
 NULL_KINDS = {"unanswerable", "handoff"}
 KEYS = {"id", "kind", "question", "history", "doc", "facts", "evidence"}
@@ -166,14 +173,38 @@ def check_answer(
         problems.append(f"{qid}: no fact appears in the evidence")
 
 
+def asked(item: dict[str, Any]) -> tuple[str, ...]:
+    """A question with the user turns before it: what makes two questions the same."""
+    history = item.get("history") or []
+    turns = [
+        str(t.get("content")) for t in history if isinstance(t, dict) and t.get("role") == "user"
+    ]
+    return tuple(squash(t) for t in [*turns, str(item.get("question"))])
+
+
+def check_not_in_gold(questions: list[Any], problems: list[str]) -> None:
+    """A held-out question must not be one the gold set already asks."""
+    gold = json.loads((HERE / "questions.json").read_text(encoding="utf-8"))["questions"]
+    seen = {asked(q) for q in gold}
+    for item in questions:
+        if isinstance(item, dict) and asked(item) in seen:
+            problems.append(f"{item.get('id')}: also a question of questions.json")
+
+
 def main() -> int:
     qpath = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "questions.json"
     problems: list[str] = []
     texts = check_docs(problems)
 
     data = json.loads(qpath.read_text(encoding="utf-8"))
-    if data.get("name") != "kb_zh" or not isinstance(data.get("description"), str):
-        problems.append("questions.json: name must be 'kb_zh' and description a string")
+    holdout = data.get("name") == "kb_zh_holdout"
+    minimums = HOLDOUT_MINIMUMS if holdout else MINIMUMS
+    if data.get("name") not in ("kb_zh", "kb_zh_holdout") or not isinstance(
+        data.get("description"), str
+    ):
+        problems.append(
+            f"{qpath.name}: name must be 'kb_zh' or 'kb_zh_holdout', description a string"
+        )
     questions = data.get("questions")
     if not isinstance(questions, list):
         print("questions.json: 'questions' must be a list")
@@ -195,12 +226,14 @@ def main() -> int:
             problems.append(f"duplicate question {question!r} ({n} times)")
     for name in sorted(set(texts) - state["docs"]):
         problems.append(f"{name}: no question refers to this document")
-    for kind, minimum in MINIMUMS.items():
+    for kind, minimum in minimums.items():
         if counts[kind] < minimum:
             problems.append(f"kind {kind}: {counts[kind]} items, want >= {minimum}")
+    if holdout:
+        check_not_in_gold(questions, problems)
 
     print(f"{len(questions)} questions, {len(texts)} documents")
-    for kind, minimum in MINIMUMS.items():
+    for kind, minimum in minimums.items():
         print(f"  {kind:<13} {counts[kind]:>4}  (min {minimum})")
     for p in problems:
         print("PROBLEM:", p)
