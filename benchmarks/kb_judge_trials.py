@@ -32,16 +32,13 @@ import numpy as np
 
 from heshi.apps.kb.answer import QUOTE_JUDGE_ASK, SYSTEM, KnowledgeBot, quote_judge_messages
 from heshi.apps.kb.answer import search_query as query_of
-from heshi.apps.kb.engine import doubt_of
+from heshi.apps.kb.engine import doubt_of, judge_body
 from heshi.apps.kb.evaluate import has_fact
 from heshi.apps.kb.index import E5Vectors
-from heshi.apps.kb.ingest import ingest
 from heshi.apps.kb.sessions import SessionStore
-from heshi.apps.kb.store import KnowledgeBaseStore
 from heshi.config import KnowledgeConfig
-from heshi.store.db import Database
+from kb import DATA, default_engine, default_model, gold_base, question_set  # benchmarks/kb.py
 
-DATA = Path(__file__).resolve().parent / "data" / "kb"
 # worked examples of our own (not from the gold set): sentences, question, verdict
 EXAMPLES = [
     ("健身卡的年费为 1,680 元，可分 12 期支付。\n年卡会员可免费使用游泳池。",
@@ -86,12 +83,8 @@ def fewshot(sentences: list[str], history: list[Any], question: str) -> list[dic
 
 def prepared(questions: list[dict[str, Any]], home: str) -> list[dict[str, Any]]:
     """Each non-handoff question with the sentences the bot would quote."""
-    db = Database(f"sqlite:///{home}/heshi.db")
-    db.migrate()
-    store = KnowledgeBaseStore(db)
-    store.create("gold")
     embed = E5Vectors()
-    ingest(store, "gold", [DATA / "docs"], embed)
+    db, store, _ = gold_base(home, embed)
     config = KnowledgeConfig()
     bot = KnowledgeBot(store, SessionStore(db), embed, None, config)  # type: ignore[arg-type]
     index = bot.index("gold")
@@ -109,20 +102,11 @@ def prepared(questions: list[dict[str, Any]], home: str) -> list[dict[str, Any]]
 
 
 async def judged(items: list[dict[str, Any]], variant: str) -> dict[str, float]:
-    from heshi.config import DEFAULT_MODEL_REF, LocalEngineConfig, default_home
-    from heshi.engines.llamacpp import LlamaCppEngine
-    from heshi.hub.store import ModelStore
-
-    model = ModelStore(default_home()).resolve(DEFAULT_MODEL_REF)
-    engine = LlamaCppEngine(
-        "qwen", model, LocalEngineConfig(model=str(model), ctx=4096, parallel=1)
-    )
+    engine = default_engine()
     await engine.start()
 
     async def doubt(messages: list[dict[str, Any]]) -> float:
-        body = {"model": "qwen", "messages": messages, "max_tokens": 1, "temperature": 0,
-                "logprobs": True, "top_logprobs": 10}  # fmt: skip
-        found = doubt_of(await engine.chat(body))
+        found = doubt_of(await engine.chat(judge_body("qwen", messages)))
         return 1.0 if found is None else found
 
     out: dict[str, float] = {}
@@ -143,9 +127,8 @@ async def judged(items: list[dict[str, Any]], variant: str) -> dict[str, float]:
                 each = [await doubt(alone(s, earlier, question)) for s in sentences]
                 out[item["id"]] = min(each)
             if n % 20 == 0:
-                print(
-                    f"[{variant}] {n}/{len(items)} {time.perf_counter() - started:.0f}s", flush=True
-                )
+                seconds = time.perf_counter() - started
+                print(f"[{variant}] {n}/{len(items)} {seconds:.0f}s", flush=True)
     finally:
         await engine.close()
     return out
@@ -183,7 +166,8 @@ def main() -> None:
     parser.add_argument("--variants", default="v0,fewshot,sent")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    questions = json.loads(args.questions.read_text("utf-8"))["questions"]
+    questions = question_set(args.questions)
+    default_model()  # not pulled: say so before the documents are ingested
     with tempfile.TemporaryDirectory() as home:
         items = prepared(questions, home)
     out: dict[str, Any] = {"questions": args.questions.name, "variants": {}}

@@ -185,10 +185,7 @@ class KnowledgeEngine:
         if self.router is None:
             raise RuntimeError("KnowledgeEngine.attach(router) was not called")
         model = self.config.kb.model or self.config.engine.name
-        body = {
-            "model": model, "messages": messages, "max_tokens": 1, "temperature": 0,
-            "logprobs": True, "top_logprobs": 10,
-        }  # fmt: skip
+        body = judge_body(model, messages)
         routed = await self.router.call(self.router.plan(model, body), "chat", body)
         return doubt_of(routed.value), routed.value.get("usage")
 
@@ -202,6 +199,15 @@ class KnowledgeEngine:
             return "sent" if response.status_code < 300 else "failed"
         except (httpx.HTTPError, OSError):
             return "failed"
+
+
+def judge_body(model: str, messages: list[JSON]) -> JSON:
+    """The judge's chat request: one token, greedy, with the probabilities
+    :func:`doubt_of` reads."""
+    return {
+        "model": model, "messages": messages, "max_tokens": 1, "temperature": 0,
+        "logprobs": True, "top_logprobs": 10,
+    }  # fmt: skip
 
 
 def doubt_of(result: JSON) -> float | None:
