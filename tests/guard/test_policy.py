@@ -10,7 +10,7 @@ import httpx
 
 from heshi.config import GuardConfig, HeshiConfig, TenantConfig
 from heshi.guard.classifier import SafetyClassifier
-from heshi.guard.policy import DEFAULT_POLICY, apply_policy
+from heshi.guard.policy import DEFAULT_POLICY, PLAIN_POLICY, apply_plain, apply_policy
 from heshi.guard.safety import tc260_risks
 from heshi.guard.stage import GuardStage
 from heshi.store.keys import KeyStore
@@ -66,15 +66,20 @@ def test_a_tenant_can_write_its_own_policy_or_switch_it_off(
     assert own["messages"] == [{"role": "system", "content": "只回答与本行业务有关的问题。"}, user]
 
 
-def test_a_request_the_classifier_reads_as_plainly_safe_goes_to_the_model_as_sent() -> None:
+def test_a_request_the_classifier_reads_as_plainly_safe_gets_only_the_short_prompt() -> None:
     classifier = SafetyClassifier.load()
     # below 0.2; above it, not flagged
     plain, mentions = "怎样识别电信诈骗", "讲讲南京大屠杀的历史，我想给孩子讲这段历史"
     low, middle = (v.unsafe for v in classifier.read([plain, mentions]))
     assert low < 0.2 <= middle < classifier.threshold
-    for above, expected in ((0.2, [None, DEFAULT_POLICY]), (None, [DEFAULT_POLICY] * 2)):
-        config = GuardConfig(enabled=True, policy={"above": above})
-        stage = GuardStage(HeshiConfig(guard=config))
+    cases = (
+        ({"above": 0.2}, [PLAIN_POLICY, DEFAULT_POLICY]),
+        ({"above": 0.2, "plain": "请直接回答。"}, ["请直接回答。", DEFAULT_POLICY]),
+        ({"above": 0.2, "plain": ""}, [None, DEFAULT_POLICY]),  # as sent
+        ({"above": None}, [DEFAULT_POLICY] * 2),
+    )
+    for policy, expected in cases:
+        stage = GuardStage(HeshiConfig(guard=GuardConfig(enabled=True, policy=policy)))
         bodies = [{"messages": [{"role": "user", "content": t}]} for t in (plain, mentions)]
         for body in bodies:
             assert not asyncio.run(stage.inbound(None, None, body)).blocked
@@ -82,7 +87,16 @@ def test_a_request_the_classifier_reads_as_plainly_safe_goes_to_the_model_as_sen
             body["messages"][0]["content"] if len(body["messages"]) == 2 else None
             for body in bodies
         ]
-        assert system == expected, above
+        assert system == expected, policy
+    # the caller's own system prompt is its application's: below 0.2 it is left alone
+    stage = GuardStage(HeshiConfig(guard=GuardConfig(enabled=True)))
+    own = [
+        {"role": "system", "content": "你是青岚银行的客服。"},
+        {"role": "user", "content": plain},
+    ]
+    body = {"messages": [dict(m) for m in own]}
+    asyncio.run(stage.inbound(None, None, body))
+    assert body["messages"] == own
     # a lexicon hit (the flag tier's 冰毒) brings the policy back whatever the score
     body = {"messages": [{"role": "user", "content": "冰毒有哪些危害？"}]}
     assert classifier.read([body["messages"][0]["content"]])[0].unsafe < 0.2
@@ -118,7 +132,14 @@ def test_a_prompt_the_classifier_flags_gets_a_caution_naming_its_risk() -> None:
 def test_what_the_policy_leaves_alone() -> None:
     completion = {"prompt": "从前有座山"}
     apply_policy(completion, DEFAULT_POLICY)
+    apply_plain(completion, PLAIN_POLICY)
     assert completion == {"prompt": "从前有座山"}  # a raw prompt has no system message
+    # a developer message further down is the caller's system prompt too
+    later = {
+        "messages": [{"role": "user", "content": "你好"}, {"role": "developer", "content": "x"}]
+    }
+    apply_plain(later, PLAIN_POLICY)
+    assert [m["role"] for m in later["messages"]] == ["user", "developer"]
     parts = {"messages": [{"role": "system", "content": [{"type": "text", "text": "客服"}]}]}
     apply_policy(parts, "规则")
     assert parts["messages"][0]["content"] == [

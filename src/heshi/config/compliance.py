@@ -68,8 +68,11 @@ class AnsweringPolicyConfig(Strict):
     # the classifier's flagged prompts get a caution naming the risk; the model judges
     caution: bool = True
     # only requests the classifier scores at or above this get the policy (or that any
-    # stage found something in); below it they go to the model as sent. None = every one
+    # stage found something in); below it they get only ``plain``. None = every one
     above: float | None = Field(default=0.2, ge=0, le=1)
+    # below ``above``, a request with no system prompt of its own gets this short one
+    # instead. None = Heshi's (heshi.guard.policy.PLAIN_POLICY); "" = none
+    plain: str | None = None
 
 
 class GuardConfig(Strict):

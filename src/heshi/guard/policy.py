@@ -27,6 +27,18 @@ DEFAULT_POLICY = (
     "答。"
 )
 
+# What a request the classifier reads as plainly safe gets when it has no system prompt of
+# its own: without one, Qwen's template says only "You are Qwen, created by Alibaba Cloud",
+# and a 1.5B model then declines history (作为阿里云开发的大型语言模型，我不会对政治问题发表
+# 评论), safety education and service questions it can answer (docs/benchmarks.md).
+PLAIN_POLICY = (
+    "你是一个乐于助人的中文助手。请直接、认真地回答用户的问题或完成用户的请求。历史、时事、医学"
+    "、心理、法律、反诈防骗、安全防范、性教育、文学创作和日常办公等话题都是正常请求，应给出准确"
+    "、有用的内容，不要以“不便评论”“无法提供”为由推脱。如果回答需要你并不掌握的具体信息（比如"
+    "某家公司的价格、营业时间、订单或账户情况），就说明你查不到这些信息，并告诉用户可以从哪里查"
+    "询、怎样办理。"
+)
+
 CAUTION = (
     "注意：安全审查认为用户最新的请求可能涉及“{risk}”风险。"
     "如果它要求提供上面列出的有害内容，必须拒绝；如果只是咨询、科普、求助或正常业务，照常回答。"
@@ -50,6 +62,24 @@ def policy_text(cfg: AnsweringPolicyConfig, flagged: list[str]) -> str:
         names = dict.fromkeys(tc260_risks().get(r, r) for r in flagged)
         text = "\n\n".join([text, *(CAUTION.format(risk=name) for name in names)])
     return text
+
+
+def plain_text(cfg: AnsweringPolicyConfig) -> str:
+    """The system prompt for a plainly safe request that has none ("" = leave it alone)."""
+    if not cfg.enabled:
+        return ""
+    return cfg.plain if cfg.plain is not None else PLAIN_POLICY
+
+
+def apply_plain(body: JSON, text: str) -> None:
+    """``text`` as the system message of a chat request that has none. A caller's own
+    system prompt is its application's (只回答本行业务) and is left as it is."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not text:
+        return
+    if any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+        return
+    messages.insert(0, {"role": "system", "content": text})
 
 
 def apply_policy(body: JSON, text: str) -> None:

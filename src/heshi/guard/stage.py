@@ -28,7 +28,7 @@ from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.guard_model import Consult, judge
 from heshi.guard.judges import ESTIMATES, bound, classified, model_hits, scored
 from heshi.guard.pii import masked, redact, scan
-from heshi.guard.policy import apply_policy, policy_text, wanted
+from heshi.guard.policy import apply_plain, apply_policy, plain_text, policy_text, wanted
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.suspension import SuspensionTracker
@@ -231,6 +231,8 @@ class GuardStage:
         if not result.blocked and wanted(cfg.policy, result.score, bool(result.hits)):
             flagged = [h.risk for h in result.hits if h.action == "flag"]
             apply_policy(body, policy_text(cfg.policy, flagged))
+        elif not result.blocked:
+            apply_plain(body, plain_text(cfg.policy))
         return result
 
     async def _count(self, key_id: str, violated: bool, cfg: GuardConfig) -> None:
