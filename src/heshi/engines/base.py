@@ -7,7 +7,8 @@ they never build HTTP responses themselves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,6 +96,44 @@ class CostBounded(Protocol):
         """The most tokens (prompt and completion) ``body`` can be charged; None: no bound
         beyond the usual one."""
         ...
+
+
+class CallControl:
+    """What the gateway hands an engine for one non-streaming answer (through ``CALL``):
+    a place to report the model work each call did, and a way to stop the calls when the
+    client has left (:meth:`stop`).
+
+    An engine that can stop a generation and count what it decoded (the embedded one)
+    registers its stop while it generates and reports every call's usage, finished or
+    stopped; the gateway then charges what was done. An engine that cannot (an HTTP
+    upstream, whose cost is known only from its answer) does neither: its answer runs to
+    the end and is charged in full, as before.
+    """
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.spent: JSON | None = None  # the usage of every call so far, summed
+        self._stops: list[Callable[[], None]] = []
+
+    def add(self, usage: JSON | None) -> None:
+        """Count one call's usage (a call that decoded nothing adds nothing)."""
+        if usage and (usage.get("prompt_tokens") or usage.get("completion_tokens")):
+            self.spent = add_usage(self.spent, usage)
+
+    def on_stop(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Run ``stop`` if the client leaves; returns the function that unregisters it."""
+        self._stops.append(stop)
+        return lambda: self._stops.remove(stop) if stop in self._stops else None
+
+    def stop(self) -> None:
+        """The client has left: stop what is generating (on the event loop's thread)."""
+        self.gone = True
+        for stop in list(self._stops):
+            stop()
+
+
+# The control of the non-streaming answer being generated in this context, if any.
+CALL: ContextVar[CallControl | None] = ContextVar("heshi_call", default=None)
 
 
 def stream_usage(source: object) -> JSON | None:

@@ -39,10 +39,9 @@ from heshi.engines.local_streams import (
     LocalStream,
     ThinkStream,
     ToolStream,
-    error_from,
-    is_error,
 )
 from heshi.engines.local_tools import ToolCalling
+from heshi.engines.local_unary import call_whole
 from heshi.engines.reasoning import OPEN as THINK_OPEN
 from heshi.engines.reasoning import Thinking, soft_switch, split_text
 from heshi.engines.toolcalls import (
@@ -284,22 +283,10 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         return self.config.ctx - prompt_tokens
 
     async def _call_once(self, handler: Handler, body: JSON) -> JSON:
+        """One whole answer, generated as a stream so that it stops when its client
+        leaves (``heshi.engines.local_unary``)."""
         self._check_budget(body)
-        result: list[bytes] = []
-
-        def on_result(data: bytes) -> bool:
-            result.append(data)
-            return False
-
-        loop = asyncio.get_running_loop()
-        payload = orjson.dumps(body | {"stream": False})
-        await loop.run_in_executor(self._executor, handler, payload, on_result)
-        if not result:
-            raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
-        parsed = orjson.loads(result[0])
-        if is_error(parsed):
-            raise error_from(parsed)
-        return dict(parsed)
+        return await call_whole(handler, body, self._executor)
 
     def _stream(self, handler: Handler, body: JSON) -> LocalStream:
         self._check_budget(body)

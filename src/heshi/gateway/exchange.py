@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from heshi.engines.base import JSON
+from heshi.engines.base import JSON, CallControl
 from heshi.errors import HeshiError
 from heshi.routing.router import RouteFacts
 
@@ -101,6 +101,9 @@ class Exchange:
     produce_id: str | None = None  # the AIGC label's ProduceID of the answer
     generated: bool = False  # a backend started answering: its work is charged
     usage: Usage = field(default_factory=Usage)
+    # the control of a whole (non-streamed) answer: stops it when the client leaves and
+    # holds what the engine did, to charge a stopped answer (``engines.base.CallControl``)
+    control: CallControl = field(default_factory=CallControl)
     first_token_at: float | None = None
     status: int = 200
     reason: str = "ok"

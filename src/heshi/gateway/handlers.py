@@ -9,6 +9,8 @@ whatever happens the request is recorded once (ledger row, metrics, audit).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -140,7 +142,7 @@ class Gateway:
             await self.recorder.finish(x)
             return self.refusal(request, x, exc)
         try:
-            outcome = await (self.pipeline.stream(x) if x.stream else self.pipeline.unary(x))
+            outcome = await (self.pipeline.stream(x) if x.stream else self._whole(request, x))
         except HeshiError as exc:
             return self.refusal(request, x, exc)  # the pipeline has recorded it
         if isinstance(outcome, OpenStream):
@@ -149,6 +151,23 @@ class Gateway:
             kind: Kind = "chat" if endpoint == "chat" else "completions"
             return outcome.reply(kind, x.model, x.request_id, x.stream, x.response_headers())
         return json_reply(outcome, headers=x.response_headers())
+
+    async def _whole(self, request: Request, x: Exchange) -> JSON | Refusal:
+        """A whole (non-streamed) answer, stopped if the client leaves while it is made: a
+        client that gave up must not keep a slot decoding for no one. What the engine did
+        by then is charged (``CallControl``)."""
+
+        async def watch() -> None:
+            with contextlib.suppress(Exception):
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                x.control.stop()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            return await self.pipeline.unary(x)
+        finally:
+            watcher.cancel()
 
     async def _accept(self, request: Request, schema: type[BaseModel], x: Exchange) -> None:
         """Authenticate, read, parse and validate; fill in who asks for what."""
