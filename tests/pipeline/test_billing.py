@@ -31,7 +31,7 @@ from tests.governance.conftest import (
     row_for,
 )
 from tests.loopback import serve_app
-from tests.pipeline.conftest import raw_chat_post
+from tests.pipeline.conftest import raw_chat_post, wait_recorded_and_freed
 
 
 def _post_stream_and_leave(url: str, body: dict[str, Any], key: str, frames: int) -> str:
@@ -267,16 +267,7 @@ def test_a_raw_socket_that_never_reads_its_stream_is_charged_and_freed(
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(raw_chat_post(payload, plaintext))
-        wait_until(
-            lambda: gov.ledger.flush() and ledger_rows(store_db),
-            timeout=20,
-            message="the unread stream was never recorded",
-        )
-        wait_until(
-            lambda: local.stats()["requests_processing"] == 0,
-            timeout=20,
-            message="the slot is still busy",
-        )
+        wait_recorded_and_freed(gov, store_db, local, "the unread stream")
     (row,) = ledger_rows(store_db)
     assert row["status"] in {200, 499}  # 200 if it finished before the close was seen
     assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0

@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,11 +25,11 @@ from tests.conftest import TINY_NAME, tiny_engine_config
 from tests.fakes.waiting import wait_until
 from tests.governance.conftest import bearer, ledger_rows
 from tests.loopback import serve_app
-from tests.pipeline.conftest import raw_chat_post
+from tests.pipeline.conftest import raw_chat_post, wait_recorded_and_freed
 from tests.tinymodel import build_tiny_qwen2_gguf
 
-CTX = 4096
-LONG = 4000  # thousands of tokens at a long context: seconds of decoding on one thread
+CTX = 16384
+LONG = 16000  # at a long context: more than a minute of decoding on one thread
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +71,7 @@ def test_a_client_that_leaves_stops_its_whole_answer_and_is_charged_what_was_dec
                 message="the answer never started",
             )
         # the client is gone: the slot is freed and the request recorded
-        wait_until(
-            lambda: gov.ledger.flush() and ledger_rows(store_db),
-            timeout=20,
-            message="the abandoned answer was never recorded",
-        )
-        wait_until(
-            lambda: local.stats()["requests_processing"] == 0,
-            timeout=20,
-            message="the slot is still busy",
-        )
+        wait_recorded_and_freed(gov, store_db, local, "the abandoned answer")
         decoded = local.stats()["tokens_predicted_total"] - before
         # and the one slot answers the next client
         r = httpx.post(
@@ -136,3 +128,68 @@ async def test_the_engine_stops_a_whole_answer_when_told_and_reports_its_usage(
         assert control.spent is not None and control.spent["completion_tokens"] == 7
     finally:
         await engine.close()
+
+
+async def test_an_answer_stopped_while_it_waits_for_a_slot_never_starts(long_gguf: Path) -> None:
+    """One slot, busy: a second answer waits for it; stopped while it waits, it ends at
+    once and the engine never processes its prompt."""
+    config = tiny_engine_config(long_gguf, ctx=CTX, parallel=1)
+    engine = LlamaCppEngine(TINY_NAME, long_gguf, config)
+    await engine.start()
+    try:
+        first, second = CallControl(), CallControl()
+        token = CALL.set(first)
+        busy = asyncio.ensure_future(engine.chat(_body()))
+        CALL.reset(token)
+        for _ in range(2000):
+            if engine.stats()["requests_processing"]:
+                break
+            await asyncio.sleep(0.01)
+        token = CALL.set(second)
+        waiting = asyncio.ensure_future(engine.chat(_body()))
+        CALL.reset(token)
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        second.stop()
+        with pytest.raises(ClientGone):
+            await waiting
+        assert not busy.done()  # the first still holds the slot
+        assert second.spent is None
+        first.stop()
+        with pytest.raises(ClientGone):
+            await busy
+        assert first.spent is not None and first.spent["completion_tokens"] < LONG
+    finally:
+        await engine.close()
+
+
+async def test_a_whole_answer_is_what_llama_cpp_answers_whole(tiny_engine: LlamaCppEngine) -> None:
+    """Joined from the stream, the answer has the text, finish reason, usage and log-
+    probabilities llama.cpp's own non-streaming reply has; a request with a stop string
+    is asked for whole (the stream would drop text held back for it: here all of it)."""
+    server = tiny_engine._require_server()
+
+    def direct(handler: Any, body: dict[str, Any]) -> dict[str, Any]:
+        out: list[bytes] = []
+        handler(json.dumps(body | {"stream": False}).encode(), lambda d: out.append(d) and False)
+        return dict(json.loads(out[0]))
+
+    chat = {
+        "messages": [{"role": "user", "content": "你好"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 1,
+    }
+    ours, theirs = await tiny_engine.chat(chat), direct(server.handle_chat_completions, chat)
+    assert ours["object"] == theirs["object"] == "chat.completion"
+    assert ours["choices"][0]["message"] == theirs["choices"][0]["message"]
+    assert ours["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]
+    assert ours["choices"][0]["logprobs"] == theirs["choices"][0]["logprobs"]
+    assert ours["usage"].keys() == theirs["usage"].keys()
+    assert ours["usage"]["completion_tokens"] == theirs["usage"]["completion_tokens"] == 6
+    for stop in ([], ["你好"]):
+        text = {"prompt": "\n", "max_tokens": 6, "temperature": 0, "stop": stop}
+        ours, theirs = await tiny_engine.completion(text), direct(server.handle_completions, text)
+        assert ours["choices"][0]["text"] == theirs["choices"][0]["text"] == "你你"
+        assert ours["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         self._counter: aiohttp.ClientSession | None = None
         self._counter_loop: asyncio.AbstractEventLoop | None = None
         self.thinking: Thinking | None = None  # known once started
+        # generations in llama.cpp at once: one per slot (``local_streams.LocalStream``)
+        self.slots = threading.Semaphore(config.parallel)
 
     @classmethod
     def from_store(cls, store: ModelStore, config: LocalEngineConfig) -> LlamaCppEngine:
@@ -282,18 +285,19 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         """What a request without ``max_tokens`` may generate: the rest of its context."""
         return self.config.ctx - prompt_tokens
 
-    async def _call_once(self, handler: Handler, body: JSON) -> JSON:
+    async def _call_once(self, handler: Handler, body: JSON, *, charged: bool = True) -> JSON:
         """One whole answer, generated as a stream so that it stops when its client
-        leaves (``heshi.engines.local_unary``)."""
+        leaves (``heshi.engines.local_unary``); ``charged=False``: its tokens are the
+        engine's overhead, not reported to the gateway's control."""
         self._check_budget(body)
-        return await call_whole(handler, body, self._executor)
+        return await call_whole(handler, body, self._executor, self.slots, charged=charged)
 
     def _stream(self, handler: Handler, body: JSON) -> LocalStream:
         self._check_budget(body)
         # Every chunk then carries llama.cpp's running counts (prompt_n, predicted_n): what
         # a stream cost is known however it ends, tokens decoded after the client left too.
         payload = orjson.dumps(body | {"stream": True, "timings_per_token": True})
-        return LocalStream(handler, payload, self._executor)
+        return LocalStream(handler, payload, self._executor, self.slots)
 
     async def chat(self, body: JSON) -> JSON:
         """Non-streaming chat completion."""

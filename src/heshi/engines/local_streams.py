@@ -80,6 +80,15 @@ def usage_of(timings: JSON) -> JSON:
     return {"prompt_tokens": prompt, "completion_tokens": int(timings.get("predicted_n", 0))}
 
 
+def take(slots: threading.Semaphore | None, cancelled: threading.Event) -> bool:
+    """A slot for a request's worker (all of them when ``slots`` is None); False when the
+    request is stopped while it waits (looked at every 50 ms)."""
+    while not cancelled.is_set():
+        if slots is None or slots.acquire(timeout=0.05):
+            return True
+    return False
+
+
 class LocalStream:
     """One streamed generation on llama.cpp's slot loop (see the module docstring).
 
@@ -89,7 +98,13 @@ class LocalStream:
     then counts every token the engine decoded — those no one read included.
     """
 
-    def __init__(self, handler: Handler, payload: bytes, executor: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        payload: bytes,
+        executor: Any,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         self.usage: JSON | None = None
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._cancelled = threading.Event()
@@ -106,8 +121,16 @@ class LocalStream:
             return False
 
         def run() -> None:
+            # ``slots`` (one per llama.cpp slot): a request waits here rather than in
+            # llama.cpp's queue, where nothing can reach it until its first token — so one
+            # stopped while it waits is never started
             try:
-                handler(payload, on_chunk)
+                if take(slots, self._cancelled):
+                    try:
+                        handler(payload, on_chunk)
+                    finally:
+                        if slots is not None:
+                            slots.release()
             except Exception as exc:
                 loop.call_soon_threadsafe(self._queue.put_nowait, exc)
             finally:

@@ -54,7 +54,7 @@ class _Engine(Protocol):
 
     async def render_prompt(self, body: JSON) -> str: ...
 
-    async def _call_once(self, handler: Any, body: JSON) -> JSON: ...
+    async def _call_once(self, handler: Any, body: JSON, *, charged: bool = True) -> JSON: ...
 
     def _require_server(self) -> Any: ...
 
@@ -192,6 +192,7 @@ class ToolCalling(_Engine):
             completion = await self._call_once(
                 self._require_server().handle_completions,
                 question.completion_body(self.model_name),
+                charged=False,  # the engine's overhead, whether the client stays or not
             )
         except ContextLengthExceeded:  # the question did not fit; the answer alone may
             return None

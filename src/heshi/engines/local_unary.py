@@ -11,27 +11,42 @@ and every call's usage is reported, so the work done before the client left is c
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import orjson
 
 from heshi.engines.base import CALL, JSON
-from heshi.engines.local_streams import Handler, LocalStream
+from heshi.engines.local_streams import Handler, LocalStream, error_from, is_error, take
 from heshi.errors import ClientGone, EngineError
 
 GONE = "客户端已断开，生成已停止 / client closed the connection; generation stopped"
 
 
-async def call_whole(handler: Handler, body: JSON, executor: Any) -> JSON:
+async def call_whole(
+    handler: Handler,
+    body: JSON,
+    executor: Any,
+    slots: threading.Semaphore | None = None,
+    *,
+    charged: bool = True,
+) -> JSON:
     """``body`` answered whole by ``handler`` (chat or text completion), generated as a
-    stream; ``ClientGone`` when the gateway's control says the client left."""
+    stream; ``ClientGone`` when the gateway's control says the client left. Its usage is
+    reported to the control unless ``charged`` is false (the engine's own overhead)."""
     control = CALL.get()
     if control is not None and control.gone:
         raise ClientGone(GONE)
+    if body.get("stop"):
+        # llama.cpp's stream drops the text it holds back as a possible start of a stop
+        # string when the length limit ends the answer ("你你" came back as ""): such an
+        # answer is asked for whole, and runs to its end whatever the client does
+        return await _unstoppable(handler, body, executor, slots)
     # the usage chunk is asked for: it is the one the whole answer would have carried
     extra = {"stream": True, "timings_per_token": True, "stream_options": {"include_usage": True}}
     payload = orjson.dumps(body | extra)
-    stream = LocalStream(handler, payload, executor)
+    stream = LocalStream(handler, payload, executor, slots)
     unregister = control.on_stop(stream.abort) if control is not None else None
     chunks: list[JSON] = []
     try:
@@ -40,14 +55,42 @@ async def call_whole(handler: Handler, body: JSON, executor: Any) -> JSON:
     finally:
         if unregister is not None:
             unregister()
-        await stream.aclose()  # waits for the worker: the counts are final
-        if control is not None:
-            control.add(stream.usage)
+        try:
+            await stream.aclose()  # waits for the worker: the counts are final
+        finally:
+            if control is not None and charged:
+                control.add(stream.usage)
     if control is not None and control.gone:
         raise ClientGone(GONE)
     if not chunks:
         raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
     return whole(chunks, stream.usage)
+
+
+async def _unstoppable(
+    handler: Handler, body: JSON, executor: Any, slots: threading.Semaphore | None
+) -> JSON:
+    result: list[bytes] = []
+
+    def on_result(data: bytes) -> bool:
+        result.append(data)
+        return False
+
+    def run() -> None:
+        take(slots, threading.Event())
+        try:
+            handler(orjson.dumps(body | {"stream": False}), on_result)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    await asyncio.get_running_loop().run_in_executor(executor, run)
+    if not result:
+        raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
+    parsed = orjson.loads(result[0])
+    if is_error(parsed):
+        raise error_from(parsed)
+    return dict(parsed)
 
 
 def whole(chunks: list[JSON], counted: JSON | None) -> JSON:
@@ -80,9 +123,11 @@ def whole(chunks: list[JSON], counted: JSON | None) -> JSON:
         "model": last.get("model"),
         "system_fingerprint": last.get("system_fingerprint"),
         "object": "chat.completion" if chat else "text_completion",
-        "usage": usage or _usage(counted, timings),
         "id": last.get("id"),
     }
+    usage = usage or _usage(counted, timings)
+    if usage is not None:  # unknown: the gateway then counts the text (never free)
+        result["usage"] = usage
     if timings is not None:
         result["timings"] = timings
     return result
@@ -130,7 +175,9 @@ def _add_logprobs(out: JSON, logprobs: object) -> None:
             held[key] = value
 
 
-def _usage(counted: JSON | None, timings: JSON | None) -> JSON:
+def _usage(counted: JSON | None, timings: JSON | None) -> JSON | None:
+    if counted is None:
+        return None
     prompt = int((counted or {}).get("prompt_tokens") or 0)
     completion = int((counted or {}).get("completion_tokens") or 0)
     cached = int((timings or {}).get("cache_n") or 0)

@@ -22,6 +22,7 @@ import orjson
 
 from heshi.engines.base import CALL, JSON
 from heshi.engines.sizing import text_tokens
+from heshi.errors import ClientGone
 from heshi.gateway.exchange import Exchange, Usage
 from heshi.gateway.record import Recorder
 from heshi.gateway.replies import Refusal
@@ -174,23 +175,17 @@ class Pipeline:
 
     async def _generate(self, x: Exchange) -> JSON:
         op = _UNARY_OPS[x.endpoint]
-        control = x.control
-        outer = CALL.get()  # the answer this one is part of (a knowledge base's judge)
-        unchain = outer.on_stop(control.stop) if outer is not None else None
-        if outer is not None and outer.gone:
-            control.stop()
+        control = x.control  # a knowledge base's model calls run under it too
         token = CALL.set(control)
         try:
             routed = await self.router.call(_plan(x), op, x.body, x.route)
-        except BaseException:
-            if control.spent:  # stopped (the client left) or failed after model work
+        except ClientGone:
+            if control.spent:  # stopped when the client left: what was decoded is charged
                 x.generated = True
                 x.usage.report(control.spent)
             raise
         finally:
             CALL.reset(token)
-            if unchain is not None:
-                unchain()
         x.generated = True
         result = routed.value
         x.usage.report(result.get("usage"))
