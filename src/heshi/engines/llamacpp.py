@@ -35,14 +35,10 @@ from heshi.engines.llamacpp_requests import (
     thought_of,
 )
 from heshi.engines.local_embed import EmbeddingCalls
-from heshi.engines.local_streams import (
-    Handler,
-    LocalStream,
-    ThinkStream,
-    ToolStream,
-)
+from heshi.engines.local_streams import ThinkStream, ToolStream
 from heshi.engines.local_tools import ToolCalling
 from heshi.engines.local_unary import call_whole
+from heshi.engines.local_worker import Handler, LocalStream
 from heshi.engines.reasoning import OPEN as THINK_OPEN
 from heshi.engines.reasoning import Thinking, soft_switch, split_text
 from heshi.engines.toolcalls import (
@@ -78,7 +74,7 @@ class LlamaCppEngine(ToolCalling, EmbeddingCalls):
         self._counter: aiohttp.ClientSession | None = None
         self._counter_loop: asyncio.AbstractEventLoop | None = None
         self.thinking: Thinking | None = None  # known once started
-        # generations in llama.cpp at once: one per slot (``local_streams.LocalStream``)
+        # generations in llama.cpp at once: one per slot (``local_worker.in_slot``)
         self.slots = threading.Semaphore(config.parallel)
 
     @classmethod

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 
 from heshi.engines.base import JSON
-from heshi.engines.local_streams import message_of
+from heshi.engines.local_worker import message_of
 from heshi.engines.toolcalls import Thought, json_grammar
 from heshi.errors import InvalidRequest
 

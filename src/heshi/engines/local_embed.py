@@ -11,7 +11,7 @@ import orjson
 
 from heshi.config import LocalEngineConfig
 from heshi.engines.base import JSON
-from heshi.engines.local_streams import error_from, is_error
+from heshi.engines.local_worker import error_from, is_error
 from heshi.engines.rerank import documents_text, from_llamacpp, rerank_by_embeddings
 from heshi.errors import CapabilityMissing
 

@@ -1,59 +1,24 @@
-"""Replies from the in-process llama-server, as the gateway takes them: llama.cpp's
-error JSON turned into typed errors, and its streamed results read as chunk streams —
-plain (:class:`LocalStream`), with tool calls (:class:`ToolStream`) and with a thinking
-model's thought split out (:class:`ThinkStream`)."""
+"""Replies from the in-process llama-server read as the gateway's chunk streams: with
+tool calls (:class:`ToolStream`) and with a thinking model's thought split out
+(:class:`ThinkStream`), both over the plain :class:`~heshi.engines.local_worker.LocalStream`."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from heshi.engines.base import JSON, add_usage
+from heshi.engines.local_worker import LocalStream
 from heshi.engines.reasoning import Kind, ThinkSplitter, split_text
 from heshi.engines.toolcalls import ToolRequest
 from heshi.engines.toolparse import Event, ToolCallParser, chat_message
-from heshi.errors import ContextLengthExceeded, EngineError, HeshiError, InvalidRequest
 
 if TYPE_CHECKING:
     from heshi.engines.llamacpp import LlamaCppEngine
 
-END = object()
 # an answer the which-function question left to the model is held this long before it
 # is sent: time to see whether it claims an action done that no call carried out
 HOLD_CHARS = 64
-Handler = Callable[[bytes, Callable[[bytes], bool]], None]
-
-
-def error_from(payload: JSON) -> HeshiError:
-    """Turn llama.cpp's error JSON into our typed error."""
-    err = payload.get("error", payload)
-    if not isinstance(err, dict):
-        return EngineError(f"llama.cpp error: {err}")
-    message = str(err.get("message", "unknown llama.cpp error"))
-    if err.get("type") == "exceed_context_size_error":
-        return ContextLengthExceeded(
-            prompt_tokens=int(err.get("n_prompt_tokens", 0)),
-            max_tokens=None,
-            context=int(err.get("n_ctx", 0)),
-        )
-    if int(err.get("code", 500)) == 400 or err.get("type") == "invalid_request_error":
-        return InvalidRequest(f"llama.cpp: {message}")
-    return EngineError(f"llama.cpp: {message}")
-
-
-def message_of(payload: Any) -> str:
-    err = payload.get("error", payload) if isinstance(payload, dict) else payload
-    return str(err.get("message", err)) if isinstance(err, dict) else str(err)
-
-
-def is_error(payload: JSON) -> bool:
-    return "error" in payload or ("code" in payload and "message" in payload)
 
 
 def _is_finish(chunk: JSON) -> bool:
@@ -73,118 +38,6 @@ def read_tool_answer(
         reasoning, text = split_text(text, opened=opened)
     message, called = chat_message(text, ToolCallParser(tools.names if calls else frozenset()))
     return message, called, reasoning
-
-
-def usage_of(timings: JSON) -> JSON:
-    prompt = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": int(timings.get("predicted_n", 0))}
-
-
-def take(slots: threading.Semaphore | None, cancelled: threading.Event) -> bool:
-    """A slot for a request's worker (all of them when ``slots`` is None); False when the
-    request is stopped while it waits (looked at every 50 ms)."""
-    while not cancelled.is_set():
-        if slots is None or slots.acquire(timeout=0.05):
-            return True
-    return False
-
-
-class LocalStream:
-    """One streamed generation on llama.cpp's slot loop (see the module docstring).
-
-    The request runs on a worker thread that hands each chunk to the event loop through a
-    queue. ``abort()`` (or ``aclose()``) makes llama.cpp drop the task at its next chunk,
-    which frees the slot; ``aclose()`` also waits for the worker to return, so ``usage``
-    then counts every token the engine decoded — those no one read included.
-    """
-
-    def __init__(
-        self,
-        handler: Handler,
-        payload: bytes,
-        executor: Any,
-        slots: threading.Semaphore | None = None,
-    ) -> None:
-        self.usage: JSON | None = None
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._cancelled = threading.Event()
-        self._last_timings: bytes | None = None  # the newest chunk that carried counts
-        self._done = False
-        loop = asyncio.get_running_loop()
-
-        def on_chunk(data: bytes) -> bool:
-            if b'"timings"' in data:
-                self._last_timings = data  # a reference swap: safe from this thread
-            if self._cancelled.is_set():
-                return True  # tells llama.cpp to drop the task and free the slot
-            loop.call_soon_threadsafe(self._queue.put_nowait, data)
-            return False
-
-        def run() -> None:
-            # ``slots`` (one per llama.cpp slot): a request waits here rather than in
-            # llama.cpp's queue, where nothing can reach it until its first token — so one
-            # stopped while it waits is never started
-            try:
-                if take(slots, self._cancelled):
-                    try:
-                        handler(payload, on_chunk)
-                    finally:
-                        if slots is not None:
-                            slots.release()
-            except Exception as exc:
-                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(self._queue.put_nowait, END)
-
-        self._job = loop.run_in_executor(executor, run)
-
-    def __aiter__(self) -> LocalStream:
-        return self
-
-    async def __anext__(self) -> JSON:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is END:
-            self._done = True
-            self._count()
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            raise EngineError(f"llama.cpp: {item}") from item
-        assert isinstance(item, bytes)
-        chunk: JSON = orjson.loads(item)
-        if is_error(chunk):
-            raise error_from(chunk)
-        timings = chunk.get("timings")
-        if isinstance(timings, dict):
-            self.usage = usage_of(timings)
-            if "usage" not in chunk:
-                del chunk["timings"]  # llama.cpp sends them only at the end unless asked
-        return chunk
-
-    def abort(self) -> None:
-        """Stop generating at the next token; a pending ``__anext__`` ends at once."""
-        if not self._cancelled.is_set():
-            self._cancelled.set()
-            self._queue.put_nowait(END)
-
-    async def aclose(self) -> None:
-        """Stop generating and wait for the worker thread, then count what it decoded."""
-        self.abort()
-        self._done = True
-        if not self._job.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._job)
-        self._count()
-
-    def _count(self) -> None:
-        data = self._last_timings
-        if data is None:
-            return
-        with contextlib.suppress(ValueError):
-            timings = orjson.loads(data).get("timings")
-            if isinstance(timings, dict):
-                self.usage = usage_of(timings)
 
 
 class ToolStream:

@@ -18,7 +18,14 @@ from typing import Any
 import orjson
 
 from heshi.engines.base import CALL, JSON
-from heshi.engines.local_streams import Handler, LocalStream, error_from, is_error, take
+from heshi.engines.local_worker import (
+    NOTHING,
+    Handler,
+    LocalStream,
+    error_from,
+    in_slot,
+    is_error,
+)
 from heshi.errors import ClientGone, EngineError
 
 GONE = "客户端已断开，生成已停止 / client closed the connection; generation stopped"
@@ -63,7 +70,7 @@ async def call_whole(
     if control is not None and control.gone:
         raise ClientGone(GONE)
     if not chunks:
-        raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
+        raise EngineError(NOTHING)
     return whole(chunks, stream.usage)
 
 
@@ -76,17 +83,14 @@ async def _unstoppable(
         result.append(data)
         return False
 
+    payload = orjson.dumps(body | {"stream": False})
+
     def run() -> None:
-        take(slots, threading.Event())
-        try:
-            handler(orjson.dumps(body | {"stream": False}), on_result)
-        finally:
-            if slots is not None:
-                slots.release()
+        in_slot(slots, threading.Event(), lambda: handler(payload, on_result))
 
     await asyncio.get_running_loop().run_in_executor(executor, run)
     if not result:
-        raise EngineError("llama.cpp 没有返回结果 / llama.cpp returned nothing")
+        raise EngineError(NOTHING)
     parsed = orjson.loads(result[0])
     if is_error(parsed):
         raise error_from(parsed)
@@ -178,8 +182,8 @@ def _add_logprobs(out: JSON, logprobs: object) -> None:
 def _usage(counted: JSON | None, timings: JSON | None) -> JSON | None:
     if counted is None:
         return None
-    prompt = int((counted or {}).get("prompt_tokens") or 0)
-    completion = int((counted or {}).get("completion_tokens") or 0)
+    prompt = int(counted.get("prompt_tokens") or 0)
+    completion = int(counted.get("completion_tokens") or 0)
     cached = int((timings or {}).get("cache_n") or 0)
     return {
         "completion_tokens": completion,
