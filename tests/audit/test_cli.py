@@ -141,3 +141,42 @@ def test_verify_without_a_key_says_what_it_could_not_check(
     assert code == 1 and "only the hash chain was checked" in err and "--unkeyed" in err
     code, out, _ = heshi("audit", "verify", "--unkeyed", "--config", str(config))
     assert code == 0 and "intact" in out
+
+
+def test_rehead_after_a_database_replaced_on_purpose(
+    config: Path, database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/audit.md, "Starting over with a new database"."""
+    home = tmp_path / "home"
+    key = audit_key(home, create=True)
+    path = head_path(home, database.url)
+    log = AuditLog(database, key=key, head=path)
+    for n in range(1, 4):
+        log.append(entry(n))
+    for seq in (1, 2, 3):  # the old chain is gone: an empty database in its place
+        delete_row(database, seq)
+    fresh = AuditLog(database, key=key, head=path)
+    fresh.append(entry(1))  # the gateway goes on writing; the head cannot move
+    alarms = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
+    assert alarms and "heshi audit rehead --yes" in alarms[0]
+    code, _, err = heshi("audit", "verify", "--config", str(config))
+    assert code == 1 and "truncated" in err and "heshi audit rehead --yes" in err
+    before = path.read_bytes()
+
+    code, _, err = heshi("audit", "rehead", "--config", str(config))
+    assert code != 0 and "--yes" in err and path.read_bytes() == before  # nothing done
+
+    code, out, err = heshi("audit", "rehead", "--yes", "--config", str(config))
+    assert code == 0, err
+    kept = list(path.parent.glob(path.name + ".*.old"))
+    assert len(kept) == 1 and kept[0].read_bytes() == before  # the evidence is kept
+    assert str(kept[0]) in out and "new head from seq 1" in out
+    code, out, _ = heshi("audit", "verify", "--config", str(config))
+    assert code == 0 and "intact" in out
+    records = list(AuditLog(database, key=key).records())
+    assert json.loads(records[-1].input)["admin_action"] == "audit.rehead"
+    caplog.clear()
+    AuditLog(database, key=key, head=path).append(entry(2))  # and the head moves on again
+    assert not [r for r in caplog.records if "no longer holds" in r.getMessage()]
+    code, _, _ = heshi("audit", "verify", "--config", str(config))
+    assert code == 0

@@ -186,9 +186,11 @@ class AuditLog:
             if not self._head_stuck_logged:  # every batch after would repeat it
                 self._head_stuck_logged = True
                 log.critical(
-                    "审计链头文件 %s 所指记录已不在数据库中，链头不再前移 / the audit head file "
-                    "%s names a record the database no longer holds: the head is not moved "
-                    "(heshi audit verify)", self.head, self.head,
+                    "审计链头文件 %s 所指记录已不在数据库中，链头不再前移；若是有意换了新数据库，"
+                    "请运行 heshi audit rehead --yes / the audit head file %s names a record "
+                    "the database no longer holds: the head is not moved (heshi audit verify). "
+                    "If you replaced the database on purpose, run heshi audit rehead --yes",
+                    self.head, self.head,
                 )  # fmt: skip
             return
         try:

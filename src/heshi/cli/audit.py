@@ -20,19 +20,30 @@ from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
+from sqlalchemy import select
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
-from heshi.audit.head import HEAD_FILE, HEADS_DIR, audit_key, head_path
+from heshi.audit.head import (
+    HEAD_FILE,
+    HEADS_DIR,
+    Head,
+    audit_key,
+    head_path,
+    store_identity,
+    write_head,
+)
+from heshi.audit.records import GENESIS_HASH
 from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.config import load_config
 from heshi.errors import ConfigError
+from heshi.store.tables import audit_log
 
 SHOWN_ISSUES = 20
 
 app = typer.Typer(
-    help="审计日志：校验、导出、剪除（仅限本机管理员）。"
-    "/ The audit log: verify, export, prune (local administrators only).",
+    help="审计日志：校验、导出、剪除、重设链头（仅限本机管理员）。"
+    "/ The audit log: verify, export, prune, rehead (local administrators only).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -199,6 +210,74 @@ def prune(
             f"{result.checkpoint_seq} / removed {result.removed} records older than {cutoff} "
             f"UTC; checkpoint at seq {result.checkpoint_seq}"
         )
+
+
+@app.command(
+    "rehead",
+    help="有意换了新数据库后：移走旧链头文件，为本库最新记录写新链头（哈希链须完整）。"
+    "/ After replacing the database on purpose: move the old head file aside and note this "
+    "database's newest record (its chain must verify).",
+)
+def rehead(
+    config: ConfigOption = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="确认数据库是有意更换的 / Confirm the database was replaced on purpose: the "
+            "new head vouches for it as it is now.",
+        ),
+    ] = False,
+) -> None:
+    """A head file that names a record the database no longer holds is what deleted newest
+    records look like, and also what a database replaced on purpose looks like: only the
+    administrator can tell. This keeps the old file (renamed) and starts a new head, and
+    records the action in the log."""
+    from heshi.admin.service import ADMIN_TENANT, AdminService
+    from heshi.cli.admin import cli_actor
+
+    with reporting_errors():
+        cfg = load_config(config)
+        key = audit_key(cfg.home)
+        if key is None:
+            raise ConfigError(
+                "没有审计密钥（HESHI_AUDIT_KEY 或 $HESHI_HOME/audit.key），无法签署链头 / no "
+                "audit key (HESHI_AUDIT_KEY or $HESHI_HOME/audit.key): a head cannot be signed"
+            )
+        if not yes:
+            raise ConfigError(
+                "新链头将为数据库的现状作保；确认是有意更换的数据库请加 --yes / the new head "
+                "vouches for the database as it is now: add --yes if you replaced it on purpose"
+            )
+        with open_database(cfg) as db:
+            path = head_path(cfg.home, db.url)
+            report = AuditLog(db, key=key).verify()  # the chain itself, without the head
+            if not report.intact:
+                raise ConfigError(
+                    f"哈希链本身已损坏，重设链头无法修复 / the chain itself is broken, which a "
+                    f"new head would not repair: {report.issues[0]}"
+                )
+            kept = None
+            if path.exists():
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                kept = path.with_name(f"{path.name}.{stamp}.old")
+                path.rename(kept)
+            c = audit_log.c
+            with db.read() as conn:
+                tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+            start = Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH)
+            write_head(path, key, start, store=store_identity(db.url))
+            AdminService(db, AuditLog(db, key=key, head=path)).record(
+                cli_actor(), "audit.rehead", ADMIN_TENANT,
+                {"head_file": str(path)}, {"old_head_kept_as": str(kept) if kept else None,
+                                           "from_seq": start.seq},
+            )  # fmt: skip
+    typer.echo(
+        f"新链头从 seq {start.seq} 开始：{path}"
+        + (f"；旧链头保存为 {kept}" if kept else "")
+        + f" / new head from seq {start.seq}: {path}"
+        + (f"; the old head file is kept as {kept}" if kept else "")
+    )
 
 
 def _write(lines: Generator[str], stream: TextIO) -> None:
