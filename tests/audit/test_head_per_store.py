@@ -75,4 +75,3 @@ def test_a_lost_record_is_reported_once_not_per_batch(
     alarms = [r for r in caplog.records if "no longer holds" in r.getMessage()]
     assert len(alarms) == 1 and "head.json" in alarms[0].getMessage()
     assert "head_mismatch" in [i.kind for i in log.verify().issues]  # seq 3 is another now
-
