@@ -85,6 +85,7 @@ class ModelNotFound(HeshiError):
             param="model",
         )
         self.available = sorted(available)
+        self.model = model
 
 
 class AuthenticationFailed(HeshiError):

@@ -173,10 +173,25 @@ def test_a_tenants_base_is_invisible_to_other_tenants(
     with serve_app(create_app(config, local_engines(config))) as url:
         assert "kb:shop" in [m.id for m in client(url, acme).models.list().data]
         assert "kb:shop" not in [m.id for m in client(url, other).models.list().data]
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.NotFoundError) as hidden:
             client(url, other).chat.completions.create(
                 model="kb:shop", messages=[{"role": "user", "content": "团队版多少钱？"}]
             )
+        assert "kb:shop" not in hidden.value.message.replace("'kb:shop'", "")
+        # asking for a model that does not exist lists what the key may use — never
+        # another tenant's knowledge base (an outside check found it listed there)
+        hello = [{"role": "user", "content": "hi"}]
+        for call in (
+            lambda c: c.chat.completions.create(model="nosuch", messages=hello),
+            lambda c: c.embeddings.create(model="nosuch", input="hi"),
+        ):  # fmt: skip
+            with pytest.raises(openai.NotFoundError) as unknown:
+                call(client(url, other))
+            assert "available models" in unknown.value.message
+            assert "kb:shop" not in unknown.value.message
+            with pytest.raises(openai.NotFoundError) as mine:
+                call(client(url, acme))
+            assert "kb:shop" in mine.value.message
         ok = client(url, acme).chat.completions.create(
             model="kb:shop", messages=[{"role": "user", "content": "团队版多少钱？"}]
         )

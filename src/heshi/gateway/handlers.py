@@ -208,6 +208,8 @@ class Gateway:
         """The error answer to ``x`` (any endpoint's), its log line written. Refused before
         the body was read (a bad key, a body too large): the connection is closed rather
         than the rest of an upload nobody wants read."""
+        if isinstance(exc, ModelNotFound):  # name only what the caller's key may use
+            exc = ModelNotFound(exc.model, [m.id for m in self._visible(x.key)])
         note_failure(request, x.request_id, exc, self._log_throttle)
         response = error_reply(exc, x.response_headers())
         if not getattr(request.state, "body_read", False):

@@ -106,7 +106,9 @@ class NameTable:
         """The entry for ``name`` followed by its fallbacks (transitively, each once)."""
         chain = self._chains.get(name)
         if chain is None:
-            raise ModelNotFound(name, self.names())
+            # knowledge bases belong to tenants: the gateway, which knows the caller, names
+            # the ones its key may use (Gateway.refusal); no other tenant's is ever listed
+            raise ModelNotFound(name, [n for n in self.names() if not n.startswith("kb:")])
         return chain
 
     def names(self) -> list[str]:
