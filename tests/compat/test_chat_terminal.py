@@ -115,3 +115,23 @@ def test_multiline_model_switch_and_ctrl_d(terminal: Terminal, upstream: Upstrea
     terminal.wait_for("bye")
     wait_until(lambda: not terminal.alive(), timeout=10, interval=0.05,
                message="heshi chat did not exit on Ctrl-D")  # fmt: skip
+
+
+def test_piped_chat_says_what_failed_and_exits_1(
+    upstream: Upstream, start_gateway: GatewayFactory, home: Path
+) -> None:
+    """A script piping a question must see a failure: no traceback, exit 1."""
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+
+    def chat(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "heshi", "chat", *args], input="你好", text=True,
+            capture_output=True, timeout=120, check=False,
+            env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HESHI_HOME": str(home)},
+        )  # fmt: skip
+
+    closed = chat("--url", "http://127.0.0.1:9/v1")  # nothing listens there
+    assert closed.returncode == 1 and "cannot reach" in closed.stderr
+    assert "Traceback" not in closed.stdout + closed.stderr
+    unknown = chat("nosuch-model", "--url", gw.url + "/v1")
+    assert unknown.returncode == 1 and "does not exist" in unknown.stderr

@@ -172,6 +172,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert code == 1 and "config file not found" in err
 
 
+def test_a_config_that_is_a_directory_or_not_text_is_a_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"store: \x93\xff\x00")
+    for path, said in ((tmp_path, "is a directory"), (binary, "is not UTF-8 text")):
+        code, out, err = heshi("keys", "list", "--config", str(path))
+        assert code == 1 and said in err and "Traceback" not in out + err
+
+
 def _ledger(database: Database, tmp_path: Path) -> tuple[datetime, str, str]:
     """Rows for acme (keys "alpha" and "bravo") and beta; returns (ts, alpha id, bravo id)."""
     store = KeyStore(database)

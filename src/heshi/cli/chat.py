@@ -62,8 +62,18 @@ class Client:
         self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(600, connect=10))
 
     def models(self) -> list[str]:
-        data = self._json(self.http.get(self.base_url + "/models"))
+        try:
+            reply = self.http.get(self.base_url + "/models")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        data = self._json(reply)
         return [str(m["id"]) for m in data.get("data") or ()]
+
+    def _unreachable(self, exc: Exception) -> ChatError:
+        return ChatError(
+            f"无法连接 {self.base_url}（网关在运行吗？）/ cannot reach {self.base_url} "
+            f"(is the gateway running?): {exc}"
+        )
 
     def stream(self, conversation: Conversation) -> Iterator[tuple[str, str]]:
         """("reasoning" | "content", text) pieces of the answer as they arrive."""
@@ -92,10 +102,7 @@ class Client:
                         if delta.get("content"):
                             yield "content", str(delta["content"])
         except httpx.HTTPError as exc:
-            raise ChatError(
-                f"无法连接 {self.base_url}（网关在运行吗？）/ cannot reach {self.base_url} "
-                f"(is the gateway running?): {exc}"
-            ) from exc
+            raise self._unreachable(exc) from exc
 
     def _json(self, r: httpx.Response) -> dict[str, Any]:
         try:
@@ -173,8 +180,8 @@ def chat(
     conversation = Conversation(model, system, max_tokens)
     if not sys.stdin.isatty():  # piped: the whole input is one message
         text = sys.stdin.read().strip()
-        if text:
-            _answer(client, conversation, text, console, err)
+        if text and not _answer(client, conversation, text, console, err):
+            raise typer.Exit(1)  # a script piping a question must see the failure
         return
     _repl(client, conversation, models, console, err)
 
@@ -274,7 +281,9 @@ def _command(
 
 def _answer(
     client: Client, conversation: Conversation, text: str, console: Console, err: Console
-) -> None:
+) -> bool:
+    """Ask ``text`` and print the answer as it comes; False when it failed (said on
+    stderr)."""
     conversation.turns.append({"role": "user", "content": text})
     answer: list[str] = []
     thinking = False
@@ -296,8 +305,9 @@ def _answer(
         console.print()
         err.print(str(exc), style="red", markup=False)
         conversation.turns.pop()  # the question was not answered: ask again
-        return
+        return False
     conversation.turns.append({"role": "assistant", "content": "".join(answer)})
+    return True
 
 
 def _local_url(config_path: Any) -> str:

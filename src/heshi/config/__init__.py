@@ -358,6 +358,15 @@ def load_config(path: Path | None) -> HeshiConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise ConfigError(f"配置文件不存在 / config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"配置文件是个目录 / the config file is a directory: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"配置文件不是 UTF-8 文本 / {path} is not UTF-8 text (byte {exc.start})"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"无法读取配置文件 / cannot read the config file {path}: "
+                          f"{exc.strerror}") from exc  # fmt: skip
     except yaml.YAMLError as exc:
         raise ConfigError(f"配置文件不是合法 YAML / {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
