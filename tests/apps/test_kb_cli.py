@@ -4,6 +4,7 @@ store and the built-in embedder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,18 @@ def test_every_change_is_an_audit_record_and_a_handoff_is_taken_then_closed(
     ]
     code, out, _ = heshi(config, "audit", "verify")
     assert code == 0, out
+
+
+def test_a_named_pipe_or_missing_file_is_reported_not_waited_on(
+    config: Path, docs: Path, tmp_path: Path
+) -> None:
+    """Named on the command line, a pipe was read until someone wrote to it: forever."""
+    pipe = tmp_path / "pipe.txt"
+    os.mkfifo(pipe)
+    assert heshi(config, "kb", "create", "shop")[0] == 0
+    code, out, err = heshi(
+        config, "kb", "ingest", str(pipe), str(tmp_path / "缺失.md"),
+        str(docs / "暖居空调手册.md"), "--kb", "shop",
+    )  # fmt: skip
+    assert code == 1 and "not a regular file" in err and "1 新增 / added" in out
+    assert "缺失.md" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,14 +22,21 @@ PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their read
 def load_bytes(path: Path) -> bytes:
     """The file's bytes, refused before they cost memory when past :data:`MAX_FILE_BYTES`."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device would never end
+            raise UnreadableDocument(
+                "不是普通文件（目录、管道或设备）/ not a regular file (a directory, pipe or device)"
+            )
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             raise UnreadableDocument(
                 f"文件过大 / file too large: {size} bytes > {MAX_FILE_BYTES} bytes"
             )
         return path.read_bytes()
     except OSError as exc:
-        raise UnreadableDocument(f"无法读取 / cannot read: {exc.strerror or exc}") from exc
+        raise UnreadableDocument(
+            f"无法读取 / cannot read {path.name}: {exc.strerror or exc}"
+        ) from exc
 
 
 def read_document(path: Path, data: bytes | None = None) -> Parsed:
