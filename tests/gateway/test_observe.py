@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
-from heshi.config import GuardConfig, TenantConfig
+from heshi.config import GuardConfig, HeshiConfig, TenantConfig
 from heshi.engines.openai_http import OpenAIHTTPEngine
 from heshi.gateway.app import create_app
 from heshi.gateway.governance import Governance
-from tests.conftest import ADMIN, TINY_NAME, RunningGateway
+from tests.conftest import ADMIN, TINY_NAME, RunningGateway, local_engines
 from tests.fakes.upstream import FakeUpstream
 from tests.governance.conftest import ALIAS, gateway_config, upstream
 from tests.loopback import serve_app
@@ -67,3 +68,28 @@ def test_guard_blocks_ledger_and_tenant_spend_are_exposed(
     assert tokens > 0
     ratio = _value(metrics, 'heshi_tenant_budget_used_ratio{budget="tokens",tenant="acme"}')
     assert abs(ratio - tokens / 10_000_000) < 1e-12
+
+
+def test_operator_endpoints_say_why_they_refuse(
+    tiny_config: HeshiConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without HESHI_ADMIN_TOKEN they are closed (403, docs/serving.md) with or without a
+    header; with it, a wrong token — an admin-API token included — is told which one
+    these endpoints take."""
+    monkeypatch.delenv("HESHI_ADMIN_TOKEN")
+    with serve_app(create_app(tiny_config, local_engines(tiny_config))) as url:
+        for headers in ({}, ADMIN):
+            for path in ("/metrics", "/admin/models"):
+                closed = httpx.get(url + path, headers=headers)
+                assert closed.status_code == 403, (path, headers)
+                assert "HESHI_ADMIN_TOKEN" in closed.json()["error"]["message"]
+        assert httpx.get(url + "/healthz").json() == {"status": "ok"}  # liveness stays open
+    monkeypatch.setenv("HESHI_ADMIN_TOKEN", "right-token")
+    with serve_app(create_app(tiny_config, local_engines(tiny_config))) as url:
+        wrong = httpx.get(url + "/metrics", headers={"Authorization": "Bearer hsa-console-token"})
+        assert wrong.status_code == 401
+        assert "heshi admin tokens create" in wrong.json()["error"]["message"]
+        missing = httpx.get(url + "/metrics")
+        assert missing.status_code == 401 and "Bearer" in missing.json()["error"]["message"]
+        ok = httpx.get(url + "/metrics", headers={"Authorization": "Bearer right-token"})
+        assert ok.status_code == 200

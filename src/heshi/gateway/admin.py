@@ -79,7 +79,12 @@ class Admin:
             token.strip().encode(), self._token
         ):
             raise AuthenticationFailed(
-                "管理令牌无效 / invalid admin token", param="authorization", reason="admin.denied"
+                f"管理令牌无效：这些运维接口只认环境变量 {self._token_env} 的值（heshi admin "
+                f"tokens create 创建的令牌用于 /admin/v1 与控制台）/ invalid admin token: these "
+                f"operator endpoints take the value of {self._token_env} (tokens made by heshi "
+                "admin tokens create are for /admin/v1 and the console)",
+                param="authorization",
+                reason="admin.denied",
             )
         return True
 
@@ -129,6 +134,12 @@ class Admin:
     # ------------------------------------------------------------------ local models
 
     def _require_admin(self, request: Request) -> None:
+        if self._token is None:  # closed, whatever the request carries (docs/serving.md)
+            raise PermissionDenied(
+                f"管理接口未启用：请设置环境变量 {self._token_env} / admin endpoints are "
+                f"disabled: set the environment variable {self._token_env}",
+                reason="admin.disabled",
+            )
         if not self._admin(request):
             raise AuthenticationFailed(
                 "需要管理令牌 / the admin token is required: Authorization: Bearer <token>",
