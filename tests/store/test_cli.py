@@ -229,6 +229,12 @@ def test_usage_csv_json_and_table(config: Path, database: Database, tmp_path: Pa
     code, out, _ = heshi("usage", "--tenant", "nobody", "--config", str(config))
     assert code == 0 and "no usage recorded" in out
 
+    # an 80-column terminal (governance.md's commands as typed): the label column stays
+    narrow = CliRunner().invoke(app, [*base, "--by", "model"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0 and "qwen-72b" in narrow.stdout and "qwen-7b" in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "prompt and completion left out" in narrow.stderr
+
 
 def test_usage_requires_a_tenant(config: Path) -> None:
     result = CliRunner().invoke(app, ["usage", "--config", str(config)])

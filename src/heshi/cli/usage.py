@@ -91,28 +91,46 @@ def _print_table(rows: list[UsageRow], by: str, names: dict[str, str], *, title:
     if not rows:
         typer.echo(f"没有用量记录 / no usage recorded ({title})")
         return
+    console = Console()
+    # every column in a wide terminal; in a narrow one (80 columns) the numbers would
+    # squeeze the label column to nothing: prompt and completion give way to their total
+    narrow = console.width < _FULL_WIDTH
+    shown = [i for i in range(len(_NUMBER_HEADERS)) if not (narrow and i in _NARROW_DROPS)]
     table = Table(title=title, title_justify="left")
     table.add_column(_GROUP_HEADERS[by], overflow="fold", min_width=8)
-    for header in (
-        "requests\n请求",
-        "prompt\n输入",
-        "completion\n输出",
-        "total\n合计",
-        "errors\n错误",
-        "latency ms\n平均延迟",
-        "TTFT ms\n首字延迟",
-        "cost\n花费",
-    ):
-        table.add_column(header, justify="right", no_wrap=True)
+    for i in shown:
+        table.add_column(_NUMBER_HEADERS[i], justify="right", no_wrap=True)
     for row in rows:
         label = row.group or "-"
         if row.group in names:
             label = f"{row.group} ({names[row.group]})"
-        table.add_row(label, *_numbers(row))
+        numbers = _numbers(row)
+        table.add_row(label, *(numbers[i] for i in shown))
     if len(rows) > 1:
         table.add_section()
-        table.add_row("total / 合计", *_numbers(_sum(rows)))
-    Console().print(table, markup=False, highlight=False)
+        total = _numbers(_sum(rows))
+        table.add_row("total / 合计", *(total[i] for i in shown))
+    console.print(table, markup=False, highlight=False)
+    if narrow:
+        typer.echo(
+            "（终端较窄：省略了输入、输出列；加宽终端或用 --csv/--json 查看 / a narrow terminal: "
+            "prompt and completion left out; widen it or use --csv or --json)",
+            err=True,
+        )
+
+
+_NUMBER_HEADERS = (
+    "requests\n请求",
+    "prompt\n输入",
+    "completion\n输出",
+    "total\n合计",
+    "errors\n错误",
+    "latency ms\n平均延迟",
+    "TTFT ms\n首字延迟",
+    "cost\n花费",
+)
+_NARROW_DROPS = (1, 2)  # prompt, completion: their sum stays
+_FULL_WIDTH = 110
 
 
 def _ms(value: float | None) -> str:
