@@ -43,7 +43,9 @@ _EXPLAIN = {
     "misplaced_checkpoint": "检查点不在日志开头 / checkpoint not at the start of the log",
     "truncated": "最新的记录被删除（若是有意换了新数据库：heshi audit rehead --yes）/ truncated: "
     "the newest records were deleted (a database replaced on purpose: heshi audit rehead --yes)",
-    "head_mismatch": "与链头文件不符 / the record differs from the one the head file vouches for",
+    "head_mismatch": "与链头文件不符（若是有意换了新数据库：heshi audit rehead --yes）/ the record "
+    "differs from the one the head file vouches for (a database replaced on purpose: heshi "
+    "audit rehead --yes)",
     "bad_head": "链头文件无效 / the head file is missing or not signed with the audit key",
 }
 
