@@ -132,15 +132,37 @@ class AuditLog:
         does it when it starts, so that from then on a missing file means a deleted one."""
         if self.head is None or self._signing is None:
             return
-        c = audit_log.c
         with self._lock, self.db.outage_as_unavailable():
             known = self._known_head()
             with self.db.read() as conn:
-                tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+                tail = self._tail(conn)
                 holds = self._head_still_holds(conn, known)
-            self._note_head(
-                Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH), holds
-            )
+            self._note_head(tail, holds)
+
+    def rehead(self) -> tuple[Head, Path | None]:
+        """Start the head file again at the log's newest record, whatever the old file
+        names — for a database replaced on purpose, which only an administrator can tell
+        from a truncated one (``heshi audit rehead``). The old file is kept, renamed
+        ``<name>.<UTC time>.old``; returns the new head and where the old file went."""
+        if self.head is None or self._signing is None:
+            raise ValueError("rehead needs a head file and the audit key")
+        kept = None
+        with self._lock, self.db.outage_as_unavailable():
+            if self.head.exists():
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                kept = self.head.with_name(f"{self.head.name}.{stamp}.old")
+                self.head.rename(kept)
+            with self.db.read() as conn:
+                start = self._tail(conn)
+            write_head(self.head, self._signing, start, store=self._store)
+        return start, kept
+
+    @staticmethod
+    def _tail(conn: Connection) -> Head:
+        """The newest record's seq and hash (the genesis when the log is empty)."""
+        c = audit_log.c
+        tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+        return Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH)
 
     def _known_head(self) -> Head | None:
         """What the head file names (``None``: no file, or no head kept); ``_UNREADABLE``

@@ -20,24 +20,13 @@ from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
-from sqlalchemy import select
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
-from heshi.audit.head import (
-    HEAD_FILE,
-    HEADS_DIR,
-    Head,
-    audit_key,
-    head_path,
-    store_identity,
-    write_head,
-)
-from heshi.audit.records import GENESIS_HASH
+from heshi.audit.head import HEAD_FILE, HEADS_DIR, audit_key, head_path
 from heshi.cli.database import ConfigOption, SinceOption, UntilOption, open_database, parse_time
 from heshi.cli.reporting import reporting_errors
 from heshi.config import load_config
 from heshi.errors import ConfigError
-from heshi.store.tables import audit_log
 
 SHOWN_ISSUES = 20
 
@@ -257,17 +246,9 @@ def rehead(
                     f"哈希链本身已损坏，重设链头无法修复 / the chain itself is broken, which a "
                     f"new head would not repair: {report.issues[0]}"
                 )
-            kept = None
-            if path.exists():
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-                kept = path.with_name(f"{path.name}.{stamp}.old")
-                path.rename(kept)
-            c = audit_log.c
-            with db.read() as conn:
-                tail = conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
-            start = Head(int(tail.seq), str(tail.hash)) if tail else Head(0, GENESIS_HASH)
-            write_head(path, key, start, store=store_identity(db.url))
-            AdminService(db, AuditLog(db, key=key, head=path)).record(
+            log = AuditLog(db, key=key, head=path)
+            start, kept = log.rehead()
+            AdminService(db, log).record(
                 cli_actor(), "audit.rehead", ADMIN_TENANT,
                 {"head_file": str(path)}, {"old_head_kept_as": str(kept) if kept else None,
                                            "from_seq": start.seq},

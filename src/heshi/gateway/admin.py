@@ -70,11 +70,7 @@ class Admin:
             return False
         scheme, _, token = header.partition(" ")
         if self._token is None:
-            raise PermissionDenied(
-                f"管理接口未启用：请设置环境变量 {self._token_env} / admin endpoints are "
-                f"disabled: set the environment variable {self._token_env}",
-                reason="admin.disabled",
-            )
+            raise self._disabled()
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), self._token
         ):
@@ -87,6 +83,14 @@ class Admin:
                 reason="admin.denied",
             )
         return True
+
+    def _disabled(self) -> PermissionDenied:
+        """Operator endpoints are closed while no admin token is configured."""
+        return PermissionDenied(
+            f"管理接口未启用：请设置环境变量 {self._token_env} / admin endpoints are "
+            f"disabled: set the environment variable {self._token_env}",
+            reason="admin.disabled",
+        )
 
     def _refused(self, exc: HeshiError) -> Response:
         self.metrics.requests.labels("-", "admin", str(exc.status_code), exc.reason).inc()
@@ -135,11 +139,7 @@ class Admin:
 
     def _require_admin(self, request: Request) -> None:
         if self._token is None:  # closed, whatever the request carries (docs/serving.md)
-            raise PermissionDenied(
-                f"管理接口未启用：请设置环境变量 {self._token_env} / admin endpoints are "
-                f"disabled: set the environment variable {self._token_env}",
-                reason="admin.disabled",
-            )
+            raise self._disabled()
         if not self._admin(request):
             raise AuthenticationFailed(
                 "需要管理令牌 / the admin token is required: Authorization: Bearer <token>",

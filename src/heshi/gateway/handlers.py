@@ -188,7 +188,7 @@ class Gateway:
         if x.model.startswith(KB_PREFIX) and self.kb is not None:
             body[TENANT_FIELD] = x.key.tenant if x.key is not None else None
             if not self.kb.allowed(x.model, body[TENANT_FIELD]):  # as if it did not exist
-                raise ModelNotFound(x.model, [m.id for m in self._visible(x.key)])
+                raise ModelNotFound(x.model, [])  # refusal() names what the key may use
         else:
             body.pop("session_id", None)  # a knowledge-base field; backends do not know it
         x.plan = self._plan(x.model, body)

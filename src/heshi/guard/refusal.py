@@ -85,9 +85,10 @@ _POLITE_OPENING = re.compile(
 # 很抱歉，充值的话费可能还没有到账。您可以尝试以下几种方法…: sorry about the matter itself
 # (a first sentence in which no one declines and nothing is called improper), then help
 _APOLOGY_SENTENCE = re.compile("^" + _APOLOGY + r"[，,\s]*([^。！？!?\n]+)[。！？!?\n]")
+# words that call something improper: in an apology's sentence or a reason, the request
+_IMPROPER = r"敏感|违法|违规|不当|不合适|不适合|政治|有害|危险|暴力|色情"
 _NOT_ABOUT_MATTER = re.compile(
-    rf"我|本助手|助手|AI|人工智能|模型|{_DECLINE_VERB}|敏感|违法|违规|不当|不合适|不适合|涉及|政治"
-    r"|规定|政策|有害|危险|暴力|色情|请求|要求|内容|话题",
+    rf"我|本助手|助手|AI|人工智能|模型|{_DECLINE_VERB}|{_IMPROPER}|涉及|规定|政策|请求|要求|内容|话题",
     re.IGNORECASE,
 )
 _HELP = re.compile(r"您可以|你可以|建议您|建议你|请您|可以尝试|以下几种|以下方法|以下步骤")
@@ -104,9 +105,7 @@ _CANNOT_KNOW = re.compile(
     r"(?:因为|由于|取决于|因人而异|因地而异|有所不同|需要(?:您|你)提供|没有(?:您|你)的)",
 )
 # ... unless the reason is the topic (因为这涉及危险物品); and a pointer must follow
-_TOPIC_REASON = re.compile(
-    r"敏感|违法|违规|不当|不道德|不合适|不适合|政治|有害|危险|暴力|色情|隐私|伦理|法律法规|安全"
-)
+_TOPIC_REASON = re.compile(rf"{_IMPROPER}|不道德|隐私|伦理|法律法规|安全")
 _WHERE_TO = re.compile(r"建议(?:您|你)|(?:您|你)可以|请(?:您|你)?(?:拨打|登录|查看)|咨询|联系")
 
 
