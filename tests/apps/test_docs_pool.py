@@ -130,6 +130,7 @@ def test_a_batch_on_a_local_ray_instance_writes_nothing_outside_heshi_home(
 
 
 def test_ray_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "发票.txt").write_text("发票号码 12345678", encoding="utf-8")
     code, _, err = run(
         "docs", "run", str(tmp_path), "--schema", "invoice", "--out", str(tmp_path / "o.jsonl"),
         "--ray", "ray://127.0.0.1:1",

@@ -49,6 +49,9 @@ def test_ingest_a_directory_reports_a_bad_file_and_keeps_the_rest(config: Path, 
     code, out, err = heshi(config, "kb", "ingest", str(docs), "--kb", "shop")
     assert code == 1  # one file failed: the exit status says so
     assert "坏文件.docx" in err and "DOCX" in err
+    # a file no reader takes is said, not silently passed over, and is not a failure
+    assert "notes.bin  不支持的文件类型 / unsupported file type .bin" in err
+    assert ".hidden.md" not in err
     assert "3 新增 / added" in out and "1 失败 / failed" in out and "3 documents" in out
     code, out, _ = heshi(config, "kb", "show", "shop", "--json")
     shown = json.loads(out)
@@ -162,3 +165,43 @@ def test_a_named_pipe_or_missing_file_is_reported_not_waited_on(
     )  # fmt: skip
     assert code == 1 and "not a regular file" in err and "1 新增 / added" in out
     assert "缺失.md" in err
+
+
+def test_nothing_to_read_empty_questions_and_unknown_names_are_said(
+    config: Path, docs: Path, tmp_path: Path
+) -> None:
+    """A newcomer's mistakes each get a line that says what happened, and exit 1."""
+    assert heshi(config, "kb", "create", "shop")[0] == 0
+    (docs / "旧手册.md").symlink_to(tmp_path / "已删除.md")  # a link to nothing
+    (docs / "空白.txt").write_text("  \n", "utf-8")
+    code, out, err = heshi(config, "kb", "ingest", str(docs), "--kb", "shop")
+    assert code == 1 and "broken link: 旧手册.md" in err
+    assert "no text in the file" in err and "OCR" not in err  # OCR never reads a .txt
+    assert "3 新增 / added" in out and "3 失败 / failed" in out
+
+    empty = tmp_path / "空目录"
+    empty.mkdir()
+    code, out, err = heshi(config, "kb", "ingest", str(empty), "--kb", "shop")
+    assert code == 1 and "no file to work on" in err and out == ""
+    code, out, err = heshi(config, "kb", "ingest", str(tmp_path / "缺失"), "--kb", "shop")
+    assert code == 1 and "not found" in err and out == ""  # no summary of nothing
+
+    code, out, err = heshi(config, "kb", "search", "  ", "--kb", "shop")
+    assert code == 1 and "the question is empty" in err and out == ""
+    code, out, err = heshi(config, "kb", "ask", "", "--kb", "shop")
+    assert code == 1 and "the question is empty" in err
+    assert heshi(config, "kb", "create", "new")[0] == 0
+    code, out, err = heshi(config, "kb", "search", "保修", "--kb", "new")
+    assert code == 0 and out == "" and "new holds no documents yet" in err
+    code, out, err = heshi(config, "kb", "search", "qqqq", "--kb", "shop", "--method", "bm25")
+    assert code == 0 and "nothing found" in err
+
+    code, _, err = heshi(config, "kb", "handoffs", "--kb", "nosuch")
+    assert code == 1 and "no knowledge base named 'nosuch'" in err
+    assert heshi(config, "kb", "handoffs", "--kb", "shop")[0] == 0  # a base with none
+
+    code, _, err = heshi(config, "kb", "create", "typo", "--tenant", "acmee")
+    assert code == 0 and "no key of tenant 'acmee' exists" in err
+    assert heshi(config, "keys", "create", "--tenant", "acme", "--name", "bot")[0] == 0
+    code, _, err = heshi(config, "kb", "create", "ok", "--tenant", "acme")
+    assert code == 0 and "no key of tenant" not in err

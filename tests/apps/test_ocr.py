@@ -78,8 +78,14 @@ def test_the_knowledge_base_reads_a_scan_too() -> None:
 def test_a_broken_or_oversized_picture_is_refused(tmp_path: Path) -> None:
     broken = tmp_path / "坏.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(UnreadableDocument, match="cannot open the image"):
+    with pytest.raises(UnreadableDocument, match="cannot open the image") as refused:
         document_text(broken)
+    assert "Truncated" in refused.value.message
+    unknown = tmp_path / "坏.png"
+    unknown.write_bytes(b"no picture format starts like this")
+    with pytest.raises(UnreadableDocument, match="damaged, or not a picture") as refused:
+        document_text(unknown)
+    assert "object at 0x" not in refused.value.message  # said for a person, not a repr
     huge = tmp_path / "巨.png"
     side = int(MAX_PIXELS**0.5) + 100
     buffer = io.BytesIO()

@@ -22,6 +22,7 @@ from heshi.cli.chat import ApiKeyOption
 from heshi.cli.database import ConfigOption, open_database
 from heshi.cli.kb_eval import eval_command
 from heshi.cli.reporting import JsonOption, UrlOption, counting, files_below, reporting_errors
+from heshi.config import load_config
 
 app = typer.Typer(
     help="知识库：建库、导入文档、检索。/ Knowledge bases: create, ingest documents, search.",
@@ -60,11 +61,21 @@ def create(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    with reporting_errors(), admin_service(config) as service:
-        user_words = [w for w in (words or "").split(",") if w.strip()]
-        base = KnowledgeAdmin(service).create(cli_actor(), name, tenant, user_words)
+    with reporting_errors():
+        settings = load_config(config)
+        with admin_service(settings) as service:
+            user_words = [w for w in (words or "").split(",") if w.strip()]
+            base = KnowledgeAdmin(service).create(cli_actor(), name, tenant, user_words)
+            known = tenant is None or tenant in settings.tenants or service.keys.list(tenant)
     owner = base.tenant or "所有租户 / every tenant"
     typer.echo(f"已创建知识库 / created knowledge base {base.name} ({owner})")
+    if not known:  # a typo would leave the base invisible to every key
+        Console(stderr=True).print(
+            f"注意：还没有租户 {tenant} 的密钥，heshi.yaml 也没有配置它；只有该租户的密钥能使用"
+            f"这个知识库 / note: no key of tenant {tenant!r} exists and heshi.yaml does not "
+            f"name it; only its keys will see this base (heshi keys create --tenant {tenant})",
+            style="yellow", markup=False, highlight=False,
+        )  # fmt: skip
     typer.echo(f"下一步 / next: heshi kb ingest 文档目录/ --kb {base.name}")
 
 
@@ -182,11 +193,20 @@ def search(
             style="red",
         )
         raise typer.Exit(1)
+    _not_empty(query)
     with reporting_errors(), open_database(config) as db:
-        index = KnowledgeIndex.load(
-            KnowledgeBaseStore(db), kb, None if method == "bm25" else E5Vectors()
-        )
+        store = KnowledgeBaseStore(db)
+        index = KnowledgeIndex.load(store, kb, None if method == "bm25" else E5Vectors())
         hits = index.search(query, k, method=method)
+        empty = not hits and store.counts(kb)[0] == 0
+    if not hits and not as_json:
+        Console(stderr=True).print(
+            f"知识库 {kb} 还没有文档 / {kb} holds no documents yet: heshi kb ingest 文档目录/ "
+            f"--kb {kb}"
+            if empty
+            else "没有找到相关内容 / nothing found",
+            markup=False, highlight=False,
+        )  # fmt: skip
     if as_json:
         out = [
             {"doc": h.chunk.doc, "chunk_id": h.chunk.id, "text": h.chunk.text,
@@ -244,6 +264,7 @@ def ask(
 ) -> None:
     from heshi.cli.gateway_call import ask_once
 
+    _not_empty(question)
     body: dict[str, object] = {
         "model": f"kb:{kb}",
         "messages": [{"role": "user", "content": question}],
@@ -291,6 +312,8 @@ def handoffs(
 
     with reporting_errors(), open_database(config) as db:
         rows = SessionStore(db).handoffs(kb, status, limit)
+        if kb is not None and not rows:  # a removed base's handoffs are still shown
+            KnowledgeBaseStore(db).get(kb)
     if as_json:
         typer.echo(json.dumps([h.as_json() for h in rows], ensure_ascii=False))
         return
@@ -331,3 +354,10 @@ def handoff(
         typer.echo(json.dumps(moved.as_json(), ensure_ascii=False))
         return
     typer.echo(f"{moved.id}: {moved.status} ({moved.kb})")
+
+
+def _not_empty(question: str) -> None:
+    """An empty question is a mistake, not a search for everything: exit 1 saying so."""
+    if not question.strip():
+        Console(stderr=True).print("问题为空 / the question is empty", style="red")
+        raise typer.Exit(1)

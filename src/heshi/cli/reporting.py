@@ -35,15 +35,33 @@ def counting(console: Console, *, transient: bool = True) -> Progress:
 
 
 def files_below(paths: Iterable[Path], console: Console) -> tuple[list[Path], bool]:
-    """The readable files below ``paths`` (files and directories), and whether any path
-    was missing — each missing one said in red."""
+    """The files below ``paths`` (files and directories) that a reader takes, and whether
+    any path was missing — each missing one said in red, each file of a type no reader
+    takes found in a directory said in yellow and left out. With nothing to work on, the
+    command ends here with exit status 1."""
     from heshi.apps.kb.ingest import expand
 
     given = list(paths)
-    missing = [p for p in given if not p.exists()]
+    missing = [p for p in given if not p.exists() and not p.is_symlink()]
     for path in missing:
         console.print(f"不存在 / not found: {path}", style="red", markup=False)
-    return list(expand(p for p in given if p.exists())), bool(missing)
+    skipped: list[Path] = []
+    files = list(expand((p for p in given if p not in missing), skipped))
+    for path in skipped:
+        console.print(
+            f"跳过 / skipped      {path}  不支持的文件类型 / unsupported file type "
+            f"{path.suffix or '(none)'}",
+            style="yellow", markup=False, highlight=False,
+        )  # fmt: skip
+    if not files:
+        if not missing:
+            console.print(
+                "没有可处理的文件 / no file to work on: "
+                + ", ".join(str(p) for p in given),
+                style="red", markup=False, highlight=False,
+            )  # fmt: skip
+        raise typer.Exit(1)
+    return files, bool(missing)
 
 
 @contextmanager

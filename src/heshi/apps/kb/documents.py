@@ -16,12 +16,24 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are re
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # a DOCX/XLSX/OFD package's content, unpacked
 MAX_PACKAGE_MEMBERS = 10_000
 NO_TEXT = "文件中没有文字 / no text in the file (OCR found none either)"
+_SCANNED = (".pdf", ".ofd", *IMAGE_SUFFIXES)  # read by OCR where they hold no text
+
+
+def no_text(suffix: str) -> str:
+    """Why a file gave no text: OCR is named only for the types it reads."""
+    return NO_TEXT if suffix.lower() in _SCANNED else "文件中没有文字 / no text in the file"
+
+
 PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their readers open them
 
 
 def load_bytes(path: Path) -> bytes:
     """The file's bytes, refused before they cost memory when past :data:`MAX_FILE_BYTES`."""
     try:
+        if path.is_symlink() and not path.exists():
+            raise UnreadableDocument(
+                f"链接指向的文件不存在 / broken link: {path.name} -> {path.readlink()}"
+            )
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device would never end
             raise UnreadableDocument(
@@ -54,7 +66,7 @@ def read_document(path: Path, data: bytes | None = None) -> Parsed:
         check_package(content, suffix)
     parsed = reader(content)
     if not any(b.text.strip() for b in parsed.blocks):
-        raise UnreadableDocument(NO_TEXT)
+        raise UnreadableDocument(no_text(suffix))
     return parsed
 
 

@@ -49,15 +49,22 @@ class IngestReport:
         return sum(f.pages for f in self.files if f.status in ("added", "replaced"))
 
 
-def expand(paths: Iterable[Path]) -> Iterator[Path]:
+def expand(paths: Iterable[Path], skipped: list[Path] | None = None) -> Iterator[Path]:
     """Files named, and every supported file below directories named (sorted, hidden
-    files and directories skipped)."""
+    files and directories skipped). A file of a type no reader takes, found in a
+    directory, is not yielded but added to ``skipped`` (when given) for the caller to say;
+    a link to nothing is yielded, so that reading it fails and is reported."""
     for path in paths:
         if path.is_dir():
             for found in sorted(path.rglob("*")):
-                hidden = any(p.startswith(".") for p in found.relative_to(path).parts)
-                if found.is_file() and not hidden and supported(found):
+                if any(p.startswith(".") for p in found.relative_to(path).parts):
+                    continue
+                if (found.is_symlink() and not found.exists()) or (
+                    found.is_file() and supported(found)
+                ):
                     yield found
+                elif not found.is_dir() and skipped is not None:
+                    skipped.append(found)
         else:
             yield path
 

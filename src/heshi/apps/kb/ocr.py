@@ -161,7 +161,11 @@ def open_pages(data: bytes) -> Iterator[Image]:
                     )
                 frame.load()
                 yield flattened(ImageOps.exif_transpose(frame) or frame)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except UnidentifiedImageError as exc:  # its text names an in-memory object, not the file
+        raise UnreadableDocument(
+            "无法打开图片：文件已损坏或不是图片 / cannot open the image: damaged, or not a picture"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableDocument(f"无法打开图片 / cannot open the image: {exc}") from exc
     except PILImage.DecompressionBombError as exc:
         raise UnreadableDocument(f"图片过大 / image too large: {exc}") from exc
