@@ -232,6 +232,7 @@ def test_refusals_are_clear_and_recorded(tiny_config: HeshiConfig) -> None:
         unknown = post(url, key, doc, {"schema": "receipt"})
         bad_json = post(url, key, doc, {"schema": '{"properties": []}'})
         path_like = post(url, key, doc, {"schema": "/etc/passwd"})
+        broken = post(url, key, doc, {"schema": '{"properties": '})
         chars = post(url, key, doc, {"schema": "invoice", "max_chars": "50"})
         extra = post(url, key, doc, {"schema": "invoice", "temperature": "2"})
         json_body = httpx.post(url + "/v1/docs/extract", headers=bearer(key), json={"a": 1})
@@ -255,11 +256,12 @@ def test_refusals_are_clear_and_recorded(tiny_config: HeshiConfig) -> None:
     assert garbage.status_code == 400 and error_of(garbage)["code"] == "unreadable_document"
     message = error_of(garbage)["message"]
     assert re.search(r"[\u4e00-\u9fff]", message) and " / " in message and "PDF" in message
-    for bad in (unknown, bad_json, path_like):
+    for bad in (unknown, bad_json, path_like, broken):
         assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_schema"
         assert error_of(bad)["param"] == "schema"
     assert "receipt" in error_of(unknown)["message"] and "invoice" in error_of(unknown)["message"]
     assert "properties" in error_of(bad_json)["message"]
+    assert "malformed JSON in the 'schema' part" in error_of(broken)["message"]  # not "body"
     assert chars.status_code == 400 and error_of(chars)["param"] == "max_chars"
     assert extra.status_code == 400 and error_of(extra)["param"] == "temperature"
     assert json_body.status_code == 400 and "multipart/form-data" in error_of(json_body)["message"]
@@ -271,7 +273,7 @@ def test_refusals_are_clear_and_recorded(tiny_config: HeshiConfig) -> None:
     assert all(r["tenant"] == "acme" and r["endpoint"] == "docs" for r in rows)  # no 401 row
     assert all(r["prompt_tokens"] == r["completion_tokens"] == 0 for r in rows)  # no model call
     reasons = sorted(r["reason"] for r in rows)
-    assert reasons.count("body_too_large") == 2 and reasons.count("docs.schema") == 3
+    assert reasons.count("body_too_large") == 2 and reasons.count("docs.schema") == 4
     assert reasons.count("docs.unreadable") == 1 and reasons.count("key.model_not_allowed") == 1
 
 

@@ -166,8 +166,12 @@ def test_a_bad_schema_is_refused(tmp_path: Path, content: str, message: str) -> 
     path.write_text(content, "utf-8")
     with pytest.raises(SchemaError, match=message):
         load_schema(path)
-    with pytest.raises(SchemaError, match="no such schema"):
+    with pytest.raises(SchemaError, match=r"schema file not found: .*absent\.json"):
         load_schema(tmp_path / "absent.json")
+    with pytest.raises(SchemaError, match="no such schema: invoce"):  # a mistyped name
+        load_schema("invoce")
+    with pytest.raises(SchemaError, match="not a regular file"):  # a directory, a pipe
+        load_schema(tmp_path)
 
 
 def test_a_users_schema_with_refs_and_nullable_types(tmp_path: Path) -> None:

@@ -341,9 +341,9 @@ def _schema(part: Part) -> tuple[str, Schema | None]:
             param="schema",
         )
     try:
-        data = parse_json(text.encode("utf-8"))
+        data = parse_json(text.encode("utf-8"), ("schema 部分", "in the 'schema' part"))
     except InvalidRequest as exc:
-        raise InvalidSchema(f"schema: {exc.message}", param="schema") from None
+        raise InvalidSchema(exc.message, param="schema") from None
     stem = PurePosixPath((part.filename or "").replace("\\", "/")).stem
     name = stem if _SCHEMA_NAME.fullmatch(stem) else "custom"
     try:

@@ -62,12 +62,13 @@ async def _counted(request: Request, limit: int, too_big: BodyTooLarge) -> Async
         raise ClientGone("客户端在请求体读完前断开 / client disconnected mid-body") from None
 
 
-def parse_json(raw: bytes) -> Any:
-    """``raw`` as JSON, no deeper than :data:`MAX_JSON_DEPTH`; ``InvalidRequest`` otherwise."""
+def parse_json(raw: bytes, what: tuple[str, str] = ("请求体", "body")) -> Any:
+    """``raw`` as JSON, no deeper than :data:`MAX_JSON_DEPTH`; ``InvalidRequest`` otherwise.
+    ``what`` names ``raw`` in the error, in Chinese and English."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"请求体不是合法 JSON / malformed JSON body: {exc}") from None
+        raise InvalidRequest(f"{what[0]}不是合法 JSON / malformed JSON {what[1]}: {exc}") from None
     # Nesting cannot be deeper than the number of brackets: most bodies are checked by
     # two C-level counts instead of a walk.
     openers = raw.count(b"{") + raw.count(b"[")

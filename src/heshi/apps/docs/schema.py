@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -70,10 +71,18 @@ def load_schema(ref: str | Path) -> Schema:
         return _built_in(text)
     path = Path(text)
     try:
-        if path.stat().st_size > MAX_SCHEMA_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a pipe would never end, a directory fails
+            raise SchemaError(f"schema 不是普通文件 / the schema is not a regular file: {path}")
+        if info.st_size > MAX_SCHEMA_BYTES:
             raise SchemaError(f"schema 文件过大 / schema file over 1 MiB: {path}")
         data = json.loads(path.read_text("utf-8-sig"))
     except FileNotFoundError as exc:
+        if path.suffix or len(path.parts) > 1:  # meant as a file
+            raise SchemaError(
+                f"schema 文件不存在 / schema file not found: {path} (or a built-in schema: "
+                f"{', '.join(BUILT_IN)})"
+            ) from exc
         raise SchemaError(
             f"没有这个 schema / no such schema: {text} (built-in: {', '.join(BUILT_IN)}; "
             "or a JSON Schema file)"
