@@ -43,6 +43,17 @@ def test_verify_intact_exits_0_with_a_summary(config: Path, database: Database) 
     assert "intact" in out and "3 records" in out and "seq 1–3" in out
 
 
+def test_verify_on_a_home_without_a_database_says_so_and_creates_none(tmp_path: Path) -> None:
+    """A mistyped HESHI_HOME left an empty heshi.db behind and reported 0 records."""
+    home = tmp_path / "mistyped"
+    config = tmp_path / "heshi.yaml"
+    config.write_text(yaml.safe_dump({"home": str(home)}))
+    for command in (["verify"], ["export", "--out", str(tmp_path / "a.jsonl")]):
+        code, _, err = heshi("audit", *command, "--config", str(config), env=WITH_KEY)
+        assert code == 1 and "no database, so no audit records" in err and str(home) in err
+    assert not (home / "heshi.db").exists()
+
+
 def test_verify_names_the_first_broken_record(config: Path, database: Database) -> None:
     filled(database, 6)
     set_row(database, 2, output="改写")
