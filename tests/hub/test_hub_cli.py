@@ -56,6 +56,9 @@ def test_errors_are_red_text_on_stderr_and_exit_1(tmp_path: Path) -> None:
     absent = runner.invoke(app, ["rm", REF, "--home", str(tmp_path), "--yes"])
     assert absent.exit_code == 1
     assert "not in the cache" in absent.stderr
+    typo = runner.invoke(app, ["rm", "nosuch", "--home", str(tmp_path), "--yes"])
+    assert typo.exit_code == 1 and "no pulled model nosuch" in typo.stderr
+    assert "heshi models list" in typo.stderr  # where the names are
 
     not_pulled = runner.invoke(app, ["info", REF, "--home", str(tmp_path)])
     assert not_pulled.exit_code == 1
