@@ -4,6 +4,7 @@ hint: tests/governance/test_gov_auth.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -72,7 +73,13 @@ def test_banner_says_where_what_and_why_auth_is_open_or_required(
     assert "requires Authorization: Bearer <key>" in again.stderr
 
     text, _ = serve_and_read_banner(tiny_gguf, home)
-    assert "keys required" in text and "holds 2 key(s)" in text and "--open" in text
+    assert "keys required" in text and "holds 2 key(s), 2 active" in text and "--open" in text
+    assert "[first request: 401]" in text
+    listed = json.loads(run("keys", "list", "--json", home=home).stdout)
+    for key in listed:  # revoked keys still require keys; the banner says so
+        assert run("keys", "revoke", key["id"], home=home).returncode == 0
+    text, _ = serve_and_read_banner(tiny_gguf, home)
+    assert "holds 2 key(s), 0 active" in text and "none active: heshi keys create" in text
     assert "[first request: 401]" in text
     text, _ = serve_and_read_banner(tiny_gguf, home, "--open")
     assert "no keys checked (--open" in text and "[first request: 200]" in text

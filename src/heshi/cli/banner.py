@@ -3,6 +3,8 @@ which rules — above all whether API keys are required, and why."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
@@ -40,14 +42,18 @@ def _auth(config: HeshiConfig, gateway: Gateway) -> str:
     if config.auth.open:
         return "开放 open — 不校验密钥（--open / auth.open）/ no keys checked (--open / auth.open)"
     try:
-        count = gateway.gov.keys.count()
+        keys = gateway.gov.keys.list()
     except Exception as exc:  # a database that is down is reported, not fatal, here
         return f"未知 unknown — 无法读取密钥表 / the key table cannot be read: {exc}"
-    if count:
+    if keys:
+        # revoked keys count too: revoking every key must not open the gateway
+        now = datetime.now(UTC)
+        active = sum(1 for k in keys if k.status == "active" and not k.is_expired(now))
+        none = "" if active else "; 没有有效密钥 / none active: heshi keys create"
         return (
-            f"需要密钥 keys required — 数据库中有 {count} 个密钥 / the database holds {count} "
-            "key(s) (`heshi keys list`); send Authorization: Bearer <key>, or restart with "
-            "--open for single-user use"
+            f"需要密钥 keys required — 数据库中有 {len(keys)} 个密钥（{active} 个有效）/ the "
+            f"database holds {len(keys)} key(s), {active} active (`heshi keys list`){none}; "
+            "send Authorization: Bearer <key>, or restart with --open for single-user use"
         )
     return (
         "开放 open — 尚未创建任何密钥 / no key has been created yet; the first "
