@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from heshi.store.keys import KeyStore
 from tests.fakes.waiting import wait_until
 from tests.governance.conftest import GatewayFactory, Upstream, gateway_config
 
@@ -135,3 +136,25 @@ def test_piped_chat_says_what_failed_and_exits_1(
     assert "Traceback" not in closed.stdout + closed.stderr
     unknown = chat("nosuch-model", "--url", gw.url + "/v1")
     assert unknown.returncode == 1 and "does not exist" in unknown.stderr
+
+
+def test_a_refused_key_is_told_where_a_key_goes(
+    upstream: Upstream, start_gateway: GatewayFactory, home: Path, keys: KeyStore
+) -> None:
+    """The gateway's 401 speaks to any client; heshi chat names --key and HESHI_API_KEY."""
+    plaintext, _ = keys.create("acme", "bot")
+    gw = start_gateway(gateway_config(home, upstream.base_url))
+    env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HESHI_HOME": str(home)}
+    for key in ([], ["--key", "hs-wrong"]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "heshi", "chat", "--url", gw.url + "/v1", *key],
+            input="你好", text=True, capture_output=True, timeout=120, check=False, env=env,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr
+        assert "--key or HESHI_API_KEY" in " ".join(refused.stderr.split())  # wrapped
+    answered = subprocess.run(
+        [sys.executable, "-m", "heshi", "chat", "--url", gw.url + "/v1"], input="你好",
+        text=True, capture_output=True, timeout=120, check=False,
+        env={**env, "HESHI_API_KEY": plaintext},
+    )  # fmt: skip
+    assert answered.returncode == 0 and "HESHI_API_KEY" not in answered.stderr

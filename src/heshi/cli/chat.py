@@ -112,8 +112,18 @@ class Client:
         if r.status_code >= 400:
             error = data.get("error") if isinstance(data, dict) else None
             message = error.get("message") if isinstance(error, dict) else None
-            raise ChatError(message or f"HTTP {r.status_code}")
+            raise ChatError((message or f"HTTP {r.status_code}") + key_hint(r.status_code))
         return data if isinstance(data, dict) else {}
+
+
+def key_hint(status: int) -> str:
+    """What a command-line user does about a 401: the gateway's message speaks to any
+    client, this names the option and the variable."""
+    if status != 401:
+        return ""
+    return (
+        " — 用 --key 或环境变量 HESHI_API_KEY 给出密钥 / give the key with --key or HESHI_API_KEY"
+    )
 
 
 def _printable_key(value: str | None) -> str | None:

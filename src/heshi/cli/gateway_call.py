@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from heshi.cli.chat import key_hint
 from heshi.config import load_config
 from heshi.errors import HeshiError
 
@@ -35,7 +36,8 @@ def _result(response: httpx.Response) -> dict[str, Any]:
         message = ""
         if isinstance(data, dict):
             message = str((data.get("error") or {}).get("message") or "")
-        raise AskFailed(f"HTTP {response.status_code}: {message or response.text[:300]}")
+        status = response.status_code
+        raise AskFailed(f"HTTP {status}: {message or response.text[:300]}{key_hint(status)}")
     return data
 
 
