@@ -47,7 +47,7 @@ _FORMULA = ("=", "+", "-", "@", "＝", "＋", "－", "＠")
 def cell(value: Any) -> str:
     """A cell a spreadsheet will not run: names and extracted fields come from clients and
     documents, and text starting with = + - @ (after spaces too), a tab or a return would
-    be read as a formula. Numbers stay numbers."""
+    be read as a formula. Numbers stay numbers; a long string of digits stays text."""
     if value is None:
         return ""
     if isinstance(value, bool | int | float):
@@ -55,6 +55,11 @@ def cell(value: Any) -> str:
     text = str(value)
     if text.lstrip()[:1] in _FORMULA or text[:1] in ("\t", "\r"):
         return "'" + text
+    long_or_zero = len(text) > 11 or (len(text) > 1 and text.startswith("0"))
+    if text.isascii() and text.isdigit() and long_or_zero:
+        # an invoice, account or ID number: Excel would show 1.23457E+19 and keep only 15
+        # digits, or drop a leading zero; a leading tab makes it keep the text
+        return "\t" + text
     return text
 
 
