@@ -20,7 +20,6 @@ from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
-from sqlalchemy import make_url
 
 from heshi.audit import DEFAULT_RETENTION_DAYS, AuditLog
 from heshi.audit.head import HEAD_FILE, HEADS_DIR, audit_key, head_path
@@ -55,15 +54,7 @@ def _audit_log(
     ``HESHI_AUDIT_KEY`` or of ``$HESHI_HOME/audit.key``; ``check_head``, with ``head``
     (default: the database's head file in the home) as its head file."""
     cfg = load_config(config)
-    url = make_url(cfg.store.sql_url(cfg.home))
-    file = url.database if url.get_backend_name() == "sqlite" else None
-    if file and file != ":memory:" and not Path(file).exists():
-        # reading a log must not leave an empty database behind a mistyped HESHI_HOME
-        raise ConfigError(
-            f"没有数据库，也就没有审计记录 / no database, so no audit records: {file} "
-            f"(HESHI_HOME={cfg.home}; 检查 HESHI_HOME 或 --config / check HESHI_HOME or --config)"
-        )
-    with open_database(cfg) as db:
+    with open_database(cfg, existing=("审计记录", "audit records")) as db:
         head_file = (head or head_path(cfg.home, db.url)) if check_head else None
         yield AuditLog(db, key=audit_key(cfg.home) if keyed else None, head=head_file)
 

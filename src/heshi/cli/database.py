@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import make_url
 
 from heshi.config import HeshiConfig, load_config
 from heshi.errors import ConfigError
@@ -41,11 +42,25 @@ _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 
 @contextmanager
-def open_database(config: Path | HeshiConfig | None) -> Iterator[Database]:
+def open_database(
+    config: Path | HeshiConfig | None, *, existing: tuple[str, str] | None = None
+) -> Iterator[Database]:
     """The configured database (of a heshi.yaml, or a loaded configuration), migrated to
-    the current schema, disposed afterwards."""
+    the current schema, disposed afterwards. ``existing`` names, in Chinese and English,
+    what a command that only reads looks for: such a command refuses a SQLite file that
+    is not there rather than leave an empty one behind a mistyped HESHI_HOME."""
     cfg = config if isinstance(config, HeshiConfig) else load_config(config)
-    db = Database(cfg.store.sql_url(cfg.home))
+    raw = cfg.store.sql_url(cfg.home)
+    if existing is not None:
+        url = make_url(raw)
+        file = url.database if url.get_backend_name() == "sqlite" else None
+        if file and file != ":memory:" and not Path(file).exists():
+            raise ConfigError(
+                f"没有数据库，也就没有{existing[0]} / no database, so no {existing[1]}: {file} "
+                f"(HESHI_HOME={cfg.home}; 检查 HESHI_HOME 或 --config / check HESHI_HOME or "
+                "--config)"
+            )
+    db = Database(raw)
     try:
         db.migrate()
         yield db

@@ -16,6 +16,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # bigger files are refused before they are re
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # a DOCX/XLSX/OFD package's content, unpacked
 MAX_PACKAGE_MEMBERS = 10_000
 NO_TEXT = "文件中没有文字 / no text in the file (OCR found none either)"
+PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their readers open them
 _SCANNED = (".pdf", ".ofd", *IMAGE_SUFFIXES)  # read by OCR where they hold no text
 
 
@@ -24,16 +25,9 @@ def no_text(suffix: str) -> str:
     return NO_TEXT if suffix.lower() in _SCANNED else "文件中没有文字 / no text in the file"
 
 
-PACKAGES = (".docx", ".xlsx", ".ofd")  # zip packages: checked before their readers open them
-
-
 def load_bytes(path: Path) -> bytes:
     """The file's bytes, refused before they cost memory when past :data:`MAX_FILE_BYTES`."""
     try:
-        if path.is_symlink() and not path.exists():
-            raise UnreadableDocument(
-                f"链接指向的文件不存在 / broken link: {path.name} -> {path.readlink()}"
-            )
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device would never end
             raise UnreadableDocument(
@@ -46,6 +40,10 @@ def load_bytes(path: Path) -> bytes:
             )
         return path.read_bytes()
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and path.is_symlink():
+            raise UnreadableDocument(
+                f"链接指向的文件不存在 / broken link: {path.name} -> {path.readlink()}"
+            ) from exc
         raise UnreadableDocument(
             f"无法读取 / cannot read {path.name}: {exc.strerror or exc}"
         ) from exc
