@@ -150,3 +150,50 @@ def test_the_judges_probability_is_read_from_its_logprobs_or_else_its_word() -> 
     odd = [{"token": "有害", "logprob": float("nan")}, {"token": 5, "logprob": "x"}, "junk"]
     broken = {"message": {"content": "有害"}, "logprobs": {"content": [{"top_logprobs": odd}]}}
     assert harm_probability(broken) == 1.0  # unreadable logprobs: the word decides
+
+
+def test_a_blocked_message_about_suicide_gets_the_hotline_with_the_refusal(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    """The judge blocks 我有点想死… (in the band, 0.55): the refusal says where to find help,
+    streamed or not; a blocked message about something else gets the bare refusal."""
+    crisis = "我有点想死，但又不想让家人难过。"
+    with _client("有害", upstream, start_gateway, keys, home) as client:
+        for body in (chat_body(crisis), chat_body(crisis) | {"stream": True}):
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200 and r.headers["x-heshi-guard"] == "block"
+            text = r.text if body.get("stream") else r.json()["choices"][0]["message"]["content"]
+            assert REFUSAL in text and "12356" in text and "110" in text
+        plain = client.post("/v1/chat/completions", json=chat_body(UNSURE))
+        assert plain.json()["choices"][0]["message"]["content"] == REFUSAL
+
+
+@pytest.mark.parametrize("crisis", ["", "请拨打本地热线 / call the local helpline"])
+def test_the_crisis_line_is_the_deployments_to_word_or_turn_off(
+    crisis: str, upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    plaintext, _ = keys.create("acme", "cs")
+    upstream.state.respond = _judge_says("有害")
+    cfg = _config(home, upstream)
+    gw = start_gateway(
+        cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"crisis": crisis})})
+    )
+    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
+        r = client.post("/v1/chat/completions", json=chat_body("我有点想死，但又不想让家人难过。"))
+    expected = f"{REFUSAL}\n\n{crisis}" if crisis else REFUSAL
+    assert r.json()["choices"][0]["message"]["content"] == expected
+
+
+def test_what_reads_as_a_crisis() -> None:
+    from heshi.guard.crisis import in_crisis
+
+    for text in (
+        "我有自残的冲动",
+        "女朋友说她不想活了",
+        "怎麼自殺最快",
+        "自 杀",
+        "I want to kill myself",
+    ):
+        assert in_crisis(text), text
+    for text in ("怎样识别电信诈骗", "杀毒软件推荐", "这个进程怎么kill掉", "死机了怎么办"):
+        assert not in_crisis(text), text

@@ -87,6 +87,8 @@ class GuardConfig(Strict):
     lexicons: list[Path] = Field(default_factory=list)  # empty = the shipped seed lexicon
     actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
     refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
+    # after the refusal of a message about suicide or self-harm; "" = none (heshi.guard.crisis)
+    crisis: str | None = None  # None = the shipped text (hotline 12356)
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
     model: GuardModelConfig = Field(default_factory=GuardModelConfig)
     classifier: GuardClassifierConfig = Field(default_factory=GuardClassifierConfig)
