@@ -88,7 +88,11 @@ class GuardConfig(Strict):
     actions: dict[str, Literal["block", "replace", "flag"]] = Field(default_factory=dict)
     refusal: str = "抱歉，这个问题我无法回答。如有其他问题，欢迎继续咨询。"
     # after the refusal of a message about suicide or self-harm; "" = none (heshi.guard.crisis)
-    crisis: str | None = None  # None = the shipped text (hotline 12356)
+    crisis: str = (
+        "如果你正在想伤害自己，你并不孤单：现在有危险请拨打 110 或 120；想找人聊聊，可以拨打"
+        "全国统一心理援助热线 12356。/ If you are thinking of harming yourself, you are not alone: "
+        "call 110 or 120 in an emergency, or the national mental-health helpline 12356."
+    )
     suspension: SuspensionConfig = Field(default_factory=SuspensionConfig)
     model: GuardModelConfig = Field(default_factory=GuardModelConfig)
     classifier: GuardClassifierConfig = Field(default_factory=GuardClassifierConfig)

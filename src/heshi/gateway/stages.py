@@ -16,7 +16,7 @@ from heshi.gateway.governance import Governance
 from heshi.gateway.pipeline import Chunks
 from heshi.gateway.replies import Refusal
 from heshi.guard.aigc import header_value, new_produce_id
-from heshi.guard.crisis import DEFAULT_CRISIS, refusal_for
+from heshi.guard.crisis import refusal_for
 from heshi.guard.labels import Labeller
 from heshi.guard.safety import most_severe
 from heshi.guard.stage import GuardStage
@@ -191,8 +191,7 @@ class Guard:
         x.reason = "guard.block"
         x.route = RouteFacts(backend="guard", backend_header="guard", route="guard:block")
         refusal = inbound.engine.refusal if inbound.engine else inbound.config.refusal
-        crisis = inbound.config.crisis
-        return Refusal(refusal_for(refusal, DEFAULT_CRISIS if crisis is None else crisis, x.body))
+        return Refusal(refusal_for(refusal, inbound.config.crisis, x.body))
 
     async def after(self, x: Exchange, result: JSON) -> None:
         inbound = x.guard

@@ -17,11 +17,6 @@ import re
 from heshi.engines.base import JSON, content_text
 from heshi.guard.ngrams import normalized
 
-DEFAULT_CRISIS = (
-    "如果你正在想伤害自己，你并不孤单：现在有危险请拨打 110 或 120；想找人聊聊，可以拨打全国统一"
-    "心理援助热线 12356。/ If you are thinking of harming yourself, you are not alone: "
-    "call 110 or 120 in an emergency, or the national mental-health helpline 12356."
-)
 # read after folding (traditional → simplified, full width, case, separators inside words)
 _WORDS = re.compile(
     "自杀|轻生|寻死|想死|不想活|活不下去|活着没意思|活着没有意义|结束(?:自己的)?生命|了结自己|"

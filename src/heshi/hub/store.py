@@ -189,14 +189,14 @@ class ModelStore:
         which heshi never deletes.
         """
         ref = _as_ref(ref)
-        if isinstance(ref, LocalRef) and not ref.path.exists():
-            raise ModelFileError(
-                f"没有这个已下载的模型 / no pulled model {ref}: heshi models list 列出已下载的"
-                f"模型，rm 接受其名称或括号中的引用 / heshi models list shows them; rm takes a "
-                f"name or the reference in brackets",
-                param="ref",
-            )
         if isinstance(ref, LocalRef):
+            if not ref.path.exists():
+                raise ModelFileError(
+                    f"没有这个已下载的模型 / no pulled model {ref}: heshi models list 列出已下载"
+                    f"的模型，rm 接受其名称或括号中的引用 / heshi models list shows them; rm "
+                    f"takes a name or the reference in brackets",
+                    param="ref",
+                )
             raise HubError(
                 f"不会删除本地路径，只删除已下载的模型 / heshi only removes models it pulled, "
                 f"not local files: {ref}",
