@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from heshi.config import GuardConfig
+from heshi.errors import HeshiError
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
 from heshi.guard.safety import Lexicon, SafetyEngine
@@ -42,8 +43,6 @@ def cached(paths: list[Path]) -> dict[str, float]:
     """Prompt id → the judge's probability, from dumps (later files win)."""
     found: dict[str, float] = {}
     for path in paths:
-        if not path.is_file():
-            continue
         for line in path.read_text("utf-8").splitlines():
             row = json.loads(line) if line.strip() else {}
             if row.get("judge") is not None:
@@ -60,10 +59,20 @@ def main() -> None:
     p.add_argument("--judge-model", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--cache", type=Path, help="where judgements made here are appended")
     args = p.parse_args()
+    for dump in args.dump:  # a mistyped dump would have every band prompt judged again
+        if not dump.is_file():
+            p.error(f"找不到文件 / no such file: {dump}")
+    try:
+        run(args)
+    except HeshiError as exc:  # an unreadable bank or weights file
+        p.error(str(exc))
+
+
+def run(args: argparse.Namespace) -> None:
     shipped = GuardConfig()
     above, sure = shipped.classifier.judge.above, shipped.classifier.block_above or 1.0
     least, plain = shipped.classifier.judge.min_probability, shipped.policy.above or 0.0
-    probs = cached([*args.dump, *([args.cache] if args.cache else [])])
+    probs = cached([*args.dump, *([args.cache] if args.cache and args.cache.is_file() else [])])
     engine = SafetyEngine(Lexicon.seed())
     models = [SafetyClassifier.load(w) for w in args.weights]
     print(f"bands: judge {above}–{sure}, judge blocks at p ≥ {least}, policy from {plain}")

@@ -318,3 +318,10 @@ def test_the_benchmark_compares_weights_with_cached_and_new_judgements(
     ]
     assert "stages 1.000/0.500" in run("--dump", str(cache))  # read back, nobody asked
     assert len(upstream.state.bodies) == 1
+    for flags in (["--dump", str(tmp_path / "typo.jsonl")], ["--bank", str(tmp_path / "no")]):
+        wrong = subprocess.run(
+            [sys.executable, str(script), "--weights", str(shipped), "--bank", str(bank), *flags],
+            check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+        assert "no such file" in wrong.stderr or "cannot read the bank" in wrong.stderr
