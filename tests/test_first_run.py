@@ -25,11 +25,11 @@ ROOT = Path(__file__).parents[1]
 
 
 def run(*args: str, home: Path, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    env = {"HESHI_HOME": str(home), "PATH": "/usr/bin:/bin", "COLUMNS": str(columns)}
-    return subprocess.run(
-        [sys.executable, "-m", "heshi", *args], capture_output=True, text=True, env=env,
-        timeout=120, check=False,
-    )  # fmt: skip
+    """``heshi ARGS`` in this process (the CLI as a user runs it, without a second
+    interpreter's start-up), with its exit code, stdout and stderr."""
+    env = {"HESHI_HOME": str(home), "COLUMNS": str(columns)}
+    result = CliRunner().invoke(app, list(args), env=env)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def serve_and_read_banner(tiny_gguf: Path, home: Path, *extra: str) -> tuple[str, str]:
