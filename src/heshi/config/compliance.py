@@ -73,6 +73,9 @@ class AnsweringPolicyConfig(Strict):
     # below ``above``, a request with no system prompt of its own gets this short one
     # instead. None = Heshi's (heshi.guard.policy.PLAIN_POLICY); "" = none
     plain: str | None = None
+    # a request scored below this (no stage found anything, no system prompt of its own)
+    # whose answer opens with a decline is asked once more; None = never (heshi.guard.policy)
+    retry_below: float | None = Field(default=0.4, ge=0, le=1)
 
 
 class GuardConfig(Strict):

@@ -83,7 +83,7 @@ class Gateway:
         stages: list[Stage] = [admit]
         if config.aigc.enabled:
             stages.append(Label(Labeller(config.aigc)))
-        guard = Guard(self.guard, self._ask)
+        guard = Guard(self.guard, self._ask, self._again)
         if not config.guard.enabled and not any(
             (t.guard or {}).get("enabled") for t in config.tenants.values()
         ):
@@ -112,6 +112,18 @@ class Gateway:
         assert isinstance(result, dict)
         first = (result.get("choices") or [{}])[0]
         return first if isinstance(first, dict) else {}
+
+    async def _again(self, parent: Exchange) -> JSON:
+        """``parent``'s chat request asked once more, whole, as the model saw it (policy
+        and placeholders in): an internal request of the caller (heshi.gateway.again)."""
+        x = parent.child("chat")
+        x.body = {k: v for k, v in parent.body.items() if k not in ("stream", "stream_options")}
+        x.model = parent.model
+        x.plan = self.router.plan(parent.model, x.body)
+        self.recorder.started(x)
+        result = await self.internal.unary(x)
+        assert isinstance(result, dict)
+        return result
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from heshi.engines.base import JSON, CostBounded, Engine, TokenCounting, asked_completion_tokens
 from heshi.engines.sizing import estimate_prompt_tokens
 from heshi.errors import ContextLengthExceeded, PermissionDenied
+from heshi.gateway.again import Again, answer_again, declined, stream_again
 from heshi.gateway.exchange import Exchange, Sizing
 from heshi.gateway.governance import Governance
 from heshi.gateway.pipeline import Chunks
@@ -168,9 +169,10 @@ class Guard:
     span_in: str | None = "guard.in"
     span_out: str | None = "guard.out"
 
-    def __init__(self, guard: GuardStage, ask: Ask) -> None:
+    def __init__(self, guard: GuardStage, ask: Ask, again: Again) -> None:
         self.guard = guard
         self.ask = ask
+        self.again = again  # the request asked once more (heshi.gateway.again)
 
     async def before(self, x: Exchange) -> Refusal | None:
         if x.endpoint not in {"chat", "completions"}:
@@ -197,6 +199,8 @@ class Guard:
         inbound = x.guard
         if inbound is None or not inbound.config.enabled:
             return
+        if inbound.again and x.endpoint == "chat" and declined(result):
+            await answer_again(x, result, self.again)
         outbound = self.guard.outbound_result(inbound, result)
         if outbound != "block":
             outbound = await self.guard.outbound_model(inbound, result) or outbound
@@ -206,6 +210,8 @@ class Guard:
         inbound = x.guard
         if inbound is None or not inbound.config.enabled:
             return chunks
+        if inbound.again and x.endpoint == "chat":
+            chunks = stream_again(x, chunks, self.again)
         return self.guard.outbound_stream(inbound, None, chunks)
 
 

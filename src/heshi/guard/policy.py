@@ -58,6 +58,27 @@ def wanted(cfg: AnsweringPolicyConfig, score: float | None, hits: bool) -> bool:
     return cfg.above is None or score is None or score >= cfg.above or hits
 
 
+def may_ask_again(cfg: AnsweringPolicyConfig, score: float | None, hits: bool, body: JSON) -> bool:
+    """Whether a decline of this chat request is answered by asking the model once more
+    (heshi.gateway.again): the classifier scored it below ``cfg.retry_below`` (where the
+    band judge starts; 9 of the 925 should-refuse prompts of held-out banks 7–9 score
+    below 0.4), no stage found anything, and the request has no system prompt of its own
+    — an application's own (只回答本行业务) may mean a decline. The 1.5B default model
+    declines ordinary requests at random (外卖少送了一杯饮料 → 抱歉，我无法提供外卖服务);
+    asked the same again it answered 34 of 48 such declines on banks 7–9
+    (docs/benchmarks.md). Not when sampling is greedy (``temperature: 0`` asks for the
+    same answer) or ``n`` > 1."""
+    if not cfg.enabled or cfg.retry_below is None or score is None or hits:
+        return False
+    greedy = body.get("temperature") == 0
+    if score >= cfg.retry_below or greedy or body.get("n", 1) not in (1, None):
+        return False
+    messages = body.get("messages")
+    return isinstance(messages, list) and not any(
+        isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages
+    )
+
+
 def policy_text(cfg: AnsweringPolicyConfig, flagged: list[str]) -> str:
     """The policy, and a caution for each risk (``A1`` … ``E2``) the classifier flagged."""
     text = cfg.text if cfg.text is not None else DEFAULT_POLICY

@@ -28,7 +28,14 @@ from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.guard_model import Consult, judge
 from heshi.guard.judges import ESTIMATES, bound, classified, model_hits, scored
 from heshi.guard.pii import masked, redact, scan
-from heshi.guard.policy import apply_plain, apply_policy, plain_text, policy_text, wanted
+from heshi.guard.policy import (
+    apply_plain,
+    apply_policy,
+    may_ask_again,
+    plain_text,
+    policy_text,
+    wanted,
+)
 from heshi.guard.pseudonym import Pseudonymizer
 from heshi.guard.safety import Hit, Lexicon, SafetyEngine, most_severe
 from heshi.guard.suspension import SuspensionTracker
@@ -58,6 +65,7 @@ class Inbound:
     pii_found: int = 0
     prompt: str = ""  # the prompt texts as received (masked before the audit log)
     score: float | None = None  # the classifier's highest score (None: not scored)
+    again: bool = False  # a decline is answered by asking once more (policy.may_ask_again)
     out_hits: list[Hit] = field(default_factory=list)
     output: list[str] = field(default_factory=list)  # the answer as sent to the caller
 
@@ -228,6 +236,9 @@ class GuardStage:
             await self._count(key_id, violated, cfg)
         if not result.blocked and cfg.pii != "off":
             _protect(result, texts)
+        result.again = not result.blocked and may_ask_again(
+            cfg.policy, result.score, bool(result.hits), body
+        )
         if not result.blocked and wanted(cfg.policy, result.score, bool(result.hits)):
             flagged = [h.risk for h in result.hits if h.action == "flag"]
             apply_policy(body, policy_text(cfg.policy, flagged))
