@@ -88,17 +88,30 @@ def test_a_declined_answer_is_asked_once_more_and_both_calls_are_charged(
 
 
 def test_a_declined_stream_is_answered_by_the_second_call_in_the_streams_format(
-    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
-) -> None:
-    key, _ = keys.create("acme", "cs")
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, store_db: Database,
+    home: Path,
+) -> None:  # fmt: skip
+    key, made = keys.create("acme", "cs")
     _answers(upstream, DECLINE + "如有其他问题请告诉我。", ANSWER)
-    with _client(start_gateway, _config(home, upstream), key) as client:
+    gw = start_gateway(_config(home, upstream))
+    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(key)) as client:
         body = chat_body(PLAIN, stream_options={"include_usage": True})
         text, chunks = _streamed(client, body)
     assert text == ANSWER  # (a stream's headers are sent before its text is read)
     ends = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
     assert ends[-1] == "stop" and ends.count("stop") == 1
-    assert chunks[-1]["usage"]["completion_tokens"] > 0 and chunks[-1]["choices"] == []
+
+    # the usage the client is shown is what both ledger rows charge (the first, cut at its
+    # first sentence, as estimated)
+    def recorded() -> list[dict[str, Any]]:
+        gw.flush()
+        rows = [row for row in ledger_rows(store_db) if row["key_id"] == made.id]
+        return rows if len(rows) == 2 else []
+
+    rows = wait_until(recorded, timeout=20, message="both calls were not recorded")
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["prompt_tokens"] == sum(row["prompt_tokens"] for row in rows)
+    assert chunks[-1]["usage"]["completion_tokens"] == sum(row["completion_tokens"] for row in rows)
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}  # one stream, one id
     assert upstream.state.calls == 2
     assert "stream" not in upstream.state.bodies[1]  # the second is asked whole

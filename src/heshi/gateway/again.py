@@ -119,8 +119,10 @@ async def stream_again(
         template = next((c for c in held if c.get("choices")), None)
         if template is not None and _opening_only(held[-1]) and is_refusal(text):
             rest = [chunk async for chunk in chunks] if finished else []  # its usage
-            usage = next((c["usage"] for c in rest if isinstance(c.get("usage"), dict)), None)
             await chunks.aclose()  # the slot is freed before the second call needs one
+            prompt, completion = x.charged()  # what the first call's ledger row will say
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}  # fmt: skip
             second = await _second(x, again)
             if second is not None:
                 second["usage"] = _summed(usage, second.get("usage"))
