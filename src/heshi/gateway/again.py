@@ -22,7 +22,7 @@ from heshi.engines.base import JSON
 from heshi.errors import HeshiError
 from heshi.gateway.exchange import Exchange
 from heshi.guard.refusal import OPENING_CHARS, is_refusal
-from heshi.guard.textflow import is_final, with_text
+from heshi.guard.textflow import is_final, text_of, with_text
 
 log = logging.getLogger("heshi.guard")
 
@@ -45,15 +45,13 @@ def declined(result: JSON) -> bool:
     return isinstance(content, str) and is_refusal(content)
 
 
-async def answer_again(x: Exchange, result: JSON, again: Again) -> bool:
-    """Replace ``result``'s declined answer by a second one, in place; whether it was.
-    A second call that fails leaves the first answer (the decline) as it was."""
+async def answer_again(x: Exchange, result: JSON, again: Again) -> None:
+    """Replace ``result``'s declined answer by a second one, in place. A second call
+    that fails leaves the first answer (the decline) as it was."""
     second = await _second(x, again)
-    if second is None:
-        return False
-    result["choices"] = second["choices"]
-    result["usage"] = _summed(result.get("usage"), second.get("usage"))
-    return True
+    if second is not None:
+        result["choices"] = second["choices"]
+        result["usage"] = _summed(result.get("usage"), second.get("usage"))
 
 
 async def _second(x: Exchange, again: Again) -> JSON | None:
@@ -91,13 +89,6 @@ def _opening_only(chunk: JSON) -> bool:
     return not (delta.get("tool_calls") or delta.get("reasoning_content"))
 
 
-def _delta_text(chunk: JSON) -> str:
-    choices = chunk.get("choices") or []
-    delta = choices[0].get("delta") if choices else None
-    text = delta.get("content") if isinstance(delta, dict) else None
-    return text if isinstance(text, str) else ""
-
-
 async def stream_again(
     x: Exchange, chunks: AsyncGenerator[JSON, None], again: Again
 ) -> AsyncGenerator[JSON, None]:
@@ -110,7 +101,7 @@ async def stream_again(
             held.append(chunk)
             if not _opening_only(chunk):
                 break  # a tool call or reasoning: not a plain decline; let it through
-            text += _delta_text(chunk)
+            text += text_of(chunk)
             finished = is_final(chunk)
             if finished or len(text) >= OPENING_CHARS or _FIRST_SENTENCE.search(text):
                 break

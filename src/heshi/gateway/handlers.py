@@ -104,22 +104,22 @@ class Gateway:
         """Ask a guard model (any alias the router serves) on ``parent``'s behalf; the
         answer's first choice. ``options``: more body fields (the band judge's logprobs)."""
         x = parent.child("guard")
-        x.body = {"model": alias, "messages": messages, **_GUARD_MODEL_BODY, **(options or {})}
-        x.model = alias
-        x.plan = self.router.plan(alias, x.body)
-        self.recorder.started(x)
-        result = await self.internal.unary(x)
-        assert isinstance(result, dict)
+        body = {"model": alias, "messages": messages, **_GUARD_MODEL_BODY, **(options or {})}
+        result = await self._internal(x, alias, body)
         first = (result.get("choices") or [{}])[0]
         return first if isinstance(first, dict) else {}
 
     async def _again(self, parent: Exchange) -> JSON:
         """``parent``'s chat request asked once more, whole, as the model saw it (policy
         and placeholders in): an internal request of the caller (heshi.gateway.again)."""
-        x = parent.child("chat")
-        x.body = {k: v for k, v in parent.body.items() if k not in ("stream", "stream_options")}
-        x.model = parent.model
-        x.plan = self.router.plan(parent.model, x.body)
+        body = {k: v for k, v in parent.body.items() if k not in ("stream", "stream_options")}
+        return await self._internal(parent.child("chat"), parent.model, body)
+
+    async def _internal(self, x: Exchange, model: str, body: JSON) -> JSON:
+        """Run ``x`` (a child of a caller's request) for ``model`` through the internal
+        pipeline: admitted, metered and recorded, no guard or labels."""
+        x.body, x.model = body, model
+        x.plan = self.router.plan(model, body)
         self.recorder.started(x)
         result = await self.internal.unary(x)
         assert isinstance(result, dict)

@@ -199,7 +199,7 @@ class Guard:
         inbound = x.guard
         if inbound is None or not inbound.config.enabled:
             return
-        if inbound.again and x.endpoint == "chat" and declined(result):
+        if inbound.again and declined(result):
             await answer_again(x, result, self.again)
         outbound = self.guard.outbound_result(inbound, result)
         if outbound != "block":
@@ -210,7 +210,7 @@ class Guard:
         inbound = x.guard
         if inbound is None or not inbound.config.enabled:
             return chunks
-        if inbound.again and x.endpoint == "chat":
+        if inbound.again:
             chunks = stream_again(x, chunks, self.again)
         return self.guard.outbound_stream(inbound, None, chunks)
 

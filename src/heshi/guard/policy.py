@@ -10,6 +10,8 @@ judge: it declines a request for harm and answers a question about one (docs/gua
 
 from __future__ import annotations
 
+from typing import Any
+
 from heshi.config.compliance import AnsweringPolicyConfig
 from heshi.engines.base import JSON
 from heshi.guard.safety import tc260_risks
@@ -74,9 +76,12 @@ def may_ask_again(cfg: AnsweringPolicyConfig, score: float | None, hits: bool, b
     if score >= cfg.retry_below or greedy or body.get("n", 1) not in (1, None):
         return False
     messages = body.get("messages")
-    return isinstance(messages, list) and not any(
-        isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages
-    )
+    return isinstance(messages, list) and not has_system(messages)
+
+
+def has_system(messages: list[Any]) -> bool:
+    """Whether a chat request has a system (or developer) prompt: its application's."""
+    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
 
 
 def policy_text(cfg: AnsweringPolicyConfig, flagged: list[str]) -> str:
@@ -99,9 +104,7 @@ def apply_plain(body: JSON, text: str) -> None:
     """``text`` as the system message of a chat request that has none. A caller's own
     system prompt is its application's (只回答本行业务) and is left as it is."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not text:
-        return
-    if any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+    if not isinstance(messages, list) or not text or has_system(messages):
         return
     messages.insert(0, {"role": "system", "content": text})
 
