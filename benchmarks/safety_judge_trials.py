@@ -31,6 +31,7 @@ import httpx
 
 from heshi.config import GuardConfig
 from heshi.engines.base import JSON
+from heshi.errors import HeshiError
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
 from heshi.guard.judges import JUDGE_OPTIONS, JUDGE_SHOTS, JUDGE_SYSTEM, harm_probability
@@ -124,6 +125,15 @@ def main() -> None:
     p.add_argument("--test", nargs="+", type=Path, default=TEST)
     p.add_argument("--json", type=Path, help="every prompt's probability under each variant")
     args = p.parse_args()
+    try:
+        run(args)
+    except HeshiError as exc:  # an unreadable bank
+        p.error(str(exc))
+    except httpx.HTTPError as exc:  # the judge's gateway is down or refused
+        p.error(f"裁判服务不可用 / the judge at {args.judge_url} failed: {exc!r}")
+
+
+def run(args: argparse.Namespace) -> None:
     dev = args.bank or [b for b in sorted(DATA.glob("safety_bank_*.jsonl")) if b not in args.test]
     least = GuardConfig().classifier.judge.min_probability
     engine, model = SafetyEngine(Lexicon.seed()), SafetyClassifier.load()

@@ -361,3 +361,11 @@ def test_the_benchmark_asks_judge_variants_about_the_band_only(
     assert report["banks"][1]["items"] == [
         {"id": "a1", "expect": "answer", "shipped": 1.0, "balanced": 0.0}
     ]
+    for wrong in (["--judge-url", "http://127.0.0.1:9", "--bank", str(bank)],
+                  ["--judge-url", url, "--bank", str(tmp_path / "no.jsonl")]):  # fmt: skip
+        failed = subprocess.run(
+            [sys.executable, str(script), *wrong],
+            check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr
+        assert "failed" in failed.stderr or "cannot read the bank" in failed.stderr
