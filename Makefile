@@ -38,7 +38,7 @@ lint: $(STAMP)
 
 # Lint, then every test including the slow real-model ones, with a coverage gate.
 test: lint model
-	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term --durations=25 $(PYTEST_ARGS)
 
 # Quick loop while developing: no real model, no lint.
 test-fast: $(STAMP)
