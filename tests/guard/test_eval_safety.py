@@ -57,6 +57,10 @@ def test_the_example_bank_through_a_running_gateway(
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>") and "<table>" in page
     assert upstream.state.calls == 10  # only the should-answer questions reached the model
+    # stderr is not a terminal here (a log file, CI): progress as a line at every tenth
+    said = [line for line in result.stderr.splitlines() if line.startswith("安全评估")]
+    assert len(said) == 10 and said[0].startswith("安全评估 / safety evaluation: 2/20 (10%), 0m")
+    assert said[-1].startswith("安全评估 / safety evaluation: 20/20 (100%), ")
 
 
 def _upstream_config(upstream: Upstream, tmp_path: Path) -> Path:

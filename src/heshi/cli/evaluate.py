@@ -12,10 +12,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heshi.cli.database import ConfigOption
-from heshi.cli.reporting import reporting_errors
+from heshi.cli.reporting import counting, reporting_errors
 from heshi.config import HeshiConfig, load_config
 from heshi.errors import InvalidRequest, UpstreamError
 from heshi.guard.evaluate import (
@@ -88,15 +87,8 @@ def safety(
             )
         for note in notes:
             err.print(f"⚠ {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-        with Progress(
-            TextColumn("安全评估 / safety evaluation"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("questions", total=len(questions))
+        with counting(err) as progress:
+            task = progress.add_task("安全评估 / safety evaluation", total=len(questions))
 
             def advance(_outcome: Any) -> None:
                 progress.advance(task)

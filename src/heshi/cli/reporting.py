@@ -3,14 +3,23 @@ worked through with a progress bar — and the options several of them share."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from heshi.errors import HeshiError
 
@@ -26,9 +35,40 @@ UrlOption = Annotated[
 ]
 
 
+class _Counting(Progress):
+    """A progress bar on a terminal; elsewhere (a log file, CI, a pipe), where a bar is not
+    drawn, a plain line at every tenth of the work and at least once a minute."""
+
+    def __init__(self, *columns: ProgressColumn, **options: Any) -> None:
+        super().__init__(*columns, **options)
+        self._step: dict[TaskID, int] = {}  # tenths of each task already said
+        self._last = time.monotonic()  # when a line was last said
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        if self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        total = int(task.total or 0)
+        done = int(task.completed)
+        step = done * 10 // total if total else 0
+        now = time.monotonic()
+        if step > self._step.get(task_id, 0) or now - self._last >= 60:
+            self._step[task_id] = step
+            self._last = now
+            elapsed = int(task.elapsed or 0)
+            share = f" ({done * 100 // total}%)" if total else ""
+            self.console.print(
+                f"{task.description}: {done}/{total or '?'}{share}, "
+                f"{elapsed // 60}m{elapsed % 60:02d}s",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+
+
 def counting(console: Console, *, transient: bool = True) -> Progress:
-    """A progress bar of items done out of all, with the time elapsed."""
-    return Progress(
+    """A progress bar of items done out of all, with the time elapsed (plain lines where
+    the console is not a terminal)."""
+    return _Counting(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=console, transient=transient,
     )  # fmt: skip
