@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
 from heshi.apps.kb.answer import prompt_messages, search_query
 from heshi.apps.kb.grounding import cite, keep_grounded
-from heshi.apps.kb.index import Hit
+from heshi.apps.kb.index import Hit, mix
 from heshi.apps.kb.store import StoredChunk
 
 FEES = "在境内其他银行的 ATM 上取现，每个自然月的前 3 笔免费，从第 4 笔起每笔收取 2 元。"
@@ -146,3 +149,16 @@ def test_the_judge_of_a_quoted_answer_reads_the_quoted_sentences_and_can_decline
     assert declined.answer == DECLINE and not declined.grounded
     assert declined.usage is not None and declined.usage["total_tokens"] == 11
     db.dispose()
+
+
+def test_a_lone_chunk_that_matches_scores_one_not_zero() -> None:
+    # one chunk: its keyword and vector scores are the best there are, so hybrid shows 1
+    assert mix(np.array([2.5], dtype=np.float32), np.array([0.8], dtype=np.float32), 0.5)[
+        0
+    ] == pytest.approx(1.0)
+    # no keyword in common: only the vector half counts
+    assert mix(np.zeros(1, dtype=np.float32), np.array([0.8], dtype=np.float32), 0.5)[
+        0
+    ] == pytest.approx(0.5)
+    tied = mix(np.array([1.0, 1.0, 0.0]), np.array([0.5, 0.2, 0.1]), 0.5)
+    assert tied[0] > tied[1] > tied[2]  # ties in one method leave the other to order them

@@ -158,13 +158,14 @@ def mix(bm25: np.ndarray, dense: np.ndarray, dense_weight: float) -> np.ndarray:
 
 
 def scaled(scores: np.ndarray) -> np.ndarray:
-    """Scores mapped to [0, 1] over the best ``CANDIDATES``; everything below them is 0."""
+    """Scores mapped to [0, 1] over the best ``CANDIDATES``; everything below them is 0.
+    When the candidates tie (one chunk, say), a positive score is the best there is: 1."""
     if scores.size == 0:
         return scores
     top = np.sort(scores)[::-1][: min(CANDIDATES, scores.size)]
     high, low = float(top[0]), float(top[-1])
     if high <= low:
-        return np.zeros_like(scores)
+        return np.where((scores >= high) & (scores > 0), 1.0, 0.0).astype(scores.dtype)
     return np.clip((scores - low) / (high - low), 0.0, 1.0)
 
 
