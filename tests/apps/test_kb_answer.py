@@ -152,13 +152,10 @@ def test_the_judge_of_a_quoted_answer_reads_the_quoted_sentences_and_can_decline
 
 
 def test_a_lone_chunk_that_matches_scores_one_not_zero() -> None:
-    # one chunk: its keyword and vector scores are the best there are, so hybrid shows 1
-    assert mix(np.array([2.5], dtype=np.float32), np.array([0.8], dtype=np.float32), 0.5)[
-        0
-    ] == pytest.approx(1.0)
+    one = np.array([0.8], dtype=np.float32)  # one chunk's vector similarity
+    # its keyword and vector scores are the best there are, so hybrid shows 1
+    assert mix(np.array([2.5], dtype=np.float32), one, 0.5)[0] == pytest.approx(1.0)
     # no keyword in common: only the vector half counts
-    assert mix(np.zeros(1, dtype=np.float32), np.array([0.8], dtype=np.float32), 0.5)[
-        0
-    ] == pytest.approx(0.5)
+    assert mix(np.zeros(1, dtype=np.float32), one, 0.5)[0] == pytest.approx(0.5)
     tied = mix(np.array([1.0, 1.0, 0.0]), np.array([0.5, 0.2, 0.1]), 0.5)
     assert tied[0] > tied[1] > tied[2]  # ties in one method leave the other to order them

@@ -37,7 +37,8 @@ UrlOption = Annotated[
 
 class _Counting(Progress):
     """A progress bar on a terminal; elsewhere (a log file, CI, a pipe), where a bar is not
-    drawn, a plain line at every tenth of the work and at least once a minute."""
+    drawn, a plain line at every tenth of the work, and after any item that ends a minute
+    or more after the last line."""
 
     def __init__(self, *columns: ProgressColumn, **options: Any) -> None:
         super().__init__(*columns, **options)
