@@ -165,12 +165,12 @@ def run_command(
                         task = progress.add_task("抽取 / extracting", total=len(files))
 
                         def on_row(row: dict[str, Any]) -> None:
-                            progress.advance(task)
                             if row["status"] == "failed":
                                 progress.console.print(
                                     f"失败 / failed  {row['file']}  {row['error']}",
                                     style="red", markup=False, highlight=False,
                                 )  # fmt: skip
+                            progress.advance(task)  # after the file's line, as kb ingest
 
                         report = await run_batch(
                             ask, chosen, files, out, model=name, max_chars=max_chars,

@@ -98,7 +98,6 @@ def ingest_command(
             task = progress.add_task("导入 / ingesting", total=len(files))
 
             def on_file(result: FileResult) -> None:
-                progress.advance(task)
                 line = f"{_STATUS[result.status]:<20} {result.path}"
                 if result.status in ("added", "replaced"):
                     line += f"  ({result.chunks} chunks)"
@@ -106,6 +105,7 @@ def ingest_command(
                     line += f"  {result.error}"
                 style = "red" if result.status == "failed" else None
                 progress.console.print(line, style=style, markup=False, highlight=False)
+                progress.advance(task)  # after the file's line: a log's count follows it
 
             def one(path: Path, data: bytes) -> FileResult:
                 source = str(path.resolve())
