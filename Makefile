@@ -36,13 +36,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
+# Tests run in JOBS pytest-xdist workers (the real-model ones all in one of them:
+# tests/conftest.py); JOBS=1 for one process.
+JOBS ?= 2
+
 # Lint, then every test including the slow real-model ones, with a coverage gate.
 test: lint model
-	$(PY) -m pytest --cov --cov-report=term --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup --cov --cov-report=term --durations=25 $(PYTEST_ARGS)
 
 # Quick loop while developing: no real model, no lint.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) -m "not slow" -q $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

@@ -21,6 +21,15 @@ ADMIN_TOKEN = "test-admin-token-7f3a9c"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # for /metrics and /healthz details
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (``make test`` runs two workers), the tests that run the real
+    default model all go to one worker, one after another: two 1.5B models decoding at
+    once on two cores took each four times as long as alone, and the whole run longer."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("real-model"))
+
+
 @pytest.fixture(autouse=True)
 def _admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every gateway a test starts (in process or as a child) has an admin token."""
