@@ -1,51 +1,83 @@
-"""The ``heshi`` command."""
+"""The ``heshi`` command.
+
+Each subcommand's module is imported only when that subcommand runs (or ``heshi --help``
+lists them all): importing all of them — the gateway, SQLAlchemy, pypinyin, the admin
+service — took 2.3 s before any command started, and ``heshi plan`` needs none of it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import importlib
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from heshi import __version__
-from heshi.cli import admin as admin_cli
-from heshi.cli import aigc as aigc_cli
-from heshi.cli import audit as audit_cli
-from heshi.cli import bench as bench_cli
-from heshi.cli import chat as chat_cli
-from heshi.cli import docs as docs_cli
-from heshi.cli import evaluate as evaluate_cli
-from heshi.cli import guard as guard_cli
-from heshi.cli import kb as kb_cli
-from heshi.cli import keys as keys_cli
-from heshi.cli import models as models_cli
-from heshi.cli import plan as plan_cli
-from heshi.cli import running as running_cli
-from heshi.cli import serve as serve_cli
-from heshi.cli import usage as usage_cli
+
+# name → (module under heshi.cli, attribute): one command function or a Typer of
+# subcommands, in the order ``heshi --help`` lists them (``version`` after the functions)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "ps": ("running", "ps"),
+    "chat": ("chat", "chat"),
+    "serve": ("serve", "serve"),
+    "usage": ("usage", "usage"),
+    "bench": ("bench", "bench"),
+    "models": ("models", "app"),
+    "keys": ("keys", "app"),
+    "kb": ("kb", "app"),
+    "docs": ("docs", "app"),
+    "plan": ("plan", "app"),
+    "admin": ("admin", "app"),
+    "guard": ("guard", "app"),
+    "eval": ("evaluate", "app"),
+    "audit": ("audit", "app"),
+    "aigc": ("aigc", "app"),
+}
+
+
+@functools.cache
+def _load(name: str) -> Any:
+    """The click command ``heshi NAME`` runs, its module imported now."""
+    module, attribute = _COMMANDS[name]
+    target = getattr(importlib.import_module(f"heshi.cli.{module}"), attribute)
+    if name == "models":  # load and unload live beside ps, with the running engines
+        running = importlib.import_module("heshi.cli.running")
+        target.command("load")(running.load)
+        target.command("unload")(running.unload)
+    command: Any
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)  # a group even with one subcommand
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class _LazyGroup(TyperGroup):
+    """``heshi``'s own commands, and the rest from ``_COMMANDS`` when asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        functions = [n for n, (_, attribute) in _COMMANDS.items() if attribute != "app"]
+        groups = [n for n in _COMMANDS if n not in functions]
+        return [*functions, *super().list_commands(ctx), *groups]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _COMMANDS:
+            return _load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="heshi",
     help="Heshi (合适): run Qwen models on the hardware you have, under the rules you live by.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_LazyGroup,
 )
-models_cli.app.command("load")(running_cli.load)
-models_cli.app.command("unload")(running_cli.unload)
-app.add_typer(models_cli.app, name="models")
-app.command("ps")(running_cli.ps)
-app.command("chat")(chat_cli.chat)
-app.command("serve")(serve_cli.serve)
-app.add_typer(keys_cli.app, name="keys")
-app.add_typer(kb_cli.app, name="kb")
-app.add_typer(docs_cli.app, name="docs")
-app.command("usage")(usage_cli.usage)
-app.add_typer(plan_cli.app, name="plan")
-app.command("bench")(bench_cli.bench)
-app.add_typer(admin_cli.app, name="admin")
-app.add_typer(guard_cli.app, name="guard")
-app.add_typer(evaluate_cli.app, name="eval")
-app.add_typer(audit_cli.app, name="audit")
-app.add_typer(aigc_cli.app, name="aigc")
 
 
 def _print_version(value: bool) -> None:
