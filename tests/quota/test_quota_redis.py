@@ -134,3 +134,24 @@ async def test_settle_failure_is_raised_and_logged(caplog: pytest.LogCaptureFixt
     assert "quota settle failed" in caplog.text
     await admission.settle(reservation, 5)  # not retried: it may have landed
     await admission.close()
+
+
+async def test_a_request_waits_for_a_busy_pool_longer_than_a_redis_call_may_take(
+    redis_prefix: str,
+) -> None:
+    """Two calls of 1.5 s each (under the 2 s a call may take) hold a pool of one
+    connection; the admission queued behind both waits ~3 s for it and is admitted — a
+    busy pool is a queue, not an outage."""
+    admission = RedisAdmission.from_url(REDIS_URL, prefix=redis_prefix, max_connections=1)
+    client = admission._client  # the admission's own pool of one connection
+    try:
+        holders = []
+        for n in range(2):
+            holders.append(asyncio.create_task(client.blpop([f"{redis_prefix}:none{n}"], 1.5)))
+            await asyncio.sleep(0.1)  # queued in this order
+        scopes = [Scope("tenant", "acme", Limits(budget_tokens=100))]
+        reservation = await admission.reserve(scopes, 40)
+        assert isinstance(reservation, Reservation)
+        assert await asyncio.gather(*holders) == [None, None]  # both timed out empty
+    finally:
+        await admission.close()
