@@ -55,6 +55,7 @@ import numpy as np
 from heshi.config import GuardConfig
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
+from heshi.guard.fiction import is_fiction
 from heshi.guard.judges import JUDGE_OPTIONS, harm_probability, judge_messages
 from heshi.guard.refusal import is_refusal
 from heshi.guard.safety import Lexicon, SafetyEngine
@@ -115,7 +116,8 @@ async def judge_all(
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
         async def ask(text: str) -> float:
-            body = {"model": model, "messages": judge_messages(text), "temperature": 0}
+            messages = judge_messages(text, is_fiction(text))  # as the guard asks
+            body = {"model": model, "messages": messages, "temperature": 0}
             async with gate:
                 r = await client.post("/v1/chat/completions", json=body | JUDGE_OPTIONS)
             r.raise_for_status()

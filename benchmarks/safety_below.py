@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/safety_below.py BANK OUT [--from LOW] [--below HIGH]
                                                 [--expect refuse|answer] [--plain]
+                                                [--fiction]
 
 How the answering policy's gate (``guard.policy.above``) was measured: the should-answer
 prompts scored below 0.2 run through ``heshi eval safety`` with the policy and without
 it (docs/benchmarks.md). ``--plain``: only the prompts the shipped guard sends on with
 its short prompt for plainly safe requests (below 0.2, nothing found by any stage) —
-the prompts ``guard.policy.plain`` changes. Prints how many prompts were written.
+the prompts ``guard.policy.plain`` changes. ``--fiction``: only requests for fiction
+(``heshi.guard.fiction.is_fiction``). Prints how many prompts were written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from heshi.config import GuardConfig, HeshiConfig
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import load_bank
+from heshi.guard.fiction import is_fiction
 from heshi.guard.policy import PLAIN_POLICY
 from heshi.guard.stage import GuardStage
 
@@ -46,10 +49,12 @@ def main() -> None:
     p.add_argument("--below", type=float, default=0.2)
     p.add_argument("--expect", choices=("refuse", "answer"))
     p.add_argument("--plain", action="store_true", help="only prompts given the short prompt")
+    p.add_argument("--fiction", action="store_true", help="only requests for fiction")
     args = p.parse_args()
     load_bank(args.bank)  # the bank's own checks: a broken bank fails here, with its line
     rows = [json.loads(line) for line in args.bank.read_text("utf-8").splitlines() if line]
     rows = [r for r in rows if args.expect in (None, r["expect"])]
+    rows = [r for r in rows if is_fiction(r["prompt"]) or not args.fiction]
     scores = SafetyClassifier.load().read([r["prompt"] for r in rows])
     kept = [r for r, v in zip(rows, scores, strict=True) if args.low <= v.unsafe < args.below]
     if args.plain:

@@ -3,7 +3,7 @@ requests a service must answer without letting more harmful ones through.
 
     .venv/bin/python benchmarks/safety_judge_trials.py --judge-url URL
                                  [--variant NAME...] [--bank FILE...] [--test FILE...]
-                                 [--json FILE]
+                                 [--json FILE] [--fiction-only]
 
 The guard asks the band judge (``heshi.guard.judges``) only about prompts the shipped
 classifier scores in its uncertain band (``judge.above`` up to ``block_above``) that the
@@ -13,7 +13,10 @@ counts, at ``judge.min_probability``, the should-refuse prompts it blocks and th
 should-answer prompts it blocks. ``--bank`` are the banks a variant may be chosen on
 (default: every bank in ``benchmarks/data`` but the ``--test`` ones), ``--test`` the
 banks held out for the verdict (default ``safety_bank_holdout9.jsonl``): the variants'
-examples were written here, not taken from any bank.
+examples were written here, not taken from any bank. ``shipped`` asks as the guard does —
+a request for fiction by the fiction judge (``heshi.guard.fiction``) —, ``general`` asks
+every prompt by the general judge, as the guard did before it; ``--fiction-only`` asks
+only about the requests for fiction in the band.
 
 A judge's block of a should-refuse prompt the model would refuse anyway changes nothing;
 the full-stack run (``heshi eval safety``) is the verdict on the whole guard.
@@ -34,7 +37,14 @@ from heshi.engines.base import JSON
 from heshi.errors import HeshiError
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
-from heshi.guard.judges import JUDGE_OPTIONS, JUDGE_SHOTS, JUDGE_SYSTEM, harm_probability
+from heshi.guard.fiction import is_fiction
+from heshi.guard.judges import (
+    JUDGE_OPTIONS,
+    JUDGE_SHOTS,
+    JUDGE_SYSTEM,
+    harm_probability,
+    judge_messages,
+)
 from heshi.guard.safety import Lexicon, SafetyEngine
 
 DATA = Path(__file__).parent / "data"
@@ -69,8 +79,11 @@ def system_with(harmless: str) -> str:
     return f"{head}{harmless}\n{rest}"
 
 
+# "shipped" is asked as the guard asks: a request for fiction by the fiction judge
+# (heshi.guard.fiction), any other by JUDGE_SYSTEM; "general" asks every one by the latter
 VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "shipped": (JUDGE_SYSTEM, JUDGE_SHOTS),
+    "general": (JUDGE_SYSTEM, JUDGE_SHOTS),
     "care": (system_with(CARE), JUDGE_SHOTS),
     "shots": (JUDGE_SYSTEM, JUDGE_SHOTS + MORE_SHOTS),
     "care+shots": (system_with(CARE), JUDGE_SHOTS + MORE_SHOTS),
@@ -79,6 +92,8 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 
 
 def messages(variant: str, text: str) -> list[JSON]:
+    if variant == "shipped":
+        return judge_messages(text, is_fiction(text))
     system, shots = VARIANTS[variant]
     out: list[JSON] = [{"role": "system", "content": system}]
     for request, verdict in shots:
@@ -103,8 +118,11 @@ async def judge(url: str, model: str, variant: str, prompts: list[str]) -> list[
         return await asyncio.gather(*(ask(p) for p in prompts))
 
 
-def band(path: Path, engine: SafetyEngine, model: SafetyClassifier) -> list[Question]:
-    """The prompts of ``path`` the shipped guard hands to the band judge."""
+def band(
+    path: Path, engine: SafetyEngine, model: SafetyClassifier, fiction: bool = False
+) -> list[Question]:
+    """The prompts of ``path`` the shipped guard hands to the band judge (``fiction``:
+    only the requests for fiction among them)."""
     shipped = GuardConfig().classifier
     above, sure = shipped.judge.above, shipped.block_above or 1.0
     bank = load_bank(path)
@@ -112,7 +130,9 @@ def band(path: Path, engine: SafetyEngine, model: SafetyClassifier) -> list[Ques
     return [
         q
         for q, s in zip(bank, scores, strict=True)
-        if above <= s < sure and not engine.check(q.prompt).blocked
+        if above <= s < sure
+        and not engine.check(q.prompt).blocked
+        and (is_fiction(q.prompt) or not fiction)
     ]
 
 
@@ -124,6 +144,7 @@ def main() -> None:
     p.add_argument("--bank", nargs="+", type=Path)
     p.add_argument("--test", nargs="+", type=Path, default=TEST)
     p.add_argument("--json", type=Path, help="every prompt's probability under each variant")
+    p.add_argument("--fiction-only", action="store_true", help="only requests for fiction")
     args = p.parse_args()
     try:
         run(args)
@@ -134,13 +155,16 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    dev = args.bank or [b for b in sorted(DATA.glob("safety_bank_*.jsonl")) if b not in args.test]
+    held = {t.resolve() for t in args.test}  # the held-out banks, however they were named
+    dev = args.bank or [
+        b for b in sorted(DATA.glob("safety_bank_*.jsonl")) if b.resolve() not in held
+    ]
     least = GuardConfig().classifier.judge.min_probability
     engine, model = SafetyEngine(Lexicon.seed()), SafetyClassifier.load()
     rows: list[dict[str, Any]] = []
     for part, banks in (("dev", dev), ("test", args.test)):
         for path in banks:
-            asked = band(path, engine, model)
+            asked = band(path, engine, model, args.fiction_only)
             row: dict[str, Any] = {"part": part, "bank": path.name, "items": []}
             prompts = [q.prompt for q in asked]
             probs = {

@@ -38,6 +38,9 @@ class BandJudgeConfig(Strict):
     # blocks when the probability the judge gives 有害 (its first token's logprobs; 1 or 0
     # from its text when the backend returns none) is at least this (docs/guard.md)
     min_probability: float = Field(default=0.6, gt=0, le=1)
+    # a request for fiction (a story, poem, script…) is asked about as fiction: does the
+    # piece have to contain a method, sex, an insult to a group…? (heshi.guard.fiction)
+    fiction: bool = True
 
 
 class GuardClassifierConfig(Strict):

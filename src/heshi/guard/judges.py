@@ -18,6 +18,7 @@ from heshi.config import GuardConfig
 from heshi.engines.base import JSON, content_text
 from heshi.errors import HeshiError
 from heshi.guard.classifier import SAFE, SafetyClassifier, screen
+from heshi.guard.fiction import fiction_judge_prefix, is_fiction
 from heshi.guard.guard_model import Classify, Consult, ModelVerdict, choice_text
 from heshi.guard.safety import Hit
 
@@ -59,6 +60,7 @@ _JUDGE_PREFIX: tuple[JSON, ...] = (
         )
     ),
 )
+_FICTION_PREFIX = fiction_judge_prefix()
 _NOT_SCORED = frozenset({"assistant", "system", "developer"})
 # one token, and the likeliest ten in its place: 有害 and 无害 are among them
 JUDGE_OPTIONS: JSON = {"max_tokens": 1, "logprobs": True, "top_logprobs": 10}
@@ -105,16 +107,22 @@ async def classified(
     top = max(range(len(texts)), key=lambda i: verdicts[i].unsafe)
     unsure = judge.enabled and judge.above <= verdicts[top].unsafe < (sure or 1.0)
     if unsure and ask is not None and not any(h.action == "block" for h in hits):
-        hits.extend(await judged(ask, texts[top], verdicts[top].risk, judge.min_probability))
+        fiction = judge.fiction and is_fiction(texts[top])
+        hits.extend(
+            await judged(ask, texts[top], verdicts[top].risk, judge.min_probability, fiction)
+        )
     return hits, verdicts[top].unsafe
 
 
-async def judged(ask: Scored, text: str, risk: str, least: float) -> list[Hit]:
+async def judged(
+    ask: Scored, text: str, risk: str, least: float, fiction: bool = False
+) -> list[Hit]:
     """The model's judgement of a request the classifier is unsure of: a block hit when
-    the probability it gives 有害 (harmful) is at least ``least``. A judge that fails or
-    answers neither word blocks nothing."""
+    the probability it gives 有害 (harmful) is at least ``least``. A request for fiction
+    is asked about as fiction (:mod:`heshi.guard.fiction`). A judge that fails or answers
+    neither word blocks nothing."""
     try:
-        harm = harm_probability(await ask(judge_messages(text)))
+        harm = harm_probability(await ask(judge_messages(text, fiction)))
     except HeshiError as exc:
         log.warning("安全裁判不可用 / the band judge failed: %s", exc)
         return []
@@ -123,10 +131,12 @@ async def judged(ask: Scored, text: str, risk: str, least: float) -> list[Hit]:
     return [Hit(f"有害 p={harm:.2f}", JUDGE, risk if risk != SAFE else "A8", "block", 0, 0)]
 
 
-def judge_messages(text: str) -> list[JSON]:
-    """The judge's conversation about ``text``: its instruction, its examples, the request.
-    Copies: a pipeline may edit a request's messages in place (the answering policy)."""
-    return [*map(dict, _JUDGE_PREFIX), {"role": "user", "content": f"请求：{text}"}]
+def judge_messages(text: str, fiction: bool = False) -> list[JSON]:
+    """The judge's conversation about ``text``: its instruction, its examples, the request
+    (the fiction judge's, when ``fiction``). Copies: a pipeline may edit a request's
+    messages in place (the answering policy)."""
+    prefix = _FICTION_PREFIX if fiction else _JUDGE_PREFIX
+    return [*map(dict, prefix), {"role": "user", "content": f"请求：{text}"}]
 
 
 def harm_probability(choice: JSON) -> float | None:
