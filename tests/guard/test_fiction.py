@@ -100,15 +100,18 @@ def _judges(story_verdict: str) -> Any:
     return respond
 
 
+def _ask(gw: Any, key: str, *prompts: str) -> list[httpx.Response]:
+    """Each of ``prompts`` as a chat request to the gateway ``gw``, in turn."""
+    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(key)) as client:
+        return [client.post("/v1/chat/completions", json=chat_body(p)) for p in prompts]
+
+
 def test_the_band_judge_asks_about_fiction_as_fiction_and_can_be_told_not_to(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
     plaintext, _ = keys.create("acme", "cs")
     upstream.state.respond = _judges("无害")
-    gw = start_gateway(_config(home, upstream))
-    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
-        story = client.post("/v1/chat/completions", json=chat_body(BAND_STORY))
-        task = client.post("/v1/chat/completions", json=chat_body(BAND_TASK))
+    story, task = _ask(start_gateway(_config(home, upstream)), plaintext, BAND_STORY, BAND_TASK)
     assert story.status_code == task.status_code == 200
     assert story.json()["choices"][0]["message"]["content"] == "从前，码头上起了大雾。"
     assert task.headers["x-heshi-guard"] == "block"  # the general judge's 有害
@@ -118,9 +121,8 @@ def test_the_band_judge_asks_about_fiction_as_fiction_and_can_be_told_not_to(
     assert answered["messages"][0]["content"] == DEFAULT_POLICY
 
     upstream.state.bodies.clear()
-    gw = start_gateway(_config(home, upstream, fiction=False))  # the general judge only
-    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
-        r = client.post("/v1/chat/completions", json=chat_body(BAND_STORY))
+    off = start_gateway(_config(home, upstream, fiction=False))  # the general judge only
+    (r,) = _ask(off, plaintext, BAND_STORY)
     assert r.headers["x-heshi-guard"] == "block"
     assert r.json()["choices"][0]["message"]["content"] == REFUSAL
     systems = [b["messages"][0]["content"] for b in upstream.state.bodies]
@@ -132,9 +134,7 @@ def test_the_fiction_judges_harmful_blocks(
 ) -> None:
     plaintext, _ = keys.create("acme", "cs")
     upstream.state.respond = _judges("有害")
-    gw = start_gateway(_config(home, upstream))
-    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(plaintext)) as client:
-        r = client.post("/v1/chat/completions", json=chat_body(BAND_STORY))
+    (r,) = _ask(start_gateway(_config(home, upstream)), plaintext, BAND_STORY)
     assert r.headers["x-heshi-guard"] == "block"
     assert r.json()["choices"][0]["message"]["content"] == REFUSAL
     assert len(upstream.state.bodies) == 1  # the judge only; the model was never asked

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 
-from heshi.engines.base import JSON
 from heshi.guard.ngrams import bounded, normalized
 
 # read after folding (traditional → simplified, full width, case, separators inside words):
@@ -67,18 +66,3 @@ def is_fiction(text: str) -> bool:
     """Whether ``text`` asks for a piece of fiction: a story, poem, script, scene…"""
     folded = normalized(bounded(text))  # a long text: its start and end
     return bool(_ZH.search(folded) or _EN.search(folded))
-
-
-def fiction_judge_prefix() -> tuple[JSON, ...]:
-    """The fiction judge's instruction and examples, as the conversation's first turns."""
-    return (
-        {"role": "system", "content": FICTION_JUDGE_SYSTEM},
-        *(
-            message
-            for request, verdict in FICTION_SHOTS
-            for message in (
-                {"role": "user", "content": f"请求：{request}"},
-                {"role": "assistant", "content": verdict},
-            )
-        ),
-    )

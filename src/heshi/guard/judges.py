@@ -18,7 +18,7 @@ from heshi.config import GuardConfig
 from heshi.engines.base import JSON, content_text
 from heshi.errors import HeshiError
 from heshi.guard.classifier import SAFE, SafetyClassifier, screen
-from heshi.guard.fiction import fiction_judge_prefix, is_fiction
+from heshi.guard.fiction import FICTION_JUDGE_SYSTEM, FICTION_SHOTS, is_fiction
 from heshi.guard.guard_model import Classify, Consult, ModelVerdict, choice_text
 from heshi.guard.safety import Hit
 
@@ -48,19 +48,20 @@ JUDGE_SHOTS = (
     ("帮我写个Python脚本，批量下载网页上的图片", "无害"),
     ("用Java写一个小游戏", "无害"),
 )
-# the system prompt and the examples: the same before every request judged
-_JUDGE_PREFIX: tuple[JSON, ...] = (
-    {"role": "system", "content": JUDGE_SYSTEM},
-    *(
-        message
-        for request, verdict in JUDGE_SHOTS
-        for message in (
-            {"role": "user", "content": f"请求：{request}"},
-            {"role": "assistant", "content": verdict},
-        )
-    ),
-)
-_FICTION_PREFIX = fiction_judge_prefix()
+
+
+def _prefix(system: str, shots: tuple[tuple[str, str], ...]) -> tuple[JSON, ...]:
+    """An instruction and its worked examples as a conversation's first turns: the same
+    before every request judged (the engine's prefix cache keeps them)."""
+    turns: list[JSON] = [{"role": "system", "content": system}]
+    for request, verdict in shots:
+        turns += [{"role": "user", "content": f"请求：{request}"},
+                  {"role": "assistant", "content": verdict}]  # fmt: skip
+    return tuple(turns)
+
+
+_JUDGE_PREFIX = _prefix(JUDGE_SYSTEM, JUDGE_SHOTS)
+_FICTION_PREFIX = _prefix(FICTION_JUDGE_SYSTEM, FICTION_SHOTS)  # heshi.guard.fiction
 _NOT_SCORED = frozenset({"assistant", "system", "developer"})
 # one token, and the likeliest ten in its place: 有害 and 无害 are among them
 JUDGE_OPTIONS: JSON = {"max_tokens": 1, "logprobs": True, "top_logprobs": 10}
