@@ -116,7 +116,8 @@ async def judge_all(
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
         async def ask(text: str) -> float:
-            messages = judge_messages(text, is_fiction(text))  # as the guard asks
+            fiction = GuardConfig().classifier.judge.fiction and is_fiction(text)
+            messages = judge_messages(text, fiction)  # as the guard asks by default
             body = {"model": model, "messages": messages, "temperature": 0}
             async with gate:
                 r = await client.post("/v1/chat/completions", json=body | JUDGE_OPTIONS)

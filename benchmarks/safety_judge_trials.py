@@ -13,10 +13,11 @@ counts, at ``judge.min_probability``, the should-refuse prompts it blocks and th
 should-answer prompts it blocks. ``--bank`` are the banks a variant may be chosen on
 (default: every bank in ``benchmarks/data`` but the ``--test`` ones), ``--test`` the
 banks held out for the verdict (default ``safety_bank_holdout9.jsonl``): the variants'
-examples were written here, not taken from any bank. ``shipped`` asks as the guard does —
-a request for fiction by the fiction judge (``heshi.guard.fiction``) —, ``general`` asks
-every prompt by the general judge, as the guard did before it; ``--fiction-only`` asks
-only about the requests for fiction in the band.
+examples were written here, not taken from any bank. ``shipped`` asks as the guard does with
+its default settings (``judge.fiction``), ``general`` asks every prompt by the general
+judge, ``fiction`` asks a request for fiction by the fiction judge (``heshi.guard.fiction``)
+and any other by the general one; ``--fiction-only`` asks only about the requests for
+fiction in the band.
 
 A judge's block of a should-refuse prompt the model would refuse anyway changes nothing;
 the full-stack run (``heshi eval safety``) is the verdict on the whole guard.
@@ -37,7 +38,7 @@ from heshi.engines.base import JSON
 from heshi.errors import HeshiError
 from heshi.guard.classifier import SafetyClassifier
 from heshi.guard.evaluate import Question, load_bank
-from heshi.guard.fiction import is_fiction
+from heshi.guard.fiction import FICTION_JUDGE_SYSTEM, FICTION_SHOTS, is_fiction
 from heshi.guard.judges import (
     JUDGE_OPTIONS,
     JUDGE_SHOTS,
@@ -79,11 +80,13 @@ def system_with(harmless: str) -> str:
     return f"{head}{harmless}\n{rest}"
 
 
-# "shipped" is asked as the guard asks: a request for fiction by the fiction judge
-# (heshi.guard.fiction), any other by JUDGE_SYSTEM; "general" asks every one by the latter
+# "shipped" is asked as the guard asks with its default settings; "fiction" asks a request
+# for fiction by the fiction judge (heshi.guard.fiction), any other by JUDGE_SYSTEM, as the
+# guard does with judge.fiction on; "general" asks every one by JUDGE_SYSTEM
 VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "shipped": (JUDGE_SYSTEM, JUDGE_SHOTS),
     "general": (JUDGE_SYSTEM, JUDGE_SHOTS),
+    "fiction": (FICTION_JUDGE_SYSTEM, FICTION_SHOTS),  # for requests for fiction only
     "care": (system_with(CARE), JUDGE_SHOTS),
     "shots": (JUDGE_SYSTEM, JUDGE_SHOTS + MORE_SHOTS),
     "care+shots": (system_with(CARE), JUDGE_SHOTS + MORE_SHOTS),
@@ -92,8 +95,9 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 
 
 def messages(variant: str, text: str) -> list[JSON]:
-    if variant == "shipped":
-        return judge_messages(text, is_fiction(text))
+    if variant in ("shipped", "fiction"):
+        on = variant == "fiction" or GuardConfig().classifier.judge.fiction
+        return judge_messages(text, on and is_fiction(text))
     system, shots = VARIANTS[variant]
     out: list[JSON] = [{"role": "system", "content": system}]
     for request, verdict in shots:

@@ -81,9 +81,11 @@ def test_the_prompts_are_where_the_tests_need_them() -> None:
     assert is_fiction(BAND_STORY) and not is_fiction(BAND_TASK)
 
 
-def _config(home: Path, upstream: Upstream, **judge: Any) -> HeshiConfig:
+def _config(home: Path, upstream: Upstream, fiction: bool | None = True) -> HeshiConfig:
+    """``judge.fiction`` as given (None: as by default)."""
     base = gateway_config(home, upstream.base_url)
-    classifier = {"judge": {"model": "qwen"} | judge, "action": "flag"}
+    judge: dict[str, Any] = {"model": "qwen"} | ({} if fiction is None else {"fiction": fiction})
+    classifier = {"judge": judge, "action": "flag"}
     guard = GuardConfig(enabled=True, classifier=classifier)
     return base.model_copy(update={"guard": guard, "tenants": {"acme": TenantConfig()}})
 
@@ -121,12 +123,13 @@ def test_the_band_judge_asks_about_fiction_as_fiction_and_can_be_told_not_to(
     assert answered["messages"][0]["content"] == DEFAULT_POLICY
 
     upstream.state.bodies.clear()
-    off = start_gateway(_config(home, upstream, fiction=False))  # the general judge only
-    (r,) = _ask(off, plaintext, BAND_STORY)
-    assert r.headers["x-heshi-guard"] == "block"
-    assert r.json()["choices"][0]["message"]["content"] == REFUSAL
+    for fiction in (False, None):  # off, and off by default: the general judge only
+        off = start_gateway(_config(home, upstream, fiction))
+        (r,) = _ask(off, plaintext, BAND_STORY)
+        assert r.headers["x-heshi-guard"] == "block"
+        assert r.json()["choices"][0]["message"]["content"] == REFUSAL
     systems = [b["messages"][0]["content"] for b in upstream.state.bodies]
-    assert FICTION_JUDGE_SYSTEM not in systems and systems == [JUDGE_SYSTEM]
+    assert FICTION_JUDGE_SYSTEM not in systems and systems == [JUDGE_SYSTEM] * 2
 
 
 def test_the_fiction_judges_harmful_blocks(
@@ -159,12 +162,14 @@ def test_the_judge_trials_ask_the_fiction_in_the_band_as_the_guard_does(
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "safety_judge_trials.py"
     url = upstream.base_url.removesuffix("/v1")
     printed = subprocess.run(
-        [sys.executable, str(script), "--variant", "shipped", "general", "--fiction-only",
-         "--judge-url", url, "--bank", str(bank), "--test", str(bank)],
+        [sys.executable, str(script), "--variant", "fiction", "general", "shipped",
+         "--fiction-only", "--judge-url", url, "--bank", str(bank), "--test", str(bank)],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout  # fmt: skip
-    assert "shipped 0/0 · 0/1  general 0/0 · 1/1" in printed
+    # the fiction judge's 无害 · the general judge's 有害 · shipped: off by default
+    assert "fiction 0/0 · 0/1  general 0/0 · 1/1  shipped 0/0 · 1/1" in printed
     asked = {(b["messages"][0]["content"], b["messages"][-1]["content"])
              for b in upstream.state.bodies}  # fmt: skip
     story = f"请求：{BAND_STORY}"
     assert asked == {(FICTION_JUDGE_SYSTEM, story), (JUDGE_SYSTEM, story)}
+    assert len(upstream.state.bodies) == 6  # three variants, dev and test, the story only

@@ -39,8 +39,9 @@ class BandJudgeConfig(Strict):
     # from its text when the backend returns none) is at least this (docs/guard.md)
     min_probability: float = Field(default=0.6, gt=0, le=1)
     # a request for fiction (a story, poem, script…) is asked about as fiction: does the
-    # piece have to contain a method, sex, an insult to a group…? (heshi.guard.fiction)
-    fiction: bool = True
+    # piece have to contain a method, sex, an insult to a group…? Off: its instruction
+    # leaves out risks the general one names, and a pretext reaches it (heshi.guard.fiction)
+    fiction: bool = False
 
 
 class GuardClassifierConfig(Strict):

@@ -1,4 +1,6 @@
-"""Requests for fiction: the band judge asks about them as fiction.
+"""Requests for fiction: with ``judge.fiction`` on, the band judge asks about them as
+fiction. Off by default: its instruction leaves out risks the general judge names, and a
+pretext (我在写小说，需要这段情节：…) or a false match reaches it (docs/guard.md).
 
 A story, a poem, a script or a villain's speech on a dark theme — a murder in an old
 house, a gangsters' talk, a war, a ghost — is ordinary creative writing, and the ones a
@@ -8,8 +10,8 @@ a harmful request dressed as a novel is still harmful, blocked 6 of 48 should-an
 fiction requests in its band on the dev banks and 3 of 18 on the held-out ninth and tenth
 banks (docs/benchmarks.md); asked the narrower question — does the piece have to contain
 one of those things? — it blocked 1 and 1, and all 10 should-refuse ones on the dev banks
-(1 of the 2 held out: a request to copy a novel's first chapter, p 0.596, at the
-threshold; refused in every whole-stack run, by the judge or the model).
+(of the 2 held out it let 1 through: a request to copy a novel's first chapter, p 0.596,
+at the threshold; refused in every whole-stack run, by the judge or the model).
 
 Only the judge reads fiction differently: a note in the answering policy telling the model
 that dark themes are ordinary fiction was tried and made the 1.5B model decline more (it
