@@ -113,11 +113,11 @@ async def judge_all(
     """The band judge's probability of 有害 on each of ``asked`` (0 when it answered
     neither word), asked as the guard asks it, 4 at a time."""
     gate = asyncio.Semaphore(4)
+    on = GuardConfig().classifier.judge.fiction  # as the guard asks by default
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
         async def ask(text: str) -> float:
-            fiction = GuardConfig().classifier.judge.fiction and is_fiction(text)
-            messages = judge_messages(text, fiction)  # as the guard asks by default
+            messages = judge_messages(text, on and is_fiction(text))
             body = {"model": model, "messages": messages, "temperature": 0}
             async with gate:
                 r = await client.post("/v1/chat/completions", json=body | JUDGE_OPTIONS)

@@ -45,6 +45,7 @@ from heshi.guard.judges import (
     JUDGE_SYSTEM,
     harm_probability,
     judge_messages,
+    judge_prefix,
 )
 from heshi.guard.safety import Lexicon, SafetyEngine
 
@@ -94,18 +95,14 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 }
 
 
+FICTION_BY_DEFAULT = GuardConfig().classifier.judge.fiction  # what "shipped" asks
+
+
 def messages(variant: str, text: str) -> list[JSON]:
     if variant in ("shipped", "fiction"):
-        on = variant == "fiction" or GuardConfig().classifier.judge.fiction
+        on = variant == "fiction" or FICTION_BY_DEFAULT
         return judge_messages(text, on and is_fiction(text))
-    system, shots = VARIANTS[variant]
-    out: list[JSON] = [{"role": "system", "content": system}]
-    for request, verdict in shots:
-        out += [
-            {"role": "user", "content": f"请求：{request}"},
-            {"role": "assistant", "content": verdict},
-        ]
-    return [*out, {"role": "user", "content": f"请求：{text}"}]
+    return [*judge_prefix(*VARIANTS[variant]), {"role": "user", "content": f"请求：{text}"}]
 
 
 async def judge(url: str, model: str, variant: str, prompts: list[str]) -> list[float]:

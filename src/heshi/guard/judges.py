@@ -50,7 +50,7 @@ JUDGE_SHOTS = (
 )
 
 
-def _prefix(system: str, shots: tuple[tuple[str, str], ...]) -> tuple[JSON, ...]:
+def judge_prefix(system: str, shots: tuple[tuple[str, str], ...]) -> tuple[JSON, ...]:
     """An instruction and its worked examples as a conversation's first turns: the same
     before every request judged (the engine's prefix cache keeps them)."""
     turns: list[JSON] = [{"role": "system", "content": system}]
@@ -60,8 +60,8 @@ def _prefix(system: str, shots: tuple[tuple[str, str], ...]) -> tuple[JSON, ...]
     return tuple(turns)
 
 
-_JUDGE_PREFIX = _prefix(JUDGE_SYSTEM, JUDGE_SHOTS)
-_FICTION_PREFIX = _prefix(FICTION_JUDGE_SYSTEM, FICTION_SHOTS)  # heshi.guard.fiction
+_JUDGE_PREFIX = judge_prefix(JUDGE_SYSTEM, JUDGE_SHOTS)
+_FICTION_PREFIX = judge_prefix(FICTION_JUDGE_SYSTEM, FICTION_SHOTS)  # heshi.guard.fiction
 _NOT_SCORED = frozenset({"assistant", "system", "developer"})
 # one token, and the likeliest ten in its place: 有害 and 无害 are among them
 JUDGE_OPTIONS: JSON = {"max_tokens": 1, "logprobs": True, "top_logprobs": 10}
