@@ -117,6 +117,63 @@ def test_a_declined_stream_is_answered_by_the_second_call_in_the_streams_format(
     assert "stream" not in upstream.state.bodies[1]  # the second is asked whole
 
 
+DECLINE2 = "对不起，我不能帮助你完成这个任务。"
+
+
+def test_asked_again_up_to_retries_while_the_answers_decline(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, store_db: Database,
+    home: Path,
+) -> None:  # fmt: skip
+    key, made = keys.create("acme", "cs")
+    gw = start_gateway(_config(home, upstream, retries=2))
+    with httpx.Client(base_url=gw.url, timeout=30, headers=bearer(key)) as client:
+        _answers(upstream, DECLINE, DECLINE2, ANSWER)
+        r = client.post("/v1/chat/completions", json=chat_body(PLAIN, max_tokens=40))
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == ANSWER
+        assert r.headers["x-heshi-asked-again"] == "2" and upstream.state.calls == 3
+        assert r.json()["usage"] == {"prompt_tokens": 15, "completion_tokens": 120,
+                                     "total_tokens": 135}  # fmt: skip
+        # an answer at the first retry ends the asking
+        _answers(upstream, DECLINE, ANSWER, DECLINE2)
+        again = client.post("/v1/chat/completions", json=chat_body(PLAIN, max_tokens=40))
+        assert again.json()["choices"][0]["message"]["content"] == ANSWER
+        assert again.headers["x-heshi-asked-again"] == "1" and upstream.state.calls == 5
+        # a stream: the last answer, in the stream's format
+        _answers(upstream, DECLINE, DECLINE2, ANSWER)
+        text, chunks = _streamed(client, chat_body(PLAIN))
+    assert text == ANSWER and upstream.state.calls == 8
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    gw.flush()
+    ids = {row["request_id"] for row in ledger_rows(store_db) if row["key_id"] == made.id}
+    first = r.headers["x-request-id"]
+    assert {first, first + ".chat1", first + ".chat2"} <= ids
+    assert again.headers["x-request-id"] + ".chat2" not in ids
+
+
+def test_the_last_decline_is_sent_when_every_retry_declines_or_one_fails(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    key, _ = keys.create("acme", "cs")
+    with _client(start_gateway, _config(home, upstream), key) as client:  # retries: 1
+        _answers(upstream, DECLINE, DECLINE2, ANSWER)
+        r = client.post("/v1/chat/completions", json=chat_body(PLAIN))
+        assert r.json()["choices"][0]["message"]["content"] == DECLINE2
+        assert r.headers["x-heshi-asked-again"] == "1" and upstream.state.calls == 2
+    calls = iter(range(100))
+
+    def respond(body: dict[str, Any]) -> str:
+        if next(calls) == 1:
+            upstream.state.mode = "500"  # the model is away from the third call on
+        return DECLINE2
+
+    upstream.state.respond = respond
+    with _client(start_gateway, _config(home, upstream, retries=3), key) as client:
+        r = client.post("/v1/chat/completions", json=chat_body(PLAIN))
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == DECLINE2
+    assert r.headers["x-heshi-asked-again"] == "1"
+
+
 def test_an_answer_streams_through_untouched_once_its_first_sentence_is_read(
     upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
 ) -> None:
@@ -144,6 +201,7 @@ def test_an_answer_streams_through_untouched_once_its_first_sentence_is_read(
         ("the classifier's band: the model judges", {"messages": [
             {"role": "user", "content": UNSURE}]}, {}),
         ("turned off", {}, {"retry_below": None}),
+        ("no retries", {}, {"retries": 0}),
     ],
 )  # fmt: skip
 def test_a_decline_stands_when_asking_again_is_not_for_it(

@@ -219,7 +219,7 @@ ANSWERS = [  # answers that mention the law, a refusal, or an inability, and sti
     "很抱歉，我无法直接访问您的网络情况。但是，您可以通过以下几种方法来尝试解决问题：1. 检查路由器",
     # someone in the answer speaks: a story's character, a reply the user may give
     "突然，一个船员冲了出来。\n\n“我不能！我是一名船员，不能参与抢劫！”另一个船员喊道。",
-    "如果面试官问你的婚育计划，可以这样回答：\n\"对不起，我不能提供这方面的信息。\"",
+    '如果面试官问你的婚育计划，可以这样回答：\n"对不起，我不能提供这方面的信息。"',
 ]
 
 

@@ -78,8 +78,10 @@ class AnsweringPolicyConfig(Strict):
     # instead. None = Heshi's (heshi.guard.policy.PLAIN_POLICY); "" = none
     plain: str | None = None
     # a request scored below this (no stage found anything, no system prompt of its own)
-    # whose answer opens with a decline is asked once more; None = never (heshi.guard.policy)
+    # whose answer opens with a decline is asked again; None = never (heshi.guard.policy)
     retry_below: float | None = Field(default=0.4, ge=0, le=1)
+    # how many more times such a request is asked while its answers decline (0 = never)
+    retries: int = Field(default=1, ge=0, le=5)
 
 
 class GuardConfig(Strict):

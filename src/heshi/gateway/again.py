@@ -1,15 +1,16 @@
-"""Asking once more when the model declined a request the guard read as safe.
+"""Asking again when the model declined a request the guard read as safe.
 
 A small model samples a decline now and then for an ordinary request (外卖少送了一杯饮料 →
 抱歉，我无法提供外卖服务). When the guard marked the request (``Inbound.again``, see
 :func:`heshi.guard.policy.may_ask_again`) and the answer opens with a decline
-(:func:`heshi.guard.refusal.is_refusal`), the same request is asked once more and the second
-answer is the one sent. The second call is the caller's, admitted and metered as an
-internal request (its own ledger row); the answer's ``usage`` counts both calls.
+(:func:`heshi.guard.refusal.is_refusal`), the same request is asked again — up to
+``policy.retries`` more times while the answers decline — and the last answer is the one
+sent. Each further call is the caller's, admitted and metered as an internal request (its
+own ledger row); the answer's ``usage`` counts every call.
 
 A stream holds its text back until its first sentence is complete (or ``OPENING_CHARS``,
 or its end) — the time to the first token grows by that sentence — and, on a decline,
-closes the upstream and sends the second answer whole, in the stream's format.
+closes the upstream and sends the last answer whole, in the stream's format.
 """
 
 from __future__ import annotations
@@ -45,26 +46,37 @@ def declined(result: JSON) -> bool:
     return isinstance(content, str) and is_refusal(content)
 
 
-async def answer_again(x: Exchange, result: JSON, again: Again) -> None:
-    """Replace ``result``'s declined answer by a second one, in place. A second call
-    that fails leaves the first answer (the decline) as it was."""
-    second = await _second(x, again)
-    if second is not None:
-        result["choices"] = second["choices"]
-        result["usage"] = _summed(result.get("usage"), second.get("usage"))
+async def answer_again(x: Exchange, result: JSON, again: Again, retries: int = 1) -> None:
+    """Replace ``result``'s declined answer, in place, by asking again — up to ``retries``
+    more times while the answers decline; the last answer is sent and ``usage`` counts
+    every call. A call that fails leaves the answer before it as it was."""
+    last = await _asked(x, again, retries)
+    if last is not None:
+        result["choices"] = last["choices"]
+        result["usage"] = _summed(result.get("usage"), last.get("usage"))
 
 
-async def _second(x: Exchange, again: Again) -> JSON | None:
-    try:
-        second = await again(x)
-    except HeshiError as exc:  # over budget, no backend: the decline stands
-        log.warning("再问一次失败 / asking again failed for %s: %s", x.request_id, exc)
-        return None
-    choices = second.get("choices")
-    if not isinstance(choices, list) or len(choices) != 1:
-        return None
-    x.headers["x-heshi-asked-again"] = "1"
-    return second
+async def _asked(x: Exchange, again: Again, retries: int) -> JSON | None:
+    """The request asked again until an answer does not decline or ``retries`` calls were
+    made: the last answer, its ``usage`` the sum of these calls'; None when the first of
+    them failed. ``x-heshi-asked-again`` says how many were made."""
+    last: JSON | None = None
+    for n in range(1, retries + 1):
+        try:
+            answer = await again(x)
+        except HeshiError as exc:  # over budget, no backend: the answer before stands
+            log.warning("再问一次失败 / asking again failed for %s: %s", x.request_id, exc)
+            break
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1:
+            break
+        if last is not None:
+            answer["usage"] = _summed(last.get("usage"), answer.get("usage"))
+        last = answer
+        x.headers["x-heshi-asked-again"] = str(n)
+        if not declined(answer):
+            break
+    return last
 
 
 def _summed(first: object, second: object) -> JSON | None:
@@ -90,9 +102,10 @@ def _opening_only(chunk: JSON) -> bool:
 
 
 async def stream_again(
-    x: Exchange, chunks: AsyncGenerator[JSON, None], again: Again
+    x: Exchange, chunks: AsyncGenerator[JSON, None], again: Again, retries: int = 1
 ) -> AsyncGenerator[JSON, None]:
-    """``chunks``, or — when their opening declines — the second answer as chunks."""
+    """``chunks``, or — when their opening declines — the answer of asking again (up to
+    ``retries`` more times while the answers decline) as chunks."""
     held: list[JSON] = []
     text = ""
     finished = exhausted = False
@@ -114,7 +127,7 @@ async def stream_again(
             prompt, completion = x.charged()  # what the first call's ledger row will say
             usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}  # fmt: skip
-            second = await _second(x, again)
+            second = await _asked(x, again, retries)
             if second is not None:
                 second["usage"] = _summed(usage, second.get("usage"))
                 for chunk in _as_chunks(template, second):

@@ -200,7 +200,7 @@ class Guard:
         if inbound is None or not inbound.config.enabled:
             return
         if inbound.again and declined(result):
-            await answer_again(x, result, self.again)
+            await answer_again(x, result, self.again, inbound.config.policy.retries)
         outbound = self.guard.outbound_result(inbound, result)
         if outbound != "block":
             outbound = await self.guard.outbound_model(inbound, result) or outbound
@@ -211,7 +211,7 @@ class Guard:
         if inbound is None or not inbound.config.enabled:
             return chunks
         if inbound.again:
-            chunks = stream_again(x, chunks, self.again)
+            chunks = stream_again(x, chunks, self.again, inbound.config.policy.retries)
         return self.guard.outbound_stream(inbound, None, chunks)
 
 

@@ -70,7 +70,7 @@ def may_ask_again(cfg: AnsweringPolicyConfig, score: float | None, hits: bool, b
     asked the same again it answered 34 of 48 such declines on banks 7–9
     (docs/benchmarks.md). Not when sampling is greedy (``temperature: 0`` asks for the
     same answer) or ``n`` > 1."""
-    if not cfg.enabled or cfg.retry_below is None or score is None or hits:
+    if not cfg.enabled or cfg.retry_below is None or not cfg.retries or score is None or hits:
         return False
     greedy = body.get("temperature") == 0
     if score >= cfg.retry_below or greedy or body.get("n", 1) not in (1, None):
