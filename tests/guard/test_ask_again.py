@@ -171,7 +171,44 @@ def test_the_last_decline_is_sent_when_every_retry_declines_or_one_fails(
     with _client(start_gateway, _config(home, upstream, retries=3), key) as client:
         r = client.post("/v1/chat/completions", json=chat_body(PLAIN))
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == DECLINE2
-    assert r.headers["x-heshi-asked-again"] == "1"
+    assert r.headers["x-heshi-asked-again"] == "2"  # calls made: the failed one too
+
+
+def test_a_stream_asked_again_keeps_the_tool_calls_of_the_answer(
+    upstream: Upstream, start_gateway: GatewayFactory, keys: KeyStore, home: Path
+) -> None:
+    key, _ = keys.create("acme", "cs")
+    call = {"name": "find_order", "arguments": '{"order_id": "20240611"}'}
+
+    def respond(body: dict[str, Any]) -> str:
+        if not body.get("stream"):  # the second call (asked whole) answers with a tool call
+            upstream.state.tool_calls = [call]
+        return DECLINE
+
+    upstream.state.respond = respond
+    with _client(start_gateway, _config(home, upstream), key) as client:
+        text, chunks = _streamed(client, chat_body(PLAIN))
+    assert upstream.state.calls == 2 and text == ""
+    calls = [
+        tc
+        for c in chunks
+        if c["choices"]
+        for tc in c["choices"][0]["delta"].get("tool_calls") or []
+    ]
+    assert calls == [{"index": 0, "id": "call_up0", "type": "function", "function": call}]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"top_k": 1}, {"seed": 7}])
+def test_sampling_that_repeats_itself_is_not_asked_again(
+    sampling: dict[str, Any], upstream: Upstream, start_gateway: GatewayFactory,
+    keys: KeyStore, home: Path,
+) -> None:  # fmt: skip
+    key, _ = keys.create("acme", "cs")
+    _answers(upstream, DECLINE, ANSWER)
+    with _client(start_gateway, _config(home, upstream, retries=3), key) as client:
+        r = client.post("/v1/chat/completions", json={**chat_body(PLAIN), **sampling})
+    assert r.json()["choices"][0]["message"]["content"] == DECLINE and upstream.state.calls == 1
 
 
 def test_an_answer_streams_through_untouched_once_its_first_sentence_is_read(
@@ -281,3 +318,12 @@ def test_a_client_that_leaves_during_the_second_call_is_charged_for_both(
     assert second["request_id"] == first["request_id"] + ".chat1"
     # finished for nobody (200) or stopped when the gateway saw the client go (499): charged
     assert second["status"] in (200, 499) and second["prompt_tokens"] > 0
+
+
+def test_usage_is_summed_over_the_calls_that_report_it() -> None:
+    from heshi.gateway.again import _summed
+
+    one = {"prompt_tokens": 5, "completion_tokens": 40, "total_tokens": 45}
+    assert _summed(one, one) == {"prompt_tokens": 10, "completion_tokens": 80, "total_tokens": 90}
+    assert _summed(one, None) == one and _summed(None, one) == one  # a call without usage
+    assert _summed(None, None) is None

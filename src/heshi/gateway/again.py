@@ -59,9 +59,14 @@ async def answer_again(x: Exchange, result: JSON, again: Again, retries: int = 1
 async def _asked(x: Exchange, again: Again, retries: int) -> JSON | None:
     """The request asked again until an answer does not decline or ``retries`` calls were
     made: the last answer, its ``usage`` the sum of these calls'; None when the first of
-    them failed. ``x-heshi-asked-again`` says how many were made."""
+    them failed. ``x-heshi-asked-again`` says how many calls were made (a failed one too:
+    it has its ledger row); none once the client of a whole answer has left."""
     last: JSON | None = None
+    spent: JSON | None = None
     for n in range(1, retries + 1):
+        if x.control.gone:
+            break
+        x.headers["x-heshi-asked-again"] = str(n)
         try:
             answer = await again(x)
         except HeshiError as exc:  # over budget, no backend: the answer before stands
@@ -70,18 +75,20 @@ async def _asked(x: Exchange, again: Again, retries: int) -> JSON | None:
         choices = answer.get("choices")
         if not isinstance(choices, list) or len(choices) != 1:
             break
-        if last is not None:
-            answer["usage"] = _summed(last.get("usage"), answer.get("usage"))
-        last = answer
-        x.headers["x-heshi-asked-again"] = str(n)
+        spent = _summed(spent, answer.get("usage"))
+        last = {**answer, "usage": spent}
         if not declined(answer):
             break
     return last
 
 
 def _summed(first: object, second: object) -> JSON | None:
+    """Two calls' usage added up; where one has none, the other's."""
     if not isinstance(first, dict) or not isinstance(second, dict):
-        return second if isinstance(second, dict) else None
+        for usage in (second, first):
+            if isinstance(usage, dict):
+                return usage
+        return None
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")
     return {
         k: int(first.get(k) or 0) + int(second.get(k) or 0)
@@ -146,11 +153,22 @@ async def stream_again(
 
 
 def _as_chunks(template: JSON, result: JSON) -> list[JSON]:
-    """A whole chat answer as a stream's chunks: its text, its end, its usage."""
+    """A whole chat answer as a stream's chunks: its text (its tool calls and reasoning
+    with it), its end, its usage."""
     choice = result["choices"][0]
     message = choice.get("message") if isinstance(choice, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
+    message = message if isinstance(message, dict) else {}
+    content = message.get("content")
     body = with_text(template, content if isinstance(content, str) else "", final=False)
+    delta = body["choices"][0].get("delta")
+    if isinstance(delta, dict):
+        if isinstance(message.get("reasoning_content"), str):
+            delta["reasoning_content"] = message["reasoning_content"]
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            delta["tool_calls"] = [
+                {"index": i, **call} for i, call in enumerate(calls) if isinstance(call, dict)
+            ]
     end = with_text(template, "", final=True)
     end["choices"][0]["finish_reason"] = choice.get("finish_reason") or "stop"
     out = [body, end]

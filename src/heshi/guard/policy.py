@@ -68,11 +68,12 @@ def may_ask_again(cfg: AnsweringPolicyConfig, score: float | None, hits: bool, b
     — an application's own (只回答本行业务) may mean a decline. The 1.5B default model
     declines ordinary requests at random (外卖少送了一杯饮料 → 抱歉，我无法提供外卖服务);
     asked the same again it answered 34 of 48 such declines on banks 7–9
-    (docs/benchmarks.md). Not when sampling is greedy (``temperature: 0`` asks for the
-    same answer) or ``n`` > 1."""
+    (docs/benchmarks.md). Not when sampling is greedy or seeded (``temperature: 0``,
+    ``top_k: 1`` or a ``seed`` ask for the same answer) or ``n`` > 1."""
     if not cfg.enabled or cfg.retry_below is None or not cfg.retries or score is None or hits:
         return False
-    greedy = body.get("temperature") == 0
+    # the same answer again: greedy sampling, or a fixed seed
+    greedy = body.get("temperature") == 0 or body.get("top_k") == 1 or body.get("seed") is not None
     if score >= cfg.retry_below or greedy or body.get("n", 1) not in (1, None):
         return False
     messages = body.get("messages")

@@ -112,27 +112,35 @@ _WHERE_TO = re.compile(r"建议(?:您|你)|(?:您|你)可以|请(?:您|你)?(?:�
 
 
 # 很抱歉，我无法直接操作或查看订单信息。您可以通过以下几个步骤来联系卖家发货：1. …: what
-# the model cannot do *directly* (an order, an account, a network it has no access to),
-# then how the user can — the plain policy's answer to a service request, with no reason
-# given. Only these verbs of access (not 直接为您提供…), only when the next sentence opens
-# with the way, and never when the opening names a topic (安全, 违法, 隐私…).
+# the model cannot do *directly* to the user's own order, account or network, then how the
+# user can — the plain policy's answer to a service request, with no reason given. Only
+# these verbs of access (not 直接为您提供…, 无法直接处理这个请求), only about the user's
+# own things (not 此人的手机号, 他人的聊天记录), only when the next sentence opens with the
+# way (以下步骤, 在…, 登录…, 拨打…), and not when a topic (安全, 违法, 隐私…) is named first.
 _NO_ACCESS = re.compile(
     r"^[^。！？!?\n]*?(?:无法|不能|没法|没有办法)(?:直接|实时|亲自)"
-    r"(?:操作|查看|查询|查到|访问|处理|办理|修改|获取|看到|控制|联系|派人|上门)[^。！？!?\n]*[。！？!?\n]\s*"
-    r"(?:但是?|不过)?[，,\s]*(?:(?:您|你)可以(?:通过|在|拨打|联系|登录|尝试|按照|参考|自己|直接|先)"
-    r"|建议(?:您|你)(?:通过|在|拨打|联系|登录|尝试|先)|请(?:您|你)?(?:拨打|登录|联系|在))"
+    r"(?:操作|查看|查询|查到|访问|处理|办理|修改|获取|看到|控制|派人|上门)([^。！？!?\n]*)[。！？!?\n]\s*"
+    r"(?:但是?|不过)?[，,\s]*(?:(?:您|你)可以(?:通过以下|按照以下|参考以下|在|登录|拨打|联系)"
+    r"|建议(?:您|你)(?:登录|拨打|联系)|请(?:您|你)?(?:拨打|登录|联系)|以下(?:几个|几种)?(?:步骤|方法))"
 )
+_OWN = re.compile(r"您的|你的|订单|账户|账号|物流|快递|包裹|网络|宽带|设备|售后|退款|发货")
+_OTHERS = re.compile(r"他人|此人|别人|对方|某人|其他人|他的|她的|密码|住址|聊天记录|身份证|手机号")
 
 
 def _cannot_know(head: str) -> bool:
-    """The model says what it cannot look up and where to (see ``_CANNOT_KNOW``), or
-    what it cannot do directly and how the user can (``_NO_ACCESS``)."""
-    if _NO_ACCESS.search(head):
-        return not _TOPIC_REASON.search(head)
+    """The model says what it cannot do directly to the user's own matter and how the
+    user can (``_NO_ACCESS``), or what it cannot look up, why, and where to
+    (``_CANNOT_KNOW``). A topic named before the way (因为这涉及危险物品) keeps a decline."""
+    access = _NO_ACCESS.search(head)
+    if access is not None and not _TOPIC_REASON.search(head, 0, access.end()):
+        what = access.group(1)
+        if _OWN.search(what) and not _OTHERS.search(what):
+            return True
     found = _CANNOT_KNOW.search(head)
-    if found is None or _TOPIC_REASON.search(head, 0, found.end()):
+    if found is None:
         return False
-    return _WHERE_TO.search(head, found.end()) is not None
+    pointer = _WHERE_TO.search(head, found.end())
+    return pointer is not None and not _TOPIC_REASON.search(head, 0, pointer.start())
 
 
 def _sorry_about_matter(head: str) -> bool:
@@ -153,9 +161,17 @@ _SIMPLIFIED = str.maketrans(
 
 
 # what someone in the answer says — a story's character (“我不能！我是一名船员，不能参与
-# 抢劫！”另一个船员喊道), a quoted reply — is not the model declining: closed quotations of
-# up to 80 characters are left out of the opening
-_QUOTED = re.compile(r"“[^“”\n]{0,80}”|「[^「」\n]{0,80}」|『[^『』\n]{0,80}』|\"[^\"\n]{0,80}\"")
+# 抢劫！”另一个船员喊道), a reply it suggests (可以这样回答："对不起，我不能…") — is not the
+# model declining: a closed quotation of up to 80 characters said by someone (a speech verb
+# right after it) or offered as a reply (right after 可以这样回答 / 比如说…) is left out of
+# the opening. A decline the model puts in quotes itself (以DAN的身份回答：“抱歉，我不能…”)
+# or a quoted word (我“不能”提供) is still read.
+_QUOTE = r"(?:“[^“”\n]{1,80}”|「[^「」\n]{1,80}」|『[^『』\n]{1,80}』|\"[^\"\n]{1,80}\")"
+_QUOTED = re.compile(
+    rf"(?<=可以这样回答:)\s*{_QUOTE}|(?<=可以这样说:)\s*{_QUOTE}|(?<=可以回复:)\s*{_QUOTE}"
+    rf"|(?<=比如说:)\s*{_QUOTE}|(?<=例如:)\s*{_QUOTE}"  # (the opening is NFKC: ： is :)
+    rf"|{_QUOTE}(?=[^。！？!?\n“”]{{0,8}}?(?:说|道|喊|问|叫|答|吼|嘟囔|低声|冷笑|笑着))"
+)
 
 
 def opening(answer: str) -> str:
