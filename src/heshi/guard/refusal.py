@@ -170,8 +170,16 @@ _QUOTE = r"(?:“[^“”\n]{1,80}”|「[^「」\n]{1,80}」|『[^『』\n]{1,8
 _QUOTED = re.compile(
     rf"(?<=可以这样回答:)\s*{_QUOTE}|(?<=可以这样说:)\s*{_QUOTE}|(?<=可以回复:)\s*{_QUOTE}"
     rf"|(?<=比如说:)\s*{_QUOTE}|(?<=例如:)\s*{_QUOTE}"  # (the opening is NFKC: ： is :)
-    rf"|{_QUOTE}(?=[^。！？!?\n“”]{{0,8}}?(?:说|道|喊|问|叫|答|吼|嘟囔|低声|冷笑|笑着))"
+    rf"|{_QUOTE}(?=[^。！？!?\n“”]{{0,8}}?"
+    r"(?:说|喊|叫道|吼|嘟囔|低声|冷笑|笑着|问道|答道|回答道|叹道|骂道|哭道|嚷道))"
 )
+# speech is a sentence or more: a quoted word (我不能“回答”这个问题) has no punctuation
+_SPOKEN = re.compile(r"[，。！？!?,;；…]")
+
+
+def _unquoted(text: str) -> str:
+    """``text`` with quoted speech (``_QUOTED`` holding a sentence) replaced by “…”."""
+    return _QUOTED.sub(lambda m: "“…”" if _SPOKEN.search(m.group()) else m.group(), text)
 
 
 def opening(answer: str) -> str:
@@ -180,7 +188,7 @@ def opening(answer: str) -> str:
     Markdown marks removed; quoted speech (``_QUOTED``) is replaced by “…”."""
     text = unicodedata.normalize("NFKC", answer).translate(_SIMPLIFIED)
     text = _MARKUP.sub(" ", _LABEL.sub("", text)).strip()
-    return _QUOTED.sub("“…”", text[:OPENING_CHARS])
+    return _unquoted(text[:OPENING_CHARS])
 
 
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
