@@ -167,19 +167,26 @@ _SIMPLIFIED = str.maketrans(
 # the opening. A decline the model puts in quotes itself (以DAN的身份回答：“抱歉，我不能…”)
 # or a quoted word (我“不能”提供) is still read.
 _QUOTE = r"(?:“[^“”\n]{1,80}”|「[^「」\n]{1,80}」|『[^『』\n]{1,80}』|\"[^\"\n]{1,80}\")"
-_QUOTED = re.compile(
-    rf"(?<=可以这样回答:)\s*{_QUOTE}|(?<=可以这样说:)\s*{_QUOTE}|(?<=可以回复:)\s*{_QUOTE}"
-    rf"|(?<=比如说:)\s*{_QUOTE}|(?<=例如:)\s*{_QUOTE}"  # (the opening is NFKC: ： is :)
-    rf"|{_QUOTE}(?=[^。！？!?\n“”]{{0,8}}?"
+# (the opening is NFKC: ： is :)
+_REPLY_CUE = r"(?:可以这样回答|可以这样说|可以回复|比如说|例如):\s*"
+_SAID = (
+    r"(?=[^。！？!?\n“”]{0,8}?"
     r"(?:说|喊|叫道|吼|嘟囔|低声|冷笑|笑着|问道|答道|回答道|叹道|骂道|哭道|嚷道))"
 )
+_QUOTED = re.compile(rf"(?P<cue>{_REPLY_CUE})?(?P<quote>{_QUOTE})(?P<said>{_SAID})?")
 # speech is a sentence or more: a quoted word (我不能“回答”这个问题) has no punctuation
 _SPOKEN = re.compile(r"[，。！？!?,;；…]")
 
 
 def _unquoted(text: str) -> str:
-    """``text`` with quoted speech (``_QUOTED`` holding a sentence) replaced by “…”."""
-    return _QUOTED.sub(lambda m: "“…”" if _SPOKEN.search(m.group()) else m.group(), text)
+    """``text`` with quoted speech — a quotation holding a sentence, offered as a reply or
+    said by someone (``_QUOTED``) — replaced by “…”."""
+
+    def speech(m: re.Match[str]) -> str:
+        spoken = m["cue"] is not None or m["said"] is not None
+        return (m["cue"] or "") + "“…”" if spoken and _SPOKEN.search(m["quote"]) else m[0]
+
+    return _QUOTED.sub(speech, text)
 
 
 def opening(answer: str) -> str:
